@@ -1,0 +1,1 @@
+//! kube-lite node agent.
