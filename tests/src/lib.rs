@@ -1,1 +1,6 @@
-//! Shared helpers for the end-to-end tests.
+//! Test kit shared by the end-to-end tests of every crate: a real apiserver on
+//! loopback with sled in a temp dir (`apiserver`), and real multi-node clusters made of
+//! network namespaces and node agents (`cluster`).
+
+pub mod apiserver;
+pub mod cluster;
