@@ -10,9 +10,30 @@
 //! `run` watches Services and Endpoints through the gRPC `channel`, and keeps the nat
 //! (and filter, for REJECT) tables of the node's network namespace current until
 //! `shutdown` resolves; a full resync runs at start and every `resync_interval`.
+//! Rules stay in place when `run` returns (connections keep working while the agent
+//! restarts); [`cleanup`] removes them.
+//!
+//! Modules: [`model`] (Service + Endpoints → one view per Service port), [`render`]
+//! (pure: views → rules in `iptables-save` form, diffs → `iptables-restore` text, parsing
+//! `iptables-save`), [`exec`] (iptables / conntrack / ip inside the namespace),
+//! [`proxier`] (desired vs applied state, incremental sync and full resync).
 
+pub mod exec;
+pub mod model;
+pub mod proxier;
+pub mod render;
+
+pub use proxier::{Proxier, ProxyError, SyncReport};
+
+use futures::StreamExt;
+use kube_lite_client::{watcher, Event, WatchParams};
+use kube_lite_proto::v1::{
+    endpoints_api_client::EndpointsApiClient, service_api_client::ServiceApiClient,
+};
 use std::future::Future;
 use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 /// How a Service chain spreads new connections over its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +71,9 @@ pub struct ProxyConfig {
     pub node_local_route_dev: Option<String>,
     /// Coalesce bursts of watch events for this long before one restore.
     pub debounce: Duration,
+    /// If set, a report is sent after every successful sync (tests, benchmarks: "the
+    /// rules are live now").
+    pub sync_events: Option<tokio::sync::mpsc::UnboundedSender<SyncReport>>,
 }
 
 impl Default for ProxyConfig {
@@ -62,18 +86,87 @@ impl Default for ProxyConfig {
             chain_prefix: "KL-".to_string(),
             node_local_route_dev: Some("kl0".to_string()),
             debounce: Duration::from_millis(20),
+            sync_events: None,
         }
     }
 }
 
 /// Watches Services + Endpoints through `channel`, keeps the node's nat table current
 /// until `shutdown`; full resync on start and every `resync_interval`.
+///
+/// Nothing is written before both initial lists arrived. Watch events are coalesced for
+/// `debounce` (a burst → one restore). A failed sync is logged and retried after 1 s as
+/// a full resync. Returns an error only for an invalid configuration.
 pub async fn run(
     channel: tonic::transport::Channel,
     cfg: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let _ = (channel, cfg);
-    shutdown.await;
+    let mut proxier = Proxier::new(&cfg)?;
+    info!(netns = ?cfg.netns, mode = ?cfg.mode, backend = ?cfg.backend, "service proxy starting");
+    let mut services = Box::pin(watcher(
+        ServiceApiClient::new(channel.clone()),
+        WatchParams::default(),
+    ));
+    let mut endpoints = Box::pin(watcher(
+        EndpointsApiClient::new(channel),
+        WatchParams::default(),
+    ));
+    let mut have_services = false;
+    let mut have_endpoints = false;
+    let mut due: Option<Instant> = None;
+    let mut resync =
+        tokio::time::interval_at(Instant::now() + cfg.resync_interval, cfg.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let sleep_until = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = &mut shutdown => break,
+            ev = services.next() => match ev {
+                Some(Ok(Event::Restarted(all, _))) => { proxier.replace_services(all); have_services = true; }
+                Some(Ok(Event::Applied(s))) => proxier.upsert_service(s),
+                Some(Ok(Event::Deleted(s))) => proxier.delete_service(&s),
+                Some(Ok(Event::Bookmark(_))) => {}
+                Some(Err(e)) => warn!("watching services: {e}"),
+                None => break,
+            },
+            ev = endpoints.next() => match ev {
+                Some(Ok(Event::Restarted(all, _))) => { proxier.replace_endpoints(all); have_endpoints = true; }
+                Some(Ok(Event::Applied(e))) => proxier.upsert_endpoints(e),
+                Some(Ok(Event::Deleted(e))) => proxier.delete_endpoints(&e),
+                Some(Ok(Event::Bookmark(_))) => {}
+                Some(Err(e)) => warn!("watching endpoints: {e}"),
+                None => break,
+            },
+            _ = resync.tick() => proxier.request_resync(),
+            _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
+                due = None;
+                match proxier.sync().await {
+                    Ok(report) => {
+                        if let Some(tx) = &cfg.sync_events {
+                            let _ = tx.send(report);
+                        }
+                    }
+                    Err(e) => {
+                        warn!("service rules sync failed (retrying as a full resync in 1 s): {e}");
+                        due = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            },
+        }
+        if due.is_none() && have_services && have_endpoints && proxier.has_pending() {
+            due = Some(Instant::now() + cfg.debounce);
+        }
+    }
+    info!("service proxy stopped");
+    Ok(())
+}
+
+/// Removes every chain the proxy owns (by `cfg.chain_prefix`), the jumps to them and the
+/// cluster IP routes it added, in `cfg.netns`. Chains of others are left alone.
+pub async fn cleanup(cfg: &ProxyConfig) -> anyhow::Result<()> {
+    let mut p = Proxier::new(cfg)?;
+    p.cleanup().await?;
     Ok(())
 }

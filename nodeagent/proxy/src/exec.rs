@@ -1,0 +1,237 @@
+//! Side effects: iptables-restore / iptables-save, conntrack, ip route and sysctls, all
+//! run inside the node's network namespace (`nsenter --net=/run/netns/NS`).
+
+use crate::Backend;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// Route protocol number marking the routes the proxy adds (so it can find and remove
+/// exactly its own).
+pub const ROUTE_PROTO: &str = "77";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// Runs the tools inside one network namespace.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub netns: Option<String>,
+    pub backend: Backend,
+}
+
+impl Runner {
+    pub fn new(netns: Option<String>, backend: Backend) -> Runner {
+        Runner { netns, backend }
+    }
+
+    /// A command that runs `program` in the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Same as [`Runner::command`], blocking flavour (tests, benchmarks).
+    pub fn std_command(&self, program: &str) -> std::process::Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => std::process::Command::new(program),
+        }
+    }
+
+    pub fn restore_program(&self) -> &'static str {
+        match self.backend {
+            Backend::Nft => "iptables-restore",
+            Backend::Legacy => "iptables-legacy-restore",
+        }
+    }
+    pub fn save_program(&self) -> &'static str {
+        match self.backend {
+            Backend::Nft => "iptables-save",
+            Backend::Legacy => "iptables-legacy-save",
+        }
+    }
+    pub fn iptables_program(&self) -> &'static str {
+        match self.backend {
+            Backend::Nft => "iptables",
+            Backend::Legacy => "iptables-legacy",
+        }
+    }
+
+    async fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, ExecError> {
+        let mut cmd = self.command(program);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let spawn_err = |source| ExecError::Spawn {
+            program: program.to_string(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        if let Some(input) = stdin {
+            let mut w = child.stdin.take().expect("piped stdin");
+            let input = input.to_string();
+            // Write concurrently with reading the output so large inputs cannot deadlock.
+            let writer = tokio::spawn(async move {
+                let r = w.write_all(input.as_bytes()).await;
+                drop(w);
+                r
+            });
+            let out = child.wait_with_output().await.map_err(spawn_err)?;
+            let _ = writer.await;
+            return check(program, out);
+        }
+        let out = child.wait_with_output().await.map_err(spawn_err)?;
+        check(program, out)
+    }
+
+    /// `iptables-restore --noflush -w` with `text` on stdin.
+    pub async fn restore(&self, text: &str) -> Result<(), ExecError> {
+        self.run(self.restore_program(), &["--noflush", "-w"], Some(text))
+            .await
+            .map(|_| ())
+    }
+
+    /// `iptables-save` of the nat and filter tables (one process per table).
+    pub async fn save(&self) -> Result<String, ExecError> {
+        let mut s = self.run(self.save_program(), &["-t", "nat"], None).await?;
+        s.push_str(
+            &self
+                .run(self.save_program(), &["-t", "filter"], None)
+                .await?,
+        );
+        Ok(s)
+    }
+
+    /// Deletes UDP conntrack entries to `orig_dst` (optionally only those DNAT'd to
+    /// `dnat_to`). "Nothing to delete" is not an error.
+    pub async fn conntrack_flush_udp(
+        &self,
+        orig_dst: Ipv4Addr,
+        dnat_to: Option<Ipv4Addr>,
+    ) -> Result<(), ExecError> {
+        let dst = orig_dst.to_string();
+        let nat = dnat_to.map(|i| i.to_string());
+        let mut args = vec!["-D", "-p", "udp", "--orig-dst", &dst];
+        if let Some(n) = &nat {
+            args.extend(["--dst-nat", n]);
+        }
+        match self.run("conntrack", &args, None).await {
+            Ok(_) => Ok(()),
+            Err(ExecError::Failed { stderr, .. }) if stderr.contains("0 flow entries") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cluster IPs routed by the proxy (`ip route show proto 77`).
+    pub async fn list_routes(&self) -> Result<Vec<Ipv4Addr>, ExecError> {
+        let out = self
+            .run("ip", &["-4", "route", "show", "proto", ROUTE_PROTO], None)
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|d| d.trim_end_matches("/32").parse().ok())
+            .collect())
+    }
+
+    /// One `ip -force -batch -` adding `add` and removing `del` /32 routes via `dev`.
+    pub async fn update_routes(
+        &self,
+        dev: &str,
+        add: &[Ipv4Addr],
+        del: &[Ipv4Addr],
+    ) -> Result<(), ExecError> {
+        if add.is_empty() && del.is_empty() {
+            return Ok(());
+        }
+        let mut batch = String::new();
+        for ip in del {
+            batch.push_str(&format!("route del {ip}/32 proto {ROUTE_PROTO}\n"));
+        }
+        for ip in add {
+            batch.push_str(&format!(
+                "route replace {ip}/32 dev {dev} proto {ROUTE_PROTO}\n"
+            ));
+        }
+        self.run("ip", &["-force", "-batch", "-"], Some(&batch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads a sysctl of the namespace; `None` if it does not exist.
+    pub async fn sysctl_get(&self, key: &str) -> Option<String> {
+        self.run("sysctl", &["-n", key], None)
+            .await
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    pub async fn sysctl_set(&self, key: &str, value: &str) -> Result<(), ExecError> {
+        self.run("sysctl", &["-w", &format!("{key}={value}")], None)
+            .await
+            .map(|_| ())
+    }
+}
+
+fn check(program: &str, out: std::process::Output) -> Result<String, ExecError> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if stderr.len() > 2000 {
+            stderr.truncate(2000);
+            stderr.push('…');
+        }
+        Err(ExecError::Failed {
+            program: program.to_string(),
+            status: out.status.to_string(),
+            stderr,
+        })
+    }
+}
+
+/// Is `program` on PATH?
+pub fn have_program(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}

@@ -1,0 +1,759 @@
+//! Pure rendering: Service ports → iptables rules (in `iptables-save` form), and the
+//! diff of two rule sets → one `iptables-restore --noflush` input.
+//!
+//! Chains (prefix `P`, "KL-" by default):
+//! - nat `P`SERVICES: one rule per Service port that has endpoints, `-d clusterIP -p
+//!   proto --dport port -j P`SVC-…; jumped to from PREROUTING (pods) and OUTPUT (node).
+//! - nat `P`SVC-<hash>: spreads new connections over the endpoints (`statistic nth`
+//!   with every = n-i for the i-th rule, or `random` with probability 1/(n-i)).
+//! - nat `P`SEP-<hash>: `-s podIP -j P`MARK-MASQ (hairpin), then DNAT to podIP:port.
+//! - nat `P`MARK-MASQ marks 0x4000; nat `P`POSTROUTING (from POSTROUTING) masquerades
+//!   marked packets.
+//! - filter `P`SERVICES: REJECT for Service ports without endpoints; jumped to from
+//!   INPUT, FORWARD and OUTPUT for new connections.
+//!
+//! Rules are kept as the exact lines `iptables-save` prints, so a resync can compare the
+//! kernel's state with the desired one line by line.
+
+use crate::model::ServicePortView;
+use crate::Mode;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// The mark that asks for masquerading (as kube-proxy's).
+pub const MASQ_MARK: &str = "0x4000/0x4000";
+
+/// Chains of one table: name → rule lines (`-A NAME …`), in order.
+pub type Chains = BTreeMap<String, Vec<String>>;
+
+/// The two tables the proxy writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tables {
+    pub nat: Chains,
+    pub filter: Chains,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Nat,
+    Filter,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Nat => "nat",
+            Table::Filter => "filter",
+        }
+    }
+}
+
+impl Tables {
+    pub fn get(&self, t: Table) -> &Chains {
+        match t {
+            Table::Nat => &self.nat,
+            Table::Filter => &self.filter,
+        }
+    }
+    pub fn get_mut(&mut self, t: Table) -> &mut Chains {
+        match t {
+            Table::Nat => &mut self.nat,
+            Table::Filter => &mut self.filter,
+        }
+    }
+    /// Number of rules over both tables.
+    pub fn rule_count(&self) -> usize {
+        self.nat
+            .values()
+            .chain(self.filter.values())
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+/// Chain names derived from the prefix.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub prefix: String,
+    pub services: String,
+    pub mark_masq: String,
+    pub postrouting: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            prefix: prefix.to_string(),
+            services: format!("{prefix}SERVICES"),
+            mark_masq: format!("{prefix}MARK-MASQ"),
+            postrouting: format!("{prefix}POSTROUTING"),
+        }
+    }
+    /// `P`SVC-<16 hex>: stable per (namespace, name, port name, protocol).
+    pub fn svc_chain(&self, p: &ServicePortView) -> String {
+        format!(
+            "{}SVC-{:016X}",
+            self.prefix,
+            fnv1a(&format!("{}:{}", p.display_name(), p.protocol))
+        )
+    }
+    /// `P`SEP-<16 hex>: stable per (Service port, endpoint).
+    pub fn sep_chain(&self, p: &ServicePortView, ep: &std::net::SocketAddrV4) -> String {
+        format!(
+            "{}SEP-{:016X}",
+            self.prefix,
+            fnv1a(&format!("{}:{}:{}", p.display_name(), p.protocol, ep))
+        )
+    }
+    /// Is this chain one the proxy owns?
+    pub fn owns(&self, chain: &str) -> bool {
+        chain.starts_with(&self.prefix)
+    }
+
+    /// The jump rules the proxy needs in built-in chains, in `iptables-save` form
+    /// without the leading `-A CHAIN ` (`(table, builtin chain, rest)`).
+    pub fn jumps(&self) -> Vec<(Table, &'static str, String)> {
+        let portals = format!(
+            "-m comment --comment \"kube-lite service portals\" -j {}",
+            self.services
+        );
+        let filter_portals = format!(
+            "-m conntrack --ctstate NEW -m comment --comment \"kube-lite service portals\" -j {}",
+            self.services
+        );
+        vec![
+            (Table::Nat, "PREROUTING", portals.clone()),
+            (Table::Nat, "OUTPUT", portals),
+            (
+                Table::Nat,
+                "POSTROUTING",
+                format!(
+                    "-m comment --comment \"kube-lite postrouting rules\" -j {}",
+                    self.postrouting
+                ),
+            ),
+            (Table::Filter, "INPUT", filter_portals.clone()),
+            (Table::Filter, "FORWARD", filter_portals.clone()),
+            (Table::Filter, "OUTPUT", filter_portals),
+        ]
+    }
+
+    /// The chains that exist whatever the Services are.
+    pub fn static_chains(&self) -> Tables {
+        let mut t = Tables::default();
+        t.nat.insert(
+            self.mark_masq.clone(),
+            vec![format!(
+                "-A {} -j MARK --set-xmark {MASQ_MARK}",
+                self.mark_masq
+            )],
+        );
+        t.nat.insert(
+            self.postrouting.clone(),
+            vec![format!(
+                "-A {} -m mark --mark {MASQ_MARK} -m comment --comment \"kube-lite hairpin masquerade\" -j MASQUERADE",
+                self.postrouting
+            )],
+        );
+        t.nat.insert(self.services.clone(), vec![]);
+        t.filter.insert(self.services.clone(), vec![]);
+        t
+    }
+}
+
+/// 64-bit FNV-1a: stable across runs and Rust versions (chain names must be).
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Comments are written between double quotes: keep them printable and quote-free.
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The rules of one Service (all its ports).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderedService {
+    /// SVC and SEP chains (nat).
+    pub nat_chains: Chains,
+    /// Lines of nat `P`SERVICES for this Service.
+    pub nat_dispatch: Vec<String>,
+    /// Lines of filter `P`SERVICES (REJECT) for this Service.
+    pub filter_dispatch: Vec<String>,
+}
+
+/// Renders one Service's ports. Pure.
+pub fn render_service(names: &Names, mode: Mode, ports: &[ServicePortView]) -> RenderedService {
+    let mut r = RenderedService::default();
+    for p in ports {
+        let display = comment(&p.display_name());
+        let proto = p.protocol.as_str();
+        if p.endpoints.is_empty() {
+            r.filter_dispatch.push(format!(
+                "-A {} -d {}/32 -p {proto} -m comment --comment \"{display} has no endpoints\" -m {proto} --dport {} -j REJECT --reject-with icmp-port-unreachable",
+                names.services, p.cluster_ip, p.port
+            ));
+            continue;
+        }
+        let svc = names.svc_chain(p);
+        r.nat_dispatch.push(format!(
+            "-A {} -d {}/32 -p {proto} -m comment --comment \"{display} cluster IP\" -m {proto} --dport {} -j {svc}",
+            names.services, p.cluster_ip, p.port
+        ));
+        let n = p.endpoints.len();
+        let mut svc_rules = Vec::with_capacity(n);
+        for (i, ep) in p.endpoints.iter().enumerate() {
+            let sep = names.sep_chain(p, ep);
+            let left = n - i;
+            let stat = if left == 1 {
+                String::new()
+            } else {
+                match mode {
+                    Mode::Nth => format!(" -m statistic --mode nth --every {left} --packet 0"),
+                    Mode::Random => format!(
+                        " -m statistic --mode random --probability {:.11}",
+                        1.0 / left as f64
+                    ),
+                }
+            };
+            svc_rules.push(format!(
+                "-A {svc} -m comment --comment \"{display} -> {ep}\"{stat} -j {sep}"
+            ));
+            r.nat_chains.insert(
+                sep.clone(),
+                vec![
+                    format!(
+                        "-A {sep} -s {}/32 -m comment --comment \"{display}\" -j {}",
+                        ep.ip(),
+                        names.mark_masq
+                    ),
+                    format!(
+                        "-A {sep} -p {proto} -m comment --comment \"{display}\" -j DNAT --to-destination {ep}"
+                    ),
+                ],
+            );
+        }
+        r.nat_chains.insert(svc, svc_rules);
+    }
+    r
+}
+
+/// Renders the complete desired rule set for these Services (each a slice of its ports).
+/// Dispatch order: the order of `services`.
+pub fn render_all<'a>(
+    names: &Names,
+    mode: Mode,
+    services: impl IntoIterator<Item = &'a [ServicePortView]>,
+) -> Tables {
+    let mut t = names.static_chains();
+    let mut nat_dispatch = Vec::new();
+    let mut filter_dispatch = Vec::new();
+    for ports in services {
+        let r = render_service(names, mode, ports);
+        t.nat.extend(r.nat_chains);
+        nat_dispatch.extend(r.nat_dispatch);
+        filter_dispatch.extend(r.filter_dispatch);
+    }
+    t.nat.insert(names.services.clone(), nat_dispatch);
+    t.filter.insert(names.services.clone(), filter_dispatch);
+    t
+}
+
+/// What a restore changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Chains (re)written: `(table, chain)`.
+    pub rewritten: BTreeSet<(Table, String)>,
+    /// Chains flushed and deleted.
+    pub deleted: BTreeSet<(Table, String)>,
+    /// Lines for built-in chains (`-I …` / `-D …`), per table.
+    pub builtin_lines: BTreeMap<Table, Vec<String>>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.rewritten.is_empty()
+            && self.deleted.is_empty()
+            && self.builtin_lines.values().all(Vec::is_empty)
+    }
+
+    /// The `iptables-restore --noflush` input: per table, declare (= flush) every
+    /// rewritten or deleted chain, append the new rules, fix built-in jumps, then `-X`
+    /// the deleted chains (after every reference to them is gone).
+    pub fn restore_text(&self, desired: &Tables) -> String {
+        let mut out = String::new();
+        for table in [Table::Nat, Table::Filter] {
+            let rewritten: Vec<&String> = self
+                .rewritten
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, c)| c)
+                .collect();
+            let deleted: Vec<&String> = self
+                .deleted
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, c)| c)
+                .collect();
+            let builtin = self.builtin_lines.get(&table).cloned().unwrap_or_default();
+            if rewritten.is_empty() && deleted.is_empty() && builtin.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "*{}", table.name());
+            for c in rewritten.iter().chain(deleted.iter()) {
+                let _ = writeln!(out, ":{c} - [0:0]");
+            }
+            for c in &rewritten {
+                if let Some(rules) = desired.get(table).get(*c) {
+                    for r in rules {
+                        out.push_str(r);
+                        out.push('\n');
+                    }
+                }
+            }
+            for l in &builtin {
+                out.push_str(l);
+                out.push('\n');
+            }
+            for c in &deleted {
+                let _ = writeln!(out, "-X {c}");
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+}
+
+/// Compares `desired` with `current` (what is believed to be in the kernel) over the
+/// owned chains, restricted to `only` when given (the chains touched by a change).
+/// Chains in `current` but not in `desired` are deleted.
+pub fn diff(current: &Tables, desired: &Tables, only: Option<&BTreeSet<(Table, String)>>) -> Plan {
+    let mut plan = Plan::default();
+    let mut consider = |table: Table, chain: &String| {
+        let want = desired.get(table).get(chain);
+        let have = current.get(table).get(chain);
+        match (want, have) {
+            (Some(w), Some(h)) if w == h => {}
+            (Some(_), _) => {
+                plan.rewritten.insert((table, chain.clone()));
+            }
+            (None, Some(_)) => {
+                plan.deleted.insert((table, chain.clone()));
+            }
+            (None, None) => {}
+        }
+    };
+    match only {
+        Some(set) => {
+            for (t, c) in set {
+                consider(*t, c);
+            }
+        }
+        None => {
+            for table in [Table::Nat, Table::Filter] {
+                let all: BTreeSet<&String> = desired
+                    .get(table)
+                    .keys()
+                    .chain(current.get(table).keys())
+                    .collect();
+                for c in all {
+                    consider(table, c);
+                }
+            }
+        }
+    }
+    plan
+}
+
+/// Built-in chain lines needed so each jump exists exactly once, and stale jumps to
+/// owned chains (other forms) go away. `builtin` holds the current rules of the
+/// built-in chains (`-A CHAIN …` lines) of the table.
+pub fn fix_jumps(names: &Names, table: Table, builtin: &Chains) -> Vec<String> {
+    let mut lines = Vec::new();
+    let wanted: Vec<(&'static str, String)> = names
+        .jumps()
+        .into_iter()
+        .filter(|(t, _, _)| *t == table)
+        .map(|(_, c, r)| (c, r))
+        .collect();
+    for (chain, rules) in builtin {
+        let want: Vec<&String> = wanted
+            .iter()
+            .filter(|(c, _)| c == chain)
+            .map(|(_, r)| r)
+            .collect();
+        let mut seen = 0usize;
+        for line in rules {
+            let Some(rest) = line.strip_prefix(&format!("-A {chain} ")) else {
+                continue;
+            };
+            if want.iter().any(|w| w.as_str() == rest) {
+                seen += 1;
+                if seen > 1 {
+                    lines.push(format!("-D {chain} {rest}"));
+                }
+            } else if jumps_to_owned(names, rest) {
+                lines.push(format!("-D {chain} {rest}"));
+            }
+        }
+    }
+    for (chain, rest) in &wanted {
+        let present = builtin
+            .get(*chain)
+            .map(|rules| rules.iter().any(|l| l == &format!("-A {chain} {rest}")))
+            .unwrap_or(false);
+        if !present {
+            lines.push(format!("-I {chain} 1 {rest}"));
+        }
+    }
+    lines
+}
+
+fn jumps_to_owned(names: &Names, rest: &str) -> bool {
+    let mut words = rest.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "-j" || w == "-g" {
+            if let Some(target) = words.next() {
+                return names.owns(target);
+            }
+        }
+    }
+    false
+}
+
+/// The built-in chains of the tables the proxy uses.
+pub fn is_builtin(table: Table, chain: &str) -> bool {
+    match table {
+        Table::Nat => matches!(chain, "PREROUTING" | "INPUT" | "OUTPUT" | "POSTROUTING"),
+        Table::Filter => matches!(chain, "INPUT" | "FORWARD" | "OUTPUT"),
+    }
+}
+
+/// Parsed `iptables-save` output: every chain (built-in and user) of nat and filter.
+pub fn parse_save(text: &str) -> Tables {
+    let mut t = Tables::default();
+    let mut cur: Option<Table> = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(name) = line.strip_prefix('*') {
+            cur = match name {
+                "nat" => Some(Table::Nat),
+                "filter" => Some(Table::Filter),
+                _ => None,
+            };
+            continue;
+        }
+        let Some(table) = cur else { continue };
+        if line == "COMMIT" {
+            cur = None;
+        } else if let Some(decl) = line.strip_prefix(':') {
+            if let Some(name) = decl.split_whitespace().next() {
+                t.get_mut(table).entry(name.to_string()).or_default();
+            }
+        } else if let Some(rest) = line.strip_prefix("-A ") {
+            if let Some(name) = rest.split_whitespace().next() {
+                t.get_mut(table)
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(line.to_string());
+            }
+        }
+    }
+    t
+}
+
+/// Splits a parsed save into (owned chains, built-in chains).
+pub fn split_owned(names: &Names, all: &Tables) -> (Tables, Tables) {
+    let mut owned = Tables::default();
+    let mut builtin = Tables::default();
+    for table in [Table::Nat, Table::Filter] {
+        for (c, rules) in all.get(table) {
+            if names.owns(c) {
+                owned.get_mut(table).insert(c.clone(), rules.clone());
+            } else if is_builtin(table, c) {
+                builtin.get_mut(table).insert(c.clone(), rules.clone());
+            }
+        }
+    }
+    (owned, builtin)
+}
+
+/// Everything a full resync must write: drifted/missing owned chains, orphans deleted,
+/// jumps fixed. `saved` is the parsed `iptables-save` of the namespace.
+pub fn resync_plan(names: &Names, saved: &Tables, desired: &Tables) -> Plan {
+    let (owned, builtin) = split_owned(names, saved);
+    let mut plan = diff(&owned, desired, None);
+    for table in [Table::Nat, Table::Filter] {
+        let mut b = builtin.get(table).clone();
+        // Make sure the built-in chains we need to jump from are considered even if the
+        // save did not list them (a table nobody created yet).
+        for (t, c, _) in names.jumps() {
+            if t == table {
+                b.entry(c.to_string()).or_default();
+            }
+        }
+        let lines = fix_jumps(names, table, &b);
+        if !lines.is_empty() {
+            plan.builtin_lines.insert(table, lines);
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Protocol;
+
+    fn port(name: &str, proto: Protocol, eps: &[&str]) -> ServicePortView {
+        ServicePortView {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: name.into(),
+            protocol: proto,
+            cluster_ip: "172.17.10.10".parse().unwrap(),
+            port: 3001,
+            endpoints: eps.iter().map(|e| e.parse().unwrap()).collect(),
+        }
+    }
+
+    fn text(r: &RenderedService) -> String {
+        let mut s = String::new();
+        for l in r
+            .nat_dispatch
+            .iter()
+            .chain(r.nat_chains.values().flatten())
+            .chain(r.filter_dispatch.iter())
+        {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    #[test]
+    fn golden_nth_three_endpoints() {
+        let names = Names::new("KL-");
+        let p = port(
+            "http",
+            Protocol::Tcp,
+            &["10.0.1.2:8080", "10.0.1.3:8080", "10.0.2.2:8080"],
+        );
+        let r = render_service(&names, Mode::Nth, std::slice::from_ref(&p));
+        let svc = names.svc_chain(&p);
+        let seps: Vec<String> = p.endpoints.iter().map(|e| names.sep_chain(&p, e)).collect();
+        let mut want = format!(
+            "-A KL-SERVICES -d 172.17.10.10/32 -p tcp -m comment --comment \"default/web:http cluster IP\" -m tcp --dport 3001 -j {svc}\n"
+        );
+        // nat_chains is a BTreeMap: SEP chains sort before SVC chains.
+        let mut sep_sorted: Vec<(String, &std::net::SocketAddrV4)> =
+            seps.iter().cloned().zip(p.endpoints.iter()).collect();
+        sep_sorted.sort();
+        for (sep, ep) in &sep_sorted {
+            want += &format!(
+                "-A {sep} -s {}/32 -m comment --comment \"default/web:http\" -j KL-MARK-MASQ\n-A {sep} -p tcp -m comment --comment \"default/web:http\" -j DNAT --to-destination {ep}\n",
+                ep.ip()
+            );
+        }
+        want += &format!(
+            "-A {svc} -m comment --comment \"default/web:http -> 10.0.1.2:8080\" -m statistic --mode nth --every 3 --packet 0 -j {}\n\
+             -A {svc} -m comment --comment \"default/web:http -> 10.0.1.3:8080\" -m statistic --mode nth --every 2 --packet 0 -j {}\n\
+             -A {svc} -m comment --comment \"default/web:http -> 10.0.2.2:8080\" -j {}\n",
+            seps[0], seps[1], seps[2]
+        );
+        assert_eq!(text(&r), want);
+        assert!(svc.len() <= 28 && svc.starts_with("KL-SVC-"));
+    }
+
+    #[test]
+    fn golden_random_and_udp() {
+        let names = Names::new("KL-");
+        let p = port("dns", Protocol::Udp, &["10.0.1.2:53", "10.0.1.3:53"]);
+        let r = render_service(&names, Mode::Random, std::slice::from_ref(&p));
+        let svc = names.svc_chain(&p);
+        assert_eq!(
+            r.nat_dispatch,
+            vec![format!("-A KL-SERVICES -d 172.17.10.10/32 -p udp -m comment --comment \"default/web:dns cluster IP\" -m udp --dport 3001 -j {svc}")]
+        );
+        let rules = &r.nat_chains[&svc];
+        assert!(rules[0].contains("-m statistic --mode random --probability 0.50000000000 -j "));
+        assert!(!rules[1].contains("statistic"));
+        let sep = names.sep_chain(&p, &p.endpoints[0]);
+        assert_eq!(
+            r.nat_chains[&sep][1],
+            format!("-A {sep} -p udp -m comment --comment \"default/web:dns\" -j DNAT --to-destination 10.0.1.2:53")
+        );
+    }
+
+    #[test]
+    fn no_endpoints_rejects_in_filter() {
+        let names = Names::new("KL-");
+        let p = port("", Protocol::Tcp, &[]);
+        let r = render_service(&names, Mode::Nth, &[p]);
+        assert!(r.nat_chains.is_empty());
+        assert!(r.nat_dispatch.is_empty());
+        assert_eq!(
+            r.filter_dispatch,
+            vec!["-A KL-SERVICES -d 172.17.10.10/32 -p tcp -m comment --comment \"default/web has no endpoints\" -m tcp --dport 3001 -j REJECT --reject-with icmp-port-unreachable".to_string()]
+        );
+    }
+
+    #[test]
+    fn nth_every_values_for_four() {
+        let names = Names::new("KL-");
+        let p = port(
+            "",
+            Protocol::Tcp,
+            &["10.0.1.2:80", "10.0.1.3:80", "10.0.1.4:80", "10.0.1.5:80"],
+        );
+        let r = render_service(&names, Mode::Nth, std::slice::from_ref(&p));
+        let rules = &r.nat_chains[&names.svc_chain(&p)];
+        let every: Vec<Option<&str>> = rules
+            .iter()
+            .map(|l| l.split("--every ").nth(1).map(|s| &s[..1]))
+            .collect();
+        assert_eq!(every, vec![Some("4"), Some("3"), Some("2"), None]);
+    }
+
+    #[test]
+    fn incremental_diff_rewrites_only_changed_chains() {
+        let names = Names::new("KL-");
+        let a = port("", Protocol::Tcp, &["10.0.1.2:80", "10.0.1.3:80"]);
+        let mut b = a.clone();
+        b.name = "other".into();
+        b.cluster_ip = "172.17.10.11".parse().unwrap();
+        let before = render_all(
+            &names,
+            Mode::Nth,
+            [std::slice::from_ref(&a), std::slice::from_ref(&b)],
+        );
+        // One endpoint of `a` goes away.
+        let mut a2 = a.clone();
+        a2.endpoints.pop();
+        let after = render_all(
+            &names,
+            Mode::Nth,
+            [std::slice::from_ref(&a2), std::slice::from_ref(&b)],
+        );
+        let plan = diff(&before, &after, None);
+        let gone = names.sep_chain(&a, &a.endpoints[1]);
+        assert_eq!(
+            plan.rewritten,
+            BTreeSet::from([(Table::Nat, names.svc_chain(&a))])
+        );
+        assert_eq!(plan.deleted, BTreeSet::from([(Table::Nat, gone.clone())]));
+        let text = plan.restore_text(&after);
+        let svc = names.svc_chain(&a);
+        assert_eq!(
+            text,
+            format!(
+                "*nat\n:{svc} - [0:0]\n:{gone} - [0:0]\n{}\n-X {gone}\nCOMMIT\n",
+                after.nat[&svc].join("\n")
+            )
+        );
+        // Service `b` deleted: its chains and its dispatch line go.
+        let after2 = render_all(&names, Mode::Nth, [std::slice::from_ref(&a2)]);
+        let plan = diff(&after, &after2, None);
+        assert!(plan
+            .rewritten
+            .contains(&(Table::Nat, "KL-SERVICES".to_string())));
+        assert!(plan.deleted.contains(&(Table::Nat, names.svc_chain(&b))));
+        assert_eq!(plan.deleted.len(), 3);
+        // Nothing changed: empty plan.
+        assert!(diff(&after2, &after2, None).is_empty());
+    }
+
+    #[test]
+    fn diff_restricted_to_touched_chains() {
+        let names = Names::new("KL-");
+        let a = port("", Protocol::Tcp, &["10.0.1.2:80"]);
+        let desired = render_all(&names, Mode::Nth, [std::slice::from_ref(&a)]);
+        let only = BTreeSet::from([(Table::Nat, names.svc_chain(&a))]);
+        let plan = diff(&Tables::default(), &desired, Some(&only));
+        assert_eq!(plan.rewritten, only);
+    }
+
+    const SAVE: &str = "# Generated by iptables-nft-save v1.8.9 (nf_tables)
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KL-SERVICES - [0:0]
+:FOREIGN - [0:0]
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kube-lite service portals\" -j KL-SERVICES
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kube-lite service portals\" -j KL-SERVICES
+-A FOREIGN -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KL-OLD - [0:0]
+:KL-SERVICES - [0:0]
+-A PREROUTING -j KL-OLD
+-A PREROUTING -m comment --comment \"kube-lite service portals\" -j KL-SERVICES
+-A KL-OLD -j RETURN
+COMMIT
+";
+
+    #[test]
+    fn parse_and_resync_plan() {
+        let names = Names::new("KL-");
+        let saved = parse_save(SAVE);
+        assert_eq!(saved.filter["FORWARD"].len(), 2);
+        assert_eq!(saved.nat["KL-OLD"], vec!["-A KL-OLD -j RETURN".to_string()]);
+        assert!(saved.nat["KL-SERVICES"].is_empty());
+        let desired = render_all(&names, Mode::Nth, std::iter::empty());
+        let plan = resync_plan(&names, &saved, &desired);
+        // The orphan chain goes, the foreign chain is not touched.
+        assert_eq!(
+            plan.deleted,
+            BTreeSet::from([(Table::Nat, "KL-OLD".to_string())])
+        );
+        assert!(!plan.rewritten.iter().any(|(_, c)| c == "FOREIGN"));
+        // Masquerade chains are created; KL-SERVICES (empty both sides) is not rewritten.
+        assert!(plan
+            .rewritten
+            .contains(&(Table::Nat, "KL-POSTROUTING".to_string())));
+        assert!(!plan
+            .rewritten
+            .contains(&(Table::Nat, "KL-SERVICES".to_string())));
+        let nat = &plan.builtin_lines[&Table::Nat];
+        assert!(nat.contains(&"-D PREROUTING -j KL-OLD".to_string()));
+        assert!(nat.contains(
+            &"-I OUTPUT 1 -m comment --comment \"kube-lite service portals\" -j KL-SERVICES"
+                .to_string()
+        ));
+        assert!(nat.iter().any(|l| l.starts_with("-I POSTROUTING 1 ")));
+        assert!(!nat.iter().any(|l| l.starts_with("-I PREROUTING")));
+        let filter = &plan.builtin_lines[&Table::Filter];
+        // The duplicate FORWARD jump is removed once; INPUT and OUTPUT get theirs.
+        assert_eq!(
+            filter
+                .iter()
+                .filter(|l| l.starts_with("-D FORWARD"))
+                .count(),
+            1
+        );
+        assert_eq!(filter.iter().filter(|l| l.starts_with("-I ")).count(), 2);
+        let text = plan.restore_text(&desired);
+        // Deletion comes after every reference is dropped.
+        let d = text.find("-D PREROUTING -j KL-OLD").unwrap();
+        let x = text.find("-X KL-OLD").unwrap();
+        assert!(d < x);
+    }
+}
