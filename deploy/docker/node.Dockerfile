@@ -1,0 +1,33 @@
+# kube-lite node image: the node agent, the demo program (image "whoami"), busybox
+# (image "busybox"), iptables, iproute2 and conntrack. Pods run as processes in network
+# namespaces inside this container, so it needs NET_ADMIN/SYS_ADMIN and a writable
+# /proc/sys: see deploy/docker-compose.yml. Binaries come from the host build (see
+# deploy/compose-build.sh); nothing is compiled here.
+ARG BASE=kube-lite/base:bookworm
+FROM ${BASE}
+
+# The offline base already has these; an ordinary public base (debian:bookworm-slim)
+# gets them from apt. Installs only what is missing.
+RUN set -e; missing=""; \
+    command -v iptables >/dev/null || missing="$missing iptables"; \
+    command -v ip >/dev/null || missing="$missing iproute2"; \
+    [ -x /bin/busybox ] || missing="$missing busybox-static"; \
+    command -v conntrack >/dev/null || missing="$missing conntrack"; \
+    command -v ps >/dev/null || missing="$missing procps"; \
+    [ -d /etc/ssl/certs ] || missing="$missing ca-certificates"; \
+    if [ -n "$missing" ]; then \
+        apt-get update && \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing && \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
+
+# kl-whoami sits next to nodeagent: the agent resolves image "whoami" to it.
+COPY nodeagent kl-whoami kubectl-lite /usr/local/bin/
+COPY node-entrypoint.sh /usr/local/bin/node-entrypoint.sh
+
+ENV KUBE_LITE_STATE_DIR=/var/lib/kube-lite/node \
+    KUBE_LITE_LISTEN=0.0.0.0:10250 \
+    RUST_LOG=info
+VOLUME /var/lib/kube-lite
+EXPOSE 10250
+ENTRYPOINT ["/usr/local/bin/node-entrypoint.sh"]
