@@ -152,13 +152,19 @@ pub struct PodNet {
 pub struct NodeNet {
     cfg: NodeNetConfig,
     ops: ops::RtnlOps,
+    /// Set by `setup_node`: the node itself is never its own peer.
+    local: std::sync::Mutex<Option<plan::Local>>,
 }
 
 impl NodeNet {
     /// Connect to the node namespace (`cfg.netns`, or the caller's own).
     pub async fn open(cfg: NodeNetConfig) -> Result<Self, NetError> {
         let ops = ops::RtnlOps::open(cfg.netns.clone()).await?;
-        Ok(NodeNet { cfg, ops })
+        Ok(NodeNet {
+            cfg,
+            ops,
+            local: std::sync::Mutex::new(None),
+        })
     }
 
     /// The configuration this datapath was opened with.
@@ -170,31 +176,40 @@ impl NodeNet {
     /// nf_call_iptables on; `ip_forward=1`; VXLAN (unicast, nolearning, local = `underlay`,
     /// dev = the interface holding `underlay`) enslaved to the bridge, up.
     pub async fn setup_node(&self, subnet: Ipv4Net, underlay: Ipv4Addr) -> Result<(), NetError> {
-        ops::setup_node(&self.ops, &self.cfg, subnet, underlay).await
+        self.ops.setup_node(&self.cfg, subnet, underlay).await?;
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan::Local {
+            underlay,
+            subnet: subnet.trunc(),
+        });
+        Ok(())
     }
 
     /// Idempotent full sync to exactly these peers: FDB `00:00:00:00:00:00 dst <peer>` on
     /// the VXLAN device and routes `<peer subnet> dev <bridge>`; removes the others (only
     /// routes this crate added, recognised by their protocol number).
     pub async fn sync_peers(&self, peers: &[Peer]) -> Result<(), NetError> {
-        ops::sync_peers(&self.ops, &self.cfg, peers).await
+        let local = *self.local.lock().unwrap_or_else(|e| e.into_inner());
+        self.ops
+            .sync_peers(&self.cfg, peers, local)
+            .await
+            .map(|_| ())
     }
 
     /// Idempotent: named netns, veth `host_if` (on the bridge, up, hairpin on) <-> `eth0`
     /// in the pod netns with `ip/prefix`, MTU, `lo` up, default route via the gateway.
     pub async fn create_pod_net(&self, p: &PodNet) -> Result<(), NetError> {
-        ops::create_pod_net(&self.ops, &self.cfg, p).await
+        self.ops.create_pod_net(&self.cfg, p).await
     }
 
     /// Idempotent; missing pieces are fine. Deletes the veth and the netns, keeps going
     /// past failures and reports them all ([`NetError::Multiple`]).
     pub async fn delete_pod_net(&self, netns: &str, host_if: &str) -> Result<(), NetError> {
-        ops::delete_pod_net(&self.ops, netns, host_if).await
+        self.ops.delete_pod_net(netns, host_if).await
     }
 
     /// Names of the node namespace's interfaces starting with `prefix` (e.g. `"klv"`).
     pub async fn list_host_ifs(&self, prefix: &str) -> Result<Vec<String>, NetError> {
-        ops::list_host_ifs(&self.ops, prefix).await
+        self.ops.list_host_ifs(prefix).await
     }
 
     /// Named network namespaces (`/run/netns`) whose name starts with `prefix`, sorted.

@@ -57,6 +57,16 @@ pub fn valid_ifname(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
+/// Whether `name` is usable as a named netns (a file name under /run/netns).
+pub fn valid_netns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
