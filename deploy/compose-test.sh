@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# kube-lite cluster test against a real docker-compose cluster (issue 5).
+#
+# Builds the images (reusing the offline base image when present), starts the apiserver
+# and two node containers with short node-health timings (deploy/docker-compose.test.yml),
+# then, printing progress as each step passes:
+#   1. both nodes register and get Ready
+#   2. Service scene: 4 whoami pods spread over the 2 nodes, Service 172.17.10.10:3001 →
+#      8080, a busybox pod makes 4 requests → 4 different pods answer
+#   3. docker stop one node → NotReady within the grace period, its pods rescheduled on
+#      the other node, the Service answers from the survivors
+#   4. docker start it → Ready again, no duplicate pod IPs, new pods land on it and the
+#      Service reaches pods on both nodes
+#   5. docker restart the apiserver → every object intact, agents reconnect and resume
+#      their watches (a new pod gets Running, a deleted pod goes away)
+#   6. down -v leaves no container, network or volume of the project
+# The cluster is always removed at exit (trap), also on failure or Ctrl-C.
+#
+# Env:
+#   KL_COMPOSE   compose command (default: `docker compose` if present, else docker-compose)
+#   KL_PROFILE   cargo profile of the binaries put into the images (default debug: the
+#                test suite has built them already; release works too)
+#   KL_SKIP_BUILD=1  use the images kube-lite/{apiserver,node}:latest as they are
+#   KL_KEEP=1    on failure, leave the cluster running for inspection (prints how to remove it)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+export KL_PROFILE=${KL_PROFILE:-debug}
+case "$KL_PROFILE" in
+    release) outdir=release ;;
+    dev | debug) outdir=debug ;;
+    *) outdir=$KL_PROFILE ;;
+esac
+KUBECTL="${CARGO_TARGET_DIR:-$root/target}/$outdir/kubectl-lite"
+
+PROJECT="kltest$$"
+SVC_IP=172.17.10.10
+SVC_PORT=3001
+export KL_NODE_GRACE_PERIOD=${KL_NODE_GRACE_PERIOD:-6s}
+export KL_POD_EVICTION_TIMEOUT=${KL_POD_EVICTION_TIMEOUT:-6s}
+grace_s=${KL_NODE_GRACE_PERIOD%s}
+
+T0=$(date +%s)
+say() { printf '[%4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+ok() { say "ok: $*"; }
+die() {
+    say "FAIL: $*" >&2
+    exit 1
+}
+
+for tool in docker jq; do
+    command -v "$tool" >/dev/null || die "'$tool' is missing (apt-get install $tool)"
+done
+if [[ -n "${KL_COMPOSE:-}" ]]; then
+    read -r -a COMPOSE <<<"$KL_COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    COMPOSE=(docker-compose)
+else
+    die "neither 'docker compose' nor 'docker-compose' found"
+fi
+
+# A free port on 127.0.0.1 for the apiserver (a developer may run one on 6443).
+pick_port() {
+    local p
+    for _ in $(seq 50); do
+        p=$((20000 + RANDOM % 20000))
+        if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+            echo "$p"
+            return
+        fi
+    done
+    echo 26443
+}
+export KL_APISERVER_PORT=${KL_APISERVER_PORT:-$(pick_port)}
+SERVER="http://127.0.0.1:$KL_APISERVER_PORT"
+
+dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$here/docker-compose.yml" -f "$here/docker-compose.test.yml" "$@"; }
+kl() { "$KUBECTL" --server "$SERVER" "$@"; }
+
+# ---------- cleanup ----------
+DOWN_DONE=0
+ANON_VOLUMES=()
+leftovers() {
+    local out=""
+    out+=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+    out+=$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")
+    out+=$(docker network ls -q --filter "name=^${PROJECT}_")
+    out+=$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
+    local v
+    for v in "${ANON_VOLUMES[@]}"; do
+        docker volume inspect "$v" >/dev/null 2>&1 && out+="$v"
+    done
+    printf '%s' "$out"
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ $rc != 0 ]]; then
+        say "test failed (exit $rc); cluster state and logs follow" >&2
+        kl get nodes -o wide >&2 2>&1 || true
+        kl get pods -o wide >&2 2>&1 || true
+        kl get endpoints >&2 2>&1 || true
+        dc ps >&2 2>&1 || true
+        dc logs --no-color --tail=60 >&2 2>&1 || true
+        if [[ "${KL_KEEP:-0}" == 1 ]]; then
+            say "KL_KEEP=1: cluster left running; remove it with:" >&2
+            say "  ${COMPOSE[*]} -p $PROJECT -f $here/docker-compose.yml -f $here/docker-compose.test.yml down -v" >&2
+            exit $rc
+        fi
+    fi
+    if [[ $DOWN_DONE == 0 ]]; then
+        dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || true
+        # Anonymous volumes of containers that down may have missed.
+        local v
+        for v in "${ANON_VOLUMES[@]}"; do docker volume rm -f "$v" >/dev/null 2>&1 || true; done
+        if [[ -n "$(leftovers)" ]]; then
+            say "cleanup: project $PROJECT left objects behind: $(leftovers | tr '\n' ' ')" >&2
+            [[ $rc == 0 ]] && rc=1
+        fi
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------- helpers ----------
+# wait_for TIMEOUT_S DESCRIPTION CMD...: poll CMD (every 0.5 s) until it succeeds.
+wait_for() {
+    local timeout=$1 desc=$2
+    shift 2
+    local deadline=$(($(date +%s) + timeout))
+    while ! "$@" >/tmp/kl-wait.$$ 2>&1; do
+        if (($(date +%s) >= deadline)); then
+            say "timed out after ${timeout}s waiting for: $desc" >&2
+            sed 's/^/    /' /tmp/kl-wait.$$ >&2 || true
+            rm -f /tmp/kl-wait.$$
+            die "$desc"
+        fi
+        sleep 0.5
+    done
+    rm -f /tmp/kl-wait.$$
+}
+
+# JSON items of a kind (works whether kubectl-lite prints a List or one object).
+items() { kl get "$@" -o json | jq -c '(.items // [.])[]'; }
+
+node_ready() { # NODE → 0 when Ready=True
+    kl get nodes -o json | jq -e --arg n "$1" \
+        '.items[] | select(.metadata.name == $n) | .status.conditions[]? | select(.type == "Ready" and .status == "True")' >/dev/null
+}
+node_not_ready() {
+    kl get nodes -o json | jq -e --arg n "$1" \
+        '.items[] | select(.metadata.name == $n) | .status.conditions[]? | select(.type == "Ready" and .status != "True")' >/dev/null
+}
+ready_nodes() {
+    kl get nodes -o json | jq -r '.items[] | select(any(.status.conditions[]?; .type == "Ready" and .status == "True")) | .metadata.name' | sort
+}
+pod_field() { # POD JQ-PATH
+    kl get pods "$1" -o json | jq -r "(.items // [.])[0] | $2 // empty"
+}
+pods_running() { # POD... → 0 when each is Running with an IP
+    local p
+    for p in "$@"; do
+        [[ "$(pod_field "$p" '.status.phase')" == Running ]] || { echo "$p: $(pod_field "$p" '.status.phase') $(pod_field "$p" '.status.reason')"; return 1; }
+        [[ -n "$(pod_field "$p" '.status.podIP')" ]] || { echo "$p: no IP"; return 1; }
+    done
+}
+pods_all_on() { # NODE POD... → 0 when each pod is Running on NODE
+    local node=$1 p
+    shift
+    pods_running "$@" || return 1
+    for p in "$@"; do
+        [[ "$(pod_field "$p" '.spec.nodeName')" == "$node" ]] || { echo "$p on $(pod_field "$p" '.spec.nodeName')"; return 1; }
+    done
+}
+pod_gone() { ! kl get pods "$1" -o json >/dev/null 2>&1; }
+pod_done() { # → 0 when Succeeded or Failed
+    local ph
+    ph=$(pod_field "$1" '.status.phase')
+    [[ "$ph" == Succeeded || "$ph" == Failed ]]
+}
+no_duplicate_ips() {
+    local dups
+    dups=$(kl get pods -o json | jq -r '.items[].status.podIP // empty' | sort | uniq -d)
+    [[ -z "$dups" ]] || { echo "duplicate pod IPs: $dups"; return 1; }
+}
+
+CLIENT_SEQ=0
+# service_check N EXPECTED_DISTINCT [POD_NAMES_ALLOWED...]: a busybox pod makes N requests
+# to the ClusterIP; every request must be answered, by EXPECTED_DISTINCT different pods,
+# all of them among the allowed pods when given. Prints the answering pods.
+service_check() {
+    local n=$1 want=$2
+    shift 2
+    CLIENT_SEQ=$((CLIENT_SEQ + 1))
+    local client="client-$CLIENT_SEQ"
+    local script="i=0; while [ \$i -lt $n ]; do i=\$((i+1)); busybox timeout 5 busybox wget -qO- http://$SVC_IP:$SVC_PORT/ || echo REQUEST-FAILED; done"
+    kl create pod "$client" --image busybox --restart Never -- sh -c "$script" >/dev/null
+    wait_for 60 "client pod $client finished" pod_done "$client"
+    local phase log
+    phase=$(pod_field "$client" '.status.phase')
+    log=$(kl logs "$client" 2>&1) || die "kubectl-lite logs $client: $log"
+    [[ "$phase" == Succeeded ]] || die "client pod $client $phase: $log"
+    if grep -q REQUEST-FAILED <<<"$log"; then die "a request to $SVC_IP:$SVC_PORT failed:"$'\n'"$log"; fi
+    local hosts
+    hosts=$(grep -o 'HOSTNAME:[^ ]*' <<<"$log" | cut -d: -f2) || true
+    [[ -n "$hosts" && $(wc -l <<<"$hosts") == "$n" ]] || die "expected $n answers from $SVC_IP:$SVC_PORT, got:"$'\n'"$log"
+    local distinct
+    distinct=$(sort -u <<<"$hosts" | wc -l)
+    [[ $distinct == "$want" ]] || die "expected $n requests answered by $want different pods, got $distinct:"$'\n'"$log"
+    if (($# > 0)); then
+        local h
+        for h in $hosts; do
+            [[ " $* " == *" $h "* ]] || die "answer from $h, which is not one of: $*"
+        done
+    fi
+    ANSWERED_BY=$(sort -u <<<"$hosts" | tr '\n' ' ')
+    kl delete pod "$client" >/dev/null
+    wait_for 30 "client pod $client deleted" pod_gone "$client"
+}
+
+# compose container name (proj_node_1 / proj-node-1) → node name, as the entrypoint does.
+node_name_of() {
+    docker inspect -f '{{.Name}}' "$1" | sed 's#^/##' | tr 'A-Z_.' 'a-z--'
+}
+
+# ---------- 0. images ----------
+say "kube-lite compose cluster test: project $PROJECT, ${COMPOSE[*]}, apiserver on $SERVER"
+if [[ "${KL_SKIP_BUILD:-0}" != 1 ]]; then
+    "$here/compose-build.sh" 2>&1 | grep -v -e '^DEPRECATED' -e 'legacy builder' -e 'buildx' -e '^ *$' || die "image build failed"
+fi
+[[ -x "$KUBECTL" ]] || die "kubectl-lite not built at $KUBECTL"
+ok "images kube-lite/apiserver, kube-lite/node built"
+
+# ---------- 1. up ----------
+dc up -d >/dev/null 2>&1 || {
+    dc up -d
+    die "compose up failed"
+}
+mapfile -t NODE_CIDS < <(dc ps -q node)
+((${#NODE_CIDS[@]} == 2)) || die "expected 2 node containers, got ${#NODE_CIDS[@]}"
+for c in "${NODE_CIDS[@]}"; do
+    while read -r v; do [[ -n "$v" ]] && ANON_VOLUMES+=("$v"); done < <(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{"\n"}}{{end}}{{end}}' "$c")
+done
+APISERVER_CID=$(dc ps -q apiserver)
+NODE1=$(node_name_of "${NODE_CIDS[0]}")
+NODE2=$(node_name_of "${NODE_CIDS[1]}")
+ok "cluster up: apiserver + nodes $NODE1 $NODE2"
+wait_for 60 "apiserver answering on $SERVER" kl get nodes
+wait_for 60 "nodes $NODE1 and $NODE2 Ready" node_ready "$NODE1"
+wait_for 30 "node $NODE2 Ready" node_ready "$NODE2"
+[[ "$(ready_nodes | tr '\n' ' ')" == "$(printf '%s\n' "$NODE1" "$NODE2" | sort | tr '\n' ' ')" ]] ||
+    die "Ready nodes are $(ready_nodes | tr '\n' ' '), expected $NODE1 $NODE2"
+ok "2 nodes Ready: $(kl get nodes -o json | jq -r '.items[] | "\(.metadata.name)=\(.spec.podCIDR)"' | tr '\n' ' ')"
+
+# ---------- 2. Service scene ----------
+PODS=(whoami-1 whoami-2 whoami-3 whoami-4)
+for p in "${PODS[@]}"; do
+    kl create pod "$p" --image whoami --labels app=whoami >/dev/null
+done
+wait_for 60 "4 whoami pods Running" pods_running "${PODS[@]}"
+on1=0 on2=0
+for p in "${PODS[@]}"; do
+    case "$(pod_field "$p" '.spec.nodeName')" in
+        "$NODE1") on1=$((on1 + 1)) ;;
+        "$NODE2") on2=$((on2 + 1)) ;;
+    esac
+done
+[[ $on1 == 2 && $on2 == 2 ]] || die "expected 2 whoami pods per node, got $NODE1: $on1, $NODE2: $on2"
+ok "4 whoami pods Running, 2 on each node: $(kl get pods -o json | jq -r '.items[] | "\(.metadata.name)@\(.spec.nodeName)=\(.status.podIP)"' | tr '\n' ' ')"
+kl create service whoami --selector app=whoami --port "$SVC_PORT:8080" --cluster-ip "$SVC_IP" >/dev/null
+endpoints_n() { [[ "$(kl get endpoints whoami -o json | jq '[(.items // [.])[].subsets[]?.addresses[]?] | length')" == "$1" ]]; }
+wait_for 30 "Service whoami has 4 endpoints" endpoints_n 4
+ok "Service whoami $SVC_IP:$SVC_PORT -> 8080 with 4 endpoints"
+service_check 4 4
+ok "4 requests to $SVC_IP:$SVC_PORT answered by 4 different pods: $ANSWERED_BY"
+
+# ---------- 3. docker stop a node ----------
+STOPPED_CID=${NODE_CIDS[1]} STOPPED=$NODE2 SURVIVOR=$NODE1
+mapfile -t MOVED < <(kl get pods -o json | jq -r --arg n "$STOPPED" '.items[] | select(.spec.nodeName == $n) | .metadata.name')
+mapfile -t STAYED < <(kl get pods -o json | jq -r --arg n "$SURVIVOR" '.items[] | select(.spec.nodeName == $n) | .metadata.name')
+t_stop=$(date +%s)
+docker stop -t 2 "$STOPPED_CID" >/dev/null
+wait_for $((grace_s * 3 + 10)) "node $STOPPED NotReady after docker stop" node_not_ready "$STOPPED"
+t_nr=$(($(date +%s) - t_stop))
+((t_nr <= grace_s * 2 + 5)) || die "node $STOPPED went NotReady after ${t_nr}s, grace period is ${grace_s}s"
+ok "docker stop $STOPPED -> NotReady after ${t_nr}s (grace period ${grace_s}s)"
+wait_for 90 "pods of $STOPPED (${MOVED[*]}) rescheduled and Running on $SURVIVOR" pods_all_on "$SURVIVOR" "${PODS[@]}"
+ok "pods ${MOVED[*]} rescheduled on $SURVIVOR and Running after $(($(date +%s) - t_stop))s"
+wait_for 30 "Service whoami has 4 endpoints on $SURVIVOR" endpoints_n 4
+service_check 4 4 "${PODS[@]}"
+ok "Service answers from the survivors on $SURVIVOR: $ANSWERED_BY"
+
+# ---------- 4. docker start it again ----------
+docker start "$STOPPED_CID" >/dev/null
+t_start=$(date +%s)
+wait_for 60 "node $STOPPED Ready again after docker start" node_ready "$STOPPED"
+[[ "$(node_name_of "$STOPPED_CID")" == "$STOPPED" ]] || die "node container renamed"
+ok "docker start $STOPPED -> Ready again after $(($(date +%s) - t_start))s, same node name"
+no_duplicate_ips || die "duplicate pod IPs after the node came back"
+ok "no duplicate pod IPs"
+NEW=(whoami-5 whoami-6)
+for p in "${NEW[@]}"; do kl create pod "$p" --image whoami --labels app=whoami >/dev/null; done
+wait_for 60 "new pods ${NEW[*]} Running on the restarted node $STOPPED" pods_all_on "$STOPPED" "${NEW[@]}"
+no_duplicate_ips || die "duplicate pod IPs"
+ok "new pods ${NEW[*]} Running on $STOPPED, pod IPs unique: $(kl get pods -o json | jq -r '.items[] | "\(.metadata.name)@\(.spec.nodeName)=\(.status.podIP)"' | tr '\n' ' ')"
+PODS+=("${NEW[@]}")
+wait_for 30 "Service whoami has 6 endpoints" endpoints_n 6
+service_check 6 6 "${PODS[@]}"
+ok "6 requests answered by 6 different pods across both nodes: $ANSWERED_BY"
+
+# ---------- 5. docker restart the apiserver ----------
+snapshot() {
+    {
+        kl get nodes -o json | jq -S '[.items[] | {name: .metadata.name, uid: .metadata.uid, spec}]'
+        kl get pods -o json | jq -S '[.items[] | {metadata: (.metadata | del(.resourceVersion)), spec, phase: .status.phase, podIP: .status.podIP, hostIP: .status.hostIP}]'
+        kl get services -o json | jq -S '.items'
+        kl get endpoints -o json | jq -S '[.items[] | {name: .metadata.name, uid: .metadata.uid, subsets}]'
+    }
+}
+before=$(snapshot)
+docker restart -t 10 "$APISERVER_CID" >/dev/null
+t_restart=$(date +%s)
+wait_for 60 "apiserver answering after docker restart" kl get nodes
+after=$(snapshot)
+if [[ "$before" != "$after" ]]; then
+    diff <(echo "$before") <(echo "$after") | head -40 >&2 || true
+    die "objects changed across the apiserver restart"
+fi
+ok "docker restart apiserver -> every node, pod, service and endpoints object intact ($(jq -s 'map(length) | add' <<<"$before") objects)"
+wait_for 60 "both nodes Ready after the apiserver restart" node_ready "$NODE1"
+wait_for 30 "node $NODE2 Ready after the apiserver restart" node_ready "$NODE2"
+kl create pod whoami-7 --image whoami --labels app=whoami >/dev/null
+wait_for 60 "pod whoami-7 created after the apiserver restart Running" pods_running whoami-7
+n7=$(pod_field whoami-7 '.spec.nodeName')
+# A pod on the other node is deleted: that agent's watch must have resumed too.
+victim=$(kl get pods -o json | jq -r --arg n "$n7" '[.items[] | select(.spec.nodeName != $n and (.metadata.name | startswith("whoami-")))][0].metadata.name')
+kl delete pod "$victim" >/dev/null
+wait_for 60 "pod $victim (other node) deleted by its agent" pod_gone "$victim"
+ok "agents resumed their watches: whoami-7 Running on $n7, $victim deleted on the other node after $(($(date +%s) - t_restart))s"
+no_duplicate_ips || die "duplicate pod IPs"
+
+# ---------- 6. down -v ----------
+dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || die "compose down failed"
+DOWN_DONE=1
+left=$(leftovers)
+[[ -z "$left" ]] || die "down -v left objects of $PROJECT behind: $(tr '\n' ' ' <<<"$left")"
+ok "down -v left no container, network or volume of $PROJECT"
+say "compose cluster test passed in $(($(date +%s) - T0))s"
+echo "compose: 6 passed, 0 failed"
