@@ -1,0 +1,161 @@
+//! Command line (clap derive).
+
+use crate::output::Format;
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-lite",
+    version,
+    about = "kubectl-style CLI for kube-lite"
+)]
+pub struct Cli {
+    /// apiserver address
+    #[arg(long, global = true, env = "KUBE_LITE_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// namespace of the objects (default "default")
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a pod or a service from flags
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Create or update objects from Kubernetes manifests (YAML, multi-document, or JSON)
+    Apply(ApplyArgs),
+    /// List objects or show one
+    Get(GetArgs),
+    /// Show one object in detail
+    Describe(DescribeArgs),
+    /// Delete objects
+    Delete(DeleteArgs),
+    /// Print a container's logs
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create a pod with one container named after it (like `kubectl run`)
+    #[command(visible_alias = "po")]
+    Pod(CreatePodArgs),
+    /// Create a ClusterIP service
+    #[command(visible_alias = "svc")]
+    Service(CreateServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreatePodArgs {
+    pub name: String,
+    /// container image
+    #[arg(long)]
+    pub image: String,
+    /// labels: k=v,k2=v2
+    #[arg(short = 'l', long, default_value = "")]
+    pub labels: String,
+    /// bind the pod to this node instead of letting the scheduler choose
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Always | OnFailure | Never
+    #[arg(long, default_value = "Always")]
+    pub restart: String,
+    /// environment variable NAME=VALUE (repeatable)
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// container port (repeatable)
+    #[arg(long = "port")]
+    pub ports: Vec<i32>,
+    /// the arguments after `--` are the container's command instead of its args
+    #[arg(long)]
+    pub command: bool,
+    /// container arguments (after `--`)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateServiceArgs {
+    pub name: String,
+    /// pods selected: k=v,k2=v2
+    #[arg(long)]
+    pub selector: String,
+    /// PORT[:TARGET][/tcp|/udp] (repeatable); each port is named <port>-<protocol>, e.g. 80-tcp
+    #[arg(long = "port", required = true)]
+    pub ports: Vec<String>,
+    /// ask for this ClusterIP instead of a free one
+    #[arg(long)]
+    pub cluster_ip: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// manifest file, or - for stdin (repeatable)
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// pods|po, services|svc, nodes|no, endpoints|ep
+    pub resource: String,
+    pub name: Option<String>,
+    /// label selector: a=b,c!=d,e in (f,g),!h
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// output format
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Format>,
+    /// after listing, print every change until interrupted
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// list across all namespaces
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// pod, service, node or endpoints
+    pub resource: String,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// pod, service, node or endpoints
+    pub resource: String,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// seconds a pod gets to stop (default: the pod's terminationGracePeriodSeconds)
+    #[arg(long, allow_negative_numbers = true)]
+    pub grace_period: Option<i64>,
+    /// delete at once (grace period 0), without waiting for the node to stop the pod
+    #[arg(long)]
+    pub force: bool,
+    /// wait until the objects are gone (--wait=false to return at once)
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub pod: String,
+    /// container (default: the pod's first)
+    #[arg(short = 'c', long, default_value = "")]
+    pub container: String,
+    /// stream new output until interrupted
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// only the last N lines
+    #[arg(long)]
+    pub tail: Option<i64>,
+    /// logs of the previous instance of a restarted container
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+}

@@ -1,0 +1,762 @@
+//! The commands, each written once over [`Resource`]/[`Show`] for the four kinds.
+
+use crate::api::{Kind, Resource, WatchEvent};
+use crate::cli::*;
+use crate::describe;
+use crate::manifest::{self, Converted, Manifest};
+use crate::output::{self, Format, Show, Table};
+use crate::util::{now_millis, parse_env, parse_map, parse_port_spec};
+use anyhow::{anyhow, bail, Result};
+use futures::StreamExt;
+use kube_lite_proto::v1::{
+    pod_api_client::PodApiClient, Container, ContainerPort, DeleteRequest, Endpoints, EnvVar,
+    EventType, ListRequest, LogsRequest, Node, ObjectMeta, Pod, PodSpec, Service, ServicePort,
+    ServiceSpec, WatchRequest,
+};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Connection and defaults shared by every command.
+pub struct Ctx {
+    pub ch: Channel,
+    pub server: String,
+    pub namespace: String,
+    pub explicit_namespace: bool,
+}
+
+/// The one-line message for an unreachable apiserver.
+pub fn unreachable(server: &str, cause: &str) -> anyhow::Error {
+    anyhow!("cannot reach the apiserver at {server}: {cause} (set --server or KUBE_LITE_SERVER)")
+}
+
+/// Every cause of an error on one line, without repeating itself.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+pub async fn connect(server: &str) -> Result<Channel> {
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let ep = Endpoint::from_shared(url)
+        .map_err(|e| anyhow!("invalid --server {server:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true);
+    ep.connect()
+        .await
+        .map_err(|e| unreachable(server, &error_chain(&e)))
+}
+
+/// gRPC status → one line. `what` names the operation and object (`create pod/web`).
+/// NotFound and AlreadyExists read like kubectl (`pods "web" not found`).
+fn status_error<T: Resource>(ctx: &Ctx, what: &str, name: &str, s: Status) -> anyhow::Error {
+    match s.code() {
+        Code::NotFound if !name.is_empty() => anyhow!("{} {name:?} not found", T::PLURAL),
+        Code::AlreadyExists if !name.is_empty() && s.message().is_empty() => {
+            anyhow!("{} {name:?} already exists", T::PLURAL)
+        }
+        Code::Unavailable
+            if s.message().contains("error trying to connect")
+                || s.message().contains("transport") =>
+        {
+            unreachable(&ctx.server, &one_line(s.message()))
+        }
+        code => anyhow!("{what}: {} ({code:?})", one_line(s.message())),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn ns_for<T: Resource>(ctx: &Ctx) -> String {
+    if T::NAMESPACED {
+        ctx.namespace.clone()
+    } else {
+        String::new()
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let server = cli.server.clone();
+    let ch = connect(&server).await?;
+    let ctx = Ctx {
+        ch,
+        server,
+        explicit_namespace: cli.namespace.is_some(),
+        namespace: cli.namespace.unwrap_or_else(|| "default".into()),
+    };
+    match cli.command {
+        Command::Create(CreateCommand::Pod(a)) => create_pod(&ctx, a).await,
+        Command::Create(CreateCommand::Service(a)) => create_service(&ctx, a).await,
+        Command::Apply(a) => apply(&ctx, a).await,
+        Command::Get(a) => match Kind::parse(&a.resource).map_err(|e| anyhow!(e))? {
+            Kind::Pod => get::<Pod>(&ctx, &a).await,
+            Kind::Service => get::<Service>(&ctx, &a).await,
+            Kind::Node => get::<Node>(&ctx, &a).await,
+            Kind::Endpoints => get::<Endpoints>(&ctx, &a).await,
+        },
+        Command::Describe(a) => describe_cmd(&ctx, a).await,
+        Command::Delete(a) => match Kind::parse(&a.resource).map_err(|e| anyhow!(e))? {
+            Kind::Pod => delete::<Pod>(&ctx, &a).await,
+            Kind::Service => delete::<Service>(&ctx, &a).await,
+            Kind::Node => delete::<Node>(&ctx, &a).await,
+            Kind::Endpoints => delete::<Endpoints>(&ctx, &a).await,
+        },
+        Command::Logs(a) => logs(&ctx, a).await,
+    }
+}
+
+// ---------- create ----------
+
+/// The pod `create pod` sends (pure, unit-tested).
+pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
+    let labels = parse_map("--labels", &a.labels).map_err(|e| anyhow!(e))?;
+    let env = a
+        .env
+        .iter()
+        .map(|e| parse_env(e).map(|(name, value)| EnvVar { name, value }))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!(e))?;
+    let ports = a
+        .ports
+        .iter()
+        .map(|&p| {
+            if (1..=65535).contains(&p) {
+                Ok(ContainerPort {
+                    name: String::new(),
+                    container_port: p,
+                    protocol: "TCP".into(),
+                })
+            } else {
+                Err(anyhow!("--port {p}: must be between 1 and 65535"))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (command, args) = if a.command {
+        (a.args.clone(), vec![])
+    } else {
+        (vec![], a.args.clone())
+    };
+    Ok(Pod {
+        metadata: Some(ObjectMeta {
+            name: a.name.clone(),
+            namespace: namespace.to_string(),
+            labels,
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            node_name: a.node.clone().unwrap_or_default(),
+            containers: vec![Container {
+                name: a.name.clone(),
+                image: a.image.clone(),
+                command,
+                args,
+                env,
+                ports,
+            }],
+            restart_policy: a.restart.clone(),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The service `create service` sends (pure, unit-tested).
+pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Service> {
+    let selector = parse_map("--selector", &a.selector).map_err(|e| anyhow!(e))?;
+    let mut ports = Vec::new();
+    for p in &a.ports {
+        let spec = parse_port_spec(p).map_err(|e| anyhow!(e))?;
+        ports.push(ServicePort {
+            name: spec.name(),
+            protocol: spec.protocol.clone(),
+            port: spec.port,
+            target_port: spec.target_port,
+        });
+    }
+    Ok(Service {
+        metadata: Some(ObjectMeta {
+            name: a.name.clone(),
+            namespace: namespace.to_string(),
+            ..Default::default()
+        }),
+        spec: Some(ServiceSpec {
+            selector,
+            ports,
+            cluster_ip: a.cluster_ip.clone().unwrap_or_default(),
+            r#type: "ClusterIP".into(),
+        }),
+        status: None,
+    })
+}
+
+async fn create_pod(ctx: &Ctx, a: CreatePodArgs) -> Result<()> {
+    let pod = pod_from_args(&a, &ctx.namespace)?;
+    Pod::create(&ctx.ch, pod)
+        .await
+        .map_err(|s| status_error::<Pod>(ctx, &format!("create pod/{}", a.name), "", s))?;
+    println!("pod/{} created", a.name);
+    Ok(())
+}
+
+async fn create_service(ctx: &Ctx, a: CreateServiceArgs) -> Result<()> {
+    let svc = service_from_args(&a, &ctx.namespace)?;
+    Service::create(&ctx.ch, svc)
+        .await
+        .map_err(|s| status_error::<Service>(ctx, &format!("create service/{}", a.name), "", s))?;
+    println!("service/{} created", a.name);
+    Ok(())
+}
+
+// ---------- apply ----------
+
+fn read_source(src: &str) -> Result<String> {
+    if src == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| anyhow!("cannot read stdin: {e}"))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(src).map_err(|e| anyhow!("cannot read {src}: {e}"))
+    }
+}
+
+/// Reads and converts every document of every file first; any problem refuses the whole
+/// apply (nothing is written) with one line naming the file, document and field paths.
+pub fn load_manifests(
+    sources: &[(String, String)],
+    namespace: &str,
+    explicit_namespace: bool,
+) -> Result<Vec<(String, Converted)>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (src, text) in sources {
+        let docs = manifest::parse_documents(text).map_err(|e| anyhow!("{src}: {e}"))?;
+        let many = docs.len() > 1;
+        for (i, doc) in docs.iter().enumerate() {
+            let label = if many {
+                format!(
+                    "{src}: document {} ({})",
+                    i + 1,
+                    manifest::describe_doc(doc)
+                )
+            } else {
+                format!("{src}: {}", manifest::describe_doc(doc))
+            };
+            match manifest::convert(doc, namespace, explicit_namespace) {
+                Ok(c) => out.push((src.clone(), c)),
+                Err(errs) => problems.push(format!("{label}: {}", errs.join("; "))),
+            }
+        }
+        if docs.is_empty() {
+            problems.push(format!("{src}: no objects found"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    Ok(out)
+}
+
+async fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
+    let mut sources = Vec::new();
+    for f in &a.files {
+        sources.push((
+            if f == "-" {
+                "<stdin>".to_string()
+            } else {
+                f.clone()
+            },
+            read_source(f)?,
+        ));
+    }
+    let docs = load_manifests(&sources, &ctx.namespace, ctx.explicit_namespace)?;
+    let mut failures = Vec::new();
+    for (src, c) in docs {
+        let who = c.manifest.display();
+        for w in &c.warnings {
+            eprintln!("warning: {src}: {who}: {w}");
+        }
+        let result = match c.manifest {
+            Manifest::Pod(p) => apply_pod(ctx, p).await,
+            Manifest::Service(s) => apply_service(ctx, s).await,
+        };
+        match result {
+            Ok(verb) => println!("{who} {verb}"),
+            Err(e) => failures.push(format!("{e}")),
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        _ => {
+            for f in &failures[..failures.len() - 1] {
+                eprintln!("error: {f}");
+            }
+            Err(anyhow!("{}", failures[failures.len() - 1]))
+        }
+    }
+}
+
+async fn apply_pod(ctx: &Ctx, desired: Pod) -> Result<&'static str> {
+    let meta = desired.meta().clone();
+    let who = format!("pod/{}", meta.name);
+    match Pod::get(&ctx.ch, &meta.namespace, &meta.name).await {
+        Err(s) if s.code() == Code::NotFound => {
+            Pod::create(&ctx.ch, desired)
+                .await
+                .map_err(|s| status_error::<Pod>(ctx, &format!("apply {who}"), "", s))?;
+            Ok("created")
+        }
+        Err(s) => Err(status_error::<Pod>(ctx, &format!("apply {who}"), "", s)),
+        Ok(stored) => {
+            let stored_spec = stored.spec.clone().unwrap_or_default();
+            let want = manifest::normalize_pod_spec(
+                &desired.spec.clone().unwrap_or_default(),
+                &stored_spec,
+            );
+            if want != stored_spec {
+                bail!("{who}: spec is immutable: only metadata.labels and metadata.annotations of an existing pod can change (delete the pod and apply again)");
+            }
+            let sm = stored.meta();
+            if sm.labels == meta.labels && sm.annotations == meta.annotations {
+                return Ok("unchanged");
+            }
+            let mut updated = stored.clone();
+            updated.meta_mut().labels = meta.labels;
+            updated.meta_mut().annotations = meta.annotations;
+            Pod::update(&ctx.ch, updated)
+                .await
+                .map_err(|s| status_error::<Pod>(ctx, &format!("apply {who}"), "", s))?;
+            Ok("configured")
+        }
+    }
+}
+
+async fn apply_service(ctx: &Ctx, desired: Service) -> Result<&'static str> {
+    let meta = desired.meta().clone();
+    let who = format!("service/{}", meta.name);
+    match Service::get(&ctx.ch, &meta.namespace, &meta.name).await {
+        Err(s) if s.code() == Code::NotFound => {
+            Service::create(&ctx.ch, desired)
+                .await
+                .map_err(|s| status_error::<Service>(ctx, &format!("apply {who}"), "", s))?;
+            Ok("created")
+        }
+        Err(s) => Err(status_error::<Service>(ctx, &format!("apply {who}"), "", s)),
+        Ok(stored) => {
+            let stored_spec = stored.spec.clone().unwrap_or_default();
+            let want = manifest::normalize_service_spec(
+                &desired.spec.clone().unwrap_or_default(),
+                &stored_spec,
+            );
+            let sm = stored.meta();
+            if want == stored_spec && sm.labels == meta.labels && sm.annotations == meta.annotations
+            {
+                return Ok("unchanged");
+            }
+            let mut updated = stored.clone();
+            updated.meta_mut().labels = meta.labels;
+            updated.meta_mut().annotations = meta.annotations;
+            updated.spec = Some(want);
+            Service::update(&ctx.ch, updated)
+                .await
+                .map_err(|s| status_error::<Service>(ctx, &format!("apply {who}"), "", s))?;
+            Ok("configured")
+        }
+    }
+}
+
+// ---------- get ----------
+
+fn print_objects<T: Show>(items: &[T], single: bool, format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json | Format::Yaml => {
+            let v = if single {
+                items[0].to_json()
+            } else {
+                output::list_json(items.iter().map(Show::to_json).collect())
+            };
+            let text = if format == Format::Json {
+                output::to_json_text(&v)
+            } else {
+                output::to_yaml_text(&v).map_err(|e| anyhow!(e))?
+            };
+            out.write_all(text.as_bytes())?;
+        }
+        Format::Name => {
+            for i in items {
+                writeln!(out, "{}/{}", T::SINGULAR, i.name())?;
+            }
+        }
+        Format::Wide => unreachable!("tables are printed by the caller"),
+    }
+    Ok(())
+}
+
+async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
+    let namespace = if a.all_namespaces {
+        String::new()
+    } else {
+        ns_for::<T>(ctx)
+    };
+    let selector = a.selector.clone().unwrap_or_default();
+    let with_ns = a.all_namespaces && T::NAMESPACED && a.name.is_none();
+    let wide = a.output == Some(Format::Wide);
+    let table_mode = a.output.is_none() || wide;
+    let (items, revision) = match &a.name {
+        Some(name) => {
+            let obj = T::get(&ctx.ch, &ns_for::<T>(ctx), name)
+                .await
+                .map_err(|s| {
+                    status_error::<T>(ctx, &format!("get {}/{name}", T::SINGULAR), name, s)
+                })?;
+            let rv = obj.meta().resource_version;
+            (vec![obj], rv)
+        }
+        None => {
+            let req = ListRequest {
+                namespace: namespace.clone(),
+                label_selector: selector.clone(),
+                node_name: String::new(),
+            };
+            T::list(&ctx.ch, req)
+                .await
+                .map_err(|s| status_error::<T>(ctx, &format!("list {}", T::PLURAL), "", s))?
+        }
+    };
+    let mut table = Table::default();
+    if table_mode {
+        if items.is_empty() {
+            if T::NAMESPACED && !a.all_namespaces {
+                eprintln!("No resources found in {} namespace.", ctx.namespace);
+            } else {
+                eprintln!("No resources found");
+            }
+        } else {
+            let (header, rows) = output::table_rows(&items, now_millis(), wide, with_ns);
+            print!("{}", table.render(&header, &rows));
+        }
+    } else if !(items.is_empty() && a.watch) {
+        print_objects(&items, a.name.is_some(), a.output.unwrap_or(Format::Json))?;
+    }
+    if !a.watch {
+        return Ok(());
+    }
+    let _ = std::io::stdout().flush();
+    watch_loop::<T>(ctx, a, namespace, selector, items, revision, table, with_ns).await
+}
+
+fn key_of<T: Resource>(o: &T) -> (String, String) {
+    (o.meta().namespace.clone(), o.name().to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch_loop<T: Show>(
+    ctx: &Ctx,
+    a: &GetArgs,
+    namespace: String,
+    selector: String,
+    items: Vec<T>,
+    mut from: u64,
+    mut table: Table,
+    with_ns: bool,
+) -> Result<()> {
+    let wide = a.output == Some(Format::Wide);
+    let mut known: BTreeMap<(String, String), T> =
+        items.into_iter().map(|o| (key_of(&o), o)).collect();
+    let wanted = |o: &T| a.name.as_deref().is_none_or(|n| n == o.name());
+    let print = |table: &mut Table, o: &T| -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        match a.output {
+            None | Some(Format::Wide) => {
+                if table.is_empty() {
+                    let (header, _) = output::table_rows::<T>(&[], 0, wide, with_ns);
+                    out.write_all(table.render(&header, &[]).as_bytes())?;
+                }
+                let row = output::row_of(o, now_millis(), wide, with_ns);
+                out.write_all(table.render_row(&row).as_bytes())?;
+            }
+            Some(Format::Json) => out.write_all(output::to_json_text(&o.to_json()).as_bytes())?,
+            Some(Format::Yaml) => {
+                out.write_all(b"---\n")?;
+                out.write_all(
+                    output::to_yaml_text(&o.to_json())
+                        .map_err(|e| anyhow!(e))?
+                        .as_bytes(),
+                )?;
+            }
+            Some(Format::Name) => writeln!(out, "{}/{}", T::SINGULAR, o.name())?,
+        }
+        out.flush()?;
+        Ok(())
+    };
+    loop {
+        let req = WatchRequest {
+            namespace: namespace.clone(),
+            label_selector: selector.clone(),
+            node_name: String::new(),
+            resource_version: from,
+            bookmark_interval_ms: 0,
+        };
+        let mut relist = false;
+        match T::watch(&ctx.ch, req).await {
+            Ok(mut stream) => {
+                while let Some(ev) = stream.next().await {
+                    match ev {
+                        Ok(WatchEvent {
+                            kind,
+                            object,
+                            resource_version,
+                        }) => {
+                            from = from.max(resource_version);
+                            match kind {
+                                EventType::Added | EventType::Modified => {
+                                    known.insert(key_of(&object), object.clone());
+                                }
+                                EventType::Deleted => {
+                                    known.remove(&key_of(&object));
+                                }
+                                _ => continue,
+                            }
+                            if wanted(&object) {
+                                print(&mut table, &object)?;
+                            }
+                        }
+                        Err(s) if s.code() == Code::OutOfRange => {
+                            relist = true;
+                            break;
+                        }
+                        Err(s) => {
+                            return Err(status_error::<T>(
+                                ctx,
+                                &format!("watch {}", T::PLURAL),
+                                "",
+                                s,
+                            ))
+                        }
+                    }
+                }
+            }
+            Err(s) if s.code() == Code::OutOfRange => relist = true,
+            Err(s) => {
+                return Err(status_error::<T>(
+                    ctx,
+                    &format!("watch {}", T::PLURAL),
+                    "",
+                    s,
+                ))
+            }
+        }
+        if relist {
+            let req = ListRequest {
+                namespace: namespace.clone(),
+                label_selector: selector.clone(),
+                node_name: String::new(),
+            };
+            let (items, rv) = T::list(&ctx.ch, req)
+                .await
+                .map_err(|s| status_error::<T>(ctx, &format!("list {}", T::PLURAL), "", s))?;
+            let fresh: BTreeMap<_, _> = items.into_iter().map(|o| (key_of(&o), o)).collect();
+            for (k, old) in &known {
+                if !fresh.contains_key(k) && wanted(old) {
+                    print(&mut table, old)?;
+                }
+            }
+            for (k, o) in &fresh {
+                let changed = known
+                    .get(k)
+                    .is_none_or(|old| old.meta().resource_version != o.meta().resource_version);
+                if changed && wanted(o) {
+                    print(&mut table, o)?;
+                }
+            }
+            known = fresh;
+            from = rv;
+        } else {
+            // The stream ended without an error (e.g. the server restarted): resume.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+// ---------- describe ----------
+
+async fn describe_cmd(ctx: &Ctx, a: DescribeArgs) -> Result<()> {
+    let kind = Kind::parse(&a.resource).map_err(|e| anyhow!(e))?;
+    let now = now_millis();
+    let mut texts = Vec::new();
+    for name in &a.names {
+        let text = match kind {
+            Kind::Pod => describe::describe_pod(&fetch::<Pod>(ctx, name).await?, now),
+            Kind::Service => {
+                let svc = fetch::<Service>(ctx, name).await?;
+                let ep = Endpoints::get(&ctx.ch, &ctx.namespace, name).await.ok();
+                describe::describe_service(&svc, ep.as_ref())
+            }
+            Kind::Node => {
+                let node = fetch::<Node>(ctx, name).await?;
+                let req = ListRequest {
+                    namespace: String::new(),
+                    label_selector: String::new(),
+                    node_name: name.clone(),
+                };
+                let (pods, _) = Pod::list(&ctx.ch, req).await.unwrap_or_default();
+                let pods: Vec<Pod> = pods
+                    .into_iter()
+                    .filter(|p| {
+                        !matches!(
+                            p.status.as_ref().map(|s| s.phase.as_str()),
+                            Some("Succeeded" | "Failed")
+                        )
+                    })
+                    .collect();
+                describe::describe_node(&node, &pods, now)
+            }
+            Kind::Endpoints => describe::describe_endpoints(&fetch::<Endpoints>(ctx, name).await?),
+        };
+        texts.push(text);
+    }
+    print!("{}", texts.join("\n\n"));
+    Ok(())
+}
+
+async fn fetch<T: Resource>(ctx: &Ctx, name: &str) -> Result<T> {
+    T::get(&ctx.ch, &ns_for::<T>(ctx), name)
+        .await
+        .map_err(|s| status_error::<T>(ctx, &format!("get {}/{name}", T::SINGULAR), name, s))
+}
+
+// ---------- delete ----------
+
+async fn delete<T: Show>(ctx: &Ctx, a: &DeleteArgs) -> Result<()> {
+    let grace = if a.force {
+        0
+    } else {
+        a.grace_period.unwrap_or(-1)
+    };
+    if a.force && T::KIND == "Pod" {
+        eprintln!(
+            "warning: immediate deletion does not wait for the node to stop the pod's containers"
+        );
+    }
+    let namespace = ns_for::<T>(ctx);
+    let mut pending = Vec::new();
+    for name in &a.names {
+        let req = DeleteRequest {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            resource_version: 0,
+            grace_period_seconds: grace,
+        };
+        let obj = T::delete(&ctx.ch, req).await.map_err(|s| {
+            status_error::<T>(ctx, &format!("delete {}/{name}", T::SINGULAR), name, s)
+        })?;
+        println!("{} {name:?} deleted", T::SINGULAR);
+        if obj.meta().deletion_timestamp != 0 {
+            pending.push(name.clone());
+        }
+    }
+    if a.wait {
+        for name in pending {
+            wait_gone::<T>(ctx, &namespace, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits (with Watch) until the object is gone.
+async fn wait_gone<T: Resource>(ctx: &Ctx, namespace: &str, name: &str) -> Result<()> {
+    loop {
+        let obj = match T::get(&ctx.ch, namespace, name).await {
+            Err(s) if s.code() == Code::NotFound => return Ok(()),
+            Err(s) => {
+                return Err(status_error::<T>(
+                    ctx,
+                    &format!("wait for {}/{name}", T::SINGULAR),
+                    "",
+                    s,
+                ))
+            }
+            Ok(o) => o,
+        };
+        let req = WatchRequest {
+            namespace: namespace.to_string(),
+            label_selector: String::new(),
+            node_name: String::new(),
+            resource_version: obj.meta().resource_version,
+            bookmark_interval_ms: 0,
+        };
+        let mut stream = match T::watch(&ctx.ch, req).await {
+            Ok(s) => s,
+            Err(s) if s.code() == Code::OutOfRange => continue,
+            Err(s) => {
+                return Err(status_error::<T>(
+                    ctx,
+                    &format!("wait for {}/{name}", T::SINGULAR),
+                    "",
+                    s,
+                ))
+            }
+        };
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) if ev.kind == EventType::Deleted && ev.object.name() == name => {
+                    return Ok(())
+                }
+                Ok(_) => {}
+                Err(s) if s.code() == Code::OutOfRange => break,
+                Err(s) => {
+                    return Err(status_error::<T>(
+                        ctx,
+                        &format!("wait for {}/{name}", T::SINGULAR),
+                        "",
+                        s,
+                    ))
+                }
+            }
+        }
+    }
+}
+
+// ---------- logs ----------
+
+async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
+    let req = LogsRequest {
+        name: a.pod.clone(),
+        namespace: ctx.namespace.clone(),
+        container: a.container.clone(),
+        follow: a.follow,
+        tail_lines: a.tail.unwrap_or(-1),
+        previous: a.previous,
+    };
+    let what = format!("logs pod/{}", a.pod);
+    let mut stream = PodApiClient::new(ctx.ch.clone())
+        .logs(req)
+        .await
+        .map_err(|s| status_error::<Pod>(ctx, &what, &a.pod, s))?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|s| status_error::<Pod>(ctx, &what, "", s))?;
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}

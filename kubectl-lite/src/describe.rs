@@ -1,0 +1,380 @@
+//! `describe`: kubectl-like multi-line text for one object.
+
+use crate::output::{endpoints_text, node_status_text, pod_status_text};
+use crate::util::{format_map, human_duration, rfc3339};
+use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, Service};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Builds the text; keys of one level are padded to the same column.
+struct Text {
+    out: String,
+    width: usize,
+}
+
+impl Text {
+    fn new(width: usize) -> Text {
+        Text {
+            out: String::new(),
+            width,
+        }
+    }
+
+    /// `indent` spaces, `key:` padded, value; multi-line values continue in the value
+    /// column.
+    fn field(&mut self, indent: usize, key: &str, value: impl AsRef<str>) {
+        let label = format!("{}{key}:", " ".repeat(indent));
+        let width = self.width.max(label.len() + 1);
+        let mut lines = value.as_ref().lines();
+        let first = lines.next().unwrap_or("");
+        let _ = writeln!(self.out, "{label:<width$}{first}");
+        for l in lines {
+            let _ = writeln!(self.out, "{:width$}{l}", "");
+        }
+    }
+
+    fn line(&mut self, text: impl AsRef<str>) {
+        let _ = writeln!(self.out, "{}", text.as_ref());
+    }
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn map_lines(m: &HashMap<String, String>) -> String {
+    format_map(m, "\n")
+}
+
+fn time(ms: i64) -> String {
+    if ms == 0 {
+        "<unset>".into()
+    } else {
+        rfc3339(ms)
+    }
+}
+
+fn meta_fields(t: &mut Text, m: &ObjectMeta, namespaced: bool) {
+    t.field(0, "Name", &m.name);
+    if namespaced {
+        t.field(0, "Namespace", &m.namespace);
+    }
+    t.field(0, "Labels", map_lines(&m.labels));
+    t.field(0, "Annotations", map_lines(&m.annotations));
+    t.field(0, "CreationTimestamp", time(m.creation_timestamp));
+}
+
+pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let st = pod.status.clone().unwrap_or_default();
+    let mut t = Text::new(18);
+    meta_fields(&mut t, &meta, true);
+    let node = match (spec.node_name.as_str(), st.host_ip.as_str()) {
+        ("", _) => "<none>".to_string(),
+        (n, "") => n.to_string(),
+        (n, ip) => format!("{n}/{ip}"),
+    };
+    t.field(0, "Node", node);
+    if st.start_time != 0 {
+        t.field(0, "Start Time", rfc3339(st.start_time));
+    }
+    let mut status = if st.phase.is_empty() {
+        "Pending".to_string()
+    } else {
+        st.phase.clone()
+    };
+    if meta.deletion_timestamp != 0 {
+        status = format!(
+            "Terminating (lasts {})",
+            human_duration((meta.deletion_timestamp - now_ms).max(0))
+        );
+        t.field(0, "Status", status);
+        t.field(
+            0,
+            "Termination Grace Period",
+            format!("{}s", meta.deletion_grace_period_seconds),
+        );
+    } else {
+        t.field(0, "Status", status);
+    }
+    if !st.reason.is_empty() {
+        t.field(0, "Reason", &st.reason);
+    }
+    if !st.message.is_empty() {
+        t.field(0, "Message", &st.message);
+    }
+    t.field(0, "IP", or_none(&st.pod_ip));
+    t.line("Containers:");
+    for c in &spec.containers {
+        t.line(format!("  {}:", c.name));
+        t.field(4, "Image", &c.image);
+        if !c.command.is_empty() {
+            t.line("    Command:");
+            for a in &c.command {
+                t.line(format!("      {a}"));
+            }
+        }
+        if !c.args.is_empty() {
+            t.line("    Args:");
+            for a in &c.args {
+                t.line(format!("      {a}"));
+            }
+        }
+        let ports: Vec<String> = c
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = if p.protocol.is_empty() {
+                    "TCP"
+                } else {
+                    &p.protocol
+                };
+                if p.name.is_empty() {
+                    format!("{}/{proto}", p.container_port)
+                } else {
+                    format!("{}/{proto} ({})", p.container_port, p.name)
+                }
+            })
+            .collect();
+        t.field(
+            4,
+            "Port",
+            if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(", ")
+            },
+        );
+        match st.container_statuses.iter().find(|s| s.name == c.name) {
+            Some(cs) => {
+                t.field(
+                    4,
+                    "State",
+                    if cs.state.is_empty() {
+                        "Waiting"
+                    } else {
+                        &cs.state
+                    },
+                );
+                if !cs.reason.is_empty() {
+                    t.field(6, "Reason", &cs.reason);
+                }
+                if !cs.message.is_empty() {
+                    t.field(6, "Message", &cs.message);
+                }
+                if cs.state == "Terminated" {
+                    t.field(6, "Exit Code", cs.exit_code.to_string());
+                }
+                if cs.started_at != 0 {
+                    t.field(6, "Started", rfc3339(cs.started_at));
+                }
+                if cs.finished_at != 0 {
+                    t.field(6, "Finished", rfc3339(cs.finished_at));
+                }
+                t.field(4, "Ready", if cs.ready { "True" } else { "False" });
+                t.field(4, "Restart Count", cs.restart_count.to_string());
+            }
+            None => {
+                t.field(4, "State", "Waiting");
+                t.field(4, "Ready", "False");
+                t.field(4, "Restart Count", "0");
+            }
+        }
+        if c.env.is_empty() {
+            t.field(4, "Environment", "<none>");
+        } else {
+            t.line("    Environment:");
+            for e in &c.env {
+                t.line(format!("      {}:  {}", e.name, e.value));
+            }
+        }
+    }
+    if st.conditions.is_empty() {
+        t.field(0, "Conditions", "<none>");
+    } else {
+        t.line("Conditions:");
+        let w = st
+            .conditions
+            .iter()
+            .map(|c| c.r#type.len())
+            .max()
+            .unwrap_or(4)
+            .max(4)
+            + 3;
+        t.line(format!("  {:w$}Status", "Type"));
+        for c in &st.conditions {
+            t.line(format!("  {:w$}{}", c.r#type, c.status));
+        }
+    }
+    t.field(
+        0,
+        "Restart Policy",
+        if spec.restart_policy.is_empty() {
+            "Always"
+        } else {
+            &spec.restart_policy
+        },
+    );
+    t.field(0, "Node-Selectors", map_lines(&spec.node_selector));
+    t.out
+}
+
+pub fn describe_service(svc: &Service, endpoints: Option<&Endpoints>) -> String {
+    let meta = svc.metadata.clone().unwrap_or_default();
+    let spec = svc.spec.clone().unwrap_or_default();
+    let mut t = Text::new(19);
+    meta_fields(&mut t, &meta, true);
+    t.field(0, "Selector", format_map(&spec.selector, ","));
+    t.field(
+        0,
+        "Type",
+        if spec.r#type.is_empty() {
+            "ClusterIP"
+        } else {
+            &spec.r#type
+        },
+    );
+    t.field(0, "IP", or_none(&spec.cluster_ip));
+    for p in &spec.ports {
+        let proto = if p.protocol.is_empty() {
+            "TCP"
+        } else {
+            &p.protocol
+        };
+        let name = if p.name.is_empty() {
+            "<unset>"
+        } else {
+            &p.name
+        };
+        t.field(0, "Port", format!("{name}  {}/{proto}", p.port));
+        t.field(0, "TargetPort", format!("{}/{proto}", p.target_port));
+    }
+    t.field(
+        0,
+        "Endpoints",
+        endpoints
+            .map(endpoints_text)
+            .unwrap_or_else(|| "<none>".into()),
+    );
+    t.out
+}
+
+pub fn describe_node(node: &Node, pods: &[Pod], now_ms: i64) -> String {
+    let meta = node.metadata.clone().unwrap_or_default();
+    let spec = node.spec.clone().unwrap_or_default();
+    let st = node.status.clone().unwrap_or_default();
+    let mut t = Text::new(20);
+    meta_fields(&mut t, &meta, false);
+    t.field(0, "Status", node_status_text(node));
+    t.field(0, "Unschedulable", spec.unschedulable.to_string());
+    t.field(0, "PodCIDR", or_none(&spec.pod_cidr));
+    t.field(
+        0,
+        "Address",
+        or_none(if spec.address.is_empty() {
+            &st.address
+        } else {
+            &spec.address
+        }),
+    );
+    t.field(0, "DaemonEndpoint", or_none(&st.daemon_endpoint));
+    let hb = if st.last_heartbeat_time == 0 {
+        "<never>".to_string()
+    } else {
+        format!(
+            "{} ({} ago)",
+            rfc3339(st.last_heartbeat_time),
+            human_duration(now_ms - st.last_heartbeat_time)
+        )
+    };
+    t.field(0, "Last Heartbeat", hb);
+    if st.conditions.is_empty() {
+        t.field(0, "Conditions", "<none>");
+    } else {
+        t.line("Conditions:");
+        t.line("  Type    Status   LastTransitionTime     Reason   Message");
+        for c in &st.conditions {
+            t.line(format!(
+                "  {:<8}{:<9}{:<23}{:<9}{}",
+                c.r#type,
+                c.status,
+                time(c.last_transition_time),
+                or_none(&c.reason),
+                c.message
+            ));
+        }
+    }
+    t.field(0, "Capacity", map_lines(&st.capacity));
+    t.line(format!("Non-terminated Pods:  ({} in total)", pods.len()));
+    if !pods.is_empty() {
+        let w = pods
+            .iter()
+            .map(|p| p.metadata.as_ref().map_or(0, |m| m.namespace.len()))
+            .max()
+            .unwrap_or(0)
+            .max(9)
+            + 3;
+        t.line(format!("  {:w$}Name", "Namespace"));
+        for p in pods {
+            let m = p.metadata.clone().unwrap_or_default();
+            t.line(format!(
+                "  {:w$}{}   ({})",
+                m.namespace,
+                m.name,
+                pod_status_text(p)
+            ));
+        }
+    }
+    t.out
+}
+
+pub fn describe_endpoints(ep: &Endpoints) -> String {
+    let meta = ep.metadata.clone().unwrap_or_default();
+    let mut t = Text::new(19);
+    meta_fields(&mut t, &meta, true);
+    if ep.subsets.is_empty() {
+        t.field(0, "Subsets", "<none>");
+    } else {
+        t.line("Subsets:");
+        for s in &ep.subsets {
+            let addrs: Vec<String> = s.addresses.iter().map(|a| a.ip.clone()).collect();
+            let not_ready: Vec<String> =
+                s.not_ready_addresses.iter().map(|a| a.ip.clone()).collect();
+            t.field(
+                2,
+                "Addresses",
+                if addrs.is_empty() {
+                    "<none>".into()
+                } else {
+                    addrs.join(",")
+                },
+            );
+            t.field(
+                2,
+                "NotReadyAddresses",
+                if not_ready.is_empty() {
+                    "<none>".into()
+                } else {
+                    not_ready.join(",")
+                },
+            );
+            t.line("  Ports:");
+            t.line("    Name     Port  Protocol");
+            t.line("    ----     ----  --------");
+            for p in &s.ports {
+                t.line(format!(
+                    "    {:<9}{:<6}{}",
+                    or_none(&p.name),
+                    p.port,
+                    p.protocol
+                ));
+            }
+        }
+    }
+    t.out
+}

@@ -1,0 +1,939 @@
+//! Kubernetes manifests → kube-lite objects.
+//!
+//! Documents are parsed (YAML with serde-saphyr, several per file; or JSON) into untyped
+//! values and walked field by field, so that every field kube-lite does not support is
+//! reported by its path (`spec.containers[0].resources`) instead of being dropped.
+//!
+//! Policy for fields we do not support:
+//! * **warning** (the document is applied, the field is named on stderr): fields that are
+//!   set by the cluster or are purely informational and common in real manifests —
+//!   `status`, `metadata.{creationTimestamp,uid,resourceVersion,generation,managedFields,…}`,
+//!   `spec.{dnsPolicy,schedulerName,enableServiceLinks,priority,preemptionPolicy,
+//!   serviceAccountName}`, `spec.containers[].{imagePullPolicy,terminationMessagePath,
+//!   terminationMessagePolicy}`, Service `spec.{sessionAffinity: None,clusterIPs,ipFamilies,
+//!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
+//!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
+//! * **error** (the document is refused, nothing of the file is applied): every other
+//!   unknown field (volumes, resources, securityContext, probes, `hostPort`, `valueFrom`,
+//!   …), `type: NodePort|LoadBalancer|ExternalName`, `clusterIP: None`, a named
+//!   `targetPort`, values of the wrong type, other apiVersions and kinds.
+
+use kube_lite_proto::v1::{
+    Container, ContainerPort, EnvVar, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec,
+};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// A converted document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Manifest {
+    Pod(Pod),
+    Service(Service),
+}
+
+impl Manifest {
+    /// `pod/web`
+    pub fn display(&self) -> String {
+        match self {
+            Manifest::Pod(p) => format!(
+                "pod/{}",
+                p.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
+            ),
+            Manifest::Service(s) => {
+                format!(
+                    "service/{}",
+                    s.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
+                )
+            }
+        }
+    }
+}
+
+/// A document that converted, with the warnings it produced (`path: why`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    pub manifest: Manifest,
+    pub warnings: Vec<String>,
+}
+
+/// Splits a file into documents: JSON when it starts with `{` or `[`, else (multi-document)
+/// YAML. Empty documents are skipped; a `kind: List` is expanded into its items.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
+    let trimmed = text.trim_start();
+    let docs: Vec<Value> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        match v {
+            Value::Array(items) => items,
+            v => vec![v],
+        }
+    } else {
+        serde_saphyr::from_multiple::<Value>(text)
+            .map_err(|e| format!("invalid YAML: {}", one_line(&e.to_string())))?
+    };
+    let mut out = Vec::new();
+    for d in docs {
+        if d.is_null() {
+            continue;
+        }
+        if d.get("kind").and_then(Value::as_str) == Some("List") {
+            if let Some(items) = d.get("items").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+                continue;
+            }
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `Pod "web"` for messages about a document, from whatever it has.
+pub fn describe_doc(v: &Value) -> String {
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("object");
+    match v.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(name) => format!("{kind} {name:?}"),
+        None => kind.to_string(),
+    }
+}
+
+/// Converts one document. `namespace` is the effective namespace (`-n`, or "default"),
+/// `explicit_namespace` whether the user gave `-n` (then a different
+/// `metadata.namespace` is an error, as in kubectl). Errors: every problem, by path.
+pub fn convert(
+    v: &Value,
+    namespace: &str,
+    explicit_namespace: bool,
+) -> Result<Converted, Vec<String>> {
+    let mut w = Walker::default();
+    let Some(top) = v.as_object() else {
+        return Err(vec![
+            "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
+        ]);
+    };
+    match top.get("apiVersion") {
+        Some(Value::String(s)) if s == "v1" => {}
+        Some(other) => w.err("apiVersion", format!("{other} is not supported (only v1)")),
+        None => w.err("apiVersion", "is required (v1)"),
+    }
+    let kind = top.get("kind").and_then(Value::as_str).unwrap_or("");
+    let manifest = match kind {
+        "Pod" => {
+            w.unknown(
+                "",
+                top,
+                &["apiVersion", "kind", "metadata", "spec"],
+                Kind::Pod,
+            );
+            let metadata = w.metadata(top.get("metadata"), namespace, explicit_namespace);
+            let spec = w.pod_spec(top.get("spec"));
+            Manifest::Pod(Pod {
+                metadata: Some(metadata),
+                spec: Some(spec),
+                status: None,
+            })
+        }
+        "Service" => {
+            w.unknown(
+                "",
+                top,
+                &["apiVersion", "kind", "metadata", "spec"],
+                Kind::Service,
+            );
+            let metadata = w.metadata(top.get("metadata"), namespace, explicit_namespace);
+            let spec = w.service_spec(top.get("spec"));
+            Manifest::Service(Service {
+                metadata: Some(metadata),
+                spec: Some(spec),
+                status: None,
+            })
+        }
+        "" => {
+            w.err("kind", "is required (Pod or Service)");
+            return Err(w.errors);
+        }
+        other => {
+            w.err(
+                "kind",
+                format!("{other:?} is not supported by apply (only Pod and Service)"),
+            );
+            return Err(w.errors);
+        }
+    };
+    if w.errors.is_empty() {
+        Ok(Converted {
+            manifest,
+            warnings: w.warnings,
+        })
+    } else {
+        Err(w.errors)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pod,
+    Service,
+}
+
+/// Unknown fields that are applied with a warning (generic path, `[]` for any index).
+const IGNORED_POD: &[&str] = &[
+    "status",
+    "spec.dnsPolicy",
+    "spec.schedulerName",
+    "spec.enableServiceLinks",
+    "spec.priority",
+    "spec.preemptionPolicy",
+    "spec.serviceAccountName",
+    "spec.serviceAccount",
+    "spec.containers[].imagePullPolicy",
+    "spec.containers[].terminationMessagePath",
+    "spec.containers[].terminationMessagePolicy",
+];
+const IGNORED_SERVICE: &[&str] = &[
+    "status",
+    "spec.clusterIPs",
+    "spec.ipFamilies",
+    "spec.ipFamilyPolicy",
+    "spec.internalTrafficPolicy",
+    "spec.ports[].appProtocol",
+];
+const IGNORED_META: &[&str] = &[
+    "metadata.creationTimestamp",
+    "metadata.uid",
+    "metadata.resourceVersion",
+    "metadata.generation",
+    "metadata.managedFields",
+    "metadata.selfLink",
+    "metadata.deletionTimestamp",
+    "metadata.deletionGracePeriodSeconds",
+];
+
+/// `spec.containers[0].ports[1].name` → `spec.containers[].ports[].name`.
+fn generic(path: &str) -> String {
+    let mut out = String::new();
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+#[derive(Default)]
+struct Walker {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Walker {
+    fn err(&mut self, path: &str, why: impl std::fmt::Display) {
+        self.errors.push(format!("{path}: {why}"));
+    }
+
+    fn warn(&mut self, path: &str, why: impl std::fmt::Display) {
+        self.warnings.push(format!("{path}: {why}"));
+    }
+
+    /// Reports every key of `map` not in `known`, as a warning or an error (see the module
+    /// docs).
+    fn unknown(&mut self, path: &str, map: &Map<String, Value>, known: &[&str], kind: Kind) {
+        for (key, value) in map {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let p = join(path, key);
+            let g = generic(&p);
+            let ignored = match kind {
+                Kind::Pod => IGNORED_POD,
+                Kind::Service => IGNORED_SERVICE,
+            };
+            if ignored.contains(&g.as_str()) || IGNORED_META.contains(&g.as_str()) {
+                self.warn(&p, "ignored (not used by kube-lite)");
+            } else if is_empty_value(value) {
+                self.warn(
+                    &p,
+                    "not supported by kube-lite; ignored because it is empty",
+                );
+            } else {
+                self.err(&p, "not supported by kube-lite");
+            }
+        }
+    }
+
+    fn object<'a>(&mut self, path: &str, v: Option<&'a Value>) -> Option<&'a Map<String, Value>> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(other) => {
+                self.err(
+                    path,
+                    format!("expected a mapping, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn array<'a>(&mut self, path: &str, v: Option<&'a Value>) -> &'a [Value] {
+        match v {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(a)) => a,
+            Some(other) => {
+                self.err(path, format!("expected a list, got {}", type_name(other)));
+                &[]
+            }
+        }
+    }
+
+    fn string(&mut self, path: &str, v: Option<&Value>) -> String {
+        match v {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                self.err(path, format!("expected a string, got {}", type_name(other)));
+                String::new()
+            }
+        }
+    }
+
+    fn strings(&mut self, path: &str, v: Option<&Value>) -> Vec<String> {
+        let items = self.array(path, v);
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.string(&format!("{path}[{i}]"), Some(s)))
+            .collect()
+    }
+
+    fn int(&mut self, path: &str, v: Option<&Value>) -> i64 {
+        match v {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
+            Some(other) => {
+                self.err(
+                    path,
+                    format!("expected an integer, got {}", type_name(other)),
+                );
+                0
+            }
+        }
+    }
+
+    fn port(&mut self, path: &str, v: Option<&Value>) -> i32 {
+        let n = self.int(path, v);
+        if !(0..=65535).contains(&n) {
+            self.err(path, format!("{n} is not a port number (1-65535)"));
+            return 0;
+        }
+        n as i32
+    }
+
+    fn string_map(&mut self, path: &str, v: Option<&Value>) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        if let Some(m) = self.object(path, v) {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    other => self.err(
+                        &format!("{path}.{k}"),
+                        format!("expected a string, got {} (quote it)", type_name(other)),
+                    ),
+                }
+            }
+        }
+        out
+    }
+
+    fn metadata(
+        &mut self,
+        v: Option<&Value>,
+        namespace: &str,
+        explicit_namespace: bool,
+    ) -> ObjectMeta {
+        let mut meta = ObjectMeta::default();
+        let Some(m) = self.object("metadata", v) else {
+            self.err("metadata.name", "is required");
+            return meta;
+        };
+        self.unknown(
+            "metadata",
+            m,
+            &["name", "namespace", "labels", "annotations"],
+            Kind::Pod,
+        );
+        meta.name = self.string("metadata.name", m.get("name"));
+        if meta.name.is_empty() {
+            self.err("metadata.name", "is required");
+        }
+        let ns = self.string("metadata.namespace", m.get("namespace"));
+        meta.namespace = if ns.is_empty() {
+            namespace.to_string()
+        } else if explicit_namespace && ns != namespace {
+            self.err(
+                "metadata.namespace",
+                format!("{ns:?} does not match the namespace {namespace:?} given with -n"),
+            );
+            ns
+        } else {
+            ns
+        };
+        meta.labels = self.string_map("metadata.labels", m.get("labels"));
+        meta.annotations = self.string_map("metadata.annotations", m.get("annotations"));
+        meta
+    }
+
+    fn pod_spec(&mut self, v: Option<&Value>) -> PodSpec {
+        let mut spec = PodSpec::default();
+        let Some(s) = self.object("spec", v) else {
+            self.err("spec", "is required");
+            return spec;
+        };
+        self.unknown(
+            "spec",
+            s,
+            &[
+                "containers",
+                "restartPolicy",
+                "nodeName",
+                "nodeSelector",
+                "terminationGracePeriodSeconds",
+            ],
+            Kind::Pod,
+        );
+        spec.node_name = self.string("spec.nodeName", s.get("nodeName"));
+        spec.restart_policy = self.string("spec.restartPolicy", s.get("restartPolicy"));
+        spec.node_selector = self.string_map("spec.nodeSelector", s.get("nodeSelector"));
+        spec.termination_grace_period_seconds = self.int(
+            "spec.terminationGracePeriodSeconds",
+            s.get("terminationGracePeriodSeconds"),
+        );
+        if s.contains_key("terminationGracePeriodSeconds")
+            && spec.termination_grace_period_seconds < 0
+        {
+            self.err("spec.terminationGracePeriodSeconds", "must be >= 0");
+        }
+        let containers = self.array("spec.containers", s.get("containers"));
+        if containers.is_empty() {
+            self.err("spec.containers", "at least one container is required");
+        }
+        for (i, c) in containers.iter().enumerate() {
+            let path = format!("spec.containers[{i}]");
+            if let Some(c) = self.object(&path, Some(c)) {
+                let container = self.container(&path, c);
+                spec.containers.push(container);
+            }
+        }
+        spec
+    }
+
+    fn container(&mut self, path: &str, c: &Map<String, Value>) -> Container {
+        self.unknown(
+            path,
+            c,
+            &["name", "image", "command", "args", "env", "ports"],
+            Kind::Pod,
+        );
+        let mut out = Container {
+            name: self.string(&join(path, "name"), c.get("name")),
+            image: self.string(&join(path, "image"), c.get("image")),
+            command: self.strings(&join(path, "command"), c.get("command")),
+            args: self.strings(&join(path, "args"), c.get("args")),
+            ..Default::default()
+        };
+        let env_path = join(path, "env");
+        for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
+            let p = format!("{env_path}[{i}]");
+            if let Some(e) = self.object(&p, Some(e)) {
+                self.unknown(&p, e, &["name", "value"], Kind::Pod);
+                out.env.push(EnvVar {
+                    name: self.string(&join(&p, "name"), e.get("name")),
+                    value: self.string(&join(&p, "value"), e.get("value")),
+                });
+            }
+        }
+        let ports_path = join(path, "ports");
+        for (i, port) in self.array(&ports_path, c.get("ports")).iter().enumerate() {
+            let p = format!("{ports_path}[{i}]");
+            if let Some(port) = self.object(&p, Some(port)) {
+                self.unknown(&p, port, &["name", "containerPort", "protocol"], Kind::Pod);
+                out.ports.push(ContainerPort {
+                    name: self.string(&join(&p, "name"), port.get("name")),
+                    container_port: self
+                        .port(&join(&p, "containerPort"), port.get("containerPort")),
+                    protocol: self.string(&join(&p, "protocol"), port.get("protocol")),
+                });
+            }
+        }
+        out
+    }
+
+    fn service_spec(&mut self, v: Option<&Value>) -> ServiceSpec {
+        let mut spec = ServiceSpec::default();
+        let Some(s) = self.object("spec", v) else {
+            self.err("spec", "is required");
+            return spec;
+        };
+        self.unknown(
+            "spec",
+            s,
+            &["selector", "ports", "clusterIP", "type", "sessionAffinity"],
+            Kind::Service,
+        );
+        spec.selector = self.string_map("spec.selector", s.get("selector"));
+        spec.cluster_ip = self.string("spec.clusterIP", s.get("clusterIP"));
+        if spec.cluster_ip == "None" {
+            self.err(
+                "spec.clusterIP",
+                "headless services (\"None\") are not supported",
+            );
+        }
+        spec.r#type = self.string("spec.type", s.get("type"));
+        if !spec.r#type.is_empty() && spec.r#type != "ClusterIP" {
+            self.err(
+                "spec.type",
+                format!("{:?} is not supported (only ClusterIP)", spec.r#type),
+            );
+        }
+        match s.get("sessionAffinity") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(a)) if a == "None" => self.warn(
+                "spec.sessionAffinity",
+                "ignored (None is kube-lite's behaviour)",
+            ),
+            Some(other) => self.err(
+                "spec.sessionAffinity",
+                format!("{other} is not supported (only None)"),
+            ),
+        }
+        for (i, port) in self.array("spec.ports", s.get("ports")).iter().enumerate() {
+            let p = format!("spec.ports[{i}]");
+            if let Some(port) = self.object(&p, Some(port)) {
+                self.unknown(
+                    &p,
+                    port,
+                    &["name", "protocol", "port", "targetPort"],
+                    Kind::Service,
+                );
+                let target_path = join(&p, "targetPort");
+                let target_port = match port.get("targetPort") {
+                    Some(Value::String(t)) => match t.parse::<i64>() {
+                        Ok(n) => self.port(&target_path, Some(&Value::from(n))),
+                        Err(_) => {
+                            self.err(
+                                &target_path,
+                                format!("named target port {t:?} is not supported; use the container's port number"),
+                            );
+                            0
+                        }
+                    },
+                    other => self.port(&target_path, other),
+                };
+                spec.ports.push(ServicePort {
+                    name: self.string(&join(&p, "name"), port.get("name")),
+                    protocol: self.string(&join(&p, "protocol"), port.get("protocol")),
+                    port: self.port(&join(&p, "port"), port.get("port")),
+                    target_port,
+                });
+            }
+        }
+        spec
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// The server's defaults applied to a desired pod spec, so that a manifest can be compared
+/// with the stored pod (`unchanged` vs `spec is immutable`). An empty nodeName in the
+/// manifest accepts whatever node the scheduler chose.
+pub fn normalize_pod_spec(desired: &PodSpec, stored: &PodSpec) -> PodSpec {
+    let mut d = desired.clone();
+    if d.restart_policy.is_empty() {
+        d.restart_policy = "Always".into();
+    }
+    if d.termination_grace_period_seconds == 0 && stored.termination_grace_period_seconds == 30 {
+        d.termination_grace_period_seconds = 30;
+    }
+    if d.node_name.is_empty() {
+        d.node_name = stored.node_name.clone();
+    }
+    for c in &mut d.containers {
+        for p in &mut c.ports {
+            if p.protocol.is_empty() {
+                p.protocol = "TCP".into();
+            }
+        }
+    }
+    d
+}
+
+/// The server's defaults applied to a desired service spec (protocol TCP, targetPort =
+/// port, type ClusterIP, the allocated clusterIP when none is asked for).
+pub fn normalize_service_spec(desired: &ServiceSpec, stored: &ServiceSpec) -> ServiceSpec {
+    let mut d = desired.clone();
+    if d.r#type.is_empty() {
+        d.r#type = "ClusterIP".into();
+    }
+    if d.cluster_ip.is_empty() {
+        d.cluster_ip = stored.cluster_ip.clone();
+    }
+    for p in &mut d.ports {
+        if p.protocol.is_empty() {
+            p.protocol = "TCP".into();
+        }
+        if p.target_port == 0 {
+            p.target_port = p.port;
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+  annotations:
+    team: blue
+spec:
+  restartPolicy: OnFailure
+  nodeSelector:
+    disk: ssd
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: web
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["httpd"]
+    args: ["-f", "-p", "8080"]
+    env:
+    - name: GREETING
+      value: hello
+    ports:
+    - name: http
+      containerPort: 8080
+      protocol: TCP
+"#;
+
+    const SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+  - name: alt
+    protocol: UDP
+    port: 81
+    targetPort: "9090"
+  clusterIP: 172.17.10.10
+  type: ClusterIP
+"#;
+
+    fn one(text: &str) -> Result<Converted, Vec<String>> {
+        let docs = parse_documents(text).unwrap();
+        assert_eq!(docs.len(), 1);
+        convert(&docs[0], "default", false)
+    }
+
+    #[test]
+    fn converts_a_kubernetes_pod_and_warns_about_image_pull_policy() {
+        let c = one(POD).unwrap();
+        assert_eq!(
+            c.warnings,
+            vec!["spec.containers[0].imagePullPolicy: ignored (not used by kube-lite)"]
+        );
+        let Manifest::Pod(pod) = c.manifest else {
+            panic!("not a pod")
+        };
+        let meta = pod.metadata.unwrap();
+        assert_eq!(
+            (meta.name.as_str(), meta.namespace.as_str()),
+            ("web", "default")
+        );
+        assert_eq!(meta.labels["app"], "web");
+        assert_eq!(meta.annotations["team"], "blue");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy, "OnFailure");
+        assert_eq!(spec.node_selector["disk"], "ssd");
+        assert_eq!(spec.termination_grace_period_seconds, 5);
+        let c = &spec.containers[0];
+        assert_eq!((c.name.as_str(), c.image.as_str()), ("web", "busybox:1.36"));
+        assert_eq!(c.command, vec!["httpd"]);
+        assert_eq!(c.args, vec!["-f", "-p", "8080"]);
+        assert_eq!(
+            c.env,
+            vec![EnvVar {
+                name: "GREETING".into(),
+                value: "hello".into()
+            }]
+        );
+        assert_eq!(
+            c.ports,
+            vec![ContainerPort {
+                name: "http".into(),
+                container_port: 8080,
+                protocol: "TCP".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn converts_a_service_with_number_and_string_target_ports() {
+        let c = one(SERVICE).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let Manifest::Service(svc) = c.manifest else {
+            panic!("not a service")
+        };
+        assert_eq!(svc.metadata.as_ref().unwrap().namespace, "shop");
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.selector["app"], "web");
+        assert_eq!(spec.cluster_ip, "172.17.10.10");
+        assert_eq!(spec.r#type, "ClusterIP");
+        assert_eq!(
+            spec.ports,
+            vec![
+                ServicePort {
+                    name: "http".into(),
+                    protocol: "".into(),
+                    port: 80,
+                    target_port: 8080
+                },
+                ServicePort {
+                    name: "alt".into(),
+                    protocol: "UDP".into(),
+                    port: 81,
+                    target_port: 9090
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn multi_document_yaml_and_json() {
+        let docs = parse_documents(&format!("{POD}\n---\n{SERVICE}\n---\n")).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(describe_doc(&docs[1]), "Service \"web\"");
+        let json = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"ports":[{"port":1}]}},
+            {"apiVersion":"v1","kind":"Service","metadata":{"name":"b"},"spec":{"ports":[{"port":2}]}}]}"#;
+        let docs = parse_documents(json).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(convert(&docs[1], "default", false).is_ok());
+        assert!(parse_documents("a: [b")
+            .unwrap_err()
+            .starts_with("invalid YAML"));
+        assert!(parse_documents("{\"a\":")
+            .unwrap_err()
+            .starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn unsupported_fields_are_reported_by_path() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  creationTimestamp: null
+  finalizers: [x]
+spec:
+  dnsPolicy: ClusterFirst
+  securityContext: {}
+  volumes:
+  - name: data
+    emptyDir: {}
+  containers:
+  - name: web
+    image: nginx
+    resources:
+      limits:
+        cpu: 100m
+    env:
+    - name: A
+      valueFrom:
+        fieldRef: {fieldPath: status.podIP}
+    ports:
+    - containerPort: 80
+      hostPort: 8080
+status:
+  phase: Running
+"#;
+        let errs = one(text).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "metadata.finalizers: not supported by kube-lite",
+                "spec.volumes: not supported by kube-lite",
+                "spec.containers[0].resources: not supported by kube-lite",
+                "spec.containers[0].env[0].valueFrom: not supported by kube-lite",
+                "spec.containers[0].ports[0].hostPort: not supported by kube-lite",
+            ]
+        );
+        // The same document without the behaviour-changing fields applies with warnings.
+        let ok = text
+            .replace("  finalizers: [x]\n", "")
+            .replace("  volumes:\n  - name: data\n    emptyDir: {}\n", "")
+            .replace("    resources:\n      limits:\n        cpu: 100m\n", "")
+            .replace(
+                "      valueFrom:\n        fieldRef: {fieldPath: status.podIP}\n",
+                "      value: x\n",
+            )
+            .replace("      hostPort: 8080\n", "");
+        let c = one(&ok).unwrap();
+        assert_eq!(
+            c.warnings,
+            vec![
+                "status: ignored (not used by kube-lite)",
+                "metadata.creationTimestamp: ignored (not used by kube-lite)",
+                "spec.dnsPolicy: ignored (not used by kube-lite)",
+                "spec.securityContext: not supported by kube-lite; ignored because it is empty",
+            ]
+        );
+    }
+
+    #[test]
+    fn service_errors() {
+        let text = SERVICE
+            .replace(
+                "type: ClusterIP",
+                "type: NodePort\n  sessionAffinity: ClientIP",
+            )
+            .replace(
+                "targetPort: \"9090\"",
+                "targetPort: metrics\n    nodePort: 30080",
+            );
+        let errs = one(&text).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.type: \"NodePort\" is not supported (only ClusterIP)",
+                "spec.sessionAffinity: \"ClientIP\" is not supported (only None)",
+                "spec.ports[1].nodePort: not supported by kube-lite",
+                "spec.ports[1].targetPort: named target port \"metrics\" is not supported; use the container's port number",
+            ]
+        );
+        let headless = SERVICE.replace("clusterIP: 172.17.10.10", "clusterIP: None");
+        assert_eq!(
+            one(&headless).unwrap_err(),
+            vec!["spec.clusterIP: headless services (\"None\") are not supported"]
+        );
+    }
+
+    #[test]
+    fn bad_types_kinds_and_versions() {
+        let errs = one("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n").unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "apiVersion: \"apps/v1\" is not supported (only v1)",
+                "kind: \"Deployment\" is not supported by apply (only Pod and Service)"
+            ]
+        );
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  labels: {version: 2}\nspec:\n  containers:\n  - name: x\n    image: busybox\n    ports:\n    - containerPort: \"80\"\n    args: oops\n";
+        let errs = one(text).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "metadata.labels.version: expected a string, got a number (quote it)",
+                "spec.containers[0].args: expected a list, got a string",
+                "spec.containers[0].ports[0].containerPort: expected an integer, got a string",
+            ]
+        );
+        assert_eq!(
+            one("apiVersion: v1\nkind: Pod\nmetadata: {}\nspec: {containers: []}\n").unwrap_err(),
+            vec![
+                "metadata.name: is required",
+                "spec.containers: at least one container is required"
+            ]
+        );
+    }
+
+    #[test]
+    fn namespace_rules() {
+        let docs = parse_documents(SERVICE).unwrap();
+        assert!(convert(&docs[0], "shop", true).is_ok());
+        assert_eq!(
+            convert(&docs[0], "other", true).unwrap_err(),
+            vec![
+                "metadata.namespace: \"shop\" does not match the namespace \"other\" given with -n"
+            ]
+        );
+        let docs = parse_documents(POD).unwrap();
+        let Manifest::Pod(p) = convert(&docs[0], "dev", true).unwrap().manifest else {
+            panic!()
+        };
+        assert_eq!(p.metadata.unwrap().namespace, "dev");
+    }
+
+    #[test]
+    fn normalization_matches_server_defaults() {
+        let Manifest::Service(s) = one(SERVICE).unwrap().manifest else {
+            panic!()
+        };
+        let desired = s.spec.unwrap();
+        let mut stored = desired.clone();
+        stored.ports[0].protocol = "TCP".into();
+        assert_eq!(normalize_service_spec(&desired, &stored), stored);
+        let Manifest::Pod(p) = one(POD).unwrap().manifest else {
+            panic!()
+        };
+        let desired = p.spec.unwrap();
+        let mut stored = desired.clone();
+        stored.node_name = "node-1".into();
+        assert_eq!(normalize_pod_spec(&desired, &stored), stored);
+    }
+}

@@ -1,0 +1,641 @@
+//! Printers: kubectl-like borderless tables, and Kubernetes-shaped JSON/YAML
+//! (apiVersion, kind, metadata with RFC 3339 timestamps, spec, status; camelCase; keys in
+//! a fixed order; empty fields left out as the Kubernetes API does).
+
+use crate::api::Resource;
+use crate::util::{age, format_map, rfc3339};
+use kube_lite_proto::v1::{ContainerStatus, Endpoints, Node, ObjectMeta, Pod, PodStatus, Service};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// How a kind shows itself in tables and in Kubernetes-shaped documents.
+pub trait Show: Resource {
+    fn headers(wide: bool) -> Vec<&'static str>;
+    fn row(&self, now_ms: i64, wide: bool) -> Vec<String>;
+    fn to_json(&self) -> Value;
+}
+
+/// Output format of `get` (`-o`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Wide,
+    Json,
+    Yaml,
+    Name,
+}
+
+// ---------- tables ----------
+
+/// Columns separated by three spaces, each padded to its widest cell (the last one is
+/// not padded), like kubectl's tabwriter. Widths are remembered so the rows printed
+/// later by `get -w` line up with the first table.
+#[derive(Debug, Default)]
+pub struct Table {
+    widths: Vec<usize>,
+}
+
+impl Table {
+    pub fn render(&mut self, header: &[String], rows: &[Vec<String>]) -> String {
+        for r in std::iter::once(header).chain(rows.iter().map(|r| r.as_slice())) {
+            self.grow(r);
+        }
+        let mut out = String::new();
+        out.push_str(&self.line(header));
+        for r in rows {
+            out.push_str(&self.line(r));
+        }
+        out
+    }
+
+    /// Nothing printed yet.
+    pub fn is_empty(&self) -> bool {
+        self.widths.is_empty()
+    }
+
+    /// One more row with the widths seen so far (growing them if needed).
+    pub fn render_row(&mut self, row: &[String]) -> String {
+        self.grow(row);
+        self.line(row)
+    }
+
+    fn grow(&mut self, row: &[String]) {
+        if self.widths.len() < row.len() {
+            self.widths.resize(row.len(), 0);
+        }
+        for (w, c) in self.widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+
+    fn line(&self, row: &[String]) -> String {
+        let mut s = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                s.push_str(cell);
+            } else {
+                let pad = self.widths[i] - cell.chars().count() + 3;
+                s.push_str(cell);
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// Header and rows of a table; `with_namespace` adds the NAMESPACE column (`-A`).
+pub fn table_rows<T: Show>(
+    items: &[T],
+    now_ms: i64,
+    wide: bool,
+    with_namespace: bool,
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header: Vec<String> = T::headers(wide).into_iter().map(String::from).collect();
+    if with_namespace {
+        header.insert(0, "NAMESPACE".into());
+    }
+    let rows = items
+        .iter()
+        .map(|i| row_of(i, now_ms, wide, with_namespace))
+        .collect();
+    (header, rows)
+}
+
+pub fn row_of<T: Show>(item: &T, now_ms: i64, wide: bool, with_namespace: bool) -> Vec<String> {
+    let mut r = item.row(now_ms, wide);
+    if with_namespace {
+        r.insert(0, item.meta().namespace.clone());
+    }
+    r
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// kubectl's STATUS column for a pod: Terminating while a graceful delete runs, else a
+/// container's waiting/terminated reason, else the pod's reason (Unschedulable,
+/// Evicted), else the phase.
+pub fn pod_status_text(pod: &Pod) -> String {
+    if pod.meta().deletion_timestamp != 0 {
+        return "Terminating".into();
+    }
+    let status = pod.status.clone().unwrap_or_default();
+    let mut text = if status.phase.is_empty() {
+        "Pending".to_string()
+    } else {
+        status.phase.clone()
+    };
+    if !status.reason.is_empty() {
+        text = status.reason.clone();
+    }
+    for cs in &status.container_statuses {
+        match cs.state.as_str() {
+            "Waiting" if !cs.reason.is_empty() => text = cs.reason.clone(),
+            "Terminated" if !cs.reason.is_empty() => text = cs.reason.clone(),
+            "Terminated" if cs.exit_code != 0 => text = format!("ExitCode:{}", cs.exit_code),
+            _ => {}
+        }
+    }
+    text
+}
+
+impl Show for Pod {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"];
+        if wide {
+            h.extend(["IP", "NODE"]);
+        }
+        h
+    }
+
+    fn row(&self, now_ms: i64, wide: bool) -> Vec<String> {
+        let spec = self.spec.clone().unwrap_or_default();
+        let status = self.status.clone().unwrap_or_default();
+        let ready = status.container_statuses.iter().filter(|c| c.ready).count();
+        let restarts: i64 = status
+            .container_statuses
+            .iter()
+            .map(|c| c.restart_count as i64)
+            .sum();
+        let mut r = vec![
+            self.name().to_string(),
+            format!("{ready}/{}", spec.containers.len()),
+            pod_status_text(self),
+            restarts.to_string(),
+            age(self.meta().creation_timestamp, now_ms),
+        ];
+        if wide {
+            r.push(or_none(&status.pod_ip));
+            r.push(or_none(&spec.node_name));
+        }
+        r
+    }
+
+    fn to_json(&self) -> Value {
+        let spec = self.spec.clone().unwrap_or_default();
+        let containers: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let mut o = Map::new();
+                o.insert("name".into(), json!(c.name));
+                o.insert("image".into(), json!(c.image));
+                put_nonempty(&mut o, "command", json!(c.command));
+                put_nonempty(&mut o, "args", json!(c.args));
+                let env: Vec<Value> = c
+                    .env
+                    .iter()
+                    .map(|e| json!({"name": e.name, "value": e.value}))
+                    .collect();
+                put_nonempty(&mut o, "env", Value::Array(env));
+                let ports: Vec<Value> = c
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        let mut o = Map::new();
+                        put_str(&mut o, "name", &p.name);
+                        o.insert("containerPort".into(), json!(p.container_port));
+                        put_str(&mut o, "protocol", &p.protocol);
+                        Value::Object(o)
+                    })
+                    .collect();
+                put_nonempty(&mut o, "ports", Value::Array(ports));
+                Value::Object(o)
+            })
+            .collect();
+        let mut s = Map::new();
+        put_str(&mut s, "nodeName", &spec.node_name);
+        s.insert("containers".into(), Value::Array(containers));
+        put_str(&mut s, "restartPolicy", &spec.restart_policy);
+        put_nonempty(&mut s, "nodeSelector", sorted_map(&spec.node_selector));
+        s.insert(
+            "terminationGracePeriodSeconds".into(),
+            json!(spec.termination_grace_period_seconds),
+        );
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta_json(self.meta(), true),
+            "spec": Value::Object(s),
+            "status": pod_status_json(&self.status.clone().unwrap_or_default()),
+        })
+    }
+}
+
+fn pod_status_json(st: &PodStatus) -> Value {
+    let mut o = Map::new();
+    put_str(&mut o, "phase", &st.phase);
+    put_str(&mut o, "reason", &st.reason);
+    put_str(&mut o, "message", &st.message);
+    let conds: Vec<Value> = st
+        .conditions
+        .iter()
+        .map(|c| {
+            let mut o = Map::new();
+            o.insert("type".into(), json!(c.r#type));
+            o.insert("status".into(), json!(c.status));
+            put_str(&mut o, "reason", &c.reason);
+            put_str(&mut o, "message", &c.message);
+            Value::Object(o)
+        })
+        .collect();
+    put_nonempty(&mut o, "conditions", Value::Array(conds));
+    put_str(&mut o, "hostIP", &st.host_ip);
+    put_str(&mut o, "podIP", &st.pod_ip);
+    put_time(&mut o, "startTime", st.start_time);
+    let cs: Vec<Value> = st
+        .container_statuses
+        .iter()
+        .map(container_status_json)
+        .collect();
+    put_nonempty(&mut o, "containerStatuses", Value::Array(cs));
+    Value::Object(o)
+}
+
+/// Kubernetes' shape: `state: {running|waiting|terminated: {...}}`.
+fn container_status_json(c: &ContainerStatus) -> Value {
+    let mut detail = Map::new();
+    let key = match c.state.as_str() {
+        "Running" => {
+            put_time(&mut detail, "startedAt", c.started_at);
+            "running"
+        }
+        "Terminated" => {
+            detail.insert("exitCode".into(), json!(c.exit_code));
+            put_str(&mut detail, "reason", &c.reason);
+            put_str(&mut detail, "message", &c.message);
+            put_time(&mut detail, "startedAt", c.started_at);
+            put_time(&mut detail, "finishedAt", c.finished_at);
+            "terminated"
+        }
+        _ => {
+            put_str(&mut detail, "reason", &c.reason);
+            put_str(&mut detail, "message", &c.message);
+            "waiting"
+        }
+    };
+    let mut state = Map::new();
+    state.insert(key.into(), Value::Object(detail));
+    json!({
+        "name": c.name,
+        "ready": c.ready,
+        "restartCount": c.restart_count,
+        "state": Value::Object(state),
+    })
+}
+
+/// `80/TCP,53/UDP`, `<none>` without ports.
+pub fn service_ports_text(svc: &Service) -> String {
+    let spec = svc.spec.clone().unwrap_or_default();
+    if spec.ports.is_empty() {
+        return "<none>".into();
+    }
+    spec.ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.port,
+                if p.protocol.is_empty() {
+                    "TCP"
+                } else {
+                    &p.protocol
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Show for Service {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"];
+        if wide {
+            h.push("SELECTOR");
+        }
+        h
+    }
+
+    fn row(&self, now_ms: i64, wide: bool) -> Vec<String> {
+        let spec = self.spec.clone().unwrap_or_default();
+        let mut r = vec![
+            self.name().to_string(),
+            if spec.r#type.is_empty() {
+                "ClusterIP".into()
+            } else {
+                spec.r#type.clone()
+            },
+            or_none(&spec.cluster_ip),
+            service_ports_text(self),
+            age(self.meta().creation_timestamp, now_ms),
+        ];
+        if wide {
+            r.push(format_map(&spec.selector, ","));
+        }
+        r
+    }
+
+    fn to_json(&self) -> Value {
+        let spec = self.spec.clone().unwrap_or_default();
+        let ports: Vec<Value> = spec
+            .ports
+            .iter()
+            .map(|p| {
+                let mut o = Map::new();
+                put_str(&mut o, "name", &p.name);
+                put_str(&mut o, "protocol", &p.protocol);
+                o.insert("port".into(), json!(p.port));
+                o.insert("targetPort".into(), json!(p.target_port));
+                Value::Object(o)
+            })
+            .collect();
+        let mut s = Map::new();
+        put_nonempty(&mut s, "selector", sorted_map(&spec.selector));
+        s.insert("ports".into(), Value::Array(ports));
+        put_str(&mut s, "clusterIP", &spec.cluster_ip);
+        put_str(&mut s, "type", &spec.r#type);
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta_json(self.meta(), true),
+            "spec": Value::Object(s),
+        })
+    }
+}
+
+/// `Ready`, `NotReady`, `Unknown` (no condition yet), plus `,SchedulingDisabled`.
+pub fn node_status_text(node: &Node) -> String {
+    let status = node.status.clone().unwrap_or_default();
+    let mut text = match status.conditions.iter().find(|c| c.r#type == "Ready") {
+        Some(c) if c.status == "True" => "Ready".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if node.spec.as_ref().is_some_and(|s| s.unschedulable) {
+        text.push_str(",SchedulingDisabled");
+    }
+    text
+}
+
+fn node_address(node: &Node) -> String {
+    let spec_addr = node
+        .spec
+        .as_ref()
+        .map(|s| s.address.clone())
+        .unwrap_or_default();
+    if !spec_addr.is_empty() {
+        return spec_addr;
+    }
+    or_none(
+        &node
+            .status
+            .as_ref()
+            .map(|s| s.address.clone())
+            .unwrap_or_default(),
+    )
+}
+
+impl Show for Node {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "STATUS", "SUBNET", "ADDRESS", "AGE"];
+        if wide {
+            h.push("HEARTBEAT");
+        }
+        h
+    }
+
+    fn row(&self, now_ms: i64, wide: bool) -> Vec<String> {
+        let spec = self.spec.clone().unwrap_or_default();
+        let mut r = vec![
+            self.name().to_string(),
+            node_status_text(self),
+            or_none(&spec.pod_cidr),
+            node_address(self),
+            age(self.meta().creation_timestamp, now_ms),
+        ];
+        if wide {
+            let hb = self
+                .status
+                .as_ref()
+                .map(|s| s.last_heartbeat_time)
+                .unwrap_or(0);
+            r.push(if hb == 0 {
+                "<never>".into()
+            } else {
+                format!("{} ago", age(hb, now_ms))
+            });
+        }
+        r
+    }
+
+    fn to_json(&self) -> Value {
+        let spec = self.spec.clone().unwrap_or_default();
+        let st = self.status.clone().unwrap_or_default();
+        let mut s = Map::new();
+        put_str(&mut s, "podCIDR", &spec.pod_cidr);
+        put_str(&mut s, "address", &spec.address);
+        if spec.unschedulable {
+            s.insert("unschedulable".into(), json!(true));
+        }
+        let mut o = Map::new();
+        let conds: Vec<Value> = st
+            .conditions
+            .iter()
+            .map(|c| {
+                let mut o = Map::new();
+                o.insert("type".into(), json!(c.r#type));
+                o.insert("status".into(), json!(c.status));
+                put_str(&mut o, "reason", &c.reason);
+                put_str(&mut o, "message", &c.message);
+                put_time(&mut o, "lastTransitionTime", c.last_transition_time);
+                Value::Object(o)
+            })
+            .collect();
+        put_nonempty(&mut o, "conditions", Value::Array(conds));
+        if !st.address.is_empty() {
+            o.insert(
+                "addresses".into(),
+                json!([{"type": "InternalIP", "address": st.address}]),
+            );
+        }
+        put_nonempty(&mut o, "capacity", sorted_map(&st.capacity));
+        put_time(&mut o, "lastHeartbeatTime", st.last_heartbeat_time);
+        put_str(&mut o, "daemonEndpoint", &st.daemon_endpoint);
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": meta_json(self.meta(), false),
+            "spec": Value::Object(s),
+            "status": Value::Object(o),
+        })
+    }
+}
+
+/// kubectl's ENDPOINTS column: `ip:port` pairs, at most three then `+ N more...`.
+pub fn endpoints_text(ep: &Endpoints) -> String {
+    let mut all = Vec::new();
+    for s in &ep.subsets {
+        for a in &s.addresses {
+            if s.ports.is_empty() {
+                all.push(a.ip.clone());
+            }
+            for p in &s.ports {
+                all.push(format!("{}:{}", a.ip, p.port));
+            }
+        }
+    }
+    if all.is_empty() {
+        return "<none>".into();
+    }
+    let extra = all.len().saturating_sub(3);
+    let mut text = all.into_iter().take(3).collect::<Vec<_>>().join(",");
+    if extra > 0 {
+        text.push_str(&format!(" + {extra} more..."));
+    }
+    text
+}
+
+impl Show for Endpoints {
+    fn headers(_wide: bool) -> Vec<&'static str> {
+        vec!["NAME", "ENDPOINTS", "AGE"]
+    }
+
+    fn row(&self, now_ms: i64, _wide: bool) -> Vec<String> {
+        vec![
+            self.name().to_string(),
+            endpoints_text(self),
+            age(self.meta().creation_timestamp, now_ms),
+        ]
+    }
+
+    fn to_json(&self) -> Value {
+        let ns = self.meta().namespace.clone();
+        let addr = |a: &kube_lite_proto::v1::EndpointAddress| {
+            let mut o = Map::new();
+            o.insert("ip".into(), json!(a.ip));
+            put_str(&mut o, "nodeName", &a.node_name);
+            if !a.pod_name.is_empty() {
+                o.insert(
+                    "targetRef".into(),
+                    json!({"kind": "Pod", "namespace": ns, "name": a.pod_name}),
+                );
+            }
+            Value::Object(o)
+        };
+        let subsets: Vec<Value> = self
+            .subsets
+            .iter()
+            .map(|s| {
+                let mut o = Map::new();
+                put_nonempty(
+                    &mut o,
+                    "addresses",
+                    Value::Array(s.addresses.iter().map(addr).collect()),
+                );
+                put_nonempty(
+                    &mut o,
+                    "notReadyAddresses",
+                    Value::Array(s.not_ready_addresses.iter().map(addr).collect()),
+                );
+                let ports: Vec<Value> = s
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        let mut o = Map::new();
+                        put_str(&mut o, "name", &p.name);
+                        o.insert("port".into(), json!(p.port));
+                        put_str(&mut o, "protocol", &p.protocol);
+                        Value::Object(o)
+                    })
+                    .collect();
+                put_nonempty(&mut o, "ports", Value::Array(ports));
+                Value::Object(o)
+            })
+            .collect();
+        let mut out = Map::new();
+        out.insert("apiVersion".into(), json!("v1"));
+        out.insert("kind".into(), json!("Endpoints"));
+        out.insert("metadata".into(), meta_json(self.meta(), true));
+        put_nonempty(&mut out, "subsets", Value::Array(subsets));
+        Value::Object(out)
+    }
+}
+
+// ---------- JSON helpers ----------
+
+pub fn meta_json(m: &ObjectMeta, namespaced: bool) -> Value {
+    let mut o = Map::new();
+    o.insert("name".into(), json!(m.name));
+    if namespaced {
+        o.insert("namespace".into(), json!(m.namespace));
+    }
+    put_str(&mut o, "uid", &m.uid);
+    o.insert(
+        "resourceVersion".into(),
+        json!(m.resource_version.to_string()),
+    );
+    put_time(&mut o, "creationTimestamp", m.creation_timestamp);
+    if m.deletion_timestamp != 0 {
+        put_time(&mut o, "deletionTimestamp", m.deletion_timestamp);
+        o.insert(
+            "deletionGracePeriodSeconds".into(),
+            json!(m.deletion_grace_period_seconds),
+        );
+    }
+    put_nonempty(&mut o, "labels", sorted_map(&m.labels));
+    put_nonempty(&mut o, "annotations", sorted_map(&m.annotations));
+    Value::Object(o)
+}
+
+fn sorted_map(m: &HashMap<String, String>) -> Value {
+    let sorted: BTreeMap<_, _> = m.iter().collect();
+    let mut o = Map::new();
+    for (k, v) in sorted {
+        o.insert(k.clone(), json!(v));
+    }
+    Value::Object(o)
+}
+
+fn put_str(o: &mut Map<String, Value>, key: &str, v: &str) {
+    if !v.is_empty() {
+        o.insert(key.into(), json!(v));
+    }
+}
+
+fn put_time(o: &mut Map<String, Value>, key: &str, millis: i64) {
+    if millis != 0 {
+        o.insert(key.into(), json!(rfc3339(millis)));
+    }
+}
+
+fn put_nonempty(o: &mut Map<String, Value>, key: &str, v: Value) {
+    let empty = match &v {
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        Value::Null => true,
+        _ => false,
+    };
+    if !empty {
+        o.insert(key.into(), v);
+    }
+}
+
+/// A single object as is, several as a Kubernetes `List`.
+pub fn list_json(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+pub fn to_json_text(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub fn to_yaml_text(v: &Value) -> Result<String, String> {
+    serde_saphyr::to_string(v).map_err(|e| format!("cannot render YAML: {e}"))
+}
