@@ -31,6 +31,8 @@
 //! * [`plan`]: pure decisions (which FDB entries and routes to add or remove).
 //! * [`netns`]: named network namespaces (`/run/netns/NAME`, like `ip netns add`) and
 //!   netlink handles bound to one.
+//! * [`underlay`]: a namespace with a bridge standing in for the physical network, and
+//!   node namespaces attached to it (tests, local cluster).
 //! * [`ops`]: the `NetOps` trait, the side effects [`NodeNet`] performs, and its rtnetlink
 //!   implementation.
 //!
@@ -43,6 +45,7 @@ pub mod names;
 pub mod netns;
 pub mod ops;
 pub mod plan;
+pub mod underlay;
 
 use std::net::Ipv4Addr;
 use std::process::Command;

@@ -618,6 +618,10 @@ impl NetOps for RtnlOps {
             .filter_map(|m| {
                 m.attributes.iter().find_map(|a| match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => Some(*v),
+                    // In an AF_BRIDGE dump the destination is not parsed by family.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+                    }
                     _ => None,
                 })
             })

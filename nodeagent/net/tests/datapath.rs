@@ -1,0 +1,394 @@
+//! Privileged end-to-end tests of the datapath in real network namespaces: nodes are
+//! namespaces joined by an underlay namespace with a bridge, pods are namespaces made by
+//! the crate. Every namespace is named `kl<random>-…` and removed by a Drop guard, also
+//! when a test fails. Skipped (with a message) when not run as root.
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use kube_lite_net::ops::{NetOps, RtnlOps};
+use kube_lite_net::{
+    host_if_name, ipam, list_netns, netns, pod_netns_name, underlay, Ipv4Net, NodeNet,
+    NodeNetConfig, Peer, PodNet,
+};
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipping: needs root (network namespaces)");
+    false
+}
+
+fn busybox() -> &'static str {
+    if std::path::Path::new("/bin/busybox").exists() {
+        "/bin/busybox"
+    } else {
+        "/usr/bin/busybox"
+    }
+}
+
+fn unique_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let x = (nanos as u64) ^ (u64::from(std::process::id()) << 40);
+    // Mix so that close timestamps differ in the first hex digits.
+    let x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("{:06x}", x >> 40)
+}
+
+/// Deletes every named netns starting with `kl<id>` when dropped.
+struct Cleanup {
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // A fresh runtime: Drop may run during a panic, outside of any runtime.
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for ns in list_netns(&prefix).unwrap_or_default() {
+                    if let Err(e) = netns::delete_netns(&ns).await {
+                        eprintln!("cleanup {ns}: {e}");
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Run argv in a named netns.
+fn exec_in(ns: &str, argv: &[&str]) -> Output {
+    netns::command_in_netns(ns, argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nsenter")
+}
+
+fn ping(ns: &str, ip: Ipv4Addr) -> bool {
+    // A few tries: the first packets of a fresh bridge port may race STP-less forwarding.
+    (0..5).any(|_| {
+        exec_in(
+            ns,
+            &[busybox(), "ping", "-c", "1", "-W", "2", &ip.to_string()],
+        )
+        .status
+        .success()
+    })
+}
+
+/// A background process in a netns, killed (by PID) on drop.
+struct Bg(std::process::Child);
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_in(ns: &str, argv: &[&str]) -> Bg {
+    Bg(netns::command_in_netns(ns, argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn in netns"))
+}
+
+struct Node {
+    ns: String,
+    net: NodeNet,
+    address: Ipv4Addr,
+    subnet: Ipv4Net,
+}
+
+/// `n` nodes on one underlay, each set up (twice, to check idempotence).
+async fn nodes(id: &str, n: usize) -> Vec<Node> {
+    let u = format!("kl{id}-u");
+    underlay::create_underlay(&u).await.unwrap();
+    let x = u8::from_str_radix(&id[..2], 16).unwrap();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let ns = format!("kl{id}-n{i}");
+        let address = Ipv4Addr::new(192, 168, x, i as u8 + 1);
+        underlay::attach_node(
+            &u,
+            &ns,
+            &format!("kl{id}p{i}"),
+            Ipv4Net::new(address, 24).unwrap(),
+        )
+        .await
+        .unwrap();
+        let net = NodeNet::open(NodeNetConfig {
+            netns: Some(ns.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let subnet: Ipv4Net = format!("10.0.{}.0/24", i + 1).parse().unwrap();
+        net.setup_node(subnet, address).await.unwrap();
+        net.setup_node(subnet, address).await.unwrap();
+        out.push(Node {
+            ns,
+            net,
+            address,
+            subnet,
+        });
+    }
+    out
+}
+
+fn pod(prefix: &str, uid: &str, node: &Node, last: u8) -> PodNet {
+    let o = node.subnet.network().octets();
+    PodNet {
+        netns: pod_netns_name(prefix, uid),
+        host_if: host_if_name(uid),
+        ip: Ipv4Addr::new(o[0], o[1], o[2], last),
+        subnet: node.subnet,
+        gateway: ipam::gateway(node.subnet),
+        mtu: 1450,
+    }
+}
+
+fn link_exists(ns: &str, name: &str) -> bool {
+    exec_in(ns, &["ip", "link", "show", "dev", name])
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
+    if !is_root() {
+        return;
+    }
+    let id = unique_id();
+    let _cleanup = Cleanup {
+        prefix: format!("kl{id}"),
+    };
+    let nodes = nodes(&id, 1).await;
+    let node = &nodes[0];
+    let prefix = format!("kl{id}-n0");
+    let a = pod(&prefix, "pod-a", node, 2);
+    let b = pod(&prefix, "pod-b", node, 3);
+    for p in [&a, &b] {
+        node.net.create_pod_net(p).await.unwrap();
+        node.net.create_pod_net(p).await.unwrap(); // idempotent
+    }
+    // Pod side: eth0 with the address and MTU, default route via the gateway.
+    let show = exec_in(&a.netns, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("10.0.1.2/24"), "{show}");
+    let link = String::from_utf8_lossy(&exec_in(&a.netns, &["ip", "link", "show", "eth0"]).stdout)
+        .to_string();
+    assert!(link.contains("mtu 1450"), "{link}");
+    let route = String::from_utf8_lossy(&exec_in(&a.netns, &["ip", "route"]).stdout).to_string();
+    assert!(route.contains("default via 10.0.1.1 dev eth0"), "{route}");
+    // Host side: on the bridge, hairpin on.
+    let br = String::from_utf8_lossy(
+        &exec_in(
+            &node.ns,
+            &["bridge", "-d", "link", "show", "dev", &a.host_if],
+        )
+        .stdout,
+    )
+    .to_string();
+    assert!(
+        br.contains("master kl0") && br.contains("hairpin on"),
+        "{br}"
+    );
+
+    assert!(ping(&a.netns, b.ip), "pod a -> pod b");
+    assert!(ping(&b.netns, a.ip), "pod b -> pod a");
+    assert!(
+        ping(&a.netns, Ipv4Addr::new(10, 0, 1, 1)),
+        "pod a -> gateway"
+    );
+    assert!(ping(&node.ns, a.ip), "node -> pod a");
+
+    // TCP: busybox httpd in b, wget from a.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "hello from b\n").unwrap();
+    let _srv = spawn_in(
+        &b.netns,
+        &[
+            busybox(),
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}:8080/index.html", b.ip);
+    let mut body = String::new();
+    for _ in 0..50 {
+        let out = exec_in(
+            &a.netns,
+            &[busybox(), "timeout", "5", busybox(), "wget", "-qO-", &url],
+        );
+        body = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body, "hello from b\n");
+
+    let ifs = node.net.list_host_ifs("klv").await.unwrap();
+    assert_eq!(ifs.len(), 2, "{ifs:?}");
+
+    // Delete: no netns, no veth; twice is fine.
+    node.net.delete_pod_net(&a.netns, &a.host_if).await.unwrap();
+    node.net.delete_pod_net(&a.netns, &a.host_if).await.unwrap();
+    assert!(!list_netns(&prefix).unwrap().contains(&a.netns));
+    assert!(!link_exists(&node.ns, &a.host_if));
+    node.net.delete_pod_net(&b.netns, &b.host_if).await.unwrap();
+    assert!(list_netns(&kube_lite_net::pod_netns_prefix(&prefix))
+        .unwrap()
+        .is_empty());
+    assert!(node.net.list_host_ifs("klv").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_vxlan_carry_3mb_whole() {
+    if !is_root() {
+        return;
+    }
+    let id = unique_id();
+    let _cleanup = Cleanup {
+        prefix: format!("kl{id}"),
+    };
+    let nodes = nodes(&id, 2).await;
+    let peers: Vec<Peer> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Peer {
+            name: format!("node{i}"),
+            address: n.address,
+            subnet: n.subnet,
+        })
+        .collect();
+    // Each node gets the full list (itself included: it must be skipped), twice.
+    for n in &nodes {
+        n.net.sync_peers(&peers).await.unwrap();
+        n.net.sync_peers(&peers).await.unwrap();
+    }
+    // Exactly one FDB entry and one peer route per node.
+    for (i, n) in nodes.iter().enumerate() {
+        let ops = RtnlOps::open(Some(n.ns.clone())).await.unwrap();
+        let vx = ops.link_index("kl-vxlan").await.unwrap().unwrap();
+        let br = ops.link_index("kl0").await.unwrap().unwrap();
+        assert_eq!(ops.fdb_peers(vx).await.unwrap(), vec![nodes[1 - i].address]);
+        assert_eq!(
+            ops.peer_routes(br).await.unwrap(),
+            vec![nodes[1 - i].subnet]
+        );
+    }
+
+    let a = pod(&format!("kl{id}-n0"), "pod-a", &nodes[0], 2);
+    let b = pod(&format!("kl{id}-n1"), "pod-b", &nodes[1], 2);
+    nodes[0].net.create_pod_net(&a).await.unwrap();
+    nodes[1].net.create_pod_net(&b).await.unwrap();
+    assert!(ping(&a.netns, b.ip), "pod on node0 -> pod on node1");
+    assert!(ping(&b.netns, a.ip), "pod on node1 -> pod on node0");
+
+    // 3 MB across nodes (MTU 1450 inside VXLAN): arrives whole.
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.path().join("big"), &data).unwrap();
+    let _srv = spawn_in(
+        &b.netns,
+        &[
+            busybox(),
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let url = format!("http://{}:8080/big", b.ip);
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let out = exec_in(
+            &a.netns,
+            &[busybox(), "timeout", "20", busybox(), "wget", "-qO-", &url],
+        );
+        got = out.stdout;
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got.len(), data.len(), "bytes received");
+    assert!(got == data, "content differs");
+
+    // Removing the peer removes its FDB entry and route, and traffic stops.
+    nodes[0].net.sync_peers(&[]).await.unwrap();
+    let ops = RtnlOps::open(Some(nodes[0].ns.clone())).await.unwrap();
+    let vx = ops.link_index("kl-vxlan").await.unwrap().unwrap();
+    let br = ops.link_index("kl0").await.unwrap().unwrap();
+    assert!(ops.fdb_peers(vx).await.unwrap().is_empty());
+    assert!(ops.peer_routes(br).await.unwrap().is_empty());
+    // The node's own connected route is untouched.
+    let routes =
+        String::from_utf8_lossy(&exec_in(&nodes[0].ns, &["ip", "route"]).stdout).to_string();
+    assert!(routes.contains("10.0.1.0/24 dev kl0"), "{routes}");
+
+    for (n, p) in [(&nodes[0], &a), (&nodes[1], &b)] {
+        n.net.delete_pod_net(&p.netns, &p.host_if).await.unwrap();
+        assert!(!link_exists(&n.ns, &p.host_if));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_node_fails_clearly_without_underlay_address() {
+    if !is_root() {
+        return;
+    }
+    let id = unique_id();
+    let _cleanup = Cleanup {
+        prefix: format!("kl{id}"),
+    };
+    let ns = format!("kl{id}-n0");
+    netns::create_netns(&ns).await.unwrap();
+    netns::create_netns(&ns).await.unwrap(); // idempotent
+    let net = NodeNet::open(NodeNetConfig {
+        netns: Some(ns.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = net
+        .setup_node("10.0.5.0/24".parse().unwrap(), Ipv4Addr::new(192, 0, 2, 1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("192.0.2.1"), "{err}");
+    // Opening a missing namespace is an error, not a panic.
+    let missing = NodeNet::open(NodeNetConfig {
+        netns: Some(format!("kl{id}-missing")),
+        ..Default::default()
+    })
+    .await;
+    assert!(missing.is_err());
+    // Missing pieces are fine for delete.
+    net.delete_pod_net(&format!("kl{id}-n0-nope"), "klvnope")
+        .await
+        .unwrap();
+    let _ = Command::new("true").status();
+}
