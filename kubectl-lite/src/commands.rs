@@ -760,3 +760,189 @@ async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("kubectl-lite").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn create_pod_flags_become_a_pod() {
+        let cli = parse(&[
+            "-n",
+            "dev",
+            "create",
+            "pod",
+            "web",
+            "--image",
+            "busybox",
+            "-l",
+            "app=web,tier=front",
+            "--node",
+            "node-1",
+            "--restart",
+            "Never",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--port",
+            "8080",
+            "--",
+            "httpd",
+            "-f",
+        ]);
+        assert_eq!(cli.namespace.as_deref(), Some("dev"));
+        let Command::Create(CreateCommand::Pod(a)) = cli.command else {
+            panic!()
+        };
+        let pod = pod_from_args(&a, "dev").unwrap();
+        let m = pod.metadata.unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.namespace.as_str(), m.labels.len()),
+            ("web", "dev", 2)
+        );
+        let s = pod.spec.unwrap();
+        assert_eq!(
+            (s.node_name.as_str(), s.restart_policy.as_str()),
+            ("node-1", "Never")
+        );
+        let c = &s.containers[0];
+        assert_eq!((c.name.as_str(), c.image.as_str()), ("web", "busybox"));
+        assert_eq!(c.args, vec!["httpd", "-f"]);
+        assert!(c.command.is_empty());
+        assert_eq!(
+            c.env[1],
+            EnvVar {
+                name: "B".into(),
+                value: "x=y".into()
+            }
+        );
+        assert_eq!(c.ports[0].container_port, 8080);
+
+        let cli = parse(&[
+            "create",
+            "po",
+            "x",
+            "--image",
+            "i",
+            "--command",
+            "--",
+            "sleep",
+            "1",
+        ]);
+        let Command::Create(CreateCommand::Pod(a)) = cli.command else {
+            panic!()
+        };
+        let s = pod_from_args(&a, "default").unwrap().spec.unwrap();
+        assert_eq!(s.containers[0].command, vec!["sleep", "1"]);
+        assert_eq!(s.restart_policy, "Always");
+    }
+
+    #[test]
+    fn create_service_names_ports_by_port_and_protocol() {
+        let cli = parse(&[
+            "create",
+            "svc",
+            "web",
+            "--selector",
+            "app=web",
+            "--port",
+            "80:8080",
+            "--port",
+            "53/udp",
+            "--cluster-ip",
+            "172.17.10.10",
+        ]);
+        let Command::Create(CreateCommand::Service(a)) = cli.command else {
+            panic!()
+        };
+        let spec = service_from_args(&a, "default").unwrap().spec.unwrap();
+        assert_eq!(spec.cluster_ip, "172.17.10.10");
+        assert_eq!(
+            spec.ports,
+            vec![
+                ServicePort {
+                    name: "80-tcp".into(),
+                    protocol: "TCP".into(),
+                    port: 80,
+                    target_port: 8080
+                },
+                ServicePort {
+                    name: "53-udp".into(),
+                    protocol: "UDP".into(),
+                    port: 53,
+                    target_port: 53
+                },
+            ]
+        );
+        let cli = parse(&[
+            "create",
+            "service",
+            "web",
+            "--selector",
+            "app",
+            "--port",
+            "80",
+        ]);
+        let Command::Create(CreateCommand::Service(a)) = cli.command else {
+            panic!()
+        };
+        assert!(service_from_args(&a, "default")
+            .unwrap_err()
+            .to_string()
+            .contains("--selector"));
+    }
+
+    #[test]
+    fn delete_and_get_flags() {
+        let Command::Delete(d) = parse(&["delete", "pod", "a", "b"]).command else {
+            panic!()
+        };
+        assert!(d.wait && !d.force && d.grace_period.is_none());
+        assert_eq!(d.names, vec!["a", "b"]);
+        let Command::Delete(d) =
+            parse(&["delete", "po", "a", "--wait=false", "--grace-period", "5"]).command
+        else {
+            panic!()
+        };
+        assert!(!d.wait);
+        assert_eq!(d.grace_period, Some(5));
+        let Command::Get(g) =
+            parse(&["get", "po", "-A", "-o", "wide", "-w", "-l", "app in (a,b)"]).command
+        else {
+            panic!()
+        };
+        assert!(g.all_namespaces && g.watch);
+        assert_eq!(g.output, Some(Format::Wide));
+        assert_eq!(g.selector.as_deref(), Some("app in (a,b)"));
+        assert!(Cli::try_parse_from(["kubectl-lite", "get", "po", "-o", "xml"]).is_err());
+    }
+
+    #[test]
+    fn manifests_are_all_checked_before_anything_is_applied() {
+        let good =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n"
+                .to_string();
+        let bad = format!("{good}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b}}\nspec:\n  containers: [{{name: b, image: i}}]\n  volumes: [{{name: v}}]\n");
+        let ok = load_manifests(&[("a.yaml".into(), good.clone())], "default", false).unwrap();
+        assert_eq!(ok.len(), 1);
+        let err = load_manifests(
+            &[("a.yaml".into(), good), ("b.yaml".into(), bad)],
+            "default",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.yaml: document 2 (Pod \"b\"): spec.volumes: not supported by kube-lite"
+        );
+        let err = load_manifests(&[("e.yaml".into(), "# nothing\n".into())], "default", false)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "e.yaml: no objects found");
+    }
+}

@@ -639,3 +639,288 @@ pub fn to_json_text(v: &Value) -> String {
 pub fn to_yaml_text(v: &Value) -> Result<String, String> {
     serde_saphyr::to_string(v).map_err(|e| format!("cannot render YAML: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{
+        Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, NodeCondition,
+        NodeSpec, NodeStatus, PodSpec, ServicePort, ServiceSpec,
+    };
+
+    const NOW: i64 = 1_795_823_230_000; // 2026-11-27T23:47:10Z
+
+    fn meta(name: &str, age_s: i64) -> Option<ObjectMeta> {
+        Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: "u-1".into(),
+            resource_version: 42,
+            creation_timestamp: NOW - age_s * 1000,
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        })
+    }
+
+    fn pod(name: &str, age_s: i64, phase: &str, node: &str, ip: &str) -> Pod {
+        Pod {
+            metadata: meta(name, age_s),
+            spec: Some(PodSpec {
+                node_name: node.into(),
+                containers: vec![Container {
+                    name: name.into(),
+                    image: "busybox".into(),
+                    ports: vec![ContainerPort {
+                        name: "".into(),
+                        container_port: 8080,
+                        protocol: "TCP".into(),
+                    }],
+                    ..Default::default()
+                }],
+                restart_policy: "Always".into(),
+                termination_grace_period_seconds: 30,
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: phase.into(),
+                pod_ip: ip.into(),
+                container_statuses: if phase == "Running" {
+                    vec![ContainerStatus {
+                        name: name.into(),
+                        state: "Running".into(),
+                        ready: true,
+                        restart_count: 2,
+                        started_at: NOW - 5000,
+                        ..Default::default()
+                    }]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn table<T: Show>(items: &[T], wide: bool, ns: bool) -> String {
+        let (h, r) = table_rows(items, NOW, wide, ns);
+        Table::default().render(&h, &r)
+    }
+
+    #[test]
+    fn pod_tables() {
+        let mut pending = pod("db", 3 * 3600, "Pending", "", "");
+        pending.status.as_mut().unwrap().reason = "Unschedulable".into();
+        let mut term = pod("old-worker", 9 * 86400, "Running", "node-2", "10.0.2.7");
+        term.metadata.as_mut().unwrap().deletion_timestamp = NOW + 30_000;
+        let pods = vec![
+            pod("web", 150, "Running", "node-1", "10.0.1.2"),
+            pending,
+            term,
+        ];
+        assert_eq!(
+            table(&pods, false, false),
+            "NAME         READY   STATUS          RESTARTS   AGE\n\
+             web          1/1     Running         2          2m30s\n\
+             db           0/1     Unschedulable   0          3h\n\
+             old-worker   1/1     Terminating     2          9d\n"
+        );
+        assert_eq!(
+            table(&pods[..1], true, true),
+            "NAMESPACE   NAME   READY   STATUS    RESTARTS   AGE     IP         NODE\n\
+             default     web    1/1     Running   2          2m30s   10.0.1.2   node-1\n"
+        );
+    }
+
+    #[test]
+    fn container_reasons_win_over_phase() {
+        let mut p = pod("web", 10, "Running", "n", "10.0.1.2");
+        p.status.as_mut().unwrap().container_statuses[0] = ContainerStatus {
+            name: "web".into(),
+            state: "Waiting".into(),
+            reason: "CrashLoopBackOff".into(),
+            ..Default::default()
+        };
+        assert_eq!(pod_status_text(&p), "CrashLoopBackOff");
+        p.status.as_mut().unwrap().container_statuses[0] = ContainerStatus {
+            name: "web".into(),
+            state: "Terminated".into(),
+            exit_code: 3,
+            ..Default::default()
+        };
+        assert_eq!(pod_status_text(&p), "ExitCode:3");
+    }
+
+    #[test]
+    fn watch_rows_keep_the_first_tables_widths() {
+        let mut t = Table::default();
+        let (h, r) = table_rows(&[pod("web", 5, "Running", "n", "")], NOW, false, false);
+        let first = t.render(&h, &r);
+        let next = t.render_row(&row_of(&pod("x", 7, "Pending", "", ""), NOW, false, false));
+        assert_eq!(
+            first.lines().next().unwrap().find("READY"),
+            next.find("0/1")
+        );
+    }
+
+    fn service() -> Service {
+        Service {
+            metadata: meta("web", 65),
+            spec: Some(ServiceSpec {
+                selector: [
+                    ("app".to_string(), "web".to_string()),
+                    ("tier".to_string(), "front".to_string()),
+                ]
+                .into(),
+                ports: vec![
+                    ServicePort {
+                        name: "80-tcp".into(),
+                        protocol: "TCP".into(),
+                        port: 80,
+                        target_port: 8080,
+                    },
+                    ServicePort {
+                        name: "53-udp".into(),
+                        protocol: "UDP".into(),
+                        port: 53,
+                        target_port: 53,
+                    },
+                ],
+                cluster_ip: "10.96.0.10".into(),
+                r#type: "ClusterIP".into(),
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn service_node_endpoints_tables() {
+        assert_eq!(
+            table(&[service()], true, false),
+            "NAME   TYPE        CLUSTER-IP   PORT(S)         AGE   SELECTOR\n\
+             web    ClusterIP   10.96.0.10   80/TCP,53/UDP   65s   app=web,tier=front\n"
+        );
+        let node = |name: &str, ready: &str, unsched: bool| Node {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                creation_timestamp: NOW - 86_400_000,
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                pod_cidr: "10.0.1.0/24".into(),
+                address: "192.168.1.10".into(),
+                unschedulable: unsched,
+            }),
+            status: Some(NodeStatus {
+                conditions: vec![NodeCondition {
+                    r#type: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }],
+                last_heartbeat_time: NOW - 4000,
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            table(
+                &[
+                    node("node-1", "True", false),
+                    node("node-2", "Unknown", true)
+                ],
+                true,
+                false
+            ),
+            "NAME     STATUS                        SUBNET        ADDRESS        AGE   HEARTBEAT\n\
+             node-1   Ready                         10.0.1.0/24   192.168.1.10   24h   4s ago\n\
+             node-2   NotReady,SchedulingDisabled   10.0.1.0/24   192.168.1.10   24h   4s ago\n"
+        );
+        let addr = |ip: &str| EndpointAddress {
+            ip: ip.into(),
+            node_name: "n".into(),
+            pod_name: "p".into(),
+        };
+        let ep = |name: &str, ips: &[&str]| Endpoints {
+            metadata: meta(name, 10),
+            subsets: if ips.is_empty() {
+                vec![]
+            } else {
+                vec![EndpointSubset {
+                    addresses: ips.iter().map(|i| addr(i)).collect(),
+                    not_ready_addresses: vec![],
+                    ports: vec![EndpointPort {
+                        name: "".into(),
+                        port: 8080,
+                        protocol: "TCP".into(),
+                    }],
+                }]
+            },
+        };
+        assert_eq!(
+            table(
+                &[
+                    ep("web", &["10.0.1.2", "10.0.2.2"]),
+                    ep("db", &[]),
+                    ep(
+                        "big",
+                        &["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"]
+                    )
+                ],
+                false,
+                false
+            ),
+            "NAME   ENDPOINTS                                            AGE\n\
+             web    10.0.1.2:8080,10.0.2.2:8080                          10s\n\
+             db     <none>                                               10s\n\
+             big    1.1.1.1:8080,1.1.1.2:8080,1.1.1.3:8080 + 2 more...   10s\n"
+        );
+    }
+
+    #[test]
+    fn kubernetes_shaped_json() {
+        let v = pod("web", 150, "Running", "node-1", "10.0.1.2").to_json();
+        let text = serde_json::to_string(&v).unwrap();
+        assert_eq!(
+            text,
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"default","uid":"u-1","resourceVersion":"42","creationTimestamp":"2026-11-27T23:44:40Z","labels":{"app":"web"}},"spec":{"nodeName":"node-1","containers":[{"name":"web","image":"busybox","ports":[{"containerPort":8080,"protocol":"TCP"}]}],"restartPolicy":"Always","terminationGracePeriodSeconds":30},"status":{"phase":"Running","podIP":"10.0.1.2","containerStatuses":[{"name":"web","ready":true,"restartCount":2,"state":{"running":{"startedAt":"2026-11-27T23:47:05Z"}}}]}}"#
+        );
+        let v = service().to_json();
+        assert_eq!(v["spec"]["clusterIP"], "10.96.0.10");
+        assert_eq!(
+            v["spec"]["ports"][1],
+            serde_json::json!({"name":"53-udp","protocol":"UDP","port":53,"targetPort":53})
+        );
+        let list = list_json(vec![v.clone()]);
+        assert_eq!(list["kind"], "List");
+        assert_eq!(list["items"][0]["kind"], "Service");
+    }
+
+    #[test]
+    fn yaml_output_round_trips_through_apply() {
+        // `get -o yaml` output is a manifest `apply` accepts (server-set fields warn).
+        let yaml = to_yaml_text(&service().to_json()).unwrap();
+        assert!(
+            yaml.starts_with("apiVersion: v1\nkind: Service\n"),
+            "{yaml}"
+        );
+        let docs = crate::manifest::parse_documents(&yaml).unwrap();
+        let c = crate::manifest::convert(&docs[0], "default", false).unwrap();
+        assert_eq!(
+            c.warnings,
+            vec![
+                "metadata.uid: ignored (not used by kube-lite)",
+                "metadata.resourceVersion: ignored (not used by kube-lite)",
+                "metadata.creationTimestamp: ignored (not used by kube-lite)",
+            ]
+        );
+        let crate::manifest::Manifest::Service(s) = c.manifest else {
+            panic!()
+        };
+        assert_eq!(s.spec, service().spec);
+        let yaml = to_yaml_text(&pod("web", 1, "Running", "node-1", "10.0.1.2").to_json()).unwrap();
+        let docs = crate::manifest::parse_documents(&yaml).unwrap();
+        let c = crate::manifest::convert(&docs[0], "default", false).unwrap();
+        let crate::manifest::Manifest::Pod(p) = c.manifest else {
+            panic!()
+        };
+        assert_eq!(p.spec, pod("web", 1, "Running", "node-1", "").spec);
+    }
+}
