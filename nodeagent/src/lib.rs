@@ -1,1 +1,27 @@
-//! kube-lite node agent.
+//! kube-lite node agent: turns the Pods bound to its node into processes with their own
+//! network namespaces and IPs on the node's bridge, and joins nodes with VXLAN.
+//!
+//! A short tour:
+//! - [`config`]: the command line.
+//! - [`agent`]: `run(config)`: registration, datapath, recovery, the long-running tasks.
+//! - [`node`]: Node registration, heartbeats, VXLAN peers from the Node watch.
+//! - [`pods`]: the pod watch and one worker per pod (IP, network, containers, status,
+//!   restarts, graceful deletion), restart-safe recovery.
+//! - [`runtime`]: the `Runtime` trait and the process runtime.
+//! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
+//!   forwarding, zombie reaping, exit status file.
+//! - [`image`]: image → program resolution.
+//! - [`state`]: the state directory (pod records, exit files, logs).
+//! - [`status`]: pure pod status / restart / back-off logic.
+//! - [`logs`]: the NodeAgent gRPC service (container logs).
+
+pub mod agent;
+pub mod config;
+pub mod image;
+pub mod init;
+pub mod logs;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod state;
+pub mod status;

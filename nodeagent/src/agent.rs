@@ -1,0 +1,231 @@
+//! `run(config)`: the agent's start-up sequence and long-running tasks.
+//!
+//! 1. Logs server bound (its address is published as status.daemon_endpoint).
+//! 2. Node registered (Create, or take over an existing one keeping its subnet).
+//! 3. Node datapath set up in the node namespace (bridge, VXLAN); heartbeats start.
+//! 4. Recovery from the state dir: adopt live pods, clean up the rest, remove orphans.
+//! 5. Pod watch, Node watch (VXLAN peers), Service proxy; until SIGTERM/SIGINT. Pods
+//!    keep running when the agent stops (a new agent adopts them).
+
+use crate::config::Config;
+use crate::image::Resolver;
+use crate::logs::LogsService;
+use crate::node::{self, NodeInfo};
+use crate::pods;
+use crate::runtime::ProcessRuntime;
+use crate::state::StateDir;
+use anyhow::{anyhow, Context};
+use kube_lite_client::Clients;
+use kube_lite_net::ipam::Ipam;
+use kube_lite_net::{NodeNet, NodeNetConfig};
+use kube_lite_proto::v1::node_agent_server::NodeAgentServer;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// First global IPv4 address of the node namespace (`ip -4 -o addr show scope global`).
+fn detect_address(netns: Option<&str>) -> anyhow::Result<Ipv4Addr> {
+    let mut cmd = match netns {
+        Some(ns) => kube_lite_net::command_in_netns(ns, "ip"),
+        None => std::process::Command::new("ip"),
+    };
+    let out = cmd
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .context("running `ip -4 -o addr show scope global`")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    first_global_ipv4(&text).ok_or_else(|| {
+        anyhow!(
+            "no global IPv4 address in the node namespace{}; pass --address",
+            netns.map(|n| format!(" {n}")).unwrap_or_default()
+        )
+    })
+}
+
+/// Parses `ip -4 -o addr` output: "2: eth0    inet 192.168.1.2/24 brd … scope global eth0".
+pub fn first_global_ipv4(text: &str) -> Option<Ipv4Addr> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        it.find(|w| *w == "inet")?;
+        let cidr = it.next()?;
+        let ip: Ipv4Addr = cidr.split('/').next()?.parse().ok()?;
+        // Our own bridge holds a gateway address; never advertise it.
+        (!ip.is_loopback() && !l.contains(" kl0")).then_some(ip)
+    })
+}
+
+fn capacity(subnet: kube_lite_net::Ipv4Net) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let hosts = (1u64 << (32 - subnet.prefix_len() as u32)).saturating_sub(3);
+    m.insert("pods".to_string(), hosts.to_string());
+    m.insert(
+        "cpu".to_string(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .to_string(),
+    );
+    if let Ok(mi) = std::fs::read_to_string("/proc/meminfo") {
+        if let Some(kb) = mi
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+        {
+            m.insert("memory".to_string(), format!("{kb}Ki"));
+        }
+    }
+    m
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let node_name = match &cfg.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .context("reading the hostname (pass --node-name)")?
+            .to_string_lossy()
+            .to_string(),
+    };
+    let state_dir = cfg
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/kube-lite").join(&node_name));
+    let state = StateDir::new(&state_dir)
+        .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+    let address = match cfg.address {
+        Some(a) => a,
+        None => detect_address(cfg.netns.as_deref())?,
+    };
+    let netns_prefix = cfg
+        .netns_prefix
+        .clone()
+        .unwrap_or_else(|| format!("kl-{node_name}"));
+
+    // Logs server first: its address goes into the Node status.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding the NodeAgent server on {}", cfg.listen))?;
+    let local = listener.local_addr()?;
+    let endpoint = cfg.advertise_endpoint.clone().unwrap_or_else(|| {
+        if local.ip().is_unspecified() {
+            format!("http://{address}:{}", local.port())
+        } else {
+            format!("http://{local}")
+        }
+    });
+    let logs = LogsService {
+        state: state.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(NodeAgentServer::new(logs))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+        {
+            tracing::error!("NodeAgent server: {e}");
+        }
+    });
+
+    let channel = kube_lite_client::connect_lazy(&cfg.server)?;
+    let clients = Clients::new(channel.clone());
+    let mut info = NodeInfo {
+        name: node_name.clone(),
+        address,
+        daemon_endpoint: endpoint.clone(),
+        capacity: BTreeMap::new(),
+    };
+    let registered = node::register(&clients, &info).await;
+    let pod_cidr = registered.spec.clone().unwrap_or_default().pod_cidr;
+    let subnet: kube_lite_net::Ipv4Net = pod_cidr
+        .parse()
+        .with_context(|| format!("node {node_name}: bad spec.pod_cidr {pod_cidr:?}"))?;
+    info.capacity = capacity(subnet);
+    tracing::info!(node = %node_name, %address, %subnet, %endpoint, netns = ?cfg.netns, "node registered");
+
+    let net = NodeNet::open(NodeNetConfig {
+        netns: cfg.netns.clone(),
+        vni: cfg.vni,
+        mtu: cfg.mtu,
+        ..Default::default()
+    })
+    .await
+    .context("opening the node datapath")?;
+    net.setup_node(subnet, address).await.with_context(|| {
+        format!("setting up the node datapath ({subnet} on the bridge, VXLAN via {address})")
+    })?;
+    let net = Arc::new(net);
+    let ipam = Ipam::open(state.ipam_path(), subnet)
+        .with_context(|| format!("opening IPAM {}", state.ipam_path().display()))?;
+
+    tokio::spawn(node::heartbeat(
+        clients.clone(),
+        info.clone(),
+        cfg.heartbeat_interval,
+    ));
+
+    let exe = std::env::current_exe().context("locating the agent's own executable")?;
+    let runtime = ProcessRuntime::new(state.clone(), exe);
+    let node = pods::Node::new(
+        node_name.clone(),
+        address,
+        subnet,
+        netns_prefix,
+        cfg.mtu,
+        clients.clone(),
+        net.clone(),
+        ipam,
+        state.clone(),
+        runtime,
+        Resolver::from_env(&node_name, cfg.image_dir.clone()),
+    );
+    pods::recover(&node).await;
+    tokio::spawn(pods::watch_pods(node.clone()));
+    tokio::spawn(node::sync_peers_forever(
+        clients.clone(),
+        net.clone(),
+        node_name.clone(),
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !cfg.no_proxy {
+        let pcfg = kube_lite_proxy::ProxyConfig {
+            netns: cfg.netns.clone(),
+            ..Default::default()
+        };
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = kube_lite_proxy::run(channel, pcfg, shutdown).await {
+                tracing::error!("service proxy: {e:#}");
+            }
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!(node = %node_name, "stopping (pods keep running)");
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_addr_output() {
+        let t = "1: lo    inet 127.0.0.1/8 scope host lo\n\
+                 5: kl0    inet 10.0.1.1/24 scope global kl0\n\
+                 7: eth0    inet 192.168.3.2/24 brd 192.168.3.255 scope global eth0\n";
+        assert_eq!(first_global_ipv4(t), Some(Ipv4Addr::new(192, 168, 3, 2)));
+        assert_eq!(first_global_ipv4(""), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! Command line (clap; every flag also from env `KUBE_LITE_<FLAG>`).
+
+use clap::Parser;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "nodeagent",
+    about = "kube-lite node agent: registers the node, runs its pods as processes in network namespaces, joins nodes with VXLAN",
+    version
+)]
+pub struct Config {
+    /// apiserver address.
+    #[arg(
+        long,
+        env = "KUBE_LITE_SERVER",
+        default_value = "http://127.0.0.1:6443"
+    )]
+    pub server: String,
+    /// Node name (default: the hostname).
+    #[arg(long, env = "KUBE_LITE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Named network namespace (/run/netns/NS) holding this node's datapath; default:
+    /// the agent's own namespace.
+    #[arg(long, env = "KUBE_LITE_NETNS")]
+    pub netns: Option<String>,
+    /// Underlay address of the node (default: first global IPv4 of the node namespace).
+    #[arg(long, env = "KUBE_LITE_ADDRESS")]
+    pub address: Option<Ipv4Addr>,
+    /// State directory (default /var/lib/kube-lite/<node>).
+    #[arg(long, env = "KUBE_LITE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the NodeAgent gRPC server (logs).
+    #[arg(long, env = "KUBE_LITE_LISTEN", default_value = "0.0.0.0:10250")]
+    pub listen: SocketAddr,
+    /// URL published as status.daemon_endpoint (default: http://<listen address, or the
+    /// node address when listening on 0.0.0.0>:<port>).
+    #[arg(long, env = "KUBE_LITE_ADVERTISE_ENDPOINT")]
+    pub advertise_endpoint: Option<String>,
+    /// Prefix of pod network namespace names (`<prefix>-<pod uid>`); must be unique per
+    /// node on one machine (default `kl-<node>`). Orphan cleanup removes unknown
+    /// namespaces with this prefix.
+    #[arg(long, env = "KUBE_LITE_NETNS_PREFIX")]
+    pub netns_prefix: Option<String>,
+    /// VXLAN network identifier.
+    #[arg(long, env = "KUBE_LITE_VNI", default_value_t = 10)]
+    pub vni: u32,
+    /// Pod interface MTU (1450 fits VXLAN on a 1500 underlay).
+    #[arg(long, env = "KUBE_LITE_MTU", default_value_t = 1450)]
+    pub mtu: u32,
+    /// Node status update period.
+    #[arg(long, env = "KUBE_LITE_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Directory searched first for images (and for `whoami` → kl-whoami).
+    #[arg(long, env = "KUBE_LITE_IMAGE_DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// Do not run the Service proxy (iptables) in this agent.
+    #[arg(long, env = "KUBE_LITE_NO_PROXY")]
+    pub no_proxy: bool,
+}
+
+/// "5s", "500ms", "2m", "1h", or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 5s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Config::try_parse_from([
+            "nodeagent",
+            "--server",
+            "http://127.0.0.1:1",
+            "--node-name",
+            "n1",
+            "--netns",
+            "kl1-n0",
+            "--address",
+            "192.168.1.2",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .unwrap();
+        assert_eq!(c.node_name.as_deref(), Some("n1"));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.vni, 10);
+        assert_eq!(c.mtu, 1450);
+    }
+}

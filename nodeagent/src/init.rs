@@ -1,0 +1,385 @@
+//! The container init: what runs between the agent and a container's program.
+//!
+//! The agent starts every container as `nodeagent init shim …` (a re-exec of its own
+//! binary, see [`crate::runtime::ProcessRuntime`]). Two stages, both plain synchronous
+//! code (no tokio: `unshare(CLONE_NEWNS)` needs a single-threaded process):
+//!
+//! 1. **shim** (host PID namespace): `setsid()` (its own session, so it survives the
+//!    agent), joins the pod's network namespace, unshares mount + UTS + PID namespaces,
+//!    then spawns stage 2, which becomes PID 1 of the new PID namespace. It forwards
+//!    SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to it, waits, and if stage 2 died
+//!    without writing the exit file (SIGKILL) writes one itself. The agent tracks and
+//!    signals the shim; `killpg(shim)` kills the shim and PID 1, and the death of PID 1
+//!    kills everything else in the namespace.
+//! 2. **pid1**: sets the hostname (pod name), makes mounts private and mounts a fresh
+//!    `/proc`, spawns the program (PID 2), forwards the same signals to it, reaps every
+//!    zombie, and when the program ends writes `<exit file>` (JSON [`ExitInfo`],
+//!    atomically) and exits with the program's code.
+//!
+//! Argument layout (internal interface between the agent and itself):
+//! `nodeagent init shim|pid1 <netns path or -> <hostname> <exit file> -- PROGRAM ARGS…`.
+//! stdout/stderr are inherited all the way down (the agent points them at the log file).
+
+use crate::state::{now_ms, write_atomic, ExitInfo};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Signals the init stages pass on to their child.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Parsed `init` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitArgs {
+    pub stage: Stage,
+    pub netns: Option<PathBuf>,
+    pub hostname: String,
+    pub exit_file: PathBuf,
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Shim,
+    Pid1,
+}
+
+impl InitArgs {
+    /// Parses the arguments after `init`.
+    pub fn parse(argv: &[String]) -> Result<InitArgs, String> {
+        let usage =
+            "usage: nodeagent init shim|pid1 NETNS|- HOSTNAME EXIT_FILE -- PROGRAM [ARGS...]";
+        if argv.len() < 6 || argv[4] != "--" {
+            return Err(usage.to_string());
+        }
+        let stage = match argv[0].as_str() {
+            "shim" => Stage::Shim,
+            "pid1" => Stage::Pid1,
+            _ => return Err(usage.to_string()),
+        };
+        Ok(InitArgs {
+            stage,
+            netns: (argv[1] != "-").then(|| PathBuf::from(&argv[1])),
+            hostname: argv[2].clone(),
+            exit_file: PathBuf::from(&argv[3]),
+            program: argv[5].clone(),
+            args: argv[6..].to_vec(),
+        })
+    }
+
+    /// The argument vector (after the binary) that [`InitArgs::parse`] reads back.
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![
+            "init".to_string(),
+            match self.stage {
+                Stage::Shim => "shim",
+                Stage::Pid1 => "pid1",
+            }
+            .to_string(),
+            self.netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".to_string()),
+            self.hostname.clone(),
+            self.exit_file.display().to_string(),
+            "--".to_string(),
+            self.program.clone(),
+        ];
+        v.extend(self.args.iter().cloned());
+        v
+    }
+}
+
+/// Entry point of `nodeagent init …`; never returns.
+pub fn main(argv: &[String]) -> ! {
+    let args = match InitArgs::parse(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kube-lite init: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match args.stage {
+        Stage::Shim => shim(&args),
+        Stage::Pid1 => pid1(&args),
+    };
+    std::process::exit(code)
+}
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+fn warn(msg: &str) {
+    eprintln!("kube-lite init: {msg}");
+}
+
+/// Code and reason for a wait status, as the container status reports them.
+fn exit_info(status: WaitStatus, message: String) -> ExitInfo {
+    let (code, signal) = match status {
+        WaitStatus::Exited(_, c) => (c, None),
+        WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
+        _ => (255, None),
+    };
+    ExitInfo {
+        exit_code: code,
+        signal,
+        reason: if code == 0 { "Completed" } else { "Error" }.to_string(),
+        message,
+        finished_at: now_ms(),
+    }
+}
+
+fn write_exit(path: &Path, info: &ExitInfo) {
+    match serde_json::to_vec(info) {
+        Ok(b) => {
+            if let Err(e) = write_atomic(path, &b) {
+                warn(&format!("writing {}: {e}", path.display()));
+            }
+        }
+        Err(e) => warn(&format!("encoding exit status: {e}")),
+    }
+}
+
+/// Waits for `child`, forwarding signals to it, reaping any other child on the way.
+/// Returns the child's wait status.
+fn supervise(set: &SigSet, child: Pid) -> WaitStatus {
+    loop {
+        // Reap everything that is ready; note our child's end.
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(st @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) => {
+                    if p == child {
+                        return st;
+                    }
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::ECHILD) => {
+                    return WaitStatus::Exited(child, 255);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    warn(&format!("waitpid: {e}"));
+                    break;
+                }
+            }
+        }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(sig) => {
+                let _ = kill(child, sig);
+            }
+            Err(e) => warn(&format!("sigwait: {e}")),
+        }
+    }
+}
+
+fn shim(a: &InitArgs) -> i32 {
+    // Own session: not in the agent's process group, survives it.
+    let _ = nix::unistd::setsid();
+    if let Some(ns) = &a.netns {
+        match std::fs::File::open(ns) {
+            Ok(f) => {
+                if let Err(e) = nix::sched::setns(&f, CloneFlags::CLONE_NEWNET) {
+                    let msg = format!("cannot join network namespace {}: {e}", ns.display());
+                    warn(&msg);
+                    write_exit(&a.exit_file, &failed_start(msg));
+                    return 128;
+                }
+            }
+            Err(e) => {
+                let msg = format!("cannot open network namespace {}: {e}", ns.display());
+                warn(&msg);
+                write_exit(&a.exit_file, &failed_start(msg));
+                return 128;
+            }
+        }
+    }
+    if let Err(e) = nix::sched::unshare(
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID,
+    ) {
+        // "where the kernel allows": carry on in the current namespaces.
+        warn(&format!(
+            "unshare(mount, UTS, PID) failed: {e}; running without them"
+        ));
+    }
+    let set = signal_set();
+    if let Err(e) = set.thread_block() {
+        warn(&format!("blocking signals: {e}"));
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut next = a.clone();
+    next.stage = Stage::Pid1;
+    next.netns = None;
+    let mut cmd = Command::new(exe);
+    cmd.args(next.to_argv());
+    unblock_in_child(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("cannot start the container init: {e}");
+            warn(&msg);
+            write_exit(&a.exit_file, &failed_start(msg));
+            return 128;
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    let st = supervise(&set, pid);
+    if !a.exit_file.exists() {
+        let msg = match st {
+            WaitStatus::Signaled(_, s, _) => format!("container init killed by {s}"),
+            _ => String::new(),
+        };
+        write_exit(&a.exit_file, &exit_info(st, msg));
+    }
+    match st {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        _ => 255,
+    }
+}
+
+/// The child must not inherit our blocked signals (std keeps the mask across exec).
+#[allow(unsafe_code)]
+fn unblock_in_child(cmd: &mut Command) {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask,
+    // which is async-signal-safe; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+fn failed_start(message: String) -> ExitInfo {
+    ExitInfo {
+        exit_code: 128,
+        signal: None,
+        reason: "StartError".to_string(),
+        message,
+        finished_at: now_ms(),
+    }
+}
+
+fn pid1(a: &InitArgs) -> i32 {
+    use nix::mount::{mount, MsFlags};
+    if !a.hostname.is_empty() {
+        if let Err(e) = nix::unistd::sethostname(&a.hostname) {
+            warn(&format!("sethostname {}: {e}", a.hostname));
+        }
+    }
+    // Only when we really are PID 1 of a new namespace (unshare worked).
+    if nix::unistd::getpid().as_raw() == 1 {
+        if let Err(e) = mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ) {
+            warn(&format!("making mounts private: {e}"));
+        } else if let Err(e) = mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        ) {
+            warn(&format!("mounting /proc: {e}"));
+        }
+    } else {
+        // Not PID 1 (no PID namespace): at least adopt orphans of the program.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+    }
+    let set = signal_set();
+    if let Err(e) = set.thread_block() {
+        warn(&format!("blocking signals: {e}"));
+    }
+    let mut cmd = Command::new(&a.program);
+    cmd.args(&a.args);
+    unblock_in_child(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let msg = format!("cannot run {:?}: {e}", a.program);
+            warn(&msg);
+            write_exit(
+                &a.exit_file,
+                &ExitInfo {
+                    exit_code: code,
+                    signal: None,
+                    reason: "StartError".to_string(),
+                    message: msg,
+                    finished_at: now_ms(),
+                },
+            );
+            return code;
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    let st = supervise(&set, pid);
+    let info = exit_info(st, String::new());
+    write_exit(&a.exit_file, &info);
+    info.exit_code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let a = InitArgs {
+            stage: Stage::Shim,
+            netns: Some("/run/netns/kl-x".into()),
+            hostname: "web".into(),
+            exit_file: "/tmp/x/c.exit".into(),
+            program: "/bin/busybox".into(),
+            args: vec!["sh".into(), "-c".into(), "echo hi -- there".into()],
+        };
+        let argv = a.to_argv();
+        assert_eq!(argv[0], "init");
+        assert_eq!(InitArgs::parse(&argv[1..]).unwrap(), a);
+        let b = InitArgs {
+            netns: None,
+            args: vec![],
+            ..a
+        };
+        assert_eq!(InitArgs::parse(&b.to_argv()[1..]).unwrap(), b);
+    }
+
+    #[test]
+    fn bad_args_are_refused() {
+        assert!(InitArgs::parse(&["shim".into()]).is_err());
+        let v: Vec<String> = ["x", "-", "h", "f", "--", "p"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(InitArgs::parse(&v).is_err());
+    }
+}
