@@ -9,7 +9,8 @@
 //! - nat `P`SEP-<hash>: `-s podIP -j P`MARK-MASQ (hairpin), then DNAT to podIP:port.
 //! - nat `P`MARK-MASQ marks 0x4000; nat `P`POSTROUTING (from POSTROUTING) masquerades
 //!   marked packets.
-//! - filter `P`SERVICES: REJECT for Service ports without endpoints; jumped to from
+//! - filter `P`SERVICES: REJECT (tcp-reset for TCP, icmp-port-unreachable for UDP) for
+//!   Service ports without endpoints; jumped to from
 //!   INPUT, FORWARD and OUTPUT for new connections.
 //!
 //! Rules are kept as the exact lines `iptables-save` prints, so a resync can compare the
@@ -202,8 +203,14 @@ pub fn render_service(names: &Names, mode: Mode, ports: &[ServicePortView]) -> R
         let display = comment(&p.display_name());
         let proto = p.protocol.as_str();
         if p.endpoints.is_empty() {
+            // TCP: a reset, not an ICMP error — the kernel rate-limits ICMP per peer
+            // (the first ones to a new peer are dropped), a RST refuses at once.
+            let with = match p.protocol {
+                crate::model::Protocol::Tcp => "tcp-reset",
+                crate::model::Protocol::Udp => "icmp-port-unreachable",
+            };
             r.filter_dispatch.push(format!(
-                "-A {} -d {}/32 -p {proto} -m comment --comment \"{display} has no endpoints\" -m {proto} --dport {} -j REJECT --reject-with icmp-port-unreachable",
+                "-A {} -d {}/32 -p {proto} -m comment --comment \"{display} has no endpoints\" -m {proto} --dport {} -j REJECT --reject-with {with}",
                 names.services, p.cluster_ip, p.port
             ));
             continue;
@@ -607,7 +614,7 @@ mod tests {
         assert!(r.nat_dispatch.is_empty());
         assert_eq!(
             r.filter_dispatch,
-            vec!["-A KL-SERVICES -d 172.17.10.10/32 -p tcp -m comment --comment \"default/web has no endpoints\" -m tcp --dport 3001 -j REJECT --reject-with icmp-port-unreachable".to_string()]
+            vec!["-A KL-SERVICES -d 172.17.10.10/32 -p tcp -m comment --comment \"default/web has no endpoints\" -m tcp --dport 3001 -j REJECT --reject-with tcp-reset".to_string()]
         );
     }
 
