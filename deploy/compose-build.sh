@@ -51,9 +51,16 @@ fi
 t2=$(date +%s)
 
 echo "== docker build kube-lite/apiserver:$TAG kube-lite/node:$TAG (base $BASE)"
-docker build -q --build-arg BASE="$BASE" -t "kube-lite/apiserver:$TAG" \
-    -f "$here/docker/apiserver.Dockerfile" "$ctx" >/dev/null
-docker build -q --build-arg BASE="$BASE" -t "kube-lite/node:$TAG" \
-    -f "$here/docker/node.Dockerfile" "$ctx" >/dev/null
+for img in apiserver node; do
+    prev=$(docker image inspect -f '{{.Id}}' "kube-lite/$img:$TAG" 2>/dev/null || true)
+    docker build -q --build-arg BASE="$BASE" -t "kube-lite/$img:$TAG" \
+        -f "$here/docker/$img.Dockerfile" "$ctx" >/dev/null
+    now=$(docker image inspect -f '{{.Id}}' "kube-lite/$img:$TAG")
+    # The image replaced by this build would stay behind untagged: remove it (fails
+    # harmlessly while a container still uses it).
+    if [[ -n "$prev" && "$prev" != "$now" ]]; then
+        docker rmi "$prev" >/dev/null 2>&1 || true
+    fi
+done
 t3=$(date +%s)
 echo "images built: cargo+stage $((t1 - t0))s, base $((t2 - t1))s, docker build $((t3 - t2))s"

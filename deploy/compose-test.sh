@@ -230,7 +230,15 @@ node_name_of() {
 # ---------- 0. images ----------
 say "kube-lite compose cluster test: project $PROJECT, ${COMPOSE[*]}, apiserver on $SERVER"
 if [[ "${KL_SKIP_BUILD:-0}" != 1 ]]; then
-    "$here/compose-build.sh" 2>&1 | grep -v -e '^DEPRECATED' -e 'legacy builder' -e 'buildx' -e '^ *$' || die "image build failed"
+    build_log=$(mktemp /tmp/kl-compose-build.XXXXXX)
+    if ! "$here/compose-build.sh" >"$build_log" 2>&1; then
+        cat "$build_log" >&2
+        rm -f "$build_log"
+        die "image build failed (deploy/compose-build.sh)"
+    fi
+    # The Docker CLI's notice about the legacy builder is noise here.
+    grep -v -e 'DEPRECATED' -e 'legacy builder' -e 'buildx' -e '^ *$' "$build_log" || true
+    rm -f "$build_log"
 fi
 [[ -x "$KUBECTL" ]] || die "kubectl-lite not built at $KUBECTL"
 ok "images kube-lite/apiserver, kube-lite/node built"
