@@ -142,7 +142,7 @@ impl Kind {
             "nodes" | "node" | "no" => Ok(Kind::Node),
             "endpoints" | "endpoint" | "ep" => Ok(Kind::Endpoints),
             _ => Err(format!(
-                "the server doesn't have a resource type {word:?} (known: pods, services, nodes, endpoints)"
+                "unknown resource type {word:?} (known: pods, services, nodes, endpoints)"
             )),
         }
     }

@@ -92,32 +92,68 @@ fn ns_for<T: Resource>(ctx: &Ctx) -> String {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let server = cli.server.clone();
-    let ch = connect(&server).await?;
+    let explicit_namespace = cli.namespace.is_some();
+    let namespace = cli.namespace.unwrap_or_else(|| "default".into());
+    // Everything that can be checked without the server is checked before connecting.
+    let kind = |word: &str| Kind::parse(word).map_err(|e| anyhow!(e));
+    enum Plan {
+        CreatePod(Pod),
+        CreateService(Service),
+        Apply(Vec<(String, Converted)>),
+        Get(Kind, GetArgs),
+        Describe(Kind, DescribeArgs),
+        Delete(Kind, DeleteArgs),
+        Logs(LogsArgs),
+    }
+    let plan = match cli.command {
+        Command::Create(CreateCommand::Pod(a)) => Plan::CreatePod(pod_from_args(&a, &namespace)?),
+        Command::Create(CreateCommand::Service(a)) => {
+            Plan::CreateService(service_from_args(&a, &namespace)?)
+        }
+        Command::Apply(a) => {
+            let mut sources = Vec::new();
+            for f in &a.files {
+                sources.push((
+                    if f == "-" {
+                        "<stdin>".to_string()
+                    } else {
+                        f.clone()
+                    },
+                    read_source(f)?,
+                ));
+            }
+            Plan::Apply(load_manifests(&sources, &namespace, explicit_namespace)?)
+        }
+        Command::Get(a) => Plan::Get(kind(&a.resource)?, a),
+        Command::Describe(a) => Plan::Describe(kind(&a.resource)?, a),
+        Command::Delete(a) => Plan::Delete(kind(&a.resource)?, a),
+        Command::Logs(a) => Plan::Logs(a),
+    };
+    let ch = connect(&cli.server).await?;
     let ctx = Ctx {
         ch,
-        server,
-        explicit_namespace: cli.namespace.is_some(),
-        namespace: cli.namespace.unwrap_or_else(|| "default".into()),
+        server: cli.server,
+        explicit_namespace,
+        namespace,
     };
-    match cli.command {
-        Command::Create(CreateCommand::Pod(a)) => create_pod(&ctx, a).await,
-        Command::Create(CreateCommand::Service(a)) => create_service(&ctx, a).await,
-        Command::Apply(a) => apply(&ctx, a).await,
-        Command::Get(a) => match Kind::parse(&a.resource).map_err(|e| anyhow!(e))? {
+    match plan {
+        Plan::CreatePod(p) => create(&ctx, p).await,
+        Plan::CreateService(s) => create(&ctx, s).await,
+        Plan::Apply(docs) => apply(&ctx, docs).await,
+        Plan::Get(k, a) => match k {
             Kind::Pod => get::<Pod>(&ctx, &a).await,
             Kind::Service => get::<Service>(&ctx, &a).await,
             Kind::Node => get::<Node>(&ctx, &a).await,
             Kind::Endpoints => get::<Endpoints>(&ctx, &a).await,
         },
-        Command::Describe(a) => describe_cmd(&ctx, a).await,
-        Command::Delete(a) => match Kind::parse(&a.resource).map_err(|e| anyhow!(e))? {
+        Plan::Describe(k, a) => describe_cmd(&ctx, k, a).await,
+        Plan::Delete(k, a) => match k {
             Kind::Pod => delete::<Pod>(&ctx, &a).await,
             Kind::Service => delete::<Service>(&ctx, &a).await,
             Kind::Node => delete::<Node>(&ctx, &a).await,
             Kind::Endpoints => delete::<Endpoints>(&ctx, &a).await,
         },
-        Command::Logs(a) => logs(&ctx, a).await,
+        Plan::Logs(a) => logs(&ctx, a).await,
     }
 }
 
@@ -205,21 +241,12 @@ pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Servi
     })
 }
 
-async fn create_pod(ctx: &Ctx, a: CreatePodArgs) -> Result<()> {
-    let pod = pod_from_args(&a, &ctx.namespace)?;
-    Pod::create(&ctx.ch, pod)
+async fn create<T: Resource>(ctx: &Ctx, obj: T) -> Result<()> {
+    let name = obj.name().to_string();
+    T::create(&ctx.ch, obj)
         .await
-        .map_err(|s| status_error::<Pod>(ctx, &format!("create pod/{}", a.name), "", s))?;
-    println!("pod/{} created", a.name);
-    Ok(())
-}
-
-async fn create_service(ctx: &Ctx, a: CreateServiceArgs) -> Result<()> {
-    let svc = service_from_args(&a, &ctx.namespace)?;
-    Service::create(&ctx.ch, svc)
-        .await
-        .map_err(|s| status_error::<Service>(ctx, &format!("create service/{}", a.name), "", s))?;
-    println!("service/{} created", a.name);
+        .map_err(|s| status_error::<T>(ctx, &format!("create {}/{name}", T::SINGULAR), "", s))?;
+    println!("{}/{name} created", T::SINGULAR);
     Ok(())
 }
 
@@ -274,19 +301,7 @@ pub fn load_manifests(
     Ok(out)
 }
 
-async fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
-    let mut sources = Vec::new();
-    for f in &a.files {
-        sources.push((
-            if f == "-" {
-                "<stdin>".to_string()
-            } else {
-                f.clone()
-            },
-            read_source(f)?,
-        ));
-    }
-    let docs = load_manifests(&sources, &ctx.namespace, ctx.explicit_namespace)?;
+async fn apply(ctx: &Ctx, docs: Vec<(String, Converted)>) -> Result<()> {
     let mut failures = Vec::new();
     for (src, c) in docs {
         let who = c.manifest.display();
@@ -453,7 +468,19 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
             let (header, rows) = output::table_rows(&items, now_millis(), wide, with_ns);
             print!("{}", table.render(&header, &rows));
         }
-    } else if !(items.is_empty() && a.watch) {
+    } else if a.watch {
+        // A stream of single objects, as kubectl prints with -w.
+        for item in &items {
+            if a.output == Some(Format::Yaml) {
+                println!("---");
+            }
+            print_objects(
+                std::slice::from_ref(item),
+                true,
+                a.output.unwrap_or(Format::Json),
+            )?;
+        }
+    } else {
         print_objects(&items, a.name.is_some(), a.output.unwrap_or(Format::Json))?;
     }
     if !a.watch {
@@ -598,8 +625,7 @@ async fn watch_loop<T: Show>(
 
 // ---------- describe ----------
 
-async fn describe_cmd(ctx: &Ctx, a: DescribeArgs) -> Result<()> {
-    let kind = Kind::parse(&a.resource).map_err(|e| anyhow!(e))?;
+async fn describe_cmd(ctx: &Ctx, kind: Kind, a: DescribeArgs) -> Result<()> {
     let now = now_millis();
     let mut texts = Vec::new();
     for name in &a.names {
