@@ -1,0 +1,248 @@
+//! The gRPC services. One generic implementation ([`Api`]'s `do_*` methods, generic
+//! over [`Resource`]) behind the four generated service traits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_lite_proto::v1::{
+    endpoints_api_server::EndpointsApi, node_agent_client::NodeAgentClient,
+    node_api_server::NodeApi, pod_api_server::PodApi, service_api_server::ServiceApi,
+    DeleteRequest, Endpoints, EndpointsEvent, EndpointsList, GetRequest, ListRequest, LogChunk,
+    LogsRequest, Node, NodeEvent, NodeList, Pod, PodEvent, PodList, Service, ServiceEvent,
+    ServiceList, WatchRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::ops;
+use crate::resource::{describe, Kind, Object, Resource};
+use crate::store::Store;
+use crate::validation::{self, object_namespace};
+use crate::watch::{Filter, Watcher};
+
+#[derive(Clone)]
+pub struct Api {
+    store: Arc<Store>,
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+impl Api {
+    pub fn new(store: Arc<Store>) -> Api {
+        Api { store }
+    }
+
+    async fn do_create<R: Resource>(&self, req: Request<R>) -> Res<R> {
+        let mut obj = req.into_inner().into_object();
+        validation::prepare_create(&mut obj)?;
+        let out = self
+            .store
+            .write_obj(move |txn| ops::create(txn, obj))
+            .await?;
+        Ok(Response::new(R::from_object(&out)))
+    }
+
+    fn do_get<R: Resource>(&self, req: Request<GetRequest>) -> Res<R> {
+        let r = req.into_inner();
+        let key = (object_namespace(R::KIND, &r.namespace), r.name);
+        match self.store.get(R::KIND, &key) {
+            Some(o) => Ok(Response::new(R::from_object(&o))),
+            None => {
+                Err(ApiError::NotFound(format!("{} not found", describe(R::KIND, &key))).into())
+            }
+        }
+    }
+
+    fn do_list<R: Resource>(&self, req: Request<ListRequest>) -> Res<R::List> {
+        let r = req.into_inner();
+        let filter = Filter::new(R::KIND, &r.namespace, &r.label_selector, &r.node_name)?;
+        let (objs, rev) = {
+            let sh = self.store.shared.read().expect("lock");
+            let map = &sh.objects[R::KIND.idx()];
+            let objs: Vec<Arc<Object>> = match &filter.namespace {
+                Some(ns) => map
+                    .range((ns.clone(), String::new())..)
+                    .take_while(|(k, _)| k.0 == *ns)
+                    .filter(|(_, o)| filter.matches(o))
+                    .map(|(_, o)| o.clone())
+                    .collect(),
+                None => map
+                    .values()
+                    .filter(|o| filter.matches(o))
+                    .cloned()
+                    .collect(),
+            };
+            (objs, sh.rev)
+        };
+        let items = objs.iter().map(|o| R::from_object(o)).collect();
+        Ok(Response::new(R::list(items, rev)))
+    }
+
+    async fn do_update<R: Resource>(&self, req: Request<R>, status_only: bool) -> Res<R> {
+        let mut obj = req.into_inner().into_object();
+        let m = obj.meta_mut();
+        m.namespace = object_namespace(R::KIND, &m.namespace);
+        if m.name.is_empty() {
+            return Err(ApiError::invalid("metadata.name", "is required").into());
+        }
+        let out = self
+            .store
+            .write_obj(move |txn| ops::update(txn, obj, status_only))
+            .await?;
+        Ok(Response::new(R::from_object(&out)))
+    }
+
+    async fn do_delete<R: Resource>(&self, req: Request<DeleteRequest>) -> Res<R> {
+        let r = req.into_inner();
+        let key = (object_namespace(R::KIND, &r.namespace), r.name);
+        let out = self
+            .store
+            .write_obj(move |txn| {
+                ops::delete(
+                    txn,
+                    R::KIND,
+                    key,
+                    r.resource_version,
+                    r.grace_period_seconds,
+                )
+            })
+            .await?;
+        Ok(Response::new(R::from_object(&out)))
+    }
+
+    fn do_watch<R: Resource>(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Res<ReceiverStream<Result<R::Event, Status>>> {
+        let r = req.into_inner();
+        let filter = Filter::new(R::KIND, &r.namespace, &r.label_selector, &r.node_name)?;
+        if *self.store.closing.borrow() {
+            return Err(ApiError::Unavailable("apiserver is shutting down".into()).into());
+        }
+        let (backlog, rx, start) = self.store.subscribe(R::KIND, r.resource_version)?;
+        let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
+        let bookmark_every = if r.bookmark_interval_ms > 0 {
+            Duration::from_millis(r.bookmark_interval_ms.max(10) as u64)
+        } else {
+            self.store.cfg.bookmark_interval
+        };
+        let w = Watcher::<R> {
+            store: self.store.clone(),
+            filter,
+            backlog,
+            rx,
+            last: start,
+            tx,
+            bookmark_every,
+        };
+        tokio::spawn(w.run());
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn do_logs(
+        &self,
+        req: Request<LogsRequest>,
+    ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {
+        let mut r = req.into_inner();
+        r.namespace = object_namespace(Kind::Pod, &r.namespace);
+        let key = (r.namespace.clone(), r.name.clone());
+        let pod = self.store.get(Kind::Pod, &key).ok_or_else(|| {
+            ApiError::NotFound(format!("{} not found", describe(Kind::Pod, &key)))
+        })?;
+        let node_name = pod
+            .as_pod()
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| s.node_name.clone())
+            .unwrap_or_default();
+        if node_name.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "pod {}/{} is not scheduled to a node yet; no logs",
+                key.0, key.1
+            ))
+            .into());
+        }
+        let node = self
+            .store
+            .get(Kind::Node, &(String::new(), node_name.clone()))
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!(
+                    "node {node_name:?} of pod {}/{} not found",
+                    key.0, key.1
+                ))
+            })?;
+        let endpoint = node
+            .as_node()
+            .and_then(|n| n.status.as_ref())
+            .map(|s| s.daemon_endpoint.clone())
+            .unwrap_or_default();
+        if endpoint.is_empty() {
+            return Err(ApiError::Unavailable(format!(
+                "node {node_name:?} has no daemon endpoint (its agent has not reported one)"
+            ))
+            .into());
+        }
+        let unreachable = |e: String| {
+            ApiError::Unavailable(format!("node agent of {node_name:?} at {endpoint}: {e}"))
+        };
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| unreachable(format!("unreachable: {e}")))?;
+        let mut upstream = NodeAgentClient::new(channel)
+            .logs(r)
+            .await
+            .map_err(|s| {
+                if s.code() == tonic::Code::Unavailable {
+                    unreachable(s.message().to_string()).into()
+                } else {
+                    s
+                }
+            })?
+            .into_inner();
+        let (tx, out) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(item) = upstream.next().await {
+                if tx.send(item).await.is_err() {
+                    return; // client left
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+}
+
+macro_rules! impl_api {
+    ($trait:ident, $ty:ty, $list:ty, $event:ty $(, $extra:item)*) => {
+        #[tonic::async_trait]
+        impl $trait for Api {
+            async fn create(&self, r: Request<$ty>) -> Res<$ty> { self.do_create(r).await }
+            async fn get(&self, r: Request<GetRequest>) -> Res<$ty> { self.do_get(r) }
+            async fn list(&self, r: Request<ListRequest>) -> Res<$list> { self.do_list::<$ty>(r) }
+            async fn update(&self, r: Request<$ty>) -> Res<$ty> { self.do_update(r, false).await }
+            async fn update_status(&self, r: Request<$ty>) -> Res<$ty> { self.do_update(r, true).await }
+            async fn delete(&self, r: Request<DeleteRequest>) -> Res<$ty> { self.do_delete(r).await }
+            type WatchStream = ReceiverStream<Result<$event, Status>>;
+            async fn watch(&self, r: Request<WatchRequest>) -> Res<Self::WatchStream> { self.do_watch::<$ty>(r) }
+            $($extra)*
+        }
+    };
+}
+
+impl_api!(NodeApi, Node, NodeList, NodeEvent);
+impl_api!(ServiceApi, Service, ServiceList, ServiceEvent);
+impl_api!(EndpointsApi, Endpoints, EndpointsList, EndpointsEvent);
+impl_api!(
+    PodApi,
+    Pod,
+    PodList,
+    PodEvent,
+    type LogsStream = ReceiverStream<Result<LogChunk, Status>>;,
+    async fn logs(&self, r: Request<LogsRequest>) -> Res<Self::LogsStream> {
+        self.do_logs(r).await
+    }
+);

@@ -1,0 +1,227 @@
+//! Write operations, run inside the writer against its state. Each one checks
+//! everything before its first write, so a failed operation writes nothing.
+
+use std::sync::Arc;
+
+use kube_lite_proto::v1::PodStatus;
+
+use crate::controllers;
+use crate::error::ApiError;
+use crate::resource::{describe, Kind, ObjKey, Object};
+use crate::store::{Txn, TxnResult};
+use crate::validation;
+
+fn not_found(kind: Kind, key: &ObjKey) -> ApiError {
+    ApiError::NotFound(format!("{} not found", describe(kind, key)))
+}
+
+fn conflict(kind: Kind, key: &ObjKey, sent: u64, stored: u64) -> ApiError {
+    ApiError::Conflict(format!(
+        "conflict: Operation cannot be fulfilled on {} (resource_version {sent}, current {stored}): the object has been modified; please apply your changes to the latest version and try again",
+        describe(kind, key)
+    ))
+}
+
+/// Create: the object is already defaulted and validated ([`validation::prepare_create`]).
+pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
+    let kind = obj.kind();
+    let key = obj.key();
+    if txn.get(kind, &key).is_some() {
+        return Err(ApiError::AlreadyExists(format!(
+            "{} already exists",
+            describe(kind, &key)
+        )));
+    }
+    match &mut obj {
+        Object::Node(n) => {
+            let cidr = controllers::allocate_subnet(txn.st, txn.cfg)?;
+            n.spec.get_or_insert_with(Default::default).pod_cidr = cidr;
+        }
+        Object::Service(s) => {
+            let spec = s.spec.get_or_insert_with(Default::default);
+            spec.cluster_ip =
+                controllers::allocate_cluster_ip(txn.st, txn.cfg, &spec.cluster_ip, &key)?;
+        }
+        _ => {}
+    }
+    let now = txn.now_ms;
+    let m = obj.meta_mut();
+    m.uid = uuid::Uuid::new_v4().to_string();
+    m.creation_timestamp = now;
+    Ok(Some(txn.put(obj)))
+}
+
+/// Update (`status_only = false`: spec + labels/annotations) or UpdateStatus.
+pub fn update(txn: &mut Txn<'_>, new: Object, status_only: bool) -> TxnResult {
+    let kind = new.kind();
+    let key = new.key();
+    let cur = txn
+        .get(kind, &key)
+        .cloned()
+        .ok_or_else(|| not_found(kind, &key))?;
+    let sent = new.meta().resource_version;
+    let stored = cur.meta().resource_version;
+    if sent != 0 && sent != stored {
+        return Err(conflict(kind, &key, sent, stored));
+    }
+    let merged = merge(&cur, new, status_only, txn.now_ms)?;
+    validation::validate(&merged)?;
+    if merged == *cur {
+        return Ok(Some(cur));
+    }
+    Ok(Some(txn.put(merged)))
+}
+
+fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Object, ApiError> {
+    let mut out = cur.clone();
+    if !status_only {
+        let nm = new.meta();
+        let m = out.meta_mut();
+        m.labels = nm.labels.clone();
+        m.annotations = nm.annotations.clone();
+    }
+    match (&mut out, new) {
+        (Object::Node(o), Object::Node(n)) => {
+            if status_only {
+                let mut st = n.status.unwrap_or_default();
+                st.last_heartbeat_time = now;
+                o.status = Some(st);
+            } else {
+                let pod_cidr = o
+                    .spec
+                    .as_ref()
+                    .map(|s| s.pod_cidr.clone())
+                    .unwrap_or_default();
+                let mut spec = n.spec.unwrap_or_default();
+                spec.pod_cidr = pod_cidr;
+                o.spec = Some(spec);
+            }
+        }
+        (Object::Pod(o), Object::Pod(n)) => {
+            if status_only {
+                o.status = Some(n.status.unwrap_or_default());
+            } else {
+                let mut spec = n.spec.unwrap_or_default();
+                validation::default_pod_spec(&mut spec);
+                let old = o.spec.clone().unwrap_or_default();
+                if spec.node_name != old.node_name && !old.node_name.is_empty() {
+                    return Err(ApiError::invalid(
+                        "spec.node_name",
+                        format!(
+                            "may only change from \"\" to a node (binding); the pod is bound to {:?}",
+                            old.node_name
+                        ),
+                    ));
+                }
+                let mut cmp = spec.clone();
+                cmp.node_name = old.node_name.clone();
+                if cmp != old {
+                    return Err(ApiError::invalid(
+                        "spec",
+                        "pod spec is immutable: only spec.node_name may change, from \"\" to a node (binding)",
+                    ));
+                }
+                o.spec = Some(spec);
+            }
+        }
+        (Object::Service(o), Object::Service(n)) => {
+            if !status_only {
+                let mut spec = n.spec.unwrap_or_default();
+                validation::default_service_spec(&mut spec);
+                let old_ip = o
+                    .spec
+                    .as_ref()
+                    .map(|s| s.cluster_ip.clone())
+                    .unwrap_or_default();
+                if spec.cluster_ip.is_empty() {
+                    spec.cluster_ip = old_ip;
+                } else if spec.cluster_ip != old_ip {
+                    return Err(ApiError::invalid(
+                        "spec.cluster_ip",
+                        format!("field is immutable (is {old_ip}, got {})", spec.cluster_ip),
+                    ));
+                }
+                o.spec = Some(spec);
+            } else {
+                o.status = n.status;
+            }
+        }
+        (Object::Endpoints(o), Object::Endpoints(mut n)) => {
+            validation::default_endpoints(&mut n);
+            o.subsets = n.subsets;
+        }
+        _ => return Err(ApiError::Internal("kind mismatch in update".into())),
+    }
+    Ok(out)
+}
+
+/// Delete. `grace_period_seconds`: pods only, -1 = the pod's default, 0 = immediate.
+pub fn delete(
+    txn: &mut Txn<'_>,
+    kind: Kind,
+    key: ObjKey,
+    rv: u64,
+    grace_period_seconds: i64,
+) -> TxnResult {
+    let cur = txn
+        .get(kind, &key)
+        .cloned()
+        .ok_or_else(|| not_found(kind, &key))?;
+    let stored = cur.meta().resource_version;
+    if rv != 0 && rv != stored {
+        return Err(conflict(kind, &key, rv, stored));
+    }
+    match &*cur {
+        Object::Pod(p) => {
+            let spec = p.spec.clone().unwrap_or_default();
+            let grace = if grace_period_seconds < 0 {
+                spec.termination_grace_period_seconds
+            } else {
+                grace_period_seconds
+            };
+            if !spec.node_name.is_empty() && grace > 0 {
+                let m = cur.meta();
+                // Already terminating: a shorter grace shortens it; otherwise unchanged.
+                if m.deletion_timestamp != 0 && m.deletion_grace_period_seconds <= grace {
+                    return Ok(Some(cur));
+                }
+                let mut o = (*cur).clone();
+                let now = txn.now_ms;
+                let m = o.meta_mut();
+                if m.deletion_timestamp == 0 {
+                    m.deletion_timestamp = now;
+                }
+                m.deletion_grace_period_seconds = grace;
+                return Ok(Some(txn.put(o)));
+            }
+            Ok(txn.remove(kind, &key))
+        }
+        Object::Node(_) => {
+            let last = txn.remove(kind, &key);
+            controllers::evict_node_pods(
+                txn,
+                &key.1,
+                "NodeDeleted",
+                &format!("node {} was deleted", key.1),
+            );
+            Ok(last)
+        }
+        _ => Ok(txn.remove(kind, &key)),
+    }
+}
+
+/// Resets a pod to unbound Pending (eviction): the scheduler places it again.
+pub fn unbind(pod: &Arc<Object>, reason: &str, message: &str) -> Option<Object> {
+    let Object::Pod(p) = &**pod else { return None };
+    let mut p = p.clone();
+    if let Some(s) = p.spec.as_mut() {
+        s.node_name.clear();
+    }
+    p.status = Some(PodStatus {
+        phase: "Pending".into(),
+        reason: reason.into(),
+        message: message.into(),
+        ..Default::default()
+    });
+    Some(Object::Pod(p))
+}

@@ -1,0 +1,508 @@
+//! The store: one writer task owns every mutation.
+//!
+//! Requests reach the writer as closures over a [`Txn`]. The writer drains everything
+//! queued (group commit), runs each closure against its private in-memory [`State`]
+//! (consecutive revisions), lets the in-process controllers react in the same batch,
+//! writes ONE sled batch (objects, change-log entries, the revision counter, log
+//! trimming), awaits ONE flush, then publishes: the committed read view ([`Shared`],
+//! used by Get/List) and the watch hub (ring of the last `watch_window` changes plus a
+//! broadcast per kind), and finally acknowledges the requests.
+//!
+//! sled layout (one tree, so a batch is atomic): `o/<kind>/<ns>/<name>` → object,
+//! `l/<rev u64 BE>` → [`LogEntry`], `m/rev` → current revision.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use kube_lite_proto::v1::EventType;
+use prost::Message;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::error::ApiError;
+use crate::resource::{Kind, ObjKey, Object};
+use crate::Config;
+
+/// Most requests committed in one batch.
+const MAX_BATCH: usize = 4096;
+
+/// One change: the object as written (for DELETED: its last state, carrying the
+/// delete's revision) and the previous state (for filtered watches).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rev: u64,
+    pub kind: Kind,
+    pub typ: EventType,
+    pub obj: Arc<Object>,
+    pub prev: Option<Arc<Object>>,
+}
+
+/// A change-log record in sled.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogEntry {
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    #[prost(int32, tag = "2")]
+    pub typ: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub obj: Vec<u8>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub prev: Option<Vec<u8>>,
+}
+
+pub type Objects = [BTreeMap<ObjKey, Arc<Object>>; 4];
+
+/// The writer's private, authoritative state (ahead of disk while a batch commits).
+#[derive(Default)]
+pub struct State {
+    pub objects: Objects,
+    pub rev: u64,
+    /// Node subnet index → node name.
+    pub subnets: BTreeMap<u32, String>,
+    /// ClusterIP → service.
+    pub cluster_ips: HashMap<Ipv4Addr, ObjKey>,
+    /// Non-terminated pods bound to each node.
+    pub pods_per_node: HashMap<String, usize>,
+    /// Pods that may need scheduling.
+    pub sched_dirty: BTreeSet<ObjKey>,
+    /// A scheduling-relevant node change happened: retry every pending pod.
+    pub nodes_changed: bool,
+    /// Services whose Endpoints must be recomputed.
+    pub ep_dirty: BTreeSet<ObjKey>,
+}
+
+impl State {
+    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<&Arc<Object>> {
+        self.objects[kind.idx()].get(key)
+    }
+}
+
+/// A batch in progress: closures read and write through it.
+pub struct Txn<'a> {
+    pub st: &'a mut State,
+    pub cfg: &'a Config,
+    pub now_ms: i64,
+    changes: Vec<Event>,
+}
+
+impl<'a> Txn<'a> {
+    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<&Arc<Object>> {
+        self.st.get(kind, key)
+    }
+
+    /// Writes `obj` (create or replace) with the next revision.
+    pub fn put(&mut self, mut obj: Object) -> Arc<Object> {
+        self.st.rev += 1;
+        let rev = self.st.rev;
+        obj.meta_mut().resource_version = rev;
+        let kind = obj.kind();
+        let obj = Arc::new(obj);
+        let prev = self.st.objects[kind.idx()].insert(obj.key(), obj.clone());
+        crate::controllers::on_change(self.st, self.cfg, kind, prev.as_deref(), Some(&obj));
+        let typ = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.changes.push(Event {
+            rev,
+            kind,
+            typ,
+            obj: obj.clone(),
+            prev,
+        });
+        obj
+    }
+
+    /// Removes an object; the DELETED event carries its last state with this revision.
+    pub fn remove(&mut self, kind: Kind, key: &ObjKey) -> Option<Arc<Object>> {
+        let prev = self.st.objects[kind.idx()].remove(key)?;
+        self.st.rev += 1;
+        let rev = self.st.rev;
+        let mut last = (*prev).clone();
+        last.meta_mut().resource_version = rev;
+        let last = Arc::new(last);
+        crate::controllers::on_change(self.st, self.cfg, kind, Some(&prev), None);
+        self.changes.push(Event {
+            rev,
+            kind,
+            typ: EventType::Deleted,
+            obj: last.clone(),
+            prev: Some(prev),
+        });
+        Some(last)
+    }
+
+    pub fn changes_len(&self) -> usize {
+        self.changes.len()
+    }
+}
+
+/// What Get/List read: only committed (durable) state.
+#[derive(Default)]
+pub struct Shared {
+    pub objects: Objects,
+    pub rev: u64,
+}
+
+/// Watch hub: recent changes and live subscribers.
+pub struct Hub {
+    pub ring: VecDeque<Arc<Event>>,
+    pub senders: Vec<broadcast::Sender<Arc<Event>>>,
+    pub rev: u64,
+}
+
+pub type TxnResult = Result<Option<Arc<Object>>, ApiError>;
+type TxnFn = Box<dyn FnOnce(&mut Txn<'_>) -> TxnResult + Send>;
+
+enum Msg {
+    Write(TxnFn, oneshot::Sender<TxnResult>),
+    Stop(oneshot::Sender<()>),
+}
+
+pub struct Store {
+    pub cfg: Config,
+    tx: mpsc::Sender<Msg>,
+    pub shared: RwLock<Shared>,
+    pub hub: Mutex<Hub>,
+    /// Highest revision published to watchers.
+    pub published: AtomicU64,
+    /// Flips to true on shutdown: watch streams end.
+    pub closing: watch::Sender<bool>,
+}
+
+fn obj_key(kind: Kind, key: &ObjKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.0.len() + key.1.len());
+    k.extend_from_slice(b"o/");
+    k.push(b'0' + kind as u8);
+    k.push(b'/');
+    k.extend_from_slice(key.0.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(key.1.as_bytes());
+    k
+}
+
+fn log_key(rev: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(b"l/");
+    k[2..].copy_from_slice(&rev.to_be_bytes());
+    k
+}
+
+const REV_KEY: &[u8] = b"m/rev";
+
+impl Store {
+    /// Opens (or creates) the store in `cfg.data_dir` and starts the writer task.
+    pub async fn open(cfg: Config) -> anyhow::Result<(Arc<Store>, tokio::task::JoinHandle<()>)> {
+        use anyhow::Context;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let dir = cfg.data_dir.join("sled");
+        let db = tokio::task::spawn_blocking(move || {
+            sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(None)
+                .open()
+        })
+        .await??;
+
+        // Load objects, revision, and the retained change log.
+        let mut st = State::default();
+        for item in db.scan_prefix(b"o/") {
+            let (k, v) = item?;
+            let kind = Kind::from_u32((k[2] - b'0') as u32).context("bad object key")?;
+            let obj = Object::decode(kind, &v).context("decoding stored object")?;
+            let obj = Arc::new(obj);
+            st.objects[kind.idx()].insert(obj.key(), obj.clone());
+        }
+        if let Some(v) = db.get(REV_KEY)? {
+            let b: [u8; 8] = v.as_ref().try_into().context("bad revision record")?;
+            st.rev = u64::from_be_bytes(b);
+        }
+        let mut ring = VecDeque::new();
+        let first = st.rev.saturating_sub(cfg.watch_window) + 1;
+        for item in db.range(log_key(first)..=log_key(st.rev)) {
+            let (k, v) = item?;
+            let rev = u64::from_be_bytes(k[2..10].try_into().context("bad log key")?);
+            let e = LogEntry::decode(v.as_ref()).context("decoding change log")?;
+            let kind = Kind::from_u32(e.kind).context("bad kind in log")?;
+            let typ = EventType::try_from(e.typ).unwrap_or(EventType::Modified);
+            let obj = Arc::new(Object::decode(kind, &e.obj)?);
+            let prev = match e.prev {
+                Some(p) => Some(Arc::new(Object::decode(kind, &p)?)),
+                None => None,
+            };
+            ring.push_back(Arc::new(Event {
+                rev,
+                kind,
+                typ,
+                obj,
+                prev,
+            }));
+        }
+        // Rebuild allocations and controller bookkeeping from the objects.
+        for kind in Kind::ALL {
+            let objs: Vec<_> = st.objects[kind.idx()].values().cloned().collect();
+            for o in objs {
+                crate::controllers::on_change(&mut st, &cfg, kind, None, Some(&o));
+            }
+        }
+        st.nodes_changed = true;
+        tracing::info!(
+            revision = st.rev,
+            nodes = st.objects[0].len(),
+            pods = st.objects[1].len(),
+            services = st.objects[2].len(),
+            endpoints = st.objects[3].len(),
+            log = ring.len(),
+            "store loaded"
+        );
+
+        let bcap = cfg.watch_buffer.max(16 * 1024);
+        let shared = Shared {
+            objects: st.objects.clone(),
+            rev: st.rev,
+        };
+        let hub = Hub {
+            ring,
+            senders: Kind::ALL
+                .iter()
+                .map(|_| broadcast::channel(bcap).0)
+                .collect(),
+            rev: st.rev,
+        };
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let store = Arc::new(Store {
+            published: AtomicU64::new(st.rev),
+            cfg,
+            tx,
+            shared: RwLock::new(shared),
+            hub: Mutex::new(hub),
+            closing: watch::channel(false).0,
+        });
+        let writer = tokio::spawn(writer_loop(store.clone(), st, db, rx));
+        Ok((store, writer))
+    }
+
+    /// Runs `f` in the writer; resolves once its batch is durable.
+    pub async fn write<F>(&self, f: F) -> TxnResult
+    where
+        F: FnOnce(&mut Txn<'_>) -> TxnResult + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(Box::new(f), tx))
+            .await
+            .map_err(|_| ApiError::Unavailable("apiserver is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Unavailable("apiserver is shutting down".into()))?
+    }
+
+    /// Like [`Store::write`] but for closures that must return an object.
+    pub async fn write_obj<F>(&self, f: F) -> Result<Arc<Object>, ApiError>
+    where
+        F: FnOnce(&mut Txn<'_>) -> TxnResult + Send + 'static,
+    {
+        self.write(f)
+            .await?
+            .ok_or_else(|| ApiError::Internal("write returned no object".into()))
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Asks the writer to commit what is queued and exit; waits for it.
+    pub async fn stop_writer(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<Arc<Object>> {
+        self.shared.read().expect("lock").objects[kind.idx()]
+            .get(key)
+            .cloned()
+    }
+
+    fn publish(&self, changes: Vec<Event>) {
+        let Some(last) = changes.last().map(|e| e.rev) else {
+            return;
+        };
+        {
+            let mut sh = self.shared.write().expect("lock");
+            for ev in &changes {
+                let map = &mut sh.objects[ev.kind.idx()];
+                if ev.typ == EventType::Deleted {
+                    map.remove(&ev.obj.key());
+                } else {
+                    map.insert(ev.obj.key(), ev.obj.clone());
+                }
+            }
+            sh.rev = last;
+        }
+        let mut hub = self.hub.lock().expect("lock");
+        let window = self.cfg.watch_window as usize;
+        for ev in changes {
+            let ev = Arc::new(ev);
+            if window > 0 {
+                hub.ring.push_back(ev.clone());
+                while hub.ring.len() > window {
+                    hub.ring.pop_front();
+                }
+            }
+            let _ = hub.senders[ev.kind.idx()].send(ev);
+        }
+        hub.rev = last;
+        self.published.store(last, Ordering::Release);
+    }
+
+    /// Registers a watcher of `kind` from revision `from` (0 = now): returns the
+    /// retained events after the start revision, a live receiver (no gap: both taken
+    /// under the hub lock) and the start revision.
+    pub fn subscribe(
+        &self,
+        kind: Kind,
+        from: u64,
+    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64), ApiError> {
+        let hub = self.hub.lock().expect("lock");
+        let rx = hub.senders[kind.idx()].subscribe();
+        if from == 0 {
+            return Ok((Vec::new(), rx, hub.rev));
+        }
+        let oldest = hub.ring.front().map(|e| e.rev).unwrap_or(hub.rev + 1);
+        if from + 1 < oldest {
+            return Err(ApiError::Gone(format!(
+                "too old resource version: {from} (oldest: {}); relist",
+                oldest.saturating_sub(1)
+            )));
+        }
+        let mut backlog = Vec::new();
+        if let Some(front) = hub.ring.front() {
+            let start = (from + 1).saturating_sub(front.rev) as usize;
+            backlog.extend(
+                hub.ring
+                    .iter()
+                    .skip(start)
+                    .filter(|e| e.kind == kind)
+                    .cloned(),
+            );
+        }
+        Ok((backlog, rx, from))
+    }
+
+    /// Oldest revision a watch may resume from.
+    pub fn oldest_resumable(&self) -> u64 {
+        let hub = self.hub.lock().expect("lock");
+        hub.ring
+            .front()
+            .map(|e| e.rev.saturating_sub(1))
+            .unwrap_or(hub.rev)
+    }
+}
+
+async fn writer_loop(store: Arc<Store>, mut st: State, db: sled::Db, mut rx: mpsc::Receiver<Msg>) {
+    let window = store.cfg.watch_window;
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    let mut failed = false;
+    while stop.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut reqs = Vec::new();
+        match first {
+            Msg::Write(f, r) => reqs.push((f, r)),
+            Msg::Stop(s) => stop = Some(s),
+        }
+        while stop.is_none() && reqs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Write(f, r)) => reqs.push((f, r)),
+                Ok(Msg::Stop(s)) => stop = Some(s),
+                Err(_) => break,
+            }
+        }
+        if failed {
+            for (_, r) in reqs {
+                let _ = r.send(Err(ApiError::Unavailable(
+                    "store failed; restart the apiserver".into(),
+                )));
+            }
+            continue;
+        }
+        let mut txn = Txn {
+            st: &mut st,
+            cfg: &store.cfg,
+            now_ms: crate::now_ms(),
+            changes: Vec::new(),
+        };
+        let mut replies = Vec::with_capacity(reqs.len());
+        for (f, r) in reqs {
+            let before = txn.changes.len();
+            let res = f(&mut txn);
+            debug_assert!(
+                res.is_ok() || txn.changes.len() == before,
+                "failed op wrote"
+            );
+            replies.push((r, res));
+        }
+        crate::controllers::reconcile(&mut txn);
+        let changes = std::mem::take(&mut txn.changes);
+        if !changes.is_empty() {
+            if let Err(e) = commit(&db, &changes, window).await {
+                tracing::error!(error = %e, "store commit failed; refusing further writes");
+                failed = true;
+                for (r, _) in replies {
+                    let _ = r.send(Err(ApiError::Internal(format!("store commit failed: {e}"))));
+                }
+                continue;
+            }
+            store.publish(changes);
+        }
+        for (r, res) in replies {
+            let _ = r.send(res);
+        }
+    }
+    if let Err(e) = db.flush_async().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    drop(db);
+    if let Some(s) = stop {
+        let _ = s.send(());
+    }
+}
+
+async fn commit(db: &sled::Db, changes: &[Event], window: u64) -> Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    let mut last = 0;
+    for ev in changes {
+        let bytes = ev.obj.encode();
+        let key = obj_key(ev.kind, &ev.obj.key());
+        let entry = LogEntry {
+            kind: ev.kind as u32,
+            typ: ev.typ as i32,
+            obj: bytes.clone(),
+            prev: match ev.typ {
+                // Only needed to tell "stopped matching" apart in filtered watches.
+                EventType::Modified => ev.prev.as_ref().map(|p| p.encode()),
+                _ => None,
+            },
+        };
+        if ev.typ == EventType::Deleted {
+            batch.remove(key);
+        } else {
+            batch.insert(key, bytes);
+        }
+        if window > 0 {
+            batch.insert(&log_key(ev.rev)[..], entry.encode_to_vec());
+        }
+        if ev.rev > window {
+            batch.remove(&log_key(ev.rev - window)[..]);
+        }
+        last = ev.rev;
+    }
+    batch.insert(REV_KEY, &last.to_be_bytes()[..]);
+    db.apply_batch(batch)?;
+    db.flush_async().await?;
+    Ok(())
+}
