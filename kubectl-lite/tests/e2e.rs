@@ -1,0 +1,801 @@
+//! kubectl-lite end to end: the real binary against a real apiserver (the test kit's
+//! in-process server on 127.0.0.1 with sled in a temp dir).
+
+use kube_lite_proto::v1::{
+    node_api_client::NodeApiClient, pod_api_client::PodApiClient, DeleteRequest, GetRequest, Node,
+    NodeCondition, NodeSpec, NodeStatus, ObjectMeta,
+};
+use kube_lite_tests::apiserver::TestApiServer;
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubectl-lite");
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Exit 0 and nothing on stderr.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "{self:?}");
+        &self.stdout
+    }
+
+    /// Exit 1 with exactly one `error: ...` line on stderr; returns that line.
+    fn err(&self) -> &str {
+        assert_eq!(self.code, 1, "{self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one error line expected: {self:?}");
+        assert!(lines[0].starts_with("error: "), "{self:?}");
+        lines[0]
+    }
+}
+
+fn command(server: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--server")
+        .arg(server)
+        .args(args)
+        .env_remove("KUBE_LITE_SERVER")
+        .kill_on_drop(true);
+    c
+}
+
+async fn kl(server: &str, args: &[&str]) -> Run {
+    kl_stdin(server, args, "").await
+}
+
+async fn kl_stdin(server: &str, args: &[&str], stdin: &str) -> Run {
+    let mut child = command(server, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl-lite");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl-lite did not finish within 60 s")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The cells of the table row whose first column is `name`.
+fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&name))
+        .unwrap_or_else(|| panic!("no row {name:?} in:\n{table}"))
+}
+
+async fn add_ready_node(url: &str, name: &str, address: &str) {
+    let mut nodes = NodeApiClient::connect(url.to_string()).await.unwrap();
+    let node = Node {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        spec: Some(NodeSpec {
+            address: address.into(),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let mut node = nodes.create(node).await.unwrap().into_inner();
+    node.status = Some(NodeStatus {
+        conditions: vec![NodeCondition {
+            r#type: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        }],
+        address: address.into(),
+        ..Default::default()
+    });
+    nodes.update_status(node).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_create_get_in_every_format_describe_delete() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+
+    let out = kl(
+        s,
+        &[
+            "create", "pod", "web", "--image", "busybox", "-l", "app=web", "--port", "8080",
+            "--env", "A=1", "--", "httpd", "-f",
+        ],
+    )
+    .await;
+    assert_eq!(out.ok(), "pod/web created\n");
+
+    let table = kl(s, &["get", "pods"]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    let r = row(table.ok(), "web");
+    assert_eq!(&r[1..4], ["0/1", r[2], "0"]);
+    assert!(["Pending", "Unschedulable"].contains(&r[2]), "{r:?}");
+
+    let wide = kl(s, &["get", "po", "-o", "wide"]).await;
+    let header: Vec<&str> = wide
+        .ok()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header[5..], ["IP", "NODE"], "{wide:?}");
+    assert_eq!(row(wide.ok(), "web")[5..], ["<none>", "<none>"]);
+
+    let json = kl(s, &["get", "pod", "web", "-o", "json"]).await;
+    let v: Value = serde_json::from_str(json.ok()).unwrap();
+    assert_eq!(v["apiVersion"], "v1");
+    assert_eq!(v["kind"], "Pod");
+    assert_eq!(v["metadata"]["name"], "web");
+    assert_eq!(v["metadata"]["namespace"], "default");
+    assert_eq!(v["metadata"]["labels"]["app"], "web");
+    assert!(v["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert!(
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(v["spec"]["containers"][0]["name"], "web");
+    assert_eq!(
+        v["spec"]["containers"][0]["args"],
+        serde_json::json!(["httpd", "-f"])
+    );
+    assert_eq!(
+        v["spec"]["containers"][0]["env"][0],
+        serde_json::json!({"name": "A", "value": "1"})
+    );
+    assert_eq!(
+        v["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    assert_eq!(v["spec"]["restartPolicy"], "Always");
+    assert_eq!(v["status"]["phase"], "Pending");
+    // Same object, same text: stable output.
+    assert_eq!(
+        kl(s, &["get", "pod", "web", "-o", "json"]).await.ok(),
+        json.ok()
+    );
+
+    let list: Value =
+        serde_json::from_str(kl(s, &["get", "pods", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["metadata"]["uid"], v["metadata"]["uid"]);
+
+    let yaml = kl(s, &["get", "pods", "-o", "yaml"]).await;
+    let y: Value = serde_saphyr::from_str(yaml.ok()).unwrap();
+    assert_eq!(y["items"][0]["metadata"]["name"], "web");
+    assert_eq!(y["items"][0]["spec"], v["spec"]);
+
+    assert_eq!(
+        kl(s, &["get", "pods", "-o", "name"]).await.ok(),
+        "pod/web\n"
+    );
+    assert_eq!(
+        kl(s, &["get", "pods", "-l", "app=db", "-o", "name"])
+            .await
+            .ok(),
+        ""
+    );
+    assert_eq!(
+        kl(s, &["get", "pods", "-l", "app in (web,db)", "-o", "name"])
+            .await
+            .ok(),
+        "pod/web\n"
+    );
+    let none = kl(s, &["get", "pods", "-n", "empty"]).await;
+    assert_eq!(
+        (none.code, none.stdout.as_str(), none.stderr.as_str()),
+        (0, "", "No resources found in empty namespace.\n")
+    );
+
+    let d = kl(s, &["describe", "pod", "web"]).await;
+    for want in [
+        "Name:",
+        "web",
+        "Namespace:",
+        "default",
+        "Labels:",
+        "app=web",
+        "Image:",
+        "busybox",
+        "8080/TCP",
+        "Restart Count:",
+        "httpd",
+        "A:  1",
+    ] {
+        assert!(d.ok().contains(want), "{want:?} missing in:\n{}", d.stdout);
+    }
+
+    assert_eq!(
+        kl(s, &["delete", "pod", "web"]).await.ok(),
+        "pod \"web\" deleted\n"
+    );
+    assert_eq!(
+        kl(s, &["get", "pod", "web"]).await.err(),
+        "error: pods \"web\" not found"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_endpoints() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    let out = kl(
+        s,
+        &[
+            "create",
+            "service",
+            "web",
+            "--selector",
+            "app=web",
+            "--port",
+            "80:8080",
+            "--port",
+            "53/udp",
+            "--cluster-ip",
+            "172.17.10.10",
+        ],
+    )
+    .await;
+    assert_eq!(out.ok(), "service/web created\n");
+    assert_eq!(
+        kl(
+            s,
+            &[
+                "create",
+                "svc",
+                "auto",
+                "--selector",
+                "app=x",
+                "--port",
+                "3001"
+            ]
+        )
+        .await
+        .ok(),
+        "service/auto created\n"
+    );
+
+    let t = kl(s, &["get", "svc", "-o", "wide"]).await;
+    assert_eq!(
+        row(t.ok(), "web")[1..4],
+        ["ClusterIP", "172.17.10.10", "80/TCP,53/UDP"]
+    );
+    assert_eq!(row(t.ok(), "web").last(), Some(&"app=web"));
+    let auto = row(t.ok(), "auto");
+    assert!(auto[2].parse::<std::net::Ipv4Addr>().is_ok(), "{auto:?}");
+    assert_eq!(auto[3], "3001/TCP");
+
+    let v: Value =
+        serde_json::from_str(kl(s, &["get", "service", "web", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(v["kind"], "Service");
+    assert_eq!(v["spec"]["clusterIP"], "172.17.10.10");
+    assert_eq!(v["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        v["spec"]["ports"][0],
+        serde_json::json!({"name": "80-tcp", "protocol": "TCP", "port": 80, "targetPort": 8080})
+    );
+    assert_eq!(v["spec"]["ports"][1]["name"], "53-udp");
+
+    // The Endpoints object the apiserver keeps for the service (no pods yet).
+    let ep = kl(s, &["get", "endpoints"]).await;
+    assert_eq!(row(ep.ok(), "web")[1], "<none>");
+    let d = kl(s, &["describe", "svc", "web"]).await;
+    for want in [
+        "Selector:",
+        "app=web",
+        "IP:",
+        "172.17.10.10",
+        "80-tcp  80/TCP",
+        "8080/TCP",
+        "Endpoints:",
+    ] {
+        assert!(d.ok().contains(want), "{want:?} missing in:\n{}", d.stdout);
+    }
+    assert!(kl(s, &["describe", "ep", "web"])
+        .await
+        .ok()
+        .contains("Name:"));
+
+    let dup = kl(
+        s,
+        &[
+            "create",
+            "service",
+            "x",
+            "--selector",
+            "a=b",
+            "--port",
+            "80",
+            "--cluster-ip",
+            "172.17.10.10",
+        ],
+    )
+    .await;
+    assert!(dup.err().contains("172.17.10.10"), "{dup:?}");
+
+    assert_eq!(
+        kl(s, &["delete", "svc", "web", "auto"]).await.ok(),
+        "service \"web\" deleted\nservice \"auto\" deleted\n"
+    );
+    assert_eq!(
+        kl(s, &["get", "ep", "web"]).await.err(),
+        "error: endpoints \"web\" not found"
+    );
+}
+
+const MANIFEST: &str = r#"# A plain Kubernetes manifest, as written for a real cluster.
+apiVersion: v1
+kind: Pod
+metadata:
+  name: whoami
+  labels:
+    app: whoami
+spec:
+  containers:
+  - name: whoami
+    image: kl-whoami
+    imagePullPolicy: IfNotPresent
+    args: ["--port", "8080"]
+    env:
+    - name: MESSAGE
+      value: hello
+    ports:
+    - name: http
+      containerPort: 8080
+      protocol: TCP
+  restartPolicy: Always
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: whoami
+spec:
+  type: ClusterIP
+  selector:
+    app: whoami
+  ports:
+  - name: http
+    protocol: TCP
+    port: 80
+    targetPort: "8080"
+  - name: metrics
+    port: 9090
+    targetPort: 9090
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_a_kubernetes_manifest() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("whoami.yaml");
+    std::fs::write(&file, MANIFEST).unwrap();
+    let f = file.to_str().unwrap();
+
+    let out = kl(s, &["apply", "-f", f]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "pod/whoami created\nservice/whoami created\n");
+    assert_eq!(
+        out.stderr,
+        format!("warning: {f}: pod/whoami: spec.containers[0].imagePullPolicy: ignored (not used by kube-lite)\n")
+    );
+    let svc: Value =
+        serde_json::from_str(kl(s, &["get", "svc", "whoami", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(svc["spec"]["ports"][1]["targetPort"], 9090);
+    let pod: Value =
+        serde_json::from_str(kl(s, &["get", "pod", "whoami", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(pod["spec"]["containers"][0]["ports"][0]["name"], "http");
+
+    // Again: nothing to do.
+    let again = kl(s, &["apply", "-f", f]).await;
+    assert_eq!(
+        again.stdout,
+        "pod/whoami unchanged\nservice/whoami unchanged\n"
+    );
+
+    // Labels may change on a pod, and anything but the ClusterIP on a service; from stdin.
+    let changed = MANIFEST
+        .replace(
+            "    app: whoami\nspec:\n  containers",
+            "    app: whoami\n    tier: web\nspec:\n  containers",
+        )
+        .replace("port: 9090\n", "port: 9191\n");
+    let out = kl_stdin(s, &["apply", "-f", "-"], &changed).await;
+    assert_eq!(
+        out.stdout, "pod/whoami configured\nservice/whoami configured\n",
+        "{out:?}"
+    );
+    assert_eq!(
+        kl(s, &["get", "po", "-l", "tier=web", "-o", "name"])
+            .await
+            .ok(),
+        "pod/whoami\n"
+    );
+    assert!(kl(s, &["get", "svc", "whoami"])
+        .await
+        .ok()
+        .contains("80/TCP,9191/TCP"));
+
+    // A pod's spec is immutable.
+    let image = changed.replace("image: kl-whoami", "image: kl-whoami:v2");
+    let out = kl_stdin(s, &["apply", "-f", "-"], &image).await;
+    assert_eq!(out.stdout, "service/whoami unchanged\n");
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines[0].starts_with("warning: <stdin>: pod/whoami: spec.containers[0].imagePullPolicy"),
+        "{out:?}"
+    );
+    assert!(
+        lines[1].starts_with("error: pod/whoami: spec is immutable"),
+        "{out:?}"
+    );
+
+    // `get -o yaml` output applies back unchanged.
+    let yaml = kl(s, &["get", "svc", "whoami", "-o", "yaml"]).await;
+    let out = kl_stdin(s, &["apply", "-f", "-"], yaml.ok()).await;
+    assert_eq!(out.stdout, "service/whoami unchanged\n", "{out:?}");
+
+    // Unsupported fields: named by path, nothing applied.
+    let bad = MANIFEST
+        .replace("whoami", "other")
+        .replace(
+            "    imagePullPolicy: IfNotPresent\n",
+            "    imagePullPolicy: IfNotPresent\n    resources:\n      limits: {cpu: 100m}\n",
+        )
+        .replace("type: ClusterIP", "type: NodePort");
+    let out = kl_stdin(s, &["apply", "-f", "-"], &bad).await;
+    assert_eq!(
+        out.err(),
+        "error: <stdin>: document 1 (Pod \"other\"): spec.containers[0].resources: not supported by kube-lite; \
+         <stdin>: document 2 (Service \"other\"): spec.type: \"NodePort\" is not supported (only ClusterIP)"
+    );
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        kl(s, &["get", "pods", "-o", "name"]).await.ok(),
+        "pod/whoami\n"
+    );
+
+    let named = MANIFEST.replace("targetPort: \"8080\"", "targetPort: http");
+    let out = kl_stdin(s, &["apply", "-f", "-"], &named).await;
+    assert!(
+        out.err()
+            .contains("spec.ports[0].targetPort: named target port \"http\" is not supported"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_with_exit_code_1() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    assert_eq!(
+        kl(s, &["get", "pod", "nope"]).await.err(),
+        "error: pods \"nope\" not found"
+    );
+    assert_eq!(
+        kl(s, &["describe", "svc", "nope"]).await.err(),
+        "error: services \"nope\" not found"
+    );
+    assert_eq!(
+        kl(s, &["delete", "node", "nope"]).await.err(),
+        "error: nodes \"nope\" not found"
+    );
+
+    kl(s, &["create", "pod", "a", "--image", "busybox"])
+        .await
+        .ok();
+    let dup = kl(s, &["create", "pod", "a", "--image", "busybox"]).await;
+    let line = dup.err();
+    assert!(line.starts_with("error: create pod/a: "), "{line}");
+    assert!(line.ends_with("(AlreadyExists)"), "{line}");
+
+    let bad = kl(s, &["create", "pod", "Bad_Name", "--image", "busybox"]).await;
+    assert!(bad.err().contains("metadata.name"), "{bad:?}");
+    assert!(bad.err().ends_with("(InvalidArgument)"), "{bad:?}");
+    let bad = kl(
+        s,
+        &[
+            "create",
+            "pod",
+            "r",
+            "--image",
+            "busybox",
+            "--restart",
+            "Sometimes",
+        ],
+    )
+    .await;
+    assert!(
+        bad.err().contains("restart_policy") || bad.err().contains("restartPolicy"),
+        "{bad:?}"
+    );
+    let bad = kl(s, &["get", "pods", "-l", "a in b"]).await;
+    assert!(bad.err().contains("label_selector"), "{bad:?}");
+
+    // Problems found before talking to the server.
+    assert_eq!(
+        kl(s, &["get", "deployments"]).await.err(),
+        "error: unknown resource type \"deployments\" (known: pods, services, nodes, endpoints)"
+    );
+    assert!(kl(
+        s,
+        &[
+            "create",
+            "svc",
+            "x",
+            "--selector",
+            "a=b",
+            "--port",
+            "80:http"
+        ]
+    )
+    .await
+    .err()
+    .starts_with("error: --port \"80:http\""));
+    assert!(kl(s, &["get"]).await.err().contains("<RESOURCE>"));
+
+    // Nobody listening.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{closed}");
+    let line = kl(&url, &["get", "pods"]).await;
+    let line = line.err();
+    assert!(
+        line.starts_with(&format!("error: cannot reach the apiserver at {url}: ")),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("(set --server or KUBE_LITE_SERVER)"),
+        "{line}"
+    );
+
+    // KUBE_LITE_SERVER is used when --server is absent.
+    let out = Command::new(BIN)
+        .args(["get", "pods", "-o", "name"])
+        .env("KUBE_LITE_SERVER", s)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/a\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_an_unbound_pod_fail_clearly() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    kl(s, &["create", "pod", "lonely", "--image", "busybox"])
+        .await
+        .ok();
+    let out = kl(s, &["logs", "lonely"]).await;
+    assert!(out.err().starts_with("error: logs pod/lonely: "), "{out:?}");
+    assert!(out.err().ends_with("(FailedPrecondition)"), "{out:?}");
+    assert_eq!(
+        kl(s, &["logs", "ghost"]).await.err(),
+        "error: pods \"ghost\" not found"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_namespaces_and_graceful_delete() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    add_ready_node(s, "node-1", "192.168.1.10").await;
+    let t = kl(s, &["get", "nodes"]).await;
+    let r = row(t.ok(), "node-1");
+    assert_eq!(r[1..4], ["Ready", "10.0.1.0/24", "192.168.1.10"]);
+    let d = kl(s, &["describe", "node", "node-1"]).await;
+    assert!(
+        d.ok().contains("PodCIDR:") && d.ok().contains("10.0.1.0/24"),
+        "{d:?}"
+    );
+    let v: Value =
+        serde_json::from_str(kl(s, &["get", "node", "node-1", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(v["kind"], "Node");
+    assert!(v["metadata"].get("namespace").is_none());
+    assert_eq!(v["spec"]["podCIDR"], "10.0.1.0/24");
+
+    kl(
+        s,
+        &[
+            "create", "pod", "p1", "--image", "busybox", "--node", "node-1",
+        ],
+    )
+    .await
+    .ok();
+    kl(
+        s,
+        &["-n", "dev", "create", "pod", "p2", "--image", "busybox"],
+    )
+    .await
+    .ok();
+    let all = kl(s, &["get", "pods", "-A"]).await;
+    assert_eq!(
+        all.ok().lines().next().unwrap().split_whitespace().next(),
+        Some("NAMESPACE")
+    );
+    assert_eq!(row(all.ok(), "default")[1], "p1");
+    assert_eq!(row(all.ok(), "dev")[1], "p2");
+    assert_eq!(kl(s, &["get", "pods", "-o", "name"]).await.ok(), "pod/p1\n");
+    assert_eq!(
+        kl(s, &["get", "pods", "-n", "dev", "-o", "name"])
+            .await
+            .ok(),
+        "pod/p2\n"
+    );
+
+    // A bound pod is deleted gracefully: Terminating until its node confirms.
+    assert_eq!(
+        kl(s, &["delete", "pod", "p1", "--wait=false"]).await.ok(),
+        "pod \"p1\" deleted\n"
+    );
+    assert_eq!(
+        row(kl(s, &["get", "pods"]).await.ok(), "p1")[2],
+        "Terminating"
+    );
+    assert!(kl(s, &["describe", "pod", "p1"])
+        .await
+        .ok()
+        .contains("Terminating"));
+
+    // `delete` waits (by watching) until the node agent removes it.
+    let waiter = command(s, &["delete", "pod", "p1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
+    assert!(pods
+        .get(GetRequest {
+            name: "p1".into(),
+            namespace: "default".into()
+        })
+        .await
+        .is_ok());
+    pods.delete(DeleteRequest {
+        name: "p1".into(),
+        namespace: "default".into(),
+        resource_version: 0,
+        grace_period_seconds: 0,
+    })
+    .await
+    .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), waiter.wait_with_output())
+        .await
+        .expect("delete --wait returns")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod \"p1\" deleted\n");
+
+    // --force removes at once.
+    kl(
+        s,
+        &[
+            "create", "pod", "p3", "--image", "busybox", "--node", "node-1",
+        ],
+    )
+    .await
+    .ok();
+    let out = kl(s, &["delete", "pod", "p3", "--force"]).await;
+    assert_eq!((out.code, out.stdout.as_str()), (0, "pod \"p3\" deleted\n"));
+    assert!(kl(s, &["get", "pod", "p3"])
+        .await
+        .err()
+        .contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_watch_prints_a_row_per_change() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    kl(s, &["create", "pod", "first", "--image", "busybox"])
+        .await
+        .ok();
+    let mut watch = command(s, &["get", "pods", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .unwrap()
+            .unwrap()
+    };
+    assert!(next().await.starts_with("NAME"));
+    assert!(next().await.starts_with("first "));
+    kl(
+        s,
+        &[
+            "create", "pod", "second", "--image", "busybox", "-l", "app=x",
+        ],
+    )
+    .await
+    .ok();
+    // ADDED (and maybe MODIFIED by the scheduler) rows for the new pod.
+    let line = next().await;
+    assert!(line.starts_with("second "), "{line}");
+    kl(s, &["delete", "pod", "first"]).await.ok();
+    loop {
+        let line = next().await;
+        if line.starts_with("first ") {
+            break;
+        }
+        assert!(line.starts_with("second "), "{line}");
+    }
+    let pid = watch.id().expect("running");
+    watch.start_kill().unwrap();
+    let status = watch.wait().await.unwrap();
+    assert!(!status.success(), "watch {pid} ends only when killed");
+
+    // -o json -w: one JSON object per change.
+    let mut watch = command(s, &["get", "pods", "-l", "app=x", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(watch.stdout.take().unwrap());
+    kl(
+        s,
+        &[
+            "create", "pod", "third", "--image", "busybox", "-l", "app=x",
+        ],
+    )
+    .await
+    .ok();
+    let mut text = String::new();
+    let mut names = Vec::new();
+    while !names.contains(&"third".to_string()) {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(20), reader.read_line(&mut line))
+            .await
+            .expect("output")
+            .unwrap();
+        text.push_str(&line);
+        if line == "}\n" {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["kind"], "Pod", "one object per change: {v}");
+            names.push(v["metadata"]["name"].as_str().unwrap().to_string());
+            text.clear();
+        }
+    }
+    assert_eq!(names[0], "second");
+    watch.start_kill().unwrap();
+    watch.wait().await.unwrap();
+}
