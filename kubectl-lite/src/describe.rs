@@ -72,7 +72,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let st = pod.status.clone().unwrap_or_default();
-    let mut t = Text::new(18);
+    let mut t = Text::new(20);
     meta_fields(&mut t, &meta, true);
     let node = match (spec.node_name.as_str(), st.host_ip.as_str()) {
         ("", _) => "<none>".to_string(),
@@ -91,12 +91,12 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
     if meta.deletion_timestamp != 0 {
         status = format!(
             "Terminating (lasts {})",
-            human_duration((meta.deletion_timestamp - now_ms).max(0))
+            human_duration((now_ms - meta.deletion_timestamp).max(0))
         );
         t.field(0, "Status", status);
         t.field(
             0,
-            "Termination Grace Period",
+            "Grace Period",
             format!("{}s", meta.deletion_grace_period_seconds),
         );
     } else {
