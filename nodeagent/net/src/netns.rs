@@ -151,6 +151,11 @@ pub async fn create_netns(name: &str) -> Result<(), NetError> {
 
 /// Delete the named netns `name` (lazy unmount + unlink). Missing is fine.
 pub async fn delete_netns(name: &str) -> Result<(), NetError> {
+    delete_netns_blocking(name)
+}
+
+/// [`delete_netns`] for synchronous callers (Drop guards): it never blocks for long.
+pub fn delete_netns_blocking(name: &str) -> Result<(), NetError> {
     if !crate::names::valid_netns_name(name) {
         return Err(NetError::Invalid(format!("invalid netns name {name:?}")));
     }
@@ -174,6 +179,31 @@ pub async fn delete_netns(name: &str) -> Result<(), NetError> {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(NetError::io(format!("remove {}", path.display()), e)),
     }
+}
+
+/// PIDs of the processes whose network namespace is the named netns `name` (found by
+/// comparing `/proc/<pid>/ns/net` with `/run/netns/<name>`). Empty if it does not exist.
+pub fn pids_in_netns(name: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(netns_path(name)) else {
+        return Vec::new();
+    };
+    if !is_nsfs(&netns_path(name)) {
+        return Vec::new();
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<i32> = procs
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Open the namespace file of `name` (to pass as IFLA_NET_NS_FD or to `setns`).
