@@ -2,8 +2,11 @@
 //! in-process server on 127.0.0.1 with sled in a temp dir).
 
 use kube_lite_proto::v1::{
-    node_api_client::NodeApiClient, pod_api_client::PodApiClient, DeleteRequest, GetRequest, Node,
-    NodeCondition, NodeSpec, NodeStatus, ObjectMeta,
+    node_agent_server::{NodeAgent, NodeAgentServer},
+    node_api_client::NodeApiClient,
+    pod_api_client::PodApiClient,
+    DeleteRequest, GetRequest, LogChunk, LogsRequest, Node, NodeCondition, NodeSpec, NodeStatus,
+    ObjectMeta,
 };
 use kube_lite_tests::apiserver::TestApiServer;
 use serde_json::Value;
@@ -83,6 +86,10 @@ fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 async fn add_ready_node(url: &str, name: &str, address: &str) {
+    add_node(url, name, address, "").await
+}
+
+async fn add_node(url: &str, name: &str, address: &str, daemon_endpoint: &str) {
     let mut nodes = NodeApiClient::connect(url.to_string()).await.unwrap();
     let node = Node {
         metadata: Some(ObjectMeta {
@@ -103,6 +110,7 @@ async fn add_ready_node(url: &str, name: &str, address: &str) {
             ..Default::default()
         }],
         address: address.into(),
+        daemon_endpoint: daemon_endpoint.into(),
         ..Default::default()
     });
     nodes.update_status(node).await.unwrap();
@@ -798,4 +806,70 @@ async fn get_watch_prints_a_row_per_change() {
     assert_eq!(names[0], "second");
     watch.start_kill().unwrap();
     watch.wait().await.unwrap();
+}
+
+/// Stands in for a node agent's log service (the agent is not under test here): answers
+/// with the request it got, then two lines.
+struct EchoAgent;
+
+#[tonic::async_trait]
+impl NodeAgent for EchoAgent {
+    type LogsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, tonic::Status>> + Send>>;
+
+    async fn logs(
+        &self,
+        req: tonic::Request<LogsRequest>,
+    ) -> Result<tonic::Response<Self::LogsStream>, tonic::Status> {
+        let r = req.into_inner();
+        let head = format!(
+            "pod={}/{} container={:?} tail={} follow={} previous={}\n",
+            r.namespace, r.name, r.container, r.tail_lines, r.follow, r.previous
+        );
+        let chunks = vec![
+            Ok(LogChunk {
+                data: head.into_bytes(),
+            }),
+            Ok(LogChunk {
+                data: b"line 1\nline 2\n".to_vec(),
+            }),
+        ];
+        Ok(tonic::Response::new(Box::pin(futures::stream::iter(
+            chunks,
+        ))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_stream_through_the_apiserver_from_the_node() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(NodeAgentServer::new(EchoAgent))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    add_node(s, "node-1", "192.168.1.10", &agent).await;
+    kl(
+        s,
+        &[
+            "create", "pod", "web", "--image", "busybox", "--node", "node-1",
+        ],
+    )
+    .await
+    .ok();
+
+    let out = kl(s, &["logs", "web"]).await;
+    assert_eq!(
+        out.ok(),
+        "pod=default/web container=\"\" tail=-1 follow=false previous=false\nline 1\nline 2\n"
+    );
+    let out = kl(s, &["logs", "web", "-c", "web", "--tail", "5", "-p", "-f"]).await;
+    assert_eq!(
+        out.ok(),
+        "pod=default/web container=\"web\" tail=5 follow=true previous=true\nline 1\nline 2\n"
+    );
+    server.abort();
 }
