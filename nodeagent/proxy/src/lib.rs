@@ -91,6 +91,35 @@ impl Default for ProxyConfig {
     }
 }
 
+/// Largest List response accepted (the apiserver allows 256 MiB responses).
+const MAX_LIST_BYTES: usize = 256 << 20;
+
+/// How soon to relist after a List at revision 0.
+const RELIST_EMPTY: Duration = Duration::from_millis(500);
+
+// Lists of 10,000 Services/Endpoints are far bigger than tonic's 4 MiB default.
+fn service_events(
+    channel: tonic::transport::Channel,
+) -> impl futures::Stream<
+    Item = Result<Event<kube_lite_proto::v1::Service>, kube_lite_client::ClientError>,
+> + Send {
+    watcher(
+        ServiceApiClient::new(channel).max_decoding_message_size(MAX_LIST_BYTES),
+        WatchParams::default(),
+    )
+}
+
+fn endpoints_events(
+    channel: tonic::transport::Channel,
+) -> impl futures::Stream<
+    Item = Result<Event<kube_lite_proto::v1::Endpoints>, kube_lite_client::ClientError>,
+> + Send {
+    watcher(
+        EndpointsApiClient::new(channel).max_decoding_message_size(MAX_LIST_BYTES),
+        WatchParams::default(),
+    )
+}
+
 /// Watches Services + Endpoints through `channel`, keeps the node's nat table current
 /// until `shutdown`; full resync on start and every `resync_interval`.
 ///
@@ -104,14 +133,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut proxier = Proxier::new(&cfg)?;
     info!(netns = ?cfg.netns, mode = ?cfg.mode, backend = ?cfg.backend, "service proxy starting");
-    let mut services = Box::pin(watcher(
-        ServiceApiClient::new(channel.clone()),
-        WatchParams::default(),
-    ));
-    let mut endpoints = Box::pin(watcher(
-        EndpointsApiClient::new(channel),
-        WatchParams::default(),
-    ));
+    let mut services = Box::pin(service_events(channel.clone()));
+    let mut endpoints = Box::pin(endpoints_events(channel.clone()));
+    // Watch(0) means "from now": after a List at revision 0 (an empty store), a write
+    // landing before the Watch is open would be missed. Relist until the revision moved.
+    let mut relist_at: Option<Instant> = None;
     let mut have_services = false;
     let mut have_endpoints = false;
     let mut due: Option<Instant> = None;
@@ -124,7 +150,11 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             ev = services.next() => match ev {
-                Some(Ok(Event::Restarted(all, _))) => { proxier.replace_services(all); have_services = true; }
+                Some(Ok(Event::Restarted(all, rev))) => {
+                    proxier.replace_services(all);
+                    have_services = true;
+                    if rev == 0 { relist_at = Some(Instant::now() + RELIST_EMPTY); }
+                }
                 Some(Ok(Event::Applied(s))) => proxier.upsert_service(s),
                 Some(Ok(Event::Deleted(s))) => proxier.delete_service(&s),
                 Some(Ok(Event::Bookmark(_))) => {}
@@ -132,7 +162,11 @@ pub async fn run(
                 None => break,
             },
             ev = endpoints.next() => match ev {
-                Some(Ok(Event::Restarted(all, _))) => { proxier.replace_endpoints(all); have_endpoints = true; }
+                Some(Ok(Event::Restarted(all, rev))) => {
+                    proxier.replace_endpoints(all);
+                    have_endpoints = true;
+                    if rev == 0 { relist_at = Some(Instant::now() + RELIST_EMPTY); }
+                }
                 Some(Ok(Event::Applied(e))) => proxier.upsert_endpoints(e),
                 Some(Ok(Event::Deleted(e))) => proxier.delete_endpoints(&e),
                 Some(Ok(Event::Bookmark(_))) => {}
@@ -140,6 +174,11 @@ pub async fn run(
                 None => break,
             },
             _ = resync.tick() => proxier.request_resync(),
+            _ = tokio::time::sleep_until(relist_at.unwrap_or_else(Instant::now)), if relist_at.is_some() => {
+                relist_at = None;
+                services = Box::pin(service_events(channel.clone()));
+                endpoints = Box::pin(endpoints_events(channel.clone()));
+            },
             _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
                 due = None;
                 match proxier.sync().await {
