@@ -873,3 +873,71 @@ async fn logs_stream_through_the_apiserver_from_the_node() {
     );
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_relists_when_its_resume_point_is_gone() {
+    // A 5-revision change log: `get pod x -w` resumes from x's (old) resource version,
+    // gets the "too old resource version; relist" status, relists and keeps watching.
+    let srv = TestApiServer::start_with(apiserver::Config {
+        watch_window: 5,
+        ..Default::default()
+    })
+    .await;
+    let s = srv.url.as_str();
+    kl(
+        s,
+        &["create", "pod", "x", "--image", "busybox", "-l", "gen=1"],
+    )
+    .await
+    .ok();
+    let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
+    for i in 0..20 {
+        let mut p = pods
+            .get(GetRequest {
+                name: "x".into(),
+                namespace: "default".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        p.metadata.as_mut().unwrap().name = format!("filler-{i}");
+        p.metadata.as_mut().unwrap().resource_version = 0;
+        pods.create(p).await.unwrap();
+    }
+    let mut watch = command(s, &["get", "pod", "x", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .unwrap()
+    };
+    assert_eq!(next().await.as_deref(), Some("pod/x"));
+    // Give the watcher time to hit the relist path, then change x.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        watch.try_wait().unwrap().is_none(),
+        "the watch must survive the relist"
+    );
+    let mut p = pods
+        .get(GetRequest {
+            name: "x".into(),
+            namespace: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    p.metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("gen".into(), "2".into());
+    pods.update(p).await.unwrap();
+    assert_eq!(next().await.as_deref(), Some("pod/x"));
+    watch.start_kill().unwrap();
+    watch.wait().await.unwrap();
+}
