@@ -94,6 +94,9 @@ impl Default for ProxyConfig {
 /// Largest List response accepted (the apiserver allows 256 MiB responses).
 const MAX_LIST_BYTES: usize = 256 << 20;
 
+/// A steady stream of events still gets a sync this often.
+const MAX_COALESCE: Duration = Duration::from_millis(250);
+
 /// How soon to relist after a List at revision 0.
 const RELIST_EMPTY: Duration = Duration::from_millis(500);
 
@@ -123,8 +126,9 @@ fn endpoints_events(
 /// Watches Services + Endpoints through `channel`, keeps the node's nat table current
 /// until `shutdown`; full resync on start and every `resync_interval`.
 ///
-/// Nothing is written before both initial lists arrived. Watch events are coalesced for
-/// `debounce` (a burst → one restore). A failed sync is logged and retried after 1 s as
+/// Nothing is written before both initial lists arrived. Watch events are coalesced: a
+/// sync runs once no event came for `debounce`, or 250 ms after the first unsynced
+/// event at the latest (a burst → one or a few restores). A failed sync is logged and retried after 1 s as
 /// a full resync. Returns an error only for an invalid configuration.
 pub async fn run(
     channel: tonic::transport::Channel,
@@ -140,7 +144,12 @@ pub async fn run(
     let mut relist_at: Option<Instant> = None;
     let mut have_services = false;
     let mut have_endpoints = false;
+    // When the next sync runs: `debounce` after the last event, but at most
+    // `MAX_COALESCE` after the first unsynced one; not before `not_before` (back-off
+    // after a failed sync).
     let mut due: Option<Instant> = None;
+    let mut first_pending: Option<Instant> = None;
+    let mut not_before: Option<Instant> = None;
     let mut resync =
         tokio::time::interval_at(Instant::now() + cfg.resync_interval, cfg.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,6 +190,8 @@ pub async fn run(
             },
             _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
                 due = None;
+                first_pending = None;
+                not_before = None;
                 match proxier.sync().await {
                     Ok(report) => {
                         if let Some(tx) = &cfg.sync_events {
@@ -189,13 +200,19 @@ pub async fn run(
                     }
                     Err(e) => {
                         warn!("service rules sync failed (retrying as a full resync in 1 s): {e}");
-                        due = Some(Instant::now() + Duration::from_secs(1));
+                        not_before = Some(Instant::now() + Duration::from_secs(1));
                     }
                 }
             },
         }
-        if due.is_none() && have_services && have_endpoints && proxier.has_pending() {
-            due = Some(Instant::now() + cfg.debounce);
+        if have_services && have_endpoints && proxier.has_pending() {
+            let now = Instant::now();
+            let first = *first_pending.get_or_insert(now);
+            let mut at = (now + cfg.debounce).min(first + MAX_COALESCE);
+            if let Some(nb) = not_before {
+                at = at.max(nb);
+            }
+            due = Some(at);
         }
     }
     info!("service proxy stopped");
