@@ -69,9 +69,19 @@ fn status_error<T: Resource>(ctx: &Ctx, what: &str, name: &str, s: Status) -> an
         Code::AlreadyExists if !name.is_empty() && s.message().is_empty() => {
             anyhow!("{} {name:?} already exists", T::PLURAL)
         }
+        // The connection to the apiserver failed (not an Unavailable the server reports
+        // about something else, such as a node agent for `logs`).
         Code::Unavailable
-            if s.message().contains("error trying to connect")
-                || s.message().contains("transport") =>
+            if [
+                "tcp connect",
+                "transport",
+                "connection",
+                "connect error",
+                "broken pipe",
+            ]
+            .iter()
+            .any(|m| s.message().to_ascii_lowercase().contains(m))
+                && !what.starts_with("logs") =>
         {
             unreachable(&ctx.server, &one_line(s.message()))
         }
