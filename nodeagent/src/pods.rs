@@ -121,9 +121,22 @@ impl Node {
         }
     }
 
-    fn worker_done(&self, uid: &str) {
-        self.finished.lock().unwrap().insert(uid.to_string());
+    /// A worker ended. `deleted`: the pod had a deletion_timestamp (it never comes
+    /// back: ignore its late events). Otherwise (gone from the watch) the pod may have
+    /// come back meanwhile (e.g. bound here again after an eviction): `latest` is the
+    /// newest message the worker had not acted on.
+    fn worker_done(self: &Arc<Self>, uid: &str, deleted: bool, latest: PodMsg) {
         self.workers.lock().unwrap().remove(uid);
+        if deleted {
+            self.finished.lock().unwrap().insert(uid.to_string());
+            return;
+        }
+        if let PodMsg::Pod(p) = latest {
+            if meta(&p).deletion_timestamp == 0 {
+                info!(pod = %meta(&p).name, uid, "pod is back on this node; starting it again");
+                self.dispatch(*p, None);
+            }
+        }
     }
 
     /// Number of live pod workers (for tests and logs).
@@ -184,6 +197,11 @@ pub async fn recover(node: &Arc<Node>) {
             }
         }
     };
+    info!(
+        records = records.len(),
+        pods = pods.len(),
+        "recovering pods from the state dir"
+    );
     let by_uid: HashMap<String, Pod> = pods.into_iter().map(|p| (meta(&p).uid, p)).collect();
     let mut kept = HashSet::new();
     for rec in records {
@@ -428,8 +446,14 @@ impl PodWorker {
         let span = tracing::info_span!("pod", pod = %name, uid = %self.uid);
         let _ = span; // fields are repeated on each event below for plain-text logs
         let stop = self.run_until_stop().await;
+        let deleted = matches!(stop, Stop::Deleted { .. });
         self.stop(stop).await;
-        self.node.worker_done(&self.uid);
+        let latest = if self.rx.has_changed().unwrap_or(false) {
+            self.rx.borrow_and_update().clone()
+        } else {
+            PodMsg::Gone
+        };
+        self.node.worker_done(&self.uid, deleted, latest);
     }
 
     /// Sets up and runs the pod until it must stop.
@@ -899,21 +923,51 @@ impl PodWorker {
         }
         info!(pod = %name, uid = %self.uid, "pod resources released");
         if api_delete {
-            let m = meta(&self.pod);
-            for attempt in 0..10 {
-                let req = DeleteRequest {
+            self.final_delete().await;
+        }
+    }
+
+    /// `Delete` with grace 0 of exactly this pod (same uid, resource_version
+    /// precondition), so a new pod of the same name is never hit.
+    async fn final_delete(&self) {
+        let m = meta(&self.pod);
+        let mut api = self.node.clients.pods.clone();
+        for attempt in 0..20 {
+            let cur = match api
+                .get(kube_lite_proto::v1::GetRequest {
                     name: m.name.clone(),
                     namespace: m.namespace.clone(),
-                    resource_version: 0,
-                    grace_period_seconds: 0,
-                };
-                match self.node.clients.pods.clone().delete(req).await {
-                    Ok(_) => break,
-                    Err(e) if e.code() == Code::NotFound => break,
-                    Err(e) => {
-                        warn!(pod = %name, uid = %self.uid, attempt, "final delete: {}", e.message());
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
+                })
+                .await
+            {
+                Ok(p) => p.into_inner(),
+                Err(e) if e.code() == Code::NotFound => return,
+                Err(e) => {
+                    warn!(pod = %m.name, uid = %self.uid, attempt, "final delete: {}", e.message());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let cm = meta(&cur);
+            if cm.uid != self.uid {
+                return;
+            }
+            let req = DeleteRequest {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                resource_version: cm.resource_version,
+                grace_period_seconds: 0,
+            };
+            match api.delete(req).await {
+                Ok(_) => {
+                    info!(pod = %m.name, uid = %self.uid, "pod deleted");
+                    return;
+                }
+                Err(e) if e.code() == Code::NotFound => return,
+                Err(e) if e.code() == Code::Aborted => continue,
+                Err(e) => {
+                    warn!(pod = %m.name, uid = %self.uid, attempt, "final delete: {}", e.message());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
