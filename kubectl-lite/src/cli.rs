@@ -101,9 +101,9 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// pods|po, services|svc, nodes|no, endpoints|ep
+    /// pods|po, services|svc, nodes|no, endpoints|ep (or KIND/NAME)
     pub resource: String,
-    pub name: Option<String>,
+    pub names: Vec<String>,
     /// label selector: a=b,c!=d,e in (f,g),!h
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
@@ -120,17 +120,15 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// pod, service, node or endpoints
+    /// pod, service, node or endpoints (or KIND/NAME)
     pub resource: String,
-    #[arg(required = true)]
     pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// pod, service, node or endpoints
+    /// pod, service, node or endpoints (or KIND/NAME)
     pub resource: String,
-    #[arg(required = true)]
     pub names: Vec<String>,
     /// seconds a pod gets to stop (default: the pod's terminationGracePeriodSeconds)
     #[arg(long, allow_negative_numbers = true)]

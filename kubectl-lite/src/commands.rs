@@ -106,6 +106,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.namespace.unwrap_or_else(|| "default".into());
     // Everything that can be checked without the server is checked before connecting.
     let kind = |word: &str| Kind::parse(word).map_err(|e| anyhow!(e));
+    // `get pod/web` = `get pod web`.
+    let split = |resource: &mut String, names: &mut Vec<String>| -> Result<Kind> {
+        if let Some((k, n)) = resource.clone().split_once('/') {
+            names.insert(0, n.to_string());
+            *resource = k.to_string();
+        }
+        kind(resource)
+    };
     enum Plan {
         CreatePod(Pod),
         CreateService(Service),
@@ -134,9 +142,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Plan::Apply(load_manifests(&sources, &namespace, explicit_namespace)?)
         }
-        Command::Get(a) => Plan::Get(kind(&a.resource)?, a),
-        Command::Describe(a) => Plan::Describe(kind(&a.resource)?, a),
-        Command::Delete(a) => Plan::Delete(kind(&a.resource)?, a),
+        Command::Get(mut a) => Plan::Get(split(&mut a.resource, &mut a.names)?, a),
+        Command::Describe(mut a) => {
+            let k = split(&mut a.resource, &mut a.names)?;
+            if a.names.is_empty() {
+                bail!("describe {}: a NAME is required", a.resource);
+            }
+            Plan::Describe(k, a)
+        }
+        Command::Delete(mut a) => {
+            let k = split(&mut a.resource, &mut a.names)?;
+            if a.names.is_empty() {
+                bail!("delete {}: a NAME is required", a.resource);
+            }
+            Plan::Delete(k, a)
+        }
         Command::Logs(a) => Plan::Logs(a),
     };
     let ch = connect(&cli.server).await?;
@@ -442,20 +462,28 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
         ns_for::<T>(ctx)
     };
     let selector = a.selector.clone().unwrap_or_default();
-    let with_ns = a.all_namespaces && T::NAMESPACED && a.name.is_none();
+    let with_ns = a.all_namespaces && T::NAMESPACED && a.names.is_empty();
     let wide = a.output == Some(Format::Wide);
     let table_mode = a.output.is_none() || wide;
-    let (items, revision) = match &a.name {
-        Some(name) => {
-            let obj = T::get(&ctx.ch, &ns_for::<T>(ctx), name)
-                .await
-                .map_err(|s| {
-                    status_error::<T>(ctx, &format!("get {}/{name}", T::SINGULAR), name, s)
-                })?;
-            let rv = obj.meta().resource_version;
-            (vec![obj], rv)
+    let (items, revision) = match a.names.as_slice() {
+        [_, ..] => {
+            let mut items = Vec::new();
+            for name in &a.names {
+                let obj = T::get(&ctx.ch, &ns_for::<T>(ctx), name)
+                    .await
+                    .map_err(|s| {
+                        status_error::<T>(ctx, &format!("get {}/{name}", T::SINGULAR), name, s)
+                    })?;
+                items.push(obj);
+            }
+            let rv = items
+                .iter()
+                .map(|o| o.meta().resource_version)
+                .max()
+                .unwrap_or(0);
+            (items, rv)
         }
-        None => {
+        [] => {
             let req = ListRequest {
                 namespace: namespace.clone(),
                 label_selector: selector.clone(),
@@ -491,7 +519,7 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
             )?;
         }
     } else {
-        print_objects(&items, a.name.is_some(), a.output.unwrap_or(Format::Json))?;
+        print_objects(&items, a.names.len() == 1, a.output.unwrap_or(Format::Json))?;
     }
     if !a.watch {
         return Ok(());
@@ -518,7 +546,7 @@ async fn watch_loop<T: Show>(
     let wide = a.output == Some(Format::Wide);
     let mut known: BTreeMap<(String, String), T> =
         items.into_iter().map(|o| (key_of(&o), o)).collect();
-    let wanted = |o: &T| a.name.as_deref().is_none_or(|n| n == o.name());
+    let wanted = |o: &T| a.names.is_empty() || a.names.iter().any(|n| n == o.name());
     let print = |table: &mut Table, o: &T| -> Result<()> {
         let mut out = std::io::stdout().lock();
         match a.output {

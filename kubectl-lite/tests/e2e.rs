@@ -208,6 +208,29 @@ async fn pod_create_get_in_every_format_describe_delete() {
         "pod/web\n"
     );
     assert_eq!(
+        kl(s, &["get", "pod/web", "-o", "name"]).await.ok(),
+        "pod/web\n"
+    );
+    kl(s, &["create", "pod", "web2", "--image", "busybox"])
+        .await
+        .ok();
+    let two: Value = serde_json::from_str(
+        kl(s, &["get", "pods", "web", "web2", "-o", "json"])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(two["kind"], "List");
+    assert_eq!(two["items"][1]["metadata"]["name"], "web2");
+    assert_eq!(
+        kl(s, &["delete", "pod/web2"]).await.ok(),
+        "pod \"web2\" deleted\n"
+    );
+    assert_eq!(
+        kl(s, &["describe", "pod"]).await.err(),
+        "error: describe pod: a NAME is required"
+    );
+    assert_eq!(
         kl(s, &["get", "pods", "-l", "app=db", "-o", "name"])
             .await
             .ok(),
