@@ -5,8 +5,8 @@ use kube_lite_proto::v1::{
     node_agent_server::{NodeAgent, NodeAgentServer},
     node_api_client::NodeApiClient,
     pod_api_client::PodApiClient,
-    DeleteRequest, GetRequest, LogChunk, LogsRequest, Node, NodeCondition, NodeSpec, NodeStatus,
-    ObjectMeta,
+    ContainerStatus, DeleteRequest, GetRequest, LogChunk, LogsRequest, Node, NodeCondition,
+    NodeSpec, NodeStatus, ObjectMeta, PodStatus,
 };
 use kube_lite_tests::apiserver::TestApiServer;
 use serde_json::Value;
@@ -356,6 +356,76 @@ async fn service_and_endpoints() {
         .await
         .ok()
         .contains("Name:"));
+
+    // A Running pod with an IP (its status written as a node agent would) becomes an
+    // endpoint of the service.
+    add_ready_node(s, "node-1", "192.168.1.10").await;
+    kl(
+        s,
+        &[
+            "create", "pod", "web-1", "--image", "busybox", "-l", "app=web", "--node", "node-1",
+        ],
+    )
+    .await
+    .ok();
+    let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
+    let mut p = pods
+        .get(GetRequest {
+            name: "web-1".into(),
+            namespace: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    p.status = Some(PodStatus {
+        phase: "Running".into(),
+        pod_ip: "10.0.1.5".into(),
+        host_ip: "192.168.1.10".into(),
+        container_statuses: vec![ContainerStatus {
+            name: "web-1".into(),
+            state: "Running".into(),
+            ready: true,
+            restart_count: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    pods.update_status(p).await.unwrap();
+    let pod_row = kl(s, &["get", "pods", "-o", "wide"]).await;
+    assert_eq!(
+        row(pod_row.ok(), "web-1")[1..],
+        [
+            "1/1",
+            "Running",
+            "1",
+            row(pod_row.ok(), "web-1")[4],
+            "10.0.1.5",
+            "node-1"
+        ]
+    );
+    let mut endpoints = String::new();
+    for _ in 0..100 {
+        endpoints = row(kl(s, &["get", "ep", "web"]).await.ok(), "web")[1].to_string();
+        if endpoints != "<none>" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(endpoints, "10.0.1.5:8080,10.0.1.5:53");
+    assert!(kl(s, &["describe", "svc", "web"])
+        .await
+        .ok()
+        .contains("10.0.1.5:8080,10.0.1.5:53"));
+    let ep: Value =
+        serde_json::from_str(kl(s, &["get", "ep", "web", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(
+        ep["subsets"][0]["addresses"][0],
+        serde_json::json!({"ip": "10.0.1.5", "nodeName": "node-1", "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1"}})
+    );
+    assert!(kl(s, &["describe", "node", "node-1"])
+        .await
+        .ok()
+        .contains("web-1"));
 
     let dup = kl(
         s,
