@@ -227,7 +227,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
 pub fn describe_service(svc: &Service, endpoints: Option<&Endpoints>) -> String {
     let meta = svc.metadata.clone().unwrap_or_default();
     let spec = svc.spec.clone().unwrap_or_default();
-    let mut t = Text::new(19);
+    let mut t = Text::new(20);
     meta_fields(&mut t, &meta, true);
     t.field(0, "Selector", format_map(&spec.selector, ","));
     t.field(
@@ -335,7 +335,7 @@ pub fn describe_node(node: &Node, pods: &[Pod], now_ms: i64) -> String {
 
 pub fn describe_endpoints(ep: &Endpoints) -> String {
     let meta = ep.metadata.clone().unwrap_or_default();
-    let mut t = Text::new(19);
+    let mut t = Text::new(22);
     meta_fields(&mut t, &meta, true);
     if ep.subsets.is_empty() {
         t.field(0, "Subsets", "<none>");
@@ -377,4 +377,158 @@ pub fn describe_endpoints(ep: &Endpoints) -> String {
         }
     }
     t.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{
+        Container, ContainerPort, ContainerStatus, EndpointAddress, EndpointPort, EndpointSubset,
+        EnvVar, PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec,
+    };
+
+    const T0: i64 = 1_795_823_230_000; // 2026-11-27T23:47:10Z
+
+    #[test]
+    fn pod_text() {
+        let pod = Pod {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                labels: [
+                    ("app".to_string(), "web".to_string()),
+                    ("tier".to_string(), "front".to_string()),
+                ]
+                .into(),
+                creation_timestamp: T0,
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: "node-1".into(),
+                containers: vec![Container {
+                    name: "web".into(),
+                    image: "busybox".into(),
+                    command: vec!["httpd".into()],
+                    args: vec!["-f".into()],
+                    env: vec![EnvVar {
+                        name: "A".into(),
+                        value: "1".into(),
+                    }],
+                    ports: vec![ContainerPort {
+                        name: "http".into(),
+                        container_port: 8080,
+                        protocol: "TCP".into(),
+                    }],
+                }],
+                restart_policy: "OnFailure".into(),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: "Running".into(),
+                pod_ip: "10.0.1.2".into(),
+                host_ip: "192.168.1.10".into(),
+                container_statuses: vec![ContainerStatus {
+                    name: "web".into(),
+                    state: "Terminated".into(),
+                    reason: "Error".into(),
+                    exit_code: 2,
+                    restart_count: 3,
+                    finished_at: T0 + 1000,
+                    ..Default::default()
+                }],
+                conditions: vec![PodCondition {
+                    r#type: "Ready".into(),
+                    status: "False".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let want = "\
+Name:               web
+Namespace:          default
+Labels:             app=web
+                    tier=front
+Annotations:        <none>
+CreationTimestamp:  2026-11-27T23:47:10Z
+Node:               node-1/192.168.1.10
+Status:             Running
+IP:                 10.0.1.2
+Containers:
+  web:
+    Image:          busybox
+    Command:
+      httpd
+    Args:
+      -f
+    Port:           8080/TCP (http)
+    State:          Terminated
+      Reason:       Error
+      Exit Code:    2
+      Finished:     2026-11-27T23:47:11Z
+    Ready:          False
+    Restart Count:  3
+    Environment:
+      A:  1
+Conditions:
+  Type    Status
+  Ready   False
+Restart Policy:     OnFailure
+Node-Selectors:     <none>
+";
+        assert_eq!(describe_pod(&pod, T0), want);
+    }
+
+    #[test]
+    fn service_and_endpoints_text() {
+        let svc = Service {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                selector: [("app".to_string(), "web".to_string())].into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: "TCP".into(),
+                    port: 80,
+                    target_port: 8080,
+                }],
+                cluster_ip: "10.96.0.10".into(),
+                r#type: "ClusterIP".into(),
+            }),
+            status: None,
+        };
+        let ep = Endpoints {
+            metadata: svc.metadata.clone(),
+            subsets: vec![EndpointSubset {
+                addresses: vec![EndpointAddress {
+                    ip: "10.0.1.2".into(),
+                    node_name: "n".into(),
+                    pod_name: "p".into(),
+                }],
+                not_ready_addresses: vec![],
+                ports: vec![EndpointPort {
+                    name: "http".into(),
+                    port: 8080,
+                    protocol: "TCP".into(),
+                }],
+            }],
+        };
+        let text = describe_service(&svc, Some(&ep));
+        assert!(text.contains("Selector:           app=web\n"), "{text}");
+        assert!(
+            text.contains("Port:               http  80/TCP\nTargetPort:         8080/TCP\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Endpoints:          10.0.1.2:8080\n"),
+            "{text}"
+        );
+        assert!(describe_service(&svc, None).ends_with("Endpoints:          <none>\n"));
+        let text = describe_endpoints(&ep);
+        assert!(text.contains("  Addresses:          10.0.1.2\n"), "{text}");
+        assert!(text.contains("    http     8080  TCP\n"), "{text}");
+    }
 }
