@@ -219,7 +219,7 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
     // TCP: busybox httpd in b, wget from a.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "hello from b\n").unwrap();
-    let _srv = spawn_in(
+    let srv = spawn_in(
         &b.netns,
         &[
             busybox(),
@@ -246,6 +246,11 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
     }
     assert_eq!(body, "hello from b\n");
 
+    // The server is found as a process of b's namespace (nsenter execs it).
+    let pid = srv.0.id() as i32;
+    assert!(netns::pids_in_netns(&b.netns).contains(&pid));
+    assert!(!netns::pids_in_netns(&a.netns).contains(&pid));
+
     let ifs = node.net.list_host_ifs("klv").await.unwrap();
     assert_eq!(ifs.len(), 2, "{ifs:?}");
 
@@ -254,7 +259,9 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
     node.net.delete_pod_net(&a.netns, &a.host_if).await.unwrap();
     assert!(!list_netns(&prefix).unwrap().contains(&a.netns));
     assert!(!link_exists(&node.ns, &a.host_if));
+    // b still has a live process holding its namespace: the veth goes anyway.
     node.net.delete_pod_net(&b.netns, &b.host_if).await.unwrap();
+    drop(srv);
     assert!(list_netns(&kube_lite_net::pod_netns_prefix(&prefix))
         .unwrap()
         .is_empty());
