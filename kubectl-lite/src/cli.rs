@@ -139,6 +139,9 @@ pub struct DeleteArgs {
     /// wait until the objects are gone (--wait=false to return at once)
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub wait: bool,
+    /// give up waiting after this many seconds (default: wait until gone)
+    #[arg(long)]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -739,7 +739,16 @@ async fn delete<T: Show>(ctx: &Ctx, a: &DeleteArgs) -> Result<()> {
     }
     if a.wait {
         for name in pending {
-            wait_gone::<T>(ctx, &namespace, &name).await?;
+            let wait = wait_gone::<T>(ctx, &namespace, &name);
+            match a.timeout {
+                None => wait.await?,
+                Some(secs) => tokio::time::timeout(Duration::from_secs(secs), wait).await.map_err(|_| {
+                    anyhow!(
+                        "timed out after {secs}s waiting for {} {name:?} to be deleted (its node has not confirmed yet; --force deletes at once)",
+                        T::SINGULAR
+                    )
+                })??,
+            }
         }
     }
     Ok(())

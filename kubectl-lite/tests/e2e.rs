@@ -773,6 +773,14 @@ async fn nodes_namespaces_and_graceful_delete() {
         .ok()
         .contains("Terminating"));
 
+    let out = kl(s, &["delete", "pod", "p1", "--timeout", "1"]).await;
+    assert_eq!(out.stdout, "pod \"p1\" deleted\n");
+    assert!(
+        out.err()
+            .starts_with("error: timed out after 1s waiting for pod \"p1\" to be deleted"),
+        "{out:?}"
+    );
+
     // `delete` waits (by watching) until the node agent removes it.
     let waiter = command(s, &["delete", "pod", "p1"])
         .stdout(Stdio::piped())
