@@ -16,6 +16,7 @@
 //! ipam.release(&pod_uid)?;
 //! // restart / orphan cleanup:
 //! list_netns(&pod_netns_prefix(&prefix))?;  net.list_host_ifs(names::HOST_IF_PREFIX).await?;
+//! net.delete_host_if(&orphan_veth).await?;
 //! ```
 //!
 //! * Pod netns names: [`pod_netns_name`]`(prefix, uid)` = `"<prefix>-<uid>"`, so every pod
@@ -208,6 +209,11 @@ impl NodeNet {
     /// past failures and reports them all ([`NetError::Multiple`]).
     pub async fn delete_pod_net(&self, netns: &str, host_if: &str) -> Result<(), NetError> {
         self.ops.delete_pod_net(netns, host_if).await
+    }
+
+    /// Delete one host interface of the node namespace (an orphan veth); missing is fine.
+    pub async fn delete_host_if(&self, host_if: &str) -> Result<(), NetError> {
+        self.ops.delete_link(host_if).await
     }
 
     /// Names of the node namespace's interfaces starting with `prefix` (e.g. `"klv"`).

@@ -508,17 +508,20 @@ impl RtnlOps {
         // The namespace first: when no process is left in it, the kernel destroys it
         // and its veth pair in its batched namespace cleanup, far cheaper than one
         // RTM_DELLINK per pod (each waits for an RCU grace period under the RTNL lock).
+        let existed = netns::netns_exists(netns_name);
         if let Err(e) = netns::delete_netns(netns_name).await {
             errors.push(e);
         }
         if valid_ifname(host_if) {
+            // Without a namespace there is nothing to wait for.
+            let max_tries = if existed { 50 } else { 0 };
             // Wait briefly for that cleanup; delete the veth ourselves if something
             // still holds the namespace (a process not yet gone).
             let mut tries = 0;
             loop {
                 match self.link_index(host_if).await {
                     Ok(None) => break,
-                    Ok(Some(i)) if tries >= 50 => {
+                    Ok(Some(i)) if tries >= max_tries => {
                         if let Err(e) = self.del_link(i, host_if).await {
                             errors.push(e);
                         }
@@ -539,6 +542,14 @@ impl RtnlOps {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
             _ => Err(NetError::Multiple(errors)),
+        }
+    }
+
+    /// Delete the link `name` in this namespace; missing is fine.
+    pub async fn delete_link(&self, name: &str) -> Result<(), NetError> {
+        match self.link_index(name).await? {
+            Some(i) => self.del_link(i, name).await,
+            None => Ok(()),
         }
     }
 

@@ -393,7 +393,8 @@ async fn setup_node_fails_clearly_without_underlay_address() {
     })
     .await;
     assert!(missing.is_err());
-    // Missing pieces are fine for delete.
+    // Missing pieces are fine for delete; a lone veth goes at once.
+    net.delete_host_if("klvnope").await.unwrap();
     net.delete_pod_net(&format!("kl{id}-n0-nope"), "klvnope")
         .await
         .unwrap();
