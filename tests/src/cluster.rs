@@ -169,6 +169,15 @@ impl TestCluster {
                 opts.agent_bin.display()
             );
         }
+        if let Some(dir) = opts.agent_bin.parent() {
+            if !dir.join("kl-whoami").exists() {
+                eprintln!(
+                    "note: no kl-whoami next to {}: `--image whoami` pods will fail \
+                     (cargo build -p kube-lite-demo)",
+                    opts.agent_bin.display()
+                );
+            }
+        }
         let id = random_id();
         let base = tempfile::Builder::new()
             .prefix(&format!("kl{id}-cluster-"))
@@ -349,6 +358,22 @@ impl TestCluster {
     /// Run `argv` inside the named netns `netns` (e.g. a pod's).
     pub fn exec_in_pod_netns(&self, netns: &str, argv: &[&str]) -> Output {
         exec_in(netns, argv)
+    }
+
+    /// `busybox wget -qO- url` run inside `netns` with a 5 s limit (busybox's own `-T`
+    /// segfaults; see DATAPATH-NOTES). `Ok(body)` on success, `Err(stderr)` otherwise.
+    pub fn http_get_from(&self, netns: &str, url: &str) -> Result<String, String> {
+        let bb = busybox();
+        let out = exec_in(netns, &[bb, "timeout", "5", bb, "wget", "-qO-", url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "wget {url} in {netns}: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     /// Every named netns of this cluster (underlay, nodes, pods).

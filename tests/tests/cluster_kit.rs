@@ -74,6 +74,11 @@ async fn two_node_cluster_comes_up_and_cleans_up() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // The kit's HTTP helper reports failures as errors (nothing listens there).
+    assert!(c
+        .http_get_from(&c.nodes[0].netns, &format!("http://{b}:1/"))
+        .is_err());
+
     // Restart an agent: the node stays (or becomes again) Ready.
     c.kill_agent(0);
     assert!(c.nodes[0].agent.is_none());
