@@ -89,6 +89,14 @@ fn status_error<T: Resource>(ctx: &Ctx, what: &str, name: &str, s: Status) -> an
     }
 }
 
+/// Writes to stdout; a closed pipe (`| head`) surfaces as an io error that `main` treats
+/// as a quiet end instead of a panic.
+fn out(args: std::fmt::Arguments) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)?;
+    o.flush()
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -276,7 +284,7 @@ async fn create<T: Resource>(ctx: &Ctx, obj: T) -> Result<()> {
     T::create(&ctx.ch, obj)
         .await
         .map_err(|s| status_error::<T>(ctx, &format!("create {}/{name}", T::SINGULAR), "", s))?;
-    println!("{}/{name} created", T::SINGULAR);
+    out(format_args!("{}/{name} created\n", T::SINGULAR))?;
     Ok(())
 }
 
@@ -343,7 +351,7 @@ async fn apply(ctx: &Ctx, docs: Vec<(String, Converted)>) -> Result<()> {
             Manifest::Service(s) => apply_service(ctx, s).await,
         };
         match result {
-            Ok(verb) => println!("{who} {verb}"),
+            Ok(verb) => out(format_args!("{who} {verb}\n"))?,
             Err(e) => failures.push(format!("{e}")),
         }
     }
@@ -504,13 +512,13 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
             }
         } else {
             let (header, rows) = output::table_rows(&items, now_millis(), wide, with_ns);
-            print!("{}", table.render(&header, &rows));
+            out(format_args!("{}", table.render(&header, &rows)))?;
         }
     } else if a.watch {
         // A stream of single objects, as kubectl prints with -w.
         for item in &items {
             if a.output == Some(Format::Yaml) {
-                println!("---");
+                out(format_args!("---\n"))?;
             }
             print_objects(
                 std::slice::from_ref(item),
@@ -697,7 +705,7 @@ async fn describe_cmd(ctx: &Ctx, kind: Kind, a: DescribeArgs) -> Result<()> {
         };
         texts.push(text);
     }
-    print!("{}", texts.join("\n\n"));
+    out(format_args!("{}", texts.join("\n\n")))?;
     Ok(())
 }
 
@@ -732,7 +740,7 @@ async fn delete<T: Show>(ctx: &Ctx, a: &DeleteArgs) -> Result<()> {
         let obj = T::delete(&ctx.ch, req).await.map_err(|s| {
             status_error::<T>(ctx, &format!("delete {}/{name}", T::SINGULAR), name, s)
         })?;
-        println!("{} {name:?} deleted", T::SINGULAR);
+        out(format_args!("{} {name:?} deleted\n", T::SINGULAR))?;
         if obj.meta().deletion_timestamp != 0 {
             pending.push(name.clone());
         }

@@ -49,6 +49,14 @@ fn main() -> ExitCode {
     match rt.block_on(kubectl_lite::commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The reader of our output went away (`kubectl-lite get pods -w | head -3`).
+            let closed = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if closed {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

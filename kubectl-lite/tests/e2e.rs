@@ -874,6 +874,30 @@ async fn get_watch_prints_a_row_per_change() {
     let status = watch.wait().await.unwrap();
     assert!(!status.success(), "watch {pid} ends only when killed");
 
+    // The reader goes away (`| head -1`): a quiet exit, no panic.
+    let mut watch = command(s, &["get", "pods", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(lines
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap()
+        .starts_with("NAME"));
+    drop(lines);
+    kl(s, &["create", "pod", "fourth", "--image", "busybox"])
+        .await
+        .ok();
+    let out = tokio::time::timeout(Duration::from_secs(20), watch.wait_with_output())
+        .await
+        .expect("exits once its output is closed")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+
     // -o json -w: one JSON object per change.
     let mut watch = command(s, &["get", "pods", "-l", "app=x", "-w", "-o", "json"])
         .stdout(Stdio::piped())
