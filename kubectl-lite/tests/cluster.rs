@@ -9,6 +9,7 @@ use kube_lite_tests::cluster::{
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-lite");
@@ -136,6 +137,27 @@ async fn pod_lifecycle_on_a_real_node() {
     }
     let (code, out, _) = kl(s, &["logs", "hello", "--tail", "1"]).await;
     assert_eq!((code, out.as_str()), (0, "hello from kube-lite\n"));
+
+    // -f streams: the line arrives and the command keeps following until killed.
+    let mut follow = Command::new(BIN)
+        .args(["--server", s, "logs", "-f", "hello"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a log line")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("hello from kube-lite"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f keeps following"
+    );
+    follow.start_kill().unwrap();
+    follow.wait().await.unwrap();
 
     let (code, out, _) = kl(s, &["describe", "pod", "hello"]).await;
     assert_eq!(code, 0);
