@@ -198,7 +198,9 @@ impl RtnlOps {
             }
         };
 
-        // Gateway address on the bridge; other IPv4 addresses there are removed.
+        // Gateway address on the bridge. A gateway of another subnet (the node got a new
+        // one) is removed: its connected route would shadow a peer's subnet. Other
+        // addresses (someone else's) are left alone.
         let addrs: Vec<_> = self
             .handle
             .address()
@@ -217,9 +219,10 @@ impl RtnlOps {
                 AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
                 _ => None,
             });
-            if ip == Some(gateway) && a.header.prefix_len == subnet.prefix_len() {
+            let Some(ip) = ip else { continue };
+            if ip == gateway && a.header.prefix_len == subnet.prefix_len() {
                 have = true;
-            } else {
+            } else if is_gateway_like(ip, a.header.prefix_len) {
                 self.handle.address().del(a).execute().await.map_err(|e| {
                     NetError::nl(format!("remove old address of {} in {at}", cfg.bridge), e)
                 })?;
@@ -761,6 +764,12 @@ impl NetOps for RtnlOps {
     }
 }
 
+/// Whether `ip/prefix` is the first host of its network (how this crate numbers the
+/// bridge gateway).
+fn is_gateway_like(ip: Ipv4Addr, prefix: u8) -> bool {
+    Ipv4Net::new(ip, prefix).is_ok_and(|n| prefix < 31 && crate::ipam::gateway(n.trunc()) == ip)
+}
+
 fn link_name(l: &LinkMessage) -> Option<String> {
     l.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
@@ -843,6 +852,13 @@ mod tests {
             self.routes.borrow_mut().retain(|x| *x != d);
             Ok(())
         }
+    }
+
+    #[test]
+    fn gateway_like_addresses() {
+        assert!(is_gateway_like("10.0.3.1".parse().unwrap(), 24));
+        assert!(!is_gateway_like("10.0.3.7".parse().unwrap(), 24));
+        assert!(!is_gateway_like("10.96.0.1".parse().unwrap(), 32));
     }
 
     fn peer(a: &str, s: &str) -> Peer {

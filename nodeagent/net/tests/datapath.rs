@@ -400,3 +400,41 @@ async fn setup_node_fails_clearly_without_underlay_address() {
         .unwrap();
     let _ = Command::new("true").status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_node_moves_to_a_new_subnet_and_keeps_foreign_addresses() {
+    if !is_root() {
+        return;
+    }
+    let id = unique_id();
+    let _cleanup = Cleanup {
+        prefix: format!("kl{id}"),
+    };
+    let nodes = nodes(&id, 1).await;
+    let n = &nodes[0];
+    let out = exec_in(&n.ns, &["ip", "addr", "add", "10.96.0.10/32", "dev", "kl0"]);
+    assert!(out.status.success());
+    n.net
+        .setup_node("10.0.9.0/24".parse().unwrap(), n.address)
+        .await
+        .unwrap();
+    let addrs = String::from_utf8_lossy(
+        &exec_in(&n.ns, &["ip", "-o", "addr", "show", "dev", "kl0"]).stdout,
+    )
+    .to_string();
+    assert!(addrs.contains("10.0.9.1/24"), "{addrs}");
+    assert!(!addrs.contains("10.0.1.1/24"), "{addrs}");
+    assert!(addrs.contains("10.96.0.10/32"), "{addrs}");
+    // The VXLAN device is still there, on the bridge, once.
+    let vx =
+        String::from_utf8_lossy(&exec_in(&n.ns, &["ip", "-d", "link", "show", "kl-vxlan"]).stdout)
+            .to_string();
+    assert!(
+        vx.contains("master kl0") && vx.contains("vxlan id 10"),
+        "{vx}"
+    );
+    assert!(
+        vx.contains("dstport 4789") && vx.contains("nolearning"),
+        "{vx}"
+    );
+}
