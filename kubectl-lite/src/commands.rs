@@ -65,7 +65,10 @@ pub async fn connect(server: &str) -> Result<Channel> {
 /// NotFound and AlreadyExists read like kubectl (`pods "web" not found`).
 fn status_error<T: Resource>(ctx: &Ctx, what: &str, name: &str, s: Status) -> anyhow::Error {
     match s.code() {
-        Code::NotFound if !name.is_empty() => anyhow!("{} {name:?} not found", T::PLURAL),
+        // (a missing container of an existing pod keeps the server's words)
+        Code::NotFound if !name.is_empty() && !s.message().contains("container") => {
+            anyhow!("{} {name:?} not found", T::PLURAL)
+        }
         Code::AlreadyExists if !name.is_empty() && s.message().is_empty() => {
             anyhow!("{} {name:?} already exists", T::PLURAL)
         }
