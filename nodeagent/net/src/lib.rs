@@ -33,9 +33,22 @@
 //! * [`netns`]: named network namespaces (`/run/netns/NAME`, like `ip netns add`) and
 //!   netlink handles bound to one.
 //! * [`underlay`]: a namespace with a bridge standing in for the physical network, and
-//!   node namespaces attached to it (tests, local cluster).
-//! * [`ops`]: the `NetOps` trait, the side effects [`NodeNet`] performs, and its rtnetlink
-//!   implementation.
+//!   node namespaces attached to it (test kit; deploy/local-cluster.sh builds the same
+//!   with `ip`).
+//! * [`ops`]: the [`ops::NetOps`] trait (the kernel state peer sync reads and writes,
+//!   so its sequencing is unit-tested with a recording fake) and [`ops::RtnlOps`], the
+//!   rtnetlink implementation of it and of node/pod setup (covered by the privileged
+//!   tests in `tests/datapath.rs`).
+//!
+//! # Datapath, per node namespace
+//! * bridge `kl0` with `10.0.N.1/24`, `nf_call_iptables` on (bridge option and the
+//!   per-namespace sysctl), `net.ipv4.ip_forward=1`;
+//! * `kl-vxlan`: VNI 10, UDP 4789, `local <underlay>`, `dev <underlay interface>`,
+//!   `nolearning`, a port of `kl0`; per peer an FDB entry `00:00:00:00:00:00 dst <peer>`
+//!   (flooding ARP/broadcast to every peer) and a route `10.0.M.0/24 dev kl0 proto 77`
+//!   (only `proto 77` routes are ever removed);
+//! * per pod a veth `klv…` (port of `kl0`, hairpin on) <-> `eth0` in `/run/netns/<name>`
+//!   with the pod IP, `lo` up, `default via 10.0.N.1`.
 //!
 //! Where netlink is not used: `ip_forward` and `bridge-nf-call-iptables` are written to
 //! `/proc/sys` from a thread inside the node namespace (sysctls are files, not netlink);
