@@ -880,35 +880,49 @@ impl PodWorker {
         };
         let name = self.name();
         info!(pod = %name, uid = %self.uid, grace_s = grace.as_secs(), "stopping pod");
-        let running: Vec<Handle> = self.ctrs.iter().filter_map(|c| c.handle).collect();
-        for h in &running {
+        // Live instances: those we watch, plus those of an adopted record the worker
+        // never got to (a pod deleted while the agent was down).
+        let mut live: Vec<Handle> = self.ctrs.iter().filter_map(|c| c.handle).collect();
+        for r in &self.rec.containers {
+            if let (Some(pid), Some(start)) = (r.pid, r.proc_start) {
+                if !live.iter().any(|h| h.pid == pid) {
+                    live.push(Handle {
+                        pid,
+                        proc_start: start,
+                        started_at: r.started_at,
+                    });
+                }
+            }
+        }
+        live.retain(|h| self.node.runtime.alive(h));
+        for h in &live {
             if let Err(e) = self.node.runtime.terminate(h) {
                 warn!(pod = %name, uid = %self.uid, "SIGTERM: {e}");
             }
         }
         let deadline = Instant::now() + grace;
-        while self.ctrs.iter().any(|c| c.handle.is_some()) {
+        loop {
+            live.retain(|h| self.node.runtime.alive(h));
+            if live.is_empty() || Instant::now() >= deadline {
+                break;
+            }
             tokio::select! {
-                Some((i, pid, exit)) = self.exits_rx.recv() => {
-                    if let Some(c) = self.ctrs.get_mut(i) {
-                        if c.handle.map(|h| h.pid) == Some(pid) {
-                            c.handle = None;
-                            info!(pod = %name, uid = %self.uid, container = %c.spec.name, exit_code = exit.exit_code, "container stopped");
-                        }
+                Some((i, _pid, exit)) = self.exits_rx.recv() => {
+                    if let Some(c) = self.ctrs.get(i) {
+                        info!(pod = %name, uid = %self.uid, container = %c.spec.name, exit_code = exit.exit_code, "container stopped");
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
-        let left: Vec<Handle> = self.ctrs.iter().filter_map(|c| c.handle).collect();
-        if !left.is_empty() {
+        if !live.is_empty() {
             info!(pod = %name, uid = %self.uid, "grace period over; killing");
-            for h in &left {
+            for h in &live {
                 let _ = self.node.runtime.kill(h);
             }
             // The kill is immediate; wait briefly for the processes to be gone.
             let until = Instant::now() + Duration::from_secs(5);
-            while left.iter().any(|h| self.node.runtime.alive(h)) && Instant::now() < until {
+            while live.iter().any(|h| self.node.runtime.alive(h)) && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

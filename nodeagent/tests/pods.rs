@@ -363,7 +363,11 @@ async fn agent_kill_and_restart_adopts_running_pods_and_cleans_deleted_ones() {
             || std::fs::read_to_string(format!("/proc/{}/stat", pid(p)))
                 .map(|s| s.contains(") Z"))
                 .unwrap_or(true);
-        assert!(shim_gone, "processes of {u} still running");
+        assert!(
+            shim_gone,
+            "processes of {u} still running: {:?}",
+            std::fs::read_to_string(format!("/proc/{}/stat", pid(p)))
+        );
     }
     // The kept pod was adopted: same pid, same IP, no restart.
     tokio::time::sleep(Duration::from_secs(2)).await;
