@@ -894,6 +894,14 @@ mod tests {
     }
 
     #[test]
+    fn yaml_quotes_strings_that_look_like_other_types() {
+        let v = json!({"labels": {"a": "y", "b": "true", "c": "1.5", "d": "null", "e": "~", "f": "0x10", "g": "no", "h": "2026-11-27"}});
+        let text = to_yaml_text(&v).unwrap();
+        let back: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(back, v, "{text}");
+    }
+
+    #[test]
     fn yaml_output_round_trips_through_apply() {
         // `get -o yaml` output is a manifest `apply` accepts (server-set fields warn).
         let yaml = to_yaml_text(&service().to_json()).unwrap();
