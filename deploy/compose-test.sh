@@ -11,9 +11,11 @@
 #      the other node, the Service answers from the survivors
 #   4. docker start it → Ready again, no duplicate pod IPs, new pods land on it and the
 #      Service reaches pods on both nodes
-#   5. docker restart the apiserver → every object intact, agents reconnect and resume
+#   5. --scale node=3 → a third node registers with its own subnet, runs a pod that the
+#      Service reaches
+#   6. docker restart the apiserver → every object intact, agents reconnect and resume
 #      their watches (a new pod gets Running, a deleted pod goes away)
-#   6. down -v leaves no container, network or volume of the project
+#   7. down -v leaves no container, network or volume of the project
 # The cluster is always removed at exit (trap), also on failure or Ctrl-C.
 #
 # Env:
@@ -320,7 +322,31 @@ wait_for 30 "Service whoami has 6 endpoints" endpoints_n 6
 service_check 6 6 "${PODS[@]}"
 ok "6 requests answered by 6 different pods across both nodes: $ANSWERED_BY"
 
-# ---------- 5. docker restart the apiserver ----------
+# ---------- 5. --scale node=3 ----------
+dc up -d --scale node=3 >/dev/null 2>&1 || {
+    dc up -d --scale node=3
+    die "compose up --scale node=3 failed"
+}
+mapfile -t cids < <(dc ps -q node)
+((${#cids[@]} == 3)) || die "expected 3 node containers after --scale node=3, got ${#cids[@]}"
+NODE3_CID=""
+for c in "${cids[@]}"; do
+    [[ " ${NODE_CIDS[*]} " == *" $c "* ]] || NODE3_CID=$c
+done
+[[ -n "$NODE3_CID" ]] || die "no new node container after --scale node=3"
+while read -r v; do [[ -n "$v" ]] && ANON_VOLUMES+=("$v"); done < <(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{"\n"}}{{end}}{{end}}' "$NODE3_CID")
+NODE3=$(node_name_of "$NODE3_CID")
+wait_for 60 "third node $NODE3 Ready" node_ready "$NODE3"
+subnets=$(kl get nodes -o json | jq -r '.items[].spec.podCIDR' | sort)
+[[ $(wc -l <<<"$subnets") == 3 && -z "$(uniq -d <<<"$subnets")" ]] || die "node subnets not distinct: $subnets"
+kl create pod whoami-8 --image whoami --labels app=whoami >/dev/null
+wait_for 60 "pod whoami-8 Running on the new node $NODE3" pods_all_on "$NODE3" whoami-8
+PODS+=(whoami-8)
+wait_for 30 "Service whoami has 7 endpoints" endpoints_n 7
+service_check 7 7 "${PODS[@]}"
+ok "--scale node=3: $NODE3 Ready ($(kl get nodes -o json | jq -r --arg n "$NODE3" '.items[] | select(.metadata.name == $n) | .spec.podCIDR')), whoami-8 Running on it, 7 requests answered by 7 different pods"
+
+# ---------- 6. docker restart the apiserver ----------
 snapshot() {
     {
         kl get nodes -o json | jq -S '[.items[] | {name: .metadata.name, uid: .metadata.uid, spec}]'
@@ -339,8 +365,9 @@ if [[ "$before" != "$after" ]]; then
     die "objects changed across the apiserver restart"
 fi
 ok "docker restart apiserver -> every node, pod, service and endpoints object intact ($(jq -s 'map(length) | add' <<<"$before") objects)"
-wait_for 60 "both nodes Ready after the apiserver restart" node_ready "$NODE1"
-wait_for 30 "node $NODE2 Ready after the apiserver restart" node_ready "$NODE2"
+for n in "$NODE1" "$NODE2" "$NODE3"; do
+    wait_for 60 "node $n Ready after the apiserver restart" node_ready "$n"
+done
 kl create pod whoami-7 --image whoami --labels app=whoami >/dev/null
 wait_for 60 "pod whoami-7 created after the apiserver restart Running" pods_running whoami-7
 n7=$(pod_field whoami-7 '.spec.nodeName')
@@ -351,11 +378,11 @@ wait_for 60 "pod $victim (other node) deleted by its agent" pod_gone "$victim"
 ok "agents resumed their watches: whoami-7 Running on $n7, $victim deleted on the other node after $(($(date +%s) - t_restart))s"
 no_duplicate_ips || die "duplicate pod IPs"
 
-# ---------- 6. down -v ----------
+# ---------- 7. down -v ----------
 dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || die "compose down failed"
 DOWN_DONE=1
 left=$(leftovers)
 [[ -z "$left" ]] || die "down -v left objects of $PROJECT behind: $(tr '\n' ' ' <<<"$left")"
 ok "down -v left no container, network or volume of $PROJECT"
 say "compose cluster test passed in $(($(date +%s) - T0))s"
-echo "compose: 6 passed, 0 failed"
+echo "compose: 7 passed, 0 failed"
