@@ -130,15 +130,9 @@ impl Runner {
             .map(|_| ())
     }
 
-    /// `iptables-save` of the nat and filter tables (one process per table).
+    /// `iptables-save` of every table (one process; callers keep nat and filter).
     pub async fn save(&self) -> Result<String, ExecError> {
-        let mut s = self.run(self.save_program(), &["-t", "nat"], None).await?;
-        s.push_str(
-            &self
-                .run(self.save_program(), &["-t", "filter"], None)
-                .await?,
-        );
-        Ok(s)
+        self.run(self.save_program(), &[], None).await
     }
 
     /// Deletes UDP conntrack entries to `orig_dst` (optionally only those DNAT'd to
@@ -197,12 +191,18 @@ impl Runner {
             .map(|_| ())
     }
 
-    /// Reads a sysctl of the namespace; `None` if it does not exist.
-    pub async fn sysctl_get(&self, key: &str) -> Option<String> {
-        self.run("sysctl", &["-n", key], None)
-            .await
-            .ok()
-            .map(|s| s.trim().to_string())
+    /// Reads sysctls of the namespace in one process: `(key, value)` for those that
+    /// exist.
+    pub async fn sysctl_get(&self, keys: &[&str]) -> Vec<(String, String)> {
+        let mut args = vec!["-e"];
+        args.extend_from_slice(keys);
+        let Ok(out) = self.run("sysctl", &args, None).await else {
+            return Vec::new();
+        };
+        out.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
     }
 
     pub async fn sysctl_set(&self, key: &str, value: &str) -> Result<(), ExecError> {

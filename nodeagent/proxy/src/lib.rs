@@ -85,7 +85,7 @@ impl Default for ProxyConfig {
             resync_interval: Duration::from_secs(30),
             chain_prefix: "KL-".to_string(),
             node_local_route_dev: Some("kl0".to_string()),
-            debounce: Duration::from_millis(20),
+            debounce: Duration::from_millis(10),
             sync_events: None,
         }
     }

@@ -381,8 +381,10 @@ impl Proxier {
     }
 
     async fn ensure_sysctls(&self) {
-        for key in ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"] {
-            match self.runner.sysctl_get(key).await {
+        let keys = ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"];
+        let values = self.runner.sysctl_get(&keys).await;
+        for key in keys {
+            match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
                 Some(v) if v == "1" => {}
                 Some(_) => {
                     if let Err(e) = self.runner.sysctl_set(key, "1").await {
