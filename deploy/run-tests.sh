@@ -24,7 +24,7 @@ if [ "${KUBE_LITE_SKIP_COMPOSE:-0}" = 1 ]; then
   echo "== compose cluster test: skipped (KUBE_LITE_SKIP_COMPOSE=1)"
 elif [ -x deploy/compose-test.sh ] && docker info >/dev/null 2>&1; then
   echo "== compose cluster test"
-  deploy/compose-test.sh
+  KL_SKIP_CARGO=1 deploy/compose-test.sh   # images from the debug binaries built above
 else
   echo "== compose cluster test: skipped (docker not reachable or deploy/compose-test.sh missing)"
 fi

@@ -65,7 +65,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 pub use ipnet::Ipv4Net;
-pub use names::{host_if_name, pod_netns_name, pod_netns_prefix};
+pub use names::{host_if_name, pod_mac, pod_netns_name, pod_netns_prefix};
 pub use netns::{command_in_netns, list_netns, netns_path};
 
 /// Errors of datapath operations.

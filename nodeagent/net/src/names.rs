@@ -26,6 +26,16 @@ pub fn pod_netns_prefix(prefix: &str) -> String {
     format!("{prefix}-")
 }
 
+/// MAC address of a pod's `eth0`, derived from its IP: `0a:58:<ip bytes>` (locally
+/// administered, unicast; the scheme OVN-Kubernetes uses). A pod that gets an IP a
+/// deleted pod had also gets that pod's MAC, so ARP entries that nodes and other pods
+/// still hold for the IP stay right: without it the first connections to a reused IP go
+/// to the old, gone MAC until the neighbour entry expires (seconds).
+pub fn pod_mac(ip: std::net::Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x0a, 0x58, a, b, c, d]
+}
+
 /// Host side of a pod's veth: `klv` + 10 hex digits of a 64-bit FNV-1a hash of the pod
 /// uid (13 characters, under the 15-character limit). Stable across agent restarts, so an
 /// agent finds the veth of a pod it adopts.
@@ -70,6 +80,14 @@ pub fn valid_netns_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_mac_follows_the_ip() {
+        let mac = pod_mac("10.0.1.4".parse().unwrap());
+        assert_eq!(mac, [0x0a, 0x58, 10, 0, 1, 4]);
+        // Locally administered (bit 1 of the first byte), unicast (bit 0 clear).
+        assert_eq!(mac[0] & 0b11, 0b10);
+    }
 
     #[test]
     fn host_if_is_short_stable_and_hex() {

@@ -376,6 +376,7 @@ impl RtnlOps {
                 let ns_file = netns::open_netns(&p.netns)?;
                 let peer = LinkMessageBuilder::<LinkUnspec>::new()
                     .name("eth0")
+                    .address(crate::pod_mac(p.ip).to_vec())
                     .mtu(p.mtu)
                     .setns_by_fd(ns_file.as_raw_fd())
                     .build();
@@ -471,7 +472,13 @@ impl RtnlOps {
                 })?;
         }
         pod.link()
-            .set(LinkUnspec::new_with_index(eth0).mtu(p.mtu).up().build())
+            .set(
+                LinkUnspec::new_with_index(eth0)
+                    .address(crate::pod_mac(p.ip).to_vec())
+                    .mtu(p.mtu)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(|e| NetError::nl(format!("eth0 up in {pod_at}"), e))?;

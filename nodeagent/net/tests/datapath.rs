@@ -192,6 +192,8 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
     let link = String::from_utf8_lossy(&exec_in(&a.netns, &["ip", "link", "show", "eth0"]).stdout)
         .to_string();
     assert!(link.contains("mtu 1450"), "{link}");
+    // MAC derived from the IP, so a reused IP keeps neighbours' ARP entries valid.
+    assert!(link.contains("link/ether 0a:58:0a:00:01:02"), "{link}");
     let route = String::from_utf8_lossy(&exec_in(&a.netns, &["ip", "route"]).stdout).to_string();
     assert!(route.contains("default via 10.0.1.1 dev eth0"), "{route}");
     // Host side: on the bridge, hairpin on.
