@@ -8,8 +8,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Route protocol number marking the routes the proxy adds (so it can find and remove
-/// exactly its own).
-pub const ROUTE_PROTO: &str = "77";
+/// exactly its own). kube-lite-net marks its peer-subnet routes with 77.
+pub const ROUTE_PROTO: &str = "78";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -155,11 +155,12 @@ impl Runner {
         }
     }
 
-    /// Cluster IPs routed by the proxy (`ip route show proto 77`).
+    /// Cluster IPs routed by the proxy (`ip route show proto 78`).
     pub async fn list_routes(&self) -> Result<Vec<Ipv4Addr>, ExecError> {
         let out = self
             .run("ip", &["-4", "route", "show", "proto", ROUTE_PROTO], None)
             .await?;
+        // Host routes only ("172.17.10.10 dev kl0 scope link"): never a subnet.
         Ok(out
             .lines()
             .filter_map(|l| l.split_whitespace().next())

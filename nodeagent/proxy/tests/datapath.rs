@@ -94,7 +94,7 @@ fn node_namespace_client_through_output() {
         return;
     }
     let (node, _p) = web_node(cfg);
-    let routes = must(&["ip", "-n", &node.netns, "route", "show", "proto", "77"]);
+    let routes = must(&["ip", "-n", &node.netns, "route", "show", "proto", "78"]);
     assert!(
         routes.contains(&format!("{VIP} dev kl0")),
         "routes: {routes}"
@@ -184,7 +184,7 @@ fn deleted_service_leaves_no_chains_and_foreign_rules_stay() {
         "{after}"
     );
     assert!(after.contains("-A FOREIGN -j RETURN") && after.contains("-A PREROUTING -j FOREIGN"));
-    let routes = must(&["ip", "-n", n, "route", "show", "proto", "77"]);
+    let routes = must(&["ip", "-n", n, "route", "show", "proto", "78"]);
     assert!(routes.trim().is_empty(), "{routes}");
     // A full resync leaves the foreign chain alone too.
     p.request_resync();

@@ -140,7 +140,7 @@ async fn run_follows_services_and_endpoints() {
         !s.contains("KL-SVC-") && !s.contains("KL-SEP-")
     })
     .await;
-    let routes = must(&["ip", "-n", &node.netns, "route", "show", "proto", "77"]);
+    let routes = must(&["ip", "-n", &node.netns, "route", "show", "proto", "78"]);
     assert!(routes.trim().is_empty(), "{routes}");
 
     let _ = stop.send(());
