@@ -48,7 +48,7 @@ gone() { ! exists "$1" "$2"; }
 clean() {
   local p
   for p in client "${PODS[@]}"; do
-    if exists pod "$p"; then k delete pod "$p" --force >/dev/null && say "deleted pod $p"; fi
+    if exists pod "$p"; then k delete pod "$p" --force >/dev/null 2>&1 && say "deleted pod $p"; fi
   done
   if exists service whoami; then k delete service whoami >/dev/null && say "deleted service whoami"; fi
   for p in client "${PODS[@]}"; do wait_for "pod $p to go" gone pod "$p"; done
@@ -93,7 +93,7 @@ run() {
 
   # The client: four requests through the ClusterIP. The rules reach every node
   # within milliseconds of the Endpoints update.
-  if exists pod client; then k delete pod client --force >/dev/null; wait_for "old client to go" gone pod client; fi
+  if exists pod client; then k delete pod client --force >/dev/null 2>&1; wait_for "old client to go" gone pod client; fi
   k create pod client --image busybox --restart Never -- sh -c \
     "for i in 1 2 3 4; do busybox timeout 5 busybox wget -qO- http://$VIP:3001; done" >/dev/null
   say "created pod client: 4 × wget http://$VIP:3001"
