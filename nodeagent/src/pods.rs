@@ -47,7 +47,15 @@ pub struct Node {
     workers: Mutex<HashMap<String, watch::Sender<PodMsg>>>,
     /// Uids whose worker finished (torn down): never start them again.
     finished: Mutex<HashSet<String>>,
+    /// Bounds concurrent pod network set-ups/teardowns: hundreds at once overrun the
+    /// netlink socket's receive buffer (a lost reply would hang a worker).
+    net_ops: tokio::sync::Semaphore,
 }
+
+/// Longest a pod network set-up or teardown may take before it is retried/reported.
+const NET_OP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pod network operations running at once.
+const NET_OP_CONCURRENCY: usize = 4;
 
 #[derive(Debug, Clone)]
 pub enum PodMsg {
@@ -88,6 +96,7 @@ impl Node {
             resolver,
             workers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
+            net_ops: tokio::sync::Semaphore::new(NET_OP_CONCURRENCY),
         })
     }
 
@@ -162,8 +171,19 @@ impl Node {
     }
 
     async fn release(&self, uid: &str, netns: &str, host_if: &str) {
-        if let Err(e) = self.net.delete_pod_net(netns, host_if).await {
-            warn!(uid, netns, "deleting pod network: {e}");
+        let mut delay = Duration::from_millis(200);
+        for attempt in 0..5 {
+            let r = {
+                let _permit = self.net_ops.acquire().await;
+                tokio::time::timeout(NET_OP_TIMEOUT, self.net.delete_pod_net(netns, host_if)).await
+            };
+            match r {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => warn!(uid, netns, attempt, "deleting pod network: {e}"),
+                Err(_) => warn!(uid, netns, attempt, "deleting pod network: timed out"),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
         if let Err(e) = self.ipam.lock().unwrap().release(uid) {
             warn!(uid, "releasing IP: {e}");
@@ -554,12 +574,23 @@ impl PodWorker {
             gateway: kube_lite_net::ipam::gateway(self.node.subnet),
             mtu: self.node.mtu,
         };
-        self.node.net.create_pod_net(&pn).await.map_err(|e| {
-            (
-                "NetworkSetupFailed".to_string(),
-                format!("pod network: {e}"),
-            )
-        })?;
+        {
+            let _permit = self.node.net_ops.acquire().await;
+            match tokio::time::timeout(NET_OP_TIMEOUT, self.node.net.create_pod_net(&pn)).await {
+                Ok(r) => r.map_err(|e| {
+                    (
+                        "NetworkSetupFailed".to_string(),
+                        format!("pod network: {e}"),
+                    )
+                })?,
+                Err(_) => {
+                    return Err((
+                        "NetworkSetupFailed".to_string(),
+                        format!("pod network: no answer within {NET_OP_TIMEOUT:?}; retrying"),
+                    ))
+                }
+            }
+        }
         if self.rec.start_time == 0 {
             self.rec.start_time = now_ms();
         }
