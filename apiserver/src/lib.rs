@@ -131,6 +131,14 @@ pub async fn serve_with_drain(
     // On shutdown: tell open watch streams to end, let tonic drain in-flight requests
     // for a few seconds, then drop the remaining connections.
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    // Nagle off on every accepted connection (the builder's tcp_nodelay only applies
+    // to listeners it binds itself): responses go out in one round trip.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(), "apiserver serving");
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -141,7 +149,7 @@ pub async fn serve_with_drain(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = drain_rx.await;
         });
     tokio::pin!(server);
