@@ -136,6 +136,7 @@ impl NodeAgent for LogsService {
             }
             let mut pos = data.len() as u64;
             let mut buf = vec![0u8; CHUNK];
+            let mut ending = false;
             loop {
                 // Read what was appended.
                 let n = match file
@@ -159,34 +160,24 @@ impl NodeAgent for LogsService {
                     continue;
                 }
                 // At the end: is the instance still the one running?
+                if ending {
+                    return;
+                }
                 let still = match instance {
                     (Some(pid), Some(start)) => {
                         same_process_alive(pid, start)
-                            && find_record(&state, &rec.namespace, &rec.name).is_some_and(|nr| {
-                                nr.uid == rec.uid
-                                    && nr
-                                        .containers
-                                        .iter()
-                                        .any(|c| c.name == container && c.pid == Some(pid))
+                            && state.load(&rec.uid).is_some_and(|nr| {
+                                nr.containers
+                                    .iter()
+                                    .any(|c| c.name == container && c.pid == Some(pid))
                             })
                     }
                     _ => false,
                 };
                 if !still {
-                    // One last read for output written just before the end.
-                    if let Ok(n) = file
-                        .seek(SeekFrom::Start(pos))
-                        .and_then(|_| file.read(&mut buf))
-                    {
-                        if n > 0 {
-                            let _ = tx
-                                .send(Ok(LogChunk {
-                                    data: buf[..n].to_vec(),
-                                }))
-                                .await;
-                        }
-                    }
-                    return;
+                    // Drain what was written just before the end, then stop.
+                    ending = true;
+                    continue;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}

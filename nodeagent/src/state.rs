@@ -129,6 +129,12 @@ impl StateDir {
         (recs, bad)
     }
 
+    /// The record of one pod, if it exists and is readable.
+    pub fn load(&self, uid: &str) -> Option<PodRecord> {
+        let b = std::fs::read(self.pod_dir(uid).join("record.json")).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
     pub fn remove(&self, uid: &str) -> std::io::Result<()> {
         match std::fs::remove_dir_all(self.pod_dir(uid)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

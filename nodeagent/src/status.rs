@@ -170,7 +170,20 @@ pub fn pod_status(
                 {
                     x
                 }
-                _ => (String::new(), String::new()),
+                // A pod that failed because a program could not even start says why.
+                _ => containers
+                    .iter()
+                    .find_map(|c| match &c.state {
+                        CState::Terminated {
+                            exit, done: true, ..
+                        } if phase == "Failed"
+                            && (exit.reason == "ImageNotFound" || exit.reason == "StartError") =>
+                        {
+                            Some((exit.reason.clone(), exit.message.clone()))
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default(),
             }
         }
     };
@@ -283,7 +296,9 @@ mod tests {
             started_at: 0,
             done: true,
         };
-        assert_eq!(phase(&[c(never, false)]), "Failed");
+        assert_eq!(phase(&[c(never.clone(), false)]), "Failed");
+        let s = pod_status(&[c(never, false)], None, "h", 0, None);
+        assert_eq!(s.reason, "ImageNotFound");
     }
 
     #[test]

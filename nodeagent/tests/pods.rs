@@ -446,6 +446,7 @@ async fn missing_program_and_crash_loops_have_clear_status() {
 
     let p = wait_pod(&c, "nope", "Failed", 30, |p| phase(p) == "Failed").await;
     let st = p.status.unwrap();
+    assert_eq!(st.reason, "ImageNotFound");
     let cs = &st.container_statuses[0];
     assert_eq!(cs.reason, "ImageNotFound");
     assert!(
