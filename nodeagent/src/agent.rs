@@ -205,7 +205,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.heartbeat_interval,
     ));
 
-    let exe = std::env::current_exe().context("locating the agent's own executable")?;
+    // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
+    let exe = PathBuf::from("/proc/self/exe");
     let runtime = ProcessRuntime::new(state.clone(), exe);
     let node = pods::Node::new(
         node_name.clone(),

@@ -25,6 +25,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -224,12 +225,13 @@ fn shim(a: &InitArgs) -> i32 {
     if let Err(e) = set.thread_block() {
         warn(&format!("blocking signals: {e}"));
     }
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    // Our own binary, even if its file was replaced since the agent started.
+    let exe = PathBuf::from("/proc/self/exe");
     let mut next = a.clone();
     next.stage = Stage::Pid1;
     next.netns = None;
     let mut cmd = Command::new(exe);
-    cmd.args(next.to_argv());
+    cmd.arg0("nodeagent").args(next.to_argv());
     unblock_in_child(&mut cmd);
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -260,7 +262,6 @@ fn shim(a: &InitArgs) -> i32 {
 #[allow(unsafe_code)]
 fn unblock_in_child(cmd: &mut Command) {
     use nix::sys::signal::{pthread_sigmask, SigmaskHow};
-    use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask,
     // which is async-signal-safe; it allocates nothing and takes no locks.
     unsafe {

@@ -112,7 +112,8 @@ impl Runtime for ProcessRuntime {
             args: spec.args.clone(),
         };
         let mut cmd = tokio::process::Command::new(&self.init_exe);
-        cmd.args(args.to_argv())
+        cmd.arg0("nodeagent")
+            .args(args.to_argv())
             .env_clear()
             .env(
                 "PATH",

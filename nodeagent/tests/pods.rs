@@ -444,6 +444,17 @@ async fn missing_program_and_crash_loops_have_clear_status() {
     create(&c, pod("done", &node, "busybox", &["true"], "OnFailure")).await;
     create(&c, pod("fails", &node, "busybox", &["false"], "Never")).await;
 
+    // Two containers in one pod: one network namespace, both running.
+    let mut duo = pod("duo", &node, "whoami", &[], "Always");
+    duo.spec.as_mut().unwrap().containers.push(Container {
+        name: "side".into(),
+        image: "busybox".into(),
+        command: vec!["sh".into(), "-c".into()],
+        args: vec!["echo side-car; while true; do sleep 1; done".into()],
+        ..Default::default()
+    });
+    create(&c, duo).await;
+
     let p = wait_pod(&c, "nope", "Failed", 30, |p| phase(p) == "Failed").await;
     let st = p.status.unwrap();
     assert_eq!(st.reason, "ImageNotFound");
@@ -483,6 +494,44 @@ async fn missing_program_and_crash_loops_have_clear_status() {
     let p = wait_pod(&c, "fails", "Failed", 30, |p| phase(p) == "Failed").await;
     let cs = &p.status.unwrap().container_statuses[0];
     assert_eq!((cs.exit_code, cs.reason.as_str()), (1, "Error"));
+    let d = wait_pod(&c, "duo", "Running", 30, running).await;
+    let st = d.status.clone().unwrap();
+    assert_eq!(st.container_statuses.len(), 2);
+    assert!(st.container_statuses.iter().all(|c| c.state == "Running"));
+    let body = wget(
+        &c,
+        &c.nodes[0].pod_netns(&uid(&d)),
+        &format!("http://{}:8080/", ip(&d)),
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim(),
+        format!("HOSTNAME:duo IP:{}", ip(&d))
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut api = c.api.pods();
+        let mut s = api
+            .logs(LogsRequest {
+                name: "duo".into(),
+                namespace: "default".into(),
+                container: "side".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(Ok(ch)) = s.next().await {
+            out.extend(ch.data);
+        }
+        if String::from_utf8_lossy(&out).contains("side-car") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no side-car output");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The crash loop's output, current and previous instance, through the apiserver.
     let out = logs(&c, "crash", false, false, 0).await;
     assert!(out.contains("run hi"), "{out:?}");
