@@ -229,6 +229,10 @@ pub async fn recover(node: &Arc<Node>) {
             Some(p) => {
                 info!(pod = %rec.name, uid = %rec.uid, ip = ?rec.ip, "adopting pod");
                 kept.insert(rec.uid.clone());
+                if let Some(ip) = rec.ip {
+                    // Before any new pod can allocate (IPAM may have lost it).
+                    let _ = node.ipam.lock().unwrap().assign(&rec.uid, ip);
+                }
                 node.dispatch(p.clone(), Some(rec));
             }
             None => {
@@ -545,6 +549,15 @@ impl PodWorker {
     }
 
     async fn setup_network(&mut self) -> Result<(), (String, String)> {
+        // An adopted record keeps its IP if IPAM agrees (it may not after a subnet
+        // change or a lost IPAM file).
+        if let Some(ip) = self.rec.ip {
+            let mut ipam = self.node.ipam.lock().unwrap();
+            if ipam.get(&self.uid) != Some(ip) && ipam.assign(&self.uid, ip).is_err() {
+                warn!(pod = %meta(&self.pod).name, uid = %self.uid, %ip, "recorded IP no longer valid; allocating a new one");
+                self.rec.ip = None;
+            }
+        }
         let ip = match self.rec.ip {
             Some(ip) => ip,
             None => {
