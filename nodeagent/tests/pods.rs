@@ -630,3 +630,69 @@ async fn logs_namespaces_and_sigterm_to_pid1_program() {
     assert!(followed.starts_with("line2\n"), "{followed:?}");
     assert!(followed.contains("got TERM"), "{followed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_pod_moves_and_the_old_node_cleans_up_when_its_agent_returns() {
+    if !require_root() {
+        return;
+    }
+    let mut opts = ClusterOptions::new(2, agent_bin());
+    opts.apiserver.node_grace_period = Duration::from_secs(3);
+    opts.apiserver.pod_eviction_timeout = Duration::from_secs(2);
+    let mut c = cluster_with(opts).await;
+    let (n0, n1) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    let first = create(&c, pod("mover", &n0, "whoami", &[], "Always")).await;
+    let before = wait_pod(&c, "mover", "Running on node0", 60, running).await;
+    let u = uid(&first);
+    assert!(c.nodes[0]
+        .pod_netns_list()
+        .contains(&c.nodes[0].pod_netns(&u)));
+
+    // node0 goes silent: NotReady, its pod is evicted and scheduled onto node1.
+    c.kill_agent(0);
+    let after = wait_pod(&c, "mover", "Running on node1", 60, |p| {
+        running(p) && p.spec.as_ref().is_some_and(|s| s.node_name == n1)
+    })
+    .await;
+    assert_eq!(uid(&after), u);
+    assert_ne!(ip(&after), ip(&before));
+    assert_eq!(
+        after.status.as_ref().unwrap().host_ip,
+        c.nodes[1].address.to_string()
+    );
+    // The old instance still runs on node0 (nobody there to stop it) ...
+    assert!(c.nodes[0]
+        .pod_netns_list()
+        .contains(&c.nodes[0].pod_netns(&u)));
+    // ... until node0's agent is back: it is not bound there any more → torn down.
+    c.start_agent(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.nodes[0].pod_netns_list().is_empty()
+        || links(&c, 0).contains(&host_if(&u))
+        || ipam_json(&c, 0).contains(&u)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node0 kept the evicted pod\n{}",
+            c.agent_log_tail(0, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The moved pod serves on node1, reachable from node1's namespace.
+    let body = c.exec_in_node(
+        1,
+        &[
+            busybox(),
+            "timeout",
+            "5",
+            busybox(),
+            "wget",
+            "-qO-",
+            &format!("http://{}:8080/", ip(&after)),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body.stdout).trim(),
+        format!("HOSTNAME:mover IP:{}", ip(&after))
+    );
+}
