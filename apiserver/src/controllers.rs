@@ -188,10 +188,10 @@ pub fn on_change(
                     if sel.is_empty() {
                         continue;
                     }
-                    let hit = |v: &Option<((bool, &str, &str), &HashMap<String, String>)>| {
-                        v.as_ref().is_some_and(|(_, l)| map_matches(sel, l))
+                    let hit = |l: Option<&HashMap<String, String>>| {
+                        l.is_some_and(|l| map_matches(sel, l))
                     };
-                    if hit(&v0) || hit(&v1) {
+                    if hit(v0.as_ref().map(|v| v.1)) || hit(v1.as_ref().map(|v| v.1)) {
                         st.ep_dirty.insert(k.clone());
                     }
                 }
@@ -529,5 +529,64 @@ pub async fn run_node_health(store: Arc<Store>) {
         if let Err(ApiError::Unavailable(_)) = r {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_first_free_and_exhaustion() {
+        let cfg = Config::default();
+        let mut st = State::default();
+        assert_eq!(allocate_subnet(&st, &cfg).unwrap(), "10.0.1.0/24");
+        st.subnets.insert(1, "a".into());
+        st.subnets.insert(3, "c".into());
+        assert_eq!(allocate_subnet(&st, &cfg).unwrap(), "10.0.2.0/24");
+        for i in 1..=254 {
+            st.subnets.insert(i, format!("n{i}"));
+        }
+        assert_eq!(
+            allocate_subnet(&st, &cfg).unwrap_err(),
+            ApiError::Exhausted("no free node subnet in 10.0.0.0/16".into())
+        );
+        assert_eq!(subnet_index(&cfg, "10.0.7.0/24"), Some(7));
+        assert_eq!(subnet_index(&cfg, "10.1.7.0/24"), None);
+        assert_eq!(subnet_index(&cfg, "10.0.7.0/25"), None);
+    }
+
+    #[test]
+    fn cluster_ips_first_free_explicit_and_taken() {
+        let cfg = Config {
+            service_cidr: "10.96.0.0/30".parse().unwrap(),
+            ..Default::default()
+        };
+        let mut st = State::default();
+        let k = |n: &str| ("default".to_string(), n.to_string());
+        assert_eq!(
+            allocate_cluster_ip(&st, &cfg, "", &k("a")).unwrap(),
+            "10.96.0.1"
+        );
+        st.cluster_ips.insert("10.96.0.1".parse().unwrap(), k("a"));
+        assert_eq!(
+            allocate_cluster_ip(&st, &cfg, "", &k("b")).unwrap(),
+            "10.96.0.2"
+        );
+        st.cluster_ips.insert("10.96.0.2".parse().unwrap(), k("b"));
+        assert!(matches!(
+            allocate_cluster_ip(&st, &cfg, "", &k("c")),
+            Err(ApiError::Exhausted(_))
+        ));
+        assert_eq!(
+            allocate_cluster_ip(&st, &cfg, "172.17.10.10", &k("c")).unwrap(),
+            "172.17.10.10"
+        );
+        assert_eq!(
+            allocate_cluster_ip(&st, &cfg, "10.96.0.1", &k("c")).unwrap_err(),
+            ApiError::Invalid(
+                "spec.cluster_ip: 10.96.0.1 is already allocated to default/a".into()
+            )
+        );
     }
 }

@@ -153,6 +153,9 @@ pub struct Hub {
     pub rev: u64,
 }
 
+/// A new watcher's backlog (retained events after its start), live receiver and start revision.
+pub type Subscription = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
+
 pub type TxnResult = Result<Option<Arc<Object>>, ApiError>;
 type TxnFn = Box<dyn FnOnce(&mut Txn<'_>) -> TxnResult + Send>;
 
@@ -371,11 +374,7 @@ impl Store {
     /// Registers a watcher of `kind` from revision `from` (0 = now): returns the
     /// retained events after the start revision, a live receiver (no gap: both taken
     /// under the hub lock) and the start revision.
-    pub fn subscribe(
-        &self,
-        kind: Kind,
-        from: u64,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64), ApiError> {
+    pub fn subscribe(&self, kind: Kind, from: u64) -> Result<Subscription, ApiError> {
         let hub = self.hub.lock().expect("lock");
         let rx = hub.senders[kind.idx()].subscribe();
         if from == 0 {

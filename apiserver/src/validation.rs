@@ -383,7 +383,7 @@ fn validate_service(s: &Service) -> R {
         }
         if !seen.insert((p.port, p.protocol.as_str())) {
             return Err(ApiError::invalid(
-                format!("{f}"),
+                f.clone(),
                 format!("duplicate port {}/{}", p.port, p.protocol),
             ));
         }

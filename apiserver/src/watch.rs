@@ -221,3 +221,85 @@ fn bookmark_object<R: Resource>(meta: ObjectMeta) -> R {
     };
     R::from_object(&o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{Pod, PodSpec};
+
+    fn pod(labels: &[(&str, &str)], node: &str) -> Arc<Object> {
+        Arc::new(Object::Pod(Pod {
+            metadata: Some(ObjectMeta {
+                name: "p".into(),
+                namespace: "default".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            status: None,
+        }))
+    }
+
+    fn ev(typ: EventType, obj: Arc<Object>, prev: Option<Arc<Object>>) -> Event {
+        Event {
+            rev: 1,
+            kind: Kind::Pod,
+            typ,
+            obj,
+            prev,
+        }
+    }
+
+    #[test]
+    fn filtered_view_follows_match_changes() {
+        let f = Filter::new(Kind::Pod, "", "app=web", "").unwrap();
+        let web = pod(&[("app", "web")], "");
+        let db = pod(&[("app", "db")], "");
+        assert_eq!(
+            f.view(&ev(EventType::Added, web.clone(), None)),
+            Some(EventType::Added)
+        );
+        assert_eq!(f.view(&ev(EventType::Added, db.clone(), None)), None);
+        assert_eq!(
+            f.view(&ev(EventType::Modified, db.clone(), Some(web.clone()))),
+            Some(EventType::Deleted)
+        );
+        assert_eq!(
+            f.view(&ev(EventType::Modified, web.clone(), Some(db.clone()))),
+            Some(EventType::Added)
+        );
+        assert_eq!(
+            f.view(&ev(EventType::Modified, web.clone(), Some(web.clone()))),
+            Some(EventType::Modified)
+        );
+        assert_eq!(
+            f.view(&ev(EventType::Modified, db.clone(), Some(db.clone()))),
+            None
+        );
+        assert_eq!(
+            f.view(&ev(EventType::Deleted, web, None)),
+            Some(EventType::Deleted)
+        );
+    }
+
+    #[test]
+    fn node_and_namespace_filters() {
+        let f = Filter::new(Kind::Pod, "default", "", "n1").unwrap();
+        assert!(f.matches(&pod(&[], "n1")));
+        assert!(!f.matches(&pod(&[], "n2")));
+        assert_eq!(
+            f.view(&ev(EventType::Modified, pod(&[], ""), Some(pod(&[], "n1")))),
+            Some(EventType::Deleted)
+        );
+        let other_ns = Filter::new(Kind::Pod, "kube", "", "").unwrap();
+        assert!(!other_ns.matches(&pod(&[], "n1")));
+        assert!(Filter::new(Kind::Service, "", "", "n1").is_err());
+        assert!(Filter::new(Kind::Pod, "", "a in b", "").is_err());
+    }
+}
