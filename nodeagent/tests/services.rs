@@ -173,10 +173,14 @@ fn iptables_save(c: &TestCluster, node: usize) -> String {
 
 /// DNAT targets of Service `name` (port "http") in node `i`'s nat table.
 fn dnat_targets(c: &TestCluster, node: usize, name: &str) -> Vec<String> {
-    let tag = format!("\"default/{name}:http\" -j DNAT --to-destination ");
+    let tag = format!("\"default/{name}:http -> ");
     let mut v: Vec<String> = iptables_save(c, node)
         .lines()
-        .filter_map(|l| l.split_once(&tag).map(|(_, t)| t.to_string()))
+        .filter(|l| l.contains(&tag))
+        .filter_map(|l| {
+            l.split_once("-j DNAT --to-destination ")
+                .map(|(_, t)| t.to_string())
+        })
         .collect();
     v.sort();
     v
@@ -420,7 +424,7 @@ async fn service_without_endpoints_refuses_and_deleted_service_leaves_no_chains(
                     .lines()
                     .filter(|l| {
                         l.contains("KL-SVC-")
-                            || l.contains("KL-SEP-")
+                            || l.contains("MASQUERADE")
                             || l.contains("default/whoami")
                     })
                     .map(str::to_string)

@@ -168,6 +168,21 @@ impl Runner {
             .collect())
     }
 
+    /// IPv4 networks of the addresses on `dev` (`ip -4 -o addr show dev DEV`).
+    pub async fn addresses(&self, dev: &str) -> Result<Vec<ipnet::Ipv4Net>, ExecError> {
+        let out = self
+            .run("ip", &["-4", "-o", "addr", "show", "dev", dev], None)
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                w.find(|x| *x == "inet")?;
+                w.next()?.parse::<ipnet::Ipv4Net>().ok().map(|n| n.trunc())
+            })
+            .collect())
+    }
+
     /// One `ip -force -batch -` adding `add` and removing `del` /32 routes via `dev`.
     pub async fn update_routes(
         &self,
@@ -192,9 +207,20 @@ impl Runner {
             .map(|_| ())
     }
 
-    /// Reads sysctls of the namespace in one process: `(key, value)` for those that
-    /// exist.
+    /// Reads sysctls of the namespace (one `sysctl` process; in the own namespace
+    /// straight from /proc/sys): `(key, value)` for those that exist.
     pub async fn sysctl_get(&self, keys: &[&str]) -> Vec<(String, String)> {
+        if self.netns.is_none() {
+            return keys
+                .iter()
+                .filter_map(|k| {
+                    let path = format!("/proc/sys/{}", k.replace('.', "/"));
+                    std::fs::read_to_string(path)
+                        .ok()
+                        .map(|v| (k.to_string(), v.trim().to_string()))
+                })
+                .collect();
+        }
         let mut args = vec!["-e"];
         args.extend_from_slice(keys);
         let Ok(out) = self.run("sysctl", &args, None).await else {
@@ -207,6 +233,13 @@ impl Runner {
     }
 
     pub async fn sysctl_set(&self, key: &str, value: &str) -> Result<(), ExecError> {
+        if self.netns.is_none() {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            return std::fs::write(&path, value).map_err(|source| ExecError::Spawn {
+                program: format!("write {path}"),
+                source,
+            });
+        }
         self.run("sysctl", &["-w", &format!("{key}={value}")], None)
             .await
             .map(|_| ())

@@ -69,6 +69,10 @@ pub struct ProxyConfig {
     /// If set (bridge "kl0"), `ip route replace <clusterIP>/32 dev <dev>` inside the
     /// namespace so clients in the node namespace itself reach ClusterIPs.
     pub node_local_route_dev: Option<String>,
+    /// This node's pod subnet: endpoints in it get the hairpin masquerade rule. `None` =
+    /// the subnets of `node_local_route_dev`'s addresses (read at every full resync), and
+    /// if that is unknown too, every endpoint (correct, just more rules).
+    pub pod_subnet: Option<ipnet::Ipv4Net>,
     /// Coalesce bursts of watch events for this long before one restore.
     pub debounce: Duration,
     /// If set, a report is sent after every successful sync (tests, benchmarks: "the
@@ -85,6 +89,7 @@ impl Default for ProxyConfig {
             resync_interval: Duration::from_secs(30),
             chain_prefix: "KL-".to_string(),
             node_local_route_dev: Some("kl0".to_string()),
+            pod_subnet: None,
             debounce: Duration::from_millis(10),
             sync_events: None,
         }

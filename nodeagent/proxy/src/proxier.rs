@@ -61,6 +61,11 @@ pub struct Proxier {
     routes_applied: Option<BTreeSet<Ipv4Addr>>,
     conntrack_pending: Vec<(Ipv4Addr, Option<Ipv4Addr>)>,
     have_conntrack: bool,
+    sysctl_warned: bool,
+    /// Configured pod subnet (hairpin), else detected from `route_dev`.
+    pod_subnet: Option<ipnet::Ipv4Net>,
+    local_subnets: Option<Vec<ipnet::Ipv4Net>>,
+    hairpin_dirty: bool,
 }
 
 impl Proxier {
@@ -105,6 +110,10 @@ impl Proxier {
             routes_applied: None,
             conntrack_pending: Vec::new(),
             have_conntrack,
+            sysctl_warned: false,
+            pod_subnet: cfg.pod_subnet,
+            local_subnets: cfg.pod_subnet.map(|n| vec![n]),
+            hairpin_dirty: true,
         })
     }
 
@@ -201,6 +210,7 @@ impl Proxier {
             return;
         }
         self.queue_conntrack(&old_views, &views);
+        self.hairpin_dirty = true;
         let new = render_service(&self.names, self.mode, &views);
         let old = self.rendered.remove(key).unwrap_or_default();
         for (c, rules) in &old.nat_chains {
@@ -262,7 +272,35 @@ impl Proxier {
         }
     }
 
+    fn rebuild_hairpin(&mut self) {
+        if !self.hairpin_dirty {
+            return;
+        }
+        self.hairpin_dirty = false;
+        let subnets = self.local_subnets.clone();
+        let local = |ip: &Ipv4Addr| match &subnets {
+            Some(nets) => nets.iter().any(|n| n.contains(ip)),
+            None => true,
+        };
+        let ips: BTreeSet<Ipv4Addr> = self
+            .views
+            .values()
+            .flatten()
+            .flat_map(|p| p.endpoints.iter().map(|e| *e.ip()))
+            .filter(|ip| local(ip))
+            .collect();
+        let rules = self.names.hairpin_rules(&ips);
+        if self.desired.nat.get(&self.names.postrouting) != Some(&rules) {
+            self.desired
+                .nat
+                .insert(self.names.postrouting.clone(), rules);
+            self.touched
+                .insert((Table::Nat, self.names.postrouting.clone()));
+        }
+    }
+
     fn rebuild_dispatch(&mut self) {
+        self.rebuild_hairpin();
         if !self.dispatch_dirty {
             return;
         }
@@ -315,6 +353,7 @@ impl Proxier {
     /// drifted or missing owned chains, orphan owned chains, jump rules.
     pub async fn full_resync(&mut self) -> Result<SyncReport, ProxyError> {
         self.ensure_sysctls().await;
+        self.detect_local_subnets().await;
         let saved = self.runner.save().await.map_err(ProxyError::Save)?;
         let t0 = Instant::now();
         self.rebuild_dispatch();
@@ -380,20 +419,51 @@ impl Proxier {
         Ok(report)
     }
 
-    async fn ensure_sysctls(&self) {
+    /// bridge-nf-call-iptables=1 (bridged pod-to-pod replies must meet conntrack to be
+    /// un-DNATed; kube-lite-net's setup_node sets it too) and ip_forward=1. Problems are
+    /// logged once.
+    /// Which endpoints are pods of this node: the configured pod subnet, else the
+    /// subnets of the bridge's addresses; unknown → all (see `ProxyConfig::pod_subnet`).
+    async fn detect_local_subnets(&mut self) {
+        if self.pod_subnet.is_some() {
+            return;
+        }
+        let detected = match &self.route_dev {
+            Some(dev) => match self.runner.addresses(dev).await {
+                Ok(nets) if !nets.is_empty() => Some(nets),
+                _ => None,
+            },
+            None => None,
+        };
+        if detected != self.local_subnets {
+            debug!(?detected, "local pod subnets");
+            self.local_subnets = detected;
+            self.hairpin_dirty = true;
+        }
+    }
+
+    async fn ensure_sysctls(&mut self) {
         let keys = ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"];
         let values = self.runner.sysctl_get(&keys).await;
         for key in keys {
-            match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
-                Some(v) if v == "1" => {}
-                Some(_) => {
-                    if let Err(e) = self.runner.sysctl_set(key, "1").await {
-                        warn!("setting {key}=1: {e}");
-                    } else {
+            let problem = match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+                Some(v) if v == "1" => None,
+                Some(_) => match self.runner.sysctl_set(key, "1").await {
+                    Ok(()) => {
                         info!("set {key}=1");
+                        None
                     }
+                    Err(e) => Some(format!("setting {key}=1: {e}")),
+                },
+                None => Some(format!(
+                    "sysctl {key} is not readable in the node namespace"
+                )),
+            };
+            if let Some(p) = problem {
+                if !self.sysctl_warned {
+                    warn!("{p}");
                 }
-                None => warn!("sysctl {key} not available in the node namespace"),
+                self.sysctl_warned = true;
             }
         }
     }

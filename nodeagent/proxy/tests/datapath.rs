@@ -86,6 +86,27 @@ fn hairpin_endpoint_reaches_itself() {
     // pod0 is one of the endpoints: a quarter of its connections come back to itself.
     let lines = run_client(&node.pods[0].netns, &format!("tcp {VIP} 3001 100"));
     assert_exact_round_robin(&lines);
+    // Exactly those 25 self-connections went through the hairpin masquerade rule.
+    let out = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.netns,
+        "iptables",
+        "-t",
+        "nat",
+        "-L",
+        "KL-POSTROUTING",
+        "-v",
+        "-n",
+        "-x",
+    ]);
+    let pkts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("MASQUERADE") && l.contains("10.0.1.2 "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(pkts, vec!["25"], "{out}");
 }
 
 #[test]
@@ -173,14 +194,14 @@ fn deleted_service_leaves_no_chains_and_foreign_rules_stay() {
         "FOREIGN",
     ]);
     let before = node.iptables_save();
-    assert!(before.contains("KL-SVC-") && before.contains("KL-SEP-"));
+    assert!(before.contains("KL-SVC-") && before.contains("-j MASQUERADE"));
     p.delete_service(&service("web", VIP, &[]));
     let rt = rt();
     let r = rt.block_on(p.sync()).unwrap();
-    assert_eq!(r.deleted, 5, "{r:?}");
+    assert_eq!(r.deleted, 1, "{r:?}"); // the SVC chain
     let after = node.iptables_save();
     assert!(
-        !after.contains("KL-SVC-") && !after.contains("KL-SEP-"),
+        !after.contains("KL-SVC-") && !after.contains("-j MASQUERADE"),
         "{after}"
     );
     assert!(after.contains("-A FOREIGN -j RETURN") && after.contains("-A PREROUTING -j FOREIGN"));
@@ -319,14 +340,14 @@ fn incremental_sync_touches_only_the_changed_service() {
     }
     let r = rt.block_on(p.sync()).unwrap();
     assert!(r.full);
-    assert_eq!(r.rewritten, 50 * 5 + 4, "{r:?}");
-    // One endpoint leaves one Service: its SVC chain rewritten, one SEP chain deleted,
-    // the dispatch chain untouched.
+    assert_eq!(r.rewritten, 50 + 3, "{r:?}"); // SVC chains, POSTROUTING, 2 × SERVICES
+                                              // One endpoint leaves one Service: only its SVC chain is rewritten (the address
+                                              // still serves other Services, so the hairpin rules stay).
     let ips: Vec<Ipv4Addr> = (0..3).map(|k| Ipv4Addr::new(10, 0, 1, 10 + k)).collect();
     p.upsert_endpoints(endpoints("s7", &ips, &[("", 8080, "TCP")]));
     let r = rt.block_on(p.sync()).unwrap();
     assert!(!r.full);
-    assert_eq!((r.rewritten, r.deleted), (1, 1), "{r:?}");
+    assert_eq!((r.rewritten, r.deleted), (1, 0), "{r:?}");
     // A burst of changes to 20 Services is one restore.
     for i in 0..20u8 {
         p.upsert_endpoints(endpoints(&format!("s{i}"), &ips[..2], &[("", 8080, "TCP")]));

@@ -137,7 +137,7 @@ async fn run_follows_services_and_endpoints() {
         .unwrap();
     wait_for(&mut rx, "chains gone", || {
         let s = save();
-        !s.contains("KL-SVC-") && !s.contains("KL-SEP-")
+        !s.contains("KL-SVC-") && !s.contains("-j MASQUERADE")
     })
     .await;
     let routes = must(&["ip", "-n", &node.netns, "route", "show", "proto", "78"]);
