@@ -233,6 +233,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if !cfg.no_proxy {
         let pcfg = kube_lite_proxy::ProxyConfig {
             netns: cfg.netns.clone(),
+            pod_subnet: Some(subnet),
             ..Default::default()
         };
         let mut rx = stop_rx.clone();

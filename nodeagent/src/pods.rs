@@ -171,6 +171,14 @@ impl Node {
     }
 
     async fn release(&self, uid: &str, netns: &str, host_if: &str) {
+        self.release_net(uid, netns, host_if).await;
+        if let Err(e) = self.state.remove(uid) {
+            warn!(uid, "removing pod state: {e}");
+        }
+    }
+
+    /// Network namespace, veth and IP (not the state dir).
+    async fn release_net(&self, uid: &str, netns: &str, host_if: &str) {
         let mut delay = Duration::from_millis(200);
         for attempt in 0..5 {
             let r = {
@@ -187,9 +195,6 @@ impl Node {
         }
         if let Err(e) = self.ipam.lock().unwrap().release(uid) {
             warn!(uid, "releasing IP: {e}");
-        }
-        if let Err(e) = self.state.remove(uid) {
-            warn!(uid, "removing pod state: {e}");
         }
     }
 }
@@ -385,6 +390,7 @@ impl PodWorker {
             host_if: host_if_name(&uid),
             start_time: 0,
             containers: Vec::new(),
+            network_released: false,
         });
         let ctrs = spec
             .containers
@@ -505,8 +511,9 @@ impl PodWorker {
             }
         }
         // Network: IP then netns + veth. Retries until it works or the pod goes.
+        // (Not for an adopted pod that had finished: its network is released.)
         let mut delay = Duration::from_millis(500);
-        loop {
+        while !self.rec.network_released {
             match self.setup_network().await {
                 Ok(()) => break,
                 Err((reason, message)) => {
@@ -530,6 +537,7 @@ impl PodWorker {
         self.save_record();
         loop {
             self.start_due().await;
+            self.release_if_finished().await;
             self.push_status().await;
             let next = self
                 .ctrs
@@ -546,6 +554,23 @@ impl PodWorker {
                 _ = sleep_until_opt(next) => {}
             }
         }
+    }
+
+    /// A pod that finished for good (Succeeded/Failed) gives back its network and IP
+    /// at once, as Kubernetes does; status and logs stay until it is deleted.
+    async fn release_if_finished(&mut self) {
+        let views: Vec<CView> = self.ctrs.iter().map(|c| c.view.clone()).collect();
+        let ph = crate::status::phase(&views);
+        if self.rec.network_released || !(ph == "Succeeded" || ph == "Failed") {
+            return;
+        }
+        self.push_status().await;
+        self.node
+            .release_net(&self.uid, &self.rec.netns, &self.rec.host_if)
+            .await;
+        self.rec.network_released = true;
+        self.save_record();
+        info!(pod = %self.name(), uid = %self.uid, phase = ph, "pod finished; network and IP released");
     }
 
     async fn setup_network(&mut self) -> Result<(), (String, String)> {

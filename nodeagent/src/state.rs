@@ -58,6 +58,10 @@ pub struct PodRecord {
     /// Unix millis when the pod got its network and first container start.
     pub start_time: i64,
     pub containers: Vec<ContainerRecord>,
+    /// The pod finished for good (Succeeded/Failed): its netns, veth and IP were
+    /// released already; the record stays for status and logs until deletion.
+    #[serde(default)]
+    pub network_released: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +259,7 @@ mod tests {
                 proc_start: Some(7),
                 ..Default::default()
             }],
+            network_released: false,
         };
         sd.save(&rec).unwrap();
         std::fs::create_dir_all(sd.pod_dir("broken")).unwrap();

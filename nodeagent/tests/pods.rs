@@ -486,11 +486,23 @@ async fn missing_program_and_crash_loops_have_clear_status() {
     })
     .await;
     let p = wait_pod(&c, "done", "Succeeded", 30, |p| phase(p) == "Succeeded").await;
-    let cs = &p.status.unwrap().container_statuses[0];
+    let cs = &p.status.clone().unwrap().container_statuses[0];
     assert_eq!(
         (cs.state.as_str(), cs.exit_code, cs.reason.as_str()),
         ("Terminated", 0, "Completed")
     );
+    // A finished pod gives its network and IP back at once; status and logs stay.
+    let u = uid(&p);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.nodes[0]
+        .pod_netns_list()
+        .contains(&c.nodes[0].pod_netns(&u))
+        || ipam_json(&c, 0).contains(&u)
+    {
+        assert!(Instant::now() < deadline, "finished pod kept its network");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!ip(&p).is_empty());
     let p = wait_pod(&c, "fails", "Failed", 30, |p| phase(p) == "Failed").await;
     let cs = &p.status.unwrap().container_statuses[0];
     assert_eq!((cs.exit_code, cs.reason.as_str()), (1, "Error"));
