@@ -104,6 +104,11 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
                 let mut spec = n.spec.unwrap_or_default();
                 validation::default_pod_spec(&mut spec);
                 let old = o.spec.clone().unwrap_or_default();
+                // An Update that leaves node_name empty (e.g. re-applying a manifest to a
+                // scheduled pod) keeps the binding.
+                if spec.node_name.is_empty() {
+                    spec.node_name = old.node_name.clone();
+                }
                 if spec.node_name != old.node_name && !old.node_name.is_empty() {
                     return Err(ApiError::invalid(
                         "spec.node_name",

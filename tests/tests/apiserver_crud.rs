@@ -121,6 +121,17 @@ async fn pod_crud_defaults_and_conflicts() {
     bind.spec.as_mut().unwrap().node_name = "node-a".into();
     let bound = pods.update(bind).await.unwrap().into_inner();
     assert_eq!(bound.spec.as_ref().unwrap().node_name, "node-a");
+    // Leaving node_name empty in an Update keeps the binding (re-applied manifests).
+    let mut relabel = bound.clone();
+    relabel.spec.as_mut().unwrap().node_name.clear();
+    relabel
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("v".into(), "2".into());
+    let bound = pods.update(relabel).await.unwrap().into_inner();
+    assert_eq!(bound.spec.as_ref().unwrap().node_name, "node-a");
     let mut rebind = bound.clone();
     rebind.spec.as_mut().unwrap().node_name = "node-b".into();
     let e = pods.update(rebind).await.unwrap_err();
