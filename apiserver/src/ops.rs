@@ -184,7 +184,11 @@ pub fn delete(
             } else {
                 grace_period_seconds
             };
-            if !spec.node_name.is_empty() && grace > 0 {
+            // A pod bound to a node that does not exist has no agent to finish it.
+            let node_exists = txn
+                .get(Kind::Node, &(String::new(), spec.node_name.clone()))
+                .is_some();
+            if !spec.node_name.is_empty() && grace > 0 && node_exists {
                 let m = cur.meta();
                 // Already terminating: a shorter grace shortens it; otherwise unchanged.
                 if m.deletion_timestamp != 0 && m.deletion_grace_period_seconds <= grace {

@@ -541,6 +541,24 @@ async fn endpoints_follow_pods_and_service() {
 #[tokio::test]
 async fn graceful_pod_deletion_flow() {
     let s = TestApiServer::start().await;
+    s.nodes().create(node("n1", &[])).await.unwrap();
+    // Bound to a node that does not exist: nobody would finish it, so it goes at once.
+    let mut ghost = pod("ghost", &[]);
+    ghost.spec.as_mut().unwrap().node_name = "ghost-node".into();
+    s.pods().create(ghost).await.unwrap();
+    s.pods()
+        .delete(DeleteRequest {
+            name: "ghost".into(),
+            grace_period_seconds: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.pods().get(get("ghost")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
     let mut p = pod("g", &[]);
     p.spec.as_mut().unwrap().node_name = "n1".into();
     p.spec.as_mut().unwrap().termination_grace_period_seconds = 7;

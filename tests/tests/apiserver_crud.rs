@@ -163,7 +163,17 @@ async fn pod_crud_defaults_and_conflicts() {
         Code::NotFound
     );
 
-    // Bound pod: graceful delete marks it; grace 0 removes it.
+    // Bound pod (its node exists): graceful delete marks it; grace 0 removes it.
+    s.nodes()
+        .create(Node {
+            metadata: Some(ObjectMeta {
+                name: "node-a".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let marked = pods.delete(del("web")).await.unwrap().into_inner();
     let mm = marked.metadata.unwrap();
     assert!(mm.deletion_timestamp > 0);
