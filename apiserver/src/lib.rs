@@ -11,6 +11,22 @@
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Resource`]).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
+//!
+//! Choices where the design left room:
+//! - ClusterIPs are the first free host address of the service CIDR (10.96.0.1 first;
+//!   the network and broadcast addresses are never used). An explicit `spec.cluster_ip`
+//!   already held by another Service is INVALID_ARGUMENT ("… is already allocated to
+//!   ns/name"), as in Kubernetes.
+//! - Graceful pod deletion sets `metadata.deletion_timestamp` to the time of the delete
+//!   request and `deletion_grace_period_seconds` to the grace; the agent's own clock runs
+//!   the grace. A pod bound to a node that does not exist is removed at once.
+//! - `DeleteRequest.grace_period_seconds`: -1 = the pod's default, 0 (the proto3 default)
+//!   = immediate.
+//! - Controllers write in the same batch as the change that triggered them, so e.g. a
+//!   pod created with no node available already carries `Unschedulable` at the next
+//!   revision, and an Endpoints update commits together with the pod status change.
+//! - A pod Update that leaves `spec.node_name` empty keeps the binding.
+//! - Durability: each group commit flushes sled and then fdatasyncs its data file.
 
 pub mod api;
 pub mod controllers;
