@@ -11,6 +11,8 @@ use crate::{Mode, ProxyConfig};
 use kube_lite_proto::v1::{Endpoints, Service};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -61,7 +63,7 @@ pub struct Proxier {
     routes_applied: Option<BTreeSet<Ipv4Addr>>,
     conntrack_pending: Vec<(Ipv4Addr, Option<Ipv4Addr>)>,
     have_conntrack: bool,
-    sysctl_warned: bool,
+    sysctl_warned: Arc<AtomicBool>,
     /// Configured pod subnet (hairpin), else detected from `route_dev`.
     pod_subnet: Option<ipnet::Ipv4Net>,
     local_subnets: Option<Vec<ipnet::Ipv4Net>>,
@@ -110,7 +112,7 @@ impl Proxier {
             routes_applied: None,
             conntrack_pending: Vec::new(),
             have_conntrack,
-            sysctl_warned: false,
+            sysctl_warned: Arc::new(AtomicBool::new(false)),
             pod_subnet: cfg.pod_subnet,
             local_subnets: cfg.pod_subnet.map(|n| vec![n]),
             hairpin_dirty: true,
@@ -352,9 +354,29 @@ impl Proxier {
     /// Reads `iptables-save` and writes whatever differs from the desired state:
     /// drifted or missing owned chains, orphan owned chains, jump rules.
     pub async fn full_resync(&mut self) -> Result<SyncReport, ProxyError> {
-        self.ensure_sysctls().await;
-        self.detect_local_subnets().await;
-        let saved = self.runner.save().await.map_err(ProxyError::Save)?;
+        // The sysctl check is off the critical path; the bridge's subnet (hairpin) is
+        // read while iptables-save runs.
+        tokio::spawn(ensure_sysctls(
+            self.runner.clone(),
+            self.sysctl_warned.clone(),
+        ));
+        let runner = self.runner.clone();
+        let dev = match self.pod_subnet {
+            Some(_) => None,
+            None => self.route_dev.clone(),
+        };
+        let (saved, addrs) = tokio::join!(runner.save(), async {
+            match &dev {
+                Some(d) => runner.addresses(d).await.ok().filter(|a| !a.is_empty()),
+                None => None,
+            }
+        });
+        if self.pod_subnet.is_none() && addrs != self.local_subnets {
+            debug!(?addrs, "local pod subnets");
+            self.local_subnets = addrs;
+            self.hairpin_dirty = true;
+        }
+        let saved = saved.map_err(ProxyError::Save)?;
         let t0 = Instant::now();
         self.rebuild_dispatch();
         self.touched.clear();
@@ -422,52 +444,6 @@ impl Proxier {
     /// bridge-nf-call-iptables=1 (bridged pod-to-pod replies must meet conntrack to be
     /// un-DNATed; kube-lite-net's setup_node sets it too) and ip_forward=1. Problems are
     /// logged once.
-    /// Which endpoints are pods of this node: the configured pod subnet, else the
-    /// subnets of the bridge's addresses; unknown → all (see `ProxyConfig::pod_subnet`).
-    async fn detect_local_subnets(&mut self) {
-        if self.pod_subnet.is_some() {
-            return;
-        }
-        let detected = match &self.route_dev {
-            Some(dev) => match self.runner.addresses(dev).await {
-                Ok(nets) if !nets.is_empty() => Some(nets),
-                _ => None,
-            },
-            None => None,
-        };
-        if detected != self.local_subnets {
-            debug!(?detected, "local pod subnets");
-            self.local_subnets = detected;
-            self.hairpin_dirty = true;
-        }
-    }
-
-    async fn ensure_sysctls(&mut self) {
-        let keys = ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"];
-        let values = self.runner.sysctl_get(&keys).await;
-        for key in keys {
-            let problem = match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
-                Some(v) if v == "1" => None,
-                Some(_) => match self.runner.sysctl_set(key, "1").await {
-                    Ok(()) => {
-                        info!("set {key}=1");
-                        None
-                    }
-                    Err(e) => Some(format!("setting {key}=1: {e}")),
-                },
-                None => Some(format!(
-                    "sysctl {key} is not readable in the node namespace"
-                )),
-            };
-            if let Some(p) = problem {
-                if !self.sysctl_warned {
-                    warn!("{p}");
-                }
-                self.sysctl_warned = true;
-            }
-        }
-    }
-
     /// Routes `clusterIP/32 dev <bridge>` so clients in the node namespace reach them.
     async fn sync_routes(&mut self) {
         let Some(dev) = self.route_dev.clone() else {
@@ -557,4 +533,32 @@ impl Proxier {
 fn key_of(meta: Option<&kube_lite_proto::v1::ObjectMeta>) -> String {
     meta.map(|m| object_key(&m.namespace, &m.name))
         .unwrap_or_else(|| object_key("", ""))
+}
+
+/// bridge-nf-call-iptables=1 (bridged pod-to-pod replies must meet conntrack to be
+/// un-DNATed; kube-lite-net's setup_node sets it too) and ip_forward=1. Problems are
+/// logged once.
+async fn ensure_sysctls(runner: Runner, warned: Arc<AtomicBool>) {
+    let keys = ["net.bridge.bridge-nf-call-iptables", "net.ipv4.ip_forward"];
+    let values = runner.sysctl_get(&keys).await;
+    for key in keys {
+        let problem = match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+            Some(v) if v == "1" => None,
+            Some(_) => match runner.sysctl_set(key, "1").await {
+                Ok(()) => {
+                    info!("set {key}=1");
+                    None
+                }
+                Err(e) => Some(format!("setting {key}=1: {e}")),
+            },
+            None => Some(format!(
+                "sysctl {key} is not readable in the node namespace"
+            )),
+        };
+        if let Some(p) = problem {
+            if !warned.swap(true, Ordering::Relaxed) {
+                warn!("{p}");
+            }
+        }
+    }
 }
