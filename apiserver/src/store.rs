@@ -389,14 +389,8 @@ impl Store {
         }
         let mut backlog = Vec::new();
         if let Some(front) = hub.ring.front() {
-            let start = (from + 1).saturating_sub(front.rev) as usize;
-            backlog.extend(
-                hub.ring
-                    .iter()
-                    .skip(start)
-                    .filter(|e| e.kind == kind)
-                    .cloned(),
-            );
+            let start = ((from + 1).saturating_sub(front.rev) as usize).min(hub.ring.len());
+            backlog.extend(hub.ring.range(start..).filter(|e| e.kind == kind).cloned());
         }
         Ok((backlog, rx, from))
     }
