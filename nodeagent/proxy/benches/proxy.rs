@@ -169,6 +169,11 @@ fn restore(ns: &Ns, backend: Backend, text: &str) -> Duration {
     t.elapsed()
 }
 
+/// Gives the kernel time to free the rules of deleted namespaces.
+fn settle(n: usize) {
+    std::thread::sleep(Duration::from_millis(if n > 5_000 { 2_000 } else { 300 }));
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -209,30 +214,37 @@ fn bare_and_full(backend: Backend, n: usize, reps: usize) -> (Duration, Duration
     let mut bares = Vec::new();
     let mut fulls = Vec::new();
     let mut report = None;
-    for _ in 0..reps {
-        let ns = Ns::new("bare");
-        bares.push(restore(&ns, backend, &text));
-        drop(ns);
-        let ns = Ns::new("full");
-        let cfg = ProxyConfig {
-            netns: Some(ns.0.clone()),
-            backend,
-            node_local_route_dev: None,
-            pod_subnet: Some(BENCH_NODE_SUBNET.parse().unwrap()),
-            ..Default::default()
-        };
-        let svcs: Vec<Service> = (0..n).map(service).collect();
-        let eps: Vec<Endpoints> = (0..n)
-            .map(|i| endpoints_obj(i, &(0..4).map(|k| ep_ip(i, k)).collect::<Vec<_>>()))
-            .collect();
-        let t = Instant::now();
-        let mut p = Proxier::new(&cfg).unwrap();
-        p.replace_services(svcs);
-        p.replace_endpoints(eps);
-        let r = rt.block_on(p.sync()).unwrap();
-        fulls.push(t.elapsed());
-        assert_eq!(r.rewritten, n + 3); // SVC per Service, POSTROUTING, 2 × SERVICES
-        report = Some(r);
+    for rep in 0..reps {
+        // Alternate the order; let the kernel finish tearing down the last namespace
+        // (nft objects are freed asynchronously) before timing.
+        for which in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            settle(n);
+            if which == 0 {
+                let ns = Ns::new("bare");
+                bares.push(restore(&ns, backend, &text));
+                continue;
+            }
+            let ns = Ns::new("full");
+            let cfg = ProxyConfig {
+                netns: Some(ns.0.clone()),
+                backend,
+                node_local_route_dev: None,
+                pod_subnet: Some(BENCH_NODE_SUBNET.parse().unwrap()),
+                ..Default::default()
+            };
+            let svcs: Vec<Service> = (0..n).map(service).collect();
+            let eps: Vec<Endpoints> = (0..n)
+                .map(|i| endpoints_obj(i, &(0..4).map(|k| ep_ip(i, k)).collect::<Vec<_>>()))
+                .collect();
+            let t = Instant::now();
+            let mut p = Proxier::new(&cfg).unwrap();
+            p.replace_services(svcs);
+            p.replace_endpoints(eps);
+            let r = rt.block_on(p.sync()).unwrap();
+            fulls.push(t.elapsed());
+            assert_eq!(r.rewritten, n + 3); // SVC per Service, POSTROUTING, 2 × SERVICES
+            report = Some(r);
+        }
     }
     (
         pct(&mut bares, 50.0),
@@ -293,6 +305,7 @@ fn baseline_per_rule(backend: Backend, n: usize) -> (Duration, usize) {
 fn single_chain(backend: Backend, n: usize, reps: usize) -> (Duration, Duration) {
     let names = Names::new("KL-");
     let (text, desired) = full_text(&names, n);
+    settle(n);
     let ns = Ns::new("one");
     restore(&ns, backend, &text);
     let mut v = Vec::new();
@@ -329,6 +342,7 @@ async fn e2e(backend: Backend, n: usize, changes: usize) -> (Duration, Duration,
         "  (created {n} Services + Endpoints in the apiserver in {:.1} s)",
         t.elapsed().as_secs_f64()
     );
+    settle(n);
     let ns = Ns::new("e2e");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -376,6 +390,19 @@ async fn e2e(backend: Backend, n: usize, changes: usize) -> (Duration, Duration,
     )));
     let _ = stop.send(());
     proxy.await.unwrap().unwrap();
+    lat.sort();
+    eprintln!(
+        "  (change latencies ms: min {:.1} p50 {:.1} p90 {:.1} max {:.1}; largest {:?})",
+        ms(lat[0]),
+        ms(pct(&mut lat, 50.0)),
+        ms(pct(&mut lat, 90.0)),
+        ms(lat[lat.len() - 1]),
+        lat.iter()
+            .rev()
+            .take(3)
+            .map(|d| ms(*d).round())
+            .collect::<Vec<_>>()
+    );
     (pct(&mut lat, 50.0), pct(&mut lat, 99.0), initial)
 }
 
