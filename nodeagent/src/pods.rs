@@ -14,7 +14,7 @@
 
 use crate::image::Resolver;
 use crate::runtime::{ContainerSpec, Handle, Runtime};
-use crate::state::{now_ms, same_process_alive, ContainerRecord, ExitInfo, PodRecord, StateDir};
+use crate::state::{now_ms, ContainerRecord, ExitInfo, PodRecord, StateDir};
 use crate::status::{backoff, pod_status, CState, CView, RestartPolicy, BACKOFF_RESET_AFTER};
 use futures::StreamExt;
 use kube_lite_client::{watcher, Clients, Event, WatchParams};
@@ -670,7 +670,7 @@ impl PodWorker {
                         proc_start: start,
                         started_at,
                     };
-                    if same_process_alive(pid, start) {
+                    if self.node.runtime.adopt(&h) {
                         info!(pod = %self.name(), uid = %self.uid, container = %r.name, pid, "adopted running container");
                         self.watch_instance(i, h);
                     } else {

@@ -56,6 +56,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn kill(&self, h: &Handle) -> Result<(), RuntimeError>;
     /// Whether the instance still runs (false for a reused PID).
     fn alive(&self, h: &Handle) -> bool;
+    /// Takes over an instance recorded by a previous agent process: true if it still
+    /// runs (then [`Runtime::wait`] follows it like one of ours).
+    fn adopt(&self, h: &Handle) -> bool {
+        self.alive(h)
+    }
     /// Resolves when the instance has ended, with how it ended. Works for instances
     /// started by this process and for adopted ones.
     fn wait(&self, pod_uid: &str, container: &str, h: Handle) -> BoxFuture<'static, ExitInfo>;
