@@ -708,3 +708,31 @@ async fn evicted_pod_moves_and_the_old_node_cleans_up_when_its_agent_returns() {
         format!("HOSTNAME:mover IP:{}", ip(&after))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_rides_out_an_apiserver_restart() {
+    if !require_root() {
+        return;
+    }
+    let mut c = cluster(1).await;
+    let node = c.nodes[0].name.clone();
+    create(&c, pod("before", &node, "whoami", &[], "Always")).await;
+    let before = wait_pod(&c, "before", "Running", 60, running).await;
+    c.api.restart().await;
+    // The agent's watches resume (or relist) against the restarted server.
+    create(&c, pod("after", &node, "whoami", &[], "Always")).await;
+    let after = wait_pod(&c, "after", "Running", 60, running).await;
+    assert_ne!(ip(&after), ip(&before));
+    let same = wait_pod(&c, "before", "Running", 10, running).await;
+    assert_eq!(
+        pid(&same),
+        pid(&before),
+        "restarted across the apiserver restart"
+    );
+    delete(&c, "before", -1).await;
+    wait_gone(&c, "before", 40).await;
+    assert_eq!(
+        c.nodes[0].pod_netns_list(),
+        vec![c.nodes[0].pod_netns(&uid(&after))]
+    );
+}
