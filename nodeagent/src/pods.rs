@@ -1015,7 +1015,9 @@ impl PodWorker {
     async fn final_delete(&self) {
         let m = meta(&self.pod);
         let mut api = self.node.clients.pods.clone();
-        for attempt in 0..20 {
+        // Until it is gone: a pod left Terminating would never go otherwise.
+        let mut delay = Duration::from_millis(200);
+        for attempt in 0u64.. {
             let cur = match api
                 .get(kube_lite_proto::v1::GetRequest {
                     name: m.name.clone(),
@@ -1027,7 +1029,8 @@ impl PodWorker {
                 Err(e) if e.code() == Code::NotFound => return,
                 Err(e) => {
                     warn!(pod = %m.name, uid = %self.uid, attempt, "final delete: {}", e.message());
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
@@ -1050,7 +1053,8 @@ impl PodWorker {
                 Err(e) if e.code() == Code::Aborted => continue,
                 Err(e) => {
                     warn!(pod = %m.name, uid = %self.uid, attempt, "final delete: {}", e.message());
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
