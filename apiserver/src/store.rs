@@ -1,12 +1,13 @@
-//! The store: one writer task owns every mutation.
+//! The store: one writer task owns every mutation; a committer task makes its batches durable.
 //!
 //! Requests reach the writer as closures over a [`Txn`]. The writer drains everything
 //! queued (group commit), runs each closure against its private in-memory [`State`]
-//! (consecutive revisions), lets the in-process controllers react in the same batch,
-//! writes ONE sled batch (objects, change-log entries, the revision counter, log
-//! trimming), awaits ONE flush, then publishes: the committed read view ([`Shared`],
-//! used by Get/List) and the watch hub (ring of the last `watch_window` changes plus a
-//! broadcast per kind), and finally acknowledges the requests.
+//! (consecutive revisions), lets the in-process controllers react in the same batch and
+//! builds ONE sled batch (objects, change-log entries, the revision counter, log
+//! trimming). The committer applies it, awaits ONE flush + fdatasync, then publishes:
+//! the committed read view ([`Shared`], used by Get/List) and the watch hub (ring of the
+//! last `watch_window` changes plus a broadcast per kind), and finally acknowledges the
+//! requests, in order. The writer prepares batch N+1 while batch N is being flushed.
 //!
 //! sled layout (one tree, so a batch is atomic): `o/<kind>/<ns>/<name>` → object,
 //! `l/<rev u64 BE>` → [`LogEntry`], `m/rev` → current revision.
@@ -405,6 +406,18 @@ impl Store {
     }
 }
 
+/// One batch on its way to disk: the sled batch, the events to publish once it is
+/// durable, and the replies to send after that (in order, also for failed or no-op
+/// requests, whose answers may depend on earlier batches).
+struct Pending {
+    batch: sled::Batch,
+    changes: Vec<Event>,
+    replies: Vec<(oneshot::Sender<TxnResult>, TxnResult)>,
+}
+
+/// Applies requests to the in-memory state and builds sled batches; the committer task
+/// makes them durable. The two overlap: while batch N is being flushed, batch N+1 is
+/// collected and applied (its answers wait for N and N+1 to be on disk).
 async fn writer_loop(
     store: Arc<Store>,
     mut st: State,
@@ -413,8 +426,9 @@ async fn writer_loop(
     mut rx: mpsc::Receiver<Msg>,
 ) {
     let window = store.cfg.watch_window;
+    let (ctx, crx) = mpsc::channel::<Pending>(1);
+    let committer = tokio::spawn(committer_loop(store.clone(), db, data_file, crx));
     let mut stop: Option<oneshot::Sender<()>> = None;
-    let mut failed = false;
     while stop.is_none() {
         let Some(first) = rx.recv().await else { break };
         let mut reqs = Vec::new();
@@ -428,14 +442,6 @@ async fn writer_loop(
                 Ok(Msg::Stop(s)) => stop = Some(s),
                 Err(_) => break,
             }
-        }
-        if failed {
-            for (_, r) in reqs {
-                let _ = r.send(Err(ApiError::Unavailable(
-                    "store failed; restart the apiserver".into(),
-                )));
-            }
-            continue;
         }
         let mut txn = Txn {
             st: &mut st,
@@ -455,65 +461,101 @@ async fn writer_loop(
         }
         crate::controllers::reconcile(&mut txn);
         let changes = std::mem::take(&mut txn.changes);
-        if !changes.is_empty() {
-            if let Err(e) = commit(&db, &data_file, &changes, window).await {
+        let batch = build_batch(&changes, window);
+        if ctx
+            .send(Pending {
+                batch,
+                changes,
+                replies,
+            })
+            .await
+            .is_err()
+        {
+            break; // committer gone
+        }
+    }
+    drop(ctx);
+    let _ = committer.await;
+    if let Some(s) = stop {
+        let _ = s.send(());
+    }
+}
+
+async fn committer_loop(
+    store: Arc<Store>,
+    db: sled::Db,
+    data_file: Arc<std::fs::File>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
+    let mut failed = false;
+    while let Some(p) = rx.recv().await {
+        if failed {
+            for (r, _) in p.replies {
+                let _ = r.send(Err(ApiError::Unavailable(
+                    "store failed; restart the apiserver".into(),
+                )));
+            }
+            continue;
+        }
+        if !p.changes.is_empty() {
+            if let Err(e) = commit(&db, &data_file, p.batch).await {
                 tracing::error!(error = %e, "store commit failed; refusing further writes");
                 failed = true;
-                for (r, _) in replies {
+                for (r, _) in p.replies {
                     let _ = r.send(Err(ApiError::Internal(format!("store commit failed: {e}"))));
                 }
                 continue;
             }
-            store.publish(changes);
+            store.publish(p.changes);
         }
-        for (r, res) in replies {
+        for (r, res) in p.replies {
             let _ = r.send(res);
         }
     }
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "final flush failed");
     }
-    drop(db);
-    if let Some(s) = stop {
-        let _ = s.send(());
-    }
 }
 
-async fn commit(
-    db: &sled::Db,
-    data_file: &Arc<std::fs::File>,
-    changes: &[Event],
-    window: u64,
-) -> Result<(), sled::Error> {
+fn build_batch(changes: &[Event], window: u64) -> sled::Batch {
     let mut batch = sled::Batch::default();
-    let mut last = 0;
+    let Some(last) = changes.last().map(|e| e.rev) else {
+        return batch;
+    };
     for ev in changes {
         let bytes = ev.obj.encode();
         let key = obj_key(ev.kind, &ev.obj.key());
-        let entry = LogEntry {
-            kind: ev.kind as u32,
-            typ: ev.typ as i32,
-            obj: bytes.clone(),
-            prev: match ev.typ {
-                // Only needed to tell "stopped matching" apart in filtered watches.
-                EventType::Modified => ev.prev.as_ref().map(|p| p.encode()),
-                _ => None,
-            },
-        };
+        if window > 0 {
+            let entry = LogEntry {
+                kind: ev.kind as u32,
+                typ: ev.typ as i32,
+                obj: bytes.clone(),
+                prev: match ev.typ {
+                    // Only needed to tell "stopped matching" apart in filtered watches.
+                    EventType::Modified => ev.prev.as_ref().map(|p| p.encode()),
+                    _ => None,
+                },
+            };
+            batch.insert(&log_key(ev.rev)[..], entry.encode_to_vec());
+        }
         if ev.typ == EventType::Deleted {
             batch.remove(key);
         } else {
             batch.insert(key, bytes);
         }
-        if window > 0 {
-            batch.insert(&log_key(ev.rev)[..], entry.encode_to_vec());
-        }
         if ev.rev > window {
             batch.remove(&log_key(ev.rev - window)[..]);
         }
-        last = ev.rev;
     }
     batch.insert(REV_KEY, &last.to_be_bytes()[..]);
+    batch
+}
+
+async fn commit(
+    db: &sled::Db,
+    data_file: &Arc<std::fs::File>,
+    batch: sled::Batch,
+) -> Result<(), sled::Error> {
     db.apply_batch(batch)?;
     db.flush_async().await?;
     let f = data_file.clone();
