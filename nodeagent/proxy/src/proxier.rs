@@ -58,6 +58,8 @@ pub struct Proxier {
     /// What is believed to be in the kernel (owned chains); exact after a resync.
     applied: Tables,
     touched: BTreeSet<(Table, String)>,
+    /// Services changed since the last sync (not yet rendered).
+    dirty: BTreeSet<String>,
     dispatch_dirty: bool,
     need_resync: bool,
     routes_applied: Option<BTreeSet<Ipv4Addr>>,
@@ -107,6 +109,7 @@ impl Proxier {
             desired,
             applied: Tables::default(),
             touched: BTreeSet::new(),
+            dirty: BTreeSet::new(),
             dispatch_dirty: true,
             need_resync: true,
             routes_applied: None,
@@ -132,7 +135,10 @@ impl Proxier {
     }
     /// Is there anything to write (or a resync due)?
     pub fn has_pending(&self) -> bool {
-        self.need_resync || !self.touched.is_empty() || self.dispatch_dirty
+        self.need_resync
+            || !self.dirty.is_empty()
+            || !self.touched.is_empty()
+            || self.dispatch_dirty
     }
     /// The next `sync` reads the kernel state back and repairs drift.
     pub fn request_resync(&mut self) {
@@ -190,8 +196,16 @@ impl Proxier {
         }
     }
 
-    /// Re-resolves and re-renders one Service; records which chains changed.
+    /// Marks a Service for re-rendering at the next sync (a Service updated many times
+    /// before a sync is rendered once).
     fn refresh(&mut self, key: &str) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.to_string());
+        }
+    }
+
+    /// Re-resolves and re-renders one Service; records which chains changed.
+    fn render_key(&mut self, key: &str) {
         let views = match self.services.get(key) {
             None => Vec::new(),
             Some(svc) => match resolve(svc, self.endpoints.get(key)) {
@@ -302,6 +316,9 @@ impl Proxier {
     }
 
     fn rebuild_dispatch(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            self.render_key(&key);
+        }
         self.rebuild_hairpin();
         if !self.dispatch_dirty {
             return;

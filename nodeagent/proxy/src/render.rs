@@ -167,6 +167,13 @@ pub fn fnv1a(s: &str) -> u64 {
     h
 }
 
+/// `1/left` as iptables stores it (a fraction of 2^31) and prints it back (`%.11f`), so
+/// `iptables-save` shows exactly the rendered text.
+pub fn probability(left: usize) -> String {
+    let scaled = (2_147_483_648.0 / left as f64).round();
+    format!("{:.11}", scaled / 2_147_483_648.0)
+}
+
 /// Comments are written between double quotes: keep them printable and quote-free.
 fn comment(s: &str) -> String {
     s.chars()
@@ -225,8 +232,8 @@ pub fn render_service(names: &Names, mode: Mode, ports: &[ServicePortView]) -> R
                 match mode {
                     Mode::Nth => format!(" -m statistic --mode nth --every {left} --packet 0"),
                     Mode::Random => format!(
-                        " -m statistic --mode random --probability {:.11}",
-                        1.0 / left as f64
+                        " -m statistic --mode random --probability {}",
+                        probability(left)
                     ),
                 }
             };
@@ -585,6 +592,13 @@ mod tests {
                 format!("-A {svc} -p udp -m comment --comment \"default/web:dns -> 10.0.1.3:53\" -j DNAT --to-destination 10.0.1.3:53"),
             ]
         );
+    }
+
+    #[test]
+    fn probabilities_as_iptables_prints_them() {
+        assert_eq!(probability(2), "0.50000000000");
+        assert_eq!(probability(3), "0.33333333349");
+        assert_eq!(probability(4), "0.25000000000");
     }
 
     #[test]

@@ -69,12 +69,21 @@ fn round_robin_exact_legacy_backend() {
     if skip_unless_root() {
         return;
     }
-    let (node, _p) = web_node(|n| ProxyConfig {
+    let (node, mut p) = web_node(|n| ProxyConfig {
         backend: Backend::Legacy,
         ..cfg(n)
     });
     let lines = run_client(&node.pods[4].netns, &format!("tcp {VIP} 3001 100"));
     assert_exact_round_robin(&lines);
+    // iptables-legacy-save prints the rules exactly as rendered: a resync has nothing to do.
+    assert_resync_clean(&mut p);
+}
+
+fn assert_resync_clean(p: &mut Proxier) {
+    p.request_resync();
+    let r = rt().block_on(p.sync()).unwrap();
+    assert!(r.full);
+    assert_eq!((r.rewritten, r.deleted, r.jumps_fixed), (0, 0, 0), "{r:?}");
 }
 
 #[test]
@@ -129,10 +138,11 @@ fn random_mode_reaches_every_endpoint() {
     if skip_unless_root() {
         return;
     }
-    let (node, _p) = web_node(|n| ProxyConfig {
+    let (node, mut p) = web_node(|n| ProxyConfig {
         mode: Mode::Random,
         ..cfg(n)
     });
+    assert_resync_clean(&mut p);
     let lines = run_client(&node.pods[4].netns, &format!("tcp {VIP} 3001 100"));
     let t = tally(&lines);
     assert_eq!(t.values().sum::<usize>(), 100, "{lines:?}");
