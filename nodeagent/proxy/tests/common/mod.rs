@@ -246,10 +246,8 @@ pub fn helper_main(spec: &str) {
                 }
             });
             let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
-            for s in l.incoming() {
-                if let Ok(mut s) = s {
-                    let _ = s.write_all(name.as_bytes());
-                }
+            for mut s in l.incoming().flatten() {
+                let _ = s.write_all(name.as_bytes());
             }
         }
         ["tcp", ip, port, n] => {
