@@ -56,46 +56,6 @@ pub fn first_global_ipv4(text: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// A Linux bridge without an explicitly set MAC takes the lowest MAC of its ports and
-/// changes it when that port goes: deleting one pod's veth would then leave every other
-/// pod with a stale ARP entry for its gateway (cross-node traffic stalls for seconds).
-/// Setting the MAC explicitly (to its current value) pins it. Idempotent.
-/// (Uses `ip` in the node namespace; a candidate for kube-lite-net's setup_node.)
-fn pin_bridge_mac(net: &NodeNet, bridge: &str) {
-    let out = match net
-        .command_in("ip")
-        .args(["-o", "link", "show", bridge])
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!("reading the MAC of {bridge}: {e}");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(mac) = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-    else {
-        tracing::warn!("no MAC found for {bridge}: {text}");
-        return;
-    };
-    match net
-        .command_in("ip")
-        .args(["link", "set", bridge, "address", mac])
-        .output()
-    {
-        Ok(o) if o.status.success() => tracing::debug!(bridge, mac, "bridge MAC pinned"),
-        Ok(o) => tracing::warn!(
-            "pinning the MAC of {bridge}: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => tracing::warn!("pinning the MAC of {bridge}: {e}"),
-    }
-}
-
 fn capacity(subnet: kube_lite_net::Ipv4Net) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let hosts = (1u64 << (32 - subnet.prefix_len() as u32)).saturating_sub(3);
@@ -194,7 +154,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     net.setup_node(subnet, address).await.with_context(|| {
         format!("setting up the node datapath ({subnet} on the bridge, VXLAN via {address})")
     })?;
-    pin_bridge_mac(&net, &NodeNetConfig::default().bridge);
     let net = Arc::new(net);
     let ipam = Ipam::open(state.ipam_path(), subnet)
         .with_context(|| format!("opening IPAM {}", state.ipam_path().display()))?;

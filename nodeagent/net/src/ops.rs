@@ -168,7 +168,11 @@ impl RtnlOps {
         let subnet = subnet.trunc();
         let gateway = crate::ipam::gateway(subnet);
 
-        // Bridge.
+        // Bridge, with a MAC of its own derived from the gateway IP: a bridge without
+        // one takes the lowest MAC of its ports and changes it when that port goes, which
+        // leaves every pod with a stale ARP entry for its gateway (cross-node traffic
+        // stalls for seconds after an unrelated pod is deleted).
+        let bridge_mac = crate::pod_mac(gateway);
         let bridge = match self.link_index(&cfg.bridge).await? {
             Some(i) => {
                 self.handle
@@ -177,6 +181,7 @@ impl RtnlOps {
                         LinkMessageBuilder::<LinkBridge>::new(&cfg.bridge)
                             .index(i)
                             .nf_call_iptables(true)
+                            .address(bridge_mac.to_vec())
                             .up()
                             .build(),
                     )
@@ -190,7 +195,12 @@ impl RtnlOps {
             None => {
                 self.handle
                     .link()
-                    .add(LinkBridge::new(&cfg.bridge).nf_call_iptables(true).build())
+                    .add(
+                        LinkBridge::new(&cfg.bridge)
+                            .nf_call_iptables(true)
+                            .address(bridge_mac.to_vec())
+                            .build(),
+                    )
                     .execute()
                     .await
                     .map_err(|e| NetError::nl(format!("add bridge {} in {at}", cfg.bridge), e))?;

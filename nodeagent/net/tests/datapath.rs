@@ -205,6 +205,12 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
         .stdout,
     )
     .to_string();
+    let kl0 = String::from_utf8_lossy(&exec_in(&node.ns, &["ip", "link", "show", "kl0"]).stdout)
+        .to_string();
+    assert!(
+        kl0.contains("link/ether 0a:58:0a:00:01:01"),
+        "bridge MAC pinned: {kl0}"
+    );
     assert!(
         br.contains("master kl0") && br.contains("hairpin on"),
         "{br}"
