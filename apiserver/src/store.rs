@@ -7,7 +7,8 @@
 //! trimming). The committer applies it, awaits ONE flush + fdatasync, then publishes:
 //! the committed read view ([`Shared`], used by Get/List) and the watch hub (ring of the
 //! last `watch_window` changes plus a broadcast per kind), and finally acknowledges the
-//! requests, in order. The writer prepares batch N+1 while batch N is being flushed.
+//! requests, in order. The writer applies the requests of batch N+1 as they arrive while
+//! batch N is being flushed, and ships them as one batch when the committer is idle.
 //!
 //! sled layout (one tree, so a batch is atomic): `o/<kind>/<ns>/<name>` → object,
 //! `l/<rev u64 BE>` → [`LogEntry`], `m/rev` → current revision.
@@ -415,9 +416,10 @@ struct Pending {
     replies: Vec<(oneshot::Sender<TxnResult>, TxnResult)>,
 }
 
-/// Applies requests to the in-memory state and builds sled batches; the committer task
-/// makes them durable. The two overlap: while batch N is being flushed, batch N+1 is
-/// collected and applied (its answers wait for N and N+1 to be on disk).
+/// Applies requests to the in-memory state as they arrive and hands the accumulated
+/// batch to the committer whenever it is idle. So while batch N is being flushed, the
+/// requests of batch N+1 are already validated and applied (their answers wait until
+/// both are on disk), and a batch is as large as one flush allows.
 async fn writer_loop(
     store: Arc<Store>,
     mut st: State,
@@ -427,51 +429,81 @@ async fn writer_loop(
 ) {
     let window = store.cfg.watch_window;
     let (ctx, crx) = mpsc::channel::<Pending>(1);
-    let committer = tokio::spawn(committer_loop(store.clone(), db, data_file, crx));
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let committer = tokio::spawn(committer_loop(store.clone(), db, data_file, crx, done_tx));
     let mut stop: Option<oneshot::Sender<()>> = None;
-    while stop.is_none() {
-        let Some(first) = rx.recv().await else { break };
-        let mut reqs = Vec::new();
-        match first {
-            Msg::Write(f, r) => reqs.push((f, r)),
-            Msg::Stop(s) => stop = Some(s),
-        }
-        while stop.is_none() && reqs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Write(f, r)) => reqs.push((f, r)),
-                Ok(Msg::Stop(s)) => stop = Some(s),
-                Err(_) => break,
-            }
-        }
-        let mut txn = Txn {
-            st: &mut st,
-            cfg: &store.cfg,
-            now_ms: crate::now_ms(),
-            changes: Vec::new(),
-        };
-        let mut replies = Vec::with_capacity(reqs.len());
-        for (f, r) in reqs {
-            let before = txn.changes.len();
-            let res = f(&mut txn);
-            debug_assert!(
-                res.is_ok() || txn.changes.len() == before,
-                "failed op wrote"
-            );
-            replies.push((r, res));
-        }
-        crate::controllers::reconcile(&mut txn);
-        let changes = std::mem::take(&mut txn.changes);
-        let batch = build_batch(&changes, window);
-        if ctx
-            .send(Pending {
+    let mut closed = false;
+    let mut busy = false;
+    let mut changes: Vec<Event> = Vec::new();
+    let mut replies: Vec<(oneshot::Sender<TxnResult>, TxnResult)> = Vec::new();
+    loop {
+        if !busy && !replies.is_empty() {
+            let mut txn = Txn {
+                st: &mut st,
+                cfg: &store.cfg,
+                now_ms: crate::now_ms(),
+                changes: std::mem::take(&mut changes),
+            };
+            crate::controllers::reconcile(&mut txn);
+            let batch_changes = std::mem::take(&mut txn.changes);
+            let batch = build_batch(&batch_changes, window);
+            let pending = Pending {
                 batch,
-                changes,
-                replies,
-            })
-            .await
-            .is_err()
-        {
-            break; // committer gone
+                changes: batch_changes,
+                replies: std::mem::take(&mut replies),
+            };
+            if ctx.send(pending).await.is_err() {
+                break; // committer gone
+            }
+            busy = true;
+        }
+        let accepting = stop.is_none() && !closed && replies.len() < MAX_BATCH;
+        if !accepting && !busy && replies.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            d = done_rx.recv(), if busy => {
+                busy = false;
+                if d.is_none() {
+                    break;
+                }
+            }
+            m = rx.recv(), if accepting => {
+                let mut txn = Txn {
+                    st: &mut st,
+                    cfg: &store.cfg,
+                    now_ms: crate::now_ms(),
+                    changes: std::mem::take(&mut changes),
+                };
+                let mut next = m;
+                loop {
+                    match next {
+                        Some(Msg::Write(f, r)) => {
+                            let before = txn.changes.len();
+                            let res = f(&mut txn);
+                            debug_assert!(res.is_ok() || txn.changes.len() == before, "failed op wrote");
+                            replies.push((r, res));
+                        }
+                        Some(Msg::Stop(s)) => {
+                            stop = Some(s);
+                            break;
+                        }
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                    if replies.len() >= MAX_BATCH {
+                        break;
+                    }
+                    next = match rx.try_recv() {
+                        Ok(m) => Some(m),
+                        Err(_) => break,
+                    };
+                }
+                changes = std::mem::take(&mut txn.changes);
+            }
         }
     }
     drop(ctx);
@@ -486,6 +518,7 @@ async fn committer_loop(
     db: sled::Db,
     data_file: Arc<std::fs::File>,
     mut rx: mpsc::Receiver<Pending>,
+    done: mpsc::Sender<()>,
 ) {
     let mut failed = false;
     while let Some(p) = rx.recv().await {
@@ -495,6 +528,7 @@ async fn committer_loop(
                     "store failed; restart the apiserver".into(),
                 )));
             }
+            let _ = done.send(()).await;
             continue;
         }
         if !p.changes.is_empty() {
@@ -504,6 +538,7 @@ async fn committer_loop(
                 for (r, _) in p.replies {
                     let _ = r.send(Err(ApiError::Internal(format!("store commit failed: {e}"))));
                 }
+                let _ = done.send(()).await;
                 continue;
             }
             store.publish(p.changes);
@@ -511,6 +546,7 @@ async fn committer_loop(
         for (r, res) in p.replies {
             let _ = r.send(res);
         }
+        let _ = done.send(()).await;
     }
     if let Err(e) = db.flush_async().await {
         tracing::error!(error = %e, "final flush failed");
