@@ -436,7 +436,7 @@ fn main() {
         println!("\n== backend {b}");
         let mut full_1k = Duration::ZERO;
         for n in [1_000, big] {
-            let reps = if n > 5_000 { 3 } else { 5 };
+            let reps = if n > 5_000 { 3 } else { 9 };
             let (bare, full, rep) = bare_and_full(backend, n, reps);
             if n == 1_000 {
                 full_1k = full;

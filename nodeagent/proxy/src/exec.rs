@@ -130,6 +130,35 @@ impl Runner {
             .map(|_| ())
     }
 
+    /// Starts `iptables-save` (every table) now; collect it with [`Runner::finish`].
+    pub fn start_save(&self) -> Result<(String, tokio::process::Child), ExecError> {
+        let program = self.save_program();
+        let mut cmd = self.command(program);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
+        Ok((program.to_string(), child))
+    }
+
+    /// Waits for a process from [`Runner::start_save`]; its stdout.
+    pub async fn finish(
+        (program, child): (String, tokio::process::Child),
+    ) -> Result<String, ExecError> {
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|source| ExecError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        check(&program, out)
+    }
+
     /// `iptables-save` of every table (one process; callers keep nat and filter).
     pub async fn save(&self) -> Result<String, ExecError> {
         self.run(self.save_program(), &[], None).await

@@ -315,10 +315,14 @@ impl Proxier {
         }
     }
 
-    fn rebuild_dispatch(&mut self) {
+    fn render_dirty(&mut self) {
         for key in std::mem::take(&mut self.dirty) {
             self.render_key(&key);
         }
+    }
+
+    fn rebuild_dispatch(&mut self) {
+        self.render_dirty();
         self.rebuild_hairpin();
         if !self.dispatch_dirty {
             return;
@@ -371,30 +375,32 @@ impl Proxier {
     /// Reads `iptables-save` and writes whatever differs from the desired state:
     /// drifted or missing owned chains, orphan owned chains, jump rules.
     pub async fn full_resync(&mut self) -> Result<SyncReport, ProxyError> {
-        // The sysctl check is off the critical path; the bridge's subnet (hairpin) is
-        // read while iptables-save runs.
+        // The sysctl check is off the critical path.
         tokio::spawn(ensure_sysctls(
             self.runner.clone(),
             self.sysctl_warned.clone(),
         ));
-        let runner = self.runner.clone();
-        let dev = match self.pod_subnet {
-            Some(_) => None,
-            None => self.route_dev.clone(),
+        // iptables-save runs while the changed Services are rendered.
+        let save = self.runner.start_save().map_err(ProxyError::Save)?;
+        let t0 = Instant::now();
+        self.render_dirty();
+        let rendering = t0.elapsed();
+        let addrs = match (&self.pod_subnet, &self.route_dev) {
+            (None, Some(dev)) => self
+                .runner
+                .addresses(dev)
+                .await
+                .ok()
+                .filter(|a| !a.is_empty()),
+            _ => self.local_subnets.clone(),
         };
-        let (saved, addrs) = tokio::join!(runner.save(), async {
-            match &dev {
-                Some(d) => runner.addresses(d).await.ok().filter(|a| !a.is_empty()),
-                None => None,
-            }
-        });
-        if self.pod_subnet.is_none() && addrs != self.local_subnets {
+        if addrs != self.local_subnets {
             debug!(?addrs, "local pod subnets");
             self.local_subnets = addrs;
             self.hairpin_dirty = true;
         }
-        let saved = saved.map_err(ProxyError::Save)?;
-        let t0 = Instant::now();
+        let saved = Runner::finish(save).await.map_err(ProxyError::Save)?;
+        let t0 = Instant::now() - rendering;
         self.rebuild_dispatch();
         self.touched.clear();
         let saved = crate::render::parse_save(&saved);
