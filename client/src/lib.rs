@@ -81,6 +81,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Largest response the clients accept: a List of 10,000+ pods is far beyond tonic's
+/// default 4 MiB (the apiserver sends up to 256 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
 /// The four typed clients over one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Clients {
@@ -93,10 +97,12 @@ pub struct Clients {
 impl Clients {
     pub fn new(channel: Channel) -> Clients {
         Clients {
-            nodes: NodeApiClient::new(channel.clone()),
-            pods: PodApiClient::new(channel.clone()),
-            services: ServiceApiClient::new(channel.clone()),
-            endpoints: EndpointsApiClient::new(channel),
+            nodes: NodeApiClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            pods: PodApiClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            services: ServiceApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            endpoints: EndpointsApiClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 

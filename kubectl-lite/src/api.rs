@@ -72,16 +72,28 @@ macro_rules! resource {
                     name: name.to_string(),
                     namespace: namespace.to_string(),
                 };
-                Ok($client::new(ch.clone()).get(req).await?.into_inner())
+                Ok($client::new(ch.clone())
+                    .max_decoding_message_size(kube_lite_client::MAX_MESSAGE_BYTES)
+                    .get(req)
+                    .await?
+                    .into_inner())
             }
 
             async fn list(ch: &Channel, req: ListRequest) -> Result<(Vec<Self>, u64), Status> {
-                let list = $client::new(ch.clone()).list(req).await?.into_inner();
+                let list = $client::new(ch.clone())
+                    .max_decoding_message_size(kube_lite_client::MAX_MESSAGE_BYTES)
+                    .list(req)
+                    .await?
+                    .into_inner();
                 Ok((list.items, list.resource_version))
             }
 
             async fn watch(ch: &Channel, req: WatchRequest) -> Result<EventStream<Self>, Status> {
-                let stream = $client::new(ch.clone()).watch(req).await?.into_inner();
+                let stream = $client::new(ch.clone())
+                    .max_decoding_message_size(kube_lite_client::MAX_MESSAGE_BYTES)
+                    .watch(req)
+                    .await?
+                    .into_inner();
                 Ok(Box::pin(stream.map(|ev| {
                     ev.map(|ev| WatchEvent {
                         kind: EventType::try_from(ev.r#type).unwrap_or(EventType::Unspecified),
@@ -92,15 +104,27 @@ macro_rules! resource {
             }
 
             async fn delete(ch: &Channel, req: DeleteRequest) -> Result<Self, Status> {
-                Ok($client::new(ch.clone()).delete(req).await?.into_inner())
+                Ok($client::new(ch.clone())
+                    .max_decoding_message_size(kube_lite_client::MAX_MESSAGE_BYTES)
+                    .delete(req)
+                    .await?
+                    .into_inner())
             }
 
             async fn create(ch: &Channel, obj: Self) -> Result<Self, Status> {
-                Ok($client::new(ch.clone()).create(obj).await?.into_inner())
+                Ok($client::new(ch.clone())
+                    .max_decoding_message_size(kube_lite_client::MAX_MESSAGE_BYTES)
+                    .create(obj)
+                    .await?
+                    .into_inner())
             }
 
             async fn update(ch: &Channel, obj: Self) -> Result<Self, Status> {
-                Ok($client::new(ch.clone()).update(obj).await?.into_inner())
+                Ok($client::new(ch.clone())
+                    .max_decoding_message_size(kube_lite_client::MAX_MESSAGE_BYTES)
+                    .update(obj)
+                    .await?
+                    .into_inner())
             }
         }
     };
