@@ -91,13 +91,13 @@ pub fn resolve(
     svc: &Service,
     eps: Option<&Endpoints>,
 ) -> Result<(Vec<ServicePortView>, Vec<SkipReason>), SkipReason> {
-    let meta = svc.metadata.clone().unwrap_or_default();
-    let namespace = if meta.namespace.is_empty() {
-        "default".to_string()
-    } else {
-        meta.namespace
+    let (namespace, name) = match &svc.metadata {
+        Some(m) if !m.namespace.is_empty() => (m.namespace.as_str(), m.name.as_str()),
+        Some(m) => ("default", m.name.as_str()),
+        None => ("default", ""),
     };
-    let spec = svc.spec.clone().unwrap_or_default();
+    let default_spec = Default::default();
+    let spec: &kube_lite_proto::v1::ServiceSpec = svc.spec.as_ref().unwrap_or(&default_spec);
     let ip = spec.cluster_ip.trim();
     if ip.is_empty() || ip.eq_ignore_ascii_case("none") {
         return Err(SkipReason::NoClusterIp);
@@ -151,8 +151,8 @@ pub fn resolve(
         endpoints.sort();
         endpoints.dedup();
         out.push(ServicePortView {
-            namespace: namespace.clone(),
-            name: meta.name.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
             port_name: p.name.clone(),
             protocol,
             cluster_ip,
