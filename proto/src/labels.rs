@@ -25,7 +25,10 @@ pub struct SelectorError {
 
 impl Selector {
     pub fn parse(input: &str) -> Result<Selector, SelectorError> {
-        let err = |reason: &str| SelectorError { input: input.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| SelectorError {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
         let mut reqs = Vec::new();
         for term in split_terms(input) {
             let term = term.trim();
@@ -35,13 +38,25 @@ impl Selector {
             let req = if let Some(key) = term.strip_prefix('!') {
                 Requirement::NotExists(check_key(key.trim()).map_err(|r| err(&r))?)
             } else if let Some((k, v)) = term.split_once("!=") {
-                Requirement::NotEq(check_key(k.trim()).map_err(|r| err(&r))?, v.trim().to_string())
+                Requirement::NotEq(
+                    check_key(k.trim()).map_err(|r| err(&r))?,
+                    v.trim().to_string(),
+                )
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                Requirement::Eq(check_key(k.trim()).map_err(|r| err(&r))?, v.trim().to_string())
+                Requirement::Eq(
+                    check_key(k.trim()).map_err(|r| err(&r))?,
+                    v.trim().to_string(),
+                )
             } else if let Some((k, rest)) = split_set_op(term, " notin ") {
-                Requirement::NotIn(check_key(k).map_err(|r| err(&r))?, parse_set(rest).map_err(|r| err(&r))?)
+                Requirement::NotIn(
+                    check_key(k).map_err(|r| err(&r))?,
+                    parse_set(rest).map_err(|r| err(&r))?,
+                )
             } else if let Some((k, rest)) = split_set_op(term, " in ") {
-                Requirement::In(check_key(k).map_err(|r| err(&r))?, parse_set(rest).map_err(|r| err(&r))?)
+                Requirement::In(
+                    check_key(k).map_err(|r| err(&r))?,
+                    parse_set(rest).map_err(|r| err(&r))?,
+                )
             } else {
                 Requirement::Exists(check_key(term).map_err(|r| err(&r))?)
             };
@@ -52,7 +67,10 @@ impl Selector {
 
     /// A selector requiring every `k=v` of the map (a Service's selector).
     pub fn from_map(map: &HashMap<String, String>) -> Selector {
-        let mut reqs: Vec<_> = map.iter().map(|(k, v)| Requirement::Eq(k.clone(), v.clone())).collect();
+        let mut reqs: Vec<_> = map
+            .iter()
+            .map(|(k, v)| Requirement::Eq(k.clone(), v.clone()))
+            .collect();
         reqs.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         Selector(reqs)
     }
@@ -99,7 +117,8 @@ fn split_terms(input: &str) -> Vec<&str> {
 }
 
 fn split_set_op<'a>(term: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
-    term.find(op).map(|i| (term[..i].trim(), term[i + op.len()..].trim()))
+    term.find(op)
+        .map(|i| (term[..i].trim(), term[i + op.len()..].trim()))
 }
 
 fn parse_set(rest: &str) -> Result<Vec<String>, String> {
@@ -107,7 +126,11 @@ fn parse_set(rest: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| "a set must be written as (a,b,...)".to_string())?;
-    Ok(inner.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 fn check_key(key: &str) -> Result<String, String> {
@@ -125,19 +148,43 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_and_matches_every_operator() {
         let l = labels(&[("app", "web"), ("tier", "front")]);
-        let yes = ["", "app=web", "app==web", "app!=db", "tier in (front,back)", "env notin (prod)", "app", "!env", "app=web,tier=front"];
+        let yes = [
+            "",
+            "app=web",
+            "app==web",
+            "app!=db",
+            "tier in (front,back)",
+            "env notin (prod)",
+            "app",
+            "!env",
+            "app=web,tier=front",
+        ];
         for s in yes {
             assert!(Selector::parse(s).unwrap().matches(&l), "{s} should match");
         }
-        let no = ["app=db", "app!=web", "tier in (back)", "tier notin (front)", "env", "!app", "app=web,tier=back"];
+        let no = [
+            "app=db",
+            "app!=web",
+            "tier in (back)",
+            "tier notin (front)",
+            "env",
+            "!app",
+            "app=web,tier=back",
+        ];
         for s in no {
-            assert!(!Selector::parse(s).unwrap().matches(&l), "{s} should not match");
+            assert!(
+                !Selector::parse(s).unwrap().matches(&l),
+                "{s} should not match"
+            );
         }
     }
 
