@@ -131,9 +131,10 @@ fn endpoints_events(
 /// Watches Services + Endpoints through `channel`, keeps the node's nat table current
 /// until `shutdown`; full resync on start and every `resync_interval`.
 ///
-/// Nothing is written before both initial lists arrived. Watch events are coalesced: a
-/// sync runs once no event came for `debounce`, or 250 ms after the first unsynced
-/// event at the latest (a burst → one or a few restores). A failed sync is logged and retried after 1 s as
+/// Nothing is written before both initial lists arrived. Watch events are coalesced: the
+/// first change after a quiet period is applied at once; changes arriving while a sync
+/// runs, or in a burst, are applied once no event came for `debounce`, or 250 ms after
+/// the first unsynced one at the latest (a burst → one or a few restores). A failed sync is logged and retried after 1 s as
 /// a full resync. Returns an error only for an invalid configuration.
 pub async fn run(
     channel: tonic::transport::Channel,
@@ -149,12 +150,14 @@ pub async fn run(
     let mut relist_at: Option<Instant> = None;
     let mut have_services = false;
     let mut have_endpoints = false;
-    // When the next sync runs: `debounce` after the last event, but at most
-    // `MAX_COALESCE` after the first unsynced one; not before `not_before` (back-off
-    // after a failed sync).
+    // When the next sync runs: at once for the first change after a quiet period
+    // (leading edge), else `debounce` after the last event but at most `MAX_COALESCE`
+    // after the first unsynced one; never before `not_before` (back-off after a
+    // failed sync).
     let mut due: Option<Instant> = None;
     let mut first_pending: Option<Instant> = None;
     let mut not_before: Option<Instant> = None;
+    let mut last_sync: Option<Instant> = None;
     let mut resync =
         tokio::time::interval_at(Instant::now() + cfg.resync_interval, cfg.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -197,7 +200,9 @@ pub async fn run(
                 due = None;
                 first_pending = None;
                 not_before = None;
-                match proxier.sync().await {
+                let r = proxier.sync().await;
+                last_sync = Some(Instant::now());
+                match r {
                     Ok(report) => {
                         if let Some(tx) = &cfg.sync_events {
                             let _ = tx.send(report);
@@ -212,8 +217,16 @@ pub async fn run(
         }
         if have_services && have_endpoints && proxier.has_pending() {
             let now = Instant::now();
-            let first = *first_pending.get_or_insert(now);
-            let mut at = (now + cfg.debounce).min(first + MAX_COALESCE);
+            let mut at = match first_pending {
+                Some(first) => (now + cfg.debounce).min(first + MAX_COALESCE),
+                None => {
+                    first_pending = Some(now);
+                    match last_sync {
+                        Some(t) if now < t + cfg.debounce => t + cfg.debounce,
+                        _ => now,
+                    }
+                }
+            };
             if let Some(nb) = not_before {
                 at = at.max(nb);
             }
