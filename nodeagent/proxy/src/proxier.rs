@@ -74,7 +74,7 @@ pub struct Proxier {
 
 impl Proxier {
     pub fn new(cfg: &ProxyConfig) -> Result<Proxier, ProxyError> {
-        // Chain names are at most 28 characters: prefix + "SEP-" + 16 hex.
+        // Chain names are at most 28 characters: prefix + "SVC-" + 16 hex.
         if cfg.chain_prefix.is_empty() || cfg.chain_prefix.len() > 8 {
             return Err(ProxyError::Config(format!(
                 "chain prefix {:?} must be 1 to 8 characters",
