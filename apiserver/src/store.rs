@@ -233,6 +233,13 @@ impl Store {
         if let Some(v) = db.get(REV_KEY)? {
             let b: [u8; 8] = v.as_ref().try_into().context("bad revision record")?;
             st.rev = u64::from_be_bytes(b);
+        } else {
+            // A new store starts at revision 1, not 0: a List always returns a revision a
+            // Watch can resume from, because Watch(0) means "from now" and a client that
+            // listed an empty store at 0 would miss what was written before its Watch.
+            st.rev = 1;
+            db.insert(REV_KEY, &1u64.to_be_bytes())?;
+            db.flush_async().await?;
         }
         let mut ring = VecDeque::new();
         let first = st.rev.saturating_sub(cfg.watch_window) + 1;

@@ -107,6 +107,31 @@ async fn live_events_added_modified_deleted() {
 
 /// 1,000 concurrent writes (creates, updates, deletes); a watch from a List's revision
 /// replays every change once, in order, and folding it over the List gives the final state.
+/// A List of a brand-new, empty store returns a revision a Watch can resume from
+/// (not 0, which means "from now"): a write between the List and the Watch is delivered.
+#[tokio::test]
+async fn list_of_empty_store_then_watch_misses_nothing() {
+    let s = TestApiServer::start().await;
+    let mut pods = s.pods();
+    let list = pods
+        .list(ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.items.is_empty());
+    assert!(list.resource_version > 0, "{}", list.resource_version);
+    // Written after the List, before the Watch starts.
+    let c = pods.create(pod("between", &[])).await.unwrap().into_inner();
+    let mut w = pods
+        .watch(watch_req(list.resource_version))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = next_change(&mut w).await;
+    assert_eq!(e.r#type, EventType::Added as i32);
+    assert_eq!(e.object.as_ref().unwrap(), &c);
+}
+
 #[tokio::test]
 async fn resume_across_1000_writes_no_gap_no_duplicate() {
     let s = TestApiServer::start().await;
