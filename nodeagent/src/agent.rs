@@ -193,6 +193,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let pcfg = kube_lite_proxy::ProxyConfig {
             netns: cfg.netns.clone(),
             pod_subnet: Some(subnet),
+            mode: match cfg.proxy_mode.as_str() {
+                "random" => kube_lite_proxy::Mode::Random,
+                _ => kube_lite_proxy::Mode::Nth,
+            },
+            backend: match cfg.iptables_backend.as_str() {
+                "legacy" => kube_lite_proxy::Backend::Legacy,
+                _ => kube_lite_proxy::Backend::Nft,
+            },
             ..Default::default()
         };
         let mut rx = stop_rx.clone();

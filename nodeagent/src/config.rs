@@ -56,6 +56,14 @@ pub struct Config {
     /// Directory searched first for images (and for `whoami` → kl-whoami).
     #[arg(long, env = "KUBE_LITE_IMAGE_DIR")]
     pub image_dir: Option<PathBuf>,
+    /// How Service chains spread new connections over endpoints: `nth` (exact round
+    /// robin, `-m statistic --mode nth`, the tutorial's way) or `random` (kube-proxy's).
+    #[arg(long, env = "KUBE_LITE_PROXY_MODE", default_value = "nth", value_parser = ["nth", "random"])]
+    pub proxy_mode: String,
+    /// iptables backend for Service rules: `nft` (iptables-restore, nf_tables) or
+    /// `legacy` (iptables-legacy-restore).
+    #[arg(long, env = "KUBE_LITE_IPTABLES_BACKEND", default_value = "nft", value_parser = ["nft", "legacy"])]
+    pub iptables_backend: String,
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,
@@ -120,5 +128,8 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(c.vni, 10);
         assert_eq!(c.mtu, 1450);
+        assert_eq!(c.proxy_mode, "nth");
+        assert_eq!(c.iptables_backend, "nft");
+        assert!(Config::try_parse_from(["nodeagent", "--proxy-mode", "fastest"]).is_err());
     }
 }
