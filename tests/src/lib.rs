@@ -1,6 +1,8 @@
 //! Test kit shared by the end-to-end tests of every crate: a real apiserver on
 //! loopback with sled in a temp dir (`apiserver`), and real multi-node clusters made of
-//! network namespaces and node agents (`cluster`).
+//! network namespaces and node agents (`cluster`); object builders for the tests
+//! (`fixtures`).
 
 pub mod apiserver;
 pub mod cluster;
+pub mod fixtures;

@@ -6,28 +6,11 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::fixtures::{meta, pod};
 use tonic::{Code, Request, Response, Status};
 
-fn meta(name: &str) -> Option<ObjectMeta> {
-    Some(ObjectMeta {
-        name: name.into(),
-        ..Default::default()
-    })
-}
-
 fn good_pod() -> Pod {
-    Pod {
-        metadata: meta("ok"),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: "/bin/true".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: None,
-    }
+    pod("ok", &[])
 }
 
 fn good_service() -> Service {

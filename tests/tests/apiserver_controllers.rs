@@ -8,52 +8,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::fixtures::{self, del, del_now, get, meta, pod};
 use tonic::Code;
-
-fn meta(name: &str) -> Option<ObjectMeta> {
-    Some(ObjectMeta {
-        name: name.into(),
-        ..Default::default()
-    })
-}
-
-fn get(name: &str) -> GetRequest {
-    GetRequest {
-        name: name.into(),
-        namespace: String::new(),
-    }
-}
-
-fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: "/bin/true".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
 
 fn node(name: &str, labels: &[(&str, &str)]) -> Node {
     Node {
         metadata: Some(ObjectMeta {
             name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: fixtures::labels(labels),
             ..Default::default()
         }),
         spec: Some(NodeSpec {
@@ -147,13 +109,7 @@ async fn node_subnets_unique_over_254_then_exhausted_and_reused() {
         .spec
         .unwrap()
         .pod_cidr;
-    s.nodes()
-        .delete(DeleteRequest {
-            name: "node-17".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.nodes().delete(del_now("node-17")).await.unwrap();
     let n = s
         .nodes()
         .create(node("node-255", &[]))
@@ -223,18 +179,8 @@ async fn cluster_ips_allocated_explicit_taken_released() {
     // Nothing was written for the refused ones.
     assert_eq!(c.get(get("y")).await.unwrap_err().code(), Code::NotFound);
 
-    c.delete(DeleteRequest {
-        name: "x".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    c.delete(DeleteRequest {
-        name: "a".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.delete(del_now("x")).await.unwrap();
+    c.delete(del_now("a")).await.unwrap();
     let y = c
         .create(service("y", "172.17.10.10"))
         .await
@@ -496,14 +442,7 @@ async fn endpoints_follow_pods_and_service() {
         .labels
         .insert("app".into(), "other".into());
     s.pods().update(a).await.unwrap();
-    s.pods()
-        .delete(DeleteRequest {
-            name: "b".into(),
-            grace_period_seconds: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.pods().delete(del("b")).await.unwrap();
     assert_eq!(
         addresses(&s, "web").await,
         vec![("10.0.1.2".into(), "n1".into(), "d".into())]
@@ -525,13 +464,7 @@ async fn endpoints_follow_pods_and_service() {
     );
 
     // Deleting the service deletes its Endpoints.
-    s.services()
-        .delete(DeleteRequest {
-            name: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.services().delete(del_now("web")).await.unwrap();
     assert_eq!(
         s.endpoints().get(get("web")).await.unwrap_err().code(),
         Code::NotFound
@@ -546,14 +479,7 @@ async fn graceful_pod_deletion_flow() {
     let mut ghost = pod("ghost", &[]);
     ghost.spec.as_mut().unwrap().node_name = "ghost-node".into();
     s.pods().create(ghost).await.unwrap();
-    s.pods()
-        .delete(DeleteRequest {
-            name: "ghost".into(),
-            grace_period_seconds: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.pods().delete(del("ghost")).await.unwrap();
     assert_eq!(
         s.pods().get(get("ghost")).await.unwrap_err().code(),
         Code::NotFound
@@ -572,16 +498,7 @@ async fn graceful_pod_deletion_flow() {
         .await
         .unwrap()
         .into_inner();
-    let marked = s
-        .pods()
-        .delete(DeleteRequest {
-            name: "g".into(),
-            grace_period_seconds: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let marked = s.pods().delete(del("g")).await.unwrap().into_inner();
     let m = marked.metadata.as_ref().unwrap();
     assert!(m.deletion_timestamp > 0);
     assert_eq!(m.deletion_grace_period_seconds, 7);
@@ -592,26 +509,10 @@ async fn graceful_pod_deletion_flow() {
         m.deletion_timestamp
     );
     // Deleting again does not restart the clock.
-    let again = s
-        .pods()
-        .delete(DeleteRequest {
-            name: "g".into(),
-            grace_period_seconds: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = s.pods().delete(del("g")).await.unwrap().into_inner();
     assert_eq!(again, marked);
     // The agent finishes it with grace 0.
-    s.pods()
-        .delete(DeleteRequest {
-            name: "g".into(),
-            grace_period_seconds: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.pods().delete(del_now("g")).await.unwrap();
     let e = w.next().await.unwrap().unwrap();
     assert_eq!(e.r#type, EventType::Deleted as i32);
     assert_eq!(
@@ -636,14 +537,7 @@ async fn node_health_not_ready_then_eviction_and_rescheduling() {
     let mut t = pod("terminating", &[]);
     t.spec.as_mut().unwrap().node_name = "dead".into();
     s.pods().create(t).await.unwrap();
-    s.pods()
-        .delete(DeleteRequest {
-            name: "terminating".into(),
-            grace_period_seconds: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    s.pods().delete(del("terminating")).await.unwrap();
     for i in 0..2 {
         assert_eq!(
             eventually("bound", || async { node_of(&s, &format!("p{i}")).await }).await,

@@ -2,14 +2,8 @@
 
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::fixtures::{del, get, meta};
 use tonic::Code;
-
-fn meta(name: &str) -> Option<ObjectMeta> {
-    Some(ObjectMeta {
-        name: name.into(),
-        ..Default::default()
-    })
-}
 
 fn pod(name: &str) -> Pod {
     Pod {
@@ -27,21 +21,6 @@ fn pod(name: &str) -> Pod {
             ..Default::default()
         }),
         status: None,
-    }
-}
-
-fn get(name: &str) -> GetRequest {
-    GetRequest {
-        name: name.into(),
-        namespace: String::new(),
-    }
-}
-
-fn del(name: &str) -> DeleteRequest {
-    DeleteRequest {
-        name: name.into(),
-        grace_period_seconds: -1,
-        ..Default::default()
     }
 }
 

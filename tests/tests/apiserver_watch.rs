@@ -7,30 +7,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::fixtures::{self, del_now};
 use tonic::{Code, Streaming};
 
+/// Pre-bound to `n0`: keeps the scheduler out of these tests.
 fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: "/bin/true".into(),
-                ..Default::default()
-            }],
-            // Pre-bound: keeps the scheduler out of these tests.
-            node_name: "n0".into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let mut p = fixtures::pod(name, labels);
+    p.spec.as_mut().unwrap().node_name = "n0".into();
+    p
 }
 
 fn rv_of(p: &Pod) -> u64 {
@@ -86,15 +70,7 @@ async fn live_events_added_modified_deleted() {
     let e = next_change(&mut w).await;
     assert_eq!(e.r#type, EventType::Modified as i32);
     assert_eq!(e.object.as_ref().unwrap(), &u);
-    let d = pods
-        .delete(DeleteRequest {
-            name: "a".into(),
-            grace_period_seconds: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let d = pods.delete(del_now("a")).await.unwrap().into_inner();
     let e = next_change(&mut w).await;
     assert_eq!(e.r#type, EventType::Deleted as i32);
     assert_eq!(e.resource_version, rv_of(&d));
@@ -371,13 +347,7 @@ async fn filtered_watch_added_deleted_on_match_change() {
         (e.r#type, name_of(e.object.as_ref().unwrap())),
         (EventType::Added as i32, "b".into())
     );
-    pods.delete(DeleteRequest {
-        name: "b".into(),
-        grace_period_seconds: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    pods.delete(del_now("b")).await.unwrap();
     assert_eq!(next_change(&mut wn).await.r#type, EventType::Deleted as i32);
 }
 

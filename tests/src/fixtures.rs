@@ -1,0 +1,65 @@
+//! Object builders shared by the apiserver tests: names, requests and minimal valid
+//! objects, so each test states only what it is about.
+
+use kube_lite_proto::v1::*;
+
+/// Metadata with only a name (namespace left for the apiserver to default).
+pub fn meta(name: &str) -> Option<ObjectMeta> {
+    Some(ObjectMeta {
+        name: name.into(),
+        ..Default::default()
+    })
+}
+
+/// Get by name in the default namespace.
+pub fn get(name: &str) -> GetRequest {
+    GetRequest {
+        name: name.into(),
+        namespace: String::new(),
+    }
+}
+
+/// Label map from pairs.
+pub fn labels<M: FromIterator<(String, String)>>(pairs: &[(&str, &str)]) -> M {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A minimal valid, unbound pod: one container `c` running `/bin/true`.
+pub fn pod(name: &str, labels: &[(&str, &str)]) -> Pod {
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            labels: self::labels(labels),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "/bin/true".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Delete by name; pods get their own grace period (`grace_period_seconds: -1`).
+pub fn del(name: &str) -> DeleteRequest {
+    DeleteRequest {
+        name: name.into(),
+        grace_period_seconds: -1,
+        ..Default::default()
+    }
+}
+
+/// Delete by name at once (`grace_period_seconds: 0`, as for every kind but pods).
+pub fn del_now(name: &str) -> DeleteRequest {
+    DeleteRequest {
+        name: name.into(),
+        ..Default::default()
+    }
+}
