@@ -12,7 +12,7 @@
 use futures::StreamExt;
 use kube_lite_client::{watcher, Event, WatchParams};
 use kube_lite_proto::v1::{Container, DeleteRequest, ListRequest, ObjectMeta, Pod, PodSpec};
-use kube_lite_tests::cluster::{require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{ensure_whoami, require_root, ClusterOptions, TestCluster};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -21,23 +21,6 @@ use tokio::sync::Notify;
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
-}
-
-fn ensure_whoami() {
-    let p = agent_bin().with_file_name("kl-whoami");
-    if p.exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-p", "kube-lite-demo", "--bin", "kl-whoami"]);
-    if p.to_string_lossy().contains("/release/") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().expect("cargo build").success(),
-        "building kl-whoami"
-    );
 }
 
 fn pod(name: &str, node: &str) -> Pod {
@@ -164,7 +147,7 @@ fn leftovers(c: &TestCluster) -> (usize, usize, usize) {
 }
 
 async fn run() -> anyhow::Result<()> {
-    ensure_whoami();
+    ensure_whoami(&agent_bin());
     let mut opts = ClusterOptions::new(1, agent_bin());
     opts.extra_agent_args = vec!["--no-proxy".into()];
     opts.agent_env = vec![("RUST_LOG".into(), "warn".into())];

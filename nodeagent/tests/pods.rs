@@ -6,7 +6,9 @@ use futures::StreamExt;
 use kube_lite_proto::v1::{
     Container, DeleteRequest, EnvVar, GetRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
 };
-use kube_lite_tests::cluster::{busybox, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{
+    busybox, require_root, whoami_cluster, ClusterOptions, TestCluster,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,30 +16,8 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
 }
 
-/// kl-whoami must sit next to the agent (how `--image whoami` resolves).
-fn ensure_whoami() {
-    let p = agent_bin().with_file_name("kl-whoami");
-    if p.exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = std::process::Command::new(cargo)
-        .args(["build", "-p", "kube-lite-demo", "--bin", "kl-whoami"])
-        .status()
-        .expect("cargo build kl-whoami");
-    assert!(st.success(), "building kl-whoami failed");
-    assert!(p.exists(), "{} missing after build", p.display());
-}
-
 async fn cluster(nodes: usize) -> TestCluster {
-    cluster_with(ClusterOptions::new(nodes, agent_bin())).await
-}
-
-async fn cluster_with(mut opts: ClusterOptions) -> TestCluster {
-    ensure_whoami();
-    opts.extra_agent_args
-        .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
-    TestCluster::start(opts).await.expect("test cluster")
+    whoami_cluster(ClusterOptions::new(nodes, agent_bin())).await
 }
 
 fn pod(name: &str, node: &str, image: &str, args: &[&str], restart: &str) -> Pod {
@@ -393,7 +373,7 @@ async fn full_subnet_leaves_pod_pending_with_clear_reason() {
     // /29 node subnets: .1 is the gateway, .2-.6 for pods: 5 pods fit.
     let mut opts = ClusterOptions::new(1, agent_bin());
     opts.apiserver.node_subnet_prefix = 29;
-    let c = cluster_with(opts).await;
+    let c = whoami_cluster(opts).await;
     let node = c.nodes[0].name.clone();
     for i in 0..5 {
         create(&c, pod(&format!("p{i}"), &node, "whoami", &[], "Always")).await;
@@ -651,7 +631,7 @@ async fn evicted_pod_moves_and_the_old_node_cleans_up_when_its_agent_returns() {
     let mut opts = ClusterOptions::new(2, agent_bin());
     opts.apiserver.node_grace_period = Duration::from_secs(3);
     opts.apiserver.pod_eviction_timeout = Duration::from_secs(2);
-    let mut c = cluster_with(opts).await;
+    let mut c = whoami_cluster(opts).await;
     let (n0, n1) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
     let first = create(&c, pod("mover", &n0, "whoami", &[], "Always")).await;
     let before = wait_pod(&c, "mover", "Running on node0", 60, running).await;

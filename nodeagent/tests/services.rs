@@ -6,7 +6,9 @@ use kube_lite_proto::v1::{
     Container, DeleteRequest, Endpoints, GetRequest, ObjectMeta, Pod, PodSpec, Service,
     ServicePort, ServiceSpec,
 };
-use kube_lite_tests::cluster::{busybox, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{
+    busybox, require_root, whoami_cluster, ClusterOptions, TestCluster,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,26 +20,8 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
 }
 
-/// kl-whoami must sit next to the agent (how `--image whoami` resolves).
-fn ensure_whoami() {
-    let p = agent_bin().with_file_name("kl-whoami");
-    if p.exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = std::process::Command::new(cargo)
-        .args(["build", "-p", "kube-lite-demo", "--bin", "kl-whoami"])
-        .status()
-        .expect("cargo build kl-whoami");
-    assert!(st.success(), "building kl-whoami failed");
-}
-
 async fn cluster(nodes: usize) -> TestCluster {
-    ensure_whoami();
-    let mut opts = ClusterOptions::new(nodes, agent_bin());
-    opts.extra_agent_args
-        .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
-    TestCluster::start(opts).await.expect("test cluster")
+    whoami_cluster(ClusterOptions::new(nodes, agent_bin())).await
 }
 
 fn meta(name: &str, labels: &[(&str, &str)]) -> Option<ObjectMeta> {

@@ -48,6 +48,35 @@ pub fn require_root() -> bool {
     false
 }
 
+/// Builds the `kl-whoami` demo binary next to `agent_bin` (where the agent resolves
+/// `--image whoami`) unless it is already there; a `--release` build when the agent is a
+/// release build.
+pub fn ensure_whoami(agent_bin: &Path) {
+    let p = agent_bin.with_file_name("kl-whoami");
+    if p.exists() {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "kube-lite-demo", "--bin", "kl-whoami"]);
+    if p.to_string_lossy().contains("/release/") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("cargo build kl-whoami");
+    assert!(st.success(), "building kl-whoami failed");
+    assert!(p.exists(), "{} missing after build", p.display());
+}
+
+/// The cluster of the node agent's end-to-end tests: `kl-whoami` built beside the agent
+/// ([`ensure_whoami`]), agents heartbeating every second (`--heartbeat-interval 1s`).
+/// Panics if the cluster does not come up.
+pub async fn whoami_cluster(mut opts: ClusterOptions) -> TestCluster {
+    ensure_whoami(&opts.agent_bin);
+    opts.extra_agent_args
+        .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
+    TestCluster::start(opts).await.expect("test cluster")
+}
+
 /// Options of [`TestCluster::start`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
