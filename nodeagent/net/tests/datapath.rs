@@ -130,12 +130,7 @@ async fn nodes(id: &str, n: usize) -> Vec<Node> {
         )
         .await
         .unwrap();
-        let net = NodeNet::open(NodeNetConfig {
-            netns: Some(ns.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let net = open_node_net(ns.clone()).await.unwrap();
         let subnet: Ipv4Net = format!("10.0.{}.0/24", i + 1).parse().unwrap();
         net.setup_node(subnet, address).await.unwrap();
         net.setup_node(subnet, address).await.unwrap();
@@ -167,14 +162,82 @@ fn link_exists(ns: &str, name: &str) -> bool {
         .success()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
+/// Root check, a fresh id and the Cleanup guard of its `kl<id>` namespaces; None (the
+/// test is skipped) when not root.
+fn root_test() -> Option<(String, Cleanup)> {
     if !is_root() {
-        return;
+        return None;
     }
     let id = unique_id();
-    let _cleanup = Cleanup {
+    let cleanup = Cleanup {
         prefix: format!("kl{id}"),
+    };
+    Some((id, cleanup))
+}
+
+/// Stdout of argv run in a named netns, as text.
+fn stdout_in(ns: &str, argv: &[&str]) -> String {
+    String::from_utf8_lossy(&exec_in(ns, argv).stdout).to_string()
+}
+
+/// The node datapath of the namespace `ns`.
+async fn open_node_net(ns: String) -> Result<NodeNet, kube_lite_net::NetError> {
+    NodeNet::open(NodeNetConfig {
+        netns: Some(ns),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The VXLAN FDB peers and the peer routes on the bridge of the node namespace `ns`.
+async fn fdb_peers_and_routes(ns: &str) -> (Vec<Ipv4Addr>, Vec<Ipv4Net>) {
+    let ops = RtnlOps::open(Some(ns.to_string())).await.unwrap();
+    let vx = ops.link_index("kl-vxlan").await.unwrap().unwrap();
+    let br = ops.link_index("kl0").await.unwrap().unwrap();
+    (
+        ops.fdb_peers(vx).await.unwrap(),
+        ops.peer_routes(br).await.unwrap(),
+    )
+}
+
+/// busybox httpd serving `dir` on port 8080 in `ns`.
+fn httpd_in(ns: &str, dir: &std::path::Path) -> Bg {
+    spawn_in(
+        ns,
+        &[
+            busybox(),
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            dir.to_str().unwrap(),
+        ],
+    )
+}
+
+/// wget `url` from `ns` (each try limited to `secs` seconds), up to 50 tries 100 ms
+/// apart until one succeeds; the last try's body.
+async fn wget_from(ns: &str, url: &str, secs: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let out = exec_in(
+            ns,
+            &[busybox(), "timeout", secs, busybox(), "wget", "-qO-", url],
+        );
+        got = out.stdout;
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
+    let Some((id, _cleanup)) = root_test() else {
+        return;
     };
     let nodes = nodes(&id, 1).await;
     let node = &nodes[0];
@@ -186,27 +249,20 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
         node.net.create_pod_net(p).await.unwrap(); // idempotent
     }
     // Pod side: eth0 with the address and MTU, default route via the gateway.
-    let show = exec_in(&a.netns, &["ip", "-o", "addr", "show", "dev", "eth0"]);
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = stdout_in(&a.netns, &["ip", "-o", "addr", "show", "dev", "eth0"]);
     assert!(show.contains("10.0.1.2/24"), "{show}");
-    let link = String::from_utf8_lossy(&exec_in(&a.netns, &["ip", "link", "show", "eth0"]).stdout)
-        .to_string();
+    let link = stdout_in(&a.netns, &["ip", "link", "show", "eth0"]);
     assert!(link.contains("mtu 1450"), "{link}");
     // MAC derived from the IP, so a reused IP keeps neighbours' ARP entries valid.
     assert!(link.contains("link/ether 0a:58:0a:00:01:02"), "{link}");
-    let route = String::from_utf8_lossy(&exec_in(&a.netns, &["ip", "route"]).stdout).to_string();
+    let route = stdout_in(&a.netns, &["ip", "route"]);
     assert!(route.contains("default via 10.0.1.1 dev eth0"), "{route}");
     // Host side: on the bridge, hairpin on.
-    let br = String::from_utf8_lossy(
-        &exec_in(
-            &node.ns,
-            &["bridge", "-d", "link", "show", "dev", &a.host_if],
-        )
-        .stdout,
-    )
-    .to_string();
-    let kl0 = String::from_utf8_lossy(&exec_in(&node.ns, &["ip", "link", "show", "kl0"]).stdout)
-        .to_string();
+    let br = stdout_in(
+        &node.ns,
+        &["bridge", "-d", "link", "show", "dev", &a.host_if],
+    );
+    let kl0 = stdout_in(&node.ns, &["ip", "link", "show", "kl0"]);
     assert!(
         kl0.contains("link/ether 0a:58:0a:00:01:01"),
         "bridge MAC pinned: {kl0}"
@@ -227,31 +283,9 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
     // TCP: busybox httpd in b, wget from a.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "hello from b\n").unwrap();
-    let srv = spawn_in(
-        &b.netns,
-        &[
-            busybox(),
-            "httpd",
-            "-f",
-            "-p",
-            "8080",
-            "-h",
-            dir.path().to_str().unwrap(),
-        ],
-    );
+    let srv = httpd_in(&b.netns, dir.path());
     let url = format!("http://{}:8080/index.html", b.ip);
-    let mut body = String::new();
-    for _ in 0..50 {
-        let out = exec_in(
-            &a.netns,
-            &[busybox(), "timeout", "5", busybox(), "wget", "-qO-", &url],
-        );
-        body = String::from_utf8_lossy(&out.stdout).to_string();
-        if out.status.success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = String::from_utf8_lossy(&wget_from(&a.netns, &url, "5").await).to_string();
     assert_eq!(body, "hello from b\n");
 
     // The server is found as a process of b's namespace (nsenter execs it).
@@ -278,12 +312,8 @@ async fn one_node_two_pods_reach_each_other_and_delete_leaves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_vxlan_carry_3mb_whole() {
-    if !is_root() {
+    let Some((id, _cleanup)) = root_test() else {
         return;
-    }
-    let id = unique_id();
-    let _cleanup = Cleanup {
-        prefix: format!("kl{id}"),
     };
     let nodes = nodes(&id, 2).await;
     let peers: Vec<Peer> = nodes
@@ -302,14 +332,9 @@ async fn two_nodes_over_vxlan_carry_3mb_whole() {
     }
     // Exactly one FDB entry and one peer route per node.
     for (i, n) in nodes.iter().enumerate() {
-        let ops = RtnlOps::open(Some(n.ns.clone())).await.unwrap();
-        let vx = ops.link_index("kl-vxlan").await.unwrap().unwrap();
-        let br = ops.link_index("kl0").await.unwrap().unwrap();
-        assert_eq!(ops.fdb_peers(vx).await.unwrap(), vec![nodes[1 - i].address]);
-        assert_eq!(
-            ops.peer_routes(br).await.unwrap(),
-            vec![nodes[1 - i].subnet]
-        );
+        let (fdb, routes) = fdb_peers_and_routes(&n.ns).await;
+        assert_eq!(fdb, vec![nodes[1 - i].address]);
+        assert_eq!(routes, vec![nodes[1 - i].subnet]);
     }
 
     let a = pod(&format!("kl{id}-n0"), "pod-a", &nodes[0], 2);
@@ -325,44 +350,19 @@ async fn two_nodes_over_vxlan_carry_3mb_whole() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(dir.path().join("big"), &data).unwrap();
-    let _srv = spawn_in(
-        &b.netns,
-        &[
-            busybox(),
-            "httpd",
-            "-f",
-            "-p",
-            "8080",
-            "-h",
-            dir.path().to_str().unwrap(),
-        ],
-    );
+    let _srv = httpd_in(&b.netns, dir.path());
     let url = format!("http://{}:8080/big", b.ip);
-    let mut got = Vec::new();
-    for _ in 0..50 {
-        let out = exec_in(
-            &a.netns,
-            &[busybox(), "timeout", "20", busybox(), "wget", "-qO-", &url],
-        );
-        got = out.stdout;
-        if out.status.success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let got = wget_from(&a.netns, &url, "20").await;
     assert_eq!(got.len(), data.len(), "bytes received");
     assert!(got == data, "content differs");
 
     // Removing the peer removes its FDB entry and route, and traffic stops.
     nodes[0].net.sync_peers(&[]).await.unwrap();
-    let ops = RtnlOps::open(Some(nodes[0].ns.clone())).await.unwrap();
-    let vx = ops.link_index("kl-vxlan").await.unwrap().unwrap();
-    let br = ops.link_index("kl0").await.unwrap().unwrap();
-    assert!(ops.fdb_peers(vx).await.unwrap().is_empty());
-    assert!(ops.peer_routes(br).await.unwrap().is_empty());
+    let (fdb, routes) = fdb_peers_and_routes(&nodes[0].ns).await;
+    assert!(fdb.is_empty());
+    assert!(routes.is_empty());
     // The node's own connected route is untouched.
-    let routes =
-        String::from_utf8_lossy(&exec_in(&nodes[0].ns, &["ip", "route"]).stdout).to_string();
+    let routes = stdout_in(&nodes[0].ns, &["ip", "route"]);
     assert!(routes.contains("10.0.1.0/24 dev kl0"), "{routes}");
 
     for (n, p) in [(&nodes[0], &a), (&nodes[1], &b)] {
@@ -373,33 +373,20 @@ async fn two_nodes_over_vxlan_carry_3mb_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_node_fails_clearly_without_underlay_address() {
-    if !is_root() {
+    let Some((id, _cleanup)) = root_test() else {
         return;
-    }
-    let id = unique_id();
-    let _cleanup = Cleanup {
-        prefix: format!("kl{id}"),
     };
     let ns = format!("kl{id}-n0");
     netns::create_netns(&ns).await.unwrap();
     netns::create_netns(&ns).await.unwrap(); // idempotent
-    let net = NodeNet::open(NodeNetConfig {
-        netns: Some(ns.clone()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let net = open_node_net(ns.clone()).await.unwrap();
     let err = net
         .setup_node("10.0.5.0/24".parse().unwrap(), Ipv4Addr::new(192, 0, 2, 1))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("192.0.2.1"), "{err}");
     // Opening a missing namespace is an error, not a panic.
-    let missing = NodeNet::open(NodeNetConfig {
-        netns: Some(format!("kl{id}-missing")),
-        ..Default::default()
-    })
-    .await;
+    let missing = open_node_net(format!("kl{id}-missing")).await;
     assert!(missing.is_err());
     // Missing pieces are fine for delete; a lone veth goes at once.
     net.delete_host_if("klvnope").await.unwrap();
@@ -411,12 +398,8 @@ async fn setup_node_fails_clearly_without_underlay_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_node_moves_to_a_new_subnet_and_keeps_foreign_addresses() {
-    if !is_root() {
+    let Some((id, _cleanup)) = root_test() else {
         return;
-    }
-    let id = unique_id();
-    let _cleanup = Cleanup {
-        prefix: format!("kl{id}"),
     };
     let nodes = nodes(&id, 1).await;
     let n = &nodes[0];
@@ -426,17 +409,12 @@ async fn setup_node_moves_to_a_new_subnet_and_keeps_foreign_addresses() {
         .setup_node("10.0.9.0/24".parse().unwrap(), n.address)
         .await
         .unwrap();
-    let addrs = String::from_utf8_lossy(
-        &exec_in(&n.ns, &["ip", "-o", "addr", "show", "dev", "kl0"]).stdout,
-    )
-    .to_string();
+    let addrs = stdout_in(&n.ns, &["ip", "-o", "addr", "show", "dev", "kl0"]);
     assert!(addrs.contains("10.0.9.1/24"), "{addrs}");
     assert!(!addrs.contains("10.0.1.1/24"), "{addrs}");
     assert!(addrs.contains("10.96.0.10/32"), "{addrs}");
     // The VXLAN device is still there, on the bridge, once.
-    let vx =
-        String::from_utf8_lossy(&exec_in(&n.ns, &["ip", "-d", "link", "show", "kl-vxlan"]).stdout)
-            .to_string();
+    let vx = stdout_in(&n.ns, &["ip", "-d", "link", "show", "kl-vxlan"]);
     assert!(
         vx.contains("master kl0") && vx.contains("vxlan id 10"),
         "{vx}"
