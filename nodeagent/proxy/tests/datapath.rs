@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kube_lite_proxy::render::{parse_save, Table};
-use kube_lite_proxy::{Backend, Mode, Proxier, ProxyConfig};
+use kube_lite_proxy::{Backend, Mode, Proxier, ProxyConfig, SyncReport};
 use std::net::Ipv4Addr;
 
 /// Not a test: the body of the helper processes (servers and clients in namespaces).
@@ -31,6 +31,24 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A full resync of `p` on `rt`: its report.
+fn resync(rt: &tokio::runtime::Runtime, p: &mut Proxier) -> SyncReport {
+    p.request_resync();
+    rt.block_on(p.sync()).unwrap()
+}
+
+/// `iptables <args>` run in the namespace `ns` (must succeed): its stdout.
+fn iptables_in(ns: &str, args: &[&str]) -> String {
+    let mut argv = vec!["ip", "netns", "exec", ns, "iptables"];
+    argv.extend_from_slice(args);
+    must(&argv)
+}
+
+/// 100 TCP connections from `netns` to web at VIP:3001: one answer line each.
+fn hundred_to_web(netns: &str) -> Vec<String> {
+    run_client(netns, &format!("tcp {VIP} 3001 100"))
 }
 
 /// A node with 5 pods; pods 0-3 serve on 8080 and are the endpoints of web:3001.
@@ -60,7 +78,7 @@ fn round_robin_exact_from_another_pod() {
         return;
     }
     let (node, _p) = web_node(cfg);
-    let lines = run_client(&node.pods[4].netns, &format!("tcp {VIP} 3001 100"));
+    let lines = hundred_to_web(&node.pods[4].netns);
     assert_exact_round_robin(&lines);
 }
 
@@ -73,15 +91,14 @@ fn round_robin_exact_legacy_backend() {
         backend: Backend::Legacy,
         ..cfg(n)
     });
-    let lines = run_client(&node.pods[4].netns, &format!("tcp {VIP} 3001 100"));
+    let lines = hundred_to_web(&node.pods[4].netns);
     assert_exact_round_robin(&lines);
     // iptables-legacy-save prints the rules exactly as rendered: a resync has nothing to do.
     assert_resync_clean(&mut p);
 }
 
 fn assert_resync_clean(p: &mut Proxier) {
-    p.request_resync();
-    let r = rt().block_on(p.sync()).unwrap();
+    let r = resync(&rt(), p);
     assert!(r.full);
     assert_eq!((r.rewritten, r.deleted, r.jumps_fixed), (0, 0, 0), "{r:?}");
 }
@@ -93,23 +110,13 @@ fn hairpin_endpoint_reaches_itself() {
     }
     let (node, _p) = web_node(cfg);
     // pod0 is one of the endpoints: a quarter of its connections come back to itself.
-    let lines = run_client(&node.pods[0].netns, &format!("tcp {VIP} 3001 100"));
+    let lines = hundred_to_web(&node.pods[0].netns);
     assert_exact_round_robin(&lines);
     // Exactly those 25 self-connections went through the hairpin masquerade rule.
-    let out = must(&[
-        "ip",
-        "netns",
-        "exec",
+    let out = iptables_in(
         &node.netns,
-        "iptables",
-        "-t",
-        "nat",
-        "-L",
-        "KL-POSTROUTING",
-        "-v",
-        "-n",
-        "-x",
-    ]);
+        &["-t", "nat", "-L", "KL-POSTROUTING", "-v", "-n", "-x"],
+    );
     let pkts: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("MASQUERADE") && l.contains("10.0.1.2 "))
@@ -129,7 +136,7 @@ fn node_namespace_client_through_output() {
         routes.contains(&format!("{VIP} dev kl0")),
         "routes: {routes}"
     );
-    let lines = run_client(&node.netns, &format!("tcp {VIP} 3001 100"));
+    let lines = hundred_to_web(&node.netns);
     assert_exact_round_robin(&lines);
 }
 
@@ -143,7 +150,7 @@ fn random_mode_reaches_every_endpoint() {
         ..cfg(n)
     });
     assert_resync_clean(&mut p);
-    let lines = run_client(&node.pods[4].netns, &format!("tcp {VIP} 3001 100"));
+    let lines = hundred_to_web(&node.pods[4].netns);
     let t = tally(&lines);
     assert_eq!(t.values().sum::<usize>(), 100, "{lines:?}");
     assert!(t.keys().all(|k| k.starts_with("pod")), "{t:?}");
@@ -184,25 +191,9 @@ fn deleted_service_leaves_no_chains_and_foreign_rules_stay() {
     let (node, mut p) = web_node(cfg);
     // Someone else's chain and jump.
     let n = node.netns.as_str();
-    must(&[
-        "ip", "netns", "exec", n, "iptables", "-t", "nat", "-N", "FOREIGN",
-    ]);
-    must(&[
-        "ip", "netns", "exec", n, "iptables", "-t", "nat", "-A", "FOREIGN", "-j", "RETURN",
-    ]);
-    must(&[
-        "ip",
-        "netns",
-        "exec",
-        n,
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-j",
-        "FOREIGN",
-    ]);
+    iptables_in(n, &["-t", "nat", "-N", "FOREIGN"]);
+    iptables_in(n, &["-t", "nat", "-A", "FOREIGN", "-j", "RETURN"]);
+    iptables_in(n, &["-t", "nat", "-A", "PREROUTING", "-j", "FOREIGN"]);
     let before = node.iptables_save();
     assert!(before.contains("KL-SVC-") && before.contains("-j MASQUERADE"));
     p.delete_service(&service("web", VIP, &[]));
@@ -218,8 +209,7 @@ fn deleted_service_leaves_no_chains_and_foreign_rules_stay() {
     let routes = must(&["ip", "-n", n, "route", "show", "proto", "78"]);
     assert!(routes.trim().is_empty(), "{routes}");
     // A full resync leaves the foreign chain alone too.
-    p.request_resync();
-    let r = rt.block_on(p.sync()).unwrap();
+    let r = resync(&rt, &mut p);
     assert_eq!((r.rewritten, r.deleted, r.jumps_fixed), (0, 0, 0), "{r:?}");
     assert!(node.iptables_save().contains("-A FOREIGN -j RETURN"));
     // cleanup removes every owned chain and jump, nothing else.
@@ -238,8 +228,7 @@ fn resync_repairs_drift() {
     let rt = rt();
     let want = node.iptables_save();
     // The state after a sync is what a resync expects: nothing to do.
-    p.request_resync();
-    let r = rt.block_on(p.sync()).unwrap();
+    let r = resync(&rt, &mut p);
     assert_eq!((r.rewritten, r.deleted, r.jumps_fixed), (0, 0, 0), "{r:?}");
     let saved = parse_save(&want);
     let svc_chain = saved
@@ -250,60 +239,31 @@ fn resync_repairs_drift() {
         .clone();
     let n = node.netns.as_str();
     // Damage: a rule deleted, a jump deleted, a jump duplicated, a stale chain added.
-    must(&[
-        "ip", "netns", "exec", n, "iptables", "-t", "nat", "-D", &svc_chain, "2",
-    ]);
-    must(&[
-        "ip", "netns", "exec", n, "iptables", "-t", "nat", "-D", "OUTPUT", "1",
-    ]);
-    must(&[
-        "ip",
-        "netns",
-        "exec",
+    iptables_in(n, &["-t", "nat", "-D", &svc_chain, "2"]);
+    iptables_in(n, &["-t", "nat", "-D", "OUTPUT", "1"]);
+    iptables_in(
         n,
-        "iptables",
-        "-t",
-        "filter",
-        "-I",
-        "FORWARD",
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "NEW",
-        "-m",
-        "comment",
-        "--comment",
-        "kube-lite service portals",
-        "-j",
-        "KL-SERVICES",
-    ]);
-    must(&[
-        "ip",
-        "netns",
-        "exec",
-        n,
-        "iptables",
-        "-t",
-        "nat",
-        "-N",
-        "KL-SEP-STALE",
-    ]);
-    must(&[
-        "ip",
-        "netns",
-        "exec",
-        n,
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "KL-SEP-STALE",
-        "-j",
-        "RETURN",
-    ]);
+        &[
+            "-t",
+            "filter",
+            "-I",
+            "FORWARD",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kube-lite service portals",
+            "-j",
+            "KL-SERVICES",
+        ],
+    );
+    iptables_in(n, &["-t", "nat", "-N", "KL-SEP-STALE"]);
+    iptables_in(n, &["-t", "nat", "-A", "KL-SEP-STALE", "-j", "RETURN"]);
     assert_ne!(node.iptables_save(), want);
-    p.request_resync();
-    let r = rt.block_on(p.sync()).unwrap();
+    let r = resync(&rt, &mut p);
     assert_eq!((r.rewritten, r.deleted, r.jumps_fixed), (1, 1, 2), "{r:?}");
     let strip = |s: &str| {
         s.lines()
@@ -326,7 +286,7 @@ fn resync_repairs_drift() {
             .count();
         assert_eq!(n, 1, "{chain}");
     }
-    let lines = run_client(&node.pods[4].netns, &format!("tcp {VIP} 3001 100"));
+    let lines = hundred_to_web(&node.pods[4].netns);
     assert_exact_round_robin(&lines);
 }
 
@@ -365,8 +325,7 @@ fn incremental_sync_touches_only_the_changed_service() {
     let r = rt.block_on(p.sync()).unwrap();
     assert_eq!(r.rewritten, 20, "{r:?}");
     // And what was written incrementally equals a full render: a resync finds nothing.
-    p.request_resync();
-    let r = rt.block_on(p.sync()).unwrap();
+    let r = resync(&rt, &mut p);
     assert_eq!((r.rewritten, r.deleted, r.jumps_fixed), (0, 0, 0), "{r:?}");
 }
 
