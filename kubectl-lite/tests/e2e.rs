@@ -12,8 +12,8 @@ use kube_lite_tests::apiserver::TestApiServer;
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-lite");
 
@@ -83,6 +83,47 @@ fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|cells| cells.first() == Some(&name))
         .unwrap_or_else(|| panic!("no row {name:?} in:\n{table}"))
+}
+
+/// `kl` whose stdout (exit 0) is one JSON value.
+async fn kl_json(server: &str, args: &[&str]) -> Value {
+    serde_json::from_str(kl(server, args).await.ok()).unwrap()
+}
+
+/// kubectl-lite started in the background with stdout and stderr piped.
+fn spawn_piped(server: &str, args: &[&str]) -> Child {
+    command(server, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The next line of a running command's output (20 s at most); None at its end.
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("a line within 20 s")
+        .unwrap()
+}
+
+/// Get `name` in the default namespace.
+fn get_default(name: &str) -> GetRequest {
+    GetRequest {
+        name: name.into(),
+        namespace: "default".into(),
+    }
+}
+
+/// Exit 0 and every `want` in the output.
+fn assert_shows_all(run: &Run, wants: &[&str]) {
+    for want in wants {
+        assert!(
+            run.ok().contains(want),
+            "{want:?} missing in:\n{}",
+            run.stdout
+        );
+    }
 }
 
 async fn add_ready_node(url: &str, name: &str, address: &str) {
@@ -192,8 +233,7 @@ async fn pod_create_get_in_every_format_describe_delete() {
         json.ok()
     );
 
-    let list: Value =
-        serde_json::from_str(kl(s, &["get", "pods", "-o", "json"]).await.ok()).unwrap();
+    let list = kl_json(s, &["get", "pods", "-o", "json"]).await;
     assert_eq!(list["kind"], "List");
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["metadata"]["uid"], v["metadata"]["uid"]);
@@ -214,12 +254,7 @@ async fn pod_create_get_in_every_format_describe_delete() {
     kl(s, &["create", "pod", "web2", "--image", "busybox"])
         .await
         .ok();
-    let two: Value = serde_json::from_str(
-        kl(s, &["get", "pods", "web", "web2", "-o", "json"])
-            .await
-            .ok(),
-    )
-    .unwrap();
+    let two = kl_json(s, &["get", "pods", "web", "web2", "-o", "json"]).await;
     assert_eq!(two["kind"], "List");
     assert_eq!(two["items"][1]["metadata"]["name"], "web2");
     assert_eq!(
@@ -249,22 +284,23 @@ async fn pod_create_get_in_every_format_describe_delete() {
     );
 
     let d = kl(s, &["describe", "pod", "web"]).await;
-    for want in [
-        "Name:",
-        "web",
-        "Namespace:",
-        "default",
-        "Labels:",
-        "app=web",
-        "Image:",
-        "busybox",
-        "8080/TCP",
-        "Restart Count:",
-        "httpd",
-        "A:  1",
-    ] {
-        assert!(d.ok().contains(want), "{want:?} missing in:\n{}", d.stdout);
-    }
+    assert_shows_all(
+        &d,
+        &[
+            "Name:",
+            "web",
+            "Namespace:",
+            "default",
+            "Labels:",
+            "app=web",
+            "Image:",
+            "busybox",
+            "8080/TCP",
+            "Restart Count:",
+            "httpd",
+            "A:  1",
+        ],
+    );
 
     assert_eq!(
         kl(s, &["delete", "pod", "web"]).await.ok(),
@@ -326,8 +362,7 @@ async fn service_and_endpoints() {
     assert!(auto[2].parse::<std::net::Ipv4Addr>().is_ok(), "{auto:?}");
     assert_eq!(auto[3], "3001/TCP");
 
-    let v: Value =
-        serde_json::from_str(kl(s, &["get", "service", "web", "-o", "json"]).await.ok()).unwrap();
+    let v = kl_json(s, &["get", "service", "web", "-o", "json"]).await;
     assert_eq!(v["kind"], "Service");
     assert_eq!(v["spec"]["clusterIP"], "172.17.10.10");
     assert_eq!(v["spec"]["type"], "ClusterIP");
@@ -341,17 +376,18 @@ async fn service_and_endpoints() {
     let ep = kl(s, &["get", "endpoints"]).await;
     assert_eq!(row(ep.ok(), "web")[1], "<none>");
     let d = kl(s, &["describe", "svc", "web"]).await;
-    for want in [
-        "Selector:",
-        "app=web",
-        "IP:",
-        "172.17.10.10",
-        "80-tcp  80/TCP",
-        "8080/TCP",
-        "Endpoints:",
-    ] {
-        assert!(d.ok().contains(want), "{want:?} missing in:\n{}", d.stdout);
-    }
+    assert_shows_all(
+        &d,
+        &[
+            "Selector:",
+            "app=web",
+            "IP:",
+            "172.17.10.10",
+            "80-tcp  80/TCP",
+            "8080/TCP",
+            "Endpoints:",
+        ],
+    );
     assert!(kl(s, &["describe", "ep", "web"])
         .await
         .ok()
@@ -369,14 +405,7 @@ async fn service_and_endpoints() {
     .await
     .ok();
     let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
-    let mut p = pods
-        .get(GetRequest {
-            name: "web-1".into(),
-            namespace: "default".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut p = pods.get(get_default("web-1")).await.unwrap().into_inner();
     p.status = Some(PodStatus {
         phase: "Running".into(),
         pod_ip: "10.0.1.5".into(),
@@ -416,8 +445,7 @@ async fn service_and_endpoints() {
         .await
         .ok()
         .contains("10.0.1.5:8080,10.0.1.5:53"));
-    let ep: Value =
-        serde_json::from_str(kl(s, &["get", "ep", "web", "-o", "json"]).await.ok()).unwrap();
+    let ep = kl_json(s, &["get", "ep", "web", "-o", "json"]).await;
     assert_eq!(
         ep["subsets"][0]["addresses"][0],
         serde_json::json!({"ip": "10.0.1.5", "nodeName": "node-1", "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1"}})
@@ -510,12 +538,10 @@ async fn apply_a_kubernetes_manifest() {
         out.stderr,
         format!("warning: {f}: pod/whoami: spec.containers[0].imagePullPolicy: ignored (not used by kube-lite)\n")
     );
-    let svc: Value =
-        serde_json::from_str(kl(s, &["get", "svc", "whoami", "-o", "json"]).await.ok()).unwrap();
+    let svc = kl_json(s, &["get", "svc", "whoami", "-o", "json"]).await;
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
     assert_eq!(svc["spec"]["ports"][1]["targetPort"], 9090);
-    let pod: Value =
-        serde_json::from_str(kl(s, &["get", "pod", "whoami", "-o", "json"]).await.ok()).unwrap();
+    let pod = kl_json(s, &["get", "pod", "whoami", "-o", "json"]).await;
     assert_eq!(pod["spec"]["containers"][0]["ports"][0]["name"], "http");
 
     // Again: nothing to do.
@@ -724,8 +750,7 @@ async fn nodes_namespaces_and_graceful_delete() {
         d.ok().contains("PodCIDR:") && d.ok().contains("10.0.1.0/24"),
         "{d:?}"
     );
-    let v: Value =
-        serde_json::from_str(kl(s, &["get", "node", "node-1", "-o", "json"]).await.ok()).unwrap();
+    let v = kl_json(s, &["get", "node", "node-1", "-o", "json"]).await;
     assert_eq!(v["kind"], "Node");
     assert!(v["metadata"].get("namespace").is_none());
     assert_eq!(v["spec"]["podCIDR"], "10.0.1.0/24");
@@ -782,20 +807,10 @@ async fn nodes_namespaces_and_graceful_delete() {
     );
 
     // `delete` waits (by watching) until the node agent removes it.
-    let waiter = command(s, &["delete", "pod", "p1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiter = spawn_piped(s, &["delete", "pod", "p1"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
-    assert!(pods
-        .get(GetRequest {
-            name: "p1".into(),
-            namespace: "default".into()
-        })
-        .await
-        .is_ok());
+    assert!(pods.get(get_default("p1")).await.is_ok());
     pods.delete(DeleteRequest {
         name: "p1".into(),
         namespace: "default".into(),
@@ -835,19 +850,9 @@ async fn get_watch_prints_a_row_per_change() {
     kl(s, &["create", "pod", "first", "--image", "busybox"])
         .await
         .ok();
-    let mut watch = command(s, &["get", "pods", "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_piped(s, &["get", "pods", "-w"]);
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("a line within 20 s")
-            .unwrap()
-            .unwrap()
-    };
+    let mut next = async || next_line(&mut lines).await.unwrap();
     assert!(next().await.starts_with("NAME"));
     assert!(next().await.starts_with("first "));
     kl(
@@ -875,11 +880,7 @@ async fn get_watch_prints_a_row_per_change() {
     assert!(!status.success(), "watch {pid} ends only when killed");
 
     // The reader goes away (`| head -1`): a quiet exit, no panic.
-    let mut watch = command(s, &["get", "pods", "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_piped(s, &["get", "pods", "-w"]);
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert!(lines
         .next_line()
@@ -1017,30 +1018,14 @@ async fn watch_relists_when_its_resume_point_is_gone() {
     .ok();
     let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
     for i in 0..20 {
-        let mut p = pods
-            .get(GetRequest {
-                name: "x".into(),
-                namespace: "default".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut p = pods.get(get_default("x")).await.unwrap().into_inner();
         p.metadata.as_mut().unwrap().name = format!("filler-{i}");
         p.metadata.as_mut().unwrap().resource_version = 0;
         pods.create(p).await.unwrap();
     }
-    let mut watch = command(s, &["get", "pod", "x", "-w", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = spawn_piped(s, &["get", "pod", "x", "-w", "-o", "name"]);
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("a line within 20 s")
-            .unwrap()
-    };
+    let mut next = async || next_line(&mut lines).await;
     assert_eq!(next().await.as_deref(), Some("pod/x"));
     // Give the watcher time to hit the relist path, then change x.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1048,14 +1033,7 @@ async fn watch_relists_when_its_resume_point_is_gone() {
         watch.try_wait().unwrap().is_none(),
         "the watch must survive the relist"
     );
-    let mut p = pods
-        .get(GetRequest {
-            name: "x".into(),
-            namespace: "default".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut p = pods.get(get_default("x")).await.unwrap().into_inner();
     p.metadata
         .as_mut()
         .unwrap()
