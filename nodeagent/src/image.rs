@@ -3,6 +3,8 @@
 //! - contains `/` → that path;
 //! - `whoami` → `kl-whoami` in `--image-dir` if given, else next to the agent's own
 //!   executable;
+//! - `kl-whoami` → the same place first, then `PATH` (the binaries are built side by side,
+//!   so the program's own name works as an image too);
 //! - anything else → a name looked up in `--image-dir` (if given) and then in `PATH`.
 //!
 //! Kubernetes' `command` overrides the image's entrypoint: for us the program itself,
@@ -56,7 +58,7 @@ impl Resolver {
             return vec![PathBuf::from(image)];
         }
         let mut out = Vec::new();
-        if image == "whoami" {
+        if image == "whoami" || image == "kl-whoami" {
             match &self.image_dir {
                 Some(d) => out.push(d.join("kl-whoami")),
                 None => {
@@ -65,9 +67,10 @@ impl Resolver {
                     }
                 }
             }
-            return out;
-        }
-        if let Some(d) = &self.image_dir {
+            if image == "whoami" {
+                return out;
+            }
+        } else if let Some(d) = &self.image_dir {
             out.push(d.join(image));
         }
         for dir in self.path.split(':').filter(|d| !d.is_empty()) {
@@ -144,6 +147,8 @@ mod tests {
         exe(&d.path().join("bin/tool"));
         let r = resolver(d.path());
         assert_eq!(r.resolve("whoami").unwrap(), d.path().join("kl-whoami"));
+        // The program's own name finds it next to the agent too (not only in PATH).
+        assert_eq!(r.resolve("kl-whoami").unwrap(), d.path().join("kl-whoami"));
         assert_eq!(r.resolve("tool").unwrap(), d.path().join("bin/tool"));
         let abs = d.path().join("bin/tool");
         assert_eq!(r.resolve(abs.to_str().unwrap()).unwrap(), abs);
