@@ -63,3 +63,29 @@ pub fn del_now(name: &str) -> DeleteRequest {
         ..Default::default()
     }
 }
+
+/// A Service selecting `app=<name>` on port 80; `ip` is the ClusterIP asked for (empty:
+/// allocated).
+pub fn service(name: &str, ip: &str) -> Service {
+    Service {
+        metadata: meta(name),
+        spec: Some(ServiceSpec {
+            selector: [("app".to_string(), name.to_string())].into(),
+            ports: vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            cluster_ip: ip.into(),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// List with a label selector.
+pub fn selected(label_selector: &str) -> ListRequest {
+    ListRequest {
+        label_selector: label_selector.into(),
+        ..Default::default()
+    }
+}

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
-use kube_lite_tests::fixtures::{meta, pod};
+use kube_lite_tests::fixtures::{meta, pod, selected};
 use tonic::{Code, Request, Response, Status};
 
 fn good_pod() -> Pod {
@@ -338,14 +338,7 @@ async fn every_validation_error_names_field_and_rule() {
         "{}",
         e.message()
     );
-    let e = s
-        .pods()
-        .list(ListRequest {
-            label_selector: "a in b".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = s.pods().list(selected("a in b")).await.unwrap_err();
     assert!(
         e.message().starts_with("label_selector: "),
         "{}",

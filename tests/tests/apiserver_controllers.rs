@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
-use kube_lite_tests::fixtures::{self, del, del_now, get, meta, pod};
+use kube_lite_tests::fixtures::{self, del, del_now, get, meta, pod, service};
 use tonic::Code;
 
 fn node(name: &str, labels: &[(&str, &str)]) -> Node {
@@ -130,22 +130,6 @@ async fn node_subnets_unique_over_254_then_exhausted_and_reused() {
     );
 }
 
-fn service(name: &str, ip: &str) -> Service {
-    Service {
-        metadata: meta(name),
-        spec: Some(ServiceSpec {
-            selector: [("app".to_string(), name.to_string())].into(),
-            ports: vec![ServicePort {
-                port: 80,
-                ..Default::default()
-            }],
-            cluster_ip: ip.into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
 fn ip_of(s: &Service) -> String {
     s.spec.as_ref().unwrap().cluster_ip.clone()
 }
@@ -191,6 +175,16 @@ async fn cluster_ips_allocated_explicit_taken_released() {
     assert_eq!(ip_of(&d), "10.96.0.1", "released IP is reused");
 }
 
+async fn pod_status(s: &TestApiServer, name: &str) -> PodStatus {
+    s.pods()
+        .get(get(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
 async fn node_of(s: &TestApiServer, pod: &str) -> Option<String> {
     let p = s.pods().get(get(pod)).await.ok()?.into_inner();
     let n = p.spec.unwrap().node_name;
@@ -202,14 +196,7 @@ async fn scheduler_spreads_honours_selector_and_explains() {
     let s = TestApiServer::start().await;
     // No nodes at all.
     s.pods().create(pod("early", &[])).await.unwrap();
-    let st = s
-        .pods()
-        .get(get("early"))
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = pod_status(&s, "early").await;
     assert_eq!(
         (st.phase.as_str(), st.reason.as_str()),
         ("Pending", "Unschedulable")
@@ -270,14 +257,7 @@ async fn scheduler_spreads_honours_selector_and_explains() {
         .node_selector
         .insert("disk".into(), "nvme".into());
     s.pods().create(nv).await.unwrap();
-    let st = s
-        .pods()
-        .get(get("nvme"))
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = pod_status(&s, "nvme").await;
     assert_eq!(st.reason, "Unschedulable");
     assert_eq!(
         st.message,
@@ -289,14 +269,7 @@ async fn scheduler_spreads_honours_selector_and_explains() {
     n1.spec.as_mut().unwrap().unschedulable = true;
     s.nodes().update(n1).await.unwrap();
     let msg = eventually("message updated", || async {
-        let st = s
-            .pods()
-            .get(get("nvme"))
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
+        let st = pod_status(&s, "nvme").await;
         st.message.contains("unschedulable").then_some(st.message)
     })
     .await;
@@ -317,14 +290,7 @@ async fn scheduler_spreads_honours_selector_and_explains() {
         eventually("nvme pod", || async { node_of(&s, "nvme").await }).await,
         "n3"
     );
-    let st = s
-        .pods()
-        .get(get("nvme"))
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = pod_status(&s, "nvme").await;
     assert_eq!(st.reason, "", "Unschedulable reason cleared once bound");
 }
 

@@ -2,7 +2,8 @@
 
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
-use kube_lite_tests::fixtures::{del, get, meta};
+use kube_lite_tests::fixtures::{del, get, meta, selected, service};
+use tonic::transport::Channel;
 use tonic::Code;
 
 fn pod(name: &str) -> Pod {
@@ -175,6 +176,11 @@ async fn pod_crud_defaults_and_conflicts() {
     );
 }
 
+/// How many pods a List returns.
+async fn listed(pods: &mut pod_api_client::PodApiClient<Channel>, req: ListRequest) -> usize {
+    pods.list(req).await.unwrap().into_inner().items.len()
+}
+
 #[tokio::test]
 async fn list_sorted_filtered_with_revision() {
     let s = TestApiServer::start().await;
@@ -214,49 +220,31 @@ async fn list_sorted_filtered_with_revision() {
         .unwrap();
     assert!(all.resource_version >= max_rv);
 
-    let l = pods
-        .list(ListRequest {
-            namespace: "a".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(l.items.len(), 2);
-    let l = pods
-        .list(ListRequest {
-            label_selector: "app=x".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(l.items.len(), 3);
-    let l = pods
-        .list(ListRequest {
-            label_selector: "app in (y),!nope".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(l.items.len(), 1);
-    let l = pods
-        .list(ListRequest {
-            node_name: "n1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(l.items.len(), 2);
-    let e = pods
-        .list(ListRequest {
-            label_selector: "a in b".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    assert_eq!(
+        listed(
+            &mut pods,
+            ListRequest {
+                namespace: "a".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        2
+    );
+    assert_eq!(listed(&mut pods, selected("app=x")).await, 3);
+    assert_eq!(listed(&mut pods, selected("app in (y),!nope")).await, 1);
+    assert_eq!(
+        listed(
+            &mut pods,
+            ListRequest {
+                node_name: "n1".into(),
+                ..Default::default()
+            }
+        )
+        .await,
+        2
+    );
+    let e = pods.list(selected("a in b")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("label_selector"), "{}", e.message());
 }
@@ -318,22 +306,7 @@ async fn node_service_endpoints_crud() {
     );
 
     let mut svcs = s.services();
-    let svc = svcs
-        .create(Service {
-            metadata: meta("web"),
-            spec: Some(ServiceSpec {
-                selector: [("app".to_string(), "web".to_string())].into(),
-                ports: vec![ServicePort {
-                    port: 80,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            status: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let svc = svcs.create(service("web", "")).await.unwrap().into_inner();
     let spec = svc.spec.clone().unwrap();
     assert_eq!(spec.r#type, "ClusterIP");
     assert_eq!(spec.ports[0].protocol, "TCP");
