@@ -50,6 +50,33 @@ async fn client(port: u16) -> PodApiClient<tonic::transport::Channel> {
     panic!("apiserver did not start listening on port {port}");
 }
 
+/// A pod with one `/bin/true` container, bound to `node` (empty: unbound).
+fn pod(name: &str, node: &str) -> Pod {
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            node_name: node.into(),
+            containers: vec![Container {
+                name: "c".into(),
+                image: "/bin/true".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn get(name: &str) -> GetRequest {
+    GetRequest {
+        name: name.into(),
+        namespace: String::new(),
+    }
+}
+
 fn sigterm(s: &Server) {
     let ok = Command::new("kill")
         .args(["-TERM", &s.0.id().to_string()])
@@ -65,22 +92,7 @@ async fn binary_serves_stops_on_sigterm_and_keeps_data() {
     let port = free_port();
     let mut s = start(dir.path(), port);
     let mut c = client(port).await;
-    let pod = Pod {
-        metadata: Some(ObjectMeta {
-            name: "web".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: "/bin/true".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: None,
-    };
-    let created = c.create(pod).await.unwrap().into_inner();
+    let created = c.create(pod("web", "")).await.unwrap().into_inner();
     // Default data directory under the working directory.
     assert!(dir.path().join("kube-lite-data").is_dir());
 
@@ -96,14 +108,7 @@ async fn binary_serves_stops_on_sigterm_and_keeps_data() {
 
     let s2 = start(dir.path(), port);
     let mut c = client(port).await;
-    let got = c
-        .get(GetRequest {
-            name: "web".into(),
-            namespace: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = c.get(get("web")).await.unwrap().into_inner();
     assert_eq!(
         got.metadata.as_ref().unwrap().uid,
         created.metadata.as_ref().unwrap().uid
@@ -140,23 +145,7 @@ async fn acknowledged_writes_survive_kill_9() {
             let mut acked = Vec::new();
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let pod = Pod {
-                    metadata: Some(ObjectMeta {
-                        name: format!("p{t}-{i}"),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        node_name: "n".into(),
-                        containers: vec![Container {
-                            name: "c".into(),
-                            image: "/bin/true".into(),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }),
-                    status: None,
-                };
-                match c.create(pod).await {
+                match c.create(pod(&format!("p{t}-{i}"), "n")).await {
                     Ok(p) => acked.push((
                         format!("p{t}-{i}"),
                         p.into_inner().metadata.unwrap().resource_version,
@@ -183,10 +172,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut c = client(port).await;
     for (name, rev) in &acked {
         let p = c
-            .get(GetRequest {
-                name: name.clone(),
-                namespace: String::new(),
-            })
+            .get(get(name))
             .await
             .unwrap_or_else(|e| panic!("acknowledged pod {name} lost: {e}"))
             .into_inner();
@@ -198,25 +184,6 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap()
         .into_inner();
     assert!(list.resource_version >= max_rev);
-    let p = c
-        .create(Pod {
-            metadata: Some(ObjectMeta {
-                name: "after".into(),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                node_name: "n".into(),
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: "/bin/true".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            status: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let p = c.create(pod("after", "n")).await.unwrap().into_inner();
     assert!(p.metadata.unwrap().resource_version > list.resource_version);
 }
