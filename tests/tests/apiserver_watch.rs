@@ -456,10 +456,7 @@ async fn restart_keeps_objects_revision_and_watch_resumes() {
     assert_eq!(after.resource_version, before.resource_version);
     let n2 = s
         .nodes()
-        .get(GetRequest {
-            name: "n1".into(),
-            ..Default::default()
-        })
+        .get(fixtures::get("n1"))
         .await
         .unwrap()
         .into_inner();
