@@ -38,6 +38,33 @@ impl Text {
     }
 }
 
+/// Rows of a table, each cell padded to its column's width: at least `min[i]`, and at
+/// least the longest cell plus two spaces (the last column is not padded).
+fn table_lines(indent: usize, min: &[usize], rows: &[Vec<String>]) -> Vec<String> {
+    let mut width = min.to_vec();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            if i >= width.len() {
+                width.push(0);
+            }
+            width[i] = width[i].max(cell.len() + 2);
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            let mut line = " ".repeat(indent);
+            for (i, cell) in r.iter().enumerate() {
+                if i + 1 == r.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}", w = width[i]);
+                }
+            }
+            line
+        })
+        .collect()
+}
+
 fn or_none(s: &str) -> String {
     if s.is_empty() {
         "<none>".into()
@@ -297,37 +324,38 @@ pub fn describe_node(node: &Node, pods: &[Pod], now_ms: i64) -> String {
         t.field(0, "Conditions", "<none>");
     } else {
         t.line("Conditions:");
-        t.line("  Type    Status   LastTransitionTime     Reason   Message");
+        let mut rows = vec![
+            ["Type", "Status", "LastTransitionTime", "Reason", "Message"]
+                .map(String::from)
+                .to_vec(),
+        ];
         for c in &st.conditions {
-            t.line(format!(
-                "  {:<8}{:<9}{:<23}{:<9}{}",
-                c.r#type,
-                c.status,
+            rows.push(vec![
+                c.r#type.clone(),
+                c.status.clone(),
                 time(c.last_transition_time),
                 or_none(&c.reason),
-                c.message
-            ));
+                c.message.clone(),
+            ]);
+        }
+        for l in table_lines(2, &[8, 9, 23, 9], &rows) {
+            t.line(l);
         }
     }
     t.field(0, "Capacity", map_lines(&st.capacity));
     t.line(format!("Non-terminated Pods:  ({} in total)", pods.len()));
     if !pods.is_empty() {
-        let w = pods
-            .iter()
-            .map(|p| p.metadata.as_ref().map_or(0, |m| m.namespace.len()))
-            .max()
-            .unwrap_or(0)
-            .max(9)
-            + 3;
-        t.line(format!("  {:w$}Name", "Namespace"));
+        let mut rows = vec![vec![
+            "Namespace".to_string(),
+            "Name".into(),
+            "Status".into(),
+        ]];
         for p in pods {
             let m = p.metadata.clone().unwrap_or_default();
-            t.line(format!(
-                "  {:w$}{}   ({})",
-                m.namespace,
-                m.name,
-                pod_status_text(p)
-            ));
+            rows.push(vec![m.namespace, m.name, pod_status_text(p)]);
+        }
+        for l in table_lines(2, &[12, 6], &rows) {
+            t.line(l);
         }
     }
     t.out
@@ -364,15 +392,19 @@ pub fn describe_endpoints(ep: &Endpoints) -> String {
                 },
             );
             t.line("  Ports:");
-            t.line("    Name     Port  Protocol");
-            t.line("    ----     ----  --------");
+            let mut rows = vec![
+                ["Name", "Port", "Protocol"].map(String::from).to_vec(),
+                ["----", "----", "--------"].map(String::from).to_vec(),
+            ];
             for p in &s.ports {
-                t.line(format!(
-                    "    {:<9}{:<6}{}",
+                rows.push(vec![
                     or_none(&p.name),
-                    p.port,
-                    p.protocol
-                ));
+                    p.port.to_string(),
+                    p.protocol.clone(),
+                ]);
+            }
+            for l in table_lines(4, &[9, 6], &rows) {
+                t.line(l);
             }
         }
     }
@@ -530,5 +562,59 @@ Node-Selectors:     <none>
         let text = describe_endpoints(&ep);
         assert!(text.contains("  Addresses:          10.0.1.2\n"), "{text}");
         assert!(text.contains("    http     8080  TCP\n"), "{text}");
+    }
+
+    #[test]
+    fn tables_widen_for_long_cells() {
+        use kube_lite_proto::v1::{NodeCondition, NodeSpec, NodeStatus};
+        let node = Node {
+            metadata: Some(ObjectMeta {
+                name: "node0".into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                conditions: vec![NodeCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    reason: "AgentReady".into(),
+                    message: "agent is posting ready status".into(),
+                    last_transition_time: 0,
+                }],
+                ..Default::default()
+            }),
+        };
+        let pod = Pod {
+            metadata: Some(ObjectMeta {
+                name: "a-rather-long-pod-name".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = describe_node(&node, &[pod], T0);
+        assert!(
+            text.contains("  Ready   True     <unset>                AgentReady  agent is posting"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Namespace   Name                    Status\n  default     a-rather-long-pod-name  "),
+            "{text}"
+        );
+        let ep = Endpoints {
+            metadata: None,
+            subsets: vec![EndpointSubset {
+                addresses: vec![],
+                not_ready_addresses: vec![],
+                ports: vec![EndpointPort {
+                    name: "3001-tcp".into(),
+                    port: 8080,
+                    protocol: "TCP".into(),
+                }],
+            }],
+        };
+        let text = describe_endpoints(&ep);
+        assert!(text.contains("    Name      Port  Protocol\n"), "{text}");
+        assert!(text.contains("    3001-tcp  8080  TCP\n"), "{text}");
     }
 }
