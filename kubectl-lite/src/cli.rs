@@ -153,8 +153,8 @@ pub struct LogsArgs {
     /// stream new output until interrupted
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// only the last N lines
-    #[arg(long)]
+    /// only the last N lines (-1: all; 0: none, which needs no -f)
+    #[arg(long, allow_negative_numbers = true)]
     pub tail: Option<i64>,
     /// logs of the previous instance of a restarted container
     #[arg(short = 'p', long)]

@@ -822,12 +822,20 @@ async fn wait_gone<T: Resource>(ctx: &Ctx, namespace: &str, name: &str) -> Resul
 // ---------- logs ----------
 
 async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
+    // The API has no "no lines" (tail_lines <= 0 means all): `--tail 0` asks for one
+    // line (so a missing pod or container is still an error) and prints nothing.
+    let none = a.tail == Some(0);
+    if none && a.follow {
+        bail!(
+            "--tail 0 with -f is not supported (the API cannot skip the old lines); use --tail 1"
+        );
+    }
     let req = LogsRequest {
         name: a.pod.clone(),
         namespace: ctx.namespace.clone(),
         container: a.container.clone(),
         follow: a.follow,
-        tail_lines: a.tail.unwrap_or(-1),
+        tail_lines: if none { 1 } else { a.tail.unwrap_or(-1) },
         previous: a.previous,
     };
     let what = format!("logs pod/{}", a.pod);
@@ -839,6 +847,9 @@ async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|s| status_error::<Pod>(ctx, &what, "", s))?;
+        if none {
+            continue;
+        }
         out.write_all(&chunk.data)?;
         out.flush()?;
     }
@@ -1028,5 +1039,15 @@ mod tests {
         let err = load_manifests(&[("e.yaml".into(), "# nothing\n".into())], "default", false)
             .unwrap_err();
         assert_eq!(err.to_string(), "e.yaml: no objects found");
+    }
+
+    #[test]
+    fn logs_tail_accepts_minus_one() {
+        for (arg, want) in [("-1", -1), ("0", 0), ("5", 5)] {
+            match parse(&["logs", "web", "--tail", arg]).command {
+                Command::Logs(l) => assert_eq!(l.tail, Some(want)),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             let msg: Vec<&str> = text
                 .lines()
                 .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+                .take_while(|l| {
+                    !l.starts_with("Usage:")
+                        && !l.starts_with("tip:")
+                        && !l.starts_with("For more information")
+                })
                 .filter(|l| !l.is_empty())
                 .collect();
             let msg = msg.join(" ");
