@@ -86,8 +86,17 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
+/// The parser's message on one line, without the source snippet it appends
+/// (` --> <input>:3:11` and the quoted lines).
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let msg: Vec<&str> = s
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("-->"))
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `Pod "web"` for messages about a document, from whatever it has.
@@ -776,6 +785,9 @@ spec:
         assert!(parse_documents("a: [b")
             .unwrap_err()
             .starts_with("invalid YAML"));
+        let e = parse_documents("apiVersion: v1\nkind: Pod\nmetadata: {name: p\n").unwrap_err();
+        assert!(e.starts_with("invalid YAML: line 3 column 11: "), "{e}");
+        assert!(!e.contains("-->") && !e.contains("apiVersion"), "{e}");
         assert!(parse_documents("{\"a\":")
             .unwrap_err()
             .starts_with("invalid JSON"));
