@@ -237,6 +237,28 @@ pub fn allocate_cluster_ip(
                 format!("{requested:?} is not a valid IPv4 address"),
             )
         })?;
+        // Any address outside the pod network works (the demo's 172.17.10.10), but not
+        // one the proxy's DNAT would steal from a pod or the node, nor a special one.
+        if cfg.cluster_cidr.contains(&ip) {
+            return Err(ApiError::invalid(
+                "spec.cluster_ip",
+                format!(
+                    "{ip} is in the pod network {} (use the service range {})",
+                    cfg.cluster_cidr, cfg.service_cidr
+                ),
+            ));
+        }
+        if ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || ip.is_link_local()
+        {
+            return Err(ApiError::invalid(
+                "spec.cluster_ip",
+                format!("{ip} is not a usable unicast address"),
+            ));
+        }
         if let Some(owner) = st.cluster_ips.get(&ip) {
             if owner != key {
                 return Err(ApiError::invalid(
@@ -588,5 +610,26 @@ mod tests {
                 "spec.cluster_ip: 10.96.0.1 is already allocated to default/a".into()
             )
         );
+        assert_eq!(
+            allocate_cluster_ip(&st, &cfg, "10.0.1.5", &k("c")).unwrap_err(),
+            ApiError::Invalid(
+                "spec.cluster_ip: 10.0.1.5 is in the pod network 10.0.0.0/16 (use the service range 10.96.0.0/30)".into()
+            )
+        );
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "169.254.1.1",
+        ] {
+            assert!(
+                matches!(
+                    allocate_cluster_ip(&st, &cfg, bad, &k("c")),
+                    Err(ApiError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }
