@@ -108,8 +108,10 @@ cmd_up() {
     local have alive=1 i
     have=$(cat "$KL_HOME/nodes.count")
     pid_alive "$KL_HOME/pids/apiserver.pid" apiserver || alive=0
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$UNDERLAY_NS" || alive=0
     for i in $(seq 0 $((have - 1))); do
       pid_alive "$KL_HOME/pids/node$i.pid" nodeagent || alive=0
+      ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$PREFIX-n$i" || alive=0
     done
     if [ "$alive" = 1 ]; then
       say "already up with $have node(s) (reusing it; '$0 down' first to change the size)"
