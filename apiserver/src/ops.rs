@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kube_lite_proto::v1::PodStatus;
+use kube_lite_proto::v1::{NodeStatus, PodStatus};
 
 use crate::controllers;
 use crate::error::ApiError;
@@ -36,6 +36,9 @@ pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
         Object::Node(n) => {
             let cidr = controllers::allocate_subnet(txn.st, txn.cfg)?;
             n.spec.get_or_insert_with(Default::default).pod_cidr = cidr;
+            if let Some(st) = n.status.as_mut() {
+                stamp_transitions(None, st, txn.now_ms);
+            }
         }
         Object::Service(s) => {
             let spec = s.spec.get_or_insert_with(Default::default);
@@ -49,6 +52,24 @@ pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
     m.uid = uuid::Uuid::new_v4().to_string();
     m.creation_timestamp = now;
     Ok(Some(txn.put(obj)))
+}
+
+/// Node conditions sent without `last_transition_time` (agents send 0 with every
+/// heartbeat) get the stored one when their status did not change, else `now`.
+fn stamp_transitions(old: Option<&NodeStatus>, new: &mut NodeStatus, now: i64) {
+    for c in new
+        .conditions
+        .iter_mut()
+        .filter(|c| c.last_transition_time == 0)
+    {
+        let prev = old.and_then(|o| o.conditions.iter().find(|p| p.r#type == c.r#type));
+        c.last_transition_time = match prev {
+            Some(p) if p.status == c.status && p.last_transition_time != 0 => {
+                p.last_transition_time
+            }
+            _ => now,
+        };
+    }
 }
 
 /// Update (`status_only = false`: spec + labels/annotations) or UpdateStatus.
@@ -85,6 +106,7 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
             if status_only {
                 let mut st = n.status.unwrap_or_default();
                 st.last_heartbeat_time = now;
+                stamp_transitions(o.status.as_ref(), &mut st, now);
                 o.status = Some(st);
             } else {
                 let pod_cidr = o
@@ -233,4 +255,39 @@ pub fn unbind(pod: &Arc<Object>, reason: &str, message: &str) -> Option<Object> 
         ..Default::default()
     });
     Some(Object::Pod(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::NodeCondition;
+
+    fn st(status: &str, t: i64) -> NodeStatus {
+        NodeStatus {
+            conditions: vec![NodeCondition {
+                r#type: "Ready".into(),
+                status: status.into(),
+                last_transition_time: t,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn node_condition_transition_times() {
+        let time = |s: &NodeStatus| s.conditions[0].last_transition_time;
+        let mut first = st("True", 0);
+        stamp_transitions(None, &mut first, 100);
+        assert_eq!(time(&first), 100);
+        let mut again = st("True", 0);
+        stamp_transitions(Some(&first), &mut again, 200);
+        assert_eq!(time(&again), 100, "same status keeps the time");
+        let mut flipped = st("True", 0);
+        stamp_transitions(Some(&st("False", 150)), &mut flipped, 300);
+        assert_eq!(time(&flipped), 300);
+        let mut explicit = st("True", 42);
+        stamp_transitions(Some(&first), &mut explicit, 400);
+        assert_eq!(time(&explicit), 42, "a time the client sets is kept");
+    }
 }
