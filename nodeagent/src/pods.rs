@@ -57,6 +57,24 @@ const NET_OP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pod network operations running at once.
 const NET_OP_CONCURRENCY: usize = 4;
 
+/// Grace of a pod that vanished from the apiserver without a graceful deletion (force
+/// delete, eviction): a short one, as the kubelet's minimum, not the spec's 30 s.
+const GONE_GRACE: Duration = Duration::from_secs(2);
+
+/// The grace for stopping a pod that is gone: the one of its graceful deletion if it
+/// was terminating, else [`GONE_GRACE`] (or the spec's, when shorter).
+fn gone_grace(pod: &Pod) -> Duration {
+    let m = meta(pod);
+    if m.deletion_timestamp != 0 && m.deletion_grace_period_seconds > 0 {
+        return Duration::from_secs(m.deletion_grace_period_seconds as u64);
+    }
+    let spec = pod
+        .spec
+        .as_ref()
+        .map_or(30, |s| s.termination_grace_period_seconds);
+    GONE_GRACE.min(Duration::from_secs(spec.max(0) as u64))
+}
+
 #[derive(Debug, Clone)]
 pub enum PodMsg {
     Pod(Box<Pod>),
@@ -456,7 +474,7 @@ impl PodWorker {
         let msg = self.rx.borrow_and_update().clone();
         match msg {
             PodMsg::Gone => Some(Stop::Gone {
-                grace: self.grace(),
+                grace: gone_grace(&self.pod),
             }),
             PodMsg::Pod(p) => {
                 self.pod = *p;
@@ -1065,5 +1083,35 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => futures::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::PodSpec;
+
+    fn pod(deletion_ts: i64, deletion_grace: i64, spec_grace: i64) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                deletion_timestamp: deletion_ts,
+                deletion_grace_period_seconds: deletion_grace,
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                termination_grace_period_seconds: spec_grace,
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn gone_pods_stop_with_a_short_grace_unless_terminating() {
+        // Force-deleted / evicted: not the spec's 30 s.
+        assert_eq!(gone_grace(&pod(0, 0, 30)), GONE_GRACE);
+        assert_eq!(gone_grace(&pod(0, 0, 0)), Duration::ZERO);
+        // Graceful deletion in progress: its grace.
+        assert_eq!(gone_grace(&pod(1, 10, 30)), Duration::from_secs(10));
     }
 }
