@@ -63,10 +63,13 @@ pub struct RawEvent<K> {
 
 pub type RawStream<K> = Pin<Box<dyn Stream<Item = Result<RawEvent<K>, Status>> + Send>>;
 
+/// What a List answers: the items and the revision it was taken at.
+pub type ListResult<K> = Result<(Vec<K>, u64), Status>;
+
 /// List and Watch of one kind; implemented for the four generated clients.
 pub trait WatchApi: Clone + Send + 'static {
     type Obj: Resource;
-    fn list(&mut self, req: ListRequest) -> BoxFuture<'_, Result<(Vec<Self::Obj>, u64), Status>>;
+    fn list(&mut self, req: ListRequest) -> BoxFuture<'_, ListResult<Self::Obj>>;
     fn watch(&mut self, req: WatchRequest) -> BoxFuture<'_, Result<RawStream<Self::Obj>, Status>>;
 }
 
@@ -365,13 +368,16 @@ mod tests {
         assert_eq!(s.iter().map(|p| p.name()).collect::<Vec<_>>(), ["z"]);
     }
 
+    /// Answers handed out in order.
+    type Scripted<T> = std::sync::Arc<std::sync::Mutex<Vec<T>>>;
+    /// A Watch call's answer: refused, or a stream of these events.
+    type WatchScript = Result<Vec<Result<RawEvent<Pod>, Status>>, Status>;
+
     #[derive(Clone)]
     struct FakeApi {
         // Scripted answers: lists and watch streams, consumed in order.
-        lists: std::sync::Arc<std::sync::Mutex<Vec<Result<(Vec<Pod>, u64), Status>>>>,
-        watches: std::sync::Arc<
-            std::sync::Mutex<Vec<Result<Vec<Result<RawEvent<Pod>, Status>>, Status>>>,
-        >,
+        lists: Scripted<ListResult<Pod>>,
+        watches: Scripted<WatchScript>,
         watch_froms: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
     }
 

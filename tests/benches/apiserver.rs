@@ -16,6 +16,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
+#[cfg(feature = "etcd")]
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
