@@ -197,11 +197,12 @@ impl Show for Pod {
                     .ports
                     .iter()
                     .map(|p| {
-                        let mut o = Map::new();
-                        put_str(&mut o, "name", &p.name);
-                        o.insert("containerPort".into(), json!(p.container_port));
-                        put_str(&mut o, "protocol", &p.protocol);
-                        Value::Object(o)
+                        Value::Object(port_json(
+                            &p.name,
+                            "containerPort",
+                            p.container_port,
+                            &p.protocol,
+                        ))
                     })
                     .collect();
                 put_nonempty(&mut o, "ports", Value::Array(ports));
@@ -346,10 +347,7 @@ impl Show for Service {
             .ports
             .iter()
             .map(|p| {
-                let mut o = Map::new();
-                put_str(&mut o, "name", &p.name);
-                put_str(&mut o, "protocol", &p.protocol);
-                o.insert("port".into(), json!(p.port));
+                let mut o = port_json(&p.name, "port", p.port, &p.protocol);
                 o.insert("targetPort".into(), json!(p.target_port));
                 Value::Object(o)
             })
@@ -545,13 +543,7 @@ impl Show for Endpoints {
                 let ports: Vec<Value> = s
                     .ports
                     .iter()
-                    .map(|p| {
-                        let mut o = Map::new();
-                        put_str(&mut o, "name", &p.name);
-                        o.insert("port".into(), json!(p.port));
-                        put_str(&mut o, "protocol", &p.protocol);
-                        Value::Object(o)
-                    })
+                    .map(|p| Value::Object(port_json(&p.name, "port", p.port, &p.protocol)))
                     .collect();
                 put_nonempty(&mut o, "ports", Value::Array(ports));
                 Value::Object(o)
@@ -599,6 +591,16 @@ fn sorted_map(m: &HashMap<String, String>) -> Value {
         o.insert(k.clone(), json!(v));
     }
     Value::Object(o)
+}
+
+/// A port as Kubernetes writes it: `name` and `protocol` when set, the number under
+/// `number_key` (`containerPort` for containers, `port` for Services and Endpoints).
+fn port_json(name: &str, number_key: &str, number: i32, protocol: &str) -> Map<String, Value> {
+    let mut o = Map::new();
+    put_str(&mut o, "name", name);
+    o.insert(number_key.into(), json!(number));
+    put_str(&mut o, "protocol", protocol);
+    o
 }
 
 fn put_str(o: &mut Map<String, Value>, key: &str, v: &str) {
