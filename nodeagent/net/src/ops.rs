@@ -107,6 +107,19 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// A delete is done when it worked or the kernel answers with one of the `gone` errnos
+/// (the thing was already missing); any other failure is reported as `what`.
+fn deleted(
+    r: Result<(), rtnetlink::Error>,
+    gone: &[i32],
+    what: impl FnOnce() -> String,
+) -> Result<(), NetError> {
+    match r {
+        Err(e) if !errno(&e).is_some_and(|n| gone.contains(&n)) => Err(NetError::nl(what(), e)),
+        _ => Ok(()),
+    }
+}
+
 /// The rtnetlink implementation, bound to one network namespace.
 pub struct RtnlOps {
     netns: Option<String>,
@@ -507,14 +520,10 @@ impl RtnlOps {
     }
 
     async fn del_link(&self, index: u32, name: &str) -> Result<(), NetError> {
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(ENODEV) => Ok(()),
-            Err(e) => Err(NetError::nl(
-                format!("delete {name} in {}", self.where_()),
-                e,
-            )),
-        }
+        let r = self.handle.link().del(index).execute().await;
+        deleted(r, &[ENODEV], || {
+            format!("delete {name} in {}", self.where_())
+        })
     }
 
     /// Idempotent teardown; see [`crate::NodeNet::delete_pod_net`].
@@ -701,20 +710,15 @@ impl NetOps for RtnlOps {
     }
 
     async fn del_fdb_peer(&self, vxlan: u32, dst: Ipv4Addr) -> Result<(), NetError> {
-        match self
+        let r = self
             .handle
             .neighbours()
             .del(fdb_message(vxlan, dst))
             .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(ENOENT) | Some(ENODEV)) => Ok(()),
-            Err(e) => Err(NetError::nl(
-                format!("fdb del dst {dst} in {}", self.where_()),
-                e,
-            )),
-        }
+            .await;
+        deleted(r, &[ENOENT, ENODEV], || {
+            format!("fdb del dst {dst} in {}", self.where_())
+        })
     }
 
     async fn peer_routes(&self, bridge: u32) -> Result<Vec<Ipv4Net>, NetError> {
@@ -764,20 +768,15 @@ impl NetOps for RtnlOps {
     }
 
     async fn del_peer_route(&self, bridge: u32, dst: Ipv4Net) -> Result<(), NetError> {
-        match self
+        let r = self
             .handle
             .route()
             .del(peer_route(bridge, dst))
             .execute()
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(ESRCH) | Some(ENOENT)) => Ok(()),
-            Err(e) => Err(NetError::nl(
-                format!("delete route {dst} in {}", self.where_()),
-                e,
-            )),
-        }
+            .await;
+        deleted(r, &[ESRCH, ENOENT], || {
+            format!("delete route {dst} in {}", self.where_())
+        })
     }
 }
 
