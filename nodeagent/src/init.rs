@@ -20,7 +20,8 @@
 //! `nodeagent init shim|pid1 <netns path or -> <hostname> <exit file> -- PROGRAM ARGS…`.
 //! stdout/stderr are inherited all the way down (the agent points them at the log file).
 
-use crate::state::{now_ms, write_atomic, ExitInfo};
+use crate::state::{now_ms, ExitInfo};
+use kube_lite_net::write_atomic;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};

@@ -12,10 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use crate::file::write_atomic;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -244,31 +244,6 @@ pub fn first_free(subnet: Ipv4Net, used: &std::collections::HashSet<Ipv4Addr>) -
     (start..end)
         .map(Ipv4Addr::from)
         .find(|ip| !used.contains(ip))
-}
-
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
-/// fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::File::open(&dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 //!
 //! # Modules
 //! * [`names`]: pure naming functions.
+//! * [`file`]: [`write_atomic`] (temp file, fsync, rename, fsync of the directory).
 //! * [`ipam`]: persisted per-node IPAM.
 //! * [`plan`]: pure decisions (which FDB entries and routes to add or remove).
 //! * [`netns`]: named network namespaces (`/run/netns/NAME`, like `ip netns add`) and
@@ -54,6 +55,7 @@
 //! `/proc/sys` from a thread inside the node namespace (sysctls are files, not netlink);
 //! [`NodeNet::command_in`] runs programs through `nsenter` (tests, iptables-restore).
 
+pub mod file;
 pub mod ipam;
 pub mod names;
 pub mod netns;
@@ -64,6 +66,7 @@ pub mod underlay;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
+pub use file::write_atomic;
 pub use ipnet::Ipv4Net;
 pub use names::{host_if_name, pod_mac, pod_netns_name, pod_netns_prefix};
 pub use netns::{command_in_netns, list_netns, netns_path};
