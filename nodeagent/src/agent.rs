@@ -173,15 +173,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         subnet,
         netns_prefix,
         cfg.mtu,
-        clients.clone(),
+        Arc::new(pods::ports::GrpcPodApi(clients.clone())),
         net.clone(),
         ipam,
-        state.clone(),
+        Arc::new(state.clone()),
         runtime,
         Resolver::from_env(&node_name, cfg.image_dir.clone()),
     );
     pods::recover(&node).await;
-    tokio::spawn(pods::watch_pods(node.clone()));
+    tokio::spawn(pods::watch_pods(node.clone(), clients.clone()));
     tokio::spawn(node::sync_peers_forever(
         clients.clone(),
         net.clone(),

@@ -20,7 +20,9 @@
 //! `nodeagent init shim|pid1 <netns path or -> <hostname> <exit file> -- PROGRAM ARGS…`.
 //! stdout/stderr are inherited all the way down (the agent points them at the log file).
 
-use crate::state::{now_ms, ExitInfo};
+use crate::state::ExitInfo;
+use kube_lite_core::consts::reason;
+use kube_lite_core::time::now_ms;
 use kube_lite_net::write_atomic;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -142,7 +144,12 @@ fn exit_info(status: WaitStatus, message: String) -> ExitInfo {
     ExitInfo {
         exit_code: code,
         signal,
-        reason: if code == 0 { "Completed" } else { "Error" }.to_string(),
+        reason: if code == 0 {
+            reason::COMPLETED
+        } else {
+            reason::ERROR
+        }
+        .to_string(),
         message,
         finished_at: now_ms(),
     }
@@ -277,7 +284,7 @@ fn failed_start(message: String) -> ExitInfo {
     ExitInfo {
         exit_code: 128,
         signal: None,
-        reason: "StartError".to_string(),
+        reason: reason::START_ERROR.to_string(),
         message,
         finished_at: now_ms(),
     }
@@ -335,7 +342,7 @@ fn pid1(a: &InitArgs) -> i32 {
                 &ExitInfo {
                     exit_code: code,
                     signal: None,
-                    reason: "StartError".to_string(),
+                    reason: reason::START_ERROR.to_string(),
                     message: msg,
                     finished_at: now_ms(),
                 },

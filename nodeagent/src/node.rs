@@ -2,6 +2,7 @@
 
 use futures::StreamExt;
 use kube_lite_client::{watcher, Clients, Event, Store, WatchParams};
+use kube_lite_core::consts::{condition, condition_status, reason};
 use kube_lite_net::{NodeNet, Peer};
 use kube_lite_proto::v1::{GetRequest, Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta};
 use std::collections::BTreeMap;
@@ -79,9 +80,9 @@ async fn try_register(clients: &Clients, info: &NodeInfo) -> Result<Node, tonic:
 fn status(info: &NodeInfo) -> NodeStatus {
     NodeStatus {
         conditions: vec![NodeCondition {
-            r#type: "Ready".into(),
-            status: "True".into(),
-            reason: "AgentReady".into(),
+            r#type: condition::READY.into(),
+            status: condition_status::TRUE.into(),
+            reason: reason::AGENT_READY.into(),
             message: "kube-lite node agent is posting ready status".into(),
             last_transition_time: 0,
         }],
@@ -121,7 +122,7 @@ fn ready(n: &Node) -> bool {
     n.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
+            .any(|c| c.r#type == condition::READY && c.status == condition_status::TRUE)
     })
 }
 

@@ -3,8 +3,10 @@
 //! `shim → init (PID 1 of its own PID namespace) → program`, see [`crate::init`].
 
 use crate::init::{InitArgs, Stage};
-use crate::state::{now_ms, proc_start_time, same_process_alive, ExitInfo, StateDir};
+use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use futures::future::BoxFuture;
+use kube_lite_core::consts::reason;
+use kube_lite_core::time::now_ms;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -202,7 +204,7 @@ impl Runtime for ProcessRuntime {
             ExitInfo {
                 exit_code: code,
                 signal,
-                reason: "Error".into(),
+                reason: reason::ERROR.into(),
                 message: "container init ended without recording an exit status (killed)".into(),
                 finished_at: now_ms(),
             }

@@ -168,13 +168,6 @@ fn sanitize(s: &str) -> String {
         .to_string()
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// (state char, start time) from the text of /proc/PID/stat. The command name (field 2)
 /// may hold spaces and parentheses, so parse after the LAST ')'.
 pub fn parse_proc_stat(text: &str) -> Option<(char, u64)> {

@@ -7,6 +7,9 @@
 //! `CrashLoopBackOff`.
 
 use crate::state::ExitInfo;
+use kube_lite_core::consts::{
+    condition, condition_status, container_state, phase, reason, restart_policy,
+};
 use kube_lite_proto::v1::{ContainerStatus, PodCondition, PodStatus};
 use std::time::Duration;
 
@@ -34,8 +37,8 @@ pub enum RestartPolicy {
 impl RestartPolicy {
     pub fn parse(s: &str) -> RestartPolicy {
         match s {
-            "OnFailure" => RestartPolicy::OnFailure,
-            "Never" => RestartPolicy::Never,
+            restart_policy::ON_FAILURE => RestartPolicy::OnFailure,
+            restart_policy::NEVER => RestartPolicy::Never,
             _ => RestartPolicy::Always,
         }
     }
@@ -82,7 +85,7 @@ pub struct CView {
 /// Kubernetes' phase rules.
 pub fn phase(containers: &[CView]) -> &'static str {
     if containers.is_empty() {
-        return "Pending";
+        return phase::PENDING;
     }
     let all_done = containers
         .iter()
@@ -91,7 +94,7 @@ pub fn phase(containers: &[CView]) -> &'static str {
         let ok = containers
             .iter()
             .all(|c| matches!(&c.state, CState::Terminated { exit, .. } if exit.exit_code == 0));
-        return if ok { "Succeeded" } else { "Failed" };
+        return if ok { phase::SUCCEEDED } else { phase::FAILED };
     }
     if containers.iter().any(|c| !c.ever_started) {
         // A container that never ran and will never run makes the pod Failed.
@@ -100,11 +103,11 @@ pub fn phase(containers: &[CView]) -> &'static str {
             CState::Waiting { .. } => false,
             CState::Running { .. } => false,
         }) {
-            return "Failed";
+            return phase::FAILED;
         }
-        return "Pending";
+        return phase::PENDING;
     }
-    "Running"
+    phase::RUNNING
 }
 
 /// The full status the agent reports.
@@ -126,12 +129,12 @@ pub fn pod_status(
             };
             match &c.state {
                 CState::Waiting { reason, message } => {
-                    s.state = "Waiting".into();
+                    s.state = container_state::WAITING.into();
                     s.reason = reason.clone();
                     s.message = message.clone();
                 }
                 CState::Running { started_at, pid } => {
-                    s.state = "Running".into();
+                    s.state = container_state::RUNNING.into();
                     s.started_at = *started_at;
                     s.pid = *pid;
                     s.ready = true;
@@ -139,7 +142,7 @@ pub fn pod_status(
                 CState::Terminated {
                     exit, started_at, ..
                 } => {
-                    s.state = "Terminated".into();
+                    s.state = container_state::TERMINATED.into();
                     s.reason = exit.reason.clone();
                     s.message = exit.message.clone();
                     s.exit_code = exit.exit_code;
@@ -157,16 +160,16 @@ pub fn pod_status(
             // Surface the first container's trouble on the pod (what `get pods` shows).
             match containers.iter().find_map(|c| match &c.state {
                 CState::Waiting { reason, message }
-                    if !reason.is_empty() && reason != "ContainerCreating" =>
+                    if !reason.is_empty() && reason != reason::CONTAINER_CREATING =>
                 {
                     Some((reason.clone(), message.clone()))
                 }
                 _ => None,
             }) {
                 Some(x)
-                    if phase != "Running"
-                        || x.0 == "CrashLoopBackOff"
-                        || x.0 == "ImageNotFound" =>
+                    if phase != phase::RUNNING
+                        || x.0 == reason::CRASH_LOOP_BACK_OFF
+                        || x.0 == reason::IMAGE_NOT_FOUND =>
                 {
                     x
                 }
@@ -176,8 +179,9 @@ pub fn pod_status(
                     .find_map(|c| match &c.state {
                         CState::Terminated {
                             exit, done: true, ..
-                        } if phase == "Failed"
-                            && (exit.reason == "ImageNotFound" || exit.reason == "StartError") =>
+                        } if phase == phase::FAILED
+                            && (exit.reason == reason::IMAGE_NOT_FOUND
+                                || exit.reason == reason::START_ERROR) =>
                         {
                             Some((exit.reason.clone(), exit.message.clone()))
                         }
@@ -196,8 +200,13 @@ pub fn pod_status(
         reason,
         message,
         conditions: vec![PodCondition {
-            r#type: "Ready".into(),
-            status: if all_ready { "True" } else { "False" }.into(),
+            r#type: condition::READY.into(),
+            status: if all_ready {
+                condition_status::TRUE
+            } else {
+                condition_status::FALSE
+            }
+            .into(),
             reason: String::new(),
             message: String::new(),
         }],
