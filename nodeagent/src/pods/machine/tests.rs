@@ -1,1 +1,459 @@
+//! The pod state machine, driven by hand with an explicit clock. No root, no I/O.
 
+use super::*;
+use kube_lite_proto::v1::{ObjectMeta, PodSpec};
+
+fn pod(deletion_ts: i64, deletion_grace: i64, spec_grace: i64) -> Pod {
+    Pod {
+        metadata: Some(ObjectMeta {
+            deletion_timestamp: deletion_ts,
+            deletion_grace_period_seconds: deletion_grace,
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            termination_grace_period_seconds: spec_grace,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn web(policy: &str) -> Pod {
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "u1".into(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "sh".into(),
+                ..Default::default()
+            }],
+            restart_policy: policy.into(),
+            termination_grace_period_seconds: 30,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn rec() -> PodRecord {
+    PodRecord {
+        uid: "u1".into(),
+        name: "web".into(),
+        namespace: "default".into(),
+        netns: "kl-u1".into(),
+        host_if: "klv0".into(),
+        ..Default::default()
+    }
+}
+
+fn machine(policy: &str) -> PodMachine {
+    PodMachine::new("u1".into(), web(policy), rec(), false)
+}
+
+fn h(pid: i32, started_at: i64) -> Handle {
+    Handle {
+        pid,
+        proc_start: 1,
+        started_at,
+    }
+}
+
+fn exit(code: i32, finished_at: i64) -> ExitInfo {
+    ExitInfo {
+        exit_code: code,
+        signal: None,
+        reason: if code == 0 { "Completed" } else { "Error" }.into(),
+        message: String::new(),
+        finished_at,
+    }
+}
+
+/// A machine whose network is ready and whose container is due at `t0`.
+fn running_machine(policy: &str, t0: Instant) -> PodMachine {
+    let mut m = machine(policy);
+    m.network_created("10.0.1.2".parse().unwrap(), 1000);
+    m.network_ready();
+    assert!(m
+        .adopt_or_schedule(t0, 1000, |_, _| unreachable!())
+        .is_empty());
+    assert_eq!(m.due(t0), vec![0]);
+    m
+}
+
+fn waiting_reason(m: &PodMachine) -> (String, String) {
+    match &m.ctrs[0].view.state {
+        CState::Waiting { reason, message } => (reason.clone(), message.clone()),
+        s => panic!("not waiting: {s:?}"),
+    }
+}
+
+#[test]
+fn gone_pods_stop_with_a_short_grace_unless_terminating() {
+    // Force-deleted / evicted: not the spec's 30 s.
+    assert_eq!(gone_grace(&pod(0, 0, 30)), GONE_GRACE);
+    assert_eq!(gone_grace(&pod(0, 0, 0)), Duration::ZERO);
+    // Graceful deletion in progress: its grace.
+    assert_eq!(gone_grace(&pod(1, 10, 30)), Duration::from_secs(10));
+}
+
+#[test]
+fn deletion_uses_its_grace_else_the_specs() {
+    let mut m = machine("Always");
+    let mut p = web("Always");
+    p.metadata.as_mut().unwrap().deletion_timestamp = 5;
+    p.metadata.as_mut().unwrap().deletion_grace_period_seconds = 7;
+    assert_eq!(
+        m.on_msg(PodMsg::Pod(Box::new(p.clone()))),
+        Some(Stop::Deleted {
+            grace: Duration::from_secs(7)
+        })
+    );
+    p.metadata.as_mut().unwrap().deletion_grace_period_seconds = 0;
+    assert_eq!(
+        m.on_msg(PodMsg::Pod(Box::new(p))),
+        Some(Stop::Deleted {
+            grace: Duration::from_secs(30)
+        })
+    );
+    // A plain update is no stop; a vanished pod is a force delete (2 s).
+    let mut m = machine("Always");
+    assert_eq!(m.on_msg(PodMsg::Pod(Box::new(web("Always")))), None);
+    assert_eq!(
+        m.on_msg(PodMsg::Gone),
+        Some(Stop::Gone { grace: GONE_GRACE })
+    );
+}
+
+#[test]
+fn restart_backoff_doubles_to_five_minutes_in_crash_loop_back_off() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Always", t0);
+    let mut now = t0;
+    let mut wall = 10_000;
+    let mut delays = Vec::new();
+    for n in 0..11 {
+        m.started(0, h(100 + n, wall));
+        assert_eq!(m.ctrs[0].view.restart_count, n);
+        wall += 1_000; // ran 1 s
+        assert!(m.exited(0, 100 + n, exit(1, wall), now));
+        let (r, msg) = waiting_reason(&m);
+        assert_eq!(r, "CrashLoopBackOff");
+        assert!(msg.contains("last exit code 1"), "{msg}");
+        let due = m.ctrs[0].next_start.unwrap();
+        delays.push((due - now).as_secs());
+        // Not due a moment before, due at the time.
+        assert!(m.due(due - Duration::from_millis(1)).is_empty());
+        assert_eq!(m.next_wake(), Some(due));
+        assert_eq!(m.due(due), vec![0]);
+        now = due;
+    }
+    assert_eq!(delays, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    assert_eq!(m.status("h").phase, "Running");
+    assert_eq!(m.status("h").reason, "CrashLoopBackOff");
+}
+
+#[test]
+fn backoff_starts_over_after_ten_minutes_running() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Always", t0);
+    for (n, ran_ms) in [(0, 1_000), (1, 1_000), (2, 1_000)] {
+        m.started(0, h(10 + n, 0));
+        m.exited(0, 10 + n, exit(1, ran_ms), t0);
+    }
+    assert_eq!(m.ctrs[0].next_start, Some(t0 + Duration::from_secs(4)));
+    // Ran 9:59: the streak goes on (8 s).
+    m.started(0, h(20, 0));
+    m.exited(0, 20, exit(1, 599_000), t0);
+    assert_eq!(m.ctrs[0].next_start, Some(t0 + Duration::from_secs(8)));
+    // Ran 10 minutes: back to 1 s.
+    m.started(0, h(21, 0));
+    m.exited(0, 21, exit(1, 600_000), t0);
+    assert_eq!(m.ctrs[0].next_start, Some(t0 + Duration::from_secs(1)));
+}
+
+#[test]
+fn on_failure_restarts_only_failures() {
+    let t0 = Instant::now();
+    let mut m = running_machine("OnFailure", t0);
+    m.started(0, h(5, 0));
+    m.record(); // the executor saves the record after each start
+    m.exited(0, 5, exit(3, 10), t0);
+    assert_eq!(waiting_reason(&m).0, "CrashLoopBackOff");
+    m.due(t0 + Duration::from_secs(1));
+    m.started(0, h(6, 20));
+    m.exited(0, 6, exit(0, 30), t0);
+    assert!(m.ctrs[0].next_start.is_none());
+    assert_eq!(m.status("h").phase, "Succeeded");
+    assert_eq!(m.status("h").container_statuses[0].restart_count, 1);
+    assert_eq!(m.finished_holding_network(), Some("Succeeded"));
+    m.network_released();
+    assert_eq!(m.finished_holding_network(), None);
+    let r = m.record().clone();
+    assert!(r.network_released && r.containers[0].done);
+    assert_eq!(r.containers[0].last_exit.as_ref().unwrap().exit_code, 0);
+}
+
+#[test]
+fn never_does_not_restart() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Never", t0);
+    m.started(0, h(5, 0));
+    m.exited(0, 5, exit(2, 10), t0);
+    assert!(m.next_wake().is_none());
+    let st = m.status("h");
+    assert_eq!(st.phase, "Failed");
+    assert_eq!(st.container_statuses[0].exit_code, 2);
+    assert_eq!(m.finished_holding_network(), Some("Failed"));
+}
+
+#[test]
+fn missing_image_fails_never_pods_and_retries_others() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Never", t0);
+    m.image_not_found(0, "image \"nope\": no such program".into(), t0, 5);
+    let st = m.status("h");
+    assert_eq!(st.phase, "Failed");
+    assert_eq!(st.reason, "ImageNotFound");
+    assert_eq!(st.container_statuses[0].exit_code, 127);
+
+    let mut m = running_machine("Always", t0);
+    m.image_not_found(0, "nope".into(), t0, 5);
+    assert_eq!(waiting_reason(&m).0, "ImageNotFound");
+    assert_eq!(m.next_wake(), Some(t0 + Duration::from_secs(1)));
+    m.start_failed(0, "EPERM".into(), t0);
+    assert_eq!(waiting_reason(&m).0, "StartError");
+    assert_eq!(m.next_wake(), Some(t0 + Duration::from_secs(2)));
+    assert_eq!(m.status("h").phase, "Pending");
+}
+
+#[test]
+fn stale_exits_are_ignored() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Always", t0);
+    m.started(0, h(5, 0));
+    assert!(!m.exited(0, 4, exit(1, 1), t0));
+    assert!(!m.exited(3, 5, exit(1, 1), t0));
+    assert!(matches!(
+        m.ctrs[0].view.state,
+        CState::Running { pid: 5, .. }
+    ));
+    assert!(m.exited(0, 5, exit(1, 1), t0));
+    assert!(!m.exited(0, 5, exit(1, 1), t0));
+}
+
+#[test]
+fn full_subnet_leaves_the_pod_pending_with_the_reason() {
+    let subnet: kube_lite_net::Ipv4Net = "10.0.1.0/30".parse().unwrap();
+    let (r, msg) = ip_failure(&IpamError::NoFreeIp(subnet), "node1");
+    assert_eq!(r, "no free IP in 10.0.1.0/30");
+    assert_eq!(
+        msg,
+        "no free IP in 10.0.1.0/30: waiting for a pod on node node1 to release one"
+    );
+    let mut m = machine("Always");
+    m.network_failed((r, msg));
+    let st = m.status("192.168.1.1");
+    assert_eq!(st.phase, "Pending");
+    assert_eq!(st.reason, "no free IP in 10.0.1.0/30");
+    assert_eq!(st.pod_ip, "");
+    // Retried and working: the reason goes, the IP shows.
+    m.network_created("10.0.1.2".parse().unwrap(), 77);
+    m.network_ready();
+    let st = m.status("192.168.1.1");
+    assert_eq!(st.reason, "");
+    assert_eq!(st.pod_ip, "10.0.1.2");
+    assert_eq!(st.start_time, 77);
+}
+
+#[test]
+fn adoption_follows_live_instances_and_accounts_for_ended_ones() {
+    let t0 = Instant::now();
+    let spec = PodSpec {
+        containers: ["live", "ended", "done", "new"]
+            .iter()
+            .map(|n| Container {
+                name: n.to_string(),
+                image: "sh".into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut p = web("Always");
+    p.spec = Some(spec);
+    let mut r = rec();
+    r.ip = Some("10.0.1.9".parse().unwrap());
+    r.start_time = 3;
+    r.containers = vec![
+        ContainerRecord {
+            name: "live".into(),
+            pid: Some(41),
+            proc_start: Some(7),
+            started_at: 100,
+            restart_count: 2,
+            ..Default::default()
+        },
+        ContainerRecord {
+            name: "ended".into(),
+            pid: Some(42),
+            proc_start: Some(8),
+            started_at: 100,
+            ..Default::default()
+        },
+        ContainerRecord {
+            name: "done".into(),
+            started_at: 50,
+            last_exit: Some(exit(0, 60)),
+            done: true,
+            ..Default::default()
+        },
+    ];
+    let mut m = PodMachine::new("u1".into(), p, r, true);
+    assert!(!m.finished_before_start());
+    m.network_created("10.0.1.9".parse().unwrap(), 999);
+    m.network_ready();
+    let mut asked = Vec::new();
+    let follow = m.adopt_or_schedule(t0, 1000, |r, h| {
+        asked.push((r.name.clone(), h.pid));
+        if h.pid == 41 {
+            Observed::Alive
+        } else {
+            Observed::Ended(exit(1, 200))
+        }
+    });
+    assert_eq!(asked, vec![("live".into(), 41), ("ended".into(), 42)]);
+    assert_eq!(follow, vec![(0, h(41, 100).with_start(7))]);
+    // live: Running, restart count kept; ended: in back-off; done: Terminated; new: due.
+    assert!(matches!(
+        m.ctrs[0].view.state,
+        CState::Running { pid: 41, .. }
+    ));
+    assert_eq!(m.ctrs[0].view.restart_count, 2);
+    assert_eq!(waiting_reason_of(&m, 1), "CrashLoopBackOff");
+    assert_eq!(m.ctrs[1].next_start, Some(t0 + Duration::from_secs(1)));
+    assert!(matches!(
+        m.ctrs[2].view.state,
+        CState::Terminated { done: true, .. }
+    ));
+    assert_eq!(m.due(t0), vec![3]);
+    // The record's start time survives; status carries the adopted IP.
+    assert_eq!(m.status("h").start_time, 3);
+    assert_eq!(m.status("h").pod_ip, "10.0.1.9");
+    let rec = m.record().clone();
+    assert_eq!(rec.containers[0].pid, Some(41));
+    assert_eq!(rec.containers[1].pid, None);
+    assert_eq!(rec.containers[1].last_exit, Some(exit(1, 200)));
+}
+
+trait WithStart {
+    fn with_start(self, s: u64) -> Self;
+}
+impl WithStart for Handle {
+    fn with_start(mut self, s: u64) -> Self {
+        self.proc_start = s;
+        self
+    }
+}
+
+fn waiting_reason_of(m: &PodMachine, i: usize) -> String {
+    match &m.ctrs[i].view.state {
+        CState::Waiting { reason, .. } => reason.clone(),
+        s => panic!("not waiting: {s:?}"),
+    }
+}
+
+#[test]
+fn finished_pods_are_not_started_again_unless_adopted() {
+    let mut p = web("Never");
+    p.status = Some(PodStatus {
+        phase: "Succeeded".into(),
+        ..Default::default()
+    });
+    assert!(PodMachine::new("u1".into(), p.clone(), rec(), false).finished_before_start());
+    assert!(!PodMachine::new("u1".into(), p, rec(), true).finished_before_start());
+    assert!(!machine("Never").finished_before_start());
+}
+
+#[test]
+fn live_handles_include_an_adopted_records_instances() {
+    let mut r = rec();
+    r.containers = vec![ContainerRecord {
+        name: "c".into(),
+        pid: Some(9),
+        proc_start: Some(3),
+        started_at: 4,
+        ..Default::default()
+    }];
+    let mut m = PodMachine::new("u1".into(), web("Always"), r, true);
+    assert_eq!(
+        m.live_handles(),
+        vec![Handle {
+            pid: 9,
+            proc_start: 3,
+            started_at: 4
+        }]
+    );
+    assert!(!m.holds_network());
+    // Once followed it is not listed twice.
+    m.started(0, h(9, 4).with_start(3));
+    assert_eq!(m.live_handles().len(), 1);
+}
+
+#[test]
+fn status_is_sent_once_retried_after_failure_and_skipped_when_the_server_has_it() {
+    let t0 = Instant::now();
+    let mut m = machine("Always");
+    let st = m.status_to_push("h").expect("first status");
+    m.status_push_failed(t0);
+    assert_eq!(m.next_wake(), Some(t0 + STATUS_RETRY));
+    assert_eq!(m.status_to_push("h"), Some(st.clone()));
+    m.status_pushed(st);
+    assert_eq!(m.status_to_push("h"), None);
+    assert_eq!(m.next_wake(), None);
+    // Adopted pod whose status the apiserver already holds: nothing to send.
+    let mut p = web("Always");
+    p.status = Some(machine("Always").status("h"));
+    let mut m = PodMachine::new("u1".into(), p, rec(), true);
+    assert_eq!(m.status_to_push("h"), None);
+}
+
+#[test]
+fn recovery_adopts_bound_pods_and_tears_down_the_rest() {
+    let mut other = rec();
+    other.uid = "u2".into();
+    let plan = plan_recovery(vec![rec(), other.clone()], vec![web("Always")]);
+    assert_eq!(
+        plan,
+        vec![
+            Recovery::Adopt(rec(), Box::new(web("Always"))),
+            Recovery::TearDown(other)
+        ]
+    );
+}
+
+#[test]
+fn orphans_are_ours_and_unkept() {
+    let kept_uid = "0b9f4e1c-1111-2222-3333-444455556666".to_string();
+    let gone_uid = "aaaaaaaa-1111-2222-3333-444455556666".to_string();
+    let list = vec![
+        format!("kl-n1-{kept_uid}"),
+        format!("kl-n1-{gone_uid}"),
+        "kl-n1-not-a-uid".to_string(),
+        "other".to_string(),
+    ];
+    let kept: HashSet<String> = [kept_uid.clone()].into();
+    assert_eq!(
+        orphan_netns(&list, "kl-n1-", &kept),
+        vec![(list[1].as_str(), gone_uid.as_str())]
+    );
+    let ifs = vec![
+        kube_lite_net::host_if_name(&kept_uid),
+        kube_lite_net::host_if_name(&gone_uid),
+    ];
+    assert_eq!(orphan_host_ifs(&ifs, &kept), vec![ifs[1].as_str()]);
+}
