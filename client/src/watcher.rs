@@ -4,10 +4,11 @@
 use crate::ClientError;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
+use kube_lite_core::ObjectRef;
 use kube_lite_proto::v1::{
     endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
     pod_api_client::PodApiClient, service_api_client::ServiceApiClient, Endpoints, EventType,
-    ListRequest, Node, ObjectMeta, Pod, Service, WatchRequest,
+    ListRequest, Node, Pod, Service, WatchRequest,
 };
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -15,43 +16,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// An API object kube-lite stores.
-pub trait Resource: Clone + Send + Sync + std::fmt::Debug + 'static {
-    const KIND: &'static str;
-    fn meta(&self) -> Option<&ObjectMeta>;
-
-    fn name(&self) -> &str {
-        self.meta().map(|m| m.name.as_str()).unwrap_or("")
-    }
-    fn namespace(&self) -> &str {
-        self.meta().map(|m| m.namespace.as_str()).unwrap_or("")
-    }
-    fn resource_version(&self) -> u64 {
-        self.meta().map(|m| m.resource_version).unwrap_or(0)
-    }
-    /// `namespace/name` (just `name` for cluster-scoped objects).
-    fn key(&self) -> String {
-        match self.namespace() {
-            "" => self.name().to_string(),
-            ns => format!("{ns}/{}", self.name()),
-        }
-    }
-}
-
-macro_rules! resource {
-    ($ty:ty, $kind:literal) => {
-        impl Resource for $ty {
-            const KIND: &'static str = $kind;
-            fn meta(&self) -> Option<&ObjectMeta> {
-                self.metadata.as_ref()
-            }
-        }
-    };
-}
-resource!(Node, "Node");
-resource!(Pod, "Pod");
-resource!(Service, "Service");
-resource!(Endpoints, "Endpoints");
+pub use kube_lite_core::Resource;
 
 /// One event as the server sent it.
 #[derive(Debug, Clone)]
@@ -293,7 +258,7 @@ fn events<A: WatchApi>(
 /// A reflector: the current objects of one kind, kept by applying watcher events.
 #[derive(Debug, Clone)]
 pub struct Store<K> {
-    objects: BTreeMap<String, K>,
+    objects: BTreeMap<ObjectRef, K>,
     revision: u64,
     /// `false` until the first List arrived.
     pub synced: bool,
@@ -318,23 +283,23 @@ impl<K: Resource> Store<K> {
     pub fn apply(&mut self, ev: &Event<K>) {
         match ev {
             Event::Restarted(items, rev) => {
-                self.objects = items.iter().map(|o| (o.key(), o.clone())).collect();
+                self.objects = items.iter().map(|o| (o.object_ref(), o.clone())).collect();
                 self.revision = *rev;
                 self.synced = true;
             }
             Event::Applied(o) => {
                 self.revision = self.revision.max(o.resource_version());
-                self.objects.insert(o.key(), o.clone());
+                self.objects.insert(o.object_ref(), o.clone());
             }
             Event::Deleted(o) => {
                 self.revision = self.revision.max(o.resource_version());
-                self.objects.remove(&o.key());
+                self.objects.remove(&o.object_ref());
             }
             Event::Bookmark(rev) => self.revision = self.revision.max(*rev),
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&K> {
+    pub fn get(&self, key: &ObjectRef) -> Option<&K> {
         self.objects.get(key)
     }
     pub fn iter(&self) -> impl Iterator<Item = &K> {
@@ -355,6 +320,7 @@ impl<K: Resource> Store<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube_lite_proto::v1::ObjectMeta;
 
     fn pod(name: &str, rv: u64) -> Pod {
         Pod {
@@ -382,7 +348,7 @@ mod tests {
         let names: Vec<_> = s.iter().map(|p| p.name().to_string()).collect();
         assert_eq!(names, ["b", "c"]);
         assert_eq!(s.revision(), 9);
-        assert!(s.get("default/c").is_some());
+        assert!(s.get(&ObjectRef::new("default", "c")).is_some());
         // A relist replaces everything.
         s.apply(&Event::Restarted(vec![pod("z", 10)], 10));
         assert_eq!(s.iter().map(|p| p.name()).collect::<Vec<_>>(), ["z"]);

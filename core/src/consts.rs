@@ -1,0 +1,75 @@
+//! The API's well-known strings, named once. Values are exactly Kubernetes' spelling.
+
+/// `status.phase` of a Pod.
+pub mod phase {
+    pub const PENDING: &str = "Pending";
+    pub const RUNNING: &str = "Running";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const FAILED: &str = "Failed";
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// Condition types of Pods and Nodes.
+pub mod condition {
+    /// Pod: all containers ready. Node: the agent is healthy.
+    pub const READY: &str = "Ready";
+    pub const POD_SCHEDULED: &str = "PodScheduled";
+}
+
+/// `status` of a condition.
+pub mod condition_status {
+    pub const TRUE: &str = "True";
+    pub const FALSE: &str = "False";
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// Reasons of pod, container and node states and conditions.
+pub mod reason {
+    /// Pod: no node fits (scheduler).
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// Pod: removed from a node that stopped answering.
+    pub const EVICTED: &str = "Evicted";
+    /// Container waiting for its first start.
+    pub const CONTAINER_CREATING: &str = "ContainerCreating";
+    /// Container waiting out its restart back-off.
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    /// The container's program was not found (process runtime).
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    /// The container could not be started.
+    pub const START_ERROR: &str = "StartError";
+    /// Container terminated with exit code 0.
+    pub const COMPLETED: &str = "Completed";
+    /// Container terminated with a non-zero exit code.
+    pub const ERROR: &str = "Error";
+    /// The pod network could not be set up.
+    pub const NETWORK_SETUP_FAILED: &str = "NetworkSetupFailed";
+    /// Node condition: the agent reports healthy.
+    pub const AGENT_READY: &str = "AgentReady";
+    /// Node condition: the agent stopped heartbeating.
+    pub const NODE_STATUS_UNKNOWN: &str = "NodeStatusUnknown";
+}
+
+/// Container state names as `kubectl describe` prints them.
+pub mod container_state {
+    pub const WAITING: &str = "Waiting";
+    pub const RUNNING: &str = "Running";
+    pub const TERMINATED: &str = "Terminated";
+}
+
+/// `spec.restartPolicy` of a Pod.
+pub mod restart_policy {
+    pub const ALWAYS: &str = "Always";
+    pub const ON_FAILURE: &str = "OnFailure";
+    pub const NEVER: &str = "Never";
+}
+
+/// Port protocols.
+pub mod protocol {
+    pub const TCP: &str = "TCP";
+    pub const UDP: &str = "UDP";
+}
+
+/// `spec.type` of a Service.
+pub mod service_type {
+    pub const CLUSTER_IP: &str = "ClusterIP";
+}

@@ -1,0 +1,100 @@
+//! The server's defaulting rules. The apiserver applies them on every write; kubectl-lite
+//! applies the same ones to a manifest to tell `unchanged` from a real change.
+
+use crate::consts::{protocol, restart_policy, service_type};
+use kube_lite_proto::v1::{Endpoints, PodSpec, ServiceSpec};
+
+/// A pod's `terminationGracePeriodSeconds` when none is given (Kubernetes: 30).
+pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
+
+/// restartPolicy Always, grace period 30 s, container port protocol TCP.
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    if spec.restart_policy.is_empty() {
+        spec.restart_policy = restart_policy::ALWAYS.into();
+    }
+    if spec.termination_grace_period_seconds == 0 {
+        spec.termination_grace_period_seconds = DEFAULT_TERMINATION_GRACE_SECONDS;
+    }
+    for c in &mut spec.containers {
+        for p in &mut c.ports {
+            if p.protocol.is_empty() {
+                p.protocol = protocol::TCP.into();
+            }
+        }
+    }
+}
+
+/// type ClusterIP, port protocol TCP, targetPort = port.
+pub fn default_service_spec(spec: &mut ServiceSpec) {
+    if spec.r#type.is_empty() {
+        spec.r#type = service_type::CLUSTER_IP.into();
+    }
+    for p in &mut spec.ports {
+        if p.protocol.is_empty() {
+            p.protocol = protocol::TCP.into();
+        }
+        if p.target_port == 0 {
+            p.target_port = p.port;
+        }
+    }
+}
+
+/// Endpoint port protocol TCP.
+pub fn default_endpoints(e: &mut Endpoints) {
+    for s in &mut e.subsets {
+        for p in &mut s.ports {
+            if p.protocol.is_empty() {
+                p.protocol = protocol::TCP.into();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{Container, ContainerPort, ServicePort};
+
+    #[test]
+    fn pod_defaults_fill_only_empty_fields() {
+        let mut s = PodSpec {
+            containers: vec![Container {
+                ports: vec![ContainerPort::default()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        default_pod_spec(&mut s);
+        assert_eq!(s.restart_policy, "Always");
+        assert_eq!(s.termination_grace_period_seconds, 30);
+        assert_eq!(s.containers[0].ports[0].protocol, "TCP");
+        let mut s = PodSpec {
+            restart_policy: "Never".into(),
+            termination_grace_period_seconds: 5,
+            ..Default::default()
+        };
+        default_pod_spec(&mut s);
+        assert_eq!(
+            (
+                s.restart_policy.as_str(),
+                s.termination_grace_period_seconds
+            ),
+            ("Never", 5)
+        );
+    }
+
+    #[test]
+    fn service_defaults() {
+        let mut s = ServiceSpec {
+            ports: vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        default_service_spec(&mut s);
+        assert_eq!(s.r#type, "ClusterIP");
+        assert_eq!(s.ports[0].protocol, "TCP");
+        assert_eq!(s.ports[0].target_port, 80);
+    }
+}

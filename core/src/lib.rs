@@ -1,0 +1,22 @@
+//! kube-lite's shared vocabulary, in the spirit of kube-rs' `kube-core`: pure types and
+//! rules with no I/O, used by the apiserver, the client crate, the node agent and
+//! kubectl-lite so that each concept is written once.
+//!
+//! - [`Resource`]: what every API object has (kind names, metadata, key).
+//! - [`ObjectRef`]: the (namespace, name) key of an object, with the default-namespace rule.
+//! - [`defaults`]: the server's defaulting rules, which the CLI also applies to compare a
+//!   manifest with what is stored.
+//! - [`consts`]: phases, condition types and statuses, reasons, restart policies, protocols.
+//! - [`time`]: unix-millisecond clock and the duration syntax of flags (`40s`, `500ms`).
+
+pub mod consts;
+pub mod defaults;
+mod object_ref;
+mod resource;
+pub mod time;
+
+pub use object_ref::ObjectRef;
+pub use resource::Resource;
+
+/// The namespace an object lands in when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
