@@ -19,7 +19,10 @@ pub trait Api: Resource {
     fn get(ch: &Channel, namespace: &str, name: &str) -> BoxFuture<'static, Result<Self, Status>>;
     /// Items and the revision the list was taken at.
     fn list(ch: &Channel, req: ListRequest) -> BoxFuture<'static, ListResult<Self>>;
-    fn watch(ch: &Channel, req: WatchRequest) -> BoxFuture<'static, Result<RawStream<Self>, Status>>;
+    fn watch(
+        ch: &Channel,
+        req: WatchRequest,
+    ) -> BoxFuture<'static, Result<RawStream<Self>, Status>>;
     fn delete(ch: &Channel, req: DeleteRequest) -> BoxFuture<'static, Result<Self, Status>>;
     fn create(ch: &Channel, obj: Self) -> BoxFuture<'static, Result<Self, Status>>;
     fn update(ch: &Channel, obj: Self) -> BoxFuture<'static, Result<Self, Status>>;
@@ -67,7 +70,10 @@ macro_rules! api {
                 })
             }
 
-            fn delete(ch: &Channel, req: DeleteRequest) -> BoxFuture<'static, Result<Self, Status>> {
+            fn delete(
+                ch: &Channel,
+                req: DeleteRequest,
+            ) -> BoxFuture<'static, Result<Self, Status>> {
                 let mut c = $client::new(ch.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
                 Box::pin(async move { Ok(c.delete(req).await?.into_inner()) })
             }

@@ -1,8 +1,10 @@
 //! `describe`: kubectl-like multi-line text for one object.
 
-use kube_lite_core::consts::{condition_status, container_state, phase, protocol, restart_policy, service_type};
 use crate::output::{endpoints_text, node_status_text, pod_status_text};
 use crate::util::{format_map, human_duration, rfc3339};
+use kube_lite_core::consts::{
+    condition_status, container_state, phase, protocol, restart_policy, service_type,
+};
 use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, Service};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -204,11 +206,15 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                 if cs.finished_at != 0 {
                     t.field(6, "Finished", rfc3339(cs.finished_at));
                 }
-                t.field(4, "Ready", if cs.ready {
+                t.field(
+                    4,
+                    "Ready",
+                    if cs.ready {
                         condition_status::TRUE
                     } else {
                         condition_status::FALSE
-                    });
+                    },
+                );
                 t.field(4, "Restart Count", cs.restart_count.to_string());
             }
             None => {

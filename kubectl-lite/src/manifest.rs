@@ -18,11 +18,11 @@
 //!   …), `type: NodePort|LoadBalancer|ExternalName`, `clusterIP: None`, a named
 //!   `targetPort`, values of the wrong type, other apiVersions and kinds.
 
+use kube_lite_core::consts::service_type;
+use kube_lite_core::{defaults, Resource};
 use kube_lite_proto::v1::{
     Container, ContainerPort, EnvVar, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec,
 };
-use kube_lite_core::consts::service_type;
-use kube_lite_core::{defaults, Resource};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 

@@ -2,10 +2,12 @@
 //! (apiVersion, kind, metadata with RFC 3339 timestamps, spec, status; camelCase; keys in
 //! a fixed order; empty fields left out as the Kubernetes API does).
 
-use kube_lite_core::consts::{condition, condition_status, container_state, phase, protocol, service_type};
-use kube_lite_core::Resource;
 use crate::api::Api;
 use crate::util::{age, format_map, rfc3339};
+use kube_lite_core::consts::{
+    condition, condition_status, container_state, phase, protocol, service_type,
+};
+use kube_lite_core::Resource;
 use kube_lite_proto::v1::{ContainerStatus, Endpoints, Node, ObjectMeta, Pod, PodStatus, Service};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -139,7 +141,9 @@ pub fn pod_status_text(pod: &Pod) -> String {
         match cs.state.as_str() {
             container_state::WAITING if !cs.reason.is_empty() => text = cs.reason.clone(),
             container_state::TERMINATED if !cs.reason.is_empty() => text = cs.reason.clone(),
-            container_state::TERMINATED if cs.exit_code != 0 => text = format!("ExitCode:{}", cs.exit_code),
+            container_state::TERMINATED if cs.exit_code != 0 => {
+                text = format!("ExitCode:{}", cs.exit_code)
+            }
             _ => {}
         }
     }
@@ -371,7 +375,11 @@ impl Show for Service {
 /// `Ready`, `NotReady`, `Unknown` (no condition yet), plus `,SchedulingDisabled`.
 pub fn node_status_text(node: &Node) -> String {
     let status = node.status.clone().unwrap_or_default();
-    let mut text = match status.conditions.iter().find(|c| c.r#type == condition::READY) {
+    let mut text = match status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == condition::READY)
+    {
         Some(c) if c.status == condition_status::TRUE => "Ready".to_string(),
         Some(_) => "NotReady".to_string(),
         None => "Unknown".to_string(),

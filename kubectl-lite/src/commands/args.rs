@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn kind_slash_name_is_kind_then_name() {
         let (k, r, n) = split("pod/web", &["db"]).unwrap();
-        assert_eq!((k, r.as_str(), n), (Kind::Pod, "pod", vec!["web".into(), "db".into()]));
+        assert_eq!(
+            (k, r.as_str(), n),
+            (Kind::Pod, "pod", vec!["web".into(), "db".into()])
+        );
         let (k, _, n) = split("SVC", &[]).unwrap();
         assert_eq!((k, n.len()), (Kind::Service, 0));
         assert_eq!(

@@ -6,6 +6,7 @@ use crate::api::{Api, Kind};
 use crate::cli::DeleteArgs;
 use anyhow::{anyhow, Result};
 use futures::StreamExt;
+use kube_lite_core::Resource;
 use kube_lite_proto::v1::{DeleteRequest, Endpoints, EventType, Node, Pod, Service, WatchRequest};
 use std::time::Duration;
 use tonic::Code;
@@ -128,7 +129,14 @@ mod tests {
             5
         );
         assert_eq!(
-            grace_period(&delete_args(&["delete", "po", "a", "--grace-period", "5", "--force"])),
+            grace_period(&delete_args(&[
+                "delete",
+                "po",
+                "a",
+                "--grace-period",
+                "5",
+                "--force"
+            ])),
             0
         );
     }

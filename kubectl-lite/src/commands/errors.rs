@@ -79,7 +79,11 @@ mod tests {
         );
         // Without a name: the operation and the server's words.
         assert_eq!(
-            text::<Pod>("create pod/web", "", Status::already_exists("pod default/web")),
+            text::<Pod>(
+                "create pod/web",
+                "",
+                Status::already_exists("pod default/web")
+            ),
             "create pod/web: pod default/web (AlreadyExists)"
         );
         assert_eq!(

@@ -64,7 +64,11 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
             for name in &a.names {
                 items.push(ctx.fetch::<T>(name).await?);
             }
-            let rv = items.iter().map(|o| o.resource_version()).max().unwrap_or(0);
+            let rv = items
+                .iter()
+                .map(|o| o.resource_version())
+                .max()
+                .unwrap_or(0);
             (items, rv)
         }
         [] => {

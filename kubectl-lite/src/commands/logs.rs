@@ -78,7 +78,13 @@ mod tests {
         assert_eq!((req.tail_lines, print), (1, false));
         let (req, print) = logs(&["logs", "web", "-c", "c", "-p"]).unwrap();
         assert_eq!(
-            (req.namespace.as_str(), req.container.as_str(), req.tail_lines, req.previous, print),
+            (
+                req.namespace.as_str(),
+                req.container.as_str(),
+                req.tail_lines,
+                req.previous,
+                print
+            ),
             ("dev", "c", -1, true, true)
         );
         assert!(logs(&["logs", "web", "--tail", "0", "-f"])

@@ -30,7 +30,7 @@ use kube_lite_core::DEFAULT_NAMESPACE;
 
 /// A command with its arguments checked, ready to run.
 enum Plan {
-    Create(create::New),
+    Create(Box<create::New>),
     Apply(Vec<(String, Converted)>),
     Get(Kind, GetArgs),
     Describe(Kind, DescribeArgs),
@@ -45,7 +45,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     // Everything that can be checked without the server is checked before connecting.
     let plan = match cli.command {
-        Command::Create(c) => Plan::Create(create::parse(&c, &namespace)?),
+        Command::Create(c) => Plan::Create(Box::new(create::parse(&c, &namespace)?)),
         Command::Apply(a) => Plan::Apply(apply::parse(&a, &namespace, explicit_namespace)?),
         Command::Get(mut a) => Plan::Get(kind_and_names(&mut a.resource, &mut a.names)?, a),
         Command::Describe(mut a) => {
@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         namespace,
     };
     match plan {
-        Plan::Create(new) => create::run(&ctx, new).await,
+        Plan::Create(new) => create::run(&ctx, *new).await,
         Plan::Apply(docs) => apply::run(&ctx, docs).await,
         Plan::Get(k, a) => get::run(&ctx, k, &a).await,
         Plan::Describe(k, a) => describe::run(&ctx, k, a).await,

@@ -8,7 +8,9 @@ use crate::output::{self, Format, Show, Table};
 use anyhow::{anyhow, Result};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use kube_lite_client::{watcher_from, ClientError, Event, ListResult, RawStream, WatchApi, WatchParams};
+use kube_lite_client::{
+    watcher_from, ClientError, Event, ListResult, RawStream, WatchApi, WatchParams,
+};
 use kube_lite_core::time::now_ms;
 use kube_lite_core::ObjectRef;
 use kube_lite_proto::v1::{ListRequest, WatchRequest};
@@ -54,7 +56,8 @@ impl<T: Api> Changes<T> {
             }
             Event::Bookmark(_) => vec![],
             Event::Restarted(items, _) => {
-                let fresh: BTreeMap<_, _> = items.into_iter().map(|o| (o.object_ref(), o)).collect();
+                let fresh: BTreeMap<_, _> =
+                    items.into_iter().map(|o| (o.object_ref(), o)).collect();
                 let mut changed: Vec<T> = self
                     .known
                     .iter()
@@ -114,7 +117,10 @@ impl Printer {
             }
             Some(Format::Json) => output::to_json_text(&o.to_json()),
             Some(Format::Yaml) => {
-                format!("---\n{}", output::to_yaml_text(&o.to_json()).map_err(|e| anyhow!(e))?)
+                format!(
+                    "---\n{}",
+                    output::to_yaml_text(&o.to_json()).map_err(|e| anyhow!(e))?
+                )
             }
             Some(Format::Name) => format!("{}/{}\n", T::SINGULAR, o.name()),
         })
@@ -193,6 +199,7 @@ pub async fn follow<T: Show>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube_lite_core::Resource;
     use kube_lite_proto::v1::{ObjectMeta, Pod, PodStatus};
 
     const NOW: i64 = 1_800_000_000_000;
@@ -295,11 +302,12 @@ mod tests {
             p.render(&pod("default", "b", 2), NOW).unwrap(),
             "b             0/0     Pending   0          5s\n"
         );
-        // Nothing listed: the header comes with the first row; with -A the namespace too.
+        // Nothing listed: the header comes with the first row (sized by the header alone,
+        // as kubectl's first -w row is); with -A the namespace too.
         let mut p = Printer::new(None, Table::default(), true);
         assert_eq!(
             p.render(&pod("dev", "b", 2), NOW).unwrap(),
-            "NAMESPACE   NAME   READY   STATUS    RESTARTS   AGE\n\
+            "NAMESPACE   NAME   READY   STATUS   RESTARTS   AGE\n\
              dev         b      0/0     Pending   0          5s\n"
         );
     }
