@@ -922,4 +922,45 @@ status:
         stored.node_name = "node-1".into();
         assert_eq!(normalize_pod_spec(&desired, &stored), stored);
     }
+
+    #[test]
+    fn normalization_applies_the_core_defaults() {
+        let desired = PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "i".into(),
+                ports: vec![ContainerPort {
+                    container_port: 80,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut stored = desired.clone();
+        defaults::default_pod_spec(&mut stored);
+        stored.node_name = "node-1".into();
+        assert_eq!(normalize_pod_spec(&desired, &stored), stored);
+        // A grace period of its own is a change.
+        let mut other = stored.clone();
+        other.termination_grace_period_seconds = 5;
+        assert_ne!(normalize_pod_spec(&desired, &other), other);
+
+        let desired = ServiceSpec {
+            ports: vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut stored = desired.clone();
+        defaults::default_service_spec(&mut stored);
+        stored.cluster_ip = "172.17.10.10".into();
+        let want = normalize_service_spec(&desired, &stored);
+        assert_eq!(want, stored);
+        assert_eq!(
+            (want.ports[0].target_port, want.r#type.as_str()),
+            (80, "ClusterIP")
+        );
+    }
 }
