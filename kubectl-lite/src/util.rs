@@ -1,6 +1,7 @@
 //! Pure helpers: kubectl's age format, RFC 3339 timestamps, and the parsers for
 //! command-line values (`k=v,…` maps, `K=V` env entries, service port specs).
 
+use kube_lite_core::consts::protocol;
 use std::collections::{BTreeMap, HashMap};
 
 /// kubectl's `HumanDuration` (k8s.io/apimachinery/pkg/util/duration): `5s`, `2m30s`,
@@ -100,14 +101,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Current wall-clock time in unix millis.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `a=b,c=d` → map (for `--labels` and `--selector`). Empty input → empty map.
 pub fn parse_map(flag: &str, input: &str) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
@@ -154,11 +147,11 @@ pub fn parse_port_spec(input: &str) -> Result<PortSpec, String> {
     let bad = |why: &str| format!("--port {input:?}: {why} (expected PORT[:TARGET][/tcp|/udp])");
     let (ports, protocol) = match input.split_once('/') {
         Some((p, proto)) => match proto.to_ascii_lowercase().as_str() {
-            "tcp" => (p, "TCP"),
-            "udp" => (p, "UDP"),
+            "tcp" => (p, protocol::TCP),
+            "udp" => (p, protocol::UDP),
             _ => return Err(bad(&format!("unknown protocol {proto:?}"))),
         },
-        None => (input, "TCP"),
+        None => (input, protocol::TCP),
     };
     let num = |s: &str| -> Result<i32, String> {
         match s.trim().parse::<i32>() {
