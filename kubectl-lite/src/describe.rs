@@ -1,7 +1,7 @@
 //! `describe`: kubectl-like multi-line text for one object.
 
 use crate::output::{endpoints_text, node_status_text, pod_status_text};
-use crate::util::{format_map, human_duration, rfc3339};
+use crate::util::{escape_control, format_map, human_duration, rfc3339};
 use kube_lite_core::consts::{
     condition_status, container_state, phase, protocol, restart_policy, service_type,
 };
@@ -30,14 +30,14 @@ impl Text {
         let width = self.width.max(label.len() + 1);
         let mut lines = value.as_ref().lines();
         let first = lines.next().unwrap_or("");
-        let _ = writeln!(self.out, "{label:<width$}{first}");
+        let _ = writeln!(self.out, "{label:<width$}{}", escape_control(first));
         for l in lines {
-            let _ = writeln!(self.out, "{:width$}{l}", "");
+            let _ = writeln!(self.out, "{:width$}{}", "", escape_control(l));
         }
     }
 
     fn line(&mut self, text: impl AsRef<str>) {
-        let _ = writeln!(self.out, "{}", text.as_ref());
+        let _ = writeln!(self.out, "{}", escape_control(text.as_ref()));
     }
 }
 

@@ -110,7 +110,9 @@ pub fn row_of<T: Show>(item: &T, now_ms: i64, wide: bool, with_namespace: bool) 
     if with_namespace {
         r.insert(0, item.meta().namespace.clone());
     }
-    r
+    r.into_iter()
+        .map(|c| crate::util::escape_control(&c).into_owned())
+        .collect()
 }
 
 fn or_none(s: &str) -> String {

@@ -176,6 +176,31 @@ pub fn parse_port_spec(input: &str) -> Result<PortSpec, String> {
 }
 
 /// `k=v` pairs sorted by key, joined by `sep`; `<none>` when empty.
+/// User-controlled text made safe for a terminal: control characters (C0 including
+/// newline, tab and ESC, DEL, and C1) become visible escapes (`\n`, `\t`, `\x1b`,
+/// `\u{9b}`), so a value cannot add lines, move the cursor or set the terminal title.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `k=v` pairs sorted by key, joined by `sep`; keys and values escaped
+/// ([`escape_control`]).
 pub fn format_map(map: &HashMap<String, String>, sep: &str) -> String {
     if map.is_empty() {
         return "<none>".into();
@@ -183,7 +208,7 @@ pub fn format_map(map: &HashMap<String, String>, sep: &str) -> String {
     let sorted: BTreeMap<_, _> = map.iter().collect();
     sorted
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{}={}", escape_control(k), escape_control(v)))
         .collect::<Vec<_>>()
         .join(sep)
 }
@@ -191,6 +216,17 @@ pub fn format_map(map: &HashMap<String, String>, sep: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("plain text é"), "plain text é");
+        assert_eq!(escape_control("a\nName: evil"), "a\\nName: evil");
+        assert_eq!(escape_control("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(escape_control("nul\0\t\r\x7f"), "nul\\x00\\t\\r\\x7f");
+        assert_eq!(escape_control("csi\u{9b}"), "csi\\u{9b}");
+        let m: HashMap<String, String> = [("k".to_string(), "v\nInjected: 1".to_string())].into();
+        assert_eq!(format_map(&m, "\n"), "k=v\\nInjected: 1");
+    }
 
     #[test]
     fn human_duration_matches_kubectl() {

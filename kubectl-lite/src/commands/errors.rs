@@ -10,9 +10,11 @@ pub fn unreachable(server: &str, cause: &str) -> anyhow::Error {
     )
 }
 
-/// Whitespace (newlines included) collapsed to single spaces.
+/// Whitespace (newlines included) collapsed to single spaces, other control characters
+/// escaped (the server's message may quote user input).
 pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::util::escape_control(&joined).into_owned()
 }
 
 /// gRPC status → one line. `what` names the operation and object (`create pod/web`);
