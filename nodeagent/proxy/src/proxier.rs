@@ -3,11 +3,12 @@
 //! full resync against `iptables-save`.
 
 use crate::exec::{Exec, Runner};
-use crate::model::{object_key, resolve, Protocol, ServicePortView};
+use crate::model::{resolve, Protocol, ServicePortView};
 use crate::render::{
     diff, render_service, resync_plan, Names, Plan, RenderedService, Table, Tables,
 };
 use crate::{Mode, ProxyConfig};
+use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{Endpoints, Service};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -156,32 +157,29 @@ impl<E: Exec> Proxier<E> {
     }
 
     pub fn upsert_service(&mut self, svc: Service) {
-        let key = key_of(svc.metadata.as_ref());
+        let key = key_of(&svc);
         self.services.insert(key.clone(), svc);
         self.refresh(&key);
     }
     pub fn delete_service(&mut self, svc: &Service) {
-        let key = key_of(svc.metadata.as_ref());
+        let key = key_of(svc);
         self.services.remove(&key);
         self.refresh(&key);
     }
     pub fn upsert_endpoints(&mut self, eps: Endpoints) {
-        let key = key_of(eps.metadata.as_ref());
+        let key = key_of(&eps);
         self.endpoints.insert(key.clone(), eps);
         self.refresh(&key);
     }
     pub fn delete_endpoints(&mut self, eps: &Endpoints) {
-        let key = key_of(eps.metadata.as_ref());
+        let key = key_of(eps);
         self.endpoints.remove(&key);
         self.refresh(&key);
     }
     /// A fresh list of every Service (replaces what was known).
     pub fn replace_services(&mut self, all: Vec<Service>) {
         let old: BTreeSet<String> = self.services.keys().cloned().collect();
-        self.services = all
-            .into_iter()
-            .map(|s| (key_of(s.metadata.as_ref()), s))
-            .collect();
+        self.services = all.into_iter().map(|s| (key_of(&s), s)).collect();
         let keys: BTreeSet<String> = old
             .into_iter()
             .chain(self.services.keys().cloned())
@@ -193,10 +191,7 @@ impl<E: Exec> Proxier<E> {
     /// A fresh list of every Endpoints object.
     pub fn replace_endpoints(&mut self, all: Vec<Endpoints>) {
         let old: BTreeSet<String> = self.endpoints.keys().cloned().collect();
-        self.endpoints = all
-            .into_iter()
-            .map(|e| (key_of(e.metadata.as_ref()), e))
-            .collect();
+        self.endpoints = all.into_iter().map(|e| (key_of(&e), e)).collect();
         let keys: BTreeSet<String> = old
             .into_iter()
             .chain(self.endpoints.keys().cloned())
@@ -564,9 +559,9 @@ impl<E: Exec> Proxier<E> {
     }
 }
 
-fn key_of(meta: Option<&kube_lite_proto::v1::ObjectMeta>) -> String {
-    meta.map(|m| object_key(&m.namespace, &m.name))
-        .unwrap_or_else(|| object_key("", ""))
+/// `namespace/name` with the default-namespace rule.
+fn key_of<R: Resource>(o: &R) -> String {
+    ObjectRef::of::<R>(o.namespace(), o.name()).to_string()
 }
 
 /// bridge-nf-call-iptables=1 (bridged pod-to-pod replies must meet conntrack to be
