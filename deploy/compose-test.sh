@@ -5,7 +5,7 @@
 # and two node containers with short node-health timings (deploy/docker-compose.test.yml),
 # then, printing progress as each step passes:
 #   1. both nodes register and get Ready
-#   2. Service scene: 4 whoami pods spread over the 2 nodes, Service 172.17.10.10:3001 →
+#   2. Service scene: 4 whoami pods spread over the 2 nodes, Service 10.96.10.10:3001 →
 #      8080, a busybox pod makes 4 requests → 4 different pods answer
 #   3. docker stop one node → NotReady within the grace period, its pods rescheduled on
 #      the other node, the Service answers from the survivors
@@ -37,7 +37,7 @@ esac
 KUBECTL="${CARGO_TARGET_DIR:-$root/target}/$outdir/kubectl-lite"
 
 PROJECT="kltest$$"
-SVC_IP=172.17.10.10
+SVC_IP=10.96.10.10
 SVC_PORT=3001
 export KL_NODE_GRACE_PERIOD=${KL_NODE_GRACE_PERIOD:-6s}
 export KL_POD_EVICTION_TIMEOUT=${KL_POD_EVICTION_TIMEOUT:-6s}

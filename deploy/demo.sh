@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tutorial's closing scene on a local cluster (after `deploy/local-cluster.sh up`):
-# four whoami pods spread over two nodes, a Service with ClusterIP 172.17.10.10 port
+# four whoami pods spread over two nodes, a Service with ClusterIP 10.96.10.10 port
 # 3001 → 8080, and a client pod that makes four requests through the ClusterIP and gets
 # four different `HOSTNAME:… IP:…` answers, one per pod (iptables `statistic --mode nth`
 # round robin, programmed by every node agent).
@@ -14,7 +14,7 @@ set -euo pipefail
 KL_HOME="${KUBE_LITE_HOME:-/var/tmp/kube-lite}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SERVER="${KUBE_LITE_SERVER:-http://127.0.0.1:6443}"
-VIP=172.17.10.10
+VIP=10.96.10.10
 PODS=(whoami-0 whoami-1 whoami-2 whoami-3)
 TIMEOUT="${DEMO_TIMEOUT:-60}"
 

@@ -1,7 +1,13 @@
 //! The gRPC services. One generic implementation ([`Api`]'s `do_*` methods, generic
-//! over [`Stored`]) behind the four generated service traits.
+//! over [`Stored`]) behind the four generated service traits, and
+//! [`DecodeErrorsAreInvalidLayer`], which reports an undecodable request body as the
+//! client's fault (INVALID_ARGUMENT, not tonic's INTERNAL).
+//!
+//! Every message is bounded ([`crate::error`]); statuses passed on from a node agent
+//! (Logs) too.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kube_lite_proto::v1::{
@@ -14,11 +20,13 @@ use kube_lite_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status};
+use tonic::codegen::http;
+use tonic::{Code, Request, Response, Status};
 
 use kube_lite_core::ObjectRef;
 
-use crate::error::ApiError;
+use crate::controllers::endpoints;
+use crate::error::{bounded, ApiError};
 use crate::ops;
 use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::Store;
@@ -40,9 +48,13 @@ impl Api {
     async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
         let mut obj = req.into_inner().into_object();
         validation::prepare_create(&mut obj)?;
+        let key = obj.key();
         let out = self
             .store
-            .write_obj(move |txn| ops::create(txn, obj))
+            .write_obj(move |txn| {
+                check_owner::<R>(txn, &key)?;
+                ops::create(txn, obj)
+            })
             .await?;
         Ok(Response::new(R::from_object(&out)))
     }
@@ -98,19 +110,25 @@ impl Api {
         if m.name.is_empty() {
             return Err(ApiError::invalid("metadata.name", "is required").into());
         }
+        let key = obj.key();
         let out = self
             .store
-            .write_obj(move |txn| ops::update(txn, obj, status_only))
+            .write_obj(move |txn| {
+                check_owner::<R>(txn, &key)?;
+                ops::update(txn, obj, status_only)
+            })
             .await?;
         Ok(Response::new(R::from_object(&out)))
     }
 
     async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
         let r = req.into_inner();
+        validation::validate_delete(&r)?;
         let key = ObjectRef::of::<R>(&r.namespace, r.name);
         let out = self
             .store
             .write_obj(move |txn| {
+                check_owner::<R>(txn, &key)?;
                 ops::delete(
                     txn,
                     R::STORED_KIND,
@@ -128,6 +146,7 @@ impl Api {
         req: Request<WatchRequest>,
     ) -> Res<ReceiverStream<Result<R::Event, Status>>> {
         let r = req.into_inner();
+        validation::validate_watch(&r)?;
         let filter = Filter::new(
             R::STORED_KIND,
             &r.namespace,
@@ -140,7 +159,7 @@ impl Api {
         let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
         let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
         let bookmark_every = if r.bookmark_interval_ms > 0 {
-            Duration::from_millis(r.bookmark_interval_ms.max(10) as u64)
+            Duration::from_millis(u64::from(r.bookmark_interval_ms.max(10)))
         } else {
             self.store.cfg.bookmark_interval
         };
@@ -162,6 +181,7 @@ impl Api {
         req: Request<LogsRequest>,
     ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {
         let mut r = req.into_inner();
+        validation::validate_logs(&r)?;
         let key = ObjectRef::of::<Pod>(&r.namespace, r.name.clone());
         r.namespace = key.namespace.clone();
         let pod = self.store.get(Kind::Pod, &key).ok_or_else(|| {
@@ -211,13 +231,14 @@ impl Api {
                 if s.code() == tonic::Code::Unavailable {
                     unreachable(s.message().to_string()).into()
                 } else {
-                    s
+                    bounded(s.code(), s.message())
                 }
             })?
             .into_inner();
         let (tx, out) = mpsc::channel(64);
         tokio::spawn(async move {
             while let Some(item) = upstream.next().await {
+                let item = item.map_err(|s| bounded(s.code(), s.message()));
                 if tx.send(item).await.is_err() {
                     return; // client left
                 }
@@ -225,6 +246,77 @@ impl Api {
         });
         Ok(Response::new(ReceiverStream::new(out)))
     }
+}
+
+/// Refuses a user's write to Endpoints that the endpoints controller owns
+/// ([`endpoints::check_user_write`]); other kinds pass.
+fn check_owner<R: Stored>(txn: &crate::store::Txn<'_>, key: &ObjectRef) -> Result<(), ApiError> {
+    if R::STORED_KIND == Kind::Endpoints {
+        endpoints::check_user_write(txn.objects(), key)?;
+    }
+    Ok(())
+}
+
+/// The message prefix of tonic-prost's decode error (`prost::DecodeError`'s Display).
+const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
+
+/// tonic reports a request body that does not decode as INTERNAL; it is the client's
+/// fault: INVALID_ARGUMENT "request body: failed to decode Protobuf message: …".
+/// `None` for every other status.
+pub fn decode_error_as_invalid(st: &Status) -> Option<Status> {
+    (st.code() == Code::Internal && st.message().starts_with(DECODE_ERROR_PREFIX)).then(|| {
+        bounded(
+            Code::InvalidArgument,
+            &format!("request body: {}", st.message()),
+        )
+    })
+}
+
+/// A tower layer for the gRPC server applying [`decode_error_as_invalid`] to the
+/// trailers-only answers tonic sends when a request does not decode (the handler never
+/// runs, so this is the one place to see them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeErrorsAreInvalidLayer;
+
+impl<S> tower::Layer<S> for DecodeErrorsAreInvalidLayer {
+    type Service = DecodeErrorsAreInvalid<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeErrorsAreInvalid(inner)
+    }
+}
+
+/// The service of [`DecodeErrorsAreInvalidLayer`].
+#[derive(Clone, Debug)]
+pub struct DecodeErrorsAreInvalid<S>(S);
+
+type FixResponse<B> = fn(http::Response<B>) -> http::Response<B>;
+
+impl<S, B, RB> tower::Service<http::Request<B>> for DecodeErrorsAreInvalid<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = futures::future::MapOk<S::Future, FixResponse<RB>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        use futures::TryFutureExt;
+        self.0.call(req).map_ok(fix_decode_error as FixResponse<RB>)
+    }
+}
+
+fn fix_decode_error<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    if let Some(fixed) = Status::from_header_map(resp.headers())
+        .as_ref()
+        .and_then(decode_error_as_invalid)
+    {
+        let _ = fixed.add_header(resp.headers_mut());
+    }
+    resp
 }
 
 macro_rules! impl_api {
@@ -257,3 +349,37 @@ impl_api!(
         self.do_logs(r).await
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_decode_errors_become_invalid_argument() {
+        let decode = Status::internal(
+            "failed to decode Protobuf message: Pod.metadata: invalid wire type value: 7",
+        );
+        let fixed = decode_error_as_invalid(&decode).expect("mapped");
+        assert_eq!(fixed.code(), Code::InvalidArgument);
+        assert_eq!(
+            fixed.message(),
+            "request body: failed to decode Protobuf message: Pod.metadata: invalid wire type value: 7"
+        );
+        assert!(decode_error_as_invalid(&Status::internal("store failed")).is_none());
+        assert!(decode_error_as_invalid(&Status::not_found(DECODE_ERROR_PREFIX)).is_none());
+    }
+
+    #[test]
+    fn the_layer_rewrites_trailers_only_decode_answers() {
+        let resp: http::Response<()> =
+            Status::internal(format!("{DECODE_ERROR_PREFIX}: buffer underflow")).into_http();
+        let resp = fix_decode_error(resp);
+        let st = Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(st.code(), Code::InvalidArgument);
+        let ok: http::Response<()> = http::Response::new(());
+        assert!(
+            fix_decode_error(ok).headers().is_empty(),
+            "OK answers untouched"
+        );
+    }
+}

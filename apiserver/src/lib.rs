@@ -126,6 +126,7 @@ pub async fn serve_with_drain(
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(), "apiserver serving");
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(api::DecodeErrorsAreInvalidLayer)
         .add_service(svc!(NodeApiServer))
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))

@@ -145,7 +145,11 @@ impl Object {
 
 /// `pods "default/web"`, `nodes "n1"` — for messages.
 pub fn describe(kind: Kind, key: &ObjectRef) -> String {
-    format!("{} \"{key}\"", kind.plural())
+    format!(
+        "{} \"{}\"",
+        kind.plural(),
+        crate::error::clip(&key.to_string())
+    )
 }
 
 /// A core [`Resource`] as the store and the gRPC layer see it: its [`Kind`] slot, its

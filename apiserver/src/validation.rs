@@ -7,12 +7,26 @@ use std::net::Ipv4Addr;
 
 use kube_lite_core::consts::{condition_status, phase, protocol, restart_policy, service_type};
 use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
-use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, PodStatus, Service};
+use kube_lite_proto::v1::{
+    DeleteRequest, EndpointAddress, Endpoints, LogsRequest, Node, ObjectMeta, Pod, PodStatus,
+    Service, WatchRequest,
+};
 
-use crate::error::ApiError;
+use crate::error::{quote, ApiError};
 use crate::resource::{Kind, Object};
 
 type R = Result<(), ApiError>;
+
+/// Longest grace period a pod or a delete may ask for (Kubernetes has no maximum; a
+/// bounded one keeps every deadline computed from it representable).
+pub const MAX_GRACE_PERIOD_SECONDS: i64 = 86_400;
+/// Highest revision a Watch may start from (revisions are int64 in Kubernetes; the
+/// bound keeps `revision + 1` from wrapping).
+pub const MAX_RESOURCE_VERSION: u64 = i64::MAX as u64;
+/// Longest bookmark interval a Watch may ask for: one hour.
+pub const MAX_BOOKMARK_INTERVAL_MS: u32 = 3_600_000;
+/// Longest `status.daemon_endpoint` URL.
+pub const MAX_ENDPOINT_URL_LEN: usize = 256;
 
 const LABEL_MSG: &str = "must be a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63 characters)";
 const SUBDOMAIN_MSG: &str =
@@ -31,6 +45,22 @@ pub fn is_dns1123_label(s: &str) -> bool {
 pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
+
+/// IANA_SVC_NAME (Kubernetes' rule for container port names): at most 15 characters
+/// of a-z, 0-9 and '-', at least one letter, no leading, trailing or double '-'.
+pub fn is_iana_svc_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 15
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().any(|c| c.is_ascii_lowercase())
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !s.contains("--")
+}
+
+const IANA_SVC_NAME_MSG: &str = "must be an IANA_SVC_NAME (at most 15 characters of a-z, 0-9, '-', at least one letter, no leading, trailing or double '-')";
 
 /// Label value / key name: ≤63, alphanumerics plus `-_.`, starting and ending alphanumeric.
 fn is_qualified_part(s: &str) -> bool {
@@ -52,7 +82,11 @@ pub fn check_label_key(field: &str, key: &str) -> R {
         if !is_dns1123_subdomain(p) {
             return Err(ApiError::invalid(
                 field,
-                format!("label key {key:?}: prefix {p:?} {SUBDOMAIN_MSG}"),
+                format!(
+                    "label key {}: prefix {} {SUBDOMAIN_MSG}",
+                    quote(key),
+                    quote(p)
+                ),
             ));
         }
     }
@@ -60,7 +94,8 @@ pub fn check_label_key(field: &str, key: &str) -> R {
         return Err(ApiError::invalid(
             field,
             format!(
-                "label key {key:?}: name part must be at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting and ending with an alphanumeric character (optionally prefixed by a DNS subdomain and '/')"
+                "label key {}: name part must be at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting and ending with an alphanumeric character (optionally prefixed by a DNS subdomain and '/')",
+                quote(key)
             ),
         ));
     }
@@ -70,9 +105,10 @@ pub fn check_label_key(field: &str, key: &str) -> R {
 pub fn check_label_value(field: &str, key: &str, value: &str) -> R {
     if !value.is_empty() && !is_qualified_part(value) {
         return Err(ApiError::invalid(
-            format!("{field}[{key}]"),
+            format!("{field}[{}]", crate::error::clip(key)),
             format!(
-                "label value {value:?} must be empty or at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting and ending with an alphanumeric character"
+                "label value {} must be empty or at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting and ending with an alphanumeric character",
+                quote(value)
             ),
         ));
     }
@@ -89,12 +125,72 @@ pub fn check_labels(field: &str, labels: &HashMap<String, String>) -> R {
     Ok(())
 }
 
+fn parse_ip(field: &str, ip: &str) -> Result<Ipv4Addr, ApiError> {
+    ip.parse::<Ipv4Addr>()
+        .map_err(|_| ApiError::invalid(field, format!("{} is not a valid IPv4 address", quote(ip))))
+}
+
 fn check_ip(field: &str, ip: &str) -> R {
-    if ip.parse::<Ipv4Addr>().is_err() {
-        return Err(ApiError::invalid(
+    parse_ip(field, ip).map(|_| ())
+}
+
+/// Why `ip` cannot be a host's or a pod's own address (Kubernetes refuses the
+/// unspecified, loopback, link-local and multicast ranges for endpoint and node
+/// addresses; the limited broadcast address too), or `None` when it is a usable
+/// unicast address.
+pub fn special_ip(ip: Ipv4Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("in the loopback range 127.0.0.0/8")
+    } else if ip.is_link_local() {
+        Some("in the link-local range 169.254.0.0/16")
+    } else if ip.is_multicast() {
+        Some("in the multicast range 224.0.0.0/4")
+    } else if ip.is_broadcast() {
+        Some("the broadcast address")
+    } else if ip.octets()[0] >= 240 {
+        Some("in the reserved range 240.0.0.0/4")
+    } else if ip.octets()[0] == 0 {
+        Some("in the range 0.0.0.0/8 (\"this network\")")
+    } else {
+        None
+    }
+}
+
+/// A valid IPv4 address that may be a node's, a pod's or an endpoint's (no loopback,
+/// multicast, broadcast, unspecified or link-local address: those would become VXLAN
+/// flood destinations or DNAT targets on every node).
+pub fn check_unicast_ip(field: &str, ip: &str) -> R {
+    let a = parse_ip(field, ip)?;
+    match special_ip(a) {
+        Some(why) => Err(ApiError::invalid(
             field,
-            format!("{ip:?} is not a valid IPv4 address"),
-        ));
+            format!("{a} may not be used: it is {why} (a unicast host address is required)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `status.daemon_endpoint`: empty, or an `http://` / `https://` URL with a host and
+/// no path (the apiserver connects to it for logs).
+pub fn check_daemon_endpoint(field: &str, url: &str) -> R {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: &str| Err(ApiError::invalid(field, format!("{} {why}", quote(url))));
+    if url.len() > MAX_ENDPOINT_URL_LEN {
+        return bad(&format!("is longer than {MAX_ENDPOINT_URL_LEN} bytes"));
+    }
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else {
+        return bad("is not a valid URL");
+    };
+    if !matches!(uri.scheme_str(), Some("http") | Some("https"))
+        || uri.host().is_none_or(str::is_empty)
+        || !matches!(uri.path(), "" | "/")
+        || uri.query().is_some()
+    {
+        return bad("must be http://HOST[:PORT] or https://HOST[:PORT]");
     }
     Ok(())
 }
@@ -113,7 +209,7 @@ fn check_protocol(field: &str, p: &str) -> R {
     if p != protocol::TCP && p != protocol::UDP {
         return Err(ApiError::invalid(
             field,
-            format!("must be TCP or UDP (got {p:?})"),
+            format!("must be TCP or UDP (got {})", quote(p)),
         ));
     }
     Ok(())
@@ -220,7 +316,7 @@ fn validate_pod(p: &Pod) -> R {
         if !names.insert(c.name.as_str()) {
             return Err(ApiError::invalid(
                 format!("{f}.name"),
-                format!("duplicate container name {:?}", c.name),
+                format!("duplicate container name {}", quote(&c.name)),
             ));
         }
         if c.image.trim().is_empty() {
@@ -241,10 +337,16 @@ fn validate_pod(p: &Pod) -> R {
                 port.container_port,
             )?;
             check_protocol(&format!("{f}.ports[{j}].protocol"), &port.protocol)?;
+            if !port.name.is_empty() && !is_iana_svc_name(&port.name) {
+                return Err(ApiError::invalid(
+                    format!("{f}.ports[{j}].name"),
+                    format!("{} {IANA_SVC_NAME_MSG}", quote(&port.name)),
+                ));
+            }
             if !port.name.is_empty() && !port_names.insert(port.name.as_str()) {
                 return Err(ApiError::invalid(
                     format!("{f}.ports[{j}].name"),
-                    format!("duplicate port name {:?}", port.name),
+                    format!("duplicate port name {}", quote(&port.name)),
                 ));
             }
         }
@@ -258,15 +360,16 @@ fn validate_pod(p: &Pod) -> R {
         return Err(ApiError::invalid(
             "spec.restart_policy",
             format!(
-                "must be one of Always, OnFailure, Never (got {:?})",
-                spec.restart_policy
+                "must be one of Always, OnFailure, Never (got {})",
+                quote(&spec.restart_policy)
             ),
         ));
     }
-    if spec.termination_grace_period_seconds < 0 {
+    let grace = spec.termination_grace_period_seconds;
+    if !(0..=MAX_GRACE_PERIOD_SECONDS).contains(&grace) {
         return Err(ApiError::invalid(
             "spec.termination_grace_period_seconds",
-            "must be >= 0",
+            format!("must be >= 0 and <= {MAX_GRACE_PERIOD_SECONDS} (one day) (got {grace})"),
         ));
     }
     check_labels("spec.node_selector", &spec.node_selector)?;
@@ -282,16 +385,16 @@ fn validate_pod(p: &Pod) -> R {
             return Err(ApiError::invalid(
                 "status.phase",
                 format!(
-                    "must be one of Pending, Running, Succeeded, Failed (got {:?})",
-                    st.phase
+                    "must be one of Pending, Running, Succeeded, Failed (got {})",
+                    quote(&st.phase)
                 ),
             ));
         }
         if !st.pod_ip.is_empty() {
-            check_ip("status.pod_ip", &st.pod_ip)?;
+            check_unicast_ip("status.pod_ip", &st.pod_ip)?;
         }
         if !st.host_ip.is_empty() {
-            check_ip("status.host_ip", &st.host_ip)?;
+            check_unicast_ip("status.host_ip", &st.host_ip)?;
         }
     }
     Ok(())
@@ -304,7 +407,7 @@ fn validate_service(s: &Service) -> R {
     if spec.r#type != service_type::CLUSTER_IP {
         return Err(ApiError::invalid(
             "spec.type",
-            format!("only ClusterIP is supported (got {:?})", spec.r#type),
+            format!("only ClusterIP is supported (got {})", quote(&spec.r#type)),
         ));
     }
     if spec.ports.is_empty() {
@@ -330,7 +433,7 @@ fn validate_service(s: &Service) -> R {
             if !names.insert(p.name.as_str()) {
                 return Err(ApiError::invalid(
                     format!("{f}.name"),
-                    format!("duplicate port name {:?}", p.name),
+                    format!("duplicate port name {}", quote(&p.name)),
                 ));
             }
         }
@@ -354,13 +457,14 @@ fn validate_service(s: &Service) -> R {
 fn validate_node(n: &Node) -> R {
     if let Some(spec) = &n.spec {
         if !spec.address.is_empty() {
-            check_ip("spec.address", &spec.address)?;
+            check_unicast_ip("spec.address", &spec.address)?;
         }
     }
     if let Some(st) = &n.status {
         if !st.address.is_empty() {
-            check_ip("status.address", &st.address)?;
+            check_unicast_ip("status.address", &st.address)?;
         }
+        check_daemon_endpoint("status.daemon_endpoint", &st.daemon_endpoint)?;
         for (i, c) in st.conditions.iter().enumerate() {
             if c.r#type.is_empty() {
                 return Err(ApiError::invalid(
@@ -376,7 +480,7 @@ fn validate_node(n: &Node) -> R {
             if !statuses.contains(&c.status.as_str()) {
                 return Err(ApiError::invalid(
                     format!("status.conditions[{i}].status"),
-                    format!("must be True, False or Unknown (got {:?})", c.status),
+                    format!("must be True, False or Unknown (got {})", quote(&c.status)),
                 ));
             }
         }
@@ -384,18 +488,104 @@ fn validate_node(n: &Node) -> R {
     Ok(())
 }
 
+fn check_endpoint_address(f: &str, a: &EndpointAddress) -> R {
+    check_unicast_ip(&format!("{f}.ip"), &a.ip)?;
+    if !a.node_name.is_empty() && !is_dns1123_subdomain(&a.node_name) {
+        return Err(ApiError::invalid(
+            format!("{f}.node_name"),
+            format!("{} {SUBDOMAIN_MSG}", quote(&a.node_name)),
+        ));
+    }
+    if !a.pod_name.is_empty() && !is_dns1123_label(&a.pod_name) {
+        return Err(ApiError::invalid(
+            format!("{f}.pod_name"),
+            format!("{} {LABEL_MSG}", quote(&a.pod_name)),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_endpoints(e: &Endpoints) -> R {
     for (i, s) in e.subsets.iter().enumerate() {
         for (j, a) in s.addresses.iter().enumerate() {
-            check_ip(&format!("subsets[{i}].addresses[{j}].ip"), &a.ip)?;
+            check_endpoint_address(&format!("subsets[{i}].addresses[{j}]"), a)?;
         }
         for (j, a) in s.not_ready_addresses.iter().enumerate() {
-            check_ip(&format!("subsets[{i}].not_ready_addresses[{j}].ip"), &a.ip)?;
+            check_endpoint_address(&format!("subsets[{i}].not_ready_addresses[{j}]"), a)?;
         }
+        let mut names = HashSet::new();
         for (j, p) in s.ports.iter().enumerate() {
-            check_port(&format!("subsets[{i}].ports[{j}].port"), p.port)?;
-            check_protocol(&format!("subsets[{i}].ports[{j}].protocol"), &p.protocol)?;
+            let f = format!("subsets[{i}].ports[{j}]");
+            check_port(&format!("{f}.port"), p.port)?;
+            check_protocol(&format!("{f}.protocol"), &p.protocol)?;
+            // As Kubernetes: a DNS label, required (and unique) when there are several.
+            if p.name.is_empty() {
+                if s.ports.len() > 1 {
+                    return Err(ApiError::invalid(
+                        format!("{f}.name"),
+                        "is required when the subset has more than one port",
+                    ));
+                }
+            } else if !is_dns1123_label(&p.name) {
+                return Err(ApiError::invalid(
+                    format!("{f}.name"),
+                    format!("{} {LABEL_MSG}", quote(&p.name)),
+                ));
+            } else if !names.insert(p.name.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("{f}.name"),
+                    format!("duplicate port name {}", quote(&p.name)),
+                ));
+            }
         }
+    }
+    Ok(())
+}
+
+/// A Delete's grace period: -1 (the pod's own) up to [`MAX_GRACE_PERIOD_SECONDS`].
+pub fn validate_delete(r: &DeleteRequest) -> R {
+    let g = r.grace_period_seconds;
+    if !(-1..=MAX_GRACE_PERIOD_SECONDS).contains(&g) {
+        return Err(ApiError::invalid(
+            "grace_period_seconds",
+            format!(
+                "must be -1 (the pod's own), 0 (immediate) or up to {MAX_GRACE_PERIOD_SECONDS} (one day) (got {g})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A Watch's start revision and bookmark interval.
+pub fn validate_watch(r: &WatchRequest) -> R {
+    if r.resource_version > MAX_RESOURCE_VERSION {
+        return Err(ApiError::invalid(
+            "resource_version",
+            format!(
+                "must be at most {MAX_RESOURCE_VERSION} (got {})",
+                r.resource_version
+            ),
+        ));
+    }
+    if r.bookmark_interval_ms > MAX_BOOKMARK_INTERVAL_MS {
+        return Err(ApiError::invalid(
+            "bookmark_interval_ms",
+            format!(
+                "must be at most {MAX_BOOKMARK_INTERVAL_MS} (one hour) (got {})",
+                r.bookmark_interval_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A Logs request's container name (empty: the pod's first container).
+pub fn validate_logs(r: &LogsRequest) -> R {
+    if !r.container.is_empty() && !is_dns1123_label(&r.container) {
+        return Err(ApiError::invalid(
+            "container",
+            format!("{} {LABEL_MSG}", quote(&r.container)),
+        ));
     }
     Ok(())
 }
@@ -424,5 +614,260 @@ mod tests {
         assert!(check_label_value("l", "k", "").is_ok());
         assert!(check_label_value("l", "k", "v_1.A").is_ok());
         assert!(check_label_value("l", "k", "v!").is_err());
+    }
+
+    #[test]
+    fn iana_svc_names() {
+        for ok in ["http", "metrics-2", "a1", "x"] {
+            assert!(is_iana_svc_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "80",
+            "Http",
+            "-a",
+            "a-",
+            "a--b",
+            "sixteen-chars-xx",
+            "a_b",
+            "a\0",
+        ] {
+            assert!(!is_iana_svc_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn special_addresses_are_not_unicast() {
+        for bad in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.255.0.9",
+            "169.254.1.1",
+            "224.0.0.1",
+            "239.1.1.1",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
+            let e = check_unicast_ip("f", bad).unwrap_err();
+            assert!(
+                matches!(&e, ApiError::Invalid(m) if m.starts_with(&format!("f: {bad} may not be used"))),
+                "{bad}: {e:?}"
+            );
+        }
+        for ok in ["10.0.1.5", "192.168.1.10", "172.17.0.2", "8.8.8.8"] {
+            assert!(check_unicast_ip("f", ok).is_ok(), "{ok}");
+        }
+        assert!(check_unicast_ip("f", "1.2.3").is_err());
+    }
+
+    #[test]
+    fn daemon_endpoints() {
+        for ok in [
+            "",
+            "http://127.0.0.1:10250",
+            "https://node-1:10250/",
+            "http://10.0.0.1",
+        ] {
+            assert!(check_daemon_endpoint("e", ok).is_ok(), "{ok}");
+        }
+        let long = format!("http://{}", "a".repeat(300));
+        for bad in [
+            "nope",
+            "ftp://x:1",
+            "http://x/path",
+            "http://x?q=1",
+            "http://",
+            &long,
+        ] {
+            assert!(check_daemon_endpoint("e", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_bounds() {
+        let del = |g| DeleteRequest {
+            grace_period_seconds: g,
+            ..Default::default()
+        };
+        for ok in [-1, 0, 30, MAX_GRACE_PERIOD_SECONDS] {
+            assert!(validate_delete(&del(ok)).is_ok(), "{ok}");
+        }
+        for bad in [-2, i64::MIN, MAX_GRACE_PERIOD_SECONDS + 1, i64::MAX] {
+            let e = validate_delete(&del(bad)).unwrap_err();
+            assert!(
+                matches!(&e, ApiError::Invalid(m) if m.starts_with("grace_period_seconds: ") && m.contains("86400")),
+                "{e:?}"
+            );
+        }
+        let watch = |rv, ms| WatchRequest {
+            resource_version: rv,
+            bookmark_interval_ms: ms,
+            ..Default::default()
+        };
+        assert!(validate_watch(&watch(MAX_RESOURCE_VERSION, MAX_BOOKMARK_INTERVAL_MS)).is_ok());
+        assert!(validate_watch(&watch(u64::MAX, 0)).is_err());
+        assert!(validate_watch(&watch(0, u32::MAX)).is_err());
+        let logs = |c: &str| LogsRequest {
+            container: c.into(),
+            ..Default::default()
+        };
+        assert!(validate_logs(&logs("")).is_ok() && validate_logs(&logs("app")).is_ok());
+        assert!(validate_logs(&logs("../x")).is_err());
+    }
+
+    fn pod_with(f: impl FnOnce(&mut Pod)) -> Object {
+        let mut p = Pod {
+            metadata: Some(ObjectMeta {
+                name: "p".into(),
+                ..Default::default()
+            }),
+            spec: Some(kube_lite_proto::v1::PodSpec {
+                containers: vec![kube_lite_proto::v1::Container {
+                    name: "c".into(),
+                    image: "/bin/true".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        f(&mut p);
+        let mut o = Object::Pod(p);
+        let _ = prepare_create(&mut o);
+        o
+    }
+
+    #[test]
+    fn pod_grace_and_port_names() {
+        let check = |f: fn(&mut Pod)| validate(&pod_with(f));
+        assert!(check(|_| {}).is_ok());
+        assert!(
+            check(|p| p.spec.as_mut().unwrap().termination_grace_period_seconds = 86_400).is_ok()
+        );
+        let e = check(|p| p.spec.as_mut().unwrap().termination_grace_period_seconds = i64::MAX)
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Invalid(m) if m.starts_with("spec.termination_grace_period_seconds: must be >= 0 and <= 86400")),
+            "{e:?}"
+        );
+        let port = |name: &str| kube_lite_proto::v1::ContainerPort {
+            name: name.into(),
+            container_port: 80,
+            protocol: "TCP".into(),
+        };
+        let mut p = pod_with(|_| {});
+        if let Object::Pod(p) = &mut p {
+            p.spec.as_mut().unwrap().containers[0].ports = vec![port("http")];
+        }
+        assert!(validate(&p).is_ok());
+        if let Object::Pod(p) = &mut p {
+            p.spec.as_mut().unwrap().containers[0].ports = vec![port("Not A Name")];
+        }
+        let e = validate(&p).unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Invalid(m) if m.starts_with("spec.containers[0].ports[0].name: ") && m.contains("IANA_SVC_NAME")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn endpoints_addresses_and_names() {
+        use kube_lite_proto::v1::{EndpointPort, EndpointSubset};
+        let ep = |ip: &str, node: &str, pod: &str, ports: Vec<EndpointPort>| {
+            Object::Endpoints(Endpoints {
+                metadata: Some(ObjectMeta {
+                    name: "e".into(),
+                    namespace: "default".into(),
+                    ..Default::default()
+                }),
+                subsets: vec![EndpointSubset {
+                    addresses: vec![EndpointAddress {
+                        ip: ip.into(),
+                        node_name: node.into(),
+                        pod_name: pod.into(),
+                    }],
+                    not_ready_addresses: vec![],
+                    ports,
+                }],
+            })
+        };
+        let port = |name: &str| EndpointPort {
+            name: name.into(),
+            port: 80,
+            protocol: "TCP".into(),
+        };
+        assert!(validate(&ep("10.0.1.5", "node-1", "web-1", vec![port("")])).is_ok());
+        assert!(validate(&ep("10.0.1.5", "", "", vec![port("a"), port("b")])).is_ok());
+        let field = |o: Object| match validate(&o) {
+            Err(ApiError::Invalid(m)) => m.split(':').next().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        };
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "169.254.0.1",
+        ] {
+            assert_eq!(
+                field(ep(ip, "", "", vec![])),
+                "subsets[0].addresses[0].ip",
+                "{ip}"
+            );
+        }
+        assert_eq!(
+            field(ep("10.0.1.5", "Node 1", "", vec![])),
+            "subsets[0].addresses[0].node_name"
+        );
+        assert_eq!(
+            field(ep("10.0.1.5", "", "x\ny", vec![])),
+            "subsets[0].addresses[0].pod_name"
+        );
+        assert_eq!(
+            field(ep("10.0.1.5", "", "", vec![port("A_B")])),
+            "subsets[0].ports[0].name"
+        );
+        assert_eq!(
+            field(ep("10.0.1.5", "", "", vec![port("a"), port("")])),
+            "subsets[0].ports[1].name"
+        );
+        assert_eq!(
+            field(ep("10.0.1.5", "", "", vec![port("a"), port("a")])),
+            "subsets[0].ports[1].name"
+        );
+    }
+
+    #[test]
+    fn node_addresses() {
+        let node = |addr: &str| {
+            let mut n = Object::Node(Node {
+                metadata: Some(ObjectMeta {
+                    name: "n1".into(),
+                    ..Default::default()
+                }),
+                spec: Some(kube_lite_proto::v1::NodeSpec {
+                    address: addr.into(),
+                    ..Default::default()
+                }),
+                status: None,
+            });
+            prepare_create(&mut n).map(|_| n)
+        };
+        assert!(node("192.168.1.10").is_ok());
+        for bad in ["255.255.255.255", "127.0.0.1", "224.0.0.1", "0.0.0.0"] {
+            assert!(
+                matches!(node(bad), Err(ApiError::Invalid(m)) if m.starts_with("spec.address: ")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_values_are_quoted_short() {
+        let e = check_label_value("l", "k", &"!".repeat(100_000)).unwrap_err();
+        let ApiError::Invalid(m) = e else { panic!() };
+        assert!(m.len() < 400, "{}", m.len());
+        assert!(m.contains("(100000 bytes)"), "{m}");
     }
 }

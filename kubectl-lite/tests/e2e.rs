@@ -329,7 +329,7 @@ async fn service_and_endpoints() {
             "--port",
             "53/udp",
             "--cluster-ip",
-            "172.17.10.10",
+            "10.96.10.10",
         ],
     )
     .await;
@@ -355,7 +355,7 @@ async fn service_and_endpoints() {
     let t = kl(s, &["get", "svc", "-o", "wide"]).await;
     assert_eq!(
         row(t.ok(), "web")[1..4],
-        ["ClusterIP", "172.17.10.10", "80/TCP,53/UDP"]
+        ["ClusterIP", "10.96.10.10", "80/TCP,53/UDP"]
     );
     assert_eq!(row(t.ok(), "web").last(), Some(&"app=web"));
     let auto = row(t.ok(), "auto");
@@ -364,7 +364,7 @@ async fn service_and_endpoints() {
 
     let v = kl_json(s, &["get", "service", "web", "-o", "json"]).await;
     assert_eq!(v["kind"], "Service");
-    assert_eq!(v["spec"]["clusterIP"], "172.17.10.10");
+    assert_eq!(v["spec"]["clusterIP"], "10.96.10.10");
     assert_eq!(v["spec"]["type"], "ClusterIP");
     assert_eq!(
         v["spec"]["ports"][0],
@@ -382,7 +382,7 @@ async fn service_and_endpoints() {
             "Selector:",
             "app=web",
             "IP:",
-            "172.17.10.10",
+            "10.96.10.10",
             "80-tcp  80/TCP",
             "8080/TCP",
             "Endpoints:",
@@ -466,11 +466,11 @@ async fn service_and_endpoints() {
             "--port",
             "80",
             "--cluster-ip",
-            "172.17.10.10",
+            "10.96.10.10",
         ],
     )
     .await;
-    assert!(dup.err().contains("172.17.10.10"), "{dup:?}");
+    assert!(dup.err().contains("10.96.10.10"), "{dup:?}");
 
     assert_eq!(
         kl(s, &["delete", "svc", "web", "auto"]).await.ok(),

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const VIP: &str = "172.17.10.10";
-const URL: &str = "http://172.17.10.10:3001";
+const VIP: &str = "10.96.10.10";
+const URL: &str = "http://10.96.10.10:3001";
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
@@ -238,7 +238,7 @@ async fn delete_pod(c: &TestCluster, name: &str) {
 }
 
 /// The tutorial's scene and every client placement: 4 whoami pods over 2 nodes, the
-/// Service 172.17.10.10:3001 → 8080; clients in a pod on node0 (endpoints on the same
+/// Service 10.96.10.10:3001 → 8080; clients in a pod on node0 (endpoints on the same
 /// and the other node), in a pod on node1, in an endpoint pod itself (hairpin), and in
 /// the node namespace (OUTPUT); then endpoint churn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

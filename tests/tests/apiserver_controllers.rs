@@ -143,16 +143,16 @@ async fn cluster_ips_allocated_explicit_taken_released() {
     assert_eq!(ip_of(&a), "10.96.0.1");
     assert_eq!(ip_of(&b), "10.96.0.2");
     let x = c
-        .create(service("x", "172.17.10.10"))
+        .create(service("x", "10.96.10.10"))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ip_of(&x), "172.17.10.10");
-    let e = c.create(service("y", "172.17.10.10")).await.unwrap_err();
+    assert_eq!(ip_of(&x), "10.96.10.10");
+    let e = c.create(service("y", "10.96.10.10")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(
         e.message(),
-        "spec.cluster_ip: 172.17.10.10 is already allocated to default/x"
+        "spec.cluster_ip: 10.96.10.10 is already allocated to default/x"
     );
     let e = c.create(service("z", "10.96.0.1")).await.unwrap_err();
     assert!(
@@ -166,11 +166,11 @@ async fn cluster_ips_allocated_explicit_taken_released() {
     c.delete(del_now("x")).await.unwrap();
     c.delete(del_now("a")).await.unwrap();
     let y = c
-        .create(service("y", "172.17.10.10"))
+        .create(service("y", "10.96.10.10"))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ip_of(&y), "172.17.10.10");
+    assert_eq!(ip_of(&y), "10.96.10.10");
     let d = c.create(service("d", "")).await.unwrap().into_inner();
     assert_eq!(ip_of(&d), "10.96.0.1", "released IP is reused");
 }

@@ -1,5 +1,5 @@
-//! ClusterIPs: every Service gets one at create, the requested one if it is free and
-//! usable (else INVALID_ARGUMENT), or the first free host address of the service CIDR
+//! ClusterIPs: every Service gets one at create, the requested one if it is a free host
+//! address of the service CIDR (else INVALID_ARGUMENT), or the first free host address of the service CIDR
 //! (10.96.0.1 first); a delete frees it. The index is derived from the stored
 //! Services (rebuilt at start).
 
@@ -42,29 +42,32 @@ impl ClusterIps {
             let ip: Ipv4Addr = requested.parse().map_err(|_| {
                 ApiError::invalid(
                     "spec.cluster_ip",
-                    format!("{requested:?} is not a valid IPv4 address"),
+                    format!(
+                        "{} is not a valid IPv4 address",
+                        crate::error::quote(requested)
+                    ),
                 )
             })?;
-            // Any address outside the pod network works (the demo's 172.17.10.10), but
-            // not one the proxy's DNAT would steal from a pod or the node, nor a special one.
+            // As Kubernetes: an explicit ClusterIP must be a host address of the
+            // service range. Anything else could be a node's underlay address, a pod's,
+            // or a special address, which the proxy's DNAT rules would steal from
+            // the datapath (a peer's address cut the VXLAN tunnel).
+            let net = self.service_cidr;
+            if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() {
+                return Err(ApiError::invalid(
+                    "spec.cluster_ip",
+                    format!(
+                        "{ip} is not a host address of the service range {net} (leave it empty to have one allocated)"
+                    ),
+                ));
+            }
             if self.cluster_cidr.contains(&ip) {
                 return Err(ApiError::invalid(
                     "spec.cluster_ip",
                     format!(
-                        "{ip} is in the pod network {} (use the service range {})",
-                        self.cluster_cidr, self.service_cidr
+                        "{ip} is in the pod network {} (use the service range {net})",
+                        self.cluster_cidr
                     ),
-                ));
-            }
-            if ip.is_unspecified()
-                || ip.is_loopback()
-                || ip.is_multicast()
-                || ip.is_broadcast()
-                || ip.is_link_local()
-            {
-                return Err(ApiError::invalid(
-                    "spec.cluster_ip",
-                    format!("{ip} is not a usable unicast address"),
                 ));
             }
             if let Some(owner) = self.taken.get(&ip) {
@@ -135,7 +138,11 @@ mod tests {
             st.choose("", &k("c")),
             Err(ApiError::Exhausted(_))
         ));
-        assert_eq!(st.choose("172.17.10.10", &k("c")).unwrap(), "172.17.10.10");
+        assert_eq!(
+            st.choose("10.96.0.2", &k("b")).unwrap(),
+            "10.96.0.2",
+            "its own"
+        );
         assert_eq!(
             st.choose("10.96.0.1", &k("c")).unwrap_err(),
             ApiError::Invalid(
@@ -145,7 +152,7 @@ mod tests {
         assert_eq!(
             st.choose("10.0.1.5", &k("c")).unwrap_err(),
             ApiError::Invalid(
-                "spec.cluster_ip: 10.0.1.5 is in the pod network 10.0.0.0/16 (use the service range 10.96.0.0/30)".into()
+                "spec.cluster_ip: 10.0.1.5 is not a host address of the service range 10.96.0.0/30 (leave it empty to have one allocated)".into()
             )
         );
         for bad in [
@@ -154,6 +161,11 @@ mod tests {
             "224.0.0.1",
             "255.255.255.255",
             "169.254.1.1",
+            // A node's underlay address, and the range's network and broadcast addresses.
+            "192.168.0.2",
+            "172.17.10.10",
+            "10.96.0.0",
+            "10.96.0.3",
         ] {
             assert!(
                 matches!(st.choose(bad, &k("c")), Err(ApiError::Invalid(_))),

@@ -3,6 +3,12 @@
 //! A Service without a selector leaves its Endpoints to the user; a deleted Service's
 //! Endpoints go with it.
 //!
+//! The Endpoints of a Service with a selector belong to this controller: a user's
+//! create, update or delete of them is refused with FAILED_PRECONDITION
+//! ([`check_user_write`]). Kubernetes lets such a write through and reconciles it
+//! back; kube-lite refuses it so that the proxies never see the user's version, not
+//! even for one revision.
+//!
 //! Work list: the Services whose Endpoints may have changed since the last batch (the
 //! Service itself changed, or a pod it selects, selected, changed in what counts).
 
@@ -16,6 +22,7 @@ use kube_lite_proto::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectMeta, Pod, Service, ServiceSpec,
 };
 
+use crate::error::ApiError;
 use crate::resource::{Kind, Object};
 use crate::store::{Change, Hook, Objects, Txn};
 
@@ -121,6 +128,22 @@ pub fn decide<'a>(
             subsets,
         })),
     }
+}
+
+/// Whether a user (not this controller) may write the Endpoints `key`: not while the
+/// Service of that name has a selector (FAILED_PRECONDITION, naming why).
+pub fn check_user_write(objects: &Objects, key: &ObjectRef) -> Result<(), ApiError> {
+    let managed = objects
+        .get(Kind::Service, key)
+        .and_then(|o| o.as_service())
+        .and_then(|s| s.spec.as_ref())
+        .is_some_and(|s| !s.selector.is_empty());
+    if managed {
+        return Err(ApiError::FailedPrecondition(format!(
+            "endpoints \"{key}\" are managed by the endpoints controller because service \"{key}\" has a selector; remove the selector to manage them by hand"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -308,6 +331,22 @@ mod tests {
             None,
             "no selector: user-managed"
         );
+    }
+
+    #[test]
+    fn users_may_not_write_the_endpoints_of_a_selector_service() {
+        let mut objects = Objects::default();
+        let key = ObjectRef::new("default", "web");
+        assert!(check_user_write(&objects, &key).is_ok(), "no service");
+        objects.insert(Object::Service(svc(&[])));
+        assert!(check_user_write(&objects, &key).is_ok(), "no selector");
+        objects.insert(Object::Service(svc(&[("app", "web")])));
+        let e = check_user_write(&objects, &key).unwrap_err();
+        assert!(
+            matches!(&e, ApiError::FailedPrecondition(m) if m.contains("has a selector")),
+            "{e:?}"
+        );
+        assert!(check_user_write(&objects, &ObjectRef::new("other", "web")).is_ok());
     }
 
     #[test]

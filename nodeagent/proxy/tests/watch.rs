@@ -18,7 +18,7 @@ fn helper_process() {
     }
 }
 
-const VIP: &str = "172.17.10.10";
+const VIP: &str = "10.96.10.10";
 
 /// Waits until `check` holds, polling after each sync report (or every 200 ms).
 /// Returns how many sync reports it consumed.
