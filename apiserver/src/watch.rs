@@ -4,9 +4,13 @@
 //! sends BOOKMARKs. The stream's buffer is bounded; a watcher that falls behind is
 //! ended with OUT_OF_RANGE "... relist" and never slows writers down.
 
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::Stream;
 
 use kube_lite_proto::labels::Selector;
 use kube_lite_proto::v1::{EventType, ObjectMeta};
@@ -87,6 +91,64 @@ fn relist(last: u64, detail: &str) -> Status {
     ))
 }
 
+/// How a watch stream ends when the server ends it: the status is delivered ahead of
+/// whatever is still buffered (a watcher too slow to drain its buffer would otherwise
+/// never see it, and its stream would just stop, as if it ended OK).
+#[derive(Default)]
+pub struct EndSlot(Mutex<Option<Status>>);
+
+impl EndSlot {
+    fn set(&self, s: Status) {
+        *self.0.lock().expect("lock") = Some(s);
+    }
+    fn take(&self) -> Option<Status> {
+        self.0.lock().expect("lock").take()
+    }
+}
+
+/// The response stream of a Watch: the watcher task's events, or its final status as
+/// soon as it has one.
+pub struct WatchStream<E> {
+    rx: mpsc::Receiver<Result<E, Status>>,
+    end: Arc<EndSlot>,
+    done: bool,
+}
+
+impl<E> WatchStream<E> {
+    pub fn new(rx: mpsc::Receiver<Result<E, Status>>, end: Arc<EndSlot>) -> Self {
+        WatchStream {
+            rx,
+            end,
+            done: false,
+        }
+    }
+}
+
+impl<E> Stream for WatchStream<E> {
+    type Item = Result<E, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(s) = self.end.take() {
+            self.done = true;
+            return Poll::Ready(Some(Err(s)));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) => {
+                // The task ended; it sets its status before it drops the sender.
+                self.done = true;
+                Poll::Ready(self.end.take().map(Err))
+            }
+            other => other,
+        }
+    }
+}
+
+/// How long a watcher may leave its backlog untaken before it is ended.
+const BACKLOG_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct Watcher<R: Stored> {
     pub store: Arc<Store>,
     pub filter: Filter,
@@ -94,6 +156,8 @@ pub struct Watcher<R: Stored> {
     pub rx: broadcast::Receiver<Arc<Event>>,
     pub last: u64,
     pub tx: mpsc::Sender<Result<R::Event, Status>>,
+    /// Where the final status goes (see [`WatchStream`]).
+    pub end: Arc<EndSlot>,
     pub bookmark_every: Duration,
 }
 
@@ -120,11 +184,11 @@ impl<R: Stored> Watcher<R> {
         }
     }
 
-    /// Ends the stream with the relist status (waits a bounded time for buffer room).
+    /// Ends the stream with the relist status, delivered ahead of anything still
+    /// buffered (returning drops the sender, which wakes the stream).
     async fn end_relist(&self, detail: String) {
         tracing::debug!(detail, "ending watcher: relist");
-        let status = relist(self.last, &detail);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.tx.send(Err(status))).await;
+        self.end.set(relist(self.last, &detail));
     }
 
     pub async fn run(mut self) {
@@ -139,8 +203,14 @@ impl<R: Stored> Watcher<R> {
                 continue;
             };
             let item = R::event(typ, R::from_object(&ev.obj), ev.rev);
-            if self.tx.send(Ok(item)).await.is_err() {
-                return;
+            match tokio::time::timeout(BACKLOG_SEND_TIMEOUT, self.tx.send(Ok(item))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    return self
+                        .end_relist("watcher too slow: backlog not taken".into())
+                        .await
+                }
             }
         }
         let mut closing = self.store.closing.subscribe();
