@@ -18,6 +18,16 @@ pub struct Config {
     pub watch_window: u64,
     /// Per-watcher bounded buffer, in events.
     pub watch_buffer: usize,
+    /// Connections held at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// A connection that has not sent the HTTP/2 preface by then is closed.
+    pub handshake_timeout: Duration,
+    /// HTTP/2 keepalive: ping an idle connection this often…
+    pub keepalive_interval: Duration,
+    /// …and close it when a ping is not answered in this time.
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams (calls, watches) on one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Config {
@@ -32,6 +42,11 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             watch_window: 100_000,
             watch_buffer: 1024,
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_streams_per_connection: 1000,
         }
     }
 }

@@ -36,6 +36,7 @@
 
 pub mod api;
 pub mod config;
+pub mod conn;
 pub mod controllers;
 pub mod error;
 pub mod ops;
@@ -53,7 +54,6 @@ use kube_lite_proto::v1::{
     endpoints_api_server::EndpointsApiServer, node_api_server::NodeApiServer,
     pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 pub use error::ApiError;
@@ -117,15 +117,18 @@ pub async fn serve_with_drain(
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     // Nagle off on every accepted connection (the builder's tcp_nodelay only applies
     // to listeners it binds itself): responses go out in one round trip.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
+    let incoming = conn::incoming(
+        listener,
+        conn::Limits {
+            max_connections: cfg.max_connections,
+            handshake_timeout: cfg.handshake_timeout,
+        },
+    );
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(), "apiserver serving");
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+        .max_concurrent_streams(Some(cfg.max_streams_per_connection))
         .layer(api::DecodeErrorsAreInvalidLayer)
         .add_service(svc!(NodeApiServer))
         .add_service(svc!(PodApiServer))

@@ -35,6 +35,24 @@ struct Args {
     /// Number of revisions of the change log kept for Watch resume.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 100_000)]
     watch_window: u64,
+    /// Connections held at once; more are closed as they arrive (and logged).
+    #[arg(long, env = "KUBE_LITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// A connection that has not sent the HTTP/2 preface by then is closed.
+    #[arg(long, env = "KUBE_LITE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = bounded_duration)]
+    handshake_timeout: Duration,
+    /// HTTP/2 keepalive ping interval; a ping unanswered for 20 s closes the connection.
+    #[arg(long, env = "KUBE_LITE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = bounded_duration)]
+    keepalive_interval: Duration,
+}
+
+/// A duration flag between 1 ms and 1 day.
+fn bounded_duration(s: &str) -> Result<Duration, String> {
+    let d = kube_lite_core::time::parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("{s:?} is out of range (1ms to 24h)"));
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -54,8 +72,12 @@ async fn main() -> anyhow::Result<()> {
         pod_eviction_timeout: a.pod_eviction_timeout,
         bookmark_interval: a.bookmark_interval,
         watch_window: a.watch_window,
+        max_connections: a.max_connections as usize,
+        handshake_timeout: a.handshake_timeout,
+        keepalive_interval: a.keepalive_interval,
         ..Default::default()
     };
+    apiserver::conn::raise_nofile_limit();
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
