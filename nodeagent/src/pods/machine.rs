@@ -65,6 +65,15 @@ fn spec_grace(pod: &Pod) -> i64 {
         })
 }
 
+/// The longest grace period the agent honours (the apiserver refuses longer ones; an
+/// older or foreign server's value is clamped here, never overflowing a timer).
+pub const MAX_GRACE: Duration = Duration::from_secs(86_400);
+
+/// Seconds from the API as a grace period: negative → 0, capped at [`MAX_GRACE`].
+pub fn grace_from_secs(secs: i64) -> Duration {
+    Duration::from_secs(secs.clamp(0, MAX_GRACE.as_secs() as i64) as u64)
+}
+
 /// The grace of a graceful deletion: the deletion's own, else the spec's.
 pub fn deletion_grace(pod: &Pod) -> Duration {
     let m = pod.meta();
@@ -73,7 +82,7 @@ pub fn deletion_grace(pod: &Pod) -> Duration {
     } else {
         spec_grace(pod)
     };
-    Duration::from_secs(secs.max(0) as u64)
+    grace_from_secs(secs)
 }
 
 /// The grace for stopping a pod that is gone: the one of its graceful deletion if it
@@ -81,9 +90,9 @@ pub fn deletion_grace(pod: &Pod) -> Duration {
 pub fn gone_grace(pod: &Pod) -> Duration {
     let m = pod.meta();
     if m.deletion_timestamp != 0 && m.deletion_grace_period_seconds > 0 {
-        return Duration::from_secs(m.deletion_grace_period_seconds as u64);
+        return grace_from_secs(m.deletion_grace_period_seconds);
     }
-    GONE_GRACE.min(Duration::from_secs(spec_grace(pod).max(0) as u64))
+    GONE_GRACE.min(grace_from_secs(spec_grace(pod)))
 }
 
 /// The pod's status reason and message for an IPAM failure (a full subnet leaves the

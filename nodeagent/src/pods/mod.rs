@@ -657,7 +657,9 @@ impl PodWorker {
                 warn!(pod = %name, uid = %self.uid, "SIGTERM: {e}");
             }
         }
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now()
+            .checked_add(grace)
+            .unwrap_or_else(|| Instant::now() + machine::MAX_GRACE);
         loop {
             live.retain(|h| self.node.runtime.alive(h));
             if live.is_empty() || Instant::now() >= deadline {

@@ -457,3 +457,18 @@ fn orphans_are_ours_and_unkept() {
     ];
     assert_eq!(orphan_host_ifs(&ifs, &kept), vec![ifs[1].as_str()]);
 }
+
+/// A grace period of i64::MAX (which once panicked the worker at `Instant + grace`)
+/// and negative ones are clamped: the timer is always representable.
+#[test]
+fn huge_and_negative_grace_periods_are_clamped() {
+    assert_eq!(deletion_grace(&pod(1, i64::MAX, 30)), MAX_GRACE);
+    assert_eq!(deletion_grace(&pod(1, 0, i64::MAX)), MAX_GRACE);
+    assert_eq!(deletion_grace(&pod(1, 0, -5)), Duration::ZERO);
+    assert_eq!(gone_grace(&pod(1, i64::MAX, 30)), MAX_GRACE);
+    assert_eq!(gone_grace(&pod(0, 0, i64::MAX)), GONE_GRACE);
+    assert_eq!(grace_from_secs(i64::MIN), Duration::ZERO);
+    assert!(std::time::Instant::now()
+        .checked_add(deletion_grace(&pod(1, i64::MAX, i64::MAX)))
+        .is_some());
+}
