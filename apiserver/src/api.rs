@@ -31,7 +31,7 @@ use crate::ops;
 use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::Store;
 use crate::validation;
-use crate::watch::{Filter, Watcher};
+use crate::watch::{self, Filter, WatchStream, Watcher};
 
 #[derive(Clone)]
 pub struct Api {
@@ -141,12 +141,13 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_watch<R: Stored>(
-        &self,
-        req: Request<WatchRequest>,
-    ) -> Res<ReceiverStream<Result<R::Event, Status>>> {
+    fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
         let r = req.into_inner();
         validation::validate_watch(&r)?;
+        watch::check_start(
+            r.resource_version,
+            self.store.shared.read().expect("lock").rev,
+        )?;
         let filter = Filter::new(
             R::STORED_KIND,
             &r.namespace,
@@ -157,7 +158,7 @@ impl Api {
             return Err(ApiError::Unavailable("apiserver is shutting down".into()).into());
         }
         let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
-        let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
+        let (tx, end, out) = watch::channel(self.store.cfg.watch_buffer);
         let bookmark_every = if r.bookmark_interval_ms > 0 {
             Duration::from_millis(u64::from(r.bookmark_interval_ms.max(10)))
         } else {
@@ -170,10 +171,11 @@ impl Api {
             rx,
             last: start,
             tx,
+            end,
             bookmark_every,
         };
         tokio::spawn(w.run());
-        Ok(Response::new(ReceiverStream::new(out)))
+        Ok(Response::new(out))
     }
 
     async fn do_logs(
@@ -329,7 +331,7 @@ macro_rules! impl_api {
             async fn update(&self, r: Request<$ty>) -> Res<$ty> { self.do_update(r, false).await }
             async fn update_status(&self, r: Request<$ty>) -> Res<$ty> { self.do_update(r, true).await }
             async fn delete(&self, r: Request<DeleteRequest>) -> Res<$ty> { self.do_delete(r).await }
-            type WatchStream = ReceiverStream<Result<$event, Status>>;
+            type WatchStream = WatchStream<$event>;
             async fn watch(&self, r: Request<WatchRequest>) -> Res<Self::WatchStream> { self.do_watch::<$ty>(r) }
             $($extra)*
         }

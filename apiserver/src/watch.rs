@@ -2,16 +2,21 @@
 //! changes, applying the filters with Kubernetes semantics (an object that stops
 //! matching is DELETED for this watcher, one that starts matching is ADDED), and
 //! sends BOOKMARKs. The stream's buffer is bounded; a watcher that falls behind is
-//! ended with OUT_OF_RANGE "... relist" and never slows writers down.
+//! ended with OUT_OF_RANGE "... relist" and never slows writers down. That final
+//! status overtakes the buffered events ([`WatchStream`]), so even a client that
+//! stopped reading gets it, not a plain end of stream.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kube_lite_proto::labels::Selector;
 use kube_lite_proto::v1::{EventType, ObjectMeta};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::Status;
 
 use crate::error::ApiError;
@@ -87,6 +92,95 @@ fn relist(last: u64, detail: &str) -> Status {
     ))
 }
 
+/// A Watch from `from` when the newest committed revision is `current`: 0 (now) and
+/// every revision up to `current` are fine; a later one is OUT_OF_RANGE, as a
+/// Kubernetes apiserver answers "Too large resource version": the client has seen a
+/// revision this server never committed (e.g. its data directory was restored from an
+/// older copy), so it should relist (which the clients do for OUT_OF_RANGE) or retry.
+pub fn check_start(from: u64, current: u64) -> Result<(), ApiError> {
+    if from > current {
+        return Err(ApiError::Gone(format!(
+            "too large resource version: {from}, current revision is {current}; relist or retry later"
+        )));
+    }
+    Ok(())
+}
+
+/// How long a watcher whose client stopped reading may wait for room while replaying
+/// its backlog (live events never wait: a full buffer ends the watcher at once).
+pub const BACKLOG_STALL: Duration = Duration::from_secs(30);
+
+/// A Watch's bounded event buffer plus its final status: the sending halves for the
+/// [`Watcher`] and the stream for tonic.
+#[allow(clippy::type_complexity)]
+pub fn channel<T>(
+    buffer: usize,
+) -> (
+    mpsc::Sender<Result<T, Status>>,
+    oneshot::Sender<Status>,
+    WatchStream<T>,
+) {
+    let (tx, rx) = mpsc::channel(buffer.max(1));
+    let (end_tx, end_rx) = oneshot::channel();
+    (
+        tx,
+        end_tx,
+        WatchStream {
+            rx,
+            end: Some(end_rx),
+            done: false,
+        },
+    )
+}
+
+/// The response stream of a Watch: the buffered events, unless the final status has
+/// been set, which then comes next (dropping what is still buffered: the client
+/// relists anyway) and ends the stream.
+pub struct WatchStream<T> {
+    rx: mpsc::Receiver<Result<T, Status>>,
+    end: Option<oneshot::Receiver<Status>>,
+    done: bool,
+}
+
+impl<T> WatchStream<T> {
+    fn finish(&mut self, status: Status) -> Poll<Option<Result<T, Status>>> {
+        self.done = true;
+        self.end = None;
+        self.rx.close();
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl<T> futures::Stream for WatchStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(end) = this.end.as_mut() {
+            match Pin::new(end).poll(cx) {
+                Poll::Ready(Ok(status)) => return this.finish(status),
+                Poll::Ready(Err(_)) => this.end = None,
+                Poll::Pending => {}
+            }
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+            Poll::Ready(None) => {
+                // The status may have been set just after we looked.
+                if let Some(Ok(status)) = this.end.as_mut().map(|e| e.try_recv()) {
+                    return this.finish(status);
+                }
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 pub struct Watcher<R: Stored> {
     pub store: Arc<Store>,
     pub filter: Filter,
@@ -94,6 +188,8 @@ pub struct Watcher<R: Stored> {
     pub rx: broadcast::Receiver<Arc<Event>>,
     pub last: u64,
     pub tx: mpsc::Sender<Result<R::Event, Status>>,
+    /// The final status ([`channel`]).
+    pub end: oneshot::Sender<Status>,
     pub bookmark_every: Duration,
 }
 
@@ -120,11 +216,18 @@ impl<R: Stored> Watcher<R> {
         }
     }
 
-    /// Ends the stream with the relist status (waits a bounded time for buffer room).
-    async fn end_relist(&self, detail: String) {
+    fn end_too_slow(self) {
+        let detail = format!(
+            "watcher too slow: buffer of {} events full",
+            self.tx.max_capacity()
+        );
+        self.end_relist(detail)
+    }
+
+    /// Ends the stream with the relist status, ahead of whatever is still buffered.
+    fn end_relist(self, detail: String) {
         tracing::debug!(detail, "ending watcher: relist");
-        let status = relist(self.last, &detail);
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.tx.send(Err(status))).await;
+        let _ = self.end.send(relist(self.last, &detail));
     }
 
     pub async fn run(mut self) {
@@ -139,8 +242,16 @@ impl<R: Stored> Watcher<R> {
                 continue;
             };
             let item = R::event(typ, R::from_object(&ev.obj), ev.rev);
-            if self.tx.send(Ok(item)).await.is_err() {
-                return;
+            match self.tx.send_timeout(Ok(item), BACKLOG_STALL).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    let detail = format!(
+                        "watcher too slow: no room in its buffer of {} events for {BACKLOG_STALL:?}",
+                        self.tx.max_capacity()
+                    );
+                    return self.end_relist(detail);
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
             }
         }
         let mut closing = self.store.closing.subscribe();
@@ -163,10 +274,10 @@ impl<R: Stored> Watcher<R> {
                 r = self.rx.recv() => match r {
                     Ok(ev) => match self.try_emit(&ev) {
                         Sent::Ok => {}
-                        Sent::Full => return self.end_relist(format!("watcher too slow: buffer of {} events full", self.tx.max_capacity())).await,
+                        Sent::Full => return self.end_too_slow(),
                         Sent::Closed => return,
                     },
-                    Err(RecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")).await,
+                    Err(RecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")),
                     Err(RecvError::Closed) => return,
                 },
                 _ = bookmark.tick() => {
@@ -177,11 +288,11 @@ impl<R: Stored> Watcher<R> {
                         match self.rx.try_recv() {
                             Ok(ev) => match self.try_emit(&ev) {
                                 Sent::Ok => {}
-                                Sent::Full => return self.end_relist(format!("watcher too slow: buffer of {} events full", self.tx.max_capacity())).await,
+                                Sent::Full => return self.end_too_slow(),
                                 Sent::Closed => return,
                             },
                             Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")).await,
+                            Err(TryRecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")),
                             Err(TryRecvError::Closed) => return,
                         }
                     }
@@ -269,6 +380,64 @@ mod tests {
             f.view(&ev(EventType::Deleted, web, None)),
             Some(EventType::Deleted)
         );
+    }
+
+    #[test]
+    fn start_revision_up_to_current() {
+        assert!(check_start(0, 0).is_ok());
+        assert!(check_start(7, 7).is_ok());
+        assert!(check_start(3, 7).is_ok());
+        let e = check_start(8, 7).unwrap_err();
+        assert_eq!(
+            Status::from(e.clone()).code(),
+            tonic::Code::OutOfRange,
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "too large resource version: 8, current revision is 7; relist or retry later"
+        );
+        assert!(check_start(u64::MAX, u64::MAX - 1).is_err());
+        assert!(check_start(u64::MAX, u64::MAX).is_ok());
+    }
+
+    #[tokio::test]
+    async fn final_status_overtakes_buffered_events() {
+        use futures::StreamExt;
+        let (tx, end, mut out) = channel::<u32>(2);
+        tx.try_send(Ok(1)).unwrap();
+        tx.try_send(Ok(2)).unwrap();
+        assert!(tx.try_send(Ok(3)).is_err(), "buffer is bounded");
+        assert_eq!(out.next().await.unwrap().unwrap(), 1);
+        end.send(Status::out_of_range("too slow; relist")).unwrap();
+        drop(tx);
+        let st = out.next().await.unwrap().unwrap_err();
+        assert_eq!(st.code(), tonic::Code::OutOfRange);
+        assert!(out.next().await.is_none());
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn stream_without_final_status_ends_after_events() {
+        use futures::StreamExt;
+        let (tx, end, mut out) = channel::<u32>(4);
+        tx.try_send(Ok(1)).unwrap();
+        drop(end);
+        drop(tx);
+        assert_eq!(out.next().await.unwrap().unwrap(), 1);
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn final_status_seen_when_sender_drops_right_after() {
+        use futures::StreamExt;
+        let (tx, end, mut out) = channel::<u32>(4);
+        let reader = tokio::spawn(async move { out.next().await });
+        tokio::task::yield_now().await;
+        end.send(Status::out_of_range("relist")).unwrap();
+        drop(tx);
+        let got = reader.await.unwrap().unwrap().unwrap_err();
+        assert_eq!(got.code(), tonic::Code::OutOfRange);
     }
 
     #[test]
