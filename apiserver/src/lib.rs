@@ -16,6 +16,8 @@
 //!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
+//! - [`conn`]: the accept loop and each connection's life (connection and stream
+//!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
 //!
 //! Choices where the design left room:
@@ -36,6 +38,7 @@
 
 pub mod api;
 pub mod config;
+pub mod conn;
 pub mod controllers;
 pub mod error;
 pub mod ops;
@@ -53,9 +56,8 @@ use kube_lite_proto::v1::{
     endpoints_api_server::EndpointsApiServer, node_api_server::NodeApiServer,
     pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::Config;
+pub use config::{Config, ConnLimits};
 pub use error::ApiError;
 
 /// Largest request the server decodes (larger ones are refused by tonic with
@@ -112,47 +114,31 @@ pub async fn serve_with_drain(
         };
     }
 
-    // On shutdown: tell open watch streams to end, let tonic drain in-flight requests
-    // for a few seconds, then drop the remaining connections.
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    // Nagle off on every accepted connection (the builder's tcp_nodelay only applies
-    // to listeners it binds itself): responses go out in one round trip.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
-    tracing::info!(?addr, data_dir = %cfg.data_dir.display(), "apiserver serving");
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(api::DecodeErrorsAreInvalidLayer)
-        .add_service(svc!(NodeApiServer))
+    let routes = tonic::service::Routes::new(svc!(NodeApiServer))
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = drain_rx.await;
-        });
-    tokio::pin!(server);
-    let result = tokio::select! {
-        r = &mut server => r,
-        _ = shutdown => {
+        .prepare();
+    let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    tracing::info!(?addr, data_dir = %cfg.data_dir.display(), limits = ?cfg.conn, "apiserver serving");
+    // On shutdown: tell open watch streams to end, let connections drain in-flight
+    // requests for `drain`, then drop the remaining ones.
+    let closing = store.clone();
+    conn::serve(
+        listener,
+        service,
+        cfg.conn.clone(),
+        async move {
+            shutdown.await;
             tracing::info!("shutting down: ending watches, draining requests");
-            store.begin_shutdown();
-            let _ = drain_tx.send(());
-            match tokio::time::timeout(drain, &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::info!(?drain, "connections still open after the drain period; closing them");
-                    Ok(())
-                }
-            }
-        }
-    };
+            closing.begin_shutdown();
+        },
+        drain,
+    )
+    .await;
     store.begin_shutdown();
     ticks.abort();
     // Stop the writer: it commits everything queued, flushes, and exits.
@@ -160,7 +146,6 @@ pub async fn serve_with_drain(
     let _ = writer.await;
     drop(api);
     tracing::info!("apiserver stopped; store flushed");
-    result.context("gRPC server failed")?;
     Ok(())
 }
 

@@ -35,6 +35,32 @@ struct Args {
     /// Number of revisions of the change log kept for Watch resume.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 100_000)]
     watch_window: u64,
+    /// Open client connections at most; one more is accepted and closed at once.
+    #[arg(long, env = "KUBE_LITE_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Concurrent HTTP/2 streams (requests and watches) per connection.
+    #[arg(
+        long,
+        env = "KUBE_LITE_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 1000
+    )]
+    max_streams_per_connection: u32,
+    /// A connection that has not sent the HTTP/2 preface by then is closed.
+    #[arg(long, env = "KUBE_LITE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = kube_lite_core::time::parse_duration)]
+    handshake_timeout: Duration,
+    /// A connection with no open request or watch for this long is closed (0: never).
+    #[arg(long, env = "KUBE_LITE_IDLE_TIMEOUT", default_value = "5m", value_parser = kube_lite_core::time::parse_duration)]
+    idle_timeout: Duration,
+    /// Interval of HTTP/2 keepalive PINGs (0: none).
+    #[arg(long, env = "KUBE_LITE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = kube_lite_core::time::parse_duration)]
+    keepalive_interval: Duration,
+    /// A peer that does not answer a keepalive PING within this is dropped.
+    #[arg(long, env = "KUBE_LITE_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = kube_lite_core::time::parse_duration)]
+    keepalive_timeout: Duration,
+    /// Longest time to answer a request (for Watch and Logs: to start the stream; the
+    /// streams themselves are never timed). 0: none.
+    #[arg(long, env = "KUBE_LITE_REQUEST_TIMEOUT", default_value = "60s", value_parser = kube_lite_core::time::parse_duration)]
+    request_timeout: Duration,
 }
 
 #[tokio::main]
@@ -54,8 +80,28 @@ async fn main() -> anyhow::Result<()> {
         pod_eviction_timeout: a.pod_eviction_timeout,
         bookmark_interval: a.bookmark_interval,
         watch_window: a.watch_window,
+        conn: apiserver::ConnLimits {
+            max_connections: a.max_connections,
+            max_streams_per_connection: a.max_streams_per_connection,
+            handshake_timeout: a.handshake_timeout,
+            idle_timeout: a.idle_timeout,
+            keepalive_interval: a.keepalive_interval,
+            keepalive_timeout: a.keepalive_timeout,
+            request_timeout: a.request_timeout,
+        },
         ..Default::default()
     };
+    match apiserver::conn::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the soft RLIMIT_NOFILE to the hard limit"
+            )
+        }
+        Ok((soft, _)) => tracing::info!(soft, "RLIMIT_NOFILE already at the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;

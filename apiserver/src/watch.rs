@@ -226,7 +226,7 @@ impl<R: Stored> Watcher<R> {
 
     /// Ends the stream with the relist status, ahead of whatever is still buffered.
     fn end_relist(self, detail: String) {
-        tracing::debug!(detail, "ending watcher: relist");
+        tracing::info!(detail, "ending watcher: relist");
         let _ = self.end.send(relist(self.last, &detail));
     }
 
