@@ -35,6 +35,13 @@ impl Drop for Server {
     }
 }
 
+/// The binary under test (KUBE_LITE_APISERVER_BIN overrides it, e.g. to show a test
+/// failing against an older build).
+fn binary() -> String {
+    std::env::var("KUBE_LITE_APISERVER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_apiserver").to_string())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -56,7 +63,7 @@ fn start_with(ulimit: &str, args: &[&str]) -> Server {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_apiserver"))
+        .arg(binary())
         .args(["--listen", &listen, "--data-dir", data.to_str().unwrap()])
         .args(args)
         .env("RUST_LOG", "info,sled=warn,h2=warn,hyper=warn")
