@@ -31,7 +31,7 @@ use crate::ops;
 use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::Store;
 use crate::validation;
-use crate::watch::{self, Filter, WatchStream, Watcher};
+use crate::watch::{EndSlot, Filter, WatchStream, Watcher};
 
 #[derive(Clone)]
 pub struct Api {
@@ -144,10 +144,6 @@ impl Api {
     fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
         let r = req.into_inner();
         validation::validate_watch(&r)?;
-        watch::check_start(
-            r.resource_version,
-            self.store.shared.read().expect("lock").rev,
-        )?;
         let filter = Filter::new(
             R::STORED_KIND,
             &r.namespace,
@@ -158,7 +154,8 @@ impl Api {
             return Err(ApiError::Unavailable("apiserver is shutting down".into()).into());
         }
         let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
-        let (tx, end, out) = watch::channel(self.store.cfg.watch_buffer);
+        let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
+        let end = Arc::new(EndSlot::default());
         let bookmark_every = if r.bookmark_interval_ms > 0 {
             Duration::from_millis(u64::from(r.bookmark_interval_ms.max(10)))
         } else {
@@ -171,11 +168,11 @@ impl Api {
             rx,
             last: start,
             tx,
-            end,
+            end: end.clone(),
             bookmark_every,
         };
         tokio::spawn(w.run());
-        Ok(Response::new(out))
+        Ok(Response::new(WatchStream::new(out, end)))
     }
 
     async fn do_logs(

@@ -18,43 +18,21 @@ pub struct Config {
     pub watch_window: u64,
     /// Per-watcher bounded buffer, in events.
     pub watch_buffer: usize,
-    /// Connection limits and timeouts of the gRPC listener.
-    pub conn: ConnLimits,
-}
-
-/// Limits and timeouts of client connections (see [`crate::conn`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Open connections at most; a connection beyond it is accepted and closed at once.
+    /// Connections held at once; more are closed as they arrive.
     pub max_connections: usize,
-    /// Concurrent HTTP/2 streams per connection (a Watch is one long stream: agents and
-    /// kubectl-lite multiplex several over one connection).
-    pub max_streams_per_connection: u32,
     /// A connection that has not sent the HTTP/2 preface by then is closed.
     pub handshake_timeout: Duration,
+    /// HTTP/2 keepalive: ping an idle connection this often…
+    pub keepalive_interval: Duration,
+    /// …and close it when a ping is not answered in this time.
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams (calls, watches) on one connection.
+    pub max_streams_per_connection: u32,
     /// A connection with no open stream for this long is closed (GOAWAY); zero: never.
     pub idle_timeout: Duration,
-    /// HTTP/2 PING interval; a peer that does not answer within `keepalive_timeout`
-    /// is dropped. Zero interval: no pings.
-    pub keepalive_interval: Duration,
-    pub keepalive_timeout: Duration,
     /// Longest time to produce a response's headers: a unary call's whole answer, but
     /// for Watch and Logs only their start (their streams are never timed). Zero: none.
     pub request_timeout: Duration,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            max_connections: 1024,
-            max_streams_per_connection: 1000,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(20),
-            request_timeout: Duration::from_secs(60),
-        }
-    }
 }
 
 impl Default for Config {
@@ -69,7 +47,13 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             watch_window: 100_000,
             watch_buffer: 1024,
-            conn: ConnLimits::default(),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_streams_per_connection: 1000,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -83,12 +67,6 @@ impl Config {
                 "node subnet prefix /{} does not fit in cluster CIDR {}",
                 self.node_subnet_prefix, self.cluster_cidr
             ));
-        }
-        if self.conn.max_connections == 0 {
-            return Err("max connections must be at least 1".into());
-        }
-        if self.conn.max_streams_per_connection == 0 {
-            return Err("max streams per connection must be at least 1".into());
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! Client connections: the accept loop and the life of each connection, with the
-//! limits of [`ConnLimits`].
+//! limits of [`ConnLimits`] (from [`Config`]).
 //!
 //! - At most `max_connections` open at once (one semaphore permit each). One more is
 //!   accepted and closed at once (the client sees the connection closed, not a hang),
@@ -38,7 +38,41 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::http::{Request, Response};
 use tonic::Status;
 
-pub use crate::config::ConnLimits;
+use crate::config::Config;
+
+/// The connection settings of a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Open connections at most; a connection beyond it is accepted and closed at once.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (a Watch is one long stream: agents and
+    /// kubectl-lite multiplex several over one connection).
+    pub max_streams_per_connection: u32,
+    /// A connection that has not sent the HTTP/2 preface by then is closed.
+    pub handshake_timeout: Duration,
+    /// A connection with no open stream for this long is closed (GOAWAY); zero: never.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval (zero: none); a peer that does not answer within
+    /// `keepalive_timeout` is dropped.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Longest time to the response head (zero: none); streams are never timed.
+    pub request_timeout: Duration,
+}
+
+impl ConnLimits {
+    pub fn of(cfg: &Config) -> ConnLimits {
+        ConnLimits {
+            max_connections: cfg.max_connections,
+            max_streams_per_connection: cfg.max_streams_per_connection,
+            handshake_timeout: cfg.handshake_timeout,
+            idle_timeout: cfg.idle_timeout,
+            keepalive_interval: cfg.keepalive_interval,
+            keepalive_timeout: cfg.keepalive_timeout,
+            request_timeout: cfg.request_timeout,
+        }
+    }
+}
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

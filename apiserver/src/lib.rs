@@ -57,7 +57,7 @@ use kube_lite_proto::v1::{
     pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
 };
 
-pub use config::{Config, ConnLimits};
+pub use config::Config;
 pub use error::ApiError;
 
 /// Largest request the server decodes (larger ones are refused by tonic with
@@ -123,14 +123,14 @@ pub async fn serve_with_drain(
         .add_service(reflection_v1alpha)
         .prepare();
     let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
-    tracing::info!(?addr, data_dir = %cfg.data_dir.display(), limits = ?cfg.conn, "apiserver serving");
+    tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight
     // requests for `drain`, then drop the remaining ones.
     let closing = store.clone();
     conn::serve(
         listener,
         service,
-        cfg.conn.clone(),
+        conn::ConnLimits::of(&cfg),
         async move {
             shutdown.await;
             tracing::info!("shutting down: ending watches, draining requests");

@@ -501,13 +501,27 @@ impl Store {
     /// retained events after the start revision, a live receiver (no gap: both taken
     /// under the hub lock) and the start revision.
     pub fn subscribe(&self, kind: Kind, from: u64) -> Result<Subscription, ApiError> {
+        // A revision the committed view has not reached is one this server never
+        // issued (a client of a restored or other server): refuse it clearly instead
+        // of waiting silently for it. (The committed view is updated before the hub,
+        // so a revision a List just returned is never "future" here.)
+        let committed = self.shared.read().expect("lock").rev;
+        if from > committed {
+            return Err(ApiError::Gone(format!(
+                "too large resource version: {from} (current: {committed}); relist"
+            )));
+        }
         let hub = self.hub.lock().expect("lock");
         let rx = hub.senders[kind.idx()].subscribe();
         if from == 0 {
             return Ok((Vec::new(), rx, hub.rev));
         }
-        let oldest = hub.ring.front().map(|e| e.rev).unwrap_or(hub.rev + 1);
-        if from + 1 < oldest {
+        let oldest = hub
+            .ring
+            .front()
+            .map(|e| e.rev)
+            .unwrap_or(hub.rev.saturating_add(1));
+        if from.saturating_add(1) < oldest {
             return Err(ApiError::Gone(format!(
                 "too old resource version: {from} (oldest: {}); relist",
                 oldest.saturating_sub(1)
@@ -515,7 +529,8 @@ impl Store {
         }
         let mut backlog = Vec::new();
         if let Some(front) = hub.ring.front() {
-            let start = ((from + 1).saturating_sub(front.rev) as usize).min(hub.ring.len());
+            let start =
+                (from.saturating_add(1).saturating_sub(front.rev) as usize).min(hub.ring.len());
             backlog.extend(hub.ring.range(start..).filter(|e| e.kind == kind).cloned());
         }
         Ok((backlog, rx, from))

@@ -2,21 +2,20 @@
 //! changes, applying the filters with Kubernetes semantics (an object that stops
 //! matching is DELETED for this watcher, one that starts matching is ADDED), and
 //! sends BOOKMARKs. The stream's buffer is bounded; a watcher that falls behind is
-//! ended with OUT_OF_RANGE "... relist" and never slows writers down. That final
-//! status overtakes the buffered events ([`WatchStream`]), so even a client that
-//! stopped reading gets it, not a plain end of stream.
+//! ended with OUT_OF_RANGE "... relist" and never slows writers down.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::Stream;
 
 use kube_lite_proto::labels::Selector;
 use kube_lite_proto::v1::{EventType, ObjectMeta};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use crate::error::ApiError;
@@ -92,94 +91,63 @@ fn relist(last: u64, detail: &str) -> Status {
     ))
 }
 
-/// A Watch from `from` when the newest committed revision is `current`: 0 (now) and
-/// every revision up to `current` are fine; a later one is OUT_OF_RANGE, as a
-/// Kubernetes apiserver answers "Too large resource version": the client has seen a
-/// revision this server never committed (e.g. its data directory was restored from an
-/// older copy), so it should relist (which the clients do for OUT_OF_RANGE) or retry.
-pub fn check_start(from: u64, current: u64) -> Result<(), ApiError> {
-    if from > current {
-        return Err(ApiError::Gone(format!(
-            "too large resource version: {from}, current revision is {current}; relist or retry later"
-        )));
+/// How a watch stream ends when the server ends it: the status is delivered ahead of
+/// whatever is still buffered (a watcher too slow to drain its buffer would otherwise
+/// never see it, and its stream would just stop, as if it ended OK).
+#[derive(Default)]
+pub struct EndSlot(Mutex<Option<Status>>);
+
+impl EndSlot {
+    fn set(&self, s: Status) {
+        *self.0.lock().expect("lock") = Some(s);
     }
-    Ok(())
+    fn take(&self) -> Option<Status> {
+        self.0.lock().expect("lock").take()
+    }
 }
 
-/// How long a watcher whose client stopped reading may wait for room while replaying
-/// its backlog (live events never wait: a full buffer ends the watcher at once).
-pub const BACKLOG_STALL: Duration = Duration::from_secs(30);
-
-/// A Watch's bounded event buffer plus its final status: the sending halves for the
-/// [`Watcher`] and the stream for tonic.
-#[allow(clippy::type_complexity)]
-pub fn channel<T>(
-    buffer: usize,
-) -> (
-    mpsc::Sender<Result<T, Status>>,
-    oneshot::Sender<Status>,
-    WatchStream<T>,
-) {
-    let (tx, rx) = mpsc::channel(buffer.max(1));
-    let (end_tx, end_rx) = oneshot::channel();
-    (
-        tx,
-        end_tx,
-        WatchStream {
-            rx,
-            end: Some(end_rx),
-            done: false,
-        },
-    )
-}
-
-/// The response stream of a Watch: the buffered events, unless the final status has
-/// been set, which then comes next (dropping what is still buffered: the client
-/// relists anyway) and ends the stream.
-pub struct WatchStream<T> {
-    rx: mpsc::Receiver<Result<T, Status>>,
-    end: Option<oneshot::Receiver<Status>>,
+/// The response stream of a Watch: the watcher task's events, or its final status as
+/// soon as it has one.
+pub struct WatchStream<E> {
+    rx: mpsc::Receiver<Result<E, Status>>,
+    end: Arc<EndSlot>,
     done: bool,
 }
 
-impl<T> WatchStream<T> {
-    fn finish(&mut self, status: Status) -> Poll<Option<Result<T, Status>>> {
-        self.done = true;
-        self.end = None;
-        self.rx.close();
-        Poll::Ready(Some(Err(status)))
+impl<E> WatchStream<E> {
+    pub fn new(rx: mpsc::Receiver<Result<E, Status>>, end: Arc<EndSlot>) -> Self {
+        WatchStream {
+            rx,
+            end,
+            done: false,
+        }
     }
 }
 
-impl<T> futures::Stream for WatchStream<T> {
-    type Item = Result<T, Status>;
+impl<E> Stream for WatchStream<E> {
+    type Item = Result<E, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
+        if self.done {
             return Poll::Ready(None);
         }
-        if let Some(end) = this.end.as_mut() {
-            match Pin::new(end).poll(cx) {
-                Poll::Ready(Ok(status)) => return this.finish(status),
-                Poll::Ready(Err(_)) => this.end = None,
-                Poll::Pending => {}
-            }
+        if let Some(s) = self.end.take() {
+            self.done = true;
+            return Poll::Ready(Some(Err(s)));
         }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+        match self.rx.poll_recv(cx) {
             Poll::Ready(None) => {
-                // The status may have been set just after we looked.
-                if let Some(Ok(status)) = this.end.as_mut().map(|e| e.try_recv()) {
-                    return this.finish(status);
-                }
-                this.done = true;
-                Poll::Ready(None)
+                // The task ended; it sets its status before it drops the sender.
+                self.done = true;
+                Poll::Ready(self.end.take().map(Err))
             }
-            Poll::Pending => Poll::Pending,
+            other => other,
         }
     }
 }
+
+/// How long a watcher may leave its backlog untaken before it is ended.
+const BACKLOG_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Watcher<R: Stored> {
     pub store: Arc<Store>,
@@ -188,8 +156,8 @@ pub struct Watcher<R: Stored> {
     pub rx: broadcast::Receiver<Arc<Event>>,
     pub last: u64,
     pub tx: mpsc::Sender<Result<R::Event, Status>>,
-    /// The final status ([`channel`]).
-    pub end: oneshot::Sender<Status>,
+    /// Where the final status goes (see [`WatchStream`]).
+    pub end: Arc<EndSlot>,
     pub bookmark_every: Duration,
 }
 
@@ -216,18 +184,11 @@ impl<R: Stored> Watcher<R> {
         }
     }
 
-    fn end_too_slow(self) {
-        let detail = format!(
-            "watcher too slow: buffer of {} events full",
-            self.tx.max_capacity()
-        );
-        self.end_relist(detail)
-    }
-
-    /// Ends the stream with the relist status, ahead of whatever is still buffered.
-    fn end_relist(self, detail: String) {
+    /// Ends the stream with the relist status, delivered ahead of anything still
+    /// buffered (returning drops the sender, which wakes the stream).
+    async fn end_relist(&self, detail: String) {
         tracing::info!(detail, "ending watcher: relist");
-        let _ = self.end.send(relist(self.last, &detail));
+        self.end.set(relist(self.last, &detail));
     }
 
     pub async fn run(mut self) {
@@ -242,16 +203,14 @@ impl<R: Stored> Watcher<R> {
                 continue;
             };
             let item = R::event(typ, R::from_object(&ev.obj), ev.rev);
-            match self.tx.send_timeout(Ok(item), BACKLOG_STALL).await {
-                Ok(()) => {}
-                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    let detail = format!(
-                        "watcher too slow: no room in its buffer of {} events for {BACKLOG_STALL:?}",
-                        self.tx.max_capacity()
-                    );
-                    return self.end_relist(detail);
+            match tokio::time::timeout(BACKLOG_SEND_TIMEOUT, self.tx.send(Ok(item))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    return self
+                        .end_relist("watcher too slow: backlog not taken".into())
+                        .await
                 }
-                Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
             }
         }
         let mut closing = self.store.closing.subscribe();
@@ -274,10 +233,10 @@ impl<R: Stored> Watcher<R> {
                 r = self.rx.recv() => match r {
                     Ok(ev) => match self.try_emit(&ev) {
                         Sent::Ok => {}
-                        Sent::Full => return self.end_too_slow(),
+                        Sent::Full => return self.end_relist(format!("watcher too slow: buffer of {} events full", self.tx.max_capacity())).await,
                         Sent::Closed => return,
                     },
-                    Err(RecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")),
+                    Err(RecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")).await,
                     Err(RecvError::Closed) => return,
                 },
                 _ = bookmark.tick() => {
@@ -288,11 +247,11 @@ impl<R: Stored> Watcher<R> {
                         match self.rx.try_recv() {
                             Ok(ev) => match self.try_emit(&ev) {
                                 Sent::Ok => {}
-                                Sent::Full => return self.end_too_slow(),
+                                Sent::Full => return self.end_relist(format!("watcher too slow: buffer of {} events full", self.tx.max_capacity())).await,
                                 Sent::Closed => return,
                             },
                             Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")),
+                            Err(TryRecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")).await,
                             Err(TryRecvError::Closed) => return,
                         }
                     }
@@ -382,34 +341,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn start_revision_up_to_current() {
-        assert!(check_start(0, 0).is_ok());
-        assert!(check_start(7, 7).is_ok());
-        assert!(check_start(3, 7).is_ok());
-        let e = check_start(8, 7).unwrap_err();
-        assert_eq!(
-            Status::from(e.clone()).code(),
-            tonic::Code::OutOfRange,
-            "{e}"
-        );
-        assert_eq!(
-            e.to_string(),
-            "too large resource version: 8, current revision is 7; relist or retry later"
-        );
-        assert!(check_start(u64::MAX, u64::MAX - 1).is_err());
-        assert!(check_start(u64::MAX, u64::MAX).is_ok());
-    }
-
     #[tokio::test]
     async fn final_status_overtakes_buffered_events() {
         use futures::StreamExt;
-        let (tx, end, mut out) = channel::<u32>(2);
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(2);
+        let end = Arc::new(EndSlot::default());
+        let mut out = WatchStream::new(rx, end.clone());
         tx.try_send(Ok(1)).unwrap();
         tx.try_send(Ok(2)).unwrap();
         assert!(tx.try_send(Ok(3)).is_err(), "buffer is bounded");
         assert_eq!(out.next().await.unwrap().unwrap(), 1);
-        end.send(Status::out_of_range("too slow; relist")).unwrap();
+        end.set(Status::out_of_range("too slow; relist"));
         drop(tx);
         let st = out.next().await.unwrap().unwrap_err();
         assert_eq!(st.code(), tonic::Code::OutOfRange);
@@ -420,21 +362,23 @@ mod tests {
     #[tokio::test]
     async fn stream_without_final_status_ends_after_events() {
         use futures::StreamExt;
-        let (tx, end, mut out) = channel::<u32>(4);
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(4);
+        let mut out = WatchStream::new(rx, Arc::new(EndSlot::default()));
         tx.try_send(Ok(1)).unwrap();
-        drop(end);
         drop(tx);
         assert_eq!(out.next().await.unwrap().unwrap(), 1);
         assert!(out.next().await.is_none());
     }
 
     #[tokio::test]
-    async fn final_status_seen_when_sender_drops_right_after() {
+    async fn final_status_wakes_a_waiting_reader() {
         use futures::StreamExt;
-        let (tx, end, mut out) = channel::<u32>(4);
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(4);
+        let end = Arc::new(EndSlot::default());
+        let mut out = WatchStream::new(rx, end.clone());
         let reader = tokio::spawn(async move { out.next().await });
         tokio::task::yield_now().await;
-        end.send(Status::out_of_range("relist")).unwrap();
+        end.set(Status::out_of_range("relist"));
         drop(tx);
         let got = reader.await.unwrap().unwrap().unwrap_err();
         assert_eq!(got.code(), tonic::Code::OutOfRange);

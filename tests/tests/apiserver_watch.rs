@@ -485,3 +485,85 @@ async fn restart_keeps_objects_revision_and_watch_resumes() {
     assert_eq!(e.resource_version, rv_of(&c));
     assert_eq!(e.r#type, EventType::Added as i32);
 }
+
+/// A watcher that stops reading altogether is ended with OUT_OF_RANGE "too slow …
+/// relist" however long it stays stuck (the status is delivered ahead of its buffered
+/// events; it used to wait 30 s for buffer room and then end the stream with OK).
+#[tokio::test]
+async fn stuck_watcher_gets_relist_status_not_ok() {
+    let cfg = apiserver::Config {
+        watch_buffer: 16,
+        ..Default::default()
+    };
+    let s = TestApiServer::start_with(cfg).await;
+    let ch = tonic::transport::Endpoint::from_shared(s.url.clone())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut stuck = pod_api_client::PodApiClient::new(ch)
+        .watch(watch_req(0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pods = s.pods();
+    let big = "x".repeat(4096);
+    for i in 0..200 {
+        let mut p = pod(&format!("st-{i}"), &[]);
+        p.metadata
+            .as_mut()
+            .unwrap()
+            .annotations
+            .insert("big".into(), big.clone());
+        pods.create(p).await.unwrap();
+    }
+    // Stay stuck past the old 30 s wait for buffer room.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let mut got = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stuck.next())
+            .await
+            .expect("stuck stream ends")
+        {
+            Some(Ok(_)) => got += 1,
+            Some(Err(st)) => break st,
+            None => panic!("stuck watcher ended with OK after {got} events"),
+        }
+    };
+    assert!(got < 200, "stuck watcher got every event");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too slow") && status.message().contains("relist"),
+        "{}",
+        status.message()
+    );
+}
+
+/// A Watch from a revision the server has not reached fails at once, naming the
+/// current revision, instead of silently delivering nothing.
+#[tokio::test]
+async fn watch_from_a_future_revision_fails_clearly() {
+    let s = TestApiServer::start().await;
+    let mut pods = s.pods();
+    let created = pods.create(pod("f", &[])).await.unwrap().into_inner();
+    let current = created.metadata.unwrap().resource_version;
+    for from in [current + 1_000, i64::MAX as u64] {
+        let err = pods
+            .watch(watch_req(from))
+            .await
+            .expect_err("future revision accepted");
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+        assert!(
+            err.message().contains("too large resource version")
+                && err.message().contains(&format!("current: {current}")),
+            "{}",
+            err.message()
+        );
+    }
+    // The current revision itself is fine.
+    pods.watch(watch_req(current))
+        .await
+        .expect("watch from now");
+}
