@@ -625,6 +625,25 @@ mod tests {
         assert_eq!(b.failure(), ms(5));
     }
 
+    // main's tests of its accept loop (next_backoff, RateLimited), kept over this
+    // module's Backoff and LogLimiter.
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+        let seen: Vec<u128> = (0..9).map(|_| b.failure().as_millis()).collect();
+        assert_eq!(seen, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[test]
+    fn rate_limited_logs_once_per_period_and_counts_skips() {
+        let t0 = Instant::now();
+        let mut r = LogLimiter::new(Duration::from_secs(1));
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(900)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(1001)), Some(2));
+    }
+
     #[test]
     fn log_limiter_counts_suppressed_lines() {
         let t0 = Instant::now();
