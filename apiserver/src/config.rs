@@ -28,6 +28,11 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// Concurrent streams (calls, watches) on one connection.
     pub max_streams_per_connection: u32,
+    /// A connection with no open stream for this long is closed (GOAWAY); zero: never.
+    pub idle_timeout: Duration,
+    /// Longest time to produce a response's headers: a unary call's whole answer, but
+    /// for Watch and Logs only their start (their streams are never timed). Zero: none.
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -47,6 +52,8 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             max_streams_per_connection: 1000,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }

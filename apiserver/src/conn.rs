@@ -1,215 +1,596 @@
-//! The accept loop in front of the gRPC server: bounded connections, a handshake
-//! deadline, logged back-off on accept errors, and the open-files limit raised.
+//! Client connections: the accept loop and the life of each connection, with the
+//! limits of [`ConnLimits`] (from [`Config`]).
 //!
-//! - At most `max_connections` connections are held; past that a new connection is
-//!   accepted and closed at once (logged, at most once per second), so a flood of idle
-//!   sockets cannot starve the process of file descriptors.
-//! - A connection must send the HTTP/2 client preface within `handshake_timeout`, or it
-//!   is closed; hyper would otherwise wait for it forever.
-//! - Accept errors (EMFILE, ENFILE, …) back off from 10 ms to 1 s instead of spinning,
-//!   and are logged at most once per second.
-//! - After the handshake, HTTP/2 keepalive pings (set on the server builder) close
-//!   connections whose peer stopped answering.
+//! - At most `max_connections` open at once (one semaphore permit each). One more is
+//!   accepted and closed at once (the client sees the connection closed, not a hang),
+//!   and that is logged, at most once per [`LOG_EVERY`].
+//! - An accept error that is about resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off
+//!   exponentially ([`Backoff`], 5 ms to 1 s) and is logged (rate-limited) instead of
+//!   spinning; one about the aborted new connection itself is retried at once.
+//! - Handshake: a connection that has not sent the 24-byte HTTP/2 client preface
+//!   within `handshake_timeout` is closed, as is one that sends something else.
+//! - HTTP/2 (hyper): keepalive PINGs, at most `max_streams_per_connection` concurrent
+//!   streams, an idle timeout (no open stream for `idle_timeout` → GOAWAY), and a
+//!   request timeout on the response head only (a Watch or Logs stream is never timed).
+//! - Shutdown: stop accepting (the listener is closed), GOAWAY on every connection, wait
+//!   up to `drain` for them to finish, then drop the rest.
+//! - [`raise_nofile_limit`]: the soft RLIMIT_NOFILE up to the hard limit (the binary
+//!   calls it at start).
+//!
+//! The decisions ([`preface`], [`Backoff`], [`LogLimiter`], [`classify_accept_error`],
+//! [`nofile_target`]) are pure functions with unit tests; the rest is thin I/O.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use nix::errno::Errno;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tonic::codegen::http::{Request, Response};
+use tonic::Status;
 
-/// The HTTP/2 client connection preface (RFC 9113 §3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::config::Config;
 
-/// Limits of the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
+/// The connection settings of a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Open connections at most; a connection beyond it is accepted and closed at once.
     pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (a Watch is one long stream: agents and
+    /// kubectl-lite multiplex several over one connection).
+    pub max_streams_per_connection: u32,
+    /// A connection that has not sent the HTTP/2 preface by then is closed.
     pub handshake_timeout: Duration,
+    /// A connection with no open stream for this long is closed (GOAWAY); zero: never.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval (zero: none); a peer that does not answer within
+    /// `keepalive_timeout` is dropped.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Longest time to the response head (zero: none); streams are never timed.
+    pub request_timeout: Duration,
 }
 
-/// An accepted connection; holds its slot until dropped.
-pub struct Conn {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+impl ConnLimits {
+    pub fn of(cfg: &Config) -> ConnLimits {
+        ConnLimits {
+            max_connections: cfg.max_connections,
+            max_streams_per_connection: cfg.max_streams_per_connection,
+            handshake_timeout: cfg.handshake_timeout,
+            idle_timeout: cfg.idle_timeout,
+            keepalive_interval: cfg.keepalive_interval,
+            keepalive_timeout: cfg.keepalive_timeout,
+            request_timeout: cfg.request_timeout,
+        }
     }
 }
 
-impl AsyncRead for Conn {
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Least time between two log lines of the same rate-limited kind.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How far a connection's first bytes are into the HTTP/2 preface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preface {
+    /// A prefix of it so far.
+    Partial,
+    Complete,
+    /// Not HTTP/2 (e.g. HTTP/1 or TLS): the connection is closed.
+    NotHttp2,
+}
+
+pub fn preface(got: &[u8]) -> Preface {
+    let n = got.len().min(PREFACE.len());
+    if got[..n] != PREFACE[..n] {
+        Preface::NotHttp2
+    } else if n == PREFACE.len() {
+        Preface::Complete
+    } else {
+        Preface::Partial
+    }
+}
+
+/// Exponential backoff: `min`, doubling up to `max`, back to `min` after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+    /// The delay before the next attempt after a failure.
+    pub fn failure(&mut self) -> Duration {
+        let d = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        d
+    }
+    pub fn success(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// At most one log line per `every`: [`LogLimiter::allow`] says whether to log now
+/// and how many were suppressed since the last line.
+#[derive(Debug, Clone)]
+pub struct LogLimiter {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(every: Duration) -> LogLimiter {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+    /// `Some(suppressed)` when a line may be logged at `now`.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What an accept error means for the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// About the new connection only (aborted, reset, or one of the network errors
+    /// accept(2) passes on): accept again at once.
+    Connection,
+    /// Out of descriptors or memory (or unknown): back off, log.
+    Resources,
+}
+
+pub fn classify_accept_error(e: &io::Error) -> AcceptError {
+    use io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) {
+        return AcceptError::Connection;
+    }
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(
+            Errno::EPROTO
+            | Errno::ENOPROTOOPT
+            | Errno::EHOSTDOWN
+            | Errno::ENONET
+            | Errno::EHOSTUNREACH
+            | Errno::EOPNOTSUPP
+            | Errno::ENETUNREACH
+            | Errno::EPERM,
+        ) => AcceptError::Connection,
+        _ => AcceptError::Resources,
+    }
+}
+
+/// The soft RLIMIT_NOFILE to set: the hard limit (no more than the kernel's
+/// `fs.nr_open` when known), `None` when the soft one is already there.
+pub fn nofile_target(soft: u64, hard: u64, nr_open: Option<u64>) -> Option<u64> {
+    let target = nr_open.map_or(hard, |n| hard.min(n));
+    (target > soft).then_some(target)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    match nofile_target(soft, hard, nr_open) {
+        Some(target) => {
+            setrlimit(Resource::RLIMIT_NOFILE, target, hard).map_err(io::Error::from)?;
+            Ok((soft, target))
+        }
+        None => Ok((soft, soft)),
+    }
+}
+
+/// Where the server is in its life, as each connection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// GOAWAY sent: finish the open streams.
+    Draining,
+    /// The drain period is over: drop the connection.
+    Closing,
+}
+
+/// Serves `svc` on `listener` with `limits` until `shutdown` resolves, then drains for
+/// at most `drain`.
+pub async fn serve<S>(
+    listener: TcpListener,
+    svc: S,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) where
+    S: tower::Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let max = limits.max_connections.clamp(1, u32::MAX as usize);
+    let permits = Arc::new(Semaphore::new(max));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    let mut full_log = LogLimiter::new(LOG_EVERY);
+    let mut error_log = LogLimiter::new(LOG_EVERY);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                backoff.success();
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(connection(
+                            sock,
+                            peer,
+                            permit,
+                            svc.clone(),
+                            limits.clone(),
+                            phase_rx.clone(),
+                        ));
+                    }
+                    Err(_) => {
+                        if let Some(suppressed) = full_log.allow(Instant::now()) {
+                            tracing::warn!(
+                                max_connections = max,
+                                %peer,
+                                suppressed,
+                                "connection limit reached: closing new connections at once"
+                            );
+                        }
+                        drop(sock);
+                    }
+                }
+            }
+            Err(e) => match classify_accept_error(&e) {
+                AcceptError::Connection => {}
+                AcceptError::Resources => {
+                    let delay = backoff.failure();
+                    if let Some(suppressed) = error_log.allow(Instant::now()) {
+                        tracing::warn!(
+                            error = %e,
+                            retry_in = ?delay,
+                            open_connections = max - permits.available_permits(),
+                            suppressed,
+                            "accepting connections failed; backing off"
+                        );
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            },
+        }
+    }
+    // No new connections from here (the kernel refuses them once the socket is gone).
+    drop(listener);
+    phase_tx.send_replace(Phase::Draining);
+    // Every connection holds a permit: all of them back = all connections closed.
+    let all_closed = permits.acquire_many(max as u32);
+    if tokio::time::timeout(drain, all_closed).await.is_err() {
+        tracing::info!(
+            ?drain,
+            open_connections = max - permits.available_permits(),
+            "connections still open after the drain period; closing them"
+        );
+        phase_tx.send_replace(Phase::Closing);
+    }
+}
+
+async fn connection<S>(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    svc: S,
+    limits: ConnLimits,
+    mut phase: watch::Receiver<Phase>,
+) where
+    S: tower::Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _permit = permit;
+    // Nagle off: responses go out in one round trip.
+    let _ = sock.set_nodelay(true);
+    let head = tokio::select! {
+        r = tokio::time::timeout(limits.handshake_timeout, read_preface(&mut sock)) => match r {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) => {
+                tracing::debug!(%peer, "closing connection: not HTTP/2");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection failed before the HTTP/2 preface");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, timeout = ?limits.handshake_timeout, "closing connection: no HTTP/2 preface within the handshake timeout");
+                return;
+            }
+        },
+        _ = phase.wait_for(|p| *p != Phase::Serving) => return,
+    };
+
+    let (active_tx, mut active_rx) = watch::channel(0usize);
+    let service = ConnService {
+        inner: svc,
+        active: Arc::new(active_tx),
+        request_timeout: (!limits.request_timeout.is_zero()).then_some(limits.request_timeout),
+    };
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection);
+    if !limits.keepalive_interval.is_zero() {
+        builder
+            .keep_alive_interval(limits.keepalive_interval)
+            .keep_alive_timeout(limits.keepalive_timeout);
+    }
+    let io = TokioIo::new(Prefaced {
+        head,
+        pos: 0,
+        io: sock,
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    if *phase.borrow_and_update() != Phase::Serving {
+        conn.as_mut().graceful_shutdown();
+        draining = true;
+    }
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = idle(&mut active_rx, limits.idle_timeout), if !draining => {
+                tracing::debug!(%peer, timeout = ?limits.idle_timeout, "closing idle connection (no stream open)");
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            r = phase.changed() => {
+                let p = *phase.borrow_and_update();
+                if r.is_err() || p == Phase::Closing {
+                    return;
+                }
+                if p == Phase::Draining && !draining {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the client preface; `None` at EOF or when the bytes are not HTTP/2.
+async fn read_preface(sock: &mut TcpStream) -> io::Result<Option<[u8; 24]>> {
+    let mut head = [0u8; 24];
+    let mut n = 0;
+    while n < head.len() {
+        let k = sock.read(&mut head[n..]).await?;
+        if k == 0 {
+            return Ok(None);
+        }
+        n += k;
+        if preface(&head[..n]) == Preface::NotHttp2 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(head))
+}
+
+/// Resolves once the connection has had no open stream for `timeout` (never for zero).
+async fn idle(active: &mut watch::Receiver<usize>, timeout: Duration) {
+    if timeout.is_zero() {
+        return std::future::pending().await;
+    }
+    loop {
+        let open = active.wait_for(|n| *n == 0).await.is_ok();
+        if !open {
+            return std::future::pending().await;
+        }
+        let busy = tokio::select! {
+            _ = tokio::time::sleep(timeout) => return,
+            r = active.wait_for(|n| *n > 0) => r.is_ok(),
+        };
+        if !busy {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The socket with the preface bytes already read put back in front.
+struct Prefaced {
+    head: [u8; 24],
+    pos: usize,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefaced {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.pos < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.pos);
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for Prefaced {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
-/// Logs at most once per `every`, counting what it skipped.
-struct RateLimited {
-    every: Duration,
-    last: Option<Instant>,
-    skipped: u64,
-}
+/// Counts the connection's open streams: one from the request until its response body
+/// is dropped (the end of a Watch stream, too).
+struct ActiveGuard(Arc<watch::Sender<usize>>);
 
-impl RateLimited {
-    fn new(every: Duration) -> Self {
-        RateLimited {
-            every,
-            last: None,
-            skipped: 0,
-        }
-    }
-    /// `Some(skipped since the last log)` when it is time to log.
-    fn tick(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.duration_since(t) < self.every => {
-                self.skipped += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.skipped))
-            }
-        }
+impl ActiveGuard {
+    fn start(active: &Arc<watch::Sender<usize>>) -> ActiveGuard {
+        active.send_modify(|n| *n += 1);
+        ActiveGuard(active.clone())
     }
 }
 
-/// The next accept back-off after an error: doubles from 10 ms up to 1 s.
-fn next_backoff(current: Duration) -> Duration {
-    (current * 2).clamp(Duration::from_millis(10), Duration::from_secs(1))
-}
-
-/// Waits until the peer has sent the whole HTTP/2 preface (without consuming it).
-async fn preface(stream: &TcpStream) -> io::Result<()> {
-    let mut buf = [0u8; PREFACE.len()];
-    loop {
-        stream.readable().await?;
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if n >= PREFACE.len() || buf[..n] != PREFACE[..n] {
-            // Complete, or not HTTP/2 at all: let the server answer it.
-            return Ok(());
-        }
-        // Part of the preface: wait for the rest.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
-/// Accepts connections from `listener` under `limits`; the returned stream feeds
-/// `Server::serve_with_incoming`.
-pub fn incoming(listener: TcpListener, limits: Limits) -> ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    tokio::spawn(async move {
-        let mut backoff = Duration::ZERO;
-        let mut accept_log = RateLimited::new(Duration::from_secs(1));
-        let mut full_log = RateLimited::new(Duration::from_secs(1));
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        backoff = next_backoff(backoff);
-                        if let Some(skipped) = accept_log.tick(Instant::now()) {
-                            tracing::warn!(error = %e, ?backoff, skipped, "accept failed; backing off");
-                        }
-                        tokio::time::sleep(backoff).await;
-                        continue;
+/// A response body that keeps its stream counted while it lives.
+struct Guarded {
+    inner: tonic::body::Body,
+    _guard: ActiveGuard,
+}
+
+impl Body for Guarded {
+    type Data = tonic::codegen::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The per-connection service: counts streams, bounds the time to the response head.
+#[derive(Clone)]
+struct ConnService<S> {
+    inner: S,
+    active: Arc<watch::Sender<usize>>,
+    request_timeout: Option<Duration>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: tower::Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let guard = ActiveGuard::start(&self.active);
+        let mut svc = self.inner.clone();
+        let timeout = self.request_timeout;
+        Box::pin(async move {
+            futures::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+            let fut = svc.call(req.map(tonic::body::Body::new));
+            let resp = match timeout {
+                None => fut.await?,
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Ok(Status::deadline_exceeded(format!(
+                            "no answer within the request timeout of {t:?}"
+                        ))
+                        .into_http());
                     }
                 },
-                _ = tx.closed() => return,
             };
-            backoff = Duration::ZERO;
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                if let Some(skipped) = full_log.tick(Instant::now()) {
-                    tracing::warn!(
-                        %peer,
-                        max = limits.max_connections,
-                        skipped,
-                        "connection limit reached; closing new connection"
-                    );
-                }
-                drop(stream);
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(limits.handshake_timeout, preface(&stream)).await {
-                    Ok(Ok(())) => {
-                        let _ = tx
-                            .send(Ok(Conn {
-                                stream,
-                                _permit: permit,
-                            }))
-                            .await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "connection closed before the handshake")
-                    }
-                    Err(_) => tracing::debug!(
-                        %peer,
-                        timeout = ?limits.handshake_timeout,
-                        "closing connection: no HTTP/2 preface in time"
-                    ),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
-/// Raises the soft open-files limit to the hard limit (the accept loop's connection
-/// limit is the real bound; the default soft limit of 1024 is far below it).
-pub fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-files limit"),
-            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit"),
-        },
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+            Ok(resp.map(|inner| {
+                tonic::body::Body::new(Guarded {
+                    inner,
+                    _guard: guard,
+                })
+            }))
+        })
     }
 }
 
@@ -218,23 +599,139 @@ mod tests {
     use super::*;
 
     #[test]
+    fn preface_progress() {
+        assert_eq!(preface(b""), Preface::Partial);
+        assert_eq!(preface(b"PRI * HT"), Preface::Partial);
+        assert_eq!(preface(PREFACE), Preface::Complete);
+        assert_eq!(preface(b"GET / HTTP/1.1\r\n"), Preface::NotHttp2);
+        assert_eq!(preface(&[0x16, 0x03, 0x01]), Preface::NotHttp2, "TLS");
+        let mut longer = PREFACE.to_vec();
+        longer.extend_from_slice(b"\0\0\x12\x04");
+        assert_eq!(preface(&longer), Preface::Complete);
+    }
+
+    #[test]
+    fn backoff_doubles_to_max_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(5), ms(1000));
+        let got: Vec<_> = (0..10).map(|_| b.failure()).collect();
+        assert_eq!(
+            got,
+            [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]
+                .map(ms)
+                .to_vec()
+        );
+        b.success();
+        assert_eq!(b.failure(), ms(5));
+    }
+
+    // main's tests of its accept loop (next_backoff, RateLimited), kept over this
+    // module's Backoff and LogLimiter.
+    #[test]
     fn backoff_doubles_and_caps() {
-        let mut b = Duration::ZERO;
-        let mut seen = Vec::new();
-        for _ in 0..9 {
-            b = next_backoff(b);
-            seen.push(b.as_millis());
-        }
+        let mut b = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+        let seen: Vec<u128> = (0..9).map(|_| b.failure().as_millis()).collect();
         assert_eq!(seen, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
     }
 
     #[test]
     fn rate_limited_logs_once_per_period_and_counts_skips() {
         let t0 = Instant::now();
-        let mut r = RateLimited::new(Duration::from_secs(1));
-        assert_eq!(r.tick(t0), Some(0));
-        assert_eq!(r.tick(t0 + Duration::from_millis(10)), None);
-        assert_eq!(r.tick(t0 + Duration::from_millis(900)), None);
-        assert_eq!(r.tick(t0 + Duration::from_millis(1001)), Some(2));
+        let mut r = LogLimiter::new(Duration::from_secs(1));
+        assert_eq!(r.allow(t0), Some(0));
+        assert_eq!(r.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(900)), None);
+        assert_eq!(r.allow(t0 + Duration::from_millis(1001)), Some(2));
+    }
+
+    #[test]
+    fn log_limiter_counts_suppressed_lines() {
+        let t0 = Instant::now();
+        let mut l = LogLimiter::new(Duration::from_secs(10));
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(l.allow(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(l.allow(t0 + Duration::from_secs(11)), None);
+        assert_eq!(l.allow(t0 + Duration::from_secs(30)), Some(1));
+    }
+
+    #[test]
+    fn accept_errors() {
+        let os = |e: Errno| io::Error::from_raw_os_error(e as i32);
+        assert_eq!(
+            classify_accept_error(&os(Errno::EMFILE)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(Errno::ENFILE)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(Errno::ENOBUFS)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(Errno::ENOMEM)),
+            AcceptError::Resources
+        );
+        assert_eq!(
+            classify_accept_error(&os(Errno::ECONNABORTED)),
+            AcceptError::Connection
+        );
+        assert_eq!(
+            classify_accept_error(&os(Errno::EPROTO)),
+            AcceptError::Connection
+        );
+        assert_eq!(
+            classify_accept_error(&io::Error::other("strange")),
+            AcceptError::Resources
+        );
+    }
+
+    #[test]
+    fn nofile_raised_to_hard_within_nr_open() {
+        assert_eq!(nofile_target(1024, 524_288, None), Some(524_288));
+        assert_eq!(nofile_target(1024, 524_288, Some(1_048_576)), Some(524_288));
+        assert_eq!(
+            nofile_target(1024, u64::MAX, Some(1_048_576)),
+            Some(1_048_576),
+            "an unlimited hard limit is capped at fs.nr_open"
+        );
+        assert_eq!(nofile_target(524_288, 524_288, None), None);
+        assert_eq!(nofile_target(4096, 1024, None), None);
+    }
+
+    #[tokio::test]
+    async fn idle_only_after_timeout_without_streams() {
+        let ms = Duration::from_millis;
+        let (tx, mut rx) = watch::channel(0usize);
+        let tx = Arc::new(tx);
+        let t = ms(200);
+        // A stream is open: not idle however long.
+        let g = ActiveGuard::start(&tx);
+        assert!(tokio::time::timeout(ms(600), idle(&mut rx, t))
+            .await
+            .is_err());
+        // Closed: idle after the timeout, not before.
+        drop(g);
+        let start = std::time::Instant::now();
+        idle(&mut rx, t).await;
+        assert!(start.elapsed() >= t);
+        // A stream opening restarts the wait.
+        let g = ActiveGuard::start(&tx);
+        let waiter = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            idle(&mut rx, t).await;
+            (start.elapsed(), rx)
+        });
+        tokio::time::sleep(ms(300)).await;
+        drop(g);
+        let (waited, mut rx) = waiter.await.unwrap();
+        assert!(waited >= ms(500), "{waited:?}");
+        // A zero timeout never fires.
+        assert!(tokio::time::timeout(ms(300), idle(&mut rx, Duration::ZERO))
+            .await
+            .is_err());
     }
 }

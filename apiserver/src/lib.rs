@@ -16,6 +16,8 @@
 //!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
+//! - [`conn`]: the accept loop and each connection's life (connection and stream
+//!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
 //!
 //! Choices where the design left room:
@@ -112,50 +114,31 @@ pub async fn serve_with_drain(
         };
     }
 
-    // On shutdown: tell open watch streams to end, let tonic drain in-flight requests
-    // for a few seconds, then drop the remaining connections.
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    // Nagle off on every accepted connection (the builder's tcp_nodelay only applies
-    // to listeners it binds itself): responses go out in one round trip.
-    let incoming = conn::incoming(
-        listener,
-        conn::Limits {
-            max_connections: cfg.max_connections,
-            handshake_timeout: cfg.handshake_timeout,
-        },
-    );
-    tracing::info!(?addr, data_dir = %cfg.data_dir.display(), "apiserver serving");
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(cfg.keepalive_interval))
-        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
-        .max_concurrent_streams(Some(cfg.max_streams_per_connection))
-        .layer(api::DecodeErrorsAreInvalidLayer)
-        .add_service(svc!(NodeApiServer))
+    let routes = tonic::service::Routes::new(svc!(NodeApiServer))
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = drain_rx.await;
-        });
-    tokio::pin!(server);
-    let result = tokio::select! {
-        r = &mut server => r,
-        _ = shutdown => {
+        .prepare();
+    let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
+    // On shutdown: tell open watch streams to end, let connections drain in-flight
+    // requests for `drain`, then drop the remaining ones.
+    let closing = store.clone();
+    conn::serve(
+        listener,
+        service,
+        conn::ConnLimits::of(&cfg),
+        async move {
+            shutdown.await;
             tracing::info!("shutting down: ending watches, draining requests");
-            store.begin_shutdown();
-            let _ = drain_tx.send(());
-            match tokio::time::timeout(drain, &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::info!(?drain, "connections still open after the drain period; closing them");
-                    Ok(())
-                }
-            }
-        }
-    };
+            closing.begin_shutdown();
+        },
+        drain,
+    )
+    .await;
     store.begin_shutdown();
     ticks.abort();
     // Stop the writer: it commits everything queued, flushes, and exits.
@@ -163,7 +146,6 @@ pub async fn serve_with_drain(
     let _ = writer.await;
     drop(api);
     tracing::info!("apiserver stopped; store flushed");
-    result.context("gRPC server failed")?;
     Ok(())
 }
 

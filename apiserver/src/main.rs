@@ -35,15 +35,28 @@ struct Args {
     /// Number of revisions of the change log kept for Watch resume.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 100_000)]
     watch_window: u64,
-    /// Connections held at once; more are closed as they arrive (and logged).
+    /// Connections held at once; more are accepted and closed at once (and logged).
     #[arg(long, env = "KUBE_LITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Concurrent HTTP/2 streams (calls and watches) per connection.
+    #[arg(long, env = "KUBE_LITE_MAX_STREAMS_PER_CONNECTION", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_connection: u32,
     /// A connection that has not sent the HTTP/2 preface by then is closed.
     #[arg(long, env = "KUBE_LITE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = bounded_duration)]
     handshake_timeout: Duration,
-    /// HTTP/2 keepalive ping interval; a ping unanswered for 20 s closes the connection.
-    #[arg(long, env = "KUBE_LITE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = bounded_duration)]
+    /// A connection with no open call or watch for this long is closed with GOAWAY (0: never).
+    #[arg(long, env = "KUBE_LITE_IDLE_TIMEOUT", default_value = "5m", value_parser = bounded_or_zero)]
+    idle_timeout: Duration,
+    /// HTTP/2 keepalive PING interval (0: no pings).
+    #[arg(long, env = "KUBE_LITE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = bounded_or_zero)]
     keepalive_interval: Duration,
+    /// A peer that does not answer a keepalive PING within this is dropped.
+    #[arg(long, env = "KUBE_LITE_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = bounded_duration)]
+    keepalive_timeout: Duration,
+    /// Longest time to answer a call (for Watch and Logs: to start the stream; the
+    /// streams themselves are never timed). 0: none.
+    #[arg(long, env = "KUBE_LITE_REQUEST_TIMEOUT", default_value = "60s", value_parser = bounded_or_zero)]
+    request_timeout: Duration,
 }
 
 /// A duration flag between 1 ms and 1 day.
@@ -53,6 +66,14 @@ fn bounded_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range (1ms to 24h)"));
     }
     Ok(d)
+}
+
+/// [`bounded_duration`], or 0 (off).
+fn bounded_or_zero(s: &str) -> Result<Duration, String> {
+    match kube_lite_core::time::parse_duration(s)? {
+        Duration::ZERO => Ok(Duration::ZERO),
+        _ => bounded_duration(s),
+    }
 }
 
 #[tokio::main]
@@ -73,11 +94,25 @@ async fn main() -> anyhow::Result<()> {
         bookmark_interval: a.bookmark_interval,
         watch_window: a.watch_window,
         max_connections: a.max_connections as usize,
+        max_streams_per_connection: a.max_streams_per_connection,
         handshake_timeout: a.handshake_timeout,
+        idle_timeout: a.idle_timeout,
         keepalive_interval: a.keepalive_interval,
+        keepalive_timeout: a.keepalive_timeout,
+        request_timeout: a.request_timeout,
         ..Default::default()
     };
-    apiserver::conn::raise_nofile_limit();
+    match apiserver::conn::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the soft RLIMIT_NOFILE to the hard limit"
+            )
+        }
+        Ok((soft, _)) => tracing::info!(soft, "RLIMIT_NOFILE already at the hard limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;

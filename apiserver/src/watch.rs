@@ -187,7 +187,7 @@ impl<R: Stored> Watcher<R> {
     /// Ends the stream with the relist status, delivered ahead of anything still
     /// buffered (returning drops the sender, which wakes the stream).
     async fn end_relist(&self, detail: String) {
-        tracing::debug!(detail, "ending watcher: relist");
+        tracing::info!(detail, "ending watcher: relist");
         self.end.set(relist(self.last, &detail));
     }
 
@@ -339,6 +339,49 @@ mod tests {
             f.view(&ev(EventType::Deleted, web, None)),
             Some(EventType::Deleted)
         );
+    }
+
+    #[tokio::test]
+    async fn final_status_overtakes_buffered_events() {
+        use futures::StreamExt;
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(2);
+        let end = Arc::new(EndSlot::default());
+        let mut out = WatchStream::new(rx, end.clone());
+        tx.try_send(Ok(1)).unwrap();
+        tx.try_send(Ok(2)).unwrap();
+        assert!(tx.try_send(Ok(3)).is_err(), "buffer is bounded");
+        assert_eq!(out.next().await.unwrap().unwrap(), 1);
+        end.set(Status::out_of_range("too slow; relist"));
+        drop(tx);
+        let st = out.next().await.unwrap().unwrap_err();
+        assert_eq!(st.code(), tonic::Code::OutOfRange);
+        assert!(out.next().await.is_none());
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn stream_without_final_status_ends_after_events() {
+        use futures::StreamExt;
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(4);
+        let mut out = WatchStream::new(rx, Arc::new(EndSlot::default()));
+        tx.try_send(Ok(1)).unwrap();
+        drop(tx);
+        assert_eq!(out.next().await.unwrap().unwrap(), 1);
+        assert!(out.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn final_status_wakes_a_waiting_reader() {
+        use futures::StreamExt;
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(4);
+        let end = Arc::new(EndSlot::default());
+        let mut out = WatchStream::new(rx, end.clone());
+        let reader = tokio::spawn(async move { out.next().await });
+        tokio::task::yield_now().await;
+        end.set(Status::out_of_range("relist"));
+        drop(tx);
+        let got = reader.await.unwrap().unwrap().unwrap_err();
+        assert_eq!(got.code(), tonic::Code::OutOfRange);
     }
 
     #[test]
