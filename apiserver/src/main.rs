@@ -35,6 +35,20 @@ struct Args {
     /// Number of revisions of the change log kept for Watch resume.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 100_000)]
     watch_window: u64,
+    /// Bytes of encoded changes kept for Watch resume, in memory and in the change log
+    /// on disk (e.g. 32Mi); a watch from an older revision must relist.
+    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
+    watch_window_bytes: u64,
+    /// Largest object stored, encoded (Kubernetes: 1.5Mi).
+    #[arg(long, env = "KUBE_LITE_MAX_OBJECT_BYTES", default_value = "1.5Mi", value_parser = apiserver::config::parse_bytes)]
+    max_object_bytes: u64,
+    /// sled's page cache.
+    #[arg(long, env = "KUBE_LITE_STORE_CACHE_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
+    store_cache_bytes: u64,
+    /// Size of the reserve file kept in the data directory, deleted to open the store on
+    /// a full disk (0 = none).
+    #[arg(long, env = "KUBE_LITE_DISK_RESERVE_BYTES", default_value = "8Mi", value_parser = apiserver::config::parse_bytes)]
+    disk_reserve_bytes: u64,
 }
 
 #[tokio::main]
@@ -54,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         pod_eviction_timeout: a.pod_eviction_timeout,
         bookmark_interval: a.bookmark_interval,
         watch_window: a.watch_window,
+        watch_window_bytes: a.watch_window_bytes,
+        max_object_bytes: a.max_object_bytes.min(usize::MAX as u64) as usize,
+        store_cache_bytes: a.store_cache_bytes,
+        disk_reserve_bytes: a.disk_reserve_bytes,
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind(a.listen)
