@@ -68,7 +68,7 @@ impl Default for Config {
             watch_buffer: 1024,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             store_cache_bytes: 32 << 20,
-            disk_reserve_bytes: 8 << 20,
+            disk_reserve_bytes: 16 << 20,
             metrics: Arc::default(),
         }
     }

@@ -46,8 +46,8 @@ struct Args {
     #[arg(long, env = "KUBE_LITE_STORE_CACHE_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
     store_cache_bytes: u64,
     /// Size of the reserve file kept in the data directory, deleted to open the store on
-    /// a full disk (0 = none).
-    #[arg(long, env = "KUBE_LITE_DISK_RESERVE_BYTES", default_value = "8Mi", value_parser = apiserver::config::parse_bytes)]
+    /// a full disk (0 = none; at least one 8 MiB sled segment).
+    #[arg(long, env = "KUBE_LITE_DISK_RESERVE_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
     disk_reserve_bytes: u64,
 }
 

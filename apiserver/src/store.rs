@@ -658,7 +658,9 @@ async fn writer_loop(
         undo_to: 0,
         log_deletes: Vec::new(),
         reserve_ok: true,
-        last_reserve_try: Instant::now(),
+        last_reserve_try: Instant::now()
+            .checked_sub(RESERVE_EVERY)
+            .unwrap_or_else(Instant::now),
     };
     let committer = tokio::spawn(committer.run(crx, done_tx));
     let mut stop: Option<oneshot::Sender<()>> = None;
@@ -867,8 +869,23 @@ impl Committer {
             }
         }
         let cfg = &self.store.cfg;
+        if !disk::room_to_open(&cfg.data_dir) {
+            let e = self
+                .broken
+                .as_ref()
+                .map(|(e, _)| e.clone())
+                .unwrap_or_else(|| {
+                    disk::write_error(
+                        &cfg.data_dir,
+                        &sled::Error::Io(std::io::Error::from_raw_os_error(28)),
+                    )
+                });
+            self.broken = Some((e.clone(), Instant::now()));
+            return Err(e);
+        }
         let (dir, cache) = (cfg.data_dir.clone(), cfg.store_cache_bytes);
-        // The reserve is written again later, once a commit succeeded.
+        // The reserve stays (it is for a restart on a full disk); written again later if
+        // it is missing.
         let opened = tokio::task::spawn_blocking(move || disk::Disk::open(&dir, cache, 0))
             .await
             .map_err(|e| sled::Error::Io(std::io::Error::other(e)))

@@ -18,6 +18,40 @@ use crate::error::ApiError;
 /// The reserve file, in the data directory.
 pub const RESERVE_FILE: &str = "disk-reserve";
 
+/// sled's log segment size for new stores. sled 0.34 stores a value larger than a
+/// quarter of a segment in its own "blob" file, and deletes a replaced blob only when
+/// the log segment that was active at the replacement fills up; with 512 KiB segments
+/// (the default) holding little more than blob pointers, that takes so long that every
+/// version of a large object stays on disk. 8 MiB segments keep objects up to 2 MiB
+/// (over the 1.5 MiB object limit) inside the log, whose segments sled reuses once they
+/// are mostly garbage.
+pub const SEGMENT_SIZE: usize = 8 << 20;
+
+/// Whether the file system of `data_dir` has room for sled to open (a failed open on
+/// a full disk can leave sled's files unopenable; see [`Disk::open`]).
+pub fn room_to_open(data_dir: &Path) -> bool {
+    let segment_size = persisted_segment_size(&data_dir.join("sled")).unwrap_or(SEGMENT_SIZE);
+    free_bytes(data_dir).is_none_or(|f| f >= 2 * segment_size as u64)
+}
+
+/// Free bytes for unprivileged writers on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// The segment size an existing store was created with (sled refuses another).
+fn persisted_segment_size(sled_dir: &Path) -> Option<usize> {
+    let conf = std::fs::read_to_string(sled_dir.join("conf")).ok()?;
+    parse_segment_size(&conf)
+}
+
+fn parse_segment_size(conf: &str) -> Option<usize> {
+    conf.lines()
+        .find_map(|l| l.strip_prefix("segment_size:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// An open sled database and its data file (fdatasync'ed at every commit).
 pub struct Disk {
     pub db: sled::Db,
@@ -65,26 +99,29 @@ impl Disk {
         reserve_bytes: u64,
     ) -> Result<Disk, sled::Error> {
         let dir = data_dir.join("sled");
+        let segment_size = persisted_segment_size(&dir).unwrap_or(SEGMENT_SIZE);
         let open = || {
             sled::Config::new()
                 .path(&dir)
                 .mode(sled::Mode::HighThroughput)
                 .cache_capacity(cache_bytes)
+                .segment_size(segment_size)
                 .flush_every_ms(None)
                 .open()
         };
         let reserve = data_dir.join(RESERVE_FILE);
-        let db = match open() {
-            Err(e) if sled_io(&e).is_some_and(is_full) && reserve.exists() => {
-                tracing::warn!(
-                    data_dir = %data_dir.display(),
-                    "data directory is full: deleting the disk reserve to open the store"
-                );
-                std::fs::remove_file(&reserve)?;
-                open()?
-            }
-            r => r?,
-        };
+        // sled's recovery zeroes the rest of its last segment; when that fails for want
+        // of space, sled's files are left in a state it then refuses (Corruption), so
+        // make room BEFORE opening rather than after a failed open.
+        let need = 2 * segment_size as u64;
+        if reserve_bytes > 0 && reserve.exists() && free_bytes(data_dir).is_some_and(|f| f < need) {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                "data directory is (nearly) full: deleting the disk reserve to open the store"
+            );
+            std::fs::remove_file(&reserve)?;
+        }
+        let db = open().inspect_err(|e| tracing::error!(error = ?e, "opening the store failed"))?;
         // sled 0.34 makes its log stable with sync_file_range, which neither flushes the
         // device's write cache nor is a durability guarantee; every commit therefore also
         // fdatasyncs sled's data file (one call per batch, as etcd does for its WAL).
@@ -169,6 +206,15 @@ mod tests {
             write_error(Path::new("/d"), &sled::Error::Unsupported("x".into())),
             ApiError::Unavailable(_)
         ));
+    }
+
+    #[test]
+    fn segment_size_of_an_existing_store_is_kept() {
+        let conf = "segment_size: 524288\nuse_compression: false\nversion: 0.34\n";
+        assert_eq!(parse_segment_size(conf), Some(524288));
+        assert_eq!(parse_segment_size("version: 0.34\n"), None);
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(persisted_segment_size(d.path()), None);
     }
 
     #[test]
