@@ -1,7 +1,13 @@
-//! The apiserver's settings ([`Config`]) and their one consistency rule.
+//! The apiserver's settings ([`Config`]) and their one consistency rule, byte sizes
+//! as flags take them ([`parse_bytes`]), and the store's gauges ([`StoreMetrics`]).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Kubernetes' (etcd's) limit on one stored object: 1.5 MiB encoded.
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 1536 << 10;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,8 +20,11 @@ pub struct Config {
     /// This long after NotReady → pods of the node are evicted.
     pub pod_eviction_timeout: Duration,
     pub bookmark_interval: Duration,
-    /// Change-log revisions kept for Watch resume.
+    /// Change-log revisions kept for Watch resume (in memory and on disk).
     pub watch_window: u64,
+    /// Bytes of encoded changes kept for Watch resume: the in-memory window and the
+    /// change log on disk both hold at most this much (and `watch_window` changes).
+    pub watch_window_bytes: u64,
     /// Per-watcher bounded buffer, in events.
     pub watch_buffer: usize,
     /// Connections held at once; more are closed as they arrive.
@@ -33,6 +42,30 @@ pub struct Config {
     /// Longest time to produce a response's headers: a unary call's whole answer, but
     /// for Watch and Logs only their start (their streams are never timed). Zero: none.
     pub request_timeout: Duration,
+    /// Largest object the store accepts, encoded (larger: RESOURCE_EXHAUSTED).
+    pub max_object_bytes: usize,
+    /// sled's page cache (every object is in memory anyway; this only caches pages).
+    pub store_cache_bytes: u64,
+    /// A file of this size kept in the data directory and deleted when the store
+    /// cannot open on a full disk (0 = none).
+    pub disk_reserve_bytes: u64,
+    /// Gauges the store keeps up to date (shared by clones of this config).
+    pub metrics: Arc<StoreMetrics>,
+}
+
+/// What the store reports about itself (read by tests and benchmarks).
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Changes held in the watch window, and their encoded bytes.
+    pub window_events: AtomicU64,
+    pub window_bytes: AtomicU64,
+    /// Revision of the oldest change in the window (0: empty).
+    pub window_oldest: AtomicU64,
+    /// Commits that failed (disk full or I/O error); writes are refused until the
+    /// store is open again.
+    pub commit_failures: AtomicU64,
+    /// True while the store cannot write (after a failed commit, until it reopened).
+    pub write_blocked: AtomicBool,
 }
 
 impl Default for Config {
@@ -46,6 +79,7 @@ impl Default for Config {
             pod_eviction_timeout: Duration::from_secs(60),
             bookmark_interval: Duration::from_secs(5),
             watch_window: 100_000,
+            watch_window_bytes: 32 << 20,
             watch_buffer: 1024,
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
@@ -54,6 +88,10 @@ impl Default for Config {
             max_streams_per_connection: 1000,
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(60),
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            store_cache_bytes: 32 << 20,
+            disk_reserve_bytes: 16 << 20,
+            metrics: Arc::default(),
         }
     }
 }
@@ -72,10 +110,56 @@ impl Config {
     }
 }
 
+/// A byte size: a number with an optional binary (`Ki`, `Mi`, `Gi`) or decimal (`k`,
+/// `M`, `G`) suffix: "64Mi", "1.5Mi" (rounded down), "1000000".
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "kB" | "KB" => 1000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {s:?} (use Ki, Mi, Gi, k, M, G)"
+            ))
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 64Mi, 1000000)"))?;
+    if !n.is_finite() || n < 0.0 || n * mult as f64 > u64::MAX as f64 {
+        return Err(format!("invalid size {s:?}"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kube_lite_core::time::parse_duration;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64Mi").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1.5Mi").unwrap(), 1536 << 10);
+        assert_eq!(parse_bytes("512Ki").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("2Gi").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("10M").unwrap(), 10_000_000);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("0").unwrap(), 0);
+        for bad in ["", "Mi", "12Xi", "-1", "1..2Mi"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(DEFAULT_MAX_OBJECT_BYTES, 1_572_864);
+    }
 
     #[test]
     fn durations() {

@@ -60,9 +60,10 @@ use kube_lite_proto::v1::{
 pub use config::Config;
 pub use error::ApiError;
 
-/// Largest request the server decodes (larger ones are refused by tonic with
-/// OUT_OF_RANGE "decoded message length too large").
-pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Largest request the server decodes, as Kubernetes' 3 MiB (larger ones are refused by
+/// tonic with OUT_OF_RANGE "decoded message length too large"); a stored object is
+/// limited to [`config::DEFAULT_MAX_OBJECT_BYTES`] (1.5 MiB) by the store.
+pub const MAX_REQUEST_BYTES: usize = 3 << 20;
 /// Largest response the server encodes (a List of 10,000 pods is a few MiB).
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
@@ -86,7 +87,9 @@ pub async fn serve_with_drain(
 ) -> anyhow::Result<()> {
     cfg.check().map_err(anyhow::Error::msg)?;
     let addr = listener.local_addr().ok();
-    let (store, writer) = store::Store::open(cfg.clone(), controllers::all(&cfg))
+    let hook_cfg = cfg.clone();
+    let hooks = Box::new(move || controllers::all(&hook_cfg));
+    let (store, writer) = store::Store::open(cfg.clone(), hooks)
         .await
         .with_context(|| format!("opening store in {}", cfg.data_dir.display()))?;
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
@@ -118,9 +121,9 @@ pub async fn serve_with_drain(
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .prepare();
     let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");

@@ -57,6 +57,20 @@ struct Args {
     /// streams themselves are never timed). 0: none.
     #[arg(long, env = "KUBE_LITE_REQUEST_TIMEOUT", default_value = "60s", value_parser = bounded_or_zero)]
     request_timeout: Duration,
+    /// Bytes of encoded changes kept for Watch resume, in memory and in the change log
+    /// on disk (e.g. 32Mi); a watch from an older revision must relist.
+    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
+    watch_window_bytes: u64,
+    /// Largest object stored, encoded (Kubernetes: 1.5Mi).
+    #[arg(long, env = "KUBE_LITE_MAX_OBJECT_BYTES", default_value = "1.5Mi", value_parser = apiserver::config::parse_bytes)]
+    max_object_bytes: u64,
+    /// sled's page cache.
+    #[arg(long, env = "KUBE_LITE_STORE_CACHE_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
+    store_cache_bytes: u64,
+    /// Size of the reserve file kept in the data directory, deleted to open the store on
+    /// a full disk (0 = none; at least one 8 MiB sled segment).
+    #[arg(long, env = "KUBE_LITE_DISK_RESERVE_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
+    disk_reserve_bytes: u64,
 }
 
 /// A duration flag between 1 ms and 1 day.
@@ -100,6 +114,10 @@ async fn main() -> anyhow::Result<()> {
         keepalive_interval: a.keepalive_interval,
         keepalive_timeout: a.keepalive_timeout,
         request_timeout: a.request_timeout,
+        watch_window_bytes: a.watch_window_bytes,
+        max_object_bytes: a.max_object_bytes.min(usize::MAX as u64) as usize,
+        store_cache_bytes: a.store_cache_bytes,
+        disk_reserve_bytes: a.disk_reserve_bytes,
         ..Default::default()
     };
     match apiserver::conn::raise_nofile_limit() {

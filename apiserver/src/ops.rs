@@ -43,6 +43,7 @@ pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
     let m = obj.meta_mut();
     m.uid = uuid::Uuid::new_v4().to_string();
     m.creation_timestamp = now;
+    txn.check_size(&obj)?;
     Ok(Some(txn.put(obj)))
 }
 
@@ -82,6 +83,7 @@ pub fn update(txn: &mut Txn<'_>, new: Object, status_only: bool) -> TxnResult {
     if merged == *cur {
         return Ok(Some(cur));
     }
+    txn.check_size(&merged)?;
     Ok(Some(txn.put(merged)))
 }
 

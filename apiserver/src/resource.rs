@@ -110,6 +110,9 @@ impl Object {
     pub fn encode(&self) -> Vec<u8> {
         each!(self, x => x.encode_to_vec())
     }
+    pub fn encoded_len(&self) -> usize {
+        each!(self, x => x.encoded_len())
+    }
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Object, prost::DecodeError> {
         with_type!(kind, T => Ok(T::decode(bytes)?.into_object()))
     }

@@ -6,8 +6,8 @@
 //! same batch and builds ONE sled batch (objects, change-log entries, the revision
 //! counter, log trimming). The committer applies it, awaits ONE flush + fdatasync, then
 //! publishes: the committed read view (`Store::shared`, used by Get/List) and the watch
-//! hub (ring of the last `watch_window` changes plus a broadcast per kind), and finally
-//! acknowledges the requests, in order. The writer applies the requests of batch N+1 as
+//! hub (the [`window::Window`] of recent changes, bounded by count and by bytes, plus a
+//! broadcast per kind), and finally acknowledges the requests, in order. The writer applies the requests of batch N+1 as
 //! they arrive while batch N is being flushed, and ships them as one batch when the
 //! committer is idle.
 //!
@@ -17,11 +17,29 @@
 //! at the end of every batch ([`Hook::reconcile`]) and on [`Txn::tick`].
 //!
 //! sled layout (one tree, so a batch is atomic): `o/<kind>/<ns>/<name>` → object,
-//! `l/<rev u64 BE>` → [`LogEntry`], `m/rev` → current revision.
+//! `l/<rev u64 BE>` → [`changelog::LogEntry`], `m/rev` → current revision.
+//!
+//! Memory and disk follow live data: every live object once (shared by the writer's
+//! state and the read view), plus the watch window, whose entries are the encoded
+//! change-log records (so it holds exactly the bytes it counts). The change log on disk
+//! holds the same entries: what the window evicts is deleted with the next batch, and a
+//! start loads the window from the newest record backwards, deleting anything older.
+//!
+//! A failed commit (full disk, I/O error) fails its requests and the ones applied after
+//! it (RESOURCE_EXHAUSTED "data directory … is full" / UNAVAILABLE); the writer goes
+//! back to the committed state (fresh hooks rebuilt from it, as at start), and the
+//! committer opens sled again at the next write (sled poisons itself after an I/O
+//! error), first undoing whatever of the failed batches reached it. Reads are served
+//! from memory throughout.
 
-use std::collections::{BTreeMap, VecDeque};
+mod changelog;
+mod disk;
+pub mod window;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kube_lite_core::time::now_ms;
 use kube_lite_core::ObjectRef;
@@ -58,17 +76,14 @@ impl Event {
     }
 }
 
-/// A change-log record in sled.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LogEntry {
-    #[prost(uint32, tag = "1")]
-    pub kind: u32,
-    #[prost(int32, tag = "2")]
-    pub typ: i32,
-    #[prost(bytes = "vec", tag = "3")]
-    pub obj: Vec<u8>,
-    #[prost(bytes = "vec", optional, tag = "4")]
-    pub prev: Option<Vec<u8>>,
+pub use changelog::LogEntry;
+pub use window::RingEntry;
+
+impl RingEntry {
+    /// The change this entry records.
+    pub fn event(&self) -> Result<Event, String> {
+        changelog::decode(self.rev, &self.data)
+    }
 }
 
 /// Every object, one sorted map per kind.
@@ -149,6 +164,21 @@ impl Hooks {
     pub fn new(hooks: Vec<Box<dyn Hook>>) -> Hooks {
         Hooks(hooks.into_iter().map(Some).collect())
     }
+    /// `hooks` with their indexes built from `objects` (every object as a create).
+    fn rebuilt(hooks: Vec<Box<dyn Hook>>, objects: &Objects) -> Hooks {
+        let mut hooks = Hooks::new(hooks);
+        for kind in Kind::ALL {
+            for o in objects.of(kind).values() {
+                let change = Change {
+                    kind,
+                    prev: None,
+                    new: Some(o),
+                };
+                hooks.observe(objects, &change);
+            }
+        }
+        hooks
+    }
     fn observe(&mut self, objects: &Objects, change: &Change<'_>) {
         for h in self.0.iter_mut().flatten() {
             h.observe(objects, change);
@@ -162,9 +192,16 @@ pub struct Txn<'a> {
     hooks: &'a mut Hooks,
     pub now_ms: i64,
     changes: Vec<Event>,
+    max_object_bytes: usize,
 }
 
 impl<'a> Txn<'a> {
+    /// Refuses an object larger than the store's limit (encoded), naming it and the
+    /// limit (RESOURCE_EXHAUSTED, as a request over gRPC's limit).
+    pub fn check_size(&self, obj: &Object) -> Result<(), ApiError> {
+        check_size(obj, self.max_object_bytes)
+    }
+
     pub fn objects(&self) -> &Objects {
         &self.st.objects
     }
@@ -253,18 +290,34 @@ impl<'a> Txn<'a> {
     }
 }
 
+/// The size rule of [`Txn::check_size`].
+pub fn check_size(obj: &Object, limit: usize) -> Result<(), ApiError> {
+    let len = obj.encoded_len();
+    if len > limit {
+        return Err(ApiError::Exhausted(format!(
+            "Request entity too large: {} is {len} bytes encoded, limit is {limit}",
+            obj.describe()
+        )));
+    }
+    Ok(())
+}
+
 /// Watch hub: recent changes and live subscribers.
 pub struct Hub {
-    pub ring: VecDeque<Arc<Event>>,
+    pub window: window::Window,
     pub senders: Vec<broadcast::Sender<Arc<Event>>>,
     pub rev: u64,
 }
 
-/// A new watcher's backlog (retained events after its start), live receiver and start revision.
-pub type Subscription = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
+/// A new watcher's backlog (retained changes of its kind after its start, encoded), live
+/// receiver and start revision.
+pub type Subscription = (Vec<Arc<RingEntry>>, broadcast::Receiver<Arc<Event>>, u64);
 
 pub type TxnResult = Result<Option<Arc<Object>>, ApiError>;
 type TxnFn = Box<dyn FnOnce(&mut Txn<'_>) -> TxnResult + Send>;
+/// Makes the hooks (at start, and again after a failed commit: they are rebuilt
+/// from the committed objects).
+pub type HookFactory = Box<dyn Fn() -> Vec<Box<dyn Hook>> + Send + Sync>;
 
 enum Msg {
     Write(TxnFn, oneshot::Sender<TxnResult>),
@@ -301,37 +354,84 @@ fn log_key(rev: u64) -> [u8; 10] {
     k
 }
 
+fn log_rev(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(2..10)?.try_into().ok()?))
+}
+
 const REV_KEY: &[u8] = b"m/rev";
 
+/// Loads the window from the change log, newest record first, as far as it fits;
+/// deletes the older records (a log written before the byte bound, or by a larger
+/// window). Blocking.
+fn load_window(db: &sled::Db, rev: u64, w: &mut window::Window) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut newest_first = Vec::new();
+    let (mut bytes, mut cut) = (0usize, None);
+    for item in db.range(log_key(0)..=log_key(rev)).rev() {
+        let (k, v) = item?;
+        let r = log_rev(&k).context("bad change log key")?;
+        let kind = LogEntry::decode(v.as_ref())
+            .ok()
+            .and_then(|e| Kind::from_u32(e.kind))
+            .context("decoding change log")?;
+        // A copy: `v` may be a slice of one of sled's buffers.
+        let e = RingEntry {
+            rev: r,
+            kind,
+            data: sled::IVec::from(&v[..]),
+        };
+        if !w.fits(newest_first.len(), bytes, e.cost()) {
+            cut = Some(r);
+            break;
+        }
+        bytes += e.cost();
+        newest_first.push(e);
+    }
+    for e in newest_first.into_iter().rev() {
+        w.push(Arc::new(e));
+    }
+    if let Some(cut) = cut {
+        // Records are consecutive revisions: delete by key, without reading them.
+        let first = match db.range(log_key(0)..=log_key(cut)).next() {
+            Some(item) => log_rev(&item?.0).unwrap_or(cut),
+            None => cut,
+        };
+        let mut batch = sled::Batch::default();
+        for r in first..=cut {
+            batch.remove(&log_key(r)[..]);
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+        tracing::info!(
+            from = first,
+            to = cut,
+            "deleted change log records older than the watch window"
+        );
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (or creates) the store in `cfg.data_dir` with `hooks` registered (they
-    /// run in this order) and starts the writer task.
+    /// Opens (or creates) the store in `cfg.data_dir` with the hooks `hooks` makes
+    /// registered (they run in this order) and starts the writer task.
     pub async fn open(
         cfg: Config,
-        hooks: Vec<Box<dyn Hook>>,
+        hooks: HookFactory,
     ) -> anyhow::Result<(Arc<Store>, tokio::task::JoinHandle<()>)> {
         use anyhow::Context;
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-        let dir = cfg.data_dir.join("sled");
-        let sled_dir = dir.clone();
-        let db = tokio::task::spawn_blocking(move || {
-            sled::Config::new()
-                .path(dir)
-                .mode(sled::Mode::HighThroughput)
-                .flush_every_ms(None)
-                .open()
-        })
-        .await??;
-        // sled 0.34 makes its log stable with sync_file_range, which neither flushes the
-        // device's write cache nor is a durability guarantee; every commit therefore also
-        // fdatasyncs sled's data file (one call per batch, as etcd does for its WAL).
-        let data_file = Arc::new(
-            std::fs::File::open(sled_dir.join("db"))
-                .with_context(|| format!("opening {}", sled_dir.join("db").display()))?,
+        let started = Instant::now();
+        let (dir, cache, reserve) = (
+            cfg.data_dir.clone(),
+            cfg.store_cache_bytes,
+            cfg.disk_reserve_bytes,
         );
+        let disk =
+            tokio::task::spawn_blocking(move || disk::Disk::open(&dir, cache, reserve)).await??;
+        let db = disk.db.clone();
 
-        // Load objects, revision, and the retained change log.
+        // Load objects, revision, and the window of the change log.
         let mut st = State::default();
         for item in db.scan_prefix(b"o/") {
             let (k, v) = item?;
@@ -351,46 +451,28 @@ impl Store {
             db.insert(REV_KEY, &1u64.to_be_bytes())?;
             db.flush_async().await?;
         }
-        let mut ring = VecDeque::new();
-        let first = st.rev.saturating_sub(cfg.watch_window) + 1;
-        for item in db.range(log_key(first)..=log_key(st.rev)) {
-            let (k, v) = item?;
-            let rev = u64::from_be_bytes(k[2..10].try_into().context("bad log key")?);
-            let e = LogEntry::decode(v.as_ref()).context("decoding change log")?;
-            let kind = Kind::from_u32(e.kind).context("bad kind in log")?;
-            let typ = EventType::try_from(e.typ).unwrap_or(EventType::Modified);
-            let obj = Arc::new(Object::decode(kind, &e.obj)?);
-            let prev = match e.prev {
-                Some(p) => Some(Arc::new(Object::decode(kind, &p)?)),
-                None => None,
-            };
-            ring.push_back(Arc::new(Event {
-                rev,
-                kind,
-                typ,
-                obj,
-                prev,
-            }));
-        }
+        let mut window = window::Window::new(
+            cfg.watch_window as usize,
+            cfg.watch_window_bytes.min(usize::MAX as u64) as usize,
+        );
+        let rev = st.rev;
+        let db2 = db.clone();
+        let window = tokio::task::spawn_blocking(move || {
+            load_window(&db2, rev, &mut window).map(|()| window)
+        })
+        .await??;
+        drop(db);
         // The hooks rebuild their indexes from the objects.
-        let mut hooks = Hooks::new(hooks);
-        for kind in Kind::ALL {
-            for o in st.objects.of(kind).values() {
-                let change = Change {
-                    kind,
-                    prev: None,
-                    new: Some(o),
-                };
-                hooks.observe(&st.objects, &change);
-            }
-        }
+        let hooks_now = Hooks::rebuilt(hooks(), &st.objects);
         tracing::info!(
             revision = st.rev,
             nodes = st.objects.of(Kind::Node).len(),
             pods = st.objects.of(Kind::Pod).len(),
             services = st.objects.of(Kind::Service).len(),
             endpoints = st.objects.of(Kind::Endpoints).len(),
-            log = ring.len(),
+            window = window.len(),
+            window_bytes = window.bytes(),
+            ms = started.elapsed().as_millis() as u64,
             "store loaded"
         );
 
@@ -400,7 +482,7 @@ impl Store {
             rev: st.rev,
         };
         let hub = Hub {
-            ring,
+            window,
             senders: Kind::ALL
                 .iter()
                 .map(|_| broadcast::channel(bcap).0)
@@ -416,7 +498,8 @@ impl Store {
             hub: Mutex::new(hub),
             closing: watch::channel(false).0,
         });
-        let writer = tokio::spawn(writer_loop(store.clone(), st, hooks, db, data_file, rx));
+        store.update_window_metrics(&store.hub.lock().expect("lock").window);
+        let writer = tokio::spawn(writer_loop(store.clone(), st, hooks, hooks_now, disk, rx));
         Ok((store, writer))
     }
 
@@ -465,9 +548,19 @@ impl Store {
             .cloned()
     }
 
-    fn publish(&self, changes: Vec<Event>) {
+    fn update_window_metrics(&self, w: &window::Window) {
+        let m = &self.cfg.metrics;
+        m.window_events.store(w.len() as u64, Ordering::Relaxed);
+        m.window_bytes.store(w.bytes() as u64, Ordering::Relaxed);
+        m.window_oldest
+            .store(w.oldest().unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Makes a committed batch visible; returns the revisions the window evicted
+    /// (their change-log records go with the next batch).
+    fn publish(&self, changes: Vec<Event>, entries: Vec<RingEntry>) -> Vec<u64> {
         let Some(last) = changes.last().map(|e| e.rev) else {
-            return;
+            return Vec::new();
         };
         {
             let mut sh = self.shared.write().expect("lock");
@@ -482,23 +575,21 @@ impl Store {
             sh.rev = last;
         }
         let mut hub = self.hub.lock().expect("lock");
-        let window = self.cfg.watch_window as usize;
+        let mut evicted = Vec::new();
+        for e in entries {
+            evicted.extend(hub.window.push(Arc::new(e)));
+        }
         for ev in changes {
-            let ev = Arc::new(ev);
-            if window > 0 {
-                hub.ring.push_back(ev.clone());
-                while hub.ring.len() > window {
-                    hub.ring.pop_front();
-                }
-            }
-            let _ = hub.senders[ev.kind.idx()].send(ev);
+            let _ = hub.senders[ev.kind.idx()].send(Arc::new(ev));
         }
         hub.rev = last;
         self.published.store(last, Ordering::Release);
+        self.update_window_metrics(&hub.window);
+        evicted
     }
 
     /// Registers a watcher of `kind` from revision `from` (0 = now): returns the
-    /// retained events after the start revision, a live receiver (no gap: both taken
+    /// retained changes after the start revision, a live receiver (no gap: both taken
     /// under the hub lock) and the start revision.
     pub fn subscribe(&self, kind: Kind, from: u64) -> Result<Subscription, ApiError> {
         // A revision the committed view has not reached is one this server never
@@ -516,61 +607,72 @@ impl Store {
         if from == 0 {
             return Ok((Vec::new(), rx, hub.rev));
         }
-        let oldest = hub
-            .ring
-            .front()
-            .map(|e| e.rev)
-            .unwrap_or(hub.rev.saturating_add(1));
+        let oldest = hub.window.oldest().unwrap_or(hub.rev.saturating_add(1));
         if from.saturating_add(1) < oldest {
             return Err(ApiError::Gone(format!(
                 "too old resource version: {from} (oldest: {}); relist",
                 oldest.saturating_sub(1)
             )));
         }
-        let mut backlog = Vec::new();
-        if let Some(front) = hub.ring.front() {
-            let start =
-                (from.saturating_add(1).saturating_sub(front.rev) as usize).min(hub.ring.len());
-            backlog.extend(hub.ring.range(start..).filter(|e| e.kind == kind).cloned());
-        }
-        Ok((backlog, rx, from))
+        Ok((hub.window.since(kind, from), rx, from))
     }
 
     /// Oldest revision a watch may resume from.
     pub fn oldest_resumable(&self) -> u64 {
         let hub = self.hub.lock().expect("lock");
-        hub.ring
-            .front()
-            .map(|e| e.rev.saturating_sub(1))
+        hub.window
+            .oldest()
+            .map(|r| r.saturating_sub(1))
             .unwrap_or(hub.rev)
     }
 }
 
 /// One batch on its way to disk: the sled batch, the events to publish once it is
-/// durable, and the replies to send after that (in order, also for failed or no-op
-/// requests, whose answers may depend on earlier batches).
+/// durable (and their change-log records, for the window), and the replies to send
+/// after that (in order, also for failed or no-op requests, whose answers may depend
+/// on earlier batches).
 struct Pending {
     batch: sled::Batch,
     changes: Vec<Event>,
+    entries: Vec<RingEntry>,
     replies: Vec<(oneshot::Sender<TxnResult>, TxnResult)>,
 }
+
+/// How a batch ended: `Err` = not durable, its requests failed with this error; the
+/// writer must go back to the committed state.
+type Outcome = Result<(), ApiError>;
 
 /// Applies requests to the in-memory state as they arrive and hands the accumulated
 /// batch to the committer whenever it is idle. So while batch N is being flushed, the
 /// requests of batch N+1 are already validated and applied (their answers wait until
-/// both are on disk), and a batch is as large as one flush allows.
+/// both are on disk), and a batch is as large as one flush allows. When batch N fails,
+/// batch N+1 (built on it) fails too and the writer starts again from the committed
+/// state.
 async fn writer_loop(
     store: Arc<Store>,
     mut st: State,
+    make_hooks: HookFactory,
     mut hooks: Hooks,
-    db: sled::Db,
-    data_file: Arc<std::fs::File>,
+    disk: disk::Disk,
     mut rx: mpsc::Receiver<Msg>,
 ) {
-    let window = store.cfg.watch_window;
+    let log = store.cfg.watch_window > 0;
+    let max_object_bytes = store.cfg.max_object_bytes;
     let (ctx, crx) = mpsc::channel::<Pending>(1);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let committer = tokio::spawn(committer_loop(store.clone(), db, data_file, crx, done_tx));
+    let (done_tx, mut done_rx) = mpsc::channel::<Outcome>(1);
+    let committer = Committer {
+        store: store.clone(),
+        disk: Some(disk),
+        broken: None,
+        undo: BTreeSet::new(),
+        undo_to: 0,
+        log_deletes: Vec::new(),
+        reserve_ok: true,
+        last_reserve_try: Instant::now()
+            .checked_sub(RESERVE_EVERY)
+            .unwrap_or_else(Instant::now),
+    };
+    let committer = tokio::spawn(committer.run(crx, done_tx));
     let mut stop: Option<oneshot::Sender<()>> = None;
     let mut closed = false;
     let mut busy = false;
@@ -583,13 +685,15 @@ async fn writer_loop(
                 hooks: &mut hooks,
                 now_ms: now_ms(),
                 changes: std::mem::take(&mut changes),
+                max_object_bytes,
             };
             txn.reconcile();
             let batch_changes = std::mem::take(&mut txn.changes);
-            let batch = build_batch(&batch_changes, window);
+            let (batch, entries) = build_batch(&batch_changes, log);
             let pending = Pending {
                 batch,
                 changes: batch_changes,
+                entries,
                 replies: std::mem::take(&mut replies),
             };
             if ctx.send(pending).await.is_err() {
@@ -605,8 +709,21 @@ async fn writer_loop(
             biased;
             d = done_rx.recv(), if busy => {
                 busy = false;
-                if d.is_none() {
-                    break;
+                match d {
+                    None => break,
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        // Everything applied since the committed state is void.
+                        for (r, _) in replies.drain(..) {
+                            let _ = r.send(Err(e.clone()));
+                        }
+                        changes.clear();
+                        let sh = store.shared.read().expect("lock");
+                        st = State { objects: sh.objects.clone(), rev: sh.rev };
+                        drop(sh);
+                        hooks = Hooks::rebuilt(make_hooks(), &st.objects);
+                        tracing::info!(revision = st.rev, "writer back at the committed state");
+                    }
                 }
             }
             m = rx.recv(), if accepting => {
@@ -615,6 +732,7 @@ async fn writer_loop(
                     hooks: &mut hooks,
                     now_ms: now_ms(),
                     changes: std::mem::take(&mut changes),
+                    max_object_bytes,
                 };
                 let mut next = m;
                 loop {
@@ -653,90 +771,249 @@ async fn writer_loop(
     }
 }
 
-async fn committer_loop(
+/// Least time between two attempts to open sled again after a failure, and between
+/// two attempts to write the disk reserve again.
+const REOPEN_EVERY: Duration = Duration::from_millis(200);
+const RESERVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Makes batches durable and publishes them; after a failure, opens sled again.
+struct Committer {
     store: Arc<Store>,
-    db: sled::Db,
-    data_file: Arc<std::fs::File>,
-    mut rx: mpsc::Receiver<Pending>,
-    done: mpsc::Sender<()>,
-) {
-    let mut failed = false;
-    while let Some(p) = rx.recv().await {
-        if failed {
-            for (r, _) in p.replies {
-                let _ = r.send(Err(ApiError::Unavailable(
-                    "store failed; restart the apiserver".into(),
-                )));
-            }
-            let _ = done.send(()).await;
-            continue;
-        }
-        if !p.changes.is_empty() {
-            if let Err(e) = commit(&db, &data_file, p.batch).await {
-                tracing::error!(error = %e, "store commit failed; refusing further writes");
-                failed = true;
-                for (r, _) in p.replies {
-                    let _ = r.send(Err(ApiError::Internal(format!("store commit failed: {e}"))));
+    /// `None` after a failed commit, until it opens again.
+    disk: Option<disk::Disk>,
+    /// The last failure and when the store last tried to open again.
+    broken: Option<(ApiError, Instant)>,
+    /// Objects written by batches that failed: their committed state is written again
+    /// before the next batch (a failed batch may have reached sled in part), with the
+    /// revision record, and their change-log records up to `undo_to` are deleted.
+    undo: BTreeSet<(Kind, ObjectRef)>,
+    undo_to: u64,
+    /// Change-log records the window evicted, deleted with the next batch.
+    log_deletes: Vec<u64>,
+    reserve_ok: bool,
+    last_reserve_try: Instant,
+}
+
+impl Committer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, done: mpsc::Sender<Outcome>) {
+        while let Some(p) = rx.recv().await {
+            let outcome = if p.changes.is_empty() {
+                for (r, res) in p.replies {
+                    let _ = r.send(res);
                 }
-                let _ = done.send(()).await;
-                continue;
+                Ok(())
+            } else {
+                self.commit(p).await
+            };
+            let _ = done.send(outcome).await;
+        }
+        if let Some(d) = &self.disk {
+            if let Err(e) = d.db.flush_async().await {
+                tracing::error!(error = %e, "final flush failed");
             }
-            store.publish(p.changes);
         }
-        for (r, res) in p.replies {
-            let _ = r.send(res);
-        }
-        let _ = done.send(()).await;
     }
-    if let Err(e) = db.flush_async().await {
-        tracing::error!(error = %e, "final flush failed");
+
+    async fn commit(&mut self, p: Pending) -> Outcome {
+        let result = match self.ensure_open().await {
+            Ok(()) => {
+                let mut batches = Vec::new();
+                if !self.undo.is_empty() {
+                    batches.push(self.undo_batch());
+                }
+                let mut batch = p.batch;
+                for &r in &self.log_deletes {
+                    batch.remove(&log_key(r)[..]);
+                }
+                batches.push(batch);
+                let disk = self.disk.as_ref().expect("open");
+                disk.commit(batches)
+                    .await
+                    .map_err(|e| disk::write_error(&self.store.cfg.data_dir, &e))
+            }
+            Err(e) => Err(e),
+        };
+        let metrics = &self.store.cfg.metrics;
+        match result {
+            Ok(()) => {
+                self.undo.clear();
+                self.undo_to = 0;
+                self.log_deletes.clear();
+                metrics.write_blocked.store(false, Ordering::Relaxed);
+                let evicted = self.store.publish(p.changes, p.entries);
+                self.log_deletes = evicted;
+                for (r, res) in p.replies {
+                    let _ = r.send(res);
+                }
+                self.keep_reserve().await;
+                Ok(())
+            }
+            Err(e) => {
+                if self.disk.take().is_some() {
+                    // It may have reached sled in part: undone when sled is open again.
+                    tracing::error!(error = %e, "store commit failed; refusing writes until the store can write again");
+                    metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    for ev in &p.changes {
+                        self.undo.insert((ev.kind, ev.obj.key()));
+                        self.undo_to = self.undo_to.max(ev.rev);
+                    }
+                    self.broken = Some((e.clone(), Instant::now()));
+                }
+                metrics.write_blocked.store(true, Ordering::Relaxed);
+                for (r, _) in p.replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens sled again after a failure (at most every [`REOPEN_EVERY`]).
+    async fn ensure_open(&mut self) -> Result<(), ApiError> {
+        if self.disk.is_some() {
+            return Ok(());
+        }
+        if let Some((e, at)) = &self.broken {
+            if at.elapsed() < REOPEN_EVERY {
+                return Err(e.clone());
+            }
+        }
+        let cfg = &self.store.cfg;
+        if !disk::room_to_open(&cfg.data_dir) {
+            let e = self
+                .broken
+                .as_ref()
+                .map(|(e, _)| e.clone())
+                .unwrap_or_else(|| {
+                    disk::write_error(
+                        &cfg.data_dir,
+                        &sled::Error::Io(std::io::Error::from_raw_os_error(28)),
+                    )
+                });
+            self.broken = Some((e.clone(), Instant::now()));
+            return Err(e);
+        }
+        let (dir, cache) = (cfg.data_dir.clone(), cfg.store_cache_bytes);
+        // The reserve stays (it is for a restart on a full disk); written again later if
+        // it is missing.
+        let opened = tokio::task::spawn_blocking(move || disk::Disk::open(&dir, cache, 0))
+            .await
+            .map_err(|e| sled::Error::Io(std::io::Error::other(e)))
+            .and_then(|r| r);
+        match opened {
+            Ok(d) => {
+                tracing::info!("store open again");
+                self.disk = Some(d);
+                self.reserve_ok = false;
+                Ok(())
+            }
+            Err(e) => {
+                let e = disk::write_error(&cfg.data_dir, &e);
+                tracing::debug!(error = %e, "store still cannot open");
+                self.broken = Some((e.clone(), Instant::now()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the committed state of every object a failed batch touched, the
+    /// revision record, and deletes the failed batches' change-log records.
+    fn undo_batch(&self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        let sh = self.store.shared.read().expect("lock");
+        for (kind, key) in &self.undo {
+            match sh.objects.get(*kind, key) {
+                Some(o) => b.insert(obj_key(*kind, key), o.encode()),
+                None => b.remove(obj_key(*kind, key)),
+            }
+        }
+        for r in sh.rev + 1..=self.undo_to {
+            b.remove(&log_key(r)[..]);
+        }
+        b.insert(REV_KEY, &sh.rev.to_be_bytes()[..]);
+        b
+    }
+
+    /// After the store opened again: writes the disk reserve back once there is room.
+    async fn keep_reserve(&mut self) {
+        if self.reserve_ok || self.last_reserve_try.elapsed() < RESERVE_EVERY {
+            return;
+        }
+        self.last_reserve_try = Instant::now();
+        let path = self.store.cfg.data_dir.join(disk::RESERVE_FILE);
+        let bytes = self.store.cfg.disk_reserve_bytes;
+        self.reserve_ok = tokio::task::spawn_blocking(move || disk::ensure_reserve(&path, bytes))
+            .await
+            .unwrap_or(false);
     }
 }
 
-fn build_batch(changes: &[Event], window: u64) -> sled::Batch {
+/// The sled batch of `changes` (objects, revision record, change-log records when
+/// `log`), and the change-log records for the window (sharing the bytes).
+fn build_batch(changes: &[Event], log: bool) -> (sled::Batch, Vec<RingEntry>) {
     let mut batch = sled::Batch::default();
+    let mut entries = Vec::new();
     let Some(last) = changes.last().map(|e| e.rev) else {
-        return batch;
+        return (batch, entries);
     };
     for ev in changes {
-        let bytes = ev.obj.encode();
         let key = obj_key(ev.kind, &ev.obj.key());
-        if window > 0 {
-            let entry = LogEntry {
-                kind: ev.kind as u32,
-                typ: ev.typ as i32,
-                obj: bytes.clone(),
-                prev: match ev.typ {
-                    // Only needed to tell "stopped matching" apart in filtered watches.
-                    EventType::Modified => ev.prev.as_ref().map(|p| p.encode()),
-                    _ => None,
-                },
-            };
-            batch.insert(&log_key(ev.rev)[..], entry.encode_to_vec());
+        let bytes = ev.obj.encode();
+        if log {
+            let data = sled::IVec::from(changelog::encode(ev, bytes.clone()));
+            batch.insert(&log_key(ev.rev)[..], data.clone());
+            entries.push(RingEntry {
+                rev: ev.rev,
+                kind: ev.kind,
+                data,
+            });
         }
         if ev.typ == EventType::Deleted {
             batch.remove(key);
         } else {
             batch.insert(key, bytes);
         }
-        if ev.rev > window {
-            batch.remove(&log_key(ev.rev - window)[..]);
-        }
     }
     batch.insert(REV_KEY, &last.to_be_bytes()[..]);
-    batch
+    (batch, entries)
 }
 
-async fn commit(
-    db: &sled::Db,
-    data_file: &Arc<std::fs::File>,
-    batch: sled::Batch,
-) -> Result<(), sled::Error> {
-    db.apply_batch(batch)?;
-    db.flush_async().await?;
-    let f = data_file.clone();
-    tokio::task::spawn_blocking(move || f.sync_data())
-        .await
-        .map_err(|e| sled::Error::Io(std::io::Error::other(e)))??;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{Endpoints, ObjectMeta};
+
+    #[test]
+    fn objects_over_the_limit_are_refused_by_name() {
+        let mut e = Endpoints {
+            metadata: Some(ObjectMeta {
+                name: "big".into(),
+                namespace: "default".into(),
+                annotations: [("a".to_string(), "x".repeat(2000))].into(),
+                ..Default::default()
+            }),
+            subsets: vec![],
+        };
+        let o = Object::Endpoints(e.clone());
+        assert!(check_size(&o, 4096).is_ok());
+        let err = check_size(&o, 1000).unwrap_err();
+        assert_eq!(
+            err,
+            ApiError::Exhausted(format!(
+                "Request entity too large: endpoints \"default/big\" is {} bytes encoded, limit is 1000",
+                o.encoded_len()
+            ))
+        );
+        e.metadata.as_mut().unwrap().annotations.clear();
+        assert!(check_size(&Object::Endpoints(e), 1000).is_ok());
+    }
+
+    #[test]
+    fn log_keys_round_trip() {
+        for r in [0, 1, 255, 256, u64::MAX] {
+            assert_eq!(log_rev(&log_key(r)), Some(r));
+        }
+        assert!(log_key(255) < log_key(256), "keys sort by revision");
+        assert_eq!(log_rev(b"l/"), None);
+    }
 }

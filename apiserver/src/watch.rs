@@ -20,7 +20,7 @@ use tonic::Status;
 
 use crate::error::ApiError;
 use crate::resource::{Kind, Object, Stored};
-use crate::store::{Event, Store};
+use crate::store::{Event, RingEntry, Store};
 
 /// List/Watch filters.
 #[derive(Debug, Clone, Default)]
@@ -152,7 +152,8 @@ const BACKLOG_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Watcher<R: Stored> {
     pub store: Arc<Store>,
     pub filter: Filter,
-    pub backlog: Vec<Arc<Event>>,
+    /// Retained changes after the start revision (encoded; decoded one at a time).
+    pub backlog: Vec<Arc<RingEntry>>,
     pub rx: broadcast::Receiver<Arc<Event>>,
     pub last: u64,
     pub tx: mpsc::Sender<Result<R::Event, Status>>,
@@ -194,10 +195,19 @@ impl<R: Stored> Watcher<R> {
     pub async fn run(mut self) {
         // Backlog first (may be larger than the buffer: wait for room here).
         let backlog = std::mem::take(&mut self.backlog);
-        for ev in backlog {
-            if ev.rev <= self.last {
+        for entry in backlog {
+            if entry.rev <= self.last {
                 continue;
             }
+            let ev = match entry.event() {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable change in the watch window");
+                    return self
+                        .end_relist(format!("change {} unreadable", entry.rev))
+                        .await;
+                }
+            };
             self.last = ev.rev;
             let Some(typ) = self.filter.view(&ev) else {
                 continue;
