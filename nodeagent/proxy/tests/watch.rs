@@ -126,7 +126,11 @@ async fn run_follows_services_and_endpoints() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     syncs += drain(&mut rx);
     eprintln!("100 Endpoints updates → {syncs} syncs");
-    assert!(syncs <= 20, "{syncs} syncs for 100 updates");
+    // Fewer restores than updates: changes that arrive while a restore runs, or
+    // within the quiet period, share one. (How many depends on how fast the updates
+    // arrive — 3–4 on a quiet machine, 40 seen under heavy load — so the exact
+    // coalescing rules are unit-tested on the pure scheduler, schedule.rs.)
+    assert!(syncs < 100, "{syncs} syncs for 100 updates: nothing coalesced");
 
     // Service deleted: its chains and route go.
     api.services()
