@@ -1,5 +1,5 @@
 //! The gRPC services. One generic implementation ([`Api`]'s `do_*` methods, generic
-//! over [`Resource`]) behind the four generated service traits.
+//! over [`Stored`]) behind the four generated service traits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +16,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use kube_lite_core::ObjectRef;
+
 use crate::error::ApiError;
 use crate::ops;
-use crate::resource::{describe, Kind, Object, Resource};
+use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::Store;
-use crate::validation::{self, object_namespace};
+use crate::validation;
 use crate::watch::{Filter, Watcher};
 
 #[derive(Clone)]
@@ -35,7 +37,7 @@ impl Api {
         Api { store }
     }
 
-    async fn do_create<R: Resource>(&self, req: Request<R>) -> Res<R> {
+    async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
         let mut obj = req.into_inner().into_object();
         validation::prepare_create(&mut obj)?;
         let out = self
@@ -45,31 +47,39 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_get<R: Resource>(&self, req: Request<GetRequest>) -> Res<R> {
+    fn do_get<R: Stored>(&self, req: Request<GetRequest>) -> Res<R> {
         let r = req.into_inner();
-        let key = (object_namespace(R::KIND, &r.namespace), r.name);
-        match self.store.get(R::KIND, &key) {
+        let key = ObjectRef::of::<R>(&r.namespace, r.name);
+        match self.store.get(R::STORED_KIND, &key) {
             Some(o) => Ok(Response::new(R::from_object(&o))),
-            None => {
-                Err(ApiError::NotFound(format!("{} not found", describe(R::KIND, &key))).into())
-            }
+            None => Err(ApiError::NotFound(format!(
+                "{} not found",
+                describe(R::STORED_KIND, &key)
+            ))
+            .into()),
         }
     }
 
-    fn do_list<R: Resource>(&self, req: Request<ListRequest>) -> Res<R::List> {
+    fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
         let r = req.into_inner();
-        let filter = Filter::new(R::KIND, &r.namespace, &r.label_selector, &r.node_name)?;
+        let filter = Filter::new(
+            R::STORED_KIND,
+            &r.namespace,
+            &r.label_selector,
+            &r.node_name,
+        )?;
         let (objs, rev) = {
             let sh = self.store.shared.read().expect("lock");
-            let map = &sh.objects[R::KIND.idx()];
             let objs: Vec<Arc<Object>> = match &filter.namespace {
-                Some(ns) => map
-                    .range((ns.clone(), String::new())..)
-                    .take_while(|(k, _)| k.0 == *ns)
+                Some(ns) => sh
+                    .objects
+                    .in_namespace(R::STORED_KIND, ns)
                     .filter(|(_, o)| filter.matches(o))
                     .map(|(_, o)| o.clone())
                     .collect(),
-                None => map
+                None => sh
+                    .objects
+                    .of(R::STORED_KIND)
                     .values()
                     .filter(|o| filter.matches(o))
                     .cloned()
@@ -81,10 +91,10 @@ impl Api {
         Ok(Response::new(R::list(items, rev)))
     }
 
-    async fn do_update<R: Resource>(&self, req: Request<R>, status_only: bool) -> Res<R> {
+    async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
         let mut obj = req.into_inner().into_object();
         let m = obj.meta_mut();
-        m.namespace = object_namespace(R::KIND, &m.namespace);
+        m.namespace = ObjectRef::of::<R>(&m.namespace, "").namespace;
         if m.name.is_empty() {
             return Err(ApiError::invalid("metadata.name", "is required").into());
         }
@@ -95,15 +105,15 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    async fn do_delete<R: Resource>(&self, req: Request<DeleteRequest>) -> Res<R> {
+    async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
         let r = req.into_inner();
-        let key = (object_namespace(R::KIND, &r.namespace), r.name);
+        let key = ObjectRef::of::<R>(&r.namespace, r.name);
         let out = self
             .store
             .write_obj(move |txn| {
                 ops::delete(
                     txn,
-                    R::KIND,
+                    R::STORED_KIND,
                     key,
                     r.resource_version,
                     r.grace_period_seconds,
@@ -113,16 +123,21 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_watch<R: Resource>(
+    fn do_watch<R: Stored>(
         &self,
         req: Request<WatchRequest>,
     ) -> Res<ReceiverStream<Result<R::Event, Status>>> {
         let r = req.into_inner();
-        let filter = Filter::new(R::KIND, &r.namespace, &r.label_selector, &r.node_name)?;
+        let filter = Filter::new(
+            R::STORED_KIND,
+            &r.namespace,
+            &r.label_selector,
+            &r.node_name,
+        )?;
         if *self.store.closing.borrow() {
             return Err(ApiError::Unavailable("apiserver is shutting down".into()).into());
         }
-        let (backlog, rx, start) = self.store.subscribe(R::KIND, r.resource_version)?;
+        let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
         let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
         let bookmark_every = if r.bookmark_interval_ms > 0 {
             Duration::from_millis(r.bookmark_interval_ms.max(10) as u64)
@@ -147,8 +162,8 @@ impl Api {
         req: Request<LogsRequest>,
     ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {
         let mut r = req.into_inner();
-        r.namespace = object_namespace(Kind::Pod, &r.namespace);
-        let key = (r.namespace.clone(), r.name.clone());
+        let key = ObjectRef::of::<Pod>(&r.namespace, r.name.clone());
+        r.namespace = key.namespace.clone();
         let pod = self.store.get(Kind::Pod, &key).ok_or_else(|| {
             ApiError::NotFound(format!("{} not found", describe(Kind::Pod, &key)))
         })?;
@@ -159,19 +174,15 @@ impl Api {
             .unwrap_or_default();
         if node_name.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
-                "pod {}/{} is not scheduled to a node yet; no logs",
-                key.0, key.1
+                "pod {key} is not scheduled to a node yet; no logs"
             ))
             .into());
         }
         let node = self
             .store
-            .get(Kind::Node, &(String::new(), node_name.clone()))
+            .get(Kind::Node, &ObjectRef::new("", node_name.clone()))
             .ok_or_else(|| {
-                ApiError::Unavailable(format!(
-                    "node {node_name:?} of pod {}/{} not found",
-                    key.0, key.1
-                ))
+                ApiError::Unavailable(format!("node {node_name:?} of pod {key} not found"))
             })?;
         let endpoint = node
             .as_node()

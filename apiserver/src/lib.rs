@@ -1,15 +1,21 @@
 //! kube-lite apiserver: the gRPC API over an embedded sled store.
 //!
-//! A short tour:
+//! A short tour, from the bottom up (a module only uses the ones listed before it):
+//! - [`config`]: the settings ([`Config`]); [`error`]: the one error type.
+//! - [`resource`]: the four kinds as one [`resource::Object`] enum, and
+//!   [`resource::Stored`], what the store and gRPC layer add to core's `Resource`.
+//! - [`validation`]: validation and Create preparation (pure functions; the defaults
+//!   themselves are `kube_lite_core::defaults`).
 //! - [`store`]: the single writer task (group commit into sled, one cluster-wide
 //!   revision per change), the committed read view, and the watch hub (ring buffer of
-//!   recent changes + live broadcast).
+//!   recent changes + live broadcast). Controllers plug in as [`store::Hook`]s; the
+//!   store knows nothing else of them.
 //! - [`ops`]: the write operations (create / update / update-status / delete) run
 //!   inside the writer against its in-memory state.
-//! - [`validation`]: defaults and validation (pure functions).
-//! - [`controllers`]: node subnets, ClusterIPs, scheduler, endpoints, node health.
+//! - [`controllers`]: one file per controller (node subnets, ClusterIPs, node health,
+//!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
-//! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Resource`]).
+//! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
 //!
 //! Choices where the design left room:
@@ -29,6 +35,7 @@
 //! - Durability: each group commit flushes sled and then fdatasyncs its data file.
 
 pub mod api;
+pub mod config;
 pub mod controllers;
 pub mod error;
 pub mod ops;
@@ -38,7 +45,6 @@ pub mod validation;
 pub mod watch;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +55,7 @@ use kube_lite_proto::v1::{
 };
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use config::Config;
 pub use error::ApiError;
 
 /// Largest request the server decodes (larger ones are refused by tonic with
@@ -56,39 +63,6 @@ pub use error::ApiError;
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Largest response the server encodes (a List of 10,000 pods is a few MiB).
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub data_dir: PathBuf,
-    pub cluster_cidr: ipnet::Ipv4Net,
-    pub node_subnet_prefix: u8,
-    pub service_cidr: ipnet::Ipv4Net,
-    /// Heartbeat older than this → node NotReady.
-    pub node_grace_period: Duration,
-    /// This long after NotReady → pods of the node are evicted.
-    pub pod_eviction_timeout: Duration,
-    pub bookmark_interval: Duration,
-    /// Change-log revisions kept for Watch resume.
-    pub watch_window: u64,
-    /// Per-watcher bounded buffer, in events.
-    pub watch_buffer: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            data_dir: PathBuf::from("./kube-lite-data"),
-            cluster_cidr: "10.0.0.0/16".parse().expect("valid cidr"),
-            node_subnet_prefix: 24,
-            service_cidr: "10.96.0.0/16".parse().expect("valid cidr"),
-            node_grace_period: Duration::from_secs(40),
-            pod_eviction_timeout: Duration::from_secs(60),
-            bookmark_interval: Duration::from_secs(5),
-            watch_window: 100_000,
-            watch_buffer: 1024,
-        }
-    }
-}
 
 /// Serves the API on `listener` until `shutdown` resolves. Everything acknowledged is
 /// on disk when it returns.
@@ -108,18 +82,12 @@ pub async fn serve_with_drain(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> anyhow::Result<()> {
-    if cfg.node_subnet_prefix <= cfg.cluster_cidr.prefix_len() || cfg.node_subnet_prefix > 30 {
-        anyhow::bail!(
-            "node subnet prefix /{} does not fit in cluster CIDR {}",
-            cfg.node_subnet_prefix,
-            cfg.cluster_cidr
-        );
-    }
+    cfg.check().map_err(anyhow::Error::msg)?;
     let addr = listener.local_addr().ok();
-    let (store, writer) = store::Store::open(cfg.clone())
+    let (store, writer) = store::Store::open(cfg.clone(), controllers::all(&cfg))
         .await
         .with_context(|| format!("opening store in {}", cfg.data_dir.display()))?;
-    let health_task = tokio::spawn(controllers::run_node_health(store.clone()));
+    let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
 
     let api = api::Api::new(store.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -185,7 +153,7 @@ pub async fn serve_with_drain(
         }
     };
     store.begin_shutdown();
-    health_task.abort();
+    ticks.abort();
     // Stop the writer: it commits everything queued, flushes, and exits.
     store.stop_writer().await;
     let _ = writer.await;
@@ -195,55 +163,5 @@ pub async fn serve_with_drain(
     Ok(())
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Parses "40s", "500ms", "2m", "1h", or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use e.g. 40s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 #[allow(dead_code)]
 fn _assert_send(_: Arc<store::Store>) {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("40s").unwrap(), Duration::from_secs(40));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3x").is_err());
-        assert!(parse_duration("").is_err());
-    }
-}

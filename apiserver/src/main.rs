@@ -24,13 +24,13 @@ struct Args {
     #[arg(long, env = "KUBE_LITE_SERVICE_CIDR", default_value = "10.96.0.0/16")]
     service_cidr: ipnet::Ipv4Net,
     /// A node whose last heartbeat is older than this becomes NotReady.
-    #[arg(long, env = "KUBE_LITE_NODE_GRACE_PERIOD", default_value = "40s", value_parser = apiserver::parse_duration)]
+    #[arg(long, env = "KUBE_LITE_NODE_GRACE_PERIOD", default_value = "40s", value_parser = kube_lite_core::time::parse_duration)]
     node_grace_period: Duration,
     /// Pods of a NotReady node are evicted this long after it went silent past the grace period.
-    #[arg(long, env = "KUBE_LITE_POD_EVICTION_TIMEOUT", default_value = "60s", value_parser = apiserver::parse_duration)]
+    #[arg(long, env = "KUBE_LITE_POD_EVICTION_TIMEOUT", default_value = "60s", value_parser = kube_lite_core::time::parse_duration)]
     pod_eviction_timeout: Duration,
     /// Interval of BOOKMARK events on watches.
-    #[arg(long, env = "KUBE_LITE_BOOKMARK_INTERVAL", default_value = "5s", value_parser = apiserver::parse_duration)]
+    #[arg(long, env = "KUBE_LITE_BOOKMARK_INTERVAL", default_value = "5s", value_parser = kube_lite_core::time::parse_duration)]
     bookmark_interval: Duration,
     /// Number of revisions of the change log kept for Watch resume.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 100_000)]

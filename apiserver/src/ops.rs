@@ -1,21 +1,22 @@
 //! Write operations, run inside the writer against its state. Each one checks
-//! everything before its first write, so a failed operation writes nothing.
+//! everything before its first write, so a failed operation writes nothing. What the
+//! controllers add (allocations at create, evictions after a node delete) comes from
+//! the store's hooks ([`Txn::admit`], end of batch).
 
-use std::sync::Arc;
+use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
+use kube_lite_core::ObjectRef;
+use kube_lite_proto::v1::NodeStatus;
 
-use kube_lite_proto::v1::{NodeStatus, PodStatus};
-
-use crate::controllers;
 use crate::error::ApiError;
-use crate::resource::{describe, Kind, ObjKey, Object};
+use crate::resource::{describe, Kind, Object};
 use crate::store::{Txn, TxnResult};
 use crate::validation;
 
-fn not_found(kind: Kind, key: &ObjKey) -> ApiError {
+fn not_found(kind: Kind, key: &ObjectRef) -> ApiError {
     ApiError::NotFound(format!("{} not found", describe(kind, key)))
 }
 
-fn conflict(kind: Kind, key: &ObjKey, sent: u64, stored: u64) -> ApiError {
+fn conflict(kind: Kind, key: &ObjectRef, sent: u64, stored: u64) -> ApiError {
     ApiError::Conflict(format!(
         "conflict: Operation cannot be fulfilled on {} (resource_version {sent}, current {stored}): the object has been modified; please apply your changes to the latest version and try again",
         describe(kind, key)
@@ -32,20 +33,11 @@ pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
             describe(kind, &key)
         )));
     }
-    match &mut obj {
-        Object::Node(n) => {
-            let cidr = controllers::allocate_subnet(txn.st, txn.cfg)?;
-            n.spec.get_or_insert_with(Default::default).pod_cidr = cidr;
-            if let Some(st) = n.status.as_mut() {
-                stamp_transitions(None, st, txn.now_ms);
-            }
+    txn.admit(&mut obj)?;
+    if let Object::Node(n) = &mut obj {
+        if let Some(st) = n.status.as_mut() {
+            stamp_transitions(None, st, txn.now_ms);
         }
-        Object::Service(s) => {
-            let spec = s.spec.get_or_insert_with(Default::default);
-            spec.cluster_ip =
-                controllers::allocate_cluster_ip(txn.st, txn.cfg, &spec.cluster_ip, &key)?;
-        }
-        _ => {}
     }
     let now = txn.now_ms;
     let m = obj.meta_mut();
@@ -124,7 +116,7 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
                 o.status = Some(n.status.unwrap_or_default());
             } else {
                 let mut spec = n.spec.unwrap_or_default();
-                validation::default_pod_spec(&mut spec);
+                default_pod_spec(&mut spec);
                 let old = o.spec.clone().unwrap_or_default();
                 // An Update that leaves node_name empty (e.g. re-applying a manifest to a
                 // scheduled pod) keeps the binding.
@@ -154,7 +146,7 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
         (Object::Service(o), Object::Service(n)) => {
             if !status_only {
                 let mut spec = n.spec.unwrap_or_default();
-                validation::default_service_spec(&mut spec);
+                default_service_spec(&mut spec);
                 let old_ip = o
                     .spec
                     .as_ref()
@@ -174,7 +166,7 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
             }
         }
         (Object::Endpoints(o), Object::Endpoints(mut n)) => {
-            validation::default_endpoints(&mut n);
+            default_endpoints(&mut n);
             o.subsets = n.subsets;
         }
         _ => return Err(ApiError::Internal("kind mismatch in update".into())),
@@ -186,7 +178,7 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
 pub fn delete(
     txn: &mut Txn<'_>,
     kind: Kind,
-    key: ObjKey,
+    key: ObjectRef,
     rv: u64,
     grace_period_seconds: i64,
 ) -> TxnResult {
@@ -208,7 +200,7 @@ pub fn delete(
             };
             // A pod bound to a node that does not exist has no agent to finish it.
             let node_exists = txn
-                .get(Kind::Node, &(String::new(), spec.node_name.clone()))
+                .get(Kind::Node, &ObjectRef::new("", spec.node_name.clone()))
                 .is_some();
             if !spec.node_name.is_empty() && grace > 0 && node_exists {
                 let m = cur.meta();
@@ -227,34 +219,9 @@ pub fn delete(
             }
             Ok(txn.remove(kind, &key))
         }
-        Object::Node(_) => {
-            let last = txn.remove(kind, &key);
-            controllers::evict_node_pods(
-                txn,
-                &key.1,
-                "NodeDeleted",
-                &format!("node {} was deleted", key.1),
-            );
-            Ok(last)
-        }
+        // A deleted node's pods are evicted by the node health controller.
         _ => Ok(txn.remove(kind, &key)),
     }
-}
-
-/// Resets a pod to unbound Pending (eviction): the scheduler places it again.
-pub fn unbind(pod: &Arc<Object>, reason: &str, message: &str) -> Option<Object> {
-    let Object::Pod(p) = &**pod else { return None };
-    let mut p = p.clone();
-    if let Some(s) = p.spec.as_mut() {
-        s.node_name.clear();
-    }
-    p.status = Some(PodStatus {
-        phase: "Pending".into(),
-        reason: reason.into(),
-        message: message.into(),
-        ..Default::default()
-    });
-    Some(Object::Pod(p))
 }
 
 #[cfg(test)]

@@ -1,24 +1,49 @@
-//! The four object kinds behind one enum ([`Object`]) and one trait over the wire types
-//! ([`Resource`]), so the store, watch and gRPC handlers are written once.
+//! The four stored kinds behind one enum ([`Object`]), and what the store and the gRPC
+//! layer add to core's [`Resource`] ([`Stored`]: the kind's slot in the store and its
+//! List/Event wire types), so the store, watch and gRPC handlers are written once.
+//!
+//! Objects are keyed by core's [`ObjectRef`] (namespace, name; Nodes have an empty
+//! namespace), which sorts as List returns them.
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
-
+use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{
     Endpoints, EndpointsEvent, EndpointsList, EventType, Node, NodeEvent, NodeList, ObjectMeta,
     Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
 };
 use prost::Message;
 
-/// (namespace, name); Nodes use an empty namespace. Sorted as List returns them.
-pub type ObjKey = (String, String);
-
+/// The stored kinds; the discriminant is the kind's slot in the store (and its byte in
+/// sled keys and the change log, so never renumber).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Node = 0,
     Pod = 1,
     Service = 2,
     Endpoints = 3,
+}
+
+/// Runs `$e` with `$t` bound to the wire type of `$kind`.
+macro_rules! with_type {
+    ($kind:expr, $t:ident => $e:expr) => {
+        match $kind {
+            Kind::Node => {
+                type $t = Node;
+                $e
+            }
+            Kind::Pod => {
+                type $t = Pod;
+                $e
+            }
+            Kind::Service => {
+                type $t = Service;
+                $e
+            }
+            Kind::Endpoints => {
+                type $t = Endpoints;
+                $e
+            }
+        }
+    };
 }
 
 impl Kind {
@@ -32,15 +57,15 @@ impl Kind {
     }
     /// Lowercase plural, as in Kubernetes messages: `pods "web" not found`.
     pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Node => "nodes",
-            Kind::Pod => "pods",
-            Kind::Service => "services",
-            Kind::Endpoints => "endpoints",
-        }
+        with_type!(self, T => T::PLURAL)
     }
     pub fn namespaced(self) -> bool {
-        self != Kind::Node
+        with_type!(self, T => T::NAMESPACED)
+    }
+    /// The key of a request's object, with the default-namespace rule
+    /// ([`ObjectRef::of`]).
+    pub fn object_ref(self, namespace: &str, name: impl Into<String>) -> ObjectRef {
+        with_type!(self, T => ObjectRef::of::<T>(namespace, name))
     }
 }
 
@@ -51,8 +76,6 @@ pub enum Object {
     Service(Service),
     Endpoints(Endpoints),
 }
-
-static EMPTY_META: LazyLock<ObjectMeta> = LazyLock::new(ObjectMeta::default);
 
 macro_rules! each {
     ($o:expr, $x:ident => $e:expr) => {
@@ -75,28 +98,20 @@ impl Object {
         }
     }
     pub fn meta(&self) -> &ObjectMeta {
-        each!(self, x => x.metadata.as_ref().unwrap_or(&EMPTY_META))
+        each!(self, x => x.meta())
     }
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        each!(self, x => x.metadata.get_or_insert_with(Default::default))
+        each!(self, x => x.meta_mut())
     }
-    pub fn labels(&self) -> &HashMap<String, String> {
-        &self.meta().labels
-    }
-    pub fn key(&self) -> ObjKey {
-        let m = self.meta();
-        (m.namespace.clone(), m.name.clone())
+    /// The object's key as stored.
+    pub fn key(&self) -> ObjectRef {
+        each!(self, x => x.object_ref())
     }
     pub fn encode(&self) -> Vec<u8> {
         each!(self, x => x.encode_to_vec())
     }
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Object, prost::DecodeError> {
-        Ok(match kind {
-            Kind::Node => Object::Node(Node::decode(bytes)?),
-            Kind::Pod => Object::Pod(Pod::decode(bytes)?),
-            Kind::Service => Object::Service(Service::decode(bytes)?),
-            Kind::Endpoints => Object::Endpoints(Endpoints::decode(bytes)?),
-        })
+        with_type!(kind, T => Ok(T::decode(bytes)?.into_object()))
     }
     pub fn as_pod(&self) -> Option<&Pod> {
         match self {
@@ -128,17 +143,15 @@ impl Object {
     }
 }
 
-pub fn describe(kind: Kind, key: &ObjKey) -> String {
-    if key.0.is_empty() {
-        format!("{} \"{}\"", kind.plural(), key.1)
-    } else {
-        format!("{} \"{}/{}\"", kind.plural(), key.0, key.1)
-    }
+/// `pods "default/web"`, `nodes "n1"` — for messages.
+pub fn describe(kind: Kind, key: &ObjectRef) -> String {
+    format!("{} \"{key}\"", kind.plural())
 }
 
-/// A wire type that is one of the four kinds.
-pub trait Resource: Clone + Send + Sync + 'static {
-    const KIND: Kind;
+/// A core [`Resource`] as the store and the gRPC layer see it: its [`Kind`] slot, its
+/// List and Event wire types, and the conversion to and from [`Object`].
+pub trait Stored: Resource {
+    const STORED_KIND: Kind;
     type List: Send + 'static;
     type Event: Send + 'static;
     fn into_object(self) -> Object;
@@ -147,18 +160,18 @@ pub trait Resource: Clone + Send + Sync + 'static {
     fn event(typ: EventType, object: Self, resource_version: u64) -> Self::Event;
 }
 
-macro_rules! resource {
-    ($ty:ident, $list:ident, $event:ident, $kind:ident) => {
-        impl Resource for $ty {
-            const KIND: Kind = Kind::$kind;
+macro_rules! stored {
+    ($ty:ident, $list:ident, $event:ident) => {
+        impl Stored for $ty {
+            const STORED_KIND: Kind = Kind::$ty;
             type List = $list;
             type Event = $event;
             fn into_object(self) -> Object {
-                Object::$kind(self)
+                Object::$ty(self)
             }
             fn from_object(o: &Object) -> Self {
                 match o {
-                    Object::$kind(x) => x.clone(),
+                    Object::$ty(x) => x.clone(),
                     _ => unreachable!("kind mismatch"),
                 }
             }
@@ -179,7 +192,48 @@ macro_rules! resource {
     };
 }
 
-resource!(Node, NodeList, NodeEvent, Node);
-resource!(Pod, PodList, PodEvent, Pod);
-resource!(Service, ServiceList, ServiceEvent, Service);
-resource!(Endpoints, EndpointsList, EndpointsEvent, Endpoints);
+stored!(Node, NodeList, NodeEvent);
+stored!(Pod, PodList, PodEvent);
+stored!(Service, ServiceList, ServiceEvent);
+stored!(Endpoints, EndpointsList, EndpointsEvent);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_core_names_and_namespace_rule() {
+        assert_eq!(Kind::Pod.plural(), "pods");
+        assert_eq!(Kind::Endpoints.plural(), "endpoints");
+        assert!(!Kind::Node.namespaced() && Kind::Service.namespaced());
+        assert_eq!(
+            Kind::Pod.object_ref("", "web"),
+            ObjectRef::new("default", "web")
+        );
+        assert_eq!(Kind::Node.object_ref("x", "n1"), ObjectRef::new("", "n1"));
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_u32(k as u32), Some(k));
+        }
+        assert_eq!(Kind::from_u32(4), None);
+    }
+
+    #[test]
+    fn describe_and_round_trip() {
+        assert_eq!(
+            describe(Kind::Pod, &ObjectRef::new("default", "web")),
+            "pods \"default/web\""
+        );
+        assert_eq!(
+            describe(Kind::Node, &ObjectRef::new("", "n1")),
+            "nodes \"n1\""
+        );
+        let mut p = Pod::default();
+        p.meta_mut().name = "web".into();
+        p.meta_mut().namespace = "blue".into();
+        let o = p.clone().into_object();
+        assert_eq!(o.kind(), Kind::Pod);
+        assert_eq!(o.key(), ObjectRef::new("blue", "web"));
+        assert_eq!(Object::decode(Kind::Pod, &o.encode()).unwrap(), o);
+        assert_eq!(Pod::from_object(&o), p);
+    }
+}

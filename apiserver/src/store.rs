@@ -2,29 +2,36 @@
 //!
 //! Requests reach the writer as closures over a [`Txn`]. The writer drains everything
 //! queued (group commit), runs each closure against its private in-memory [`State`]
-//! (consecutive revisions), lets the in-process controllers react in the same batch and
-//! builds ONE sled batch (objects, change-log entries, the revision counter, log
-//! trimming). The committer applies it, awaits ONE flush + fdatasync, then publishes:
-//! the committed read view ([`Shared`], used by Get/List) and the watch hub (ring of the
-//! last `watch_window` changes plus a broadcast per kind), and finally acknowledges the
-//! requests, in order. The writer applies the requests of batch N+1 as they arrive while
-//! batch N is being flushed, and ships them as one batch when the committer is idle.
+//! (consecutive revisions), lets the registered [`Hook`]s (the controllers) react in the
+//! same batch and builds ONE sled batch (objects, change-log entries, the revision
+//! counter, log trimming). The committer applies it, awaits ONE flush + fdatasync, then
+//! publishes: the committed read view (`Store::shared`, used by Get/List) and the watch
+//! hub (ring of the last `watch_window` changes plus a broadcast per kind), and finally
+//! acknowledges the requests, in order. The writer applies the requests of batch N+1 as
+//! they arrive while batch N is being flushed, and ships them as one batch when the
+//! committer is idle.
+//!
+//! The store knows nothing of what the hooks do: it tells each one of every change
+//! ([`Hook::observe`], also for every stored object at start, so hooks rebuild their own
+//! indexes), asks them before a Create is written ([`Hook::admit`]), and lets them write
+//! at the end of every batch ([`Hook::reconcile`]) and on [`Txn::tick`].
 //!
 //! sled layout (one tree, so a batch is atomic): `o/<kind>/<ns>/<name>` → object,
 //! `l/<rev u64 BE>` → [`LogEntry`], `m/rev` → current revision.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use kube_lite_core::time::now_ms;
+use kube_lite_core::ObjectRef;
 use kube_lite_proto::v1::EventType;
 use prost::Message;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::resource::{Kind, ObjKey, Object};
-use crate::Config;
+use crate::resource::{Kind, Object};
 
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 4096;
@@ -40,6 +47,17 @@ pub struct Event {
     pub prev: Option<Arc<Object>>,
 }
 
+impl Event {
+    /// The change as hooks see it.
+    pub fn change(&self) -> Change<'_> {
+        Change {
+            kind: self.kind,
+            prev: self.prev.as_deref(),
+            new: (self.typ != EventType::Deleted).then_some(&*self.obj),
+        }
+    }
+}
+
 /// A change-log record in sled.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LogEntry {
@@ -53,44 +71,106 @@ pub struct LogEntry {
     pub prev: Option<Vec<u8>>,
 }
 
-pub type Objects = [BTreeMap<ObjKey, Arc<Object>>; 4];
+/// Every object, one sorted map per kind.
+#[derive(Default, Clone)]
+pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4]);
 
-/// The writer's private, authoritative state (ahead of disk while a batch commits).
+impl Objects {
+    pub fn of(&self, kind: Kind) -> &BTreeMap<ObjectRef, Arc<Object>> {
+        &self.0[kind.idx()]
+    }
+    fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<ObjectRef, Arc<Object>> {
+        &mut self.0[kind.idx()]
+    }
+    pub fn get(&self, kind: Kind, key: &ObjectRef) -> Option<&Arc<Object>> {
+        self.of(kind).get(key)
+    }
+    /// The objects of `kind` in namespace `ns`, in name order.
+    pub fn in_namespace<'a>(
+        &'a self,
+        kind: Kind,
+        ns: &'a str,
+    ) -> impl Iterator<Item = (&'a ObjectRef, &'a Arc<Object>)> + 'a {
+        self.of(kind)
+            .range(ObjectRef::new(ns, "")..)
+            .take_while(move |(k, _)| k.namespace == ns)
+    }
+    /// Adds `obj` (building fixtures for hook unit tests; the store writes through [`Txn`]).
+    pub fn insert(&mut self, obj: Object) {
+        self.of_mut(obj.kind()).insert(obj.key(), Arc::new(obj));
+    }
+}
+
+/// Objects and the revision: the writer's private, authoritative copy (ahead of disk
+/// while a batch commits) and the committed read view.
 #[derive(Default)]
 pub struct State {
     pub objects: Objects,
     pub rev: u64,
-    /// Node subnet index → node name.
-    pub subnets: BTreeMap<u32, String>,
-    /// ClusterIP → service.
-    pub cluster_ips: HashMap<Ipv4Addr, ObjKey>,
-    /// Non-terminated pods bound to each node.
-    pub pods_per_node: HashMap<String, usize>,
-    /// Pods that may need scheduling.
-    pub sched_dirty: BTreeSet<ObjKey>,
-    /// A scheduling-relevant node change happened: retry every pending pod.
-    pub nodes_changed: bool,
-    /// Services whose Endpoints must be recomputed.
-    pub ep_dirty: BTreeSet<ObjKey>,
 }
 
-impl State {
-    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<&Arc<Object>> {
-        self.objects[kind.idx()].get(key)
+/// One change as a [`Hook`] sees it: `prev` is `None` for a create (and for every
+/// object at start), `new` is `None` for a delete.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    pub kind: Kind,
+    pub prev: Option<&'a Object>,
+    pub new: Option<&'a Object>,
+}
+
+/// Something that reacts to writes inside the writer (the controllers). Every method is
+/// called in the writer task, inside a batch; writes a hook makes join that batch.
+pub trait Hook: Send {
+    /// Keeps the hook's own indexes in step with one change; `objects` already holds
+    /// it. A hook sees its own writes once its [`Hook::reconcile`] / [`Hook::tick`]
+    /// returns.
+    fn observe(&mut self, objects: &Objects, change: &Change<'_>) {
+        let _ = (objects, change);
+    }
+    /// Before a Create is written: fills server-allocated fields, or refuses the object.
+    fn admit(&mut self, objects: &Objects, obj: &mut Object) -> Result<(), ApiError> {
+        let _ = (objects, obj);
+        Ok(())
+    }
+    /// At the end of every batch (in registration order).
+    fn reconcile(&mut self, txn: &mut Txn<'_>) {
+        let _ = txn;
+    }
+    /// Periodic work ([`Txn::tick`]).
+    fn tick(&mut self, txn: &mut Txn<'_>) {
+        let _ = txn;
+    }
+}
+
+/// The registered hooks; a slot is empty while its hook runs.
+pub struct Hooks(Vec<Option<Box<dyn Hook>>>);
+
+impl Hooks {
+    pub fn new(hooks: Vec<Box<dyn Hook>>) -> Hooks {
+        Hooks(hooks.into_iter().map(Some).collect())
+    }
+    fn observe(&mut self, objects: &Objects, change: &Change<'_>) {
+        for h in self.0.iter_mut().flatten() {
+            h.observe(objects, change);
+        }
     }
 }
 
 /// A batch in progress: closures read and write through it.
 pub struct Txn<'a> {
-    pub st: &'a mut State,
-    pub cfg: &'a Config,
+    st: &'a mut State,
+    hooks: &'a mut Hooks,
     pub now_ms: i64,
     changes: Vec<Event>,
 }
 
 impl<'a> Txn<'a> {
-    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<&Arc<Object>> {
-        self.st.get(kind, key)
+    pub fn objects(&self) -> &Objects {
+        &self.st.objects
+    }
+
+    pub fn get(&self, kind: Kind, key: &ObjectRef) -> Option<&Arc<Object>> {
+        self.st.objects.get(kind, key)
     }
 
     /// Writes `obj` (create or replace) with the next revision.
@@ -100,14 +180,13 @@ impl<'a> Txn<'a> {
         obj.meta_mut().resource_version = rev;
         let kind = obj.kind();
         let obj = Arc::new(obj);
-        let prev = self.st.objects[kind.idx()].insert(obj.key(), obj.clone());
-        crate::controllers::on_change(self.st, self.cfg, kind, prev.as_deref(), Some(&obj));
+        let prev = self.st.objects.of_mut(kind).insert(obj.key(), obj.clone());
         let typ = if prev.is_some() {
             EventType::Modified
         } else {
             EventType::Added
         };
-        self.changes.push(Event {
+        self.record(Event {
             rev,
             kind,
             typ,
@@ -118,15 +197,14 @@ impl<'a> Txn<'a> {
     }
 
     /// Removes an object; the DELETED event carries its last state with this revision.
-    pub fn remove(&mut self, kind: Kind, key: &ObjKey) -> Option<Arc<Object>> {
-        let prev = self.st.objects[kind.idx()].remove(key)?;
+    pub fn remove(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
+        let prev = self.st.objects.of_mut(kind).remove(key)?;
         self.st.rev += 1;
         let rev = self.st.rev;
         let mut last = (*prev).clone();
         last.meta_mut().resource_version = rev;
         let last = Arc::new(last);
-        crate::controllers::on_change(self.st, self.cfg, kind, Some(&prev), None);
-        self.changes.push(Event {
+        self.record(Event {
             rev,
             kind,
             typ: EventType::Deleted,
@@ -136,16 +214,43 @@ impl<'a> Txn<'a> {
         Some(last)
     }
 
-    pub fn changes_len(&self) -> usize {
-        self.changes.len()
+    fn record(&mut self, ev: Event) {
+        self.hooks.observe(&self.st.objects, &ev.change());
+        self.changes.push(ev);
     }
-}
 
-/// What Get/List read: only committed (durable) state.
-#[derive(Default)]
-pub struct Shared {
-    pub objects: Objects,
-    pub rev: u64,
+    /// Asks every hook about an object before it is created ([`Hook::admit`]).
+    pub fn admit(&mut self, obj: &mut Object) -> Result<(), ApiError> {
+        for h in self.hooks.0.iter_mut().flatten() {
+            h.admit(&self.st.objects, obj)?;
+        }
+        Ok(())
+    }
+
+    /// Runs every hook's periodic work ([`Hook::tick`]).
+    pub fn tick(&mut self) {
+        self.run_hooks(|h, txn| h.tick(txn));
+    }
+
+    fn reconcile(&mut self) {
+        self.run_hooks(|h, txn| h.reconcile(txn));
+    }
+
+    /// Runs `f` for each hook in turn, with that hook out of its slot (so the others
+    /// observe its writes as they happen), then shows it its own writes.
+    fn run_hooks(&mut self, f: impl Fn(&mut dyn Hook, &mut Txn<'_>)) {
+        for i in 0..self.hooks.0.len() {
+            let Some(mut h) = self.hooks.0[i].take() else {
+                continue;
+            };
+            let start = self.changes.len();
+            f(&mut *h, self);
+            for ev in &self.changes[start..] {
+                h.observe(&self.st.objects, &ev.change());
+            }
+            self.hooks.0[i] = Some(h);
+        }
+    }
 }
 
 /// Watch hub: recent changes and live subscribers.
@@ -169,7 +274,8 @@ enum Msg {
 pub struct Store {
     pub cfg: Config,
     tx: mpsc::Sender<Msg>,
-    pub shared: RwLock<Shared>,
+    /// What Get/List read: only committed (durable) state.
+    pub shared: RwLock<State>,
     pub hub: Mutex<Hub>,
     /// Highest revision published to watchers.
     pub published: AtomicU64,
@@ -177,14 +283,14 @@ pub struct Store {
     pub closing: watch::Sender<bool>,
 }
 
-fn obj_key(kind: Kind, key: &ObjKey) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + key.0.len() + key.1.len());
+fn obj_key(kind: Kind, key: &ObjectRef) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.namespace.len() + key.name.len());
     k.extend_from_slice(b"o/");
     k.push(b'0' + kind as u8);
     k.push(b'/');
-    k.extend_from_slice(key.0.as_bytes());
+    k.extend_from_slice(key.namespace.as_bytes());
     k.push(b'/');
-    k.extend_from_slice(key.1.as_bytes());
+    k.extend_from_slice(key.name.as_bytes());
     k
 }
 
@@ -198,8 +304,12 @@ fn log_key(rev: u64) -> [u8; 10] {
 const REV_KEY: &[u8] = b"m/rev";
 
 impl Store {
-    /// Opens (or creates) the store in `cfg.data_dir` and starts the writer task.
-    pub async fn open(cfg: Config) -> anyhow::Result<(Arc<Store>, tokio::task::JoinHandle<()>)> {
+    /// Opens (or creates) the store in `cfg.data_dir` with `hooks` registered (they
+    /// run in this order) and starts the writer task.
+    pub async fn open(
+        cfg: Config,
+        hooks: Vec<Box<dyn Hook>>,
+    ) -> anyhow::Result<(Arc<Store>, tokio::task::JoinHandle<()>)> {
         use anyhow::Context;
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
@@ -228,7 +338,7 @@ impl Store {
             let kind = Kind::from_u32((k[2] - b'0') as u32).context("bad object key")?;
             let obj = Object::decode(kind, &v).context("decoding stored object")?;
             let obj = Arc::new(obj);
-            st.objects[kind.idx()].insert(obj.key(), obj.clone());
+            st.objects.of_mut(kind).insert(obj.key(), obj.clone());
         }
         if let Some(v) = db.get(REV_KEY)? {
             let b: [u8; 8] = v.as_ref().try_into().context("bad revision record")?;
@@ -262,26 +372,30 @@ impl Store {
                 prev,
             }));
         }
-        // Rebuild allocations and controller bookkeeping from the objects.
+        // The hooks rebuild their indexes from the objects.
+        let mut hooks = Hooks::new(hooks);
         for kind in Kind::ALL {
-            let objs: Vec<_> = st.objects[kind.idx()].values().cloned().collect();
-            for o in objs {
-                crate::controllers::on_change(&mut st, &cfg, kind, None, Some(&o));
+            for o in st.objects.of(kind).values() {
+                let change = Change {
+                    kind,
+                    prev: None,
+                    new: Some(o),
+                };
+                hooks.observe(&st.objects, &change);
             }
         }
-        st.nodes_changed = true;
         tracing::info!(
             revision = st.rev,
-            nodes = st.objects[0].len(),
-            pods = st.objects[1].len(),
-            services = st.objects[2].len(),
-            endpoints = st.objects[3].len(),
+            nodes = st.objects.of(Kind::Node).len(),
+            pods = st.objects.of(Kind::Pod).len(),
+            services = st.objects.of(Kind::Service).len(),
+            endpoints = st.objects.of(Kind::Endpoints).len(),
             log = ring.len(),
             "store loaded"
         );
 
         let bcap = cfg.watch_buffer.max(16 * 1024);
-        let shared = Shared {
+        let shared = State {
             objects: st.objects.clone(),
             rev: st.rev,
         };
@@ -302,7 +416,7 @@ impl Store {
             hub: Mutex::new(hub),
             closing: watch::channel(false).0,
         });
-        let writer = tokio::spawn(writer_loop(store.clone(), st, db, data_file, rx));
+        let writer = tokio::spawn(writer_loop(store.clone(), st, hooks, db, data_file, rx));
         Ok((store, writer))
     }
 
@@ -342,9 +456,12 @@ impl Store {
         }
     }
 
-    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<Arc<Object>> {
-        self.shared.read().expect("lock").objects[kind.idx()]
-            .get(key)
+    pub fn get(&self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
+        self.shared
+            .read()
+            .expect("lock")
+            .objects
+            .get(kind, key)
             .cloned()
     }
 
@@ -355,7 +472,7 @@ impl Store {
         {
             let mut sh = self.shared.write().expect("lock");
             for ev in &changes {
-                let map = &mut sh.objects[ev.kind.idx()];
+                let map = sh.objects.of_mut(ev.kind);
                 if ev.typ == EventType::Deleted {
                     map.remove(&ev.obj.key());
                 } else {
@@ -430,6 +547,7 @@ struct Pending {
 async fn writer_loop(
     store: Arc<Store>,
     mut st: State,
+    mut hooks: Hooks,
     db: sled::Db,
     data_file: Arc<std::fs::File>,
     mut rx: mpsc::Receiver<Msg>,
@@ -447,11 +565,11 @@ async fn writer_loop(
         if !busy && !replies.is_empty() {
             let mut txn = Txn {
                 st: &mut st,
-                cfg: &store.cfg,
-                now_ms: crate::now_ms(),
+                hooks: &mut hooks,
+                now_ms: now_ms(),
                 changes: std::mem::take(&mut changes),
             };
-            crate::controllers::reconcile(&mut txn);
+            txn.reconcile();
             let batch_changes = std::mem::take(&mut txn.changes);
             let batch = build_batch(&batch_changes, window);
             let pending = Pending {
@@ -479,8 +597,8 @@ async fn writer_loop(
             m = rx.recv(), if accepting => {
                 let mut txn = Txn {
                     st: &mut st,
-                    cfg: &store.cfg,
-                    now_ms: crate::now_ms(),
+                    hooks: &mut hooks,
+                    now_ms: now_ms(),
                     changes: std::mem::take(&mut changes),
                 };
                 let mut next = m;

@@ -1,12 +1,13 @@
-//! Defaults and validation: pure functions over the wire types. Every error names the
-//! field path and the rule: `spec.ports[0].port: must be between 1 and 65535`.
+//! Validation, and the preparation of a Create (server-owned fields reset, core's
+//! defaults applied): pure functions over the wire types. Every error names the field
+//! path and the rule: `spec.ports[0].port: must be between 1 and 65535`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use kube_lite_proto::v1::{
-    Endpoints, Node, ObjectMeta, Pod, PodSpec, PodStatus, Service, ServiceSpec,
-};
+use kube_lite_core::consts::{condition_status, phase, protocol, restart_policy, service_type};
+use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
+use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, PodStatus, Service};
 
 use crate::error::ApiError;
 use crate::resource::{Kind, Object};
@@ -109,24 +110,13 @@ fn check_port(field: &str, port: i32) -> R {
 }
 
 fn check_protocol(field: &str, p: &str) -> R {
-    if p != "TCP" && p != "UDP" {
+    if p != protocol::TCP && p != protocol::UDP {
         return Err(ApiError::invalid(
             field,
             format!("must be TCP or UDP (got {p:?})"),
         ));
     }
     Ok(())
-}
-
-/// Normalizes a request namespace for a single object (empty → "default"; Nodes: "").
-pub fn object_namespace(kind: Kind, ns: &str) -> String {
-    if !kind.namespaced() {
-        String::new()
-    } else if ns.is_empty() {
-        "default".to_string()
-    } else {
-        ns.to_string()
-    }
 }
 
 fn check_meta(kind: Kind, m: &ObjectMeta) -> R {
@@ -165,7 +155,7 @@ pub fn prepare_create(obj: &mut Object) -> R {
     let kind = obj.kind();
     {
         let m = obj.meta_mut();
-        m.namespace = object_namespace(kind, &m.namespace);
+        m.namespace = kind.object_ref(&m.namespace, "").namespace;
         m.uid.clear();
         m.resource_version = 0;
         m.creation_timestamp = 0;
@@ -175,7 +165,7 @@ pub fn prepare_create(obj: &mut Object) -> R {
     match obj {
         Object::Pod(p) => {
             p.status = Some(PodStatus {
-                phase: "Pending".into(),
+                phase: phase::PENDING.into(),
                 ..Default::default()
             });
             default_pod_spec(p.spec.get_or_insert_with(Default::default));
@@ -192,46 +182,6 @@ pub fn prepare_create(obj: &mut Object) -> R {
         Object::Endpoints(e) => default_endpoints(e),
     }
     validate(obj)
-}
-
-pub fn default_pod_spec(spec: &mut PodSpec) {
-    if spec.restart_policy.is_empty() {
-        spec.restart_policy = "Always".into();
-    }
-    if spec.termination_grace_period_seconds == 0 {
-        spec.termination_grace_period_seconds = 30;
-    }
-    for c in &mut spec.containers {
-        for p in &mut c.ports {
-            if p.protocol.is_empty() {
-                p.protocol = "TCP".into();
-            }
-        }
-    }
-}
-
-pub fn default_service_spec(spec: &mut ServiceSpec) {
-    if spec.r#type.is_empty() {
-        spec.r#type = "ClusterIP".into();
-    }
-    for p in &mut spec.ports {
-        if p.protocol.is_empty() {
-            p.protocol = "TCP".into();
-        }
-        if p.target_port == 0 {
-            p.target_port = p.port;
-        }
-    }
-}
-
-pub fn default_endpoints(e: &mut Endpoints) {
-    for s in &mut e.subsets {
-        for p in &mut s.ports {
-            if p.protocol.is_empty() {
-                p.protocol = "TCP".into();
-            }
-        }
-    }
 }
 
 /// Validates a whole object (after defaults).
@@ -299,10 +249,12 @@ fn validate_pod(p: &Pod) -> R {
             }
         }
     }
-    if !matches!(
-        spec.restart_policy.as_str(),
-        "Always" | "OnFailure" | "Never"
-    ) {
+    let policies = [
+        restart_policy::ALWAYS,
+        restart_policy::ON_FAILURE,
+        restart_policy::NEVER,
+    ];
+    if !policies.contains(&spec.restart_policy.as_str()) {
         return Err(ApiError::invalid(
             "spec.restart_policy",
             format!(
@@ -319,10 +271,14 @@ fn validate_pod(p: &Pod) -> R {
     }
     check_labels("spec.node_selector", &spec.node_selector)?;
     if let Some(st) = &p.status {
-        if !matches!(
-            st.phase.as_str(),
-            "" | "Pending" | "Running" | "Succeeded" | "Failed"
-        ) {
+        let phases = [
+            "",
+            phase::PENDING,
+            phase::RUNNING,
+            phase::SUCCEEDED,
+            phase::FAILED,
+        ];
+        if !phases.contains(&st.phase.as_str()) {
             return Err(ApiError::invalid(
                 "status.phase",
                 format!(
@@ -345,7 +301,7 @@ fn validate_service(s: &Service) -> R {
     let Some(spec) = &s.spec else {
         return Err(ApiError::invalid("spec", "is required"));
     };
-    if spec.r#type != "ClusterIP" {
+    if spec.r#type != service_type::CLUSTER_IP {
         return Err(ApiError::invalid(
             "spec.type",
             format!("only ClusterIP is supported (got {:?})", spec.r#type),
@@ -412,7 +368,12 @@ fn validate_node(n: &Node) -> R {
                     "is required",
                 ));
             }
-            if !matches!(c.status.as_str(), "True" | "False" | "Unknown") {
+            let statuses = [
+                condition_status::TRUE,
+                condition_status::FALSE,
+                condition_status::UNKNOWN,
+            ];
+            if !statuses.contains(&c.status.as_str()) {
                 return Err(ApiError::invalid(
                     format!("status.conditions[{i}].status"),
                     format!("must be True, False or Unknown (got {:?})", c.status),

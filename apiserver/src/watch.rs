@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use crate::error::ApiError;
-use crate::resource::{Kind, Object, Resource};
+use crate::resource::{Kind, Object, Stored};
 use crate::store::{Event, Store};
 
 /// List/Watch filters.
@@ -87,7 +87,7 @@ fn relist(last: u64, detail: &str) -> Status {
     ))
 }
 
-pub struct Watcher<R: Resource> {
+pub struct Watcher<R: Stored> {
     pub store: Arc<Store>,
     pub filter: Filter,
     pub backlog: Vec<Arc<Event>>,
@@ -103,7 +103,7 @@ enum Sent {
     Closed,
 }
 
-impl<R: Resource> Watcher<R> {
+impl<R: Stored> Watcher<R> {
     fn try_emit(&mut self, ev: &Event) -> Sent {
         if ev.rev <= self.last {
             return Sent::Ok;
@@ -199,27 +199,10 @@ impl<R: Resource> Watcher<R> {
     }
 }
 
-fn bookmark_object<R: Resource>(meta: ObjectMeta) -> R {
-    use kube_lite_proto::v1::{Endpoints, Node, Pod, Service};
-    let o = match R::KIND {
-        Kind::Node => Object::Node(Node {
-            metadata: Some(meta),
-            ..Default::default()
-        }),
-        Kind::Pod => Object::Pod(Pod {
-            metadata: Some(meta),
-            ..Default::default()
-        }),
-        Kind::Service => Object::Service(Service {
-            metadata: Some(meta),
-            ..Default::default()
-        }),
-        Kind::Endpoints => Object::Endpoints(Endpoints {
-            metadata: Some(meta),
-            ..Default::default()
-        }),
-    };
-    R::from_object(&o)
+fn bookmark_object<R: Stored>(meta: ObjectMeta) -> R {
+    let mut o = R::default();
+    *o.meta_mut() = meta;
+    o
 }
 
 #[cfg(test)]

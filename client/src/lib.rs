@@ -10,7 +10,10 @@
 
 mod watcher;
 
-pub use watcher::{watcher, Event, Resource, Store, WatchApi, WatchParams};
+pub use watcher::{
+    watcher, watcher_from, Event, ListResult, RawEvent, RawStream, Resource, Store, WatchApi,
+    WatchParams,
+};
 
 use kube_lite_proto::v1::{
     endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,

@@ -223,13 +223,33 @@ pub fn watcher<A: WatchApi>(
     api: A,
     params: WatchParams,
 ) -> impl Stream<Item = Result<Event<A::Obj>, ClientError>> + Send {
+    events(api, params, State::Empty)
+}
+
+/// Like [`watcher`], for a caller that already has the objects as of revision `from` (from
+/// its own List or Gets, as `kubectl-lite get -w` does): starts with a Watch from `from`
+/// instead of a List, then carries on like [`watcher`] (a relist on OUT_OF_RANGE yields
+/// [`Event::Restarted`]).
+pub fn watcher_from<A: WatchApi>(
+    api: A,
+    params: WatchParams,
+    from: u64,
+) -> impl Stream<Item = Result<Event<A::Obj>, ClientError>> + Send {
+    events(api, params, State::InitWatch { from })
+}
+
+fn events<A: WatchApi>(
+    api: A,
+    params: WatchParams,
+    start: State<A::Obj>,
+) -> impl Stream<Item = Result<Event<A::Obj>, ClientError>> + Send {
     let ctx = Ctx {
         api,
         params,
         delay: None,
         backoff: BACKOFF_MIN,
     };
-    futures::stream::unfold((ctx, State::Empty), |(mut ctx, state)| async move {
+    futures::stream::unfold((ctx, start), |(mut ctx, state)| async move {
         let (ev, next) = step(&mut ctx, state).await;
         Some((ev, (ctx, next)))
     })
@@ -412,5 +432,28 @@ mod tests {
         assert!(matches!(w.next().await, Some(Ok(Event::Deleted(p))) if p.name() == "b"));
         assert!(matches!(w.next().await, Some(Ok(Event::Bookmark(25)))));
         assert_eq!(*froms.lock().unwrap(), vec![10, 11, 20]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watcher_from_starts_with_a_watch_and_relists_when_too_old() {
+        let api = FakeApi {
+            lists: std::sync::Arc::new(std::sync::Mutex::new(vec![Ok((vec![pod("b", 20)], 20))])),
+            watches: std::sync::Arc::new(std::sync::Mutex::new(vec![
+                // From the caller's revision: one event, then the window has moved on.
+                Ok(vec![
+                    ev(EventType::Modified, pod("a", 8)),
+                    Err(Status::out_of_range("too old resource version; relist")),
+                ]),
+                // After the relist at 20.
+                Ok(vec![ev(EventType::Added, pod("c", 21))]),
+            ])),
+            watch_froms: Default::default(),
+        };
+        let froms = api.watch_froms.clone();
+        let mut w = Box::pin(watcher_from(api, WatchParams::default(), 7));
+        assert!(matches!(w.next().await, Some(Ok(Event::Applied(p))) if p.name() == "a"));
+        assert!(matches!(w.next().await, Some(Ok(Event::Restarted(v, 20))) if v[0].name() == "b"));
+        assert!(matches!(w.next().await, Some(Ok(Event::Applied(p))) if p.name() == "c"));
+        assert_eq!(*froms.lock().unwrap(), vec![7, 20]);
     }
 }

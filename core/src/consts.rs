@@ -47,6 +47,8 @@ pub mod reason {
     pub const AGENT_READY: &str = "AgentReady";
     /// Node condition: the agent stopped heartbeating.
     pub const NODE_STATUS_UNKNOWN: &str = "NodeStatusUnknown";
+    /// Pod: unbound because its node was deleted.
+    pub const NODE_DELETED: &str = "NodeDeleted";
 }
 
 /// Container state names as `kubectl describe` prints them.

@@ -1,7 +1,10 @@
 //! `describe`: kubectl-like multi-line text for one object.
 
 use crate::output::{endpoints_text, node_status_text, pod_status_text};
-use crate::util::{format_map, human_duration, rfc3339};
+use crate::util::{escape_control, format_map, human_duration, rfc3339};
+use kube_lite_core::consts::{
+    condition_status, container_state, phase, protocol, restart_policy, service_type,
+};
 use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, Service};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -27,14 +30,14 @@ impl Text {
         let width = self.width.max(label.len() + 1);
         let mut lines = value.as_ref().lines();
         let first = lines.next().unwrap_or("");
-        let _ = writeln!(self.out, "{label:<width$}{first}");
+        let _ = writeln!(self.out, "{label:<width$}{}", escape_control(first));
         for l in lines {
-            let _ = writeln!(self.out, "{:width$}{l}", "");
+            let _ = writeln!(self.out, "{:width$}{}", "", escape_control(l));
         }
     }
 
     fn line(&mut self, text: impl AsRef<str>) {
-        let _ = writeln!(self.out, "{}", text.as_ref());
+        let _ = writeln!(self.out, "{}", escape_control(text.as_ref()));
     }
 }
 
@@ -111,7 +114,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
         t.field(0, "Start Time", rfc3339(st.start_time));
     }
     let mut status = if st.phase.is_empty() {
-        "Pending".to_string()
+        phase::PENDING.to_string()
     } else {
         st.phase.clone()
     };
@@ -157,7 +160,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
             .iter()
             .map(|p| {
                 let proto = if p.protocol.is_empty() {
-                    "TCP"
+                    protocol::TCP
                 } else {
                     &p.protocol
                 };
@@ -183,7 +186,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                     4,
                     "State",
                     if cs.state.is_empty() {
-                        "Waiting"
+                        container_state::WAITING
                     } else {
                         &cs.state
                     },
@@ -194,7 +197,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                 if !cs.message.is_empty() {
                     t.field(6, "Message", &cs.message);
                 }
-                if cs.state == "Terminated" {
+                if cs.state == container_state::TERMINATED {
                     t.field(6, "Exit Code", cs.exit_code.to_string());
                 }
                 if cs.started_at != 0 {
@@ -203,12 +206,20 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                 if cs.finished_at != 0 {
                     t.field(6, "Finished", rfc3339(cs.finished_at));
                 }
-                t.field(4, "Ready", if cs.ready { "True" } else { "False" });
+                t.field(
+                    4,
+                    "Ready",
+                    if cs.ready {
+                        condition_status::TRUE
+                    } else {
+                        condition_status::FALSE
+                    },
+                );
                 t.field(4, "Restart Count", cs.restart_count.to_string());
             }
             None => {
-                t.field(4, "State", "Waiting");
-                t.field(4, "Ready", "False");
+                t.field(4, "State", container_state::WAITING);
+                t.field(4, "Ready", condition_status::FALSE);
                 t.field(4, "Restart Count", "0");
             }
         }
@@ -242,7 +253,7 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
         0,
         "Restart Policy",
         if spec.restart_policy.is_empty() {
-            "Always"
+            restart_policy::ALWAYS
         } else {
             &spec.restart_policy
         },
@@ -261,7 +272,7 @@ pub fn describe_service(svc: &Service, endpoints: Option<&Endpoints>) -> String 
         0,
         "Type",
         if spec.r#type.is_empty() {
-            "ClusterIP"
+            service_type::CLUSTER_IP
         } else {
             &spec.r#type
         },
@@ -269,7 +280,7 @@ pub fn describe_service(svc: &Service, endpoints: Option<&Endpoints>) -> String 
     t.field(0, "IP", or_none(&spec.cluster_ip));
     for p in &spec.ports {
         let proto = if p.protocol.is_empty() {
-            "TCP"
+            protocol::TCP
         } else {
             &p.protocol
         };

@@ -61,7 +61,10 @@ fn main() -> ExitCode {
             if closed {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                kubectl_lite::util::escape_control(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

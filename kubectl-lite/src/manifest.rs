@@ -18,6 +18,8 @@
 //!   …), `type: NodePort|LoadBalancer|ExternalName`, `clusterIP: None`, a named
 //!   `targetPort`, values of the wrong type, other apiVersions and kinds.
 
+use kube_lite_core::consts::service_type;
+use kube_lite_core::{defaults, Resource};
 use kube_lite_proto::v1::{
     Container, ContainerPort, EnvVar, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec,
 };
@@ -35,16 +37,8 @@ impl Manifest {
     /// `pod/web`
     pub fn display(&self) -> String {
         match self {
-            Manifest::Pod(p) => format!(
-                "pod/{}",
-                p.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
-            ),
-            Manifest::Service(s) => {
-                format!(
-                    "service/{}",
-                    s.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
-                )
-            }
+            Manifest::Pod(p) => format!("{}/{}", Pod::SINGULAR, p.name()),
+            Manifest::Service(s) => format!("{}/{}", Service::SINGULAR, s.name()),
         }
     }
 }
@@ -530,7 +524,7 @@ impl Walker {
             );
         }
         spec.r#type = self.string("spec.type", s.get("type"));
-        if !spec.r#type.is_empty() && spec.r#type != "ClusterIP" {
+        if !spec.r#type.is_empty() && spec.r#type != service_type::CLUSTER_IP {
             self.err(
                 "spec.type",
                 format!("{:?} is not supported (only ClusterIP)", spec.r#type),
@@ -593,47 +587,27 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// The server's defaults applied to a desired pod spec, so that a manifest can be compared
-/// with the stored pod (`unchanged` vs `spec is immutable`). An empty nodeName in the
-/// manifest accepts whatever node the scheduler chose.
+/// The server's defaults ([`kube_lite_core::defaults`]) applied to a desired pod spec, so
+/// that a manifest can be compared with the stored pod (`unchanged` vs `spec is
+/// immutable`). An empty nodeName in the manifest accepts whatever node the scheduler
+/// chose.
 pub fn normalize_pod_spec(desired: &PodSpec, stored: &PodSpec) -> PodSpec {
     let mut d = desired.clone();
-    if d.restart_policy.is_empty() {
-        d.restart_policy = "Always".into();
-    }
-    if d.termination_grace_period_seconds == 0 && stored.termination_grace_period_seconds == 30 {
-        d.termination_grace_period_seconds = 30;
-    }
+    defaults::default_pod_spec(&mut d);
     if d.node_name.is_empty() {
         d.node_name = stored.node_name.clone();
-    }
-    for c in &mut d.containers {
-        for p in &mut c.ports {
-            if p.protocol.is_empty() {
-                p.protocol = "TCP".into();
-            }
-        }
     }
     d
 }
 
-/// The server's defaults applied to a desired service spec (protocol TCP, targetPort =
-/// port, type ClusterIP, the allocated clusterIP when none is asked for).
+/// The server's defaults ([`kube_lite_core::defaults`]: protocol TCP, targetPort = port,
+/// type ClusterIP) applied to a desired service spec, with the allocated clusterIP when
+/// none is asked for.
 pub fn normalize_service_spec(desired: &ServiceSpec, stored: &ServiceSpec) -> ServiceSpec {
     let mut d = desired.clone();
-    if d.r#type.is_empty() {
-        d.r#type = "ClusterIP".into();
-    }
+    defaults::default_service_spec(&mut d);
     if d.cluster_ip.is_empty() {
         d.cluster_ip = stored.cluster_ip.clone();
-    }
-    for p in &mut d.ports {
-        if p.protocol.is_empty() {
-            p.protocol = "TCP".into();
-        }
-        if p.target_port == 0 {
-            p.target_port = p.port;
-        }
     }
     d
 }
@@ -947,5 +921,46 @@ status:
         let mut stored = desired.clone();
         stored.node_name = "node-1".into();
         assert_eq!(normalize_pod_spec(&desired, &stored), stored);
+    }
+
+    #[test]
+    fn normalization_applies_the_core_defaults() {
+        let desired = PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "i".into(),
+                ports: vec![ContainerPort {
+                    container_port: 80,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut stored = desired.clone();
+        defaults::default_pod_spec(&mut stored);
+        stored.node_name = "node-1".into();
+        assert_eq!(normalize_pod_spec(&desired, &stored), stored);
+        // A grace period of its own is a change.
+        let mut other = stored.clone();
+        other.termination_grace_period_seconds = 5;
+        assert_ne!(normalize_pod_spec(&desired, &other), other);
+
+        let desired = ServiceSpec {
+            ports: vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut stored = desired.clone();
+        defaults::default_service_spec(&mut stored);
+        stored.cluster_ip = "172.17.10.10".into();
+        let want = normalize_service_spec(&desired, &stored);
+        assert_eq!(want, stored);
+        assert_eq!(
+            (want.ports[0].target_port, want.r#type.as_str()),
+            (80, "ClusterIP")
+        );
     }
 }

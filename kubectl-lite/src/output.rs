@@ -2,14 +2,18 @@
 //! (apiVersion, kind, metadata with RFC 3339 timestamps, spec, status; camelCase; keys in
 //! a fixed order; empty fields left out as the Kubernetes API does).
 
-use crate::api::Resource;
+use crate::api::Api;
 use crate::util::{age, format_map, rfc3339};
+use kube_lite_core::consts::{
+    condition, condition_status, container_state, phase, protocol, service_type,
+};
+use kube_lite_core::Resource;
 use kube_lite_proto::v1::{ContainerStatus, Endpoints, Node, ObjectMeta, Pod, PodStatus, Service};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 /// How a kind shows itself in tables and in Kubernetes-shaped documents.
-pub trait Show: Resource {
+pub trait Show: Api {
     fn headers(wide: bool) -> Vec<&'static str>;
     fn row(&self, now_ms: i64, wide: bool) -> Vec<String>;
     fn to_json(&self) -> Value;
@@ -106,7 +110,9 @@ pub fn row_of<T: Show>(item: &T, now_ms: i64, wide: bool, with_namespace: bool) 
     if with_namespace {
         r.insert(0, item.meta().namespace.clone());
     }
-    r
+    r.into_iter()
+        .map(|c| crate::util::escape_control(&c).into_owned())
+        .collect()
 }
 
 fn or_none(s: &str) -> String {
@@ -126,7 +132,7 @@ pub fn pod_status_text(pod: &Pod) -> String {
     }
     let status = pod.status.clone().unwrap_or_default();
     let mut text = if status.phase.is_empty() {
-        "Pending".to_string()
+        phase::PENDING.to_string()
     } else {
         status.phase.clone()
     };
@@ -135,9 +141,11 @@ pub fn pod_status_text(pod: &Pod) -> String {
     }
     for cs in &status.container_statuses {
         match cs.state.as_str() {
-            "Waiting" if !cs.reason.is_empty() => text = cs.reason.clone(),
-            "Terminated" if !cs.reason.is_empty() => text = cs.reason.clone(),
-            "Terminated" if cs.exit_code != 0 => text = format!("ExitCode:{}", cs.exit_code),
+            container_state::WAITING if !cs.reason.is_empty() => text = cs.reason.clone(),
+            container_state::TERMINATED if !cs.reason.is_empty() => text = cs.reason.clone(),
+            container_state::TERMINATED if cs.exit_code != 0 => {
+                text = format!("ExitCode:{}", cs.exit_code)
+            }
             _ => {}
         }
     }
@@ -262,11 +270,11 @@ fn pod_status_json(st: &PodStatus) -> Value {
 fn container_status_json(c: &ContainerStatus) -> Value {
     let mut detail = Map::new();
     let key = match c.state.as_str() {
-        "Running" => {
+        container_state::RUNNING => {
             put_time(&mut detail, "startedAt", c.started_at);
             "running"
         }
-        "Terminated" => {
+        container_state::TERMINATED => {
             detail.insert("exitCode".into(), json!(c.exit_code));
             put_str(&mut detail, "reason", &c.reason);
             put_str(&mut detail, "message", &c.message);
@@ -303,7 +311,7 @@ pub fn service_ports_text(svc: &Service) -> String {
                 "{}/{}",
                 p.port,
                 if p.protocol.is_empty() {
-                    "TCP"
+                    protocol::TCP
                 } else {
                     &p.protocol
                 }
@@ -327,7 +335,7 @@ impl Show for Service {
         let mut r = vec![
             self.name().to_string(),
             if spec.r#type.is_empty() {
-                "ClusterIP".into()
+                service_type::CLUSTER_IP.into()
             } else {
                 spec.r#type.clone()
             },
@@ -369,8 +377,12 @@ impl Show for Service {
 /// `Ready`, `NotReady`, `Unknown` (no condition yet), plus `,SchedulingDisabled`.
 pub fn node_status_text(node: &Node) -> String {
     let status = node.status.clone().unwrap_or_default();
-    let mut text = match status.conditions.iter().find(|c| c.r#type == "Ready") {
-        Some(c) if c.status == "True" => "Ready".to_string(),
+    let mut text = match status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == condition::READY)
+    {
+        Some(c) if c.status == condition_status::TRUE => "Ready".to_string(),
         Some(_) => "NotReady".to_string(),
         None => "Unknown".to_string(),
     };

@@ -1,6 +1,7 @@
 //! Pure helpers: kubectl's age format, RFC 3339 timestamps, and the parsers for
 //! command-line values (`k=v,…` maps, `K=V` env entries, service port specs).
 
+use kube_lite_core::consts::protocol;
 use std::collections::{BTreeMap, HashMap};
 
 /// kubectl's `HumanDuration` (k8s.io/apimachinery/pkg/util/duration): `5s`, `2m30s`,
@@ -100,14 +101,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Current wall-clock time in unix millis.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `a=b,c=d` → map (for `--labels` and `--selector`). Empty input → empty map.
 pub fn parse_map(flag: &str, input: &str) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
@@ -154,11 +147,11 @@ pub fn parse_port_spec(input: &str) -> Result<PortSpec, String> {
     let bad = |why: &str| format!("--port {input:?}: {why} (expected PORT[:TARGET][/tcp|/udp])");
     let (ports, protocol) = match input.split_once('/') {
         Some((p, proto)) => match proto.to_ascii_lowercase().as_str() {
-            "tcp" => (p, "TCP"),
-            "udp" => (p, "UDP"),
+            "tcp" => (p, protocol::TCP),
+            "udp" => (p, protocol::UDP),
             _ => return Err(bad(&format!("unknown protocol {proto:?}"))),
         },
-        None => (input, "TCP"),
+        None => (input, protocol::TCP),
     };
     let num = |s: &str| -> Result<i32, String> {
         match s.trim().parse::<i32>() {
@@ -183,6 +176,31 @@ pub fn parse_port_spec(input: &str) -> Result<PortSpec, String> {
 }
 
 /// `k=v` pairs sorted by key, joined by `sep`; `<none>` when empty.
+/// User-controlled text made safe for a terminal: control characters (C0 including
+/// newline, tab and ESC, DEL, and C1) become visible escapes (`\n`, `\t`, `\x1b`,
+/// `\u{9b}`), so a value cannot add lines, move the cursor or set the terminal title.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `k=v` pairs sorted by key, joined by `sep`; keys and values escaped
+/// ([`escape_control`]).
 pub fn format_map(map: &HashMap<String, String>, sep: &str) -> String {
     if map.is_empty() {
         return "<none>".into();
@@ -190,7 +208,7 @@ pub fn format_map(map: &HashMap<String, String>, sep: &str) -> String {
     let sorted: BTreeMap<_, _> = map.iter().collect();
     sorted
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{}={}", escape_control(k), escape_control(v)))
         .collect::<Vec<_>>()
         .join(sep)
 }
@@ -198,6 +216,17 @@ pub fn format_map(map: &HashMap<String, String>, sep: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("plain text é"), "plain text é");
+        assert_eq!(escape_control("a\nName: evil"), "a\\nName: evil");
+        assert_eq!(escape_control("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(escape_control("nul\0\t\r\x7f"), "nul\\x00\\t\\r\\x7f");
+        assert_eq!(escape_control("csi\u{9b}"), "csi\\u{9b}");
+        let m: HashMap<String, String> = [("k".to_string(), "v\nInjected: 1".to_string())].into();
+        assert_eq!(format_map(&m, "\n"), "k=v\\nInjected: 1");
+    }
 
     #[test]
     fn human_duration_matches_kubectl() {

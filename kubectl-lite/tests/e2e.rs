@@ -1044,3 +1044,41 @@ async fn watch_relists_when_its_resume_point_is_gone() {
     watch.start_kill().unwrap();
     watch.wait().await.unwrap();
 }
+
+/// Annotation values may hold NUL, newlines and escape sequences (the API accepts any
+/// string there, as Kubernetes does); describe and get print them escaped, so they cannot
+/// add lines or reach the terminal as control sequences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_user_values_are_escaped_on_output() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    let mut pods = srv.pods();
+    let hostile = "x\nName:         injected\u{1b}]0;pwned\u{7}\0end";
+    let mut pod = kube_lite_tests::fixtures::pod("evil", &[]);
+    pod.metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert("note".into(), hostile.into());
+    pods.create(pod)
+        .await
+        .expect("create pod with a hostile annotation");
+
+    let d = kl(s, &["describe", "pod", "evil"]).await;
+    let text = d.ok();
+    assert!(!text.contains('\u{1b}') && !text.contains('\0') && !text.contains('\u{7}'));
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("Name:")).count(),
+        1,
+        "an annotation added a line: {text}"
+    );
+    assert!(
+        text.contains(r"note=x\nName:         injected\x1b]0;pwned\x07\x00end"),
+        "{text}"
+    );
+    // The stored value itself is kept exactly (JSON escapes it).
+    let v = kl_json(s, &["get", "pod", "evil", "-o", "json"]).await;
+    assert_eq!(v["metadata"]["annotations"]["note"], hostile);
+    let table = kl(s, &["get", "pods", "-o", "wide"]).await;
+    assert!(!table.ok().contains('\u{1b}'));
+}

@@ -6,7 +6,10 @@
 //! - [`agent`]: `run(config)`: registration, datapath, recovery, the long-running tasks.
 //! - [`node`]: Node registration, heartbeats, VXLAN peers from the Node watch.
 //! - [`pods`]: the pod watch and one worker per pod (IP, network, containers, status,
-//!   restarts, graceful deletion), restart-safe recovery.
+//!   restarts, graceful deletion), restart-safe recovery. Decisions live in
+//!   [`pods::machine`] (a pure state machine with an explicit clock); the workers
+//!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
+//!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.

@@ -1,7 +1,11 @@
 //! Side effects: iptables-restore / iptables-save, conntrack, ip route and sysctls, all
 //! run inside the node's network namespace (`nsenter --net=/run/netns/NS`).
+//!
+//! [`Exec`] is the small interface the [`crate::Proxier`] drives; [`Runner`] is the real
+//! implementation (the tools as processes). Unit tests use a recording fake.
 
 use crate::Backend;
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
@@ -24,6 +28,111 @@ pub enum ExecError {
         status: String,
         stderr: String,
     },
+}
+
+/// The side effects of the proxier, in the node's network namespace.
+pub trait Exec: Clone + Send + Sync + 'static {
+    /// A started `iptables-save` (see [`Exec::start_save`]).
+    type Save: Send;
+
+    /// Can UDP conntrack entries be flushed (is `conntrack` installed)?
+    fn have_conntrack(&self) -> bool;
+    /// `iptables-restore --noflush -w` with `text` on stdin.
+    fn restore(&self, text: &str) -> impl Future<Output = Result<(), ExecError>> + Send;
+    /// Starts `iptables-save` (every table) now; collect it with [`Exec::finish_save`].
+    fn start_save(&self) -> Result<Self::Save, ExecError>;
+    /// The output of a save started with [`Exec::start_save`].
+    fn finish_save(
+        &self,
+        save: Self::Save,
+    ) -> impl Future<Output = Result<String, ExecError>> + Send;
+    /// `iptables-save` of every table.
+    fn save(&self) -> impl Future<Output = Result<String, ExecError>> + Send;
+    /// Deletes UDP conntrack entries to `orig_dst` (optionally only those DNAT'd to
+    /// `dnat_to`). "Nothing to delete" is not an error.
+    fn conntrack_flush_udp(
+        &self,
+        orig_dst: Ipv4Addr,
+        dnat_to: Option<Ipv4Addr>,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
+    /// Cluster IPs routed by the proxy.
+    fn list_routes(&self) -> impl Future<Output = Result<Vec<Ipv4Addr>, ExecError>> + Send;
+    /// IPv4 networks of the addresses on `dev`.
+    fn addresses(
+        &self,
+        dev: &str,
+    ) -> impl Future<Output = Result<Vec<ipnet::Ipv4Net>, ExecError>> + Send;
+    /// Adds `add` and removes `del` /32 routes via `dev` (one batch).
+    fn update_routes(
+        &self,
+        dev: &str,
+        add: &[Ipv4Addr],
+        del: &[Ipv4Addr],
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
+    /// `(key, value)` of those sysctls that exist.
+    fn sysctl_get(&self, keys: &[&str]) -> impl Future<Output = Vec<(String, String)>> + Send;
+    fn sysctl_set(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
+}
+
+impl Exec for Runner {
+    type Save = (String, tokio::process::Child);
+
+    fn have_conntrack(&self) -> bool {
+        have_program("conntrack")
+    }
+    fn restore(&self, text: &str) -> impl Future<Output = Result<(), ExecError>> + Send {
+        Runner::restore(self, text)
+    }
+    fn start_save(&self) -> Result<Self::Save, ExecError> {
+        Runner::start_save(self)
+    }
+    fn finish_save(
+        &self,
+        save: Self::Save,
+    ) -> impl Future<Output = Result<String, ExecError>> + Send {
+        Runner::finish(save)
+    }
+    fn save(&self) -> impl Future<Output = Result<String, ExecError>> + Send {
+        Runner::save(self)
+    }
+    fn conntrack_flush_udp(
+        &self,
+        orig_dst: Ipv4Addr,
+        dnat_to: Option<Ipv4Addr>,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send {
+        Runner::conntrack_flush_udp(self, orig_dst, dnat_to)
+    }
+    fn list_routes(&self) -> impl Future<Output = Result<Vec<Ipv4Addr>, ExecError>> + Send {
+        Runner::list_routes(self)
+    }
+    fn addresses(
+        &self,
+        dev: &str,
+    ) -> impl Future<Output = Result<Vec<ipnet::Ipv4Net>, ExecError>> + Send {
+        Runner::addresses(self, dev)
+    }
+    fn update_routes(
+        &self,
+        dev: &str,
+        add: &[Ipv4Addr],
+        del: &[Ipv4Addr],
+    ) -> impl Future<Output = Result<(), ExecError>> + Send {
+        Runner::update_routes(self, dev, add, del)
+    }
+    fn sysctl_get(&self, keys: &[&str]) -> impl Future<Output = Vec<(String, String)>> + Send {
+        Runner::sysctl_get(self, keys)
+    }
+    fn sysctl_set(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send {
+        Runner::sysctl_set(self, key, value)
+    }
 }
 
 /// Runs the tools inside one network namespace.

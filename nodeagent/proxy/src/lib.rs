@@ -15,13 +15,17 @@
 //!
 //! Modules: [`model`] (Service + Endpoints → one view per Service port), [`render`]
 //! (pure: views → rules in `iptables-save` form, diffs → `iptables-restore` text, parsing
-//! `iptables-save`), [`exec`] (iptables / conntrack / ip inside the namespace),
-//! [`proxier`] (desired vs applied state, incremental sync and full resync).
+//! `iptables-save`), [`exec`] (iptables / conntrack / ip inside the namespace, behind
+//! the [`exec::Exec`] trait), [`proxier`] (desired vs applied state, incremental sync
+//! and full resync), [`schedule`] (pure: when to sync — burst coalescing).
 
 pub mod exec;
+#[cfg(test)]
+mod fake;
 pub mod model;
 pub mod proxier;
 pub mod render;
+pub mod schedule;
 
 pub use proxier::{Proxier, ProxyError, SyncReport};
 
@@ -30,6 +34,7 @@ use kube_lite_client::{watcher, Event, WatchParams};
 use kube_lite_proto::v1::{
     endpoints_api_client::EndpointsApiClient, service_api_client::ServiceApiClient,
 };
+use schedule::{Coalescer, Decision};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -99,9 +104,6 @@ impl Default for ProxyConfig {
 /// Largest List response accepted (the apiserver allows 256 MiB responses).
 const MAX_LIST_BYTES: usize = 256 << 20;
 
-/// A steady stream of events still gets a sync this often.
-const MAX_COALESCE: Duration = Duration::from_millis(250);
-
 /// How soon to relist after a List at revision 0.
 const RELIST_EMPTY: Duration = Duration::from_millis(500);
 
@@ -150,19 +152,14 @@ pub async fn run(
     let mut relist_at: Option<Instant> = None;
     let mut have_services = false;
     let mut have_endpoints = false;
-    // When the next sync runs: at once for the first change after a quiet period
-    // (leading edge), else `debounce` after the last event but at most `MAX_COALESCE`
-    // after the first unsynced one; never before `not_before` (back-off after a
-    // failed sync).
-    let mut due: Option<Instant> = None;
-    let mut first_pending: Option<Instant> = None;
-    let mut not_before: Option<Instant> = None;
-    let mut last_sync: Option<Instant> = None;
+    // When the next sync runs (leading edge, debounce, cap, back-off after a failure).
+    let mut coalescer = Coalescer::new(cfg.debounce);
     let mut resync =
         tokio::time::interval_at(Instant::now() + cfg.resync_interval, cfg.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
+        let due = coalescer.next_wakeup().map(Instant::from_std);
         let sleep_until = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = &mut shutdown => break,
@@ -197,40 +194,24 @@ pub async fn run(
                 endpoints = Box::pin(endpoints_events(channel.clone()));
             },
             _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
-                due = None;
-                first_pending = None;
-                not_before = None;
-                let r = proxier.sync().await;
-                last_sync = Some(Instant::now());
-                match r {
-                    Ok(report) => {
-                        if let Some(tx) = &cfg.sync_events {
-                            let _ = tx.send(report);
+                if coalescer.tick(Instant::now().into_std()) == Decision::SyncNow {
+                    let r = proxier.sync().await;
+                    coalescer.synced(Instant::now().into_std(), r.is_ok());
+                    match r {
+                        Ok(report) => {
+                            if let Some(tx) = &cfg.sync_events {
+                                let _ = tx.send(report);
+                            }
                         }
-                    }
-                    Err(e) => {
-                        warn!("service rules sync failed (retrying as a full resync in 1 s): {e}");
-                        not_before = Some(Instant::now() + Duration::from_secs(1));
+                        Err(e) => {
+                            warn!("service rules sync failed (retrying as a full resync in 1 s): {e}");
+                        }
                     }
                 }
             },
         }
         if have_services && have_endpoints && proxier.has_pending() {
-            let now = Instant::now();
-            let mut at = match first_pending {
-                Some(first) => (now + cfg.debounce).min(first + MAX_COALESCE),
-                None => {
-                    first_pending = Some(now);
-                    match last_sync {
-                        Some(t) if now < t + cfg.debounce => t + cfg.debounce,
-                        _ => now,
-                    }
-                }
-            };
-            if let Some(nb) = not_before {
-                at = at.max(nb);
-            }
-            due = Some(at);
+            coalescer.change(Instant::now().into_std());
         }
     }
     info!("service proxy stopped");

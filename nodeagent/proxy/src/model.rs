@@ -60,16 +60,6 @@ impl ServicePortView {
     }
 }
 
-/// `namespace/name` of an object ("default" when the namespace is empty).
-pub fn object_key(namespace: &str, name: &str) -> String {
-    let ns = if namespace.is_empty() {
-        "default"
-    } else {
-        namespace
-    };
-    format!("{ns}/{name}")
-}
-
 /// Why a Service was skipped (logged by the caller).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SkipReason {

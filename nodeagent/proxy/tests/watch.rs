@@ -143,7 +143,14 @@ async fn run_follows_services_and_endpoints() {
         !s.contains("KL-SVC-") && !s.contains("-j MASQUERADE")
     })
     .await;
-    let routes = must(&["ip", "-n", &node.netns, "route", "show", "proto", "78"]);
+    // The route goes in the same sync, after the restore: the chains can be seen gone
+    // before it is. Wait for it.
+    let routes = || must(&["ip", "-n", &node.netns, "route", "show", "proto", "78"]);
+    wait_for(&mut rx, "cluster IP route gone", || {
+        routes().trim().is_empty()
+    })
+    .await;
+    let routes = routes();
     assert!(routes.trim().is_empty(), "{routes}");
 
     let _ = stop.send(());

@@ -1,0 +1,336 @@
+//! Endpoints: one Endpoints object per Service with a selector, named like it, listing
+//! the ready pods it selects (Running, with an IP, not being deleted), sorted by IP.
+//! A Service without a selector leaves its Endpoints to the user; a deleted Service's
+//! Endpoints go with it.
+//!
+//! Work list: the Services whose Endpoints may have changed since the last batch (the
+//! Service itself changed, or a pod it selects, selected, changed in what counts).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use kube_lite_core::consts::phase;
+use kube_lite_core::{ObjectRef, Resource};
+use kube_lite_proto::labels::map_matches;
+use kube_lite_proto::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectMeta, Pod, Service, ServiceSpec,
+};
+
+use crate::resource::{Kind, Object};
+use crate::store::{Change, Hook, Objects, Txn};
+
+/// What the endpoints controller looks at in a pod.
+#[derive(Debug, PartialEq)]
+pub struct PodView<'a> {
+    /// Running with an IP and not being deleted.
+    pub ready: bool,
+    pub ip: &'a str,
+    pub node: &'a str,
+    pub labels: &'a HashMap<String, String>,
+}
+
+impl<'a> PodView<'a> {
+    pub fn of(p: &'a Pod) -> PodView<'a> {
+        let st = p.status.as_ref();
+        PodView {
+            ready: st.is_some_and(|s| s.phase == phase::RUNNING && !s.pod_ip.is_empty())
+                && p.meta().deletion_timestamp == 0,
+            ip: st.map(|s| s.pod_ip.as_str()).unwrap_or(""),
+            node: p.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or(""),
+            labels: p.labels(),
+        }
+    }
+}
+
+/// The subsets for a Service with `spec`, from the pods of its namespace: one subset
+/// of the ready selected pods (by IP, then name) with the service's target ports, or
+/// none when no pod is ready.
+pub fn desired_subsets<'a>(
+    spec: &ServiceSpec,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Vec<EndpointSubset> {
+    let mut addrs: Vec<(Ipv4Addr, EndpointAddress)> = Vec::new();
+    for p in pods {
+        let v = PodView::of(p);
+        if !v.ready || !map_matches(&spec.selector, v.labels) {
+            continue;
+        }
+        addrs.push((
+            v.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            EndpointAddress {
+                ip: v.ip.to_string(),
+                node_name: v.node.to_string(),
+                pod_name: p.name().to_string(),
+            },
+        ));
+    }
+    if addrs.is_empty() {
+        return Vec::new();
+    }
+    addrs.sort_by(|a, b| (a.0, &a.1.pod_name).cmp(&(b.0, &b.1.pod_name)));
+    vec![EndpointSubset {
+        addresses: addrs.into_iter().map(|(_, a)| a).collect(),
+        not_ready_addresses: Vec::new(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| EndpointPort {
+                name: p.name.clone(),
+                port: p.target_port,
+                protocol: p.protocol.clone(),
+            })
+            .collect(),
+    }]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Delete,
+    /// A new Endpoints (the writer adds uid and creation time).
+    Create(Endpoints),
+    Update(Endpoints),
+}
+
+/// What to do with the Endpoints `key` of Service `svc` (`None`: deleted), given the
+/// existing Endpoints and the pods of the namespace. `None`: nothing.
+pub fn decide<'a>(
+    key: &ObjectRef,
+    svc: Option<&Service>,
+    existing: Option<&Endpoints>,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Option<Action> {
+    let Some(svc) = svc else {
+        return existing.map(|_| Action::Delete);
+    };
+    let spec = svc.spec.as_ref().filter(|s| !s.selector.is_empty())?;
+    let subsets = desired_subsets(spec, pods);
+    match existing {
+        Some(e) if e.subsets == subsets => None,
+        Some(e) => {
+            let mut e = e.clone();
+            e.subsets = subsets;
+            Some(Action::Update(e))
+        }
+        None => Some(Action::Create(Endpoints {
+            metadata: Some(ObjectMeta {
+                name: key.name.clone(),
+                namespace: key.namespace.clone(),
+                labels: svc.labels().clone(),
+                ..Default::default()
+            }),
+            subsets,
+        })),
+    }
+}
+
+#[derive(Default)]
+pub struct EndpointsController {
+    /// Services whose Endpoints must be recomputed.
+    dirty: BTreeSet<ObjectRef>,
+}
+
+impl Hook for EndpointsController {
+    fn observe(&mut self, objects: &Objects, change: &Change<'_>) {
+        match change.kind {
+            Kind::Service => {
+                if let Some(o) = change.prev.or(change.new) {
+                    self.dirty.insert(o.key());
+                }
+            }
+            Kind::Pod => {
+                let v0 = change.prev.and_then(Object::as_pod).map(PodView::of);
+                let v1 = change.new.and_then(Object::as_pod).map(PodView::of);
+                if v0 == v1 {
+                    return;
+                }
+                let ns = change
+                    .prev
+                    .or(change.new)
+                    .map(|o| o.meta().namespace.as_str())
+                    .unwrap_or("");
+                for (k, svc) in objects.in_namespace(Kind::Service, ns) {
+                    let Some(sel) = svc
+                        .as_service()
+                        .and_then(|s| s.spec.as_ref())
+                        .map(|s| &s.selector)
+                        .filter(|s| !s.is_empty())
+                    else {
+                        continue;
+                    };
+                    let hit = |v: &Option<PodView<'_>>| {
+                        v.as_ref().is_some_and(|v| map_matches(sel, v.labels))
+                    };
+                    if hit(&v0) || hit(&v1) {
+                        self.dirty.insert(k.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile(&mut self, txn: &mut Txn<'_>) {
+        for key in std::mem::take(&mut self.dirty) {
+            let objects = txn.objects();
+            let svc = objects
+                .get(Kind::Service, &key)
+                .and_then(|o| o.as_service());
+            let existing = objects
+                .get(Kind::Endpoints, &key)
+                .and_then(|o| o.as_endpoints());
+            let pods = objects
+                .in_namespace(Kind::Pod, &key.namespace)
+                .filter_map(|(_, o)| o.as_pod());
+            match decide(&key, svc, existing, pods) {
+                None => {}
+                Some(Action::Delete) => {
+                    txn.remove(Kind::Endpoints, &key);
+                }
+                Some(Action::Update(e)) => {
+                    txn.put(Object::Endpoints(e));
+                }
+                Some(Action::Create(mut e)) => {
+                    let m = e.meta_mut();
+                    m.uid = uuid::Uuid::new_v4().to_string();
+                    m.creation_timestamp = txn.now_ms;
+                    txn.put(Object::Endpoints(e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{PodSpec, PodStatus, ServicePort};
+
+    fn pod(name: &str, app: &str, phase: &str, ip: &str) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                labels: [("app".to_string(), app.to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: "n1".into(),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: phase.into(),
+                pod_ip: ip.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn svc(selector: &[(&str, &str)]) -> Service {
+        Service {
+            metadata: Some(ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                labels: [("tier".to_string(), "front".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                selector: selector
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    target_port: 8080,
+                    protocol: "TCP".into(),
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn ips(subsets: &[EndpointSubset]) -> Vec<&str> {
+        subsets
+            .iter()
+            .flat_map(|s| &s.addresses)
+            .map(|a| a.ip.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn subsets_hold_ready_selected_pods_by_ip() {
+        let mut deleting = pod("d", "web", "Running", "10.0.1.9");
+        deleting.meta_mut().deletion_timestamp = 1;
+        let pods = [
+            pod("b", "web", "Running", "10.0.1.10"),
+            pod("a", "web", "Running", "10.0.1.9"),
+            pod("c", "web", "Pending", "10.0.1.2"),
+            pod("e", "web", "Running", ""),
+            pod("f", "db", "Running", "10.0.1.3"),
+            deleting,
+        ];
+        let s = desired_subsets(svc(&[("app", "web")]).spec.as_ref().unwrap(), &pods);
+        assert_eq!(ips(&s), ["10.0.1.9", "10.0.1.10"], "numeric IP order");
+        assert_eq!(s[0].addresses[0].pod_name, "a");
+        assert_eq!(s[0].addresses[0].node_name, "n1");
+        assert_eq!(
+            s[0].ports,
+            [EndpointPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: "TCP".into()
+            }]
+        );
+        assert!(desired_subsets(svc(&[("app", "x")]).spec.as_ref().unwrap(), &pods).is_empty());
+    }
+
+    #[test]
+    fn decide_creates_updates_deletes_or_leaves() {
+        let key = ObjectRef::new("default", "web");
+        let s = svc(&[("app", "web")]);
+        let pods = [pod("a", "web", "Running", "10.0.1.9")];
+        let Some(Action::Create(e)) = decide(&key, Some(&s), None, &pods) else {
+            panic!("expected create")
+        };
+        assert_eq!(e.meta().name, "web");
+        assert_eq!(e.labels().get("tier").map(String::as_str), Some("front"));
+        assert_eq!(ips(&e.subsets), ["10.0.1.9"]);
+        assert_eq!(decide(&key, Some(&s), Some(&e), &pods), None, "unchanged");
+        let Some(Action::Update(u)) = decide(&key, Some(&s), Some(&e), &[]) else {
+            panic!("expected update")
+        };
+        assert!(u.subsets.is_empty());
+        assert_eq!(decide(&key, None, Some(&e), &pods), Some(Action::Delete));
+        assert_eq!(decide(&key, None, None, &pods), None);
+        assert_eq!(
+            decide(&key, Some(&svc(&[])), Some(&e), &[]),
+            None,
+            "no selector: user-managed"
+        );
+    }
+
+    #[test]
+    fn only_relevant_pod_changes_mark_services() {
+        let mut objects = Objects::default();
+        objects.insert(Object::Service(svc(&[("app", "web")])));
+        let mut h = EndpointsController::default();
+        let web = Object::Pod(pod("a", "web", "Pending", ""));
+        let db = Object::Pod(pod("b", "db", "Running", "10.0.1.3"));
+        let ch = |prev, new| Change {
+            kind: Kind::Pod,
+            prev,
+            new,
+        };
+        h.observe(&objects, &ch(None, Some(&db)));
+        assert!(h.dirty.is_empty(), "not selected");
+        h.observe(&objects, &ch(None, Some(&web)));
+        assert_eq!(h.dirty.len(), 1);
+        h.dirty.clear();
+        h.observe(&objects, &ch(Some(&web), Some(&web)));
+        assert!(h.dirty.is_empty(), "nothing that counts changed");
+        let running = Object::Pod(pod("a", "web", "Running", "10.0.1.9"));
+        h.observe(&objects, &ch(Some(&web), Some(&running)));
+        assert!(h.dirty.contains(&ObjectRef::new("default", "web")));
+    }
+}

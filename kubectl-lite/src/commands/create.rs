@@ -1,0 +1,262 @@
+//! `create pod|service`: flags → object → Create → `pod/web created`.
+
+use super::ctx::{out, Ctx};
+use crate::api::Api;
+use crate::cli::{CreateCommand, CreatePodArgs, CreateServiceArgs};
+use crate::util::{parse_env, parse_map, parse_port_spec};
+use anyhow::{anyhow, Result};
+use kube_lite_core::consts::{protocol, service_type};
+use kube_lite_proto::v1::{
+    Container, ContainerPort, EnvVar, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec,
+};
+
+/// The object to create.
+pub enum New {
+    Pod(Pod),
+    Service(Service),
+}
+
+/// The flags → the object (pure; checked before connecting).
+pub fn parse(cmd: &CreateCommand, namespace: &str) -> Result<New> {
+    Ok(match cmd {
+        CreateCommand::Pod(a) => New::Pod(pod_from_args(a, namespace)?),
+        CreateCommand::Service(a) => New::Service(service_from_args(a, namespace)?),
+    })
+}
+
+pub async fn run(ctx: &Ctx, new: New) -> Result<()> {
+    match new {
+        New::Pod(p) => create(ctx, p).await,
+        New::Service(s) => create(ctx, s).await,
+    }
+}
+
+/// The pod `create pod` sends (pure, unit-tested).
+pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
+    let labels = parse_map("--labels", &a.labels).map_err(|e| anyhow!(e))?;
+    let env = a
+        .env
+        .iter()
+        .map(|e| parse_env(e).map(|(name, value)| EnvVar { name, value }))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!(e))?;
+    let ports = a
+        .ports
+        .iter()
+        .map(|&p| {
+            if (1..=65535).contains(&p) {
+                Ok(ContainerPort {
+                    name: String::new(),
+                    container_port: p,
+                    protocol: protocol::TCP.into(),
+                })
+            } else {
+                Err(anyhow!("--port {p}: must be between 1 and 65535"))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (command, args) = if a.command {
+        (a.args.clone(), vec![])
+    } else {
+        (vec![], a.args.clone())
+    };
+    Ok(Pod {
+        metadata: Some(ObjectMeta {
+            name: a.name.clone(),
+            namespace: namespace.to_string(),
+            labels,
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            node_name: a.node.clone().unwrap_or_default(),
+            containers: vec![Container {
+                name: a.name.clone(),
+                image: a.image.clone(),
+                command,
+                args,
+                env,
+                ports,
+            }],
+            restart_policy: a.restart.clone(),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The service `create service` sends (pure, unit-tested).
+pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Service> {
+    let selector = parse_map("--selector", &a.selector).map_err(|e| anyhow!(e))?;
+    let mut ports = Vec::new();
+    for p in &a.ports {
+        let spec = parse_port_spec(p).map_err(|e| anyhow!(e))?;
+        ports.push(ServicePort {
+            name: spec.name(),
+            protocol: spec.protocol.clone(),
+            port: spec.port,
+            target_port: spec.target_port,
+        });
+    }
+    Ok(Service {
+        metadata: Some(ObjectMeta {
+            name: a.name.clone(),
+            namespace: namespace.to_string(),
+            ..Default::default()
+        }),
+        spec: Some(ServiceSpec {
+            selector,
+            ports,
+            cluster_ip: a.cluster_ip.clone().unwrap_or_default(),
+            r#type: service_type::CLUSTER_IP.into(),
+        }),
+        status: None,
+    })
+}
+
+async fn create<T: Api>(ctx: &Ctx, obj: T) -> Result<()> {
+    let name = obj.name().to_string();
+    T::create(&ctx.ch, obj)
+        .await
+        .map_err(|s| ctx.error::<T>(&format!("create {}/{name}", T::SINGULAR), "", s))?;
+    out(format_args!("{}/{name} created\n", T::SINGULAR))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("kubectl-lite").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn create_pod_flags_become_a_pod() {
+        let cli = parse(&[
+            "-n",
+            "dev",
+            "create",
+            "pod",
+            "web",
+            "--image",
+            "busybox",
+            "-l",
+            "app=web,tier=front",
+            "--node",
+            "node-1",
+            "--restart",
+            "Never",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--port",
+            "8080",
+            "--",
+            "httpd",
+            "-f",
+        ]);
+        assert_eq!(cli.namespace.as_deref(), Some("dev"));
+        let Command::Create(CreateCommand::Pod(a)) = cli.command else {
+            panic!()
+        };
+        let pod = pod_from_args(&a, "dev").unwrap();
+        let m = pod.metadata.unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.namespace.as_str(), m.labels.len()),
+            ("web", "dev", 2)
+        );
+        let s = pod.spec.unwrap();
+        assert_eq!(
+            (s.node_name.as_str(), s.restart_policy.as_str()),
+            ("node-1", "Never")
+        );
+        let c = &s.containers[0];
+        assert_eq!((c.name.as_str(), c.image.as_str()), ("web", "busybox"));
+        assert_eq!(c.args, vec!["httpd", "-f"]);
+        assert!(c.command.is_empty());
+        assert_eq!(
+            c.env[1],
+            EnvVar {
+                name: "B".into(),
+                value: "x=y".into()
+            }
+        );
+        assert_eq!(c.ports[0].container_port, 8080);
+
+        let cli = parse(&[
+            "create",
+            "po",
+            "x",
+            "--image",
+            "i",
+            "--command",
+            "--",
+            "sleep",
+            "1",
+        ]);
+        let Command::Create(CreateCommand::Pod(a)) = cli.command else {
+            panic!()
+        };
+        let s = pod_from_args(&a, "default").unwrap().spec.unwrap();
+        assert_eq!(s.containers[0].command, vec!["sleep", "1"]);
+        assert_eq!(s.restart_policy, "Always");
+    }
+
+    #[test]
+    fn create_service_names_ports_by_port_and_protocol() {
+        let cli = parse(&[
+            "create",
+            "svc",
+            "web",
+            "--selector",
+            "app=web",
+            "--port",
+            "80:8080",
+            "--port",
+            "53/udp",
+            "--cluster-ip",
+            "172.17.10.10",
+        ]);
+        let Command::Create(CreateCommand::Service(a)) = cli.command else {
+            panic!()
+        };
+        let spec = service_from_args(&a, "default").unwrap().spec.unwrap();
+        assert_eq!(spec.cluster_ip, "172.17.10.10");
+        assert_eq!(
+            spec.ports,
+            vec![
+                ServicePort {
+                    name: "80-tcp".into(),
+                    protocol: protocol::TCP.into(),
+                    port: 80,
+                    target_port: 8080
+                },
+                ServicePort {
+                    name: "53-udp".into(),
+                    protocol: "UDP".into(),
+                    port: 53,
+                    target_port: 53
+                },
+            ]
+        );
+        let cli = parse(&[
+            "create",
+            "service",
+            "web",
+            "--selector",
+            "app",
+            "--port",
+            "80",
+        ]);
+        let Command::Create(CreateCommand::Service(a)) = cli.command else {
+            panic!()
+        };
+        assert!(service_from_args(&a, "default")
+            .unwrap_err()
+            .to_string()
+            .contains("--selector"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The commands, one module each (parse → call → print), written once over
+//! [`Api`](crate::api::Api)/[`Show`](crate::output::Show) for the four kinds.
+//!
+//! Layering (each module imports only from those below it): this dispatcher →
+//! `create`, `apply`, `get` (→ `watch`), `describe`, `delete`, `logs` → `ctx` (connection,
+//! namespace rule, stdout) and `args` → `errors` (status → one line).
+
+mod apply;
+mod args;
+mod create;
+mod ctx;
+mod delete;
+mod describe;
+mod errors;
+mod get;
+mod logs;
+mod watch;
+
+pub use apply::load_manifests;
+pub use create::{pod_from_args, service_from_args};
+pub use ctx::{connect, Ctx};
+pub use errors::unreachable;
+
+use crate::api::Kind;
+use crate::cli::*;
+use crate::manifest::Converted;
+use anyhow::Result;
+use args::{kind_and_names, kind_and_required_names};
+use kube_lite_core::DEFAULT_NAMESPACE;
+
+/// A command with its arguments checked, ready to run.
+enum Plan {
+    Create(Box<create::New>),
+    Apply(Vec<(String, Converted)>),
+    Get(Kind, GetArgs),
+    Describe(Kind, DescribeArgs),
+    Delete(Kind, DeleteArgs),
+    Logs(LogsArgs),
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let explicit_namespace = cli.namespace.is_some();
+    let namespace = cli
+        .namespace
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    // Everything that can be checked without the server is checked before connecting.
+    let plan = match cli.command {
+        Command::Create(c) => Plan::Create(Box::new(create::parse(&c, &namespace)?)),
+        Command::Apply(a) => Plan::Apply(apply::parse(&a, &namespace, explicit_namespace)?),
+        Command::Get(mut a) => Plan::Get(kind_and_names(&mut a.resource, &mut a.names)?, a),
+        Command::Describe(mut a) => {
+            let k = kind_and_required_names("describe", &mut a.resource, &mut a.names)?;
+            Plan::Describe(k, a)
+        }
+        Command::Delete(mut a) => {
+            let k = kind_and_required_names("delete", &mut a.resource, &mut a.names)?;
+            Plan::Delete(k, a)
+        }
+        Command::Logs(a) => Plan::Logs(a),
+    };
+    let ch = connect(&cli.server).await?;
+    let ctx = Ctx {
+        ch,
+        server: cli.server,
+        explicit_namespace,
+        namespace,
+    };
+    match plan {
+        Plan::Create(new) => create::run(&ctx, *new).await,
+        Plan::Apply(docs) => apply::run(&ctx, docs).await,
+        Plan::Get(k, a) => get::run(&ctx, k, &a).await,
+        Plan::Describe(k, a) => describe::run(&ctx, k, a).await,
+        Plan::Delete(k, a) => delete::run(&ctx, k, &a).await,
+        Plan::Logs(a) => logs::run(&ctx, a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Format;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("kubectl-lite").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn delete_and_get_flags() {
+        let Command::Delete(d) = parse(&["delete", "pod", "a", "b"]).command else {
+            panic!()
+        };
+        assert!(d.wait && !d.force && d.grace_period.is_none());
+        assert_eq!(d.names, vec!["a", "b"]);
+        let Command::Delete(d) =
+            parse(&["delete", "po", "a", "--wait=false", "--grace-period", "5"]).command
+        else {
+            panic!()
+        };
+        assert!(!d.wait);
+        assert_eq!(d.grace_period, Some(5));
+        let Command::Get(g) =
+            parse(&["get", "po", "-A", "-o", "wide", "-w", "-l", "app in (a,b)"]).command
+        else {
+            panic!()
+        };
+        assert!(g.all_namespaces && g.watch);
+        assert_eq!(g.output, Some(Format::Wide));
+        assert_eq!(g.selector.as_deref(), Some("app in (a,b)"));
+        assert!(Cli::try_parse_from(["kubectl-lite", "get", "po", "-o", "xml"]).is_err());
+    }
+}
