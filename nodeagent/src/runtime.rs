@@ -3,6 +3,7 @@
 //! `shim → init (PID 1 of its own PID namespace) → program`, see [`crate::init`].
 
 use crate::init::{InitArgs, Stage};
+use crate::logfile::rotated_path;
 use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use futures::future::BoxFuture;
 use kube_lite_core::consts::reason;
@@ -109,14 +110,19 @@ pub struct ProcessRuntime {
     init_exe: PathBuf,
     /// Children this process spawned (adopted instances are not in here).
     children: Mutex<HashMap<i32, tokio::process::Child>>,
+    /// Container log rotation size in bytes (0 = never).
+    log_max: u64,
 }
 
 impl ProcessRuntime {
-    pub fn new(state: StateDir, init_exe: PathBuf) -> Arc<ProcessRuntime> {
+    /// `log_max`: rotate each container log at this many bytes, keeping one rotated
+    /// part (0 = never).
+    pub fn new(state: StateDir, init_exe: PathBuf, log_max: u64) -> Arc<ProcessRuntime> {
         Arc::new(ProcessRuntime {
             state,
             init_exe,
             children: Mutex::new(HashMap::new()),
+            log_max,
         })
     }
 }
@@ -131,10 +137,13 @@ impl Runtime for ProcessRuntime {
         std::fs::create_dir_all(&dir).map_err(err)?;
         let log = self.state.log_path(&spec.pod_uid, &spec.container);
         if log.exists() {
-            let _ = std::fs::rename(
-                &log,
-                self.state.previous_log_path(&spec.pod_uid, &spec.container),
-            );
+            // The previous instance's log (both parts) becomes `.log.1` (+ rotated).
+            let prev = self.state.previous_log_path(&spec.pod_uid, &spec.container);
+            let _ = std::fs::rename(&log, &prev);
+            let (rot, prev_rot) = (rotated_path(&log), rotated_path(&prev));
+            if std::fs::rename(&rot, &prev_rot).is_err() {
+                let _ = std::fs::remove_file(&prev_rot);
+            }
         }
         let exit_file = self.state.exit_path(&spec.pod_uid, &spec.container);
         let _ = std::fs::remove_file(&exit_file);
@@ -149,6 +158,8 @@ impl Runtime for ProcessRuntime {
             netns: spec.netns_path.clone(),
             hostname: spec.hostname.clone(),
             exit_file,
+            log: Some(log.clone()),
+            log_max: self.log_max,
             program: spec.program.display().to_string(),
             args: spec.args.clone(),
         };
@@ -291,7 +302,7 @@ mod tests {
     #[test]
     fn shim_cmdlines_name_their_pod_and_container() {
         let dir = Path::new("/var/lib/kl/n0/pods");
-        let cmd = b"nodeagent\0init\0shim\0/run/netns/kl-x\0web\0/var/lib/kl/n0/pods/u-1/c.exit\0-\00\0--\0/bin/sleep\0";
+        let cmd = b"nodeagent\0init\0shim\0/run/netns/kl-x\0web\0/var/lib/kl/n0/pods/u-1/c.exit\0-\0\x30\0--\0/bin/sleep\0";
         assert_eq!(
             parse_shim_cmdline(cmd, dir),
             Some(("u-1".to_string(), "c".to_string()))

@@ -4,7 +4,7 @@
 
 use futures::StreamExt;
 use kube_lite_proto::v1::{
-    Container, DeleteRequest, GetRequest, ListRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
+    Container, DeleteRequest, GetRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
 use std::path::{Path, PathBuf};
@@ -342,5 +342,215 @@ async fn agent_killed_during_a_burst_of_starts_never_runs_a_second_instance() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = ListRequest::default();
+}
+
+async fn logs_stream(
+    c: &TestCluster,
+    name: &str,
+    follow: bool,
+    previous: bool,
+    tail: i64,
+) -> tonic::Streaming<kube_lite_proto::v1::LogChunk> {
+    c.api
+        .pods()
+        .logs(LogsRequest {
+            name: name.into(),
+            namespace: "default".into(),
+            container: String::new(),
+            follow,
+            tail_lines: tail,
+            previous,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("logs {name}: {e}"))
+        .into_inner()
+}
+
+async fn logs(c: &TestCluster, name: &str, previous: bool, tail: i64) -> String {
+    let mut s = logs_stream(c, name, false, previous, tail).await;
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend(chunk.expect("log chunk").data);
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Point 9: with `--container-log-max-size 1Mi`, a pod writing ~1.5 MB/s keeps its log
+/// files bounded (current and one rotated part, each ≤ 1 MiB), `logs --tail 1` returns
+/// the last line, a follow keeps streaming across rotations, and tails of a 64 MiB log
+/// leave the agent's memory flat. Before: the file grew without bound and a tail read
+/// the whole file into memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_logs_rotate_and_tails_stream_from_the_end() {
+    if !require_root() {
+        return;
+    }
+    const LIMIT: u64 = 1 << 20;
+    let mut opts = ClusterOptions::new(1, agent_bin());
+    opts.extra_agent_args = vec!["--container-log-max-size".into(), "1Mi".into()];
+    let c = whoami_cluster(opts).await;
+    let node = c.nodes[0].name.clone();
+    let script = "i=1000000; while true; do seq $i $((i+19999)); i=$((i+20000)); sleep 0.1; done";
+    c.api
+        .pods()
+        .create(pod("writer", &node, &["sh", "-c", script], 30))
+        .await
+        .expect("create");
+    let w = wait_running(&c, "writer", 60).await;
+    let dir = c.nodes[0].state_dir.join("pods").join(uid(&w));
+    let (cur, rot) = (dir.join("c.log"), dir.join("c.log.rotated"));
+
+    // Follow from the last line, in the background, while the log rotates.
+    let mut follow = logs_stream(&c, "writer", true, false, 1).await;
+    let (ftx, mut frx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let follower = tokio::spawn(async move {
+        while let Some(Ok(chunk)) = follow.next().await {
+            if ftx.send(chunk.data).is_err() {
+                return;
+            }
+        }
+    });
+
+    // Watch three rotations (the rotated part is replaced each time), checking the
+    // bound at every look.
+    use std::os::unix::fs::MetadataExt;
+    let mut rotations = 0;
+    let mut last_ino = None;
+    let mut max_seen = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rotations < 3 {
+        let (a, b) = (file_len(&cur), file_len(&rot));
+        max_seen = (max_seen.0.max(a), max_seen.1.max(b));
+        assert!(
+            a <= LIMIT && b <= LIMIT,
+            "log {a} B, rotated {b} B (limit {LIMIT})"
+        );
+        let ino = std::fs::metadata(&rot).map(|m| m.ino()).ok();
+        if ino.is_some() && ino != last_ino {
+            rotations += 1;
+            last_ino = ino;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {rotations} rotations; log {a} B\n{}",
+            c.agent_log_tail(0, 40)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "largest log {} B, rotated {} B (limit {LIMIT})",
+        max_seen.0, max_seen.1
+    );
+
+    // The last line, and only it.
+    let t = logs(&c, "writer", false, 1).await;
+    assert!(
+        t.ends_with('\n') && t.lines().count() == 1,
+        "{:?}",
+        &t[..t.len().min(200)]
+    );
+    let n: u64 = t.trim().parse().expect("a number");
+    assert!(n > 1_000_000 + 3 * (LIMIT / 8), "{n}");
+
+    // The follow went on across the rotations: increasing numbers far past the first.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (first, last) = loop {
+        while let Ok(d) = frx.try_recv() {
+            got.extend(d);
+        }
+        let text = String::from_utf8_lossy(&got);
+        let nums: Vec<u64> = text.lines().filter_map(|l| l.parse().ok()).collect();
+        if let (Some(f), Some(l)) = (nums.first(), nums.last()) {
+            if l - f > 3 * (LIMIT / 8) {
+                assert!(nums.windows(2).all(|w| w[1] > w[0]), "follow out of order");
+                break (*f, *l);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follow stalled at {} bytes",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "follow streamed {first}..{last} ({} bytes) across rotations",
+        got.len()
+    );
+    follower.abort();
+
+    // Tails of a big log: a finished pod whose previous log is 64 MiB.
+    c.api
+        .pods()
+        .create(Pod {
+            spec: Some(PodSpec {
+                restart_policy: "Never".into(),
+                ..pod("big", &node, &["echo", "done"], 30).spec.unwrap()
+            }),
+            ..pod("big", &node, &[], 30)
+        })
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let big = loop {
+        if let Some(p) = get(&c, "big").await {
+            if p.status.as_ref().is_some_and(|s| s.phase == "Succeeded") {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "big did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let prev = c.nodes[0]
+        .state_dir
+        .join("pods")
+        .join(uid(&big))
+        .join("c.log.1");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&prev).unwrap());
+        let mut i = 0u64;
+        while i * 32 < 64 << 20 {
+            writeln!(f, "previous line {i:018}").unwrap();
+            i += 1;
+        }
+        f.flush().unwrap();
+    }
+    let agent = c.nodes[0].agent.as_ref().unwrap().id();
+    let (rss0, hwm0) = (status_kb(agent, "VmRSS:"), status_kb(agent, "VmHWM:"));
+    let tails = (0..4).map(|_| logs(&c, "big", true, 1));
+    for t in futures::future::join_all(tails).await {
+        assert!(
+            t.starts_with("previous line ") && t.lines().count() == 1,
+            "{:?}",
+            &t[..t.len().min(200)]
+        );
+    }
+    let t = logs(&c, "big", true, 3).await;
+    assert_eq!(t.lines().count(), 3, "{:?}", &t[..t.len().min(200)]);
+    let (rss1, hwm1) = (status_kb(agent, "VmRSS:"), status_kb(agent, "VmHWM:"));
+    eprintln!(
+        "agent VmRSS {rss0} → {rss1} kB, VmHWM {hwm0} → {hwm1} kB, serving 5 tails of a {} B log",
+        file_len(&prev)
+    );
+    assert!(
+        hwm1 - hwm0 < 16 * 1024,
+        "agent peak memory grew {} kB",
+        hwm1 - hwm0
+    );
+    assert!(logs(&c, "big", false, 0).await.contains("done"));
+    let _ = std::fs::remove_file(&prev);
 }
