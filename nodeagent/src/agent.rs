@@ -166,7 +166,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
     let exe = PathBuf::from("/proc/self/exe");
-    let runtime = ProcessRuntime::new(state.clone(), exe);
+    let runtime = ProcessRuntime::new(state.clone(), exe, cfg.container_log_max_size);
     let node = pods::Node::new(
         node_name.clone(),
         address,

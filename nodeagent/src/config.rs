@@ -65,13 +65,56 @@ pub struct Config {
     /// `legacy` (iptables-legacy-restore).
     #[arg(long, env = "KUBE_LITE_IPTABLES_BACKEND", default_value = "nft", value_parser = ["nft", "legacy"])]
     pub iptables_backend: String,
+    /// Size at which a container log is rotated (one rotated file is kept, so a
+    /// container holds at most twice this per instance): bytes, or with a suffix
+    /// K/Ki/M/Mi/G/Gi (kubelet's containerLogMaxSize; 0 = never rotate).
+    #[arg(long, env = "KUBE_LITE_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_size)]
+    pub container_log_max_size: u64,
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,
 }
 
+/// "10Mi", "500K", "1048576" → bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 10Mi, 500K, 1048576)"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "k" | "KB" => 1000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1000 * 1000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1000 * 1000 * 1000,
+        "Gi" | "GiB" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?} (K, Ki, M, Mi, G, Gi)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10Mi").unwrap(), 10 << 20);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("500K").unwrap(), 500_000);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("5Ti").is_err());
+        assert!(parse_size("Mi").is_err());
+        assert!(parse_size("99999999999999999999Gi").is_err());
+        let c = Config::try_parse_from(["nodeagent"]).unwrap();
+        assert_eq!(c.container_log_max_size, 10 << 20);
+        let c = Config::try_parse_from(["nodeagent", "--container-log-max-size", "1Mi"]).unwrap();
+        assert_eq!(c.container_log_max_size, 1 << 20);
+    }
     use super::*;
 
     #[test]

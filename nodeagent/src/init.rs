@@ -17,9 +17,16 @@
 //!    atomically) and exits with the program's code.
 //!
 //! Argument layout (internal interface between the agent and itself):
-//! `nodeagent init shim|pid1 <netns path or -> <hostname> <exit file> -- PROGRAM ARGS…`.
-//! stdout/stderr are inherited all the way down (the agent points them at the log file).
+//! `nodeagent init shim|pid1 <netns path or -> <hostname> <exit file> <log file or ->
+//! <log max bytes> -- PROGRAM ARGS…`. The exit file path is also the marker by which a
+//! restarted agent finds the instance ([`crate::runtime::parse_shim_cmdline`]).
+//!
+//! Logs: the init's own stdout/stderr are the log file (the agent opens it). With a log
+//! file, pid1 gives the program a pipe as stdout/stderr and copies it into the file
+//! through a [`RotatingWriter`] (rotation at `log max` bytes, one rotated part kept),
+//! draining it before it writes the exit file. Without (`-`), the program inherits.
 
+use crate::logfile::RotatingWriter;
 use crate::state::ExitInfo;
 use kube_lite_core::consts::reason;
 use kube_lite_core::time::now_ms;
@@ -49,6 +56,10 @@ pub struct InitArgs {
     pub netns: Option<PathBuf>,
     pub hostname: String,
     pub exit_file: PathBuf,
+    /// The container's log file (pid1 writes it, rotating); None = inherit stdout.
+    pub log: Option<PathBuf>,
+    /// Rotation size of the log (0 = never).
+    pub log_max: u64,
     pub program: String,
     pub args: Vec<String>,
 }
@@ -62,9 +73,9 @@ pub enum Stage {
 impl InitArgs {
     /// Parses the arguments after `init`.
     pub fn parse(argv: &[String]) -> Result<InitArgs, String> {
-        let usage =
-            "usage: nodeagent init shim|pid1 NETNS|- HOSTNAME EXIT_FILE -- PROGRAM [ARGS...]";
-        if argv.len() < 6 || argv[4] != "--" {
+        let usage = "usage: nodeagent init shim|pid1 NETNS|- HOSTNAME EXIT_FILE LOG_FILE|- \
+                     LOG_MAX_BYTES -- PROGRAM [ARGS...]";
+        if argv.len() < 8 || argv[6] != "--" {
             return Err(usage.to_string());
         }
         let stage = match argv[0].as_str() {
@@ -77,8 +88,10 @@ impl InitArgs {
             netns: (argv[1] != "-").then(|| PathBuf::from(&argv[1])),
             hostname: argv[2].clone(),
             exit_file: PathBuf::from(&argv[3]),
-            program: argv[5].clone(),
-            args: argv[6..].to_vec(),
+            log: (argv[4] != "-").then(|| PathBuf::from(&argv[4])),
+            log_max: argv[5].parse().map_err(|_| usage.to_string())?,
+            program: argv[7].clone(),
+            args: argv[8..].to_vec(),
         })
     }
 
@@ -97,6 +110,11 @@ impl InitArgs {
                 .unwrap_or_else(|| "-".to_string()),
             self.hostname.clone(),
             self.exit_file.display().to_string(),
+            self.log
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".to_string()),
+            self.log_max.to_string(),
             "--".to_string(),
             self.program.clone(),
         ];
@@ -280,6 +298,47 @@ fn unblock_in_child(cmd: &mut Command) {
     }
 }
 
+/// Points the program's stdout/stderr at a pipe and copies the pipe into `log` from a
+/// thread; the receiver resolves when the pipe reached EOF. None (the program inherits
+/// our stdout/stderr, the log file) when the pipe or file cannot be made.
+fn log_pipe(cmd: &mut Command, log: &Path, max: u64) -> Option<std::sync::mpsc::Receiver<()>> {
+    use std::io::Read;
+    let mut writer = match RotatingWriter::open(log, max) {
+        Ok(w) => w,
+        Err(e) => {
+            warn(&format!("opening log {}: {e}", log.display()));
+            return None;
+        }
+    };
+    let (mut rd, wr) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            warn(&format!("log pipe: {e}"));
+            return None;
+        }
+    };
+    let wr2 = wr.try_clone().ok()?;
+    cmd.stdout(wr).stderr(wr2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; crate::logfile::CHUNK];
+        loop {
+            match rd.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = writer.write(&buf[..n]) {
+                        warn(&format!("writing log: {e}"));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(());
+    });
+    Some(rx)
+}
+
 fn failed_start(message: String) -> ExitInfo {
     ExitInfo {
         exit_code: 128,
@@ -327,7 +386,15 @@ fn pid1(a: &InitArgs) -> i32 {
     let mut cmd = Command::new(&a.program);
     cmd.args(&a.args);
     unblock_in_child(&mut cmd);
-    let child = match cmd.spawn() {
+    // After the signal mask is set: the copier thread inherits it.
+    let copier = a
+        .log
+        .as_ref()
+        .and_then(|log| log_pipe(&mut cmd, log, a.log_max));
+    let spawned = cmd.spawn();
+    // Our copies of the pipe's write end go: EOF comes when the program's do.
+    drop(cmd);
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
@@ -352,6 +419,11 @@ fn pid1(a: &InitArgs) -> i32 {
     };
     let pid = Pid::from_raw(child.id() as i32);
     let st = supervise(&set, pid);
+    if let Some(done) = copier {
+        // Everything the program wrote is in the file before its exit is recorded
+        // (bounded: a left-over background process may hold the pipe open).
+        let _ = done.recv_timeout(std::time::Duration::from_secs(2));
+    }
     let info = exit_info(st, String::new());
     write_exit(&a.exit_file, &info);
     info.exit_code
@@ -368,6 +440,8 @@ mod tests {
             netns: Some("/run/netns/kl-x".into()),
             hostname: "web".into(),
             exit_file: "/tmp/x/c.exit".into(),
+            log: Some("/tmp/x/c.log".into()),
+            log_max: 1 << 20,
             program: "/bin/busybox".into(),
             args: vec!["sh".into(), "-c".into(), "echo hi -- there".into()],
         };
@@ -376,6 +450,8 @@ mod tests {
         assert_eq!(InitArgs::parse(&argv[1..]).unwrap(), a);
         let b = InitArgs {
             netns: None,
+            log: None,
+            log_max: 0,
             args: vec![],
             ..a
         };
@@ -385,7 +461,12 @@ mod tests {
     #[test]
     fn bad_args_are_refused() {
         assert!(InitArgs::parse(&["shim".into()]).is_err());
-        let v: Vec<String> = ["x", "-", "h", "f", "--", "p"]
+        let v: Vec<String> = ["x", "-", "h", "f", "-", "0", "--", "p"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(InitArgs::parse(&v).is_err());
+        let v: Vec<String> = ["shim", "-", "h", "f", "-", "lots", "--", "p"]
             .iter()
             .map(|s| s.to_string())
             .collect();

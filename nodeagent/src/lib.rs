@@ -16,12 +16,14 @@
 //! - [`image`]: image → program resolution.
 //! - [`state`]: the state directory (pod records, exit files, logs).
 //! - [`status`]: pure pod status / restart / back-off logic.
+//! - [`logfile`]: container log rotation and backward tails.
 //! - [`logs`]: the NodeAgent gRPC service (container logs).
 
 pub mod agent;
 pub mod config;
 pub mod image;
 pub mod init;
+pub mod logfile;
 pub mod logs;
 pub mod node;
 pub mod pods;

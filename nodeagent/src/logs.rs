@@ -2,22 +2,24 @@
 //!
 //! `Logs` finds the pod by namespace/name among this node's pod records, picks the
 //! container (empty = the first), and streams `<container>.log` (or `.log.1` with
-//! `previous`): the last `tail_lines` lines (all when <= 0), then with `follow` whatever
-//! is appended, until the instance ends (its init is gone or a new instance started) or
+//! `previous`), each with its rotated older part: the last `tail_lines` lines (all when
+//! <= 0; found by reading backwards in chunks, never the whole file), then with `follow`
+//! whatever is appended, across rotations (a new file at the path is followed from its
+//! start), until the instance ends (its init is gone or a new instance started) or
 //! the client leaves (a failed send). It reads the files only, so it works the same for
 //! pods the agent adopted after a restart.
 
+use crate::logfile::{open_parts, tail_start, CHUNK};
 use crate::state::{same_process_alive, PodRecord, StateDir};
 use kube_lite_proto::v1::node_agent_server::NodeAgent;
 use kube_lite_proto::v1::{LogChunk, LogsRequest};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-
-const CHUNK: usize = 64 * 1024;
 
 pub struct LogsService {
     pub state: StateDir,
@@ -36,27 +38,30 @@ fn find_record(state: &StateDir, namespace: &str, name: &str) -> Option<PodRecor
         .find(|r| r.name == name && r.namespace == ns)
 }
 
-/// Byte offset where the last `n` lines of `data` start.
-pub fn tail_offset(data: &[u8], n: usize) -> usize {
-    if n == 0 {
-        return data.len();
-    }
-    // Ignore a final newline: it ends the last line, it does not start a new one.
-    let end = if data.last() == Some(&b'\n') {
-        data.len() - 1
-    } else {
-        data.len()
-    };
-    let mut seen = 0;
-    for i in (0..end).rev() {
-        if data[i] == b'\n' {
-            seen += 1;
-            if seen == n {
-                return i + 1;
-            }
+/// Sends `f` from `pos` up to `end` (or its end) in chunks; None when the client left.
+async fn send_range(
+    f: &mut std::fs::File,
+    pos: u64,
+    end: u64,
+    buf: &mut [u8],
+    tx: &mpsc::Sender<Result<LogChunk, Status>>,
+) -> Option<()> {
+    let mut pos = pos;
+    f.seek(SeekFrom::Start(pos)).ok()?;
+    while pos < end {
+        let want = buf.len().min((end - pos).min(usize::MAX as u64) as usize);
+        let n = f.read(&mut buf[..want]).ok()?;
+        if n == 0 {
+            break;
         }
+        pos += n as u64;
+        tx.send(Ok(LogChunk {
+            data: buf[..n].to_vec(),
+        }))
+        .await
+        .ok()?;
     }
-    0
+    Some(())
 }
 
 #[tonic::async_trait]
@@ -100,7 +105,7 @@ impl NodeAgent for LogsService {
         } else {
             self.state.log_path(&rec.uid, &container)
         };
-        let mut file = std::fs::File::open(&path).map_err(|e| {
+        let mut parts = open_parts(&path).map_err(|e| {
             if r.previous {
                 Status::not_found(format!(
                     "previous terminated container {container:?} in pod {} not found",
@@ -110,32 +115,44 @@ impl NodeAgent for LogsService {
                 Status::not_found(format!("no logs for container {container:?} yet: {e}"))
             }
         })?;
-        let data = {
-            let mut v = Vec::new();
-            file.read_to_end(&mut v)
-                .map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?;
-            v
-        };
-        let start = if r.tail_lines > 0 {
-            tail_offset(&data, r.tail_lines as usize)
+        // Where to start: found by reading backwards from the end, in chunks.
+        let (first, offset) = if r.tail_lines > 0 {
+            tail_start(
+                &mut parts,
+                usize::try_from(r.tail_lines).unwrap_or(usize::MAX),
+            )
+            .map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?
         } else {
-            0
+            (0, 0)
         };
         let follow = r.follow && !r.previous;
         let instance = (crec.pid, crec.proc_start);
         let state = self.state.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            for c in data[start..].chunks(CHUNK) {
-                if tx.send(Ok(LogChunk { data: c.to_vec() })).await.is_err() {
+            let mut buf = vec![0u8; CHUNK];
+            let last = parts.len() - 1;
+            let mut parts = parts.into_iter().skip(first);
+            let mut pos = offset;
+            let mut file = None;
+            // The parts as they were: the older ones to their end, the current one to
+            // wherever it is now.
+            for (i, (mut f, len)) in (first..).zip(parts.by_ref()) {
+                let end = if i == last { u64::MAX } else { len };
+                if send_range(&mut f, pos, end, &mut buf, &tx).await.is_none() {
                     return;
                 }
+                pos = 0;
+                if i == last {
+                    file = Some(f);
+                }
             }
+            let Some(mut file) = file else { return };
             if !follow {
                 return;
             }
-            let mut pos = data.len() as u64;
-            let mut buf = vec![0u8; CHUNK];
+            let mut pos = file.stream_position().unwrap_or(0);
+            let mut ino = file.metadata().map(|m| m.ino()).ok();
             let mut ending = false;
             loop {
                 // Read what was appended.
@@ -179,6 +196,17 @@ impl NodeAgent for LogsService {
                     ending = true;
                     continue;
                 }
+                // Rotated (the path is a new file): what we hold is complete (we are at
+                // its end); go on with the new file from its start.
+                let now = std::fs::metadata(&path).map(|m| m.ino()).ok();
+                if now.is_some() && now != ino {
+                    if let Ok(f) = std::fs::File::open(&path) {
+                        ino = f.metadata().map(|m| m.ino()).ok();
+                        file = f;
+                        pos = 0;
+                        continue;
+                    }
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     _ = tx.closed() => return,
@@ -186,21 +214,5 @@ impl NodeAgent for LogsService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tail_offsets() {
-        let d = b"a\nb\nc\n";
-        assert_eq!(&d[tail_offset(d, 1)..], b"c\n");
-        assert_eq!(&d[tail_offset(d, 2)..], b"b\nc\n");
-        assert_eq!(&d[tail_offset(d, 10)..], b"a\nb\nc\n");
-        let e = b"a\nb";
-        assert_eq!(&e[tail_offset(e, 1)..], b"b");
-        assert_eq!(tail_offset(b"", 3), 0);
     }
 }

@@ -3,6 +3,7 @@
 //! `shim → init (PID 1 of its own PID namespace) → program`, see [`crate::init`].
 
 use crate::init::{InitArgs, Stage};
+use crate::logfile::rotated_path;
 use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use futures::future::BoxFuture;
 use kube_lite_core::consts::reason;
@@ -10,7 +11,7 @@ use kube_lite_core::time::now_ms;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +36,16 @@ pub struct Handle {
     pub pid: i32,
     pub proc_start: u64,
     pub started_at: i64,
+}
+
+/// A live container instance found by its marker (not by a record): after a kill -9
+/// of the agent between spawning an instance and recording it, this is how the next
+/// agent process finds it again, to adopt or kill it, never to start a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub pod_uid: String,
+    pub container: String,
+    pub handle: Handle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +77,30 @@ pub trait Runtime: Send + Sync + 'static {
     /// Resolves when the instance has ended, with how it ended. Works for instances
     /// started by this process and for adopted ones.
     fn wait(&self, pod_uid: &str, container: &str, h: Handle) -> BoxFuture<'static, ExitInfo>;
+    /// Every live instance of this runtime (this state dir), recorded or not.
+    fn instances(&self) -> Vec<Instance> {
+        Vec::new()
+    }
+}
+
+/// `(pod uid, container)` of a container shim from its `/proc/PID/cmdline` (NUL
+/// separated): `nodeagent init shim NETNS HOSTNAME <pods dir>/<uid>/<container>.exit …`.
+/// The exit file path is the marker: it names the state dir, the pod and the container.
+pub fn parse_shim_cmdline(cmdline: &[u8], pods_dir: &Path) -> Option<(String, String)> {
+    let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    if argv.len() < 6 || argv[1] != b"init" || argv[2] != b"shim" {
+        return None;
+    }
+    let exit = Path::new(std::str::from_utf8(argv[5]).ok()?);
+    let rest = exit.strip_prefix(pods_dir).ok()?;
+    let mut parts = rest.iter();
+    let uid = parts.next()?.to_str()?.to_string();
+    let file = parts.next()?.to_str()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let container = file.strip_suffix(".exit")?.to_string();
+    (!uid.is_empty() && !container.is_empty()).then_some((uid, container))
 }
 
 /// Containers as processes in namespaces.
@@ -75,14 +110,19 @@ pub struct ProcessRuntime {
     init_exe: PathBuf,
     /// Children this process spawned (adopted instances are not in here).
     children: Mutex<HashMap<i32, tokio::process::Child>>,
+    /// Container log rotation size in bytes (0 = never).
+    log_max: u64,
 }
 
 impl ProcessRuntime {
-    pub fn new(state: StateDir, init_exe: PathBuf) -> Arc<ProcessRuntime> {
+    /// `log_max`: rotate each container log at this many bytes, keeping one rotated
+    /// part (0 = never).
+    pub fn new(state: StateDir, init_exe: PathBuf, log_max: u64) -> Arc<ProcessRuntime> {
         Arc::new(ProcessRuntime {
             state,
             init_exe,
             children: Mutex::new(HashMap::new()),
+            log_max,
         })
     }
 }
@@ -97,10 +137,13 @@ impl Runtime for ProcessRuntime {
         std::fs::create_dir_all(&dir).map_err(err)?;
         let log = self.state.log_path(&spec.pod_uid, &spec.container);
         if log.exists() {
-            let _ = std::fs::rename(
-                &log,
-                self.state.previous_log_path(&spec.pod_uid, &spec.container),
-            );
+            // The previous instance's log (both parts) becomes `.log.1` (+ rotated).
+            let prev = self.state.previous_log_path(&spec.pod_uid, &spec.container);
+            let _ = std::fs::rename(&log, &prev);
+            let (rot, prev_rot) = (rotated_path(&log), rotated_path(&prev));
+            if std::fs::rename(&rot, &prev_rot).is_err() {
+                let _ = std::fs::remove_file(&prev_rot);
+            }
         }
         let exit_file = self.state.exit_path(&spec.pod_uid, &spec.container);
         let _ = std::fs::remove_file(&exit_file);
@@ -115,6 +158,8 @@ impl Runtime for ProcessRuntime {
             netns: spec.netns_path.clone(),
             hostname: spec.hostname.clone(),
             exit_file,
+            log: Some(log.clone()),
+            log_max: self.log_max,
             program: spec.program.display().to_string(),
             args: spec.args.clone(),
         };
@@ -210,9 +255,66 @@ impl Runtime for ProcessRuntime {
             }
         })
     }
+
+    fn instances(&self) -> Vec<Instance> {
+        let pods_dir = self.state.root().join("pods");
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let Some((pod_uid, container)) = parse_shim_cmdline(&cmd, &pods_dir) else {
+                continue;
+            };
+            let Some(proc_start) = proc_start_time(pid) else {
+                continue;
+            };
+            out.push(Instance {
+                pod_uid,
+                container,
+                handle: Handle {
+                    pid,
+                    proc_start,
+                    started_at: now_ms(),
+                },
+            });
+        }
+        out.sort_by_key(|i| (i.handle.proc_start, i.handle.pid));
+        out
+    }
 }
 
 /// Start time of a process, for records of instances found alive.
 pub fn start_time_of(pid: i32) -> Option<u64> {
     proc_start_time(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_cmdlines_name_their_pod_and_container() {
+        let dir = Path::new("/var/lib/kl/n0/pods");
+        let cmd = b"nodeagent\0init\0shim\0/run/netns/kl-x\0web\0/var/lib/kl/n0/pods/u-1/c.exit\0-\0\x30\0--\0/bin/sleep\0";
+        assert_eq!(
+            parse_shim_cmdline(cmd, dir),
+            Some(("u-1".to_string(), "c".to_string()))
+        );
+        // pid1 (not the shim), another state dir, not an exit file, too short.
+        let pid1 = b"nodeagent\0init\0pid1\0-\0web\0/var/lib/kl/n0/pods/u-1/c.exit\0--\0x\0";
+        assert_eq!(parse_shim_cmdline(pid1, dir), None);
+        let other = b"nodeagent\0init\0shim\0-\0web\0/var/lib/kl/n1/pods/u-1/c.exit\0--\0x\0";
+        assert_eq!(parse_shim_cmdline(other, dir), None);
+        let log = b"nodeagent\0init\0shim\0-\0web\0/var/lib/kl/n0/pods/u-1/c.log\0--\0x\0";
+        assert_eq!(parse_shim_cmdline(log, dir), None);
+        assert_eq!(parse_shim_cmdline(b"nodeagent\0init\0shim\0", dir), None);
+        assert_eq!(parse_shim_cmdline(b"", dir), None);
+    }
 }

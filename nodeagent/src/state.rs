@@ -6,8 +6,11 @@
 //! ```text
 //! ipam.json                        IP allocations (kube-lite-net's Ipam)
 //! pods/<uid>/record.json           PodRecord, written atomically
-//! pods/<uid>/<container>.log       current instance's stdout+stderr
+//! pods/<uid>/<container>.log       current instance's stdout+stderr (rotated at
+//!                                  --container-log-max-size)
+//! pods/<uid>/<container>.log.rotated  its older part (one rotated file)
 //! pods/<uid>/<container>.log.1     previous instance (logs --previous)
+//! pods/<uid>/<container>.log.1.rotated  its older part
 //! pods/<uid>/<container>.exit      ExitInfo written by the init when the program ends
 //! ```
 

@@ -130,7 +130,10 @@ async fn run_follows_services_and_endpoints() {
     // within the quiet period, share one. (How many depends on how fast the updates
     // arrive — 3–4 on a quiet machine, 40 seen under heavy load — so the exact
     // coalescing rules are unit-tested on the pure scheduler, schedule.rs.)
-    assert!(syncs < 100, "{syncs} syncs for 100 updates: nothing coalesced");
+    assert!(
+        syncs < 100,
+        "{syncs} syncs for 100 updates: nothing coalesced"
+    );
 
     // Service deleted: its chains and route go.
     api.services()

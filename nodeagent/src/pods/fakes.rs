@@ -3,7 +3,7 @@
 //! tokio's (tests run with `start_paused`); the fake runtime's wall clock follows it.
 
 use super::ports::{PodApi, PodNetwork, StateStore};
-use crate::runtime::{ContainerSpec, Handle, Runtime, RuntimeError};
+use crate::runtime::{ContainerSpec, Handle, Instance, Runtime, RuntimeError};
 use crate::state::{ExitInfo, PodRecord};
 use futures::future::BoxFuture;
 use kube_lite_core::Resource;
@@ -30,6 +30,7 @@ impl Clock {
 }
 
 struct Proc {
+    pod_uid: String,
     container: String,
     alive: bool,
     /// Sends the exit once the process ends.
@@ -68,12 +69,19 @@ impl FakeRuntime {
 
     /// A process left running by a previous agent.
     pub fn existing(&self, container: &str) -> Handle {
+        self.existing_in("", container)
+    }
+
+    /// A process of pod `pod_uid` left running by a previous agent, maybe unrecorded
+    /// (listed by [`Runtime::instances`]).
+    pub fn existing_in(&self, pod_uid: &str, container: &str) -> Handle {
         let mut st = self.st.lock().unwrap();
         st.next_pid += 1;
         let pid = st.next_pid;
         st.procs.insert(
             pid,
             Proc {
+                pod_uid: pod_uid.into(),
                 container: container.into(),
                 alive: true,
                 exit: watch::channel(None).0,
@@ -140,7 +148,7 @@ impl FakeRuntime {
 
 impl Runtime for FakeRuntime {
     fn start(&self, spec: &ContainerSpec) -> Result<Handle, RuntimeError> {
-        let h = self.existing(&spec.container);
+        let h = self.existing_in(&spec.pod_uid, &spec.container);
         self.st
             .lock()
             .unwrap()
@@ -172,6 +180,26 @@ impl Runtime for FakeRuntime {
             .push((format!("kill {}", h.pid), Instant::now()));
         self.end(h.pid, 137, Some(9));
         Ok(())
+    }
+
+    fn instances(&self) -> Vec<Instance> {
+        let st = self.st.lock().unwrap();
+        let mut v: Vec<Instance> = st
+            .procs
+            .iter()
+            .filter(|(_, p)| p.alive && !p.pod_uid.is_empty())
+            .map(|(pid, p)| Instance {
+                pod_uid: p.pod_uid.clone(),
+                container: p.container.clone(),
+                handle: Handle {
+                    pid: *pid,
+                    proc_start: *pid as u64,
+                    started_at: self.clock.wall_ms(),
+                },
+            })
+            .collect();
+        v.sort_by_key(|i| i.handle.pid);
+        v
     }
 
     fn alive(&self, h: &Handle) -> bool {

@@ -29,6 +29,22 @@ use tokio::time::Instant;
 /// delete, eviction): a short one, as the kubelet's minimum, not the spec's 30 s.
 pub const GONE_GRACE: Duration = Duration::from_secs(2);
 
+/// The longest grace period the agent waits for (a day): a grace from the API (spec or
+/// DeleteRequest, up to `i64::MAX` seconds) is clamped to it, so no deadline overflows.
+pub const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Seconds from the API as a grace period: negative → 0, at most [`MAX_GRACE`].
+pub fn grace_from_secs(secs: i64) -> Duration {
+    Duration::from_secs(secs.clamp(0, MAX_GRACE.as_secs() as i64) as u64)
+}
+
+/// `now + d`, saturating at a far-away instant instead of panicking on overflow.
+pub fn deadline_after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(MAX_GRACE * 365))
+        .unwrap_or(now)
+}
+
 /// How long a failed status update waits before it is sent again.
 pub const STATUS_RETRY: Duration = Duration::from_secs(1);
 
@@ -63,15 +79,6 @@ fn spec_grace(pod: &Pod) -> i64 {
         .map_or(DEFAULT_TERMINATION_GRACE_SECONDS, |s| {
             s.termination_grace_period_seconds
         })
-}
-
-/// The longest grace period the agent honours (the apiserver refuses longer ones; an
-/// older or foreign server's value is clamped here, never overflowing a timer).
-pub const MAX_GRACE: Duration = Duration::from_secs(86_400);
-
-/// Seconds from the API as a grace period: negative → 0, capped at [`MAX_GRACE`].
-pub fn grace_from_secs(secs: i64) -> Duration {
-    Duration::from_secs(secs.clamp(0, MAX_GRACE.as_secs() as i64) as u64)
 }
 
 /// The grace of a graceful deletion: the deletion's own, else the spec's.
@@ -333,7 +340,7 @@ impl PodMachine {
         let c = &mut self.ctrs[i];
         let d = backoff(c.streak);
         c.streak += 1;
-        c.next_start = Some(now + d);
+        c.next_start = Some(deadline_after(now, d));
         c.view.state = CState::Waiting {
             reason: why.into(),
             message,
@@ -395,14 +402,15 @@ impl PodMachine {
         }
         let h = c.handle.take().unwrap();
         let restart = self.policy.restarts(exit.exit_code);
-        let ran = Duration::from_millis((exit.finished_at - h.started_at).max(0) as u64);
+        let ran =
+            Duration::from_millis(exit.finished_at.saturating_sub(h.started_at).max(0) as u64);
         if ran >= BACKOFF_RESET_AFTER {
             c.streak = 0;
         }
         if restart {
             let d = backoff(c.streak);
             c.streak += 1;
-            c.next_start = Some(now + d);
+            c.next_start = Some(deadline_after(now, d));
             c.view.state = CState::Waiting {
                 reason: reason::CRASH_LOOP_BACK_OFF.into(),
                 message: format!(
@@ -505,7 +513,7 @@ impl PodMachine {
 
     /// The status update failed: again after [`STATUS_RETRY`].
     pub fn status_push_failed(&mut self, now: Instant) {
-        self.status_retry = Some(now + STATUS_RETRY);
+        self.status_retry = Some(deadline_after(now, STATUS_RETRY));
     }
 
     /// When the executor must act next without an outside event.
@@ -572,6 +580,51 @@ pub fn plan_recovery(records: Vec<PodRecord>, pods: Vec<Pod>) -> Vec<Recovery> {
             None => Recovery::TearDown(rec),
         })
         .collect()
+}
+
+/// Reconciles an adopted record with the live instances of its pod found by marker
+/// (`found`: `(container, handle)`, oldest first). Per container: the recorded instance
+/// if it is among them; else (the agent died between spawning and recording) the newest
+/// one found is adopted into the record. Every other instance — a second instance of a
+/// container, or one of a container the record does not know — is returned, to be
+/// killed: a container never has two live instances.
+pub fn reconcile_instances(rec: &mut PodRecord, found: &[(String, Handle)]) -> Vec<Handle> {
+    let mut kill = Vec::new();
+    for (name, h) in found {
+        if !rec.containers.iter().any(|r| &r.name == name) {
+            kill.push(*h);
+        }
+    }
+    for r in rec.containers.iter_mut() {
+        let mine: Vec<Handle> = found
+            .iter()
+            .filter(|(n, _)| *n == r.name)
+            .map(|(_, h)| *h)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let recorded = mine
+            .iter()
+            .find(|h| Some(h.pid) == r.pid && Some(h.proc_start) == r.proc_start)
+            .copied();
+        let keep = match recorded {
+            Some(h) => h,
+            None => {
+                let h = *mine.last().unwrap();
+                if r.started_at > 0 {
+                    r.restart_count += 1;
+                }
+                r.pid = Some(h.pid);
+                r.proc_start = Some(h.proc_start);
+                r.started_at = h.started_at;
+                r.done = false;
+                h
+            }
+        };
+        kill.extend(mine.into_iter().filter(|h| *h != keep));
+    }
+    kill
 }
 
 /// Pod netns names of ours (`<prefix><uuid>`) whose uid is not kept, with their uid.

@@ -35,7 +35,10 @@ use kube_lite_net::ipam::Ipam;
 use kube_lite_net::{host_if_name, netns_path, pod_netns_name, Ipv4Net, PodNet};
 use kube_lite_proto::v1::{DeleteRequest, GetRequest, ObjectMeta, Pod};
 pub use machine::PodMsg;
-use machine::{ip_failure, network_failure, plan_recovery, Observed, PodMachine, Recovery, Stop};
+use machine::{
+    ip_failure, network_failure, plan_recovery, reconcile_instances, Observed, PodMachine,
+    Recovery, Stop,
+};
 use ports::{PodApi, PodNetwork, StateStore};
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -256,10 +259,39 @@ pub async fn recover(node: &Arc<Node>) {
         pods = pods.len(),
         "recovering pods from the state dir"
     );
+    let plan = plan_recovery(records, pods);
+    let kept_uids: HashSet<String> = plan
+        .iter()
+        .filter_map(|s| match s {
+            Recovery::Adopt(r, _) => Some(r.uid.clone()),
+            Recovery::TearDown(_) => None,
+        })
+        .collect();
+    // Live instances by marker, recorded or not: those of pods not kept die now
+    // (before their network goes); the others are reconciled with their records.
+    let mut found: HashMap<String, Vec<(String, Handle)>> = HashMap::new();
+    for inst in node.runtime.instances() {
+        if kept_uids.contains(&inst.pod_uid) {
+            found
+                .entry(inst.pod_uid)
+                .or_default()
+                .push((inst.container, inst.handle));
+        } else {
+            info!(uid = %inst.pod_uid, container = %inst.container, pid = inst.handle.pid,
+                  "killing container instance of a pod not on this node");
+            let _ = node.runtime.kill(&inst.handle);
+        }
+    }
     let mut kept = HashSet::new();
-    for step in plan_recovery(records, pods) {
+    for step in plan {
         match step {
-            Recovery::Adopt(rec, p) => {
+            Recovery::Adopt(mut rec, p) => {
+                let live = found.remove(&rec.uid).unwrap_or_default();
+                for h in reconcile_instances(&mut rec, &live) {
+                    warn!(pod = %rec.name, uid = %rec.uid, pid = h.pid,
+                          "killing a second instance of a container");
+                    let _ = node.runtime.kill(&h);
+                }
                 info!(pod = %rec.name, uid = %rec.uid, ip = ?rec.ip, "adopting pod");
                 kept.insert(rec.uid.clone());
                 if let Some(ip) = rec.ip {
@@ -657,9 +689,7 @@ impl PodWorker {
                 warn!(pod = %name, uid = %self.uid, "SIGTERM: {e}");
             }
         }
-        let deadline = Instant::now()
-            .checked_add(grace)
-            .unwrap_or_else(|| Instant::now() + machine::MAX_GRACE);
+        let deadline = machine::deadline_after(Instant::now(), grace);
         loop {
             live.retain(|h| self.node.runtime.alive(h));
             if live.is_empty() || Instant::now() >= deadline {
@@ -680,7 +710,7 @@ impl PodWorker {
                 let _ = self.node.runtime.kill(h);
             }
             // The kill is immediate; wait briefly for the processes to be gone.
-            let until = Instant::now() + Duration::from_secs(5);
+            let until = machine::deadline_after(Instant::now(), Duration::from_secs(5));
             while live.iter().any(|h| self.node.runtime.alive(h)) && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -366,3 +366,75 @@ async fn recovery_adopts_live_pods_and_cleans_up_the_rest() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_grace_period_stops_the_pod_without_panicking() {
+    // Issue 9 point 2: spec and DeleteRequest grace of i64::MAX seconds.
+    let e = env();
+    e.create(pod(1, "Always", i64::MAX));
+    e.running("p1").await;
+    let p = deleting(pod(1, "Always", i64::MAX), i64::MAX);
+    e.api.put(p.clone());
+    e.node.on_event(Event::Applied(p));
+    until("final delete", || !e.api.deletes.lock().unwrap().is_empty()).await;
+    assert!(!e.ip_held(&uid(1)));
+    assert!(e.state.records.lock().unwrap().is_empty());
+    assert_eq!(e.net.deleted.lock().unwrap().len(), 1);
+    // A pod that was terminating with such a grace and then vanishes (force delete).
+    e.create(pod(2, "Always", i64::MAX));
+    until("p2 running", || e.phase("p2") == "Running").await;
+    let p = deleting(pod(2, "Always", i64::MAX), i64::MAX);
+    e.node.on_event(Event::Applied(p.clone()));
+    e.api.pods.lock().unwrap().clear();
+    e.node.on_event(Event::Deleted(p));
+    until("p2 released", || e.state.records.lock().unwrap().is_empty()).await;
+    until("workers gone", || e.node.worker_count() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_adopts_an_unrecorded_instance_and_kills_duplicates_and_strays() {
+    // Issue 9 point 3: kill -9 of the agent between spawn and record.
+    let (mut first, mut second, mut stray) = (None, None, None);
+    let e = env_with("10.0.1.0/24", |rt, net, state| {
+        first = Some(rt.existing_in(&uid(1), "c"));
+        second = Some(rt.existing_in(&uid(1), "c"));
+        // An instance of a pod with no record at all (deleted meanwhile).
+        stray = Some(rt.existing_in(&uid(5), "c"));
+        state
+            .save(&PodRecord {
+                uid: uid(1),
+                name: "p1".into(),
+                namespace: "default".into(),
+                ip: Some("10.0.1.2".parse().unwrap()),
+                netns: format!("kl-n1-{}", uid(1)),
+                host_if: host_if_name(&uid(1)),
+                start_time: 5,
+                containers: vec![crate::state::ContainerRecord {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                network_released: false,
+            })
+            .unwrap();
+        net.netns.lock().unwrap().push(format!("kl-n1-{}", uid(1)));
+        net.host_ifs.lock().unwrap().push(host_if_name(&uid(1)));
+    });
+    let (first, second, stray) = (first.unwrap(), second.unwrap(), stray.unwrap());
+    e.api.put(pod(1, "Always", 30));
+    recover(&e.node).await;
+    assert_eq!(e.rt.alive_pids(), vec![second.pid]);
+    for h in [first, stray] {
+        let kill = format!("kill {}", h.pid);
+        assert!(e.rt.signals().iter().any(|(s, _)| *s == kill), "{kill}");
+    }
+    until("adopted status", || e.phase("p1") == "Running").await;
+    assert!(e.rt.starts().is_empty(), "a second instance was started");
+    assert_eq!(e.status("p1").container_statuses[0].pid, second.pid);
+    assert_eq!(e.status("p1").container_statuses[0].restart_count, 0);
+    // Deleting the pod stops the adopted instance: nothing survives.
+    let p = deleting(pod(1, "Always", 30), 30);
+    e.api.put(p.clone());
+    e.node.on_event(Event::Applied(p));
+    until("final delete", || !e.api.deletes.lock().unwrap().is_empty()).await;
+    assert!(e.rt.alive_pids().is_empty());
+}

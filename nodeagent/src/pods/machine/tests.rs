@@ -472,3 +472,126 @@ fn huge_and_negative_grace_periods_are_clamped() {
         .checked_add(deletion_grace(&pod(1, i64::MAX, i64::MAX)))
         .is_some());
 }
+
+#[test]
+fn huge_graces_are_clamped_and_never_overflow_a_deadline() {
+    // Issue 9 point 2: i64::MAX from the spec or a DeleteRequest panicked at
+    // `Instant::now() + grace`.
+    assert_eq!(grace_from_secs(i64::MAX), MAX_GRACE);
+    assert_eq!(grace_from_secs(i64::MIN), Duration::ZERO);
+    assert_eq!(grace_from_secs(-1), Duration::ZERO);
+    assert_eq!(grace_from_secs(45), Duration::from_secs(45));
+    assert_eq!(deletion_grace(&pod(1, i64::MAX, 30)), MAX_GRACE);
+    assert_eq!(deletion_grace(&pod(1, 0, i64::MAX)), MAX_GRACE);
+    assert_eq!(gone_grace(&pod(1, i64::MAX, 30)), MAX_GRACE);
+    assert_eq!(gone_grace(&pod(0, 0, i64::MAX)), GONE_GRACE);
+    assert_eq!(gone_grace(&pod(0, 0, i64::MIN)), Duration::ZERO);
+    let now = Instant::now();
+    assert!(deadline_after(now, Duration::MAX) > now);
+    assert!(deadline_after(now, MAX_GRACE) > now);
+    assert_eq!(
+        deadline_after(now, Duration::from_secs(1)),
+        now + Duration::from_secs(1)
+    );
+    let mut m = machine("Always");
+    let mut p = web("Always");
+    p.metadata.as_mut().unwrap().deletion_timestamp = i64::MAX;
+    p.metadata.as_mut().unwrap().deletion_grace_period_seconds = i64::MAX;
+    assert_eq!(
+        m.on_msg(PodMsg::Pod(Box::new(p))),
+        Some(Stop::Deleted { grace: MAX_GRACE })
+    );
+}
+
+#[test]
+fn odd_exit_times_do_not_overflow_the_back_off_reset() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Always", t0);
+    m.due(t0);
+    m.started(0, h(10, i64::MAX));
+    assert!(m.exited(0, 10, exit(1, i64::MIN), t0));
+    let mut m = running_machine("Always", t0);
+    m.due(t0);
+    m.started(0, h(10, i64::MIN));
+    assert!(m.exited(0, 10, exit(1, i64::MAX), t0));
+}
+
+fn hs(pid: i32, start: u64) -> Handle {
+    Handle {
+        pid,
+        proc_start: start,
+        started_at: 77,
+    }
+}
+
+fn rec_with(pid: Option<i32>, start: Option<u64>, started_at: i64) -> PodRecord {
+    let mut r = rec();
+    r.containers = vec![ContainerRecord {
+        name: "c".into(),
+        pid,
+        proc_start: start,
+        started_at,
+        restart_count: 2,
+        ..Default::default()
+    }];
+    r
+}
+
+#[test]
+fn an_unrecorded_instance_is_adopted_and_a_second_one_killed() {
+    // Issue 9 point 3: the agent died between spawning and recording.
+    let mut r = rec_with(None, None, 0);
+    let found = vec![
+        ("c".to_string(), hs(10, 100)),
+        ("c".to_string(), hs(11, 101)),
+    ];
+    let kill = reconcile_instances(&mut r, &found);
+    assert_eq!(kill, vec![hs(10, 100)]);
+    let c = &r.containers[0];
+    assert_eq!(
+        (c.pid, c.proc_start, c.started_at),
+        (Some(11), Some(101), 77)
+    );
+    assert_eq!(c.restart_count, 2, "a first start is no restart");
+    // The adopted record is then adopted like any other.
+    let t0 = Instant::now();
+    let mut m = PodMachine::new("u1".into(), web("Always"), r, true);
+    m.network_ready();
+    let follow = m.adopt_or_schedule(t0, 1000, |_, _| Observed::Alive);
+    assert_eq!(
+        follow,
+        vec![(
+            0,
+            Handle {
+                started_at: 77,
+                ..hs(11, 101)
+            }
+        )]
+    );
+    assert!(m.due(t0).is_empty(), "no second start");
+}
+
+#[test]
+fn the_recorded_instance_wins_and_strays_are_killed() {
+    let mut r = rec_with(Some(10), Some(100), 5);
+    let found = vec![
+        ("c".to_string(), hs(10, 100)),
+        ("c".to_string(), hs(12, 102)),
+        ("other".to_string(), hs(13, 103)),
+    ];
+    let mut kill = reconcile_instances(&mut r, &found);
+    kill.sort_by_key(|h| h.pid);
+    assert_eq!(kill, vec![hs(12, 102), hs(13, 103)]);
+    assert_eq!(r.containers[0].pid, Some(10));
+    assert_eq!(r.containers[0].started_at, 5);
+    // A recorded instance that is gone, and a restart that was not recorded yet.
+    let mut r = rec_with(Some(10), Some(100), 5);
+    let kill = reconcile_instances(&mut r, &[("c".to_string(), hs(14, 104))]);
+    assert!(kill.is_empty());
+    assert_eq!(r.containers[0].pid, Some(14));
+    assert_eq!(r.containers[0].restart_count, 3);
+    // Nothing found: the record stays as it is (the machine sees it ended).
+    let mut r = rec_with(Some(10), Some(100), 5);
+    assert!(reconcile_instances(&mut r, &[]).is_empty());
+    assert_eq!(r, rec_with(Some(10), Some(100), 5));
+}
