@@ -298,19 +298,22 @@ fn unblock_in_child(cmd: &mut Command) {
     }
 }
 
-/// Points the program's stdout/stderr at a pipe and copies the pipe into `log` from a
-/// thread; the receiver resolves when the pipe reached EOF. None (the program inherits
-/// our stdout/stderr, the log file) when the pipe or file cannot be made.
-fn log_pipe(cmd: &mut Command, log: &Path, max: u64) -> Option<std::sync::mpsc::Receiver<()>> {
-    use std::io::Read;
-    let mut writer = match RotatingWriter::open(log, max) {
+/// Points the program's stdout/stderr at a pipe whose other end [`copy_log`] copies
+/// into `log`. None (the program inherits our stdout/stderr, the log file) when the
+/// pipe or file cannot be made.
+fn log_pipe(
+    cmd: &mut Command,
+    log: &Path,
+    max: u64,
+) -> Option<(std::io::PipeReader, RotatingWriter)> {
+    let writer = match RotatingWriter::open(log, max) {
         Ok(w) => w,
         Err(e) => {
             warn(&format!("opening log {}: {e}", log.display()));
             return None;
         }
     };
-    let (mut rd, wr) = match std::io::pipe() {
+    let (rd, wr) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => {
             warn(&format!("log pipe: {e}"));
@@ -319,6 +322,15 @@ fn log_pipe(cmd: &mut Command, log: &Path, max: u64) -> Option<std::sync::mpsc::
     };
     let wr2 = wr.try_clone().ok()?;
     cmd.stdout(wr).stderr(wr2);
+    Some((rd, writer))
+}
+
+/// Copies the pipe into the log from a thread; the receiver resolves at EOF.
+fn copy_log(
+    mut rd: std::io::PipeReader,
+    mut writer: RotatingWriter,
+) -> std::sync::mpsc::Receiver<()> {
+    use std::io::Read;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; crate::logfile::CHUNK];
@@ -336,7 +348,7 @@ fn log_pipe(cmd: &mut Command, log: &Path, max: u64) -> Option<std::sync::mpsc::
         }
         let _ = tx.send(());
     });
-    Some(rx)
+    rx
 }
 
 fn failed_start(message: String) -> ExitInfo {
@@ -386,14 +398,16 @@ fn pid1(a: &InitArgs) -> i32 {
     let mut cmd = Command::new(&a.program);
     cmd.args(&a.args);
     unblock_in_child(&mut cmd);
-    // After the signal mask is set: the copier thread inherits it.
-    let copier = a
+    let pipe = a
         .log
         .as_ref()
         .and_then(|log| log_pipe(&mut cmd, log, a.log_max));
     let spawned = cmd.spawn();
     // Our copies of the pipe's write end go: EOF comes when the program's do.
     drop(cmd);
+    // The copier thread starts after the program, which so stays PID 2 (a thread takes
+    // a PID of the namespace too), and after the signal mask is set (it inherits it).
+    let copier = pipe.map(|(rd, w)| copy_log(rd, w));
     let child = match spawned {
         Ok(c) => c,
         Err(e) => {
