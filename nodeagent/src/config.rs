@@ -75,27 +75,8 @@ pub struct Config {
     pub no_proxy: bool,
 }
 
-/// "10Mi", "500K", "1048576" → bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (e.g. 10Mi, 500K, 1048576)"))?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "K" | "k" | "KB" => 1000,
-        "Ki" | "KiB" => 1 << 10,
-        "M" | "MB" => 1000 * 1000,
-        "Mi" | "MiB" => 1 << 20,
-        "G" | "GB" => 1000 * 1000 * 1000,
-        "Gi" | "GiB" => 1 << 30,
-        _ => return Err(format!("invalid size unit in {s:?} (K, Ki, M, Mi, G, Gi)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
+/// Byte sizes as everywhere in kube-lite ("10Mi", "500K", "1048576").
+pub use kube_lite_core::size::parse_bytes as parse_size;
 
 #[cfg(test)]
 mod tests {
