@@ -25,8 +25,11 @@ pub struct Config {
     /// Bytes of encoded changes kept for Watch resume: the in-memory window and the
     /// change log on disk both hold at most this much (and `watch_window` changes).
     pub watch_window_bytes: u64,
-    /// Per-watcher bounded buffer, in events.
+    /// Per-watcher bounded buffer, in events…
     pub watch_buffer: usize,
+    /// …and in bytes (encoded events; one event larger than this still goes through
+    /// an empty buffer).
+    pub watch_buffer_bytes: usize,
     /// Connections held at once; more are closed as they arrive.
     pub max_connections: usize,
     /// A connection that has not sent the HTTP/2 preface by then is closed.
@@ -81,6 +84,7 @@ impl Default for Config {
             watch_window: 100_000,
             watch_window_bytes: 32 << 20,
             watch_buffer: 1024,
+            watch_buffer_bytes: 16 << 20,
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),

@@ -61,6 +61,10 @@ struct Args {
     /// on disk (e.g. 32Mi); a watch from an older revision must relist.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
     watch_window_bytes: u64,
+    /// Bytes of encoded events buffered for one watcher (besides at most 1,024 events);
+    /// a watcher whose buffer is full is ended with OUT_OF_RANGE "...; relist".
+    #[arg(long, env = "KUBE_LITE_WATCH_BUFFER_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
+    watch_buffer_bytes: u64,
     /// Largest object stored, encoded (Kubernetes: 1.5Mi).
     #[arg(long, env = "KUBE_LITE_MAX_OBJECT_BYTES", default_value = "1.5Mi", value_parser = apiserver::config::parse_bytes)]
     max_object_bytes: u64,
@@ -98,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if !apiserver::malloc::fix_mmap_threshold() {
+        tracing::debug!("allocator parameters left as they are (not glibc)");
+    }
     let a = Args::parse();
     let cfg = apiserver::Config {
         data_dir: a.data_dir,
@@ -115,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         keepalive_timeout: a.keepalive_timeout,
         request_timeout: a.request_timeout,
         watch_window_bytes: a.watch_window_bytes,
+        watch_buffer_bytes: a.watch_buffer_bytes.min(usize::MAX as u64) as usize,
         max_object_bytes: a.max_object_bytes.min(usize::MAX as u64) as usize,
         store_cache_bytes: a.store_cache_bytes,
         disk_reserve_bytes: a.disk_reserve_bytes,
