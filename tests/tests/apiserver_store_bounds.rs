@@ -449,3 +449,76 @@ async fn full_disk_is_resource_exhausted_and_recovers_without_losing_writes() {
     drop(s);
     drop(fs);
 }
+
+/// A watcher's buffer is bounded in bytes as well as in events: a watcher that does
+/// not read while large objects are written is ended with OUT_OF_RANGE naming the
+/// byte bound long before its 1,024 events fill, and one that reads gets everything.
+#[tokio::test]
+async fn a_watcher_buffer_is_bounded_in_bytes() {
+    const BUDGET: usize = 512 << 10;
+    let cfg = apiserver::Config {
+        watch_buffer_bytes: BUDGET,
+        ..Default::default()
+    };
+    let s = TestApiServer::start_with(cfg).await;
+    // Small HTTP/2 windows: the client takes little off the server.
+    let ch = tonic::transport::Endpoint::from_shared(s.url.clone())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = pod_api_client::PodApiClient::new(ch)
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fast = s
+        .pods()
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pods = s.pods();
+    // 60 pods of 60 KB: 3.6 MB, far below 1,024 events, far above the bound (and the
+    // 64 KiB window and the server's HTTP/2 send buffer).
+    let writer = tokio::spawn(async move {
+        for i in 0..60 {
+            pods.create(pod_with(&format!("w{i}"), 60)).await.unwrap();
+        }
+    });
+    let mut seen = 0;
+    while seen < 60 {
+        let ev = tokio::time::timeout(Duration::from_secs(30), fast.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event");
+        if ev.r#type == EventType::Added as i32 {
+            seen += 1;
+        }
+    }
+    writer.await.unwrap();
+    let mut got = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(30), slow.next())
+            .await
+            .expect("slow stream ends")
+        {
+            Some(Ok(_)) => got += 1,
+            Some(Err(st)) => break st,
+            None => panic!("slow watcher ended without status after {got} events"),
+        }
+    };
+    assert!(got < 60, "slow watcher got every event");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("buffer of 1024 events or {BUDGET} bytes full")),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("relist"), "{}", status.message());
+}
