@@ -14,6 +14,7 @@
 //!   inside the writer against its in-memory state.
 //! - [`controllers`]: one file per controller (node subnets, ClusterIPs, node health,
 //!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
+//! - [`list`]: List paging (limit/continue tokens over a snapshot of the first page).
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
@@ -42,6 +43,7 @@ pub mod conn;
 pub mod controllers;
 pub mod error;
 pub mod malloc;
+pub mod list;
 pub mod ops;
 pub mod resource;
 pub mod store;

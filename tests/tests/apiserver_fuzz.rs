@@ -452,6 +452,12 @@ impl Gen {
                 } else {
                     String::new()
                 },
+                limit: if self.hostile() { 2 } else { 0 },
+                r#continue: if self.hostile() {
+                    self.name(kind)
+                } else {
+                    String::new()
+                },
             }
             .encode_to_vec(),
             "Delete" => DeleteRequest {
