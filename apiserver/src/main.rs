@@ -27,6 +27,12 @@ struct Args {
     /// ClusterIP range of Services (must not overlap --cluster-cidr).
     #[arg(long, env = "KUBE_LITE_SERVICE_CIDR", default_value = "10.96.0.0/16")]
     service_cidr: ipnet::Ipv4Net,
+    /// Node ports of NodePort and LoadBalancer Services are allocated from this range.
+    #[arg(long, env = "KUBE_LITE_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = apiserver::config::parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The cluster DNS address (the agents' --cluster-dns): never given to a Service.
+    #[arg(long, env = "KUBE_LITE_CLUSTER_DNS", default_value = "10.96.0.10")]
+    cluster_dns: std::net::Ipv4Addr,
     /// A node whose last heartbeat is older than this becomes NotReady.
     #[arg(long, env = "KUBE_LITE_NODE_GRACE_PERIOD", default_value = "40s", value_parser = kube_lite_core::time::parse_duration)]
     node_grace_period: Duration,
@@ -152,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
         cluster_cidr: a.cluster_cidr,
         node_subnet_prefix: a.node_cidr_mask_size,
         service_cidr: a.service_cidr,
+        node_port_range: a.service_node_port_range,
+        cluster_dns: Some(a.cluster_dns),
         node_grace_period: a.node_grace_period,
         pod_eviction_timeout: a.pod_eviction_timeout,
         node_eviction_rate: a.node_eviction_rate,
