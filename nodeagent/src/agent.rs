@@ -134,6 +134,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         address,
         daemon_endpoint: endpoint.clone(),
         capacity: BTreeMap::new(),
+        allocatable: BTreeMap::new(),
     };
     let registered = node::register(&clients, &info).await;
     let pod_cidr = registered.spec.clone().unwrap_or_default().pod_cidr;
@@ -141,6 +142,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("node {node_name}: bad spec.pod_cidr {pod_cidr:?}"))?;
     info.capacity = capacity(subnet);
+    crate::resources::apply_node_flags(&mut info.capacity, &mut info.allocatable, &cfg);
     tracing::info!(node = %node_name, %address, %subnet, %endpoint, netns = ?cfg.netns, "node registered");
 
     let net = NodeNet::open(NodeNetConfig {

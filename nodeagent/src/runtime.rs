@@ -48,8 +48,18 @@ pub struct Instance {
     pub handle: Handle,
 }
 
+/// What a command run in a container by [`Runtime::exec_sync`] gave back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    /// stdout and stderr, interleaved, at most 1 KiB kept.
+    pub output: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    #[error("exec in container: {0}")]
+    Exec(String),
     #[error("starting container {container}: {source}")]
     Start {
         container: String,
@@ -81,6 +91,41 @@ pub trait Runtime: Send + Sync + 'static {
     fn instances(&self) -> Vec<Instance> {
         Vec::new()
     }
+    /// Runs `cmd` inside instance `h` (its namespaces, environment; exec probes), killed
+    /// after `timeout`. Issue 13's extension of the trait; a runtime without it says so.
+    fn exec_sync(
+        &self,
+        h: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        let _ = (h, cmd, timeout);
+        Box::pin(async { Err(RuntimeError::Exec("not supported by this runtime".into())) })
+    }
+}
+
+/// The parent PID (field 4) of a `/proc/PID/stat` text.
+pub fn parse_ppid(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The PID (host view) of the container init below shim `shim` (its only child): the
+/// process whose namespaces a command run in the container joins.
+pub fn container_init_pid(shim: i32) -> Option<i32> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        if parse_ppid(&stat) == Some(shim) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// `(pod uid, container)` of a container shim from its `/proc/PID/cmdline` (NUL
@@ -256,6 +301,76 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    fn exec_sync(
+        &self,
+        h: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        let (h, cmd, exe) = (*h, cmd.to_vec(), self.init_exe.clone());
+        let alive = self.alive(&h);
+        Box::pin(async move {
+            if !alive {
+                return Err(RuntimeError::Exec("container is not running".into()));
+            }
+            let Some(target) = tokio::task::spawn_blocking(move || container_init_pid(h.pid))
+                .await
+                .ok()
+                .flatten()
+            else {
+                return Err(RuntimeError::Exec("container init not found".into()));
+            };
+            let (rd, wr) = std::io::pipe().map_err(|e| RuntimeError::Exec(e.to_string()))?;
+            let wr2 = wr
+                .try_clone()
+                .map_err(|e| RuntimeError::Exec(e.to_string()))?;
+            let mut c = tokio::process::Command::new(&exe);
+            c.arg0("nodeagent")
+                .args(crate::init::exec_argv(target, &cmd))
+                .stdin(Stdio::null())
+                .stdout(wr)
+                .stderr(wr2)
+                .kill_on_drop(true);
+            let mut child = c.spawn().map_err(|e| RuntimeError::Exec(e.to_string()))?;
+            drop(c);
+            // Bounded: the first KiB is kept, the rest read and dropped.
+            let reader = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut rd = rd;
+                let (mut kept, mut buf) = (Vec::new(), [0u8; 4096]);
+                while let Ok(n) = rd.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = 1024usize.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                kept
+            });
+            let status = match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(s) => s.map_err(|e| RuntimeError::Exec(e.to_string()))?,
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(RuntimeError::Exec(format!(
+                        "command timed out after {}s",
+                        timeout.as_secs()
+                    )));
+                }
+            };
+            let output = tokio::time::timeout(Duration::from_secs(1), reader)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
+            use std::os::unix::process::ExitStatusExt;
+            let exit_code = status
+                .code()
+                .or(status.signal().map(|s| 128 + s))
+                .unwrap_or(255);
+            Ok(ExecOutput { exit_code, output })
+        })
+    }
+
     fn instances(&self) -> Vec<Instance> {
         let pods_dir = self.state.root().join("pods");
         let mut out = Vec::new();
@@ -316,5 +431,11 @@ mod tests {
         assert_eq!(parse_shim_cmdline(log, dir), None);
         assert_eq!(parse_shim_cmdline(b"nodeagent\0init\0shim\0", dir), None);
         assert_eq!(parse_shim_cmdline(b"", dir), None);
+    }
+
+    #[test]
+    fn ppid_from_stat() {
+        assert_eq!(parse_ppid("42 (a b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_ppid("42 (x)"), None);
     }
 }
