@@ -179,6 +179,34 @@ pub fn container_res(
     (r, l)
 }
 
+/// What a pod requests: the sum of its containers' requests (each defaulted from its
+/// limits), as the scheduler fits it.
+pub fn pod_requests(spec: &kube_lite_proto::v1::PodSpec) -> Res {
+    spec.containers
+        .iter()
+        .filter_map(|c| c.resources.as_ref())
+        .map(|r| container_res(&r.requests, &r.limits).0)
+        .fold(Res::default(), Res::plus)
+}
+
+/// What a node offers pods: `allocatable`, else `capacity`, per resource; a resource
+/// the node reports neither way is not limited (`i64::MAX`).
+pub fn node_allocatable(
+    allocatable: &HashMap<String, String>,
+    capacity: &HashMap<String, String>,
+) -> Res {
+    let get = |k: &str| {
+        allocatable
+            .get(k)
+            .or_else(|| capacity.get(k))
+            .and_then(|v| parse_quantity(v).ok())
+    };
+    Res {
+        cpu_millis: get(CPU).map_or(i64::MAX, Quantity::millis),
+        memory_bytes: get(MEMORY).map_or(i64::MAX, Quantity::units),
+    }
+}
+
 /// QoS classes (`status.qosClass`).
 pub mod qos {
     pub const GUARANTEED: &str = "Guaranteed";
@@ -320,6 +348,45 @@ mod tests {
                 memory_bytes: 1 << 30
             }
         );
+    }
+
+    #[test]
+    fn pod_requests_and_node_allocatable() {
+        use kube_lite_proto::v1::{Container, PodSpec, ResourceRequirements};
+        let c = |req: &[(&str, &str)], lim: &[(&str, &str)]| Container {
+            resources: Some(ResourceRequirements {
+                requests: m(req),
+                limits: m(lim),
+            }),
+            ..Default::default()
+        };
+        let spec = PodSpec {
+            containers: vec![
+                c(&[("cpu", "100m")], &[("memory", "64Mi")]),
+                c(&[("cpu", "1"), ("memory", "1Gi")], &[]),
+                Container::default(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_requests(&spec),
+            Res {
+                cpu_millis: 1100,
+                memory_bytes: (64 << 20) + (1 << 30)
+            }
+        );
+        let a = node_allocatable(
+            &m(&[("memory", "1Gi")]),
+            &m(&[("cpu", "2"), ("memory", "2Gi")]),
+        );
+        assert_eq!(
+            a,
+            Res {
+                cpu_millis: 2000,
+                memory_bytes: 1 << 30
+            }
+        );
+        assert_eq!(node_allocatable(&m(&[]), &m(&[])).cpu_millis, i64::MAX);
     }
 
     #[test]

@@ -168,7 +168,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
     let exe = PathBuf::from("/proc/self/exe");
-    let runtime = ProcessRuntime::new(state.clone(), exe, cfg.container_log_max_size);
+    let cgroups = crate::cgroups::Cgroups::detect(&format!("kube-lite-{netns_prefix}"));
+    match &cgroups {
+        Some(cg) => tracing::info!(version = cg.version(), "container limits with cgroups"),
+        None => tracing::warn!("no usable cgroups: pods with resource limits will not start"),
+    }
+    let runtime =
+        ProcessRuntime::with_cgroups(state.clone(), exe, cfg.container_log_max_size, cgroups);
     let node = pods::Node::new(
         node_name.clone(),
         address,

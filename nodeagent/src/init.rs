@@ -153,6 +153,7 @@ fn exec_in(argv: &[String]) -> i32 {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
+    join_cgroups_of(pid);
     // Open every namespace first: joining the mount namespace changes what /proc is.
     let mut fds = Vec::new();
     for (ns, flag) in [
@@ -205,6 +206,37 @@ fn exec_in(argv: &[String]) -> i32 {
         WaitStatus::Exited(_, c) => c,
         WaitStatus::Signaled(_, s, _) => 128 + s as i32,
         _ => 255,
+    }
+}
+
+/// Moves this process into the memory and cpu cgroups of `pid` (v1), or its v2 cgroup,
+/// so what runs in a container is accounted and limited with it.
+fn join_cgroups_of(pid: i32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let dirs: Vec<String> = if ctrls.is_empty() {
+            if unified {
+                vec![format!("/sys/fs/cgroup{path}")]
+            } else {
+                vec![]
+            }
+        } else {
+            ctrls
+                .split(',')
+                .filter(|c| *c == "memory" || *c == "cpu")
+                .map(|c| format!("/sys/fs/cgroup/{c}{path}"))
+                .collect()
+        };
+        for d in dirs {
+            if let Err(e) = std::fs::write(format!("{d}/cgroup.procs"), "0") {
+                warn(&format!("init exec: joining cgroup {d}: {e}"));
+            }
+        }
     }
 }
 

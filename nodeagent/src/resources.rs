@@ -1,8 +1,13 @@
 //! Node resources: capacity from the machine (CPUs, MemTotal) unless a flag says
 //! otherwise, and allocatable = capacity − reserved (what the scheduler fits pods into).
 
+use crate::cgroups::Limits;
 use crate::config::{Config, Quantity};
-use kube_lite_core::quantity::{format_bytes, format_cpu, parse_quantity, CPU, MEMORY};
+use crate::runtime::ContainerResources;
+use kube_lite_core::quantity::{
+    container_res, format_bytes, format_cpu, parse_quantity, Res, CPU, MEMORY,
+};
+use kube_lite_proto::v1::Container;
 use std::collections::BTreeMap;
 
 /// Capacity and allocatable of one resource, as `(capacity, allocatable)` quantities.
@@ -41,6 +46,41 @@ pub fn apply_node_flags(
     }
 }
 
+/// The cgroup limits of container `c` and of its pod (`all`: the pod's containers):
+/// a pod-level limit is the sum of its containers' limits when each has one, as the
+/// kubelet sets it; else none.
+pub fn container_resources(all: &[Container], c: &Container) -> ContainerResources {
+    let lim = |c: &Container| {
+        c.resources
+            .as_ref()
+            .map_or((Res::default(), Res::default(), false, false), |r| {
+                let (req, lim) = container_res(&r.requests, &r.limits);
+                (
+                    req,
+                    lim,
+                    r.limits.contains_key(CPU),
+                    r.limits.contains_key(MEMORY),
+                )
+            })
+    };
+    let (req, l, _, _) = lim(c);
+    let mut pod = Limits::default();
+    if all.iter().all(|c| lim(c).3) {
+        pod.memory_bytes = all.iter().map(|c| lim(c).1.memory_bytes).sum();
+    }
+    if all.iter().all(|c| lim(c).2) {
+        pod.cpu_limit_millis = all.iter().map(|c| lim(c).1.cpu_millis).sum();
+    }
+    ContainerResources {
+        container: Limits {
+            memory_bytes: l.memory_bytes,
+            cpu_limit_millis: l.cpu_millis,
+            cpu_request_millis: req.cpu_millis,
+        },
+        pod,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +98,35 @@ mod tests {
         let (_, a) = resource(Some(q("1Gi")), None, q("2Gi")).unwrap();
         assert_eq!(a.units(), 0, "never negative");
         assert!(resource(None, None, q("1")).is_none());
+    }
+
+    #[test]
+    fn pod_limits_are_the_sum_when_every_container_has_one() {
+        use kube_lite_proto::v1::ResourceRequirements;
+        let c = |lim: &[(&str, &str)]| Container {
+            resources: Some(ResourceRequirements {
+                limits: lim
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let a = c(&[("memory", "64Mi"), ("cpu", "500m")]);
+        let b = c(&[("memory", "32Mi")]);
+        let r = container_resources(&[a.clone(), b.clone()], &a);
+        assert_eq!(r.container.memory_bytes, 64 << 20);
+        assert_eq!(r.container.cpu_limit_millis, 500);
+        assert_eq!(
+            r.container.cpu_request_millis, 500,
+            "request defaults to the limit"
+        );
+        assert_eq!(r.pod.memory_bytes, 96 << 20);
+        assert_eq!(r.pod.cpu_limit_millis, 0, "b has no cpu limit");
+        assert_eq!(
+            container_resources(&[Container::default()], &Container::default()),
+            ContainerResources::default()
+        );
     }
 }

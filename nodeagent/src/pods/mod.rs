@@ -211,6 +211,7 @@ impl Node {
 
     async fn release(&self, uid: &str, netns: &str, host_if: &str) {
         self.release_net(uid, netns, host_if).await;
+        self.runtime.release_pod(uid);
         if let Err(e) = self.state.remove(uid) {
             warn!(uid, "removing pod state: {e}");
         }
@@ -316,6 +317,7 @@ pub async fn recover(node: &Arc<Node>) {
         Err(e) => warn!("IPAM cleanup: {e}"),
     }
     sweep_orphans(node, &kept).await;
+    node.runtime.sweep(&kept);
 }
 
 /// `<prefix>-<uuid>` of ours whose uid is not kept.
@@ -671,6 +673,15 @@ impl PodWorker {
                 .map(|e| (e.name.clone(), e.value.clone()))
                 .collect(),
             netns_path: Some(netns_path(&self.m.rec.netns)),
+            resources: crate::resources::container_resources(
+                self.m
+                    .pod
+                    .spec
+                    .as_ref()
+                    .map(|s| s.containers.as_slice())
+                    .unwrap_or(&[]),
+                &spec,
+            ),
         };
         match self.node.runtime.start(&cs) {
             Ok(h) => {
