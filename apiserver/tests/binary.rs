@@ -128,6 +128,35 @@ fn bad_flags_fail_with_a_clear_message() {
     assert!(err.contains("invalid duration"), "{err}");
 }
 
+#[test]
+fn overlapping_cidrs_and_bad_mask_sizes_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_apiserver"))
+            .current_dir(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["--cluster-cidr", "10.0.0.0/8"]);
+    assert!(
+        err.contains("--service-cidr 10.96.0.0/16 overlaps --cluster-cidr 10.0.0.0/8"),
+        "{err}"
+    );
+    let err = run(&["--node-cidr-mask-size", "16"]);
+    assert!(
+        err.contains("node subnet prefix /16 (--node-cidr-mask-size) does not fit in cluster CIDR 10.0.0.0/16"),
+        "{err}"
+    );
+    let err = run(&["--node-cidr-mask-size", "31"]);
+    assert!(err.contains("--node-cidr-mask-size"), "{err}");
+    // Refused before anything is written.
+    assert!(!dir.path().join("kube-lite-data").exists());
+}
+
 /// kill -9 while clients write: every acknowledged create is there after the restart,
 /// and the revision counter continues above every acknowledged revision.
 #[tokio::test]
