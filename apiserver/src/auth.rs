@@ -172,9 +172,16 @@ impl Security {
             tracing::info!(ca = %dir.join("ca.crt").display(), "created the cluster CA");
         }
         let names = serving_names(listen, &cfg.tls_sans);
+        // Issued anew each start (for the current names); kept in memory, the files
+        // are for people (written best-effort: a full disk must not stop a restart).
         let serving = ca.issue_server(&names, pki::CERT_VALIDITY)?;
-        pki::write_private(&dir.join("apiserver.key"), serving.key_pem.as_bytes())?;
-        pki::write_public(&dir.join("apiserver.crt"), serving.cert_pem.as_bytes())?;
+        if let Err(e) = pki::write_private(&dir.join("apiserver.key"), serving.key_pem.as_bytes())
+            .and_then(|_| {
+                pki::write_public(&dir.join("apiserver.crt"), serving.cert_pem.as_bytes())
+            })
+        {
+            tracing::warn!(error = %e, "cannot write the serving certificate files (serving anyway)");
+        }
         let admin = load_or_issue_client(
             &ca,
             &dir,
@@ -197,10 +204,17 @@ impl Security {
         let tls = pki::server_config(ca.cert_pem(), &serving, pki::ClientAuth::Optional)?;
         let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
         let server = kubeconfig_server(cfg, listen);
-        pki::write_private(
-            &kubeconfig_path,
-            kubeconfig_yaml(&server, ca.cert_pem(), &admin).as_bytes(),
-        )?;
+        let yaml = kubeconfig_yaml(&server, ca.cert_pem(), &admin);
+        let current = std::fs::read_to_string(&kubeconfig_path).ok();
+        if current.as_deref() != Some(yaml.as_str()) {
+            match pki::write_private(&kubeconfig_path, yaml.as_bytes()) {
+                Ok(()) => {}
+                Err(e) if current.is_some() => {
+                    tracing::warn!(error = %e, "cannot update admin.kubeconfig (serving anyway)")
+                }
+                Err(e) => return Err(e).context("writing admin.kubeconfig"),
+            }
+        }
         tracing::info!(
             kubeconfig = %kubeconfig_path.display(),
             join_token_file = %cfg.data_dir.join("join-token").display(),

@@ -67,10 +67,12 @@ pub async fn connect(r: &Resolved) -> Result<Channel> {
         let trust = match (&r.ca_pem, r.insecure_skip_tls_verify) {
             (_, true) => kube_lite_pki::Trust::SkipVerify,
             (Some(ca), false) => kube_lite_pki::Trust::Ca(ca.clone()),
-            (None, false) => return Err(anyhow!(
+            (None, false) => {
+                return Err(anyhow!(
                 "no CA to trust {server} with: use a kubeconfig with certificate-authority-data, \
                      --certificate-authority FILE, or --insecure-skip-tls-verify"
-            )),
+            ))
+            }
         };
         let id = r.client_cert.as_ref().map(|(c, k)| kube_lite_pki::CertKey {
             cert_pem: c.clone(),
