@@ -38,6 +38,7 @@
 
 mod changelog;
 mod disk;
+pub mod index;
 mod values;
 pub mod window;
 
@@ -91,9 +92,9 @@ impl RingEntry {
     }
 }
 
-/// Every object, one sorted map per kind.
+/// Every object, one sorted map per kind, and the secondary indexes ([`index`]).
 #[derive(Default, Clone)]
-pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4]);
+pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4], index::PodsByNode);
 
 impl Objects {
     pub fn of(&self, kind: Kind) -> &BTreeMap<ObjectRef, Arc<Object>> {
@@ -101,6 +102,32 @@ impl Objects {
     }
     fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<ObjectRef, Arc<Object>> {
         &mut self.0[kind.idx()]
+    }
+    /// Stores `obj` (indexes included); returns what it replaced.
+    fn set(&mut self, obj: Arc<Object>) -> Option<Arc<Object>> {
+        let kind = obj.kind();
+        let prev = self.of_mut(kind).insert(obj.key(), obj.clone());
+        if kind == Kind::Pod {
+            self.1.update(prev.as_deref(), Some(&obj));
+        }
+        prev
+    }
+    /// Removes an object (indexes included).
+    fn unset(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
+        let prev = self.of_mut(kind).remove(key)?;
+        if kind == Kind::Pod {
+            self.1.update(Some(&prev), None);
+        }
+        Some(prev)
+    }
+    /// The pods bound to `node`, in key order (an index: costs those pods only).
+    pub fn pods_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Object>> + 'a {
+        let pods = self.of(Kind::Pod);
+        self.1.on(node).filter_map(move |k| pods.get(k))
+    }
+    /// The pods-by-node index.
+    pub fn pods_by_node(&self) -> &index::PodsByNode {
+        &self.1
     }
     pub fn get(&self, kind: Kind, key: &ObjectRef) -> Option<&Arc<Object>> {
         self.of(kind).get(key)
@@ -117,7 +144,7 @@ impl Objects {
     }
     /// Adds `obj` (building fixtures for hook unit tests; the store writes through [`Txn`]).
     pub fn insert(&mut self, obj: Object) {
-        self.of_mut(obj.kind()).insert(obj.key(), Arc::new(obj));
+        self.set(Arc::new(obj));
     }
 }
 
@@ -222,7 +249,7 @@ impl<'a> Txn<'a> {
         obj.meta_mut().resource_version = rev;
         let kind = obj.kind();
         let obj = Arc::new(obj);
-        let prev = self.st.objects.of_mut(kind).insert(obj.key(), obj.clone());
+        let prev = self.st.objects.set(obj.clone());
         let typ = if prev.is_some() {
             EventType::Modified
         } else {
@@ -240,7 +267,7 @@ impl<'a> Txn<'a> {
 
     /// Removes an object; the DELETED event carries its last state with this revision.
     pub fn remove(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
-        let prev = self.st.objects.of_mut(kind).remove(key)?;
+        let prev = self.st.objects.unset(kind, key)?;
         self.st.rev += 1;
         let rev = self.st.rev;
         let mut last = (*prev).clone();
@@ -476,7 +503,7 @@ impl Store {
             }
             .context("decoding stored object")?;
             let obj = Arc::new(obj);
-            st.objects.of_mut(kind).insert(obj.key(), obj.clone());
+            st.objects.set(obj);
         }
         if let Some(v) = db.get(REV_KEY)? {
             let b: [u8; 8] = v.as_ref().try_into().context("bad revision record")?;
@@ -630,11 +657,10 @@ impl Store {
         {
             let mut sh = self.shared.write().expect("lock");
             for ev in &changes {
-                let map = sh.objects.of_mut(ev.kind);
                 if ev.typ == EventType::Deleted {
-                    map.remove(&ev.obj.key());
+                    sh.objects.unset(ev.kind, &ev.obj.key());
                 } else {
-                    map.insert(ev.obj.key(), ev.obj.clone());
+                    sh.objects.set(ev.obj.clone());
                 }
             }
             sh.rev = last;
