@@ -75,3 +75,11 @@ pub mod protocol {
 pub mod service_type {
     pub const CLUSTER_IP: &str = "ClusterIP";
 }
+
+/// Node heartbeats as Leases (Kubernetes' coordination.k8s.io).
+pub mod lease {
+    /// The namespace of the node Leases (one per node, named after it).
+    pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+    /// `spec.lease_duration_seconds` of a node Lease (kubelet's default).
+    pub const NODE_LEASE_DURATION_SECONDS: i32 = 40;
+}
