@@ -32,7 +32,7 @@ use crate::ops;
 use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::{Objects, Store};
 use crate::validation;
-use crate::watch::{EndSlot, Filter, WatchStream, Watcher};
+use crate::watch::{ByteBudget, EndSlot, Filter, WatchStream, Watcher};
 
 #[derive(Clone)]
 pub struct Api {
@@ -182,6 +182,7 @@ impl Api {
         };
         let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
         let end = Arc::new(EndSlot::default());
+        let budget = Arc::new(ByteBudget::new(self.store.cfg.watch_buffer_bytes));
         let bookmark_every = if r.bookmark_interval_ms > 0 {
             Duration::from_millis(u64::from(r.bookmark_interval_ms.max(10)))
         } else {
@@ -195,10 +196,13 @@ impl Api {
             last: start,
             tx,
             end: end.clone(),
+            budget: budget.clone(),
             bookmark_every,
         };
         tokio::spawn(w.run());
-        Ok(Response::new(WatchStream::new(out, end)))
+        Ok(Response::new(
+            WatchStream::new(out, end).with_budget(budget),
+        ))
     }
 
     async fn do_logs(
@@ -311,13 +315,42 @@ const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
 /// tonic reports a request body that does not decode as INTERNAL; it is the client's
 /// fault: INVALID_ARGUMENT "request body: failed to decode Protobuf message: …".
 /// `None` for every other status.
+///
+/// A request over the server's limit ([`crate::MAX_REQUEST_BYTES`]) tonic refuses with
+/// OUT_OF_RANGE "Error, decoded message length too large: found N bytes, the limit is:
+/// L bytes", which reads like a watch's "relist": it becomes RESOURCE_EXHAUSTED
+/// "request too large: N bytes, the request limit is L bytes" (as gRPC's own
+/// "message larger than max", and as the store's per-object limit).
 pub fn decode_error_as_invalid(st: &Status) -> Option<Status> {
+    if st.code() == Code::OutOfRange {
+        return too_large_as_exhausted(st.message());
+    }
     (st.code() == Code::Internal && st.message().starts_with(DECODE_ERROR_PREFIX)).then(|| {
         bounded(
             Code::InvalidArgument,
             &format!("request body: {}", st.message()),
         )
     })
+}
+
+const TOO_LARGE_PREFIX: &str = "Error, decoded message length too large: found ";
+
+fn too_large_as_exhausted(msg: &str) -> Option<Status> {
+    let rest = msg.strip_prefix(TOO_LARGE_PREFIX)?;
+    let number = |s: &str| -> Option<u64> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .find(|p| !p.is_empty())?
+            .parse()
+            .ok()
+    };
+    let found = number(rest)?;
+    let limit = rest
+        .split_once("limit is")
+        .and_then(|(_, l)| number(l))
+        .unwrap_or(crate::MAX_REQUEST_BYTES as u64);
+    Some(Status::resource_exhausted(format!(
+        "request too large: {found} bytes, the request limit is {limit} bytes"
+    )))
 }
 
 /// A tower layer for the gRPC server applying [`decode_error_as_invalid`] to the
@@ -415,7 +448,24 @@ mod tests {
             "request body: failed to decode Protobuf message: Pod.metadata: invalid wire type value: 7"
         );
         assert!(decode_error_as_invalid(&Status::internal("store failed")).is_none());
+        assert!(decode_error_as_invalid(&Status::out_of_range("too old; relist")).is_none());
         assert!(decode_error_as_invalid(&Status::not_found(DECODE_ERROR_PREFIX)).is_none());
+    }
+
+    #[test]
+    fn requests_over_the_limit_are_resource_exhausted_naming_it() {
+        let st = Status::out_of_range(
+            "Error, decoded message length too large: found 3300123 bytes, the limit is: 3145728 bytes",
+        );
+        let fixed = decode_error_as_invalid(&st).expect("mapped");
+        assert_eq!(fixed.code(), Code::ResourceExhausted);
+        assert_eq!(
+            fixed.message(),
+            "request too large: 3300123 bytes, the request limit is 3145728 bytes"
+        );
+        let resp = fix_decode_error::<()>(st.into_http());
+        let st = Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(st.code(), Code::ResourceExhausted);
     }
 
     #[test]

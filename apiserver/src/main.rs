@@ -27,6 +27,12 @@ struct Args {
     /// ClusterIP range of Services (must not overlap --cluster-cidr).
     #[arg(long, env = "KUBE_LITE_SERVICE_CIDR", default_value = "10.96.0.0/16")]
     service_cidr: ipnet::Ipv4Net,
+    /// Node ports of NodePort and LoadBalancer Services are allocated from this range.
+    #[arg(long, env = "KUBE_LITE_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = apiserver::config::parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The cluster DNS address (the agents' --cluster-dns): never given to a Service.
+    #[arg(long, env = "KUBE_LITE_CLUSTER_DNS", default_value = "10.96.0.10")]
+    cluster_dns: std::net::Ipv4Addr,
     /// A node whose last heartbeat is older than this becomes NotReady.
     #[arg(long, env = "KUBE_LITE_NODE_GRACE_PERIOD", default_value = "40s", value_parser = kube_lite_core::time::parse_duration)]
     node_grace_period: Duration,
@@ -82,6 +88,10 @@ struct Args {
     /// on disk (e.g. 32Mi); a watch from an older revision must relist.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
     watch_window_bytes: u64,
+    /// Bytes of encoded events buffered for one watcher (besides at most 1,024 events);
+    /// a watcher whose buffer is full is ended with OUT_OF_RANGE "...; relist".
+    #[arg(long, env = "KUBE_LITE_WATCH_BUFFER_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
+    watch_buffer_bytes: u64,
     /// Largest object stored, encoded (Kubernetes: 1.5Mi).
     #[arg(long, env = "KUBE_LITE_MAX_OBJECT_BYTES", default_value = "1.5Mi", value_parser = apiserver::config::parse_bytes)]
     max_object_bytes: u64,
@@ -139,12 +149,17 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if !apiserver::malloc::fix_mmap_threshold() {
+        tracing::debug!("allocator parameters left as they are (not glibc)");
+    }
     let a = Args::parse();
     let cfg = apiserver::Config {
         data_dir: a.data_dir,
         cluster_cidr: a.cluster_cidr,
         node_subnet_prefix: a.node_cidr_mask_size,
         service_cidr: a.service_cidr,
+        node_port_range: a.service_node_port_range,
+        cluster_dns: Some(a.cluster_dns),
         node_grace_period: a.node_grace_period,
         pod_eviction_timeout: a.pod_eviction_timeout,
         node_eviction_rate: a.node_eviction_rate,
@@ -161,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         keepalive_timeout: a.keepalive_timeout,
         request_timeout: a.request_timeout,
         watch_window_bytes: a.watch_window_bytes,
+        watch_buffer_bytes: a.watch_buffer_bytes.min(usize::MAX as u64) as usize,
         max_object_bytes: a.max_object_bytes.min(usize::MAX as u64) as usize,
         store_cache_bytes: a.store_cache_bytes,
         disk_reserve_bytes: a.disk_reserve_bytes,

@@ -188,7 +188,7 @@ pub fn describe(kind: Kind, key: &ObjectRef) -> String {
 pub trait Stored: Resource {
     const STORED_KIND: Kind;
     type List: Send + 'static;
-    type Event: Send + 'static;
+    type Event: prost::Message + Send + 'static;
     fn into_object(self) -> Object;
     fn from_object(o: &Object) -> Self;
     fn list(items: Vec<Self>, resource_version: u64) -> Self::List;
