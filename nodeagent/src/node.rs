@@ -342,6 +342,7 @@ mod tests {
             address: Ipv4Addr::new(192, 168, 1, 1),
             daemon_endpoint: "http://192.168.1.1:10250".into(),
             capacity: [("pods".to_string(), "110".to_string())].into(),
+            allocatable: Default::default(),
         };
         let want = status(&info);
         assert!(status_differs(None, &want));
