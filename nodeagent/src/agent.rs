@@ -193,6 +193,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let pcfg = kube_lite_proxy::ProxyConfig {
             netns: cfg.netns.clone(),
             pod_subnet: Some(subnet),
+            node_name: Some(node_name.clone()),
             mode: match cfg.proxy_mode.as_str() {
                 "random" => kube_lite_proxy::Mode::Random,
                 _ => kube_lite_proxy::Mode::Nth,
