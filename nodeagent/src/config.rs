@@ -73,6 +73,47 @@ pub struct Config {
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,
+    /// The cluster DNS address: this agent serves the cluster's names there (inside
+    /// the node namespace) and ClusterFirst pods get it as their nameserver (the
+    /// apiserver's --cluster-dns, which it never gives to a Service).
+    #[arg(long, env = "KUBE_LITE_CLUSTER_DNS", default_value = "10.96.0.10")]
+    pub cluster_dns: Ipv4Addr,
+    /// Do not run the cluster DNS server (pods' ClusterFirst falls back to Default).
+    #[arg(long, env = "KUBE_LITE_NO_CLUSTER_DNS")]
+    pub no_cluster_dns: bool,
+    /// The cluster domain.
+    #[arg(
+        long,
+        env = "KUBE_LITE_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// Resolvers for names outside the cluster domain (`IP[:PORT]`, comma separated),
+    /// `none` for none (SERVFAIL); default: the nameservers of --resolv-conf.
+    #[arg(long, env = "KUBE_LITE_DNS_UPSTREAM")]
+    pub dns_upstream: Option<String>,
+    /// The node's resolv.conf (pods with dnsPolicy Default get its contents).
+    #[arg(
+        long,
+        env = "KUBE_LITE_RESOLV_CONF",
+        default_value = "/etc/resolv.conf"
+    )]
+    pub resolv_conf: PathBuf,
+}
+
+/// Parses `--dns-upstream`: `none`, or `IP[:PORT]` separated by commas.
+pub fn parse_upstreams(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    if s.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|p| {
+            let p = p.trim();
+            p.parse::<std::net::SocketAddr>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| format!("--dns-upstream: {p:?} is not IP or IP:PORT"))
+        })
+        .collect()
 }
 
 /// Byte sizes as everywhere in kube-lite ("10Mi", "500K", "1048576").

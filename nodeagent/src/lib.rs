@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod dns;
 pub mod image;
 pub mod init;
 pub mod logfile;

@@ -28,7 +28,14 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Path of the pod's network namespace (`/run/netns/<name>`); None = the agent's.
     pub netns_path: Option<PathBuf>,
+    /// Contents of the container's /etc/resolv.conf (bind-mounted over the node's in
+    /// its mount namespace); None = the node's.
+    pub resolv_conf: Option<String>,
 }
+
+/// Environment variable by which the runtime tells the container init which file to
+/// bind-mount on /etc/resolv.conf (removed before the program starts).
+pub const RESOLV_CONF_ENV: &str = "KUBE_LITE_INIT_RESOLV_CONF";
 
 /// A started (or adopted) container instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +170,14 @@ impl Runtime for ProcessRuntime {
             program: spec.program.display().to_string(),
             args: spec.args.clone(),
         };
+        let resolv = match &spec.resolv_conf {
+            Some(text) => {
+                let p = dir.join("resolv.conf");
+                kube_lite_net::write_atomic(&p, text.as_bytes()).map_err(err)?;
+                Some(p)
+            }
+            None => None,
+        };
         let mut cmd = tokio::process::Command::new(&self.init_exe);
         cmd.arg0("nodeagent")
             .args(args.to_argv())
@@ -174,6 +189,7 @@ impl Runtime for ProcessRuntime {
             .env("HOSTNAME", &spec.hostname)
             .env("HOME", "/")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(resolv.iter().map(|p| (RESOLV_CONF_ENV, p.as_os_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(errf)

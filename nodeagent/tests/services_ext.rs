@@ -208,7 +208,11 @@ async fn named_ports_headless_node_ports_and_affinity() {
     if !require_root() {
         return;
     }
-    let c = whoami_cluster(ClusterOptions::new(2, agent_bin())).await;
+    // No upstream resolver: the test never sends a query off the machine.
+    let mut opts = ClusterOptions::new(2, agent_bin());
+    opts.extra_agent_args
+        .extend(["--dns-upstream".to_string(), "none".to_string()]);
+    let c = whoami_cluster(opts).await;
     let (n0, n1) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
     // The underlay namespace gets a client address on the nodes' subnet.
     let a0 = c.nodes[0].address;
@@ -377,4 +381,58 @@ async fn named_ports_headless_node_ports_and_affinity() {
     assert_eq!(after.len(), 1, "sticky again: {got:?}");
     assert_ne!(after, first, "after the timeout the client went elsewhere");
     assert!(!after.contains("FAIL"));
+
+    // Cluster DNS: the pod's /etc/resolv.conf (its mount namespace) points at the
+    // cluster DNS; names resolve from inside the pod, short and long, round robin.
+    let pid = client0.status.as_ref().unwrap().container_statuses[0].pid;
+    let resolv = std::fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf")).unwrap();
+    assert!(
+        resolv.starts_with("nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    let bb = busybox();
+    let in_pod = |script: &str| {
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "-m", bb, "sh", "-c", script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let np_ip = np.spec.as_ref().unwrap().cluster_ip.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = in_pod(&format!("{bb} nslookup np.default.svc.cluster.local"));
+        if out.contains(&np_ip) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nslookup: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for url in [
+        "http://np:3001/",
+        "http://np.default.svc.cluster.local:3001/",
+    ] {
+        let script = format!(
+            "for i in 1 2 3 4 5 6 7 8; do {bb} timeout 5 {bb} wget -qO- {url} || echo FAIL; done"
+        );
+        let out = in_pod(&script);
+        let got: BTreeSet<String> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|w| w.trim_start_matches("HOSTNAME:").to_string())
+            .collect();
+        assert_eq!(got, all4, "{url} by name from a pod: {out}");
+    }
+    // Headless: every ready pod's IP.
+    let out = in_pod(&format!("{bb} nslookup hl.default.svc.cluster.local"));
+    for n in 0..4 {
+        let p = wait_running(&c, &format!("whoami-{n}")).await;
+        let ip = p.status.unwrap().pod_ip;
+        assert!(out.contains(&ip), "headless answer lacks {ip}: {out}");
+    }
+    // Unknown cluster names: NXDOMAIN; other names without an upstream: SERVFAIL.
+    let out = in_pod(&format!(
+        "{bb} nslookup nope.default.svc.cluster.local 2>&1"
+    ));
+    assert!(out.contains("NXDOMAIN"), "{out}");
 }
