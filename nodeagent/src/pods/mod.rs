@@ -65,6 +65,9 @@ pub struct Node {
     pub state: Arc<dyn StateStore>,
     pub runtime: Arc<dyn Runtime>,
     pub resolver: Resolver,
+    /// What pods' /etc/resolv.conf is made from (set once at start; unset: pods keep
+    /// the node's file).
+    pub dns: std::sync::OnceLock<PodDns>,
     /// Live workers by pod uid.
     workers: Mutex<HashMap<String, watch::Sender<PodMsg>>>,
     /// Uids whose worker finished (torn down): never start them again.
@@ -72,6 +75,16 @@ pub struct Node {
     /// Bounds concurrent pod network set-ups/teardowns: hundreds at once overrun the
     /// netlink socket's receive buffer (a lost reply would hang a worker).
     net_ops: tokio::sync::Semaphore,
+}
+
+/// The inputs of a pod's resolv.conf besides its own spec.
+#[derive(Debug, Clone)]
+pub struct PodDns {
+    /// None: no cluster DNS (ClusterFirst falls back to Default).
+    pub cluster_dns: Option<Ipv4Addr>,
+    pub domain: String,
+    /// The node's resolv.conf.
+    pub node: crate::dns::resolv::ResolvConf,
 }
 
 /// Longest a pod network set-up or teardown may take before it is retried/reported.
@@ -106,6 +119,7 @@ impl Node {
             state,
             runtime,
             resolver,
+            dns: std::sync::OnceLock::new(),
             workers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
             net_ops: tokio::sync::Semaphore::new(NET_OP_CONCURRENCY),
@@ -682,6 +696,18 @@ impl PodWorker {
                     .unwrap_or(&[]),
                 &spec,
             ),
+            resolv_conf: self.node.dns.get().map(|d| {
+                let spec = self.m.pod.spec.clone().unwrap_or_default();
+                crate::dns::resolv::pod_resolv_conf(
+                    &spec.dns_policy,
+                    spec.dns_config.as_deref(),
+                    self.m.pod.namespace(),
+                    d.cluster_dns,
+                    &d.domain,
+                    &d.node,
+                )
+                .render()
+            }),
         };
         match self.node.runtime.start(&cs) {
             Ok(h) => {
