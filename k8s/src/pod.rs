@@ -151,7 +151,7 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
 }
 
 fn container_to_k8s(c: &Container) -> corev1::Container {
-    corev1::Container {
+    let mut k = corev1::Container {
         name: c.name.clone(),
         image: opt(&c.image),
         command: opt_vec(c.command.clone()),
@@ -178,10 +178,14 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 .collect(),
         ),
         ..Default::default()
-    }
+    };
+    crate::pod_extras::container_to_k8s(c, &mut k);
+    k
 }
 
-fn container_from_k8s(c: corev1::Container) -> Container {
+fn container_from_k8s(mut c: corev1::Container) -> Container {
+    let mut out = Container::default();
+    crate::pod_extras::container_from_k8s(&mut c, &mut out);
     Container {
         name: c.name,
         image: c.image.unwrap_or_default(),
@@ -206,7 +210,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
                 protocol: p.protocol.unwrap_or_default(),
             })
             .collect(),
-        ..Default::default()
+        ..out
     }
 }
 
@@ -238,6 +242,7 @@ fn status_to_k8s(s: &PodStatus) -> corev1::PodStatus {
                 .map(container_status_to_k8s)
                 .collect(),
         ),
+        qos_class: opt(&s.qos_class),
         ..Default::default()
     }
 }
@@ -267,6 +272,7 @@ fn status_from_k8s(s: corev1::PodStatus) -> PodStatus {
             .into_iter()
             .map(container_status_from_k8s)
             .collect(),
+        qos_class: s.qos_class.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -299,18 +305,25 @@ fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
             ..Default::default()
         },
     };
-    corev1::ContainerStatus {
+    let mut k = corev1::ContainerStatus {
         name: c.name.clone(),
         ready: c.ready,
         restart_count: c.restart_count,
-        started: Some(c.state == container_state::RUNNING),
+        // Set by the agent (startup probe passed, or none, and running).
+        started: Some(c.started),
         state: Some(state),
         ..Default::default()
-    }
+    };
+    crate::pod_extras::container_status_to_k8s(c, &mut k);
+    k
 }
 
 fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
+    let mut extras = ContainerStatus::default();
+    crate::pod_extras::container_status_from_k8s(&c, &mut extras);
     let mut out = ContainerStatus {
+        started: extras.started,
+        last_state: extras.last_state,
         name: c.name,
         ready: c.ready,
         restart_count: c.restart_count,
