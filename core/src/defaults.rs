@@ -45,7 +45,11 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.termination_grace_period_seconds == 0 {
         spec.termination_grace_period_seconds = DEFAULT_TERMINATION_GRACE_SECONDS;
     }
-    for c in &mut spec.containers {
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .chain(spec.containers.iter_mut())
+    {
         for p in [
             &mut c.liveness_probe,
             &mut c.readiness_probe,

@@ -109,6 +109,41 @@ pub fn probe_from_k8s(p: corev1::Probe) -> Probe {
     }
 }
 
+pub fn env_source_to_k8s(s: &kube_lite_proto::v1::EnvVarSource) -> corev1::EnvVarSource {
+    corev1::EnvVarSource {
+        field_ref: s.field_ref.as_ref().map(|f| corev1::ObjectFieldSelector {
+            field_path: f.field_path.clone(),
+            api_version: None,
+        }),
+        resource_field_ref: s
+            .resource_field_ref
+            .as_ref()
+            .map(|r| corev1::ResourceFieldSelector {
+                container_name: opt(&r.container_name),
+                resource: r.resource.clone(),
+                divisor: opt(&r.divisor).map(Quantity),
+            }),
+        ..Default::default()
+    }
+}
+
+pub fn env_source_from_k8s(s: corev1::EnvVarSource) -> kube_lite_proto::v1::EnvVarSource {
+    kube_lite_proto::v1::EnvVarSource {
+        field_ref: s
+            .field_ref
+            .map(|f| kube_lite_proto::v1::ObjectFieldSelector {
+                field_path: f.field_path,
+            }),
+        resource_field_ref: s.resource_field_ref.map(|r| {
+            kube_lite_proto::v1::ResourceFieldSelector {
+                container_name: r.container_name.unwrap_or_default(),
+                resource: r.resource,
+                divisor: r.divisor.map(|d| d.0).unwrap_or_default(),
+            }
+        }),
+    }
+}
+
 fn q_to(m: &HashMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
     (!m.is_empty()).then(|| {
         m.iter()

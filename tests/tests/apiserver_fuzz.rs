@@ -304,6 +304,15 @@ impl Gen {
                             .map(|_| EnvVar {
                                 name: self.pick(2, &["A", "PATH", "", "A=B", "\0"]),
                                 value: self.any_string(),
+                                value_from: self.rng.random_bool(0.1).then(|| EnvVarSource {
+                                    field_ref: Some(ObjectFieldSelector {
+                                        field_path: self.pick(
+                                            2,
+                                            &["metadata.name", "x", "metadata.labels['a']"],
+                                        ),
+                                    }),
+                                    ..Default::default()
+                                }),
                             })
                             .collect(),
                         ports: (0..self.rng.random_range(0..3))
@@ -336,6 +345,7 @@ impl Gen {
                 restart_policy: self.pick(4, &["", "Always", "OnFailure", "Never", "Sometimes"]),
                 node_selector: self.map(2),
                 termination_grace_period_seconds: self.i64v(&[0, 1, 30]),
+                ..Default::default()
             }),
             status: self.rng.random_bool(0.5).then(|| PodStatus {
                 phase: self.pick(
