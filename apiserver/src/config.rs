@@ -9,12 +9,41 @@ use std::time::Duration;
 /// Kubernetes' (etcd's) limit on one stored object: 1.5 MiB encoded.
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 1536 << 10;
 
+/// Kubernetes' default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// Kubernetes' usual cluster DNS address (kubeadm: the 10th address of 10.96.0.0/12).
+pub const DEFAULT_CLUSTER_DNS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
+
+/// Parses a port range `30000-32767` (both ends included, `lo <= hi`, `lo >= 1`).
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: want LOW-HIGH, e.g. 30000-32767"))?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: bad low port"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: bad high port"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: want 1 <= LOW <= HIGH"));
+    }
+    Ok(lo..=hi)
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub cluster_cidr: ipnet::Ipv4Net,
     pub node_subnet_prefix: u8,
     pub service_cidr: ipnet::Ipv4Net,
+    /// NodePort / LoadBalancer Services get their node ports from this range.
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// The cluster DNS address (a ClusterIP the agents' DNS servers answer at): never
+    /// allocated to a Service. `None`: nothing reserved.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// Heartbeat older than this → node NotReady.
     pub node_grace_period: Duration,
     /// This long after NotReady → pods of the node are evicted.
@@ -34,8 +63,11 @@ pub struct Config {
     /// Bytes of encoded changes kept for Watch resume: the in-memory window and the
     /// change log on disk both hold at most this much (and `watch_window` changes).
     pub watch_window_bytes: u64,
-    /// Per-watcher bounded buffer, in events.
+    /// Per-watcher bounded buffer, in events…
     pub watch_buffer: usize,
+    /// …and in bytes (encoded events; one event larger than this still goes through
+    /// an empty buffer).
+    pub watch_buffer_bytes: usize,
     /// Connections held at once; more are closed as they arrive.
     pub max_connections: usize,
     /// A connection that has not sent the HTTP/2 preface by then is closed.
@@ -60,6 +92,16 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Gauges the store keeps up to date (shared by clones of this config).
     pub metrics: Arc<StoreMetrics>,
+    /// Plaintext, no authentication (issue 14: experiments only, loudly logged).
+    pub insecure: bool,
+    /// Extra names (DNS or IP) of the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Lifetime of the node certificates issued at join and renewal.
+    pub node_cert_validity: Duration,
+    /// The join token (default: `join-token` in the data dir, made at first start).
+    pub join_token: Option<String>,
+    /// Server URL written into `admin.kubeconfig` (default: https://<listen address>).
+    pub kubeconfig_server: Option<String>,
 }
 
 /// What the store reports about itself (read by tests and benchmarks).
@@ -84,6 +126,8 @@ impl Default for Config {
             cluster_cidr: "10.0.0.0/16".parse().expect("valid cidr"),
             node_subnet_prefix: 24,
             service_cidr: "10.96.0.0/16".parse().expect("valid cidr"),
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
+            cluster_dns: Some(DEFAULT_CLUSTER_DNS),
             node_grace_period: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(60),
             node_eviction_rate: 0.1,
@@ -94,6 +138,7 @@ impl Default for Config {
             watch_window: 100_000,
             watch_window_bytes: 32 << 20,
             watch_buffer: 1024,
+            watch_buffer_bytes: 16 << 20,
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
@@ -105,6 +150,11 @@ impl Default for Config {
             store_cache_bytes: 32 << 20,
             disk_reserve_bytes: 16 << 20,
             metrics: Arc::default(),
+            insecure: false,
+            tls_sans: Vec::new(),
+            node_cert_validity: kube_lite_pki::CERT_VALIDITY,
+            join_token: None,
+            kubeconfig_server: None,
         }
     }
 }
@@ -154,6 +204,15 @@ mod tests {
             assert!(parse_bytes(bad).is_err(), "{bad:?}");
         }
         assert_eq!(DEFAULT_MAX_OBJECT_BYTES, 1_572_864);
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("30000-32767").unwrap(), 30000..=32767);
+        assert_eq!(parse_port_range("80-80").unwrap(), 80..=80);
+        for bad in ["", "1", "0-10", "20-10", "a-b", "1-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

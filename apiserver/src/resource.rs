@@ -7,8 +7,8 @@
 
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{
-    Endpoints, EndpointsEvent, EndpointsList, EventType, Node, NodeEvent, NodeList, ObjectMeta,
-    Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
+    Endpoints, EndpointsEvent, EndpointsList, EventType, Lease, LeaseEvent, LeaseList, Node,
+    NodeEvent, NodeList, ObjectMeta, Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
 };
 use prost::Message;
 
@@ -20,6 +20,8 @@ pub enum Kind {
     Pod = 1,
     Service = 2,
     Endpoints = 3,
+    // 4..=9: issue 11's kinds.
+    Lease = 10,
 }
 
 /// Runs `$e` with `$t` bound to the wire type of `$kind`.
@@ -42,18 +44,35 @@ macro_rules! with_type {
                 type $t = Endpoints;
                 $e
             }
+            Kind::Lease => {
+                type $t = Lease;
+                $e
+            }
         }
     };
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Node, Kind::Pod, Kind::Service, Kind::Endpoints];
+    /// Every kind, in discriminant order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Node,
+        Kind::Pod,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::Lease,
+    ];
+    pub const COUNT: usize = Kind::ALL.len();
 
+    /// The kind's slot in per-kind arrays (its position in [`Kind::ALL`]; the
+    /// discriminants need not be dense).
     pub fn idx(self) -> usize {
-        self as usize
+        Kind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is in Kind::ALL")
     }
     pub fn from_u32(v: u32) -> Option<Kind> {
-        Kind::ALL.get(v as usize).copied()
+        Kind::ALL.iter().copied().find(|&k| k as u32 == v)
     }
     /// Lowercase plural, as in Kubernetes messages: `pods "web" not found`.
     pub fn plural(self) -> &'static str {
@@ -75,6 +94,7 @@ pub enum Object {
     Pod(Pod),
     Service(Service),
     Endpoints(Endpoints),
+    Lease(Lease),
 }
 
 macro_rules! each {
@@ -84,6 +104,7 @@ macro_rules! each {
             Object::Pod($x) => $e,
             Object::Service($x) => $e,
             Object::Endpoints($x) => $e,
+            Object::Lease($x) => $e,
         }
     };
 }
@@ -95,6 +116,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Lease(_) => Kind::Lease,
         }
     }
     pub fn meta(&self) -> &ObjectMeta {
@@ -134,6 +156,12 @@ impl Object {
             _ => None,
         }
     }
+    pub fn as_lease(&self) -> Option<&Lease> {
+        match self {
+            Object::Lease(l) => Some(l),
+            _ => None,
+        }
+    }
     pub fn as_endpoints(&self) -> Option<&Endpoints> {
         match self {
             Object::Endpoints(e) => Some(e),
@@ -160,15 +188,31 @@ pub fn describe(kind: Kind, key: &ObjectRef) -> String {
 pub trait Stored: Resource {
     const STORED_KIND: Kind;
     type List: Send + 'static;
-    type Event: Send + 'static;
+    type Event: prost::Message + Send + 'static;
     fn into_object(self) -> Object;
     fn from_object(o: &Object) -> Self;
     fn list(items: Vec<Self>, resource_version: u64) -> Self::List;
     fn event(typ: EventType, object: Self, resource_version: u64) -> Self::Event;
+    /// Whether List pages this kind (its List message has `continue` and
+    /// `remaining_item_count`); a kind that does not ignores `limit`.
+    const PAGED: bool = false;
+    /// Sets the paging fields of a List page ([`Stored::PAGED`] kinds).
+    fn set_page(list: &mut Self::List, token: String, remaining: u64) {
+        let _ = (list, token, remaining);
+    }
 }
 
 macro_rules! stored {
-    ($ty:ident, $list:ident, $event:ident) => {
+    ($ty:ident, $list:ident, $event:ident, paged) => {
+        stored!($ty, $list, $event,
+            const PAGED: bool = true;,
+            fn set_page(list: &mut $list, token: String, remaining: u64) {
+                list.r#continue = token;
+                list.remaining_item_count = remaining;
+            }
+        );
+    };
+    ($ty:ident, $list:ident, $event:ident $(, $extra:item)*) => {
         impl Stored for $ty {
             const STORED_KIND: Kind = Kind::$ty;
             type List = $list;
@@ -186,6 +230,7 @@ macro_rules! stored {
                 $list {
                     items,
                     resource_version,
+                    ..Default::default()
                 }
             }
             fn event(typ: EventType, object: Self, resource_version: u64) -> $event {
@@ -195,14 +240,17 @@ macro_rules! stored {
                     resource_version,
                 }
             }
+            $($extra)*
         }
     };
 }
 
-stored!(Node, NodeList, NodeEvent);
-stored!(Pod, PodList, PodEvent);
-stored!(Service, ServiceList, ServiceEvent);
-stored!(Endpoints, EndpointsList, EndpointsEvent);
+// `paged`: List pages these kinds (limit/continue).
+stored!(Node, NodeList, NodeEvent, paged);
+stored!(Pod, PodList, PodEvent, paged);
+stored!(Service, ServiceList, ServiceEvent, paged);
+stored!(Endpoints, EndpointsList, EndpointsEvent, paged);
+stored!(Lease, LeaseList, LeaseEvent, paged);
 
 #[cfg(test)]
 mod tests {
@@ -222,6 +270,9 @@ mod tests {
             assert_eq!(Kind::from_u32(k as u32), Some(k));
         }
         assert_eq!(Kind::from_u32(4), None);
+        assert_eq!(Kind::from_u32(10), Some(Kind::Lease));
+        assert_eq!(Kind::Lease.idx(), 4);
+        assert_eq!(Kind::Lease.plural(), "leases");
     }
 
     #[test]

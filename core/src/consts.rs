@@ -80,6 +80,42 @@ pub mod protocol {
 /// `spec.type` of a Service.
 pub mod service_type {
     pub const CLUSTER_IP: &str = "ClusterIP";
+    pub const NODE_PORT: &str = "NodePort";
+    pub const LOAD_BALANCER: &str = "LoadBalancer";
+}
+
+/// `spec.clusterIP` of a headless Service.
+pub const CLUSTER_IP_NONE: &str = "None";
+
+/// `spec.externalTrafficPolicy` of a Service.
+pub mod traffic_policy {
+    pub const CLUSTER: &str = "Cluster";
+    pub const LOCAL: &str = "Local";
+}
+
+/// `spec.sessionAffinity` of a Service.
+pub mod session_affinity {
+    pub const NONE: &str = "None";
+    pub const CLIENT_IP: &str = "ClientIP";
+    /// Kubernetes' default `timeoutSeconds` (3 hours).
+    pub const DEFAULT_TIMEOUT_SECONDS: i32 = 10800;
+    /// Kubernetes' maximum `timeoutSeconds` (1 day).
+    pub const MAX_TIMEOUT_SECONDS: i32 = 86400;
+}
+
+/// `spec.dnsPolicy` of a Pod.
+pub mod dns_policy {
+    pub const CLUSTER_FIRST: &str = "ClusterFirst";
+    pub const DEFAULT: &str = "Default";
+    pub const NONE: &str = "None";
+}
+
+/// Node heartbeats as Leases (Kubernetes' coordination.k8s.io).
+pub mod lease {
+    /// The namespace of the node Leases (one per node, named after it).
+    pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+    /// `spec.lease_duration_seconds` of a node Lease (kubelet's default).
+    pub const NODE_LEASE_DURATION_SECONDS: i32 = 40;
 }
 
 /// kubectl's STATUS for a pod still running its init containers (`Init:1/2`,

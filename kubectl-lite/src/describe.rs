@@ -561,9 +561,11 @@ Node-Selectors:     <none>
                     protocol: "TCP".into(),
                     port: 80,
                     target_port: 8080,
+                    ..Default::default()
                 }],
                 cluster_ip: "10.96.0.10".into(),
                 r#type: "ClusterIP".into(),
+                ..Default::default()
             }),
             status: None,
         };

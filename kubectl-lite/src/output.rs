@@ -813,16 +813,19 @@ mod tests {
                         protocol: "TCP".into(),
                         port: 80,
                         target_port: 8080,
+                        ..Default::default()
                     },
                     ServicePort {
                         name: "53-udp".into(),
                         protocol: "UDP".into(),
                         port: 53,
                         target_port: 53,
+                        ..Default::default()
                     },
                 ],
                 cluster_ip: "10.96.0.10".into(),
                 r#type: "ClusterIP".into(),
+                ..Default::default()
             }),
             status: None,
         }

@@ -33,11 +33,11 @@ pub struct Config {
     /// State directory (default /var/lib/kube-lite/<node>).
     #[arg(long, env = "KUBE_LITE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Address of the NodeAgent gRPC server (logs).
-    #[arg(long, env = "KUBE_LITE_LISTEN", default_value = "0.0.0.0:10250")]
-    pub listen: SocketAddr,
-    /// URL published as status.daemon_endpoint (default: http://<listen address, or the
-    /// node address when listening on 0.0.0.0>:<port>).
+    /// Address of the NodeAgent gRPC server (logs); default `<node address>:10250`.
+    #[arg(long, env = "KUBE_LITE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// URL published as status.daemon_endpoint (default: https://<listen address, or the
+    /// node address when listening on 0.0.0.0>:<port>; http:// when insecure).
     #[arg(long, env = "KUBE_LITE_ADVERTISE_ENDPOINT")]
     pub advertise_endpoint: Option<String>,
     /// Prefix of pod network namespace names (`<prefix>-<pod uid>`); must be unique per
@@ -51,9 +51,15 @@ pub struct Config {
     /// Pod interface MTU (1450 fits VXLAN on a 1500 underlay).
     #[arg(long, env = "KUBE_LITE_MTU", default_value_t = 1450)]
     pub mtu: u32,
-    /// Node status update period.
+    /// Heartbeat period: the node Lease is renewed this often (with 4% jitter, the
+    /// first renewal at a random point of the first period), and the Node status is
+    /// checked and written when it changed.
     #[arg(long, env = "KUBE_LITE_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// The Node status is written at least this often even when unchanged (kubelet's
+    /// nodeStatusReportFrequency).
+    #[arg(long, env = "KUBE_LITE_NODE_STATUS_REPORT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub node_status_report_interval: Duration,
     /// Directory searched first for images (and for `whoami` → kl-whoami).
     #[arg(long, env = "KUBE_LITE_IMAGE_DIR")]
     pub image_dir: Option<PathBuf>,
@@ -70,6 +76,17 @@ pub struct Config {
     /// K/Ki/M/Mi/G/Gi (kubelet's containerLogMaxSize; 0 = never rotate).
     #[arg(long, env = "KUBE_LITE_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_size)]
     pub container_log_max_size: u64,
+    /// The cluster's join token, needed only until the node has an identity (saved in
+    /// the state dir's pki/).
+    #[arg(long, env = "KUBE_LITE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "KUBE_LITE_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    pub join_token_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM; the apiserver's <data dir>/pki/ca.crt); default:
+    /// the one saved at join.
+    #[arg(long, env = "KUBE_LITE_CERTIFICATE_AUTHORITY")]
+    pub certificate_authority: Option<PathBuf>,
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,
@@ -142,6 +159,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.node_name.as_deref(), Some("n1"));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.node_status_report_interval, Duration::from_secs(300));
         assert_eq!(c.vni, 10);
         assert_eq!(c.mtu, 1450);
         assert_eq!(c.proxy_mode, "nth");

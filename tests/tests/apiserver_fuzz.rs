@@ -345,6 +345,8 @@ impl Gen {
                 restart_policy: self.pick(4, &["", "Always", "OnFailure", "Never", "Sometimes"]),
                 node_selector: self.map(2),
                 termination_grace_period_seconds: self.i64v(&[0, 1, 30]),
+                dns_policy: self.pick(3, &["", "ClusterFirst", "Default", "None", "Maybe"]),
+                hostname: self.pick(2, &["", "web-0", "Web_0"]),
                 ..Default::default()
             }),
             status: self.rng.random_bool(0.5).then(|| PodStatus {
@@ -404,6 +406,8 @@ impl Gen {
                         protocol: self.pick(3, &["", "TCP", "UDP", "SCTP"]),
                         port: self.i32v(&[80, 53 + i as i32]),
                         target_port: self.i32v(&[0, 8080]),
+                        target_port_name: self.pick(1, &["", "http", "HTTP", "a--b"]),
+                        node_port: self.i32v(&[0, 30080, 80]),
                     })
                     .collect(),
                 cluster_ip: self.pick(
@@ -415,9 +419,16 @@ impl Gen {
                         "192.168.9.1",
                         "127.0.0.1",
                         "1.2.3",
+                        "None",
                     ],
                 ),
-                r#type: self.pick(2, &["", "ClusterIP", "NodePort"]),
+                r#type: self.pick(
+                    2,
+                    &["", "ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+                ),
+                external_traffic_policy: self.pick(2, &["", "Cluster", "Local", "Remote"]),
+                session_affinity: self.pick(2, &["", "None", "ClientIP", "Sticky"]),
+                session_affinity_timeout_seconds: self.i32v(&[0, 10, 100_000]),
             }),
             status: self.rng.random_bool(0.3).then(ServiceStatus::default),
         }
@@ -480,6 +491,12 @@ impl Gen {
                 label_selector: self.selector(),
                 node_name: if self.hostile() {
                     self.name(K::Node)
+                } else {
+                    String::new()
+                },
+                limit: if self.hostile() { 2 } else { 0 },
+                r#continue: if self.hostile() {
+                    self.name(kind)
                 } else {
                     String::new()
                 },

@@ -16,14 +16,15 @@
 //! Work list: the Services whose Endpoints may have changed since the last batch (the
 //! Service itself changed, or a pod it selects, selected, changed in what counts).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use kube_lite_core::consts::{condition, condition_status, phase};
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::labels::map_matches;
 use kube_lite_proto::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectMeta, Pod, Service, ServiceSpec,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectMeta, Pod, Service,
+    ServicePort, ServiceSpec,
 };
 
 use crate::error::ApiError;
@@ -66,22 +67,60 @@ impl<'a> PodView<'a> {
     }
 }
 
-/// The subsets for a Service with `spec`, from the pods of its namespace: one subset
-/// of the ready selected pods (by IP, then name; the unready ones under
-/// `not_ready_addresses`) with the service's target ports, or none when no selected pod
-/// has an IP.
+/// The target port of Service port `sp` on pod `p`: the number, or for a named
+/// `target_port_name` the pod's container port of that name and protocol (`None`: the
+/// pod has no such port, as Kubernetes' `findPort`).
+pub fn resolve_target_port(sp: &ServicePort, p: &Pod) -> Option<i32> {
+    if sp.target_port_name.is_empty() {
+        return Some(sp.target_port);
+    }
+    let proto = |s: &str| {
+        if s.is_empty() {
+            "TCP".to_string()
+        } else {
+            s.to_ascii_uppercase()
+        }
+    };
+    p.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .find(|cp| cp.name == sp.target_port_name && proto(&cp.protocol) == proto(&sp.protocol))
+        .map(|cp| cp.container_port)
+}
+
+/// The subsets for a Service with `spec`, from the pods of its namespace: the selected
+/// pods with an IP grouped by their resolved target ports (named target ports may
+/// resolve to different numbers on different pods: one subset per distinct port set,
+/// ordered by it), the ready ones under `addresses` and the unready ones under
+/// `not_ready_addresses` (by IP, then name), or none when no selected pod has an IP. A
+/// pod on which no port of the Service resolves is no endpoint; one on which some ports
+/// resolve serves those. A Service without ports (headless) lists its pods with no ports.
 pub fn desired_subsets<'a>(
     spec: &ServiceSpec,
     pods: impl IntoIterator<Item = &'a Pod>,
 ) -> Vec<EndpointSubset> {
-    let mut addrs: Vec<(Ipv4Addr, EndpointAddress)> = Vec::new();
-    let mut not_ready: Vec<(Ipv4Addr, EndpointAddress)> = Vec::new();
+    type PortKey = Vec<(String, i32, String)>;
+    type Addrs = Vec<(Ipv4Addr, EndpointAddress)>;
+    let mut groups: BTreeMap<PortKey, (Addrs, Addrs)> = BTreeMap::new();
     for p in pods {
         let v = PodView::of(p);
         if !(v.ready || v.not_ready) || !map_matches(&spec.selector, v.labels) {
             continue;
         }
-        let list = if v.ready { &mut addrs } else { &mut not_ready };
+        let ports: PortKey = spec
+            .ports
+            .iter()
+            .filter_map(|sp| {
+                resolve_target_port(sp, p).map(|n| (sp.name.clone(), n, sp.protocol.clone()))
+            })
+            .collect();
+        if ports.is_empty() && !spec.ports.is_empty() {
+            continue;
+        }
+        let group = groups.entry(ports).or_default();
+        let list = if v.ready { &mut group.0 } else { &mut group.1 };
         list.push((
             v.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
             EndpointAddress {
@@ -91,26 +130,25 @@ pub fn desired_subsets<'a>(
             },
         ));
     }
-    if addrs.is_empty() && not_ready.is_empty() {
-        return Vec::new();
-    }
-    let sorted = |mut v: Vec<(Ipv4Addr, EndpointAddress)>| {
+    let sorted = |mut v: Addrs| {
         v.sort_by(|a, b| (a.0, &a.1.pod_name).cmp(&(b.0, &b.1.pod_name)));
         v.into_iter().map(|(_, a)| a).collect::<Vec<_>>()
     };
-    vec![EndpointSubset {
-        addresses: sorted(addrs),
-        not_ready_addresses: sorted(not_ready),
-        ports: spec
-            .ports
-            .iter()
-            .map(|p| EndpointPort {
-                name: p.name.clone(),
-                port: p.target_port,
-                protocol: p.protocol.clone(),
-            })
-            .collect(),
-    }]
+    groups
+        .into_iter()
+        .map(|(ports, (ready, not_ready))| EndpointSubset {
+            addresses: sorted(ready),
+            not_ready_addresses: sorted(not_ready),
+            ports: ports
+                .into_iter()
+                .map(|(name, port, protocol)| EndpointPort {
+                    name,
+                    port,
+                    protocol,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +287,7 @@ impl Hook for EndpointsController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::{PodSpec, PodStatus, ServicePort};
+    use kube_lite_proto::v1::{Container, ContainerPort, PodSpec, PodStatus};
 
     fn pod(name: &str, app: &str, phase: &str, ip: &str) -> Pod {
         Pod {
@@ -289,11 +327,64 @@ mod tests {
                     port: 80,
                     target_port: 8080,
                     protocol: "TCP".into(),
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),
             status: None,
         }
+    }
+
+    fn with_port(mut p: Pod, name: &str, n: i32) -> Pod {
+        p.spec.as_mut().unwrap().containers.push(Container {
+            name: "c".into(),
+            ports: vec![ContainerPort {
+                name: name.into(),
+                container_port: n,
+                protocol: "TCP".into(),
+            }],
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn named_target_ports_resolve_per_pod() {
+        let mut s = svc(&[("app", "web")]);
+        let sp = &mut s.spec.as_mut().unwrap().ports[0];
+        sp.target_port = 0;
+        sp.target_port_name = "web".into();
+        let pods = [
+            with_port(pod("a", "web", "Running", "10.0.1.2"), "web", 8080),
+            with_port(pod("b", "web", "Running", "10.0.1.3"), "web", 9090),
+            with_port(pod("c", "web", "Running", "10.0.1.4"), "web", 8080),
+            // No port of that name: not an endpoint.
+            with_port(pod("d", "web", "Running", "10.0.1.5"), "other", 8080),
+            pod("e", "web", "Running", "10.0.1.6"),
+        ];
+        let subsets = desired_subsets(s.spec.as_ref().unwrap(), &pods);
+        assert_eq!(subsets.len(), 2, "{subsets:?}");
+        assert_eq!(ips(&subsets[..1]), ["10.0.1.2", "10.0.1.4"]);
+        assert_eq!(subsets[0].ports[0].port, 8080);
+        assert_eq!(subsets[0].ports[0].name, "http");
+        assert_eq!(ips(&subsets[1..]), ["10.0.1.3"]);
+        assert_eq!(subsets[1].ports[0].port, 9090);
+        // The protocol must match too.
+        let mut udp = s.clone();
+        udp.spec.as_mut().unwrap().ports[0].protocol = "UDP".into();
+        assert!(desired_subsets(udp.spec.as_ref().unwrap(), &pods).is_empty());
+    }
+
+    #[test]
+    fn headless_without_ports_lists_pods() {
+        let mut s = svc(&[("app", "web")]);
+        let spec = s.spec.as_mut().unwrap();
+        spec.ports.clear();
+        spec.cluster_ip = "None".into();
+        let pods = [pod("a", "web", "Running", "10.0.1.2")];
+        let subsets = desired_subsets(s.spec.as_ref().unwrap(), &pods);
+        assert_eq!(ips(&subsets), ["10.0.1.2"]);
+        assert!(subsets[0].ports.is_empty());
     }
 
     fn ips(subsets: &[EndpointSubset]) -> Vec<&str> {

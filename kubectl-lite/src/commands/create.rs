@@ -103,6 +103,7 @@ pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Servi
             protocol: spec.protocol.clone(),
             port: spec.port,
             target_port: spec.target_port,
+            ..Default::default()
         });
     }
     Ok(Service {
@@ -116,6 +117,7 @@ pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Servi
             ports,
             cluster_ip: a.cluster_ip.clone().unwrap_or_default(),
             r#type: service_type::CLUSTER_IP.into(),
+            ..Default::default()
         }),
         status: None,
     })
@@ -241,13 +243,15 @@ mod tests {
                     name: "80-tcp".into(),
                     protocol: protocol::TCP.into(),
                     port: 80,
-                    target_port: 8080
+                    target_port: 8080,
+                    ..Default::default()
                 },
                 ServicePort {
                     name: "53-udp".into(),
                     protocol: "UDP".into(),
                     port: 53,
-                    target_port: 53
+                    target_port: 53,
+                    ..Default::default()
                 },
             ]
         );
