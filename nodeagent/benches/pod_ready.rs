@@ -231,7 +231,7 @@ async fn run() -> anyhow::Result<()> {
     }
     // Let the fast first retries settle into the 1 s period.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = c.nodes[0].agent.as_ref().and_then(|a| a.id()).unwrap_or(0);
+    let pid = c.nodes[0].agent.as_ref().map(|a| a.id()).unwrap_or(0);
     let tick = 100.0; // USER_HZ
     let (c0, t0) = (cpu_ticks(pid), Instant::now());
     tokio::time::sleep(window).await;

@@ -55,6 +55,7 @@ type Key = (K, String, String);
 
 /// What a client's accepted writes left: the object as the server answered.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Obj {
     Node(Node),
     Pod(Pod),
