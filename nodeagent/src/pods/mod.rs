@@ -16,6 +16,7 @@
 //! small traits of [`ports`] and [`Runtime`] (fakes in `fakes`, for the executor's
 //! unit tests in `tests`).
 
+pub mod env;
 pub mod machine;
 pub mod ports;
 pub mod probe;
@@ -662,11 +663,20 @@ impl PodWorker {
 
     fn start(&mut self, i: usize) {
         let spec = self.m.ctrs[i].spec.clone();
-        let (program, args) = match self
-            .node
-            .resolver
-            .argv(&spec.image, &spec.command, &spec.args)
-        {
+        let ip = self.m.rec.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let facts = env::PodFacts::of(&self.m.pod, &ip, &self.node.address.to_string());
+        let all: Vec<&kube_lite_proto::v1::Container> =
+            self.m.ctrs.iter().map(|c| &c.spec).collect();
+        let envs = match env::build_env(&spec, &all, &facts) {
+            Ok(e) => e,
+            Err(m) => {
+                warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{m}");
+                self.m.config_error(i, m, Instant::now());
+                return;
+            }
+        };
+        let (command, cargs) = env::expand_argv(&spec, &envs);
+        let (program, args) = match self.node.resolver.argv(&spec.image, &command, &cargs) {
             Ok(x) => x,
             Err(e) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{e}");
@@ -681,11 +691,7 @@ impl PodWorker {
             container: spec.name.clone(),
             program,
             args,
-            env: spec
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
+            env: envs,
             netns_path: Some(netns_path(&self.m.rec.netns)),
             resources: crate::resources::container_resources(
                 self.m
