@@ -118,6 +118,21 @@ pub fn channel_for(url: &str) -> Channel {
     }
 }
 
+/// [`channel_for`], connected now (the TLS handshake is not left to the first call).
+pub async fn connect_for(url: &str) -> Channel {
+    if url.starts_with("https://") {
+        kube_lite_client::connect_tls(url, tls_config(Some(&test_pki().admin)))
+            .await
+            .expect("connect")
+    } else {
+        Endpoint::from_shared(url.to_string())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
 /// TLS settings for a stand-in node agent of node `node` on 127.0.0.1: its certificate
 /// (from the test CA, as a join gives it) and client certificates required.
 pub fn agent_server_tls(node: &str) -> tonic::transport::ServerTlsConfig {
