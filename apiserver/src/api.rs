@@ -40,9 +40,9 @@ use kube_lite_pki::Identity;
 #[derive(Clone)]
 pub struct Api {
     store: Arc<Store>,
+    pager: Arc<Pager>,
     /// `None`: insecure mode (every caller may do everything).
     security: Option<Arc<Security>>,
-    pager: Arc<Pager>,
 }
 
 /// Lists with more items than this are converted to their wire type on the blocking
@@ -97,16 +97,16 @@ impl Api {
     pub fn new(store: Arc<Store>) -> Api {
         Api {
             store,
-            security: None,
             pager: Arc::default(),
+            security: None,
         }
     }
 
     pub fn with_security(store: Arc<Store>, security: Option<Arc<Security>>) -> Api {
         Api {
             store,
-            security,
             pager: Arc::default(),
+            security,
         }
     }
 
@@ -420,6 +420,29 @@ impl Api {
     }
 }
 
+/// What a List's filters match now, in key order: pods of a node through the
+/// node-name index, a namespace as a range of keys, else every object of the kind.
+pub fn select(objects: &Objects, kind: Kind, filter: &Filter) -> Vec<Arc<Object>> {
+    match (&filter.node_name, &filter.namespace) {
+        (Some(node), _) if kind == Kind::Pod => objects
+            .pods_on(node)
+            .filter(|o| filter.matches(o))
+            .cloned()
+            .collect(),
+        (_, Some(ns)) => objects
+            .in_namespace(kind, ns)
+            .filter(|(_, o)| filter.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect(),
+        _ => objects
+            .of(kind)
+            .values()
+            .filter(|o| filter.matches(o))
+            .cloned()
+            .collect(),
+    }
+}
+
 /// The `host:port` of a node's daemon endpoint, if its host is the node's registered
 /// address (`status.address` or `spec.address`) or a loopback address; the reason
 /// otherwise.
@@ -447,29 +470,6 @@ pub fn agent_authority(endpoint: &str, node: &Node) -> Result<String, String> {
         Err(format!(
             "daemon endpoint {endpoint:?} is not on the node's address {registered:?}; not dialing it"
         ))
-    }
-}
-
-/// What a List's filters match now, in key order: pods of a node through the
-/// node-name index, a namespace as a range of keys, else every object of the kind.
-pub fn select(objects: &Objects, kind: Kind, filter: &Filter) -> Vec<Arc<Object>> {
-    match (&filter.node_name, &filter.namespace) {
-        (Some(node), _) if kind == Kind::Pod => objects
-            .pods_on(node)
-            .filter(|o| filter.matches(o))
-            .cloned()
-            .collect(),
-        (_, Some(ns)) => objects
-            .in_namespace(kind, ns)
-            .filter(|(_, o)| filter.matches(o))
-            .map(|(_, o)| o.clone())
-            .collect(),
-        _ => objects
-            .of(kind)
-            .values()
-            .filter(|o| filter.matches(o))
-            .cloned()
-            .collect(),
     }
 }
 

@@ -30,6 +30,8 @@ fn start(dir: &std::path::Path, port: u16) -> Server {
         Command::new(env!("CARGO_BIN_EXE_apiserver"))
             .current_dir(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Plaintext: this file tests the process (start, SIGTERM, flags); TLS and
+            // authentication are tested through the test kit (tests/tests/security.rs).
             .arg("--insecure")
             .env("KUBE_LITE_NODE_GRACE_PERIOD", "500ms")
             .env("KUBE_LITE_POD_EVICTION_TIMEOUT", "2m")
@@ -237,8 +239,8 @@ async fn acknowledged_large_objects_survive_kill_9() {
         Command::new(env!("CARGO_BIN_EXE_apiserver"))
             .current_dir(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--insecure")
             .args(["--watch-window-bytes", "1Mi"])
+            .arg("--insecure")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
