@@ -204,11 +204,12 @@ cmd_up() {
   echo $! >"$KL_HOME/pids/apiserver.pid"
   local t
   for t in $(seq 1 100); do
+    # (first a pause: right after the fork the child is not yet the apiserver)
+    sleep 0.2
     [ -e "$ADMIN_KUBECONFIG" ] && kubectl get nodes >/dev/null 2>&1 && break
     pid_alive "$KL_HOME/pids/apiserver.pid" apiserver ||
       die "apiserver exited; see $KL_HOME/apiserver/apiserver.log:
 $(tail -n 20 "$KL_HOME/apiserver/apiserver.log")"
-    sleep 0.2
   done
   kubectl get nodes >/dev/null 2>&1 || die "apiserver not answering on $API_ADDR; see $KL_HOME/apiserver/apiserver.log"
 
