@@ -19,6 +19,8 @@ use kube_lite_proto::v1::{
 use crate::error::{quote, ApiError};
 use crate::resource::{Kind, Object};
 
+mod pod_extras;
+
 type R = Result<(), ApiError>;
 
 /// Longest grace period a pod or a delete may ask for (Kubernetes has no maximum; a
@@ -354,6 +356,7 @@ fn validate_pod(p: &Pod) -> R {
                 ));
             }
         }
+        pod_extras::check_container(&f, c)?;
     }
     let policies = [
         restart_policy::ALWAYS,

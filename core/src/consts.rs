@@ -41,6 +41,8 @@ pub mod reason {
     pub const COMPLETED: &str = "Completed";
     /// Container terminated with a non-zero exit code.
     pub const ERROR: &str = "Error";
+    /// Container killed by the kernel for going over its memory limit (exit code 137).
+    pub const OOM_KILLED: &str = "OOMKilled";
     /// The pod network could not be set up.
     pub const NETWORK_SETUP_FAILED: &str = "NetworkSetupFailed";
     /// Node condition: the agent reports healthy.

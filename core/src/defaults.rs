@@ -4,12 +4,42 @@
 use crate::consts::{
     dns_policy, protocol, restart_policy, service_type, session_affinity, traffic_policy,
 };
-use kube_lite_proto::v1::{Endpoints, PodSpec, ServiceSpec};
+use kube_lite_proto::v1::{Endpoints, PodSpec, Probe, ServiceSpec};
+
+/// Kubernetes' probe defaults: period 10 s, timeout 1 s, success 1, failure 3.
+pub const PROBE_PERIOD_SECONDS: i32 = 10;
+pub const PROBE_TIMEOUT_SECONDS: i32 = 1;
+pub const PROBE_SUCCESS_THRESHOLD: i32 = 1;
+pub const PROBE_FAILURE_THRESHOLD: i32 = 3;
+
+/// Fills a probe's zero fields with Kubernetes' defaults (and an httpGet's path/scheme).
+pub fn default_probe(p: &mut Probe) {
+    if p.period_seconds == 0 {
+        p.period_seconds = PROBE_PERIOD_SECONDS;
+    }
+    if p.timeout_seconds == 0 {
+        p.timeout_seconds = PROBE_TIMEOUT_SECONDS;
+    }
+    if p.success_threshold == 0 {
+        p.success_threshold = PROBE_SUCCESS_THRESHOLD;
+    }
+    if p.failure_threshold == 0 {
+        p.failure_threshold = PROBE_FAILURE_THRESHOLD;
+    }
+    if let Some(h) = &mut p.http_get {
+        if h.path.is_empty() {
+            h.path = "/".into();
+        }
+        if h.scheme.is_empty() {
+            h.scheme = "HTTP".into();
+        }
+    }
+}
 
 /// A pod's `terminationGracePeriodSeconds` when none is given (Kubernetes: 30).
 pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
 
-/// restartPolicy Always, grace period 30 s, container port protocol TCP.
+/// restartPolicy Always, grace period 30 s, container port protocol TCP, probe defaults.
 pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.restart_policy.is_empty() {
         spec.restart_policy = restart_policy::ALWAYS.into();
@@ -21,6 +51,16 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         spec.dns_policy = dns_policy::CLUSTER_FIRST.into();
     }
     for c in &mut spec.containers {
+        for p in [
+            &mut c.liveness_probe,
+            &mut c.readiness_probe,
+            &mut c.startup_probe,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            default_probe(p);
+        }
         for p in &mut c.ports {
             if p.protocol.is_empty() {
                 p.protocol = protocol::TCP.into();

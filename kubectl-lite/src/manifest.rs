@@ -14,8 +14,13 @@
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
 //! * **error** (the document is refused, nothing of the file is applied): every other
-//!   unknown field (volumes, resources, securityContext, probes, `hostPort`, `valueFrom`,
+//!   unknown field (volumes, securityContext, `hostPort`, `valueFrom`,
 //!   …), `type: ExternalName`, values of the wrong type, other apiVersions and kinds.
+//!
+//! Probes (`livenessProbe`, `readinessProbe`, `startupProbe`) and `resources` are read by
+//! [`pod_extras`].
+
+mod pod_extras;
 
 use kube_lite_core::consts::service_type;
 use kube_lite_core::{defaults, Resource};
@@ -493,12 +498,11 @@ impl Walker {
     }
 
     fn container(&mut self, path: &str, c: &Map<String, Value>) -> Container {
-        self.unknown(
-            path,
-            c,
-            &["name", "image", "command", "args", "env", "ports"],
-            Kind::Pod,
-        );
+        let known: Vec<&str> = ["name", "image", "command", "args", "env", "ports"]
+            .into_iter()
+            .chain(pod_extras::CONTAINER_KEYS.iter().copied())
+            .collect();
+        self.unknown(path, c, &known, Kind::Pod);
         let mut out = Container {
             name: self.string(&join(path, "name"), c.get("name")),
             image: self.string(&join(path, "image"), c.get("image")),
@@ -506,6 +510,10 @@ impl Walker {
             args: self.strings(&join(path, "args"), c.get("args")),
             ..Default::default()
         };
+        out.liveness_probe = self.probe(&join(path, "livenessProbe"), c.get("livenessProbe"));
+        out.readiness_probe = self.probe(&join(path, "readinessProbe"), c.get("readinessProbe"));
+        out.startup_probe = self.probe(&join(path, "startupProbe"), c.get("startupProbe"));
+        out.resources = self.resources(&join(path, "resources"), c.get("resources"));
         let env_path = join(path, "env");
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");
@@ -844,6 +852,68 @@ spec:
     }
 
     #[test]
+    fn probes_and_resources_convert() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: web
+    image: whoami
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /healthz, port: http, httpHeaders: [{name: X-A, value: b}]}
+      periodSeconds: 2
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      failureThreshold: 5
+    startupProbe:
+      exec: {command: [cat, /tmp/ok]}
+    resources:
+      requests: {cpu: 0.5, memory: 64Mi}
+      limits: {cpu: 1, memory: "128Mi"}
+"#;
+        let Manifest::Pod(p) = one(text).unwrap().manifest else {
+            panic!("a pod")
+        };
+        let c = &p.spec.unwrap().containers[0];
+        let r = c.readiness_probe.as_ref().unwrap();
+        let h = r.http_get.as_ref().unwrap();
+        assert_eq!(
+            (h.path.as_str(), h.port, h.port_name.as_str()),
+            ("/healthz", 0, "http")
+        );
+        assert_eq!(h.http_headers[0].name, "X-A");
+        assert_eq!(r.period_seconds, 2);
+        let l = c.liveness_probe.as_ref().unwrap();
+        assert_eq!(l.tcp_socket.as_ref().unwrap().port, 8080);
+        assert_eq!(l.failure_threshold, 5);
+        assert_eq!(
+            c.startup_probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command,
+            ["cat", "/tmp/ok"]
+        );
+        let res = c.resources.as_ref().unwrap();
+        assert_eq!(res.requests["cpu"], "0.5");
+        assert_eq!(res.limits["cpu"], "1");
+        assert_eq!(res.limits["memory"], "128Mi");
+        let bad = text.replace(
+            "periodSeconds: 2",
+            "periodSeconds: 2\n      grpc: {port: 9}",
+        );
+        assert_eq!(
+            one(&bad).unwrap_err(),
+            vec!["spec.containers[0].readinessProbe.grpc: not supported by kube-lite"]
+        );
+    }
+
+    #[test]
     fn unsupported_fields_are_reported_by_path() {
         let text = r#"
 apiVersion: v1
@@ -880,7 +950,6 @@ status:
             vec![
                 "metadata.finalizers: not supported by kube-lite",
                 "spec.volumes: not supported by kube-lite",
-                "spec.containers[0].resources: not supported by kube-lite",
                 "spec.containers[0].env[0].valueFrom: not supported by kube-lite",
                 "spec.containers[0].ports[0].hostPort: not supported by kube-lite",
             ]

@@ -272,6 +272,7 @@ impl Gen {
                         "http://x/y",
                     ],
                 ),
+                ..Default::default()
             }),
         }
     }
@@ -312,6 +313,24 @@ impl Gen {
                                 protocol: self.pick(3, &["", "TCP", "UDP", "SCTP"]),
                             })
                             .collect(),
+                        readiness_probe: self.rng.random_bool(0.2).then(|| Probe {
+                            http_get: self.rng.random_bool(0.7).then(|| HttpGetAction {
+                                path: self.pick(2, &["/", "", "no-slash", "/a b"]),
+                                port: self.i32v(&[8080]),
+                                ..Default::default()
+                            }),
+                            period_seconds: self.i32v(&[0, 1]),
+                            ..Default::default()
+                        }),
+                        resources: self.rng.random_bool(0.2).then(|| ResourceRequirements {
+                            requests: [(
+                                self.pick(2, &["cpu", "memory", "gpu"]),
+                                self.pick(2, &["100m", "1Gi", "-1", "x", ""]),
+                            )]
+                            .into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
                     })
                     .collect(),
                 restart_policy: self.pick(4, &["", "Always", "OnFailure", "Never", "Sometimes"]),
@@ -341,6 +360,7 @@ impl Gen {
                         finished_at: self.i64v(&[0]),
                         ready: self.rng.random_bool(0.5),
                         pid: self.i32v(&[0]),
+                        ..Default::default()
                     })
                     .collect(),
                 reason: self.any_string(),
@@ -353,6 +373,7 @@ impl Gen {
                         message: self.any_string(),
                     })
                     .collect(),
+                ..Default::default()
             }),
         }
     }
@@ -461,6 +482,12 @@ impl Gen {
                 label_selector: self.selector(),
                 node_name: if self.hostile() {
                     self.name(K::Node)
+                } else {
+                    String::new()
+                },
+                limit: if self.hostile() { 2 } else { 0 },
+                r#continue: if self.hostile() {
+                    self.name(kind)
                 } else {
                     String::new()
                 },

@@ -1,5 +1,9 @@
 //! Endpoints: one Endpoints object per Service with a selector, named like it, listing
-//! the ready pods it selects (Running, with an IP, not being deleted), sorted by IP.
+//! the ready pods it selects (Running, with an IP, not being deleted, and Ready: the
+//! pod's Ready condition True, or no Ready condition at all, as a status written without
+//! one by hand), sorted by IP. Selected pods with an IP that are alive but not ready
+//! (readiness probe failing, still starting) are listed under `not_ready_addresses`,
+//! which the proxies do not send to.
 //! A Service without a selector leaves its Endpoints to the user; a deleted Service's
 //! Endpoints go with it.
 //!
@@ -15,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use kube_lite_core::consts::phase;
+use kube_lite_core::consts::{condition, condition_status, phase};
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::labels::map_matches;
 use kube_lite_proto::v1::{
@@ -30,8 +34,10 @@ use crate::store::{Change, Hook, Objects, Txn};
 /// What the endpoints controller looks at in a pod.
 #[derive(Debug, PartialEq)]
 pub struct PodView<'a> {
-    /// Running with an IP and not being deleted.
+    /// Running with an IP, not being deleted, and Ready.
     pub ready: bool,
+    /// Pending or Running with an IP, not being deleted, not ready.
+    pub not_ready: bool,
     pub ip: &'a str,
     pub node: &'a str,
     pub labels: &'a HashMap<String, String>,
@@ -40,9 +46,20 @@ pub struct PodView<'a> {
 impl<'a> PodView<'a> {
     pub fn of(p: &'a Pod) -> PodView<'a> {
         let st = p.status.as_ref();
+        let alive = st.is_some_and(|s| {
+            (s.phase == phase::RUNNING || s.phase == phase::PENDING) && !s.pod_ip.is_empty()
+        }) && p.meta().deletion_timestamp == 0;
+        let ready = alive
+            && st.is_some_and(|s| {
+                s.phase == phase::RUNNING
+                    && s.conditions
+                        .iter()
+                        .find(|c| c.r#type == condition::READY)
+                        .is_none_or(|c| c.status == condition_status::TRUE)
+            });
         PodView {
-            ready: st.is_some_and(|s| s.phase == phase::RUNNING && !s.pod_ip.is_empty())
-                && p.meta().deletion_timestamp == 0,
+            ready,
+            not_ready: alive && !ready,
             ip: st.map(|s| s.pod_ip.as_str()).unwrap_or(""),
             node: p.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or(""),
             labels: p.labels(),
@@ -73,21 +90,23 @@ pub fn resolve_target_port(sp: &ServicePort, p: &Pod) -> Option<i32> {
         .map(|cp| cp.container_port)
 }
 
-/// The subsets for a Service with `spec`, from the pods of its namespace: the ready
-/// selected pods (by IP, then name) grouped by their resolved target ports (named
-/// target ports may resolve to different numbers on different pods: one subset per
-/// distinct port set, ordered by it), or none when no pod is ready. A pod on which no
-/// port of the Service resolves is no endpoint; one on which some ports resolve serves
-/// those. A Service without ports (headless) lists its pods with no ports.
+/// The subsets for a Service with `spec`, from the pods of its namespace: the selected
+/// pods with an IP grouped by their resolved target ports (named target ports may
+/// resolve to different numbers on different pods: one subset per distinct port set,
+/// ordered by it), the ready ones under `addresses` and the unready ones under
+/// `not_ready_addresses` (by IP, then name), or none when no selected pod has an IP. A
+/// pod on which no port of the Service resolves is no endpoint; one on which some ports
+/// resolve serves those. A Service without ports (headless) lists its pods with no ports.
 pub fn desired_subsets<'a>(
     spec: &ServiceSpec,
     pods: impl IntoIterator<Item = &'a Pod>,
 ) -> Vec<EndpointSubset> {
     type PortKey = Vec<(String, i32, String)>;
-    let mut groups: BTreeMap<PortKey, Vec<(Ipv4Addr, EndpointAddress)>> = BTreeMap::new();
+    type Addrs = Vec<(Ipv4Addr, EndpointAddress)>;
+    let mut groups: BTreeMap<PortKey, (Addrs, Addrs)> = BTreeMap::new();
     for p in pods {
         let v = PodView::of(p);
-        if !v.ready || !map_matches(&spec.selector, v.labels) {
+        if !(v.ready || v.not_ready) || !map_matches(&spec.selector, v.labels) {
             continue;
         }
         let ports: PortKey = spec
@@ -100,7 +119,9 @@ pub fn desired_subsets<'a>(
         if ports.is_empty() && !spec.ports.is_empty() {
             continue;
         }
-        groups.entry(ports).or_default().push((
+        let group = groups.entry(ports).or_default();
+        let list = if v.ready { &mut group.0 } else { &mut group.1 };
+        list.push((
             v.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
             EndpointAddress {
                 ip: v.ip.to_string(),
@@ -109,22 +130,23 @@ pub fn desired_subsets<'a>(
             },
         ));
     }
+    let sorted = |mut v: Addrs| {
+        v.sort_by(|a, b| (a.0, &a.1.pod_name).cmp(&(b.0, &b.1.pod_name)));
+        v.into_iter().map(|(_, a)| a).collect::<Vec<_>>()
+    };
     groups
         .into_iter()
-        .map(|(ports, mut addrs)| {
-            addrs.sort_by(|a, b| (a.0, &a.1.pod_name).cmp(&(b.0, &b.1.pod_name)));
-            EndpointSubset {
-                addresses: addrs.into_iter().map(|(_, a)| a).collect(),
-                not_ready_addresses: Vec::new(),
-                ports: ports
-                    .into_iter()
-                    .map(|(name, port, protocol)| EndpointPort {
-                        name,
-                        port,
-                        protocol,
-                    })
-                    .collect(),
-            }
+        .map(|(ports, (ready, not_ready))| EndpointSubset {
+            addresses: sorted(ready),
+            not_ready_addresses: sorted(not_ready),
+            ports: ports
+                .into_iter()
+                .map(|(name, port, protocol)| EndpointPort {
+                    name,
+                    port,
+                    protocol,
+                })
+                .collect(),
         })
         .collect()
 }
@@ -387,6 +409,12 @@ mod tests {
         ];
         let s = desired_subsets(svc(&[("app", "web")]).spec.as_ref().unwrap(), &pods);
         assert_eq!(ips(&s), ["10.0.1.9", "10.0.1.10"], "numeric IP order");
+        let nr: Vec<&str> = s[0]
+            .not_ready_addresses
+            .iter()
+            .map(|a| a.ip.as_str())
+            .collect();
+        assert_eq!(nr, ["10.0.1.2"], "the Pending pod with an IP is not ready");
         assert_eq!(s[0].addresses[0].pod_name, "a");
         assert_eq!(s[0].addresses[0].node_name, "n1");
         assert_eq!(
@@ -398,6 +426,40 @@ mod tests {
             }]
         );
         assert!(desired_subsets(svc(&[("app", "x")]).spec.as_ref().unwrap(), &pods).is_empty());
+    }
+
+    #[test]
+    fn readiness_condition_moves_pods_between_addresses_and_not_ready() {
+        let with_ready = |name: &str, ip: &str, ready: &str| {
+            let mut p = pod(name, "web", "Running", ip);
+            p.status.as_mut().unwrap().conditions = vec![kube_lite_proto::v1::PodCondition {
+                r#type: "Ready".into(),
+                status: ready.into(),
+                ..Default::default()
+            }];
+            p
+        };
+        let pods = [
+            with_ready("a", "10.0.1.2", "True"),
+            with_ready("b", "10.0.1.3", "False"),
+            pod("c", "web", "Running", "10.0.1.4"), // no condition: ready
+        ];
+        let s = desired_subsets(svc(&[("app", "web")]).spec.as_ref().unwrap(), &pods);
+        assert_eq!(ips(&s), ["10.0.1.2", "10.0.1.4"]);
+        assert_eq!(s[0].not_ready_addresses.len(), 1);
+        assert_eq!(s[0].not_ready_addresses[0].pod_name, "b");
+        // All unready: one subset with no addresses (the proxies send nowhere).
+        let s = desired_subsets(
+            svc(&[("app", "web")]).spec.as_ref().unwrap(),
+            &[with_ready("b", "10.0.1.3", "False")],
+        );
+        assert!(ips(&s).is_empty());
+        assert_eq!(s[0].not_ready_addresses.len(), 1);
+        // A change of readiness alone is a change the controller sees.
+        assert_ne!(
+            PodView::of(&pods[0]),
+            PodView::of(&with_ready("a", "10.0.1.2", "False"))
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - [`cluster_ips`]: a ClusterIP per Service, allocated at create;
 //! - [`node_ports`]: node ports of NodePort/LoadBalancer Services (create, update);
 //! - [`node_health`]: silent nodes go NotReady and their pods are evicted (on
-//!   [`run_ticks`]); a deleted node's pods too;
+//!   [`run_ticks`]); a deleted node's pods too; its timing and disruption mode are the
+//!   pure state machine [`node_lifecycle`] (silence timed from the controller's own
+//!   observations, so an apiserver outage evicts nothing by itself);
 //! - [`scheduler`]: binds pending pods;
 //! - [`endpoints`]: one Endpoints per Service with a selector.
 //!
@@ -17,6 +19,7 @@
 pub mod cluster_ips;
 pub mod endpoints;
 pub mod node_health;
+pub mod node_lifecycle;
 pub mod node_ports;
 pub mod node_subnets;
 pub mod pods_per_node;

@@ -76,6 +76,7 @@ pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
                 args,
                 env,
                 ports,
+                ..Default::default()
             }],
             restart_policy: a.restart.clone(),
             ..Default::default()
