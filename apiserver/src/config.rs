@@ -51,6 +51,8 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Gauges the store keeps up to date (shared by clones of this config).
     pub metrics: Arc<StoreMetrics>,
+    /// Events not seen again for this long are deleted (Kubernetes: 1 h).
+    pub event_ttl: Duration,
 }
 
 /// What the store reports about itself (read by tests and benchmarks).
@@ -92,6 +94,7 @@ impl Default for Config {
             store_cache_bytes: 32 << 20,
             disk_reserve_bytes: 16 << 20,
             metrics: Arc::default(),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -53,8 +53,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kube_lite_proto::v1::{
-    endpoints_api_server::EndpointsApiServer, node_api_server::NodeApiServer,
-    pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
+    config_map_api_server::ConfigMapApiServer, deployment_api_server::DeploymentApiServer,
+    endpoints_api_server::EndpointsApiServer, event_api_server::EventApiServer,
+    namespace_api_server::NamespaceApiServer, node_api_server::NodeApiServer,
+    pod_api_server::PodApiServer, replica_set_api_server::ReplicaSetApiServer,
+    secret_api_server::SecretApiServer, service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
@@ -92,7 +95,12 @@ pub async fn serve_with_drain(
     let (store, writer) = store::Store::open(cfg.clone(), hooks)
         .await
         .with_context(|| format!("opening store in {}", cfg.data_dir.display()))?;
+    store
+        .write(ops::ensure_system_namespaces)
+        .await
+        .context("creating the namespaces default and kube-system")?;
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
+    let manager = controllers::manager::start(store.clone());
 
     let api = api::Api::new(store.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -100,6 +108,16 @@ pub async fn serve_with_drain(
     reporter.set_serving::<PodApiServer<api::Api>>().await;
     reporter.set_serving::<ServiceApiServer<api::Api>>().await;
     reporter.set_serving::<EndpointsApiServer<api::Api>>().await;
+    reporter.set_serving::<NamespaceApiServer<api::Api>>().await;
+    reporter.set_serving::<ConfigMapApiServer<api::Api>>().await;
+    reporter.set_serving::<SecretApiServer<api::Api>>().await;
+    reporter.set_serving::<EventApiServer<api::Api>>().await;
+    reporter
+        .set_serving::<ReplicaSetApiServer<api::Api>>()
+        .await;
+    reporter
+        .set_serving::<DeploymentApiServer<api::Api>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kube_lite_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -121,6 +139,12 @@ pub async fn serve_with_drain(
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
+        .add_service(svc!(NamespaceApiServer))
+        .add_service(svc!(ConfigMapApiServer))
+        .add_service(svc!(SecretApiServer))
+        .add_service(svc!(EventApiServer))
+        .add_service(svc!(ReplicaSetApiServer))
+        .add_service(svc!(DeploymentApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
@@ -144,6 +168,7 @@ pub async fn serve_with_drain(
     .await;
     store.begin_shutdown();
     ticks.abort();
+    manager.abort();
     // Stop the writer: it commits everything queued, flushes, and exits.
     store.stop_writer().await;
     let _ = writer.await;

@@ -7,8 +7,11 @@
 
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{
-    Endpoints, EndpointsEvent, EndpointsList, EventType, Node, NodeEvent, NodeList, ObjectMeta,
-    Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
+    ConfigMap, ConfigMapEvent, ConfigMapList, Deployment, DeploymentEvent, DeploymentList,
+    Endpoints, EndpointsEvent, EndpointsList, Event, EventEvent, EventList, EventType, Namespace,
+    NamespaceEvent, NamespaceList, Node, NodeEvent, NodeList, ObjectMeta, Pod, PodEvent, PodList,
+    ReplicaSet, ReplicaSetEvent, ReplicaSetList, Secret, SecretEvent, SecretList, Service,
+    ServiceEvent, ServiceList,
 };
 use prost::Message;
 
@@ -20,6 +23,12 @@ pub enum Kind {
     Pod = 1,
     Service = 2,
     Endpoints = 3,
+    Namespace = 4,
+    ConfigMap = 5,
+    Secret = 6,
+    Event = 7,
+    ReplicaSet = 8,
+    Deployment = 9,
 }
 
 /// Runs `$e` with `$t` bound to the wire type of `$kind`.
@@ -42,12 +51,49 @@ macro_rules! with_type {
                 type $t = Endpoints;
                 $e
             }
+            Kind::Namespace => {
+                type $t = Namespace;
+                $e
+            }
+            Kind::ConfigMap => {
+                type $t = ConfigMap;
+                $e
+            }
+            Kind::Secret => {
+                type $t = Secret;
+                $e
+            }
+            Kind::Event => {
+                type $t = Event;
+                $e
+            }
+            Kind::ReplicaSet => {
+                type $t = ReplicaSet;
+                $e
+            }
+            Kind::Deployment => {
+                type $t = Deployment;
+                $e
+            }
         }
     };
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Node, Kind::Pod, Kind::Service, Kind::Endpoints];
+    pub const ALL: [Kind; 10] = [
+        Kind::Node,
+        Kind::Pod,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::Namespace,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Event,
+        Kind::ReplicaSet,
+        Kind::Deployment,
+    ];
+    /// Number of kinds (slots in the store).
+    pub const COUNT: usize = Kind::ALL.len();
 
     pub fn idx(self) -> usize {
         self as usize
@@ -62,6 +108,18 @@ impl Kind {
     pub fn namespaced(self) -> bool {
         with_type!(self, T => T::NAMESPACED)
     }
+    /// `Pod`, `Deployment` (as in ownerReferences and Events).
+    pub fn name(self) -> &'static str {
+        with_type!(self, T => T::KIND)
+    }
+    /// `v1`, `apps/v1`.
+    pub fn api_version(self) -> &'static str {
+        with_type!(self, T => T::API_VERSION)
+    }
+    /// The kind named `Deployment` (an ownerReference's or an Event's kind).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
     /// The key of a request's object, with the default-namespace rule
     /// ([`ObjectRef::of`]).
     pub fn object_ref(self, namespace: &str, name: impl Into<String>) -> ObjectRef {
@@ -75,6 +133,12 @@ pub enum Object {
     Pod(Pod),
     Service(Service),
     Endpoints(Endpoints),
+    Namespace(Namespace),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Event(Event),
+    ReplicaSet(ReplicaSet),
+    Deployment(Deployment),
 }
 
 macro_rules! each {
@@ -84,6 +148,12 @@ macro_rules! each {
             Object::Pod($x) => $e,
             Object::Service($x) => $e,
             Object::Endpoints($x) => $e,
+            Object::Namespace($x) => $e,
+            Object::ConfigMap($x) => $e,
+            Object::Secret($x) => $e,
+            Object::Event($x) => $e,
+            Object::ReplicaSet($x) => $e,
+            Object::Deployment($x) => $e,
         }
     };
 }
@@ -95,6 +165,12 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Event(_) => Kind::Event,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
+            Object::Deployment(_) => Kind::Deployment,
         }
     }
     pub fn meta(&self) -> &ObjectMeta {
@@ -112,6 +188,10 @@ impl Object {
     }
     pub fn encoded_len(&self) -> usize {
         each!(self, x => x.encoded_len())
+    }
+    /// An empty object of `kind`.
+    pub fn empty(kind: Kind) -> Object {
+        with_type!(kind, T => T::default().into_object())
     }
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Object, prost::DecodeError> {
         with_type!(kind, T => Ok(T::decode(bytes)?.into_object()))
@@ -203,6 +283,12 @@ stored!(Node, NodeList, NodeEvent);
 stored!(Pod, PodList, PodEvent);
 stored!(Service, ServiceList, ServiceEvent);
 stored!(Endpoints, EndpointsList, EndpointsEvent);
+stored!(Namespace, NamespaceList, NamespaceEvent);
+stored!(ConfigMap, ConfigMapList, ConfigMapEvent);
+stored!(Secret, SecretList, SecretEvent);
+stored!(Event, EventList, EventEvent);
+stored!(ReplicaSet, ReplicaSetList, ReplicaSetEvent);
+stored!(Deployment, DeploymentList, DeploymentEvent);
 
 #[cfg(test)]
 mod tests {
@@ -221,7 +307,11 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(Kind::from_u32(k as u32), Some(k));
         }
-        assert_eq!(Kind::from_u32(4), None);
+        assert_eq!(Kind::from_u32(10), None);
+        assert_eq!(Kind::Deployment as u32, 9);
+        assert_eq!(Kind::from_name("ReplicaSet"), Some(Kind::ReplicaSet));
+        assert_eq!(Kind::Deployment.api_version(), "apps/v1");
+        assert!(!Kind::Namespace.namespaced());
     }
 
     #[test]

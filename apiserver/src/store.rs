@@ -88,7 +88,7 @@ impl RingEntry {
 
 /// Every object, one sorted map per kind.
 #[derive(Default, Clone)]
-pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4]);
+pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; Kind::COUNT]);
 
 impl Objects {
     pub fn of(&self, kind: Kind) -> &BTreeMap<ObjectRef, Arc<Object>> {
@@ -113,6 +113,14 @@ impl Objects {
     /// Adds `obj` (building fixtures for hook unit tests; the store writes through [`Txn`]).
     pub fn insert(&mut self, obj: Object) {
         self.of_mut(obj.kind()).insert(obj.key(), Arc::new(obj));
+    }
+    /// Adds or replaces a shared object (the controller manager's cache).
+    pub fn insert_arc(&mut self, obj: Arc<Object>) -> Option<Arc<Object>> {
+        self.of_mut(obj.kind()).insert(obj.key(), obj)
+    }
+    /// Removes an object (the controller manager's cache).
+    pub fn remove(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
+        self.of_mut(kind).remove(key)
     }
 }
 

@@ -16,8 +16,11 @@ pub use watcher::{
 };
 
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, service_api_client::ServiceApiClient,
+    config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
+    endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
+    namespace_api_client::NamespaceApiClient, node_api_client::NodeApiClient,
+    pod_api_client::PodApiClient, replica_set_api_client::ReplicaSetApiClient,
+    secret_api_client::SecretApiClient, service_api_client::ServiceApiClient,
 };
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -88,13 +91,19 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// default 4 MiB (the apiserver sends up to 256 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// The four typed clients over one HTTP/2 connection.
+/// The typed clients over one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Clients {
     pub nodes: NodeApiClient<Channel>,
     pub pods: PodApiClient<Channel>,
     pub services: ServiceApiClient<Channel>,
     pub endpoints: EndpointsApiClient<Channel>,
+    pub namespaces: NamespaceApiClient<Channel>,
+    pub config_maps: ConfigMapApiClient<Channel>,
+    pub secrets: SecretApiClient<Channel>,
+    pub events: EventApiClient<Channel>,
+    pub replica_sets: ReplicaSetApiClient<Channel>,
+    pub deployments: DeploymentApiClient<Channel>,
 }
 
 impl Clients {
@@ -104,7 +113,19 @@ impl Clients {
             pods: PodApiClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             services: ServiceApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            endpoints: EndpointsApiClient::new(channel)
+            endpoints: EndpointsApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            namespaces: NamespaceApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            config_maps: ConfigMapApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            secrets: SecretApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            events: EventApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            replica_sets: ReplicaSetApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            deployments: DeploymentApiClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }

@@ -16,6 +16,7 @@ mod object_ref;
 mod resource;
 pub mod size;
 pub mod time;
+pub mod workloads;
 
 pub use object_ref::ObjectRef;
 pub use resource::Resource;
