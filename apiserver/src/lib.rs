@@ -14,10 +14,13 @@
 //!   inside the writer against its in-memory state.
 //! - [`controllers`]: one file per controller (node subnets, ClusterIPs, node health,
 //!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
+//! - [`list`]: List paging (limit/continue tokens over a snapshot of the first page).
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
 //!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
+//! - [`auth`] (certificates, tokens, admin kubeconfig, authentication layer),
+//!   [`authz`] (who may do what: admins, nodes), [`bootstrap`] (node join/renew).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
 //!
 //! Choices where the design left room:
@@ -37,10 +40,15 @@
 //! - Durability: each group commit flushes sled and then fdatasyncs its data file.
 
 pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
 pub mod config;
 pub mod conn;
 pub mod controllers;
 pub mod error;
+pub mod list;
+pub mod malloc;
 pub mod ops;
 pub mod resource;
 pub mod store;
@@ -56,15 +64,17 @@ use kube_lite_proto::v1::{
     config_map_api_server::ConfigMapApiServer, deployment_api_server::DeploymentApiServer,
     endpoints_api_server::EndpointsApiServer, event_api_server::EventApiServer,
     namespace_api_server::NamespaceApiServer, node_api_server::NodeApiServer,
-    pod_api_server::PodApiServer, replica_set_api_server::ReplicaSetApiServer,
-    secret_api_server::SecretApiServer, service_api_server::ServiceApiServer,
+    node_bootstrap_server::NodeBootstrapServer, pod_api_server::PodApiServer,
+    replica_set_api_server::ReplicaSetApiServer, secret_api_server::SecretApiServer,
+    service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
 pub use error::ApiError;
 
-/// Largest request the server decodes, as Kubernetes' 3 MiB (larger ones are refused by
-/// tonic with OUT_OF_RANGE "decoded message length too large"); a stored object is
+/// Largest request the server decodes, as Kubernetes' 3 MiB (larger ones are refused
+/// with RESOURCE_EXHAUSTED "request too large: N bytes, the request limit is 3145728
+/// bytes", see [`api::decode_error_as_invalid`]); a stored object is
 /// limited to [`config::DEFAULT_MAX_OBJECT_BYTES`] (1.5 MiB) by the store.
 pub const MAX_REQUEST_BYTES: usize = 3 << 20;
 /// Largest response the server encodes (a List of 10,000 pods is a few MiB).
@@ -102,7 +112,18 @@ pub async fn serve_with_drain(
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
     let manager = controllers::manager::start(store.clone());
 
-    let api = api::Api::new(store.clone());
+    let security = if cfg.insecure {
+        tracing::warn!(
+            "INSECURE MODE: plaintext, no authentication, no authorization: anyone who \
+             reaches this port controls the cluster (and is root on every node)"
+        );
+        None
+    } else {
+        Some(Arc::new(
+            auth::Security::load_or_create(&cfg, addr).context("setting up TLS")?,
+        ))
+    };
+    let api = api::Api::with_security(store.clone(), security.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeApiServer<api::Api>>().await;
     reporter.set_serving::<PodApiServer<api::Api>>().await;
@@ -147,9 +168,24 @@ pub async fn serve_with_drain(
         .add_service(svc!(DeploymentApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .prepare();
+        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES));
+    let routes = match &security {
+        Some(sec) => routes.add_service(
+            NodeBootstrapServer::new(bootstrap::Bootstrap {
+                security: sec.clone(),
+            })
+            .max_decoding_message_size(64 << 10),
+        ),
+        None => routes,
+    }
+    .prepare();
     let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    let service = tower::Layer::layer(
+        &auth::AuthnLayer {
+            admin_token: security.as_ref().map(|s| s.admin_token.as_str().into()),
+        },
+        service,
+    );
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight
     // requests for `drain`, then drop the remaining ones.
@@ -158,6 +194,7 @@ pub async fn serve_with_drain(
         listener,
         service,
         conn::ConnLimits::of(&cfg),
+        security.as_ref().map(|s| s.tls.clone()),
         async move {
             shutdown.await;
             tracing::info!("shutting down: ending watches, draining requests");

@@ -11,22 +11,28 @@
 //!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
 //!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
+//! - [`cgroups`]: memory/cpu limits in per-pod and per-container cgroups (v1 or v2).
+//! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.
 //! - [`image`]: image → program resolution.
 //! - [`state`]: the state directory (pod records, exit files, logs).
 //! - [`status`]: pure pod status / restart / back-off logic.
 //! - [`logfile`]: container log rotation and backward tails.
-//! - [`logs`]: the NodeAgent gRPC service (container logs).
+//! - [`logs`]: the NodeAgent gRPC service (container logs; mTLS, the apiserver only).
+//! - [`identity`]: the node certificate: join with the join token, saved, renewed.
 
 pub mod agent;
+pub mod cgroups;
 pub mod config;
+pub mod identity;
 pub mod image;
 pub mod init;
 pub mod logfile;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod resources;
 pub mod runtime;
 pub mod state;
 pub mod status;

@@ -448,17 +448,23 @@ async fn replica_sets_scale_replace_adopt_and_release() {
         .unwrap();
     let after = wait_pods(&s, "default", "app=web", 3).await;
     assert!(after.iter().all(|p| m(p).name != victim));
-    // Scale down.
-    let mut cur = rss
-        .get(GetRequest {
-            name: "web".into(),
-            namespace: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    cur.spec.as_mut().unwrap().replicas = Some(1);
-    rss.update(cur).await.unwrap();
+    // Scale down (retrying when the controller's status write came first, as clients do).
+    loop {
+        let mut cur = rss
+            .get(GetRequest {
+                name: "web".into(),
+                namespace: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        cur.spec.as_mut().unwrap().replicas = Some(1);
+        match rss.update(cur).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Aborted => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
     let one = wait_pods(&s, "default", "app=web", 1).await;
     // An orphan with matching labels is adopted (and, being one too many, one goes).
     let orphan = Pod {
@@ -474,13 +480,27 @@ async fn replica_sets_scale_replace_adopt_and_release() {
     let adopted = wait_pods(&s, "default", "app=web", 1).await;
     assert_eq!(m(&adopted[0]).owner_references[0].uid, uid);
     // A pod whose labels stop matching is released (and replaced).
-    let mut keep = adopted[0].clone();
-    keep.metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .insert("app".into(), "debug".into());
-    s.pods().update(keep).await.unwrap();
+    loop {
+        let mut keep = s
+            .pods()
+            .get(GetRequest {
+                name: m(&adopted[0]).name.clone(),
+                namespace: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        keep.metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("app".into(), "debug".into());
+        match s.pods().update(keep).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::Aborted => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
     let released = eventually("released pod", || async {
         let p = pods_with(&s, "default", "app=debug").await;
         p.into_iter().find(|p| m(p).owner_references.is_empty())

@@ -117,6 +117,7 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs, kind: Kind, many: Option<&mut bool
                 namespace: namespace.clone(),
                 label_selector: selector.clone(),
                 node_name: String::new(),
+                ..Default::default()
             };
             T::list(&ctx.ch, req)
                 .await

@@ -7,6 +7,7 @@
 
 mod apply;
 mod args;
+mod config;
 mod create;
 mod ctx;
 mod delete;
@@ -45,9 +46,15 @@ enum Plan {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let explicit_namespace = cli.namespace.is_some();
+    if let Command::Config(c) = &cli.command {
+        return config::run(&cli, c);
+    }
+    let resolved = config::resolved(&cli)?;
+    let explicit_namespace = cli.namespace.is_some() || resolved.namespace.is_some();
     let namespace = cli
         .namespace
+        .clone()
+        .or(resolved.namespace.clone())
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     // Everything that can be checked without the server is checked before connecting.
     let plan = match cli.command {
@@ -83,11 +90,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rollout(r) => Plan::Rollout(r),
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
+        Command::Config(_) => unreachable!("handled above"),
     };
-    let ch = connect(&cli.server).await?;
+    let ch = connect(&resolved).await?;
     let ctx = Ctx {
         ch,
-        server: cli.server,
+        server: resolved.server,
         explicit_namespace,
         namespace,
     };
