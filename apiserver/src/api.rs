@@ -12,15 +12,15 @@ use std::time::Duration;
 
 use kube_lite_proto::v1::{
     config_map_api_server::ConfigMapApi, deployment_api_server::DeploymentApi,
-    endpoints_api_server::EndpointsApi, event_api_server::EventApi,
+    endpoints_api_server::EndpointsApi, event_api_server::EventApi, lease_api_server::LeaseApi,
     namespace_api_server::NamespaceApi, node_agent_client::NodeAgentClient,
     node_api_server::NodeApi, pod_api_server::PodApi, replica_set_api_server::ReplicaSetApi,
     secret_api_server::SecretApi, service_api_server::ServiceApi, ConfigMap, ConfigMapEvent,
     ConfigMapList, DeleteRequest, Deployment, DeploymentEvent, DeploymentList, Endpoints,
-    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, ListRequest, LogChunk,
-    LogsRequest, Namespace, NamespaceEvent, NamespaceList, Node, NodeEvent, NodeList, Pod,
-    PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList, Secret, SecretEvent,
-    SecretList, Service, ServiceEvent, ServiceList, WatchRequest,
+    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, Lease, LeaseEvent,
+    LeaseList, ListRequest, LogChunk, LogsRequest, Namespace, NamespaceEvent, NamespaceList, Node,
+    NodeEvent, NodeList, Pod, PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList,
+    Secret, SecretEvent, SecretList, Service, ServiceEvent, ServiceList, WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -308,7 +308,12 @@ impl Api {
         if *self.store.closing.borrow() {
             return Err(ApiError::Unavailable("apiserver is shutting down".into()).into());
         }
-        let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
+        let (backlog, rx, start) = match &filter.node_name {
+            Some(node) if R::STORED_KIND == Kind::Pod => {
+                self.store.subscribe_node(r.resource_version, node)?
+            }
+            _ => self.store.subscribe(R::STORED_KIND, r.resource_version)?,
+        };
         let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
         let end = Arc::new(EndSlot::default());
         let budget = Arc::new(ByteBudget::new(self.store.cfg.watch_buffer_bytes));
@@ -605,6 +610,7 @@ impl_api!(SecretApi, Secret, SecretList, SecretEvent);
 impl_api!(EventApi, Event, EventList, EventEvent);
 impl_api!(ReplicaSetApi, ReplicaSet, ReplicaSetList, ReplicaSetEvent);
 impl_api!(DeploymentApi, Deployment, DeploymentList, DeploymentEvent);
+impl_api!(LeaseApi, Lease, LeaseList, LeaseEvent);
 impl_api!(
     PodApi,
     Pod,

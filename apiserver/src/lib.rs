@@ -63,10 +63,10 @@ use anyhow::Context;
 use kube_lite_proto::v1::{
     config_map_api_server::ConfigMapApiServer, deployment_api_server::DeploymentApiServer,
     endpoints_api_server::EndpointsApiServer, event_api_server::EventApiServer,
-    namespace_api_server::NamespaceApiServer, node_api_server::NodeApiServer,
-    node_bootstrap_server::NodeBootstrapServer, pod_api_server::PodApiServer,
-    replica_set_api_server::ReplicaSetApiServer, secret_api_server::SecretApiServer,
-    service_api_server::ServiceApiServer,
+    lease_api_server::LeaseApiServer, namespace_api_server::NamespaceApiServer,
+    node_api_server::NodeApiServer, node_bootstrap_server::NodeBootstrapServer,
+    pod_api_server::PodApiServer, replica_set_api_server::ReplicaSetApiServer,
+    secret_api_server::SecretApiServer, service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
@@ -139,6 +139,7 @@ pub async fn serve_with_drain(
     reporter
         .set_serving::<DeploymentApiServer<api::Api>>()
         .await;
+    reporter.set_serving::<LeaseApiServer<api::Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kube_lite_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -166,6 +167,7 @@ pub async fn serve_with_drain(
         .add_service(svc!(EventApiServer))
         .add_service(svc!(ReplicaSetApiServer))
         .add_service(svc!(DeploymentApiServer))
+        .add_service(svc!(LeaseApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES));

@@ -8,10 +8,10 @@
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{
     ConfigMap, ConfigMapEvent, ConfigMapList, Deployment, DeploymentEvent, DeploymentList,
-    Endpoints, EndpointsEvent, EndpointsList, Event, EventEvent, EventList, EventType, Namespace,
-    NamespaceEvent, NamespaceList, Node, NodeEvent, NodeList, ObjectMeta, Pod, PodEvent, PodList,
-    ReplicaSet, ReplicaSetEvent, ReplicaSetList, Secret, SecretEvent, SecretList, Service,
-    ServiceEvent, ServiceList,
+    Endpoints, EndpointsEvent, EndpointsList, Event, EventEvent, EventList, EventType, Lease,
+    LeaseEvent, LeaseList, Namespace, NamespaceEvent, NamespaceList, Node, NodeEvent, NodeList,
+    ObjectMeta, Pod, PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList, Secret,
+    SecretEvent, SecretList, Service, ServiceEvent, ServiceList,
 };
 use prost::Message;
 
@@ -29,6 +29,7 @@ pub enum Kind {
     Event = 7,
     ReplicaSet = 8,
     Deployment = 9,
+    Lease = 10,
 }
 
 /// Runs `$e` with `$t` bound to the wire type of `$kind`.
@@ -75,12 +76,17 @@ macro_rules! with_type {
                 type $t = Deployment;
                 $e
             }
+            Kind::Lease => {
+                type $t = Lease;
+                $e
+            }
         }
     };
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    /// Every kind, in discriminant order.
+    pub const ALL: [Kind; 11] = [
         Kind::Node,
         Kind::Pod,
         Kind::Service,
@@ -91,15 +97,20 @@ impl Kind {
         Kind::Event,
         Kind::ReplicaSet,
         Kind::Deployment,
+        Kind::Lease,
     ];
-    /// Number of kinds (slots in the store).
     pub const COUNT: usize = Kind::ALL.len();
 
+    /// The kind's slot in per-kind arrays (its position in [`Kind::ALL`]; the
+    /// discriminants need not be dense).
     pub fn idx(self) -> usize {
-        self as usize
+        Kind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is in Kind::ALL")
     }
     pub fn from_u32(v: u32) -> Option<Kind> {
-        Kind::ALL.get(v as usize).copied()
+        Kind::ALL.iter().copied().find(|&k| k as u32 == v)
     }
     /// Lowercase plural, as in Kubernetes messages: `pods "web" not found`.
     pub fn plural(self) -> &'static str {
@@ -139,6 +150,7 @@ pub enum Object {
     Event(Event),
     ReplicaSet(ReplicaSet),
     Deployment(Deployment),
+    Lease(Lease),
 }
 
 macro_rules! each {
@@ -154,6 +166,7 @@ macro_rules! each {
             Object::Event($x) => $e,
             Object::ReplicaSet($x) => $e,
             Object::Deployment($x) => $e,
+            Object::Lease($x) => $e,
         }
     };
 }
@@ -171,6 +184,7 @@ impl Object {
             Object::Event(_) => Kind::Event,
             Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Deployment(_) => Kind::Deployment,
+            Object::Lease(_) => Kind::Lease,
         }
     }
     pub fn meta(&self) -> &ObjectMeta {
@@ -211,6 +225,12 @@ impl Object {
     pub fn as_service(&self) -> Option<&Service> {
         match self {
             Object::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_lease(&self) -> Option<&Lease> {
+        match self {
+            Object::Lease(l) => Some(l),
             _ => None,
         }
     }
@@ -308,6 +328,7 @@ stored!(Secret, SecretList, SecretEvent);
 stored!(Event, EventList, EventEvent);
 stored!(ReplicaSet, ReplicaSetList, ReplicaSetEvent);
 stored!(Deployment, DeploymentList, DeploymentEvent);
+stored!(Lease, LeaseList, LeaseEvent, paged);
 
 #[cfg(test)]
 mod tests {
@@ -326,11 +347,14 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(Kind::from_u32(k as u32), Some(k));
         }
-        assert_eq!(Kind::from_u32(10), None);
+        assert_eq!(Kind::from_u32(11), None);
         assert_eq!(Kind::Deployment as u32, 9);
         assert_eq!(Kind::from_name("ReplicaSet"), Some(Kind::ReplicaSet));
         assert_eq!(Kind::Deployment.api_version(), "apps/v1");
         assert!(!Kind::Namespace.namespaced());
+        assert_eq!(Kind::from_u32(10), Some(Kind::Lease));
+        assert_eq!(Kind::Lease.idx(), 10);
+        assert_eq!(Kind::Lease.plural(), "leases");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use kube_lite_core::consts::{
 use kube_lite_core::defaults::needs_node_ports;
 use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
 use kube_lite_proto::v1::{
-    DeleteRequest, EndpointAddress, Endpoints, LogsRequest, Node, ObjectMeta, Pod, PodStatus,
-    Service, WatchRequest,
+    DeleteRequest, EndpointAddress, Endpoints, Lease, LogsRequest, Node, ObjectMeta, Pod,
+    PodStatus, Service, WatchRequest,
 };
 
 use crate::error::{quote, ApiError};
@@ -231,7 +231,7 @@ fn check_meta(kind: Kind, m: &ObjectMeta) -> R {
     }
     if matches!(
         kind,
-        Kind::Node | Kind::Event | Kind::ConfigMap | Kind::Secret
+        Kind::Node | Kind::Event | Kind::ConfigMap | Kind::Secret | Kind::Lease
     ) {
         if !is_dns1123_subdomain(&m.name) {
             return Err(ApiError::invalid("metadata.name", SUBDOMAIN_MSG));
@@ -324,6 +324,9 @@ pub fn prepare_create(obj: &mut Object) -> R {
             d.status = Some(Default::default());
             wl::default_deployment_spec(d.spec.get_or_insert_with(Default::default));
         }
+        Object::Lease(l) => {
+            l.spec.get_or_insert_with(Default::default);
+        }
     }
     validate(obj)
 }
@@ -342,7 +345,42 @@ pub fn validate(obj: &Object) -> R {
         Object::Event(e) => workloads::validate_event(e),
         Object::ReplicaSet(rs) => workloads::validate_replica_set(rs),
         Object::Deployment(d) => workloads::validate_deployment(d),
+        Object::Lease(l) => validate_lease(l),
     }
+}
+
+/// Longest `spec.lease_duration_seconds`: one day.
+pub const MAX_LEASE_DURATION_SECONDS: i32 = 86_400;
+
+fn validate_lease(l: &Lease) -> R {
+    let Some(spec) = &l.spec else {
+        return Ok(());
+    };
+    if spec.holder_identity.len() > 253 {
+        return Err(ApiError::invalid(
+            "spec.holder_identity",
+            "must be at most 253 characters",
+        ));
+    }
+    if !(0..=MAX_LEASE_DURATION_SECONDS).contains(&spec.lease_duration_seconds) {
+        return Err(ApiError::invalid(
+            "spec.lease_duration_seconds",
+            format!(
+                "must be between 0 and {MAX_LEASE_DURATION_SECONDS} (got {})",
+                spec.lease_duration_seconds
+            ),
+        ));
+    }
+    for (field, v) in [
+        ("spec.acquire_time", spec.acquire_time),
+        ("spec.renew_time", spec.renew_time),
+        ("spec.lease_transitions", i64::from(spec.lease_transitions)),
+    ] {
+        if v < 0 {
+            return Err(ApiError::invalid(field, "must not be negative"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_pod(p: &Pod) -> R {

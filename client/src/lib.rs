@@ -22,9 +22,10 @@ pub use watcher::{
 use kube_lite_proto::v1::{
     config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
     endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
-    namespace_api_client::NamespaceApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, replica_set_api_client::ReplicaSetApiClient,
-    secret_api_client::SecretApiClient, service_api_client::ServiceApiClient,
+    lease_api_client::LeaseApiClient, namespace_api_client::NamespaceApiClient,
+    node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    replica_set_api_client::ReplicaSetApiClient, secret_api_client::SecretApiClient,
+    service_api_client::ServiceApiClient,
 };
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -108,6 +109,7 @@ pub struct Clients {
     pub events: EventApiClient<Channel>,
     pub replica_sets: ReplicaSetApiClient<Channel>,
     pub deployments: DeploymentApiClient<Channel>,
+    pub leases: LeaseApiClient<Channel>,
 }
 
 impl Clients {
@@ -129,8 +131,9 @@ impl Clients {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             replica_sets: ReplicaSetApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            deployments: DeploymentApiClient::new(channel)
+            deployments: DeploymentApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            leases: LeaseApiClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 

@@ -2,8 +2,8 @@
 
 use crate::ObjectRef;
 use kube_lite_proto::v1::{
-    ConfigMap, Deployment, Endpoints, Event, Namespace, Node, ObjectMeta, Pod, ReplicaSet, Secret,
-    Service,
+    ConfigMap, Deployment, Endpoints, Event, Lease, Namespace, Node, ObjectMeta, Pod, ReplicaSet,
+    Secret, Service,
 };
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -103,6 +103,7 @@ resource!(
     true,
     "apps/v1"
 );
+resource!(Lease, "Lease", "lease", "leases", true);
 
 #[cfg(test)]
 mod tests {

@@ -50,7 +50,7 @@ pub mod strategy {
 }
 
 /// The namespaces that exist from the start (and may not be deleted).
-pub const SYSTEM_NAMESPACES: [&str; 2] = ["default", "kube-system"];
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-node-lease"];
 
 pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;

@@ -20,9 +20,10 @@ use kube_lite_pki::{self as pki, Ca, CertKey};
 use kube_lite_proto::v1::{
     config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
     endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
-    namespace_api_client::NamespaceApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, replica_set_api_client::ReplicaSetApiClient,
-    secret_api_client::SecretApiClient, service_api_client::ServiceApiClient,
+    lease_api_client::LeaseApiClient, namespace_api_client::NamespaceApiClient,
+    node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    replica_set_api_client::ReplicaSetApiClient, secret_api_client::SecretApiClient,
+    service_api_client::ServiceApiClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -372,6 +373,9 @@ impl TestApiServer {
     pub fn services(&self) -> ServiceApiClient<Channel> {
         ServiceApiClient::new(self.channel())
             .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn leases(&self) -> LeaseApiClient<Channel> {
+        LeaseApiClient::new(self.channel()).max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
     }
     pub fn endpoints(&self) -> EndpointsApiClient<Channel> {
         EndpointsApiClient::new(self.channel())

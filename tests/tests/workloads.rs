@@ -226,7 +226,7 @@ async fn namespaces_exist_are_required_and_delete_their_content() {
         .iter()
         .map(|n| n.metadata.clone().unwrap().name)
         .collect();
-    assert_eq!(names, ["default", "kube-system"]);
+    assert_eq!(names, ["default", "kube-node-lease", "kube-system"]);
 
     let e = s
         .config_maps()
