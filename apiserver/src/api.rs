@@ -11,11 +11,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kube_lite_proto::v1::{
-    endpoints_api_server::EndpointsApi, lease_api_server::LeaseApi,
-    node_agent_client::NodeAgentClient, node_api_server::NodeApi, pod_api_server::PodApi,
-    service_api_server::ServiceApi, DeleteRequest, Endpoints, EndpointsEvent, EndpointsList,
-    GetRequest, Lease, LeaseEvent, LeaseList, ListRequest, LogChunk, LogsRequest, Node, NodeEvent,
-    NodeList, Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList, WatchRequest,
+    config_map_api_server::ConfigMapApi, deployment_api_server::DeploymentApi,
+    endpoints_api_server::EndpointsApi, event_api_server::EventApi, lease_api_server::LeaseApi,
+    namespace_api_server::NamespaceApi, node_agent_client::NodeAgentClient,
+    node_api_server::NodeApi, pod_api_server::PodApi, replica_set_api_server::ReplicaSetApi,
+    secret_api_server::SecretApi, service_api_server::ServiceApi, ConfigMap, ConfigMapEvent,
+    ConfigMapList, DeleteRequest, Deployment, DeploymentEvent, DeploymentList, Endpoints,
+    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, Lease, LeaseEvent,
+    LeaseList, ListRequest, LogChunk, LogsRequest, Namespace, NamespaceEvent, NamespaceList, Node,
+    NodeEvent, NodeList, Pod, PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList,
+    Secret, SecretEvent, SecretList, Service, ServiceEvent, ServiceList, WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -277,6 +282,7 @@ impl Api {
                     key,
                     r.resource_version,
                     r.grace_period_seconds,
+                    &r.propagation_policy,
                 )
             })
             .await?;
@@ -598,6 +604,12 @@ macro_rules! impl_api {
 impl_api!(NodeApi, Node, NodeList, NodeEvent);
 impl_api!(ServiceApi, Service, ServiceList, ServiceEvent);
 impl_api!(EndpointsApi, Endpoints, EndpointsList, EndpointsEvent);
+impl_api!(NamespaceApi, Namespace, NamespaceList, NamespaceEvent);
+impl_api!(ConfigMapApi, ConfigMap, ConfigMapList, ConfigMapEvent);
+impl_api!(SecretApi, Secret, SecretList, SecretEvent);
+impl_api!(EventApi, Event, EventList, EventEvent);
+impl_api!(ReplicaSetApi, ReplicaSet, ReplicaSetList, ReplicaSetEvent);
+impl_api!(DeploymentApi, Deployment, DeploymentList, DeploymentEvent);
 impl_api!(LeaseApi, Lease, LeaseList, LeaseEvent);
 impl_api!(
     PodApi,

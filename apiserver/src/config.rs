@@ -92,6 +92,8 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Gauges the store keeps up to date (shared by clones of this config).
     pub metrics: Arc<StoreMetrics>,
+    /// Events not seen again for this long are deleted (Kubernetes: 1 h).
+    pub event_ttl: Duration,
     /// Plaintext, no authentication (issue 14: experiments only, loudly logged).
     pub insecure: bool,
     /// Extra names (DNS or IP) of the serving certificate.
@@ -152,6 +154,7 @@ impl Default for Config {
             store_cache_bytes: 32 << 20,
             disk_reserve_bytes: 16 << 20,
             metrics: Arc::default(),
+            event_ttl: Duration::from_secs(3600),
             insecure: false,
             tls_sans: Vec::new(),
             node_cert_validity: kube_lite_pki::CERT_VALIDITY,

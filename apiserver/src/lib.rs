@@ -61,9 +61,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kube_lite_proto::v1::{
-    endpoints_api_server::EndpointsApiServer, lease_api_server::LeaseApiServer,
+    config_map_api_server::ConfigMapApiServer, deployment_api_server::DeploymentApiServer,
+    endpoints_api_server::EndpointsApiServer, event_api_server::EventApiServer,
+    lease_api_server::LeaseApiServer, namespace_api_server::NamespaceApiServer,
     node_api_server::NodeApiServer, node_bootstrap_server::NodeBootstrapServer,
-    pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
+    pod_api_server::PodApiServer, replica_set_api_server::ReplicaSetApiServer,
+    secret_api_server::SecretApiServer, service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
@@ -102,7 +105,12 @@ pub async fn serve_with_drain(
     let (store, writer) = store::Store::open(cfg.clone(), hooks)
         .await
         .with_context(|| format!("opening store in {}", cfg.data_dir.display()))?;
+    store
+        .write(ops::ensure_system_namespaces)
+        .await
+        .context("creating the namespaces default and kube-system")?;
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
+    let manager = controllers::manager::start(store.clone());
 
     let security = if cfg.insecure {
         tracing::warn!(
@@ -121,6 +129,16 @@ pub async fn serve_with_drain(
     reporter.set_serving::<PodApiServer<api::Api>>().await;
     reporter.set_serving::<ServiceApiServer<api::Api>>().await;
     reporter.set_serving::<EndpointsApiServer<api::Api>>().await;
+    reporter.set_serving::<NamespaceApiServer<api::Api>>().await;
+    reporter.set_serving::<ConfigMapApiServer<api::Api>>().await;
+    reporter.set_serving::<SecretApiServer<api::Api>>().await;
+    reporter.set_serving::<EventApiServer<api::Api>>().await;
+    reporter
+        .set_serving::<ReplicaSetApiServer<api::Api>>()
+        .await;
+    reporter
+        .set_serving::<DeploymentApiServer<api::Api>>()
+        .await;
     reporter.set_serving::<LeaseApiServer<api::Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kube_lite_proto::FILE_DESCRIPTOR_SET)
@@ -143,6 +161,12 @@ pub async fn serve_with_drain(
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
+        .add_service(svc!(NamespaceApiServer))
+        .add_service(svc!(ConfigMapApiServer))
+        .add_service(svc!(SecretApiServer))
+        .add_service(svc!(EventApiServer))
+        .add_service(svc!(ReplicaSetApiServer))
+        .add_service(svc!(DeploymentApiServer))
         .add_service(svc!(LeaseApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
@@ -183,6 +207,7 @@ pub async fn serve_with_drain(
     .await;
     store.begin_shutdown();
     ticks.abort();
+    manager.abort();
     // Stop the writer: it commits everything queued, flushes, and exits.
     store.stop_writer().await;
     let _ = writer.await;

@@ -4,6 +4,7 @@
 //! the store's hooks ([`Txn::admit`], end of batch).
 
 use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
+use kube_lite_core::workloads::{finalizer, namespace_phase, propagation, SYSTEM_NAMESPACES};
 use kube_lite_core::ObjectRef;
 use kube_lite_proto::v1::NodeStatus;
 
@@ -33,6 +34,7 @@ pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
             describe(kind, &key)
         )));
     }
+    check_namespace(txn, &obj)?;
     txn.admit(&mut obj)?;
     if let Object::Node(n) = &mut obj {
         if let Some(st) = n.status.as_mut() {
@@ -45,6 +47,50 @@ pub fn create(txn: &mut Txn<'_>, mut obj: Object) -> TxnResult {
     m.creation_timestamp = now;
     txn.check_size(&obj)?;
     Ok(Some(txn.put(obj)))
+}
+
+/// A namespaced object may only be created in a namespace that exists and is not
+/// being deleted (Kubernetes: NotFound naming it; Forbidden while it terminates).
+pub fn check_namespace(txn: &Txn<'_>, obj: &Object) -> Result<(), ApiError> {
+    let kind = obj.kind();
+    if !kind.namespaced() {
+        return Ok(());
+    }
+    let ns = &obj.meta().namespace;
+    let key = ObjectRef::new("", ns.clone());
+    match txn.get(Kind::Namespace, &key) {
+        None => Err(not_found(Kind::Namespace, &key)),
+        Some(n) if n.meta().deletion_timestamp != 0 => {
+            Err(ApiError::FailedPrecondition(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {} because it is being terminated",
+                kind.plural(),
+                crate::error::clip(&obj.meta().name),
+                crate::error::clip(ns)
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The objects that exist from the start: namespaces `default` and `kube-system`.
+/// Writes the missing ones (at every start, so a store from before namespaces gets them).
+pub fn ensure_system_namespaces(txn: &mut Txn<'_>) -> TxnResult {
+    for name in SYSTEM_NAMESPACES {
+        let key = ObjectRef::new("", name);
+        if txn.get(Kind::Namespace, &key).is_some() {
+            continue;
+        }
+        let mut ns = Object::Namespace(kube_lite_proto::v1::Namespace {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        validation::prepare_create(&mut ns)?;
+        create(txn, ns)?;
+    }
+    Ok(None)
 }
 
 /// Node conditions sent without `last_transition_time` (agents send 0 with every
@@ -87,8 +133,41 @@ pub fn update(txn: &mut Txn<'_>, new: Object, status_only: bool) -> TxnResult {
     if merged == *cur {
         return Ok(Some(cur));
     }
+    bump_generation(&cur, &mut merged);
     txn.check_size(&merged)?;
+    // A deletion waiting for finalizers completes when the last one is removed.
+    if finalized(&merged) {
+        return Ok(txn.remove(kind, &key));
+    }
     Ok(Some(txn.put(merged)))
+}
+
+/// A non-pod object being deleted whose finalizers are all gone (a Namespace also
+/// waits for its `spec.finalizers`).
+fn finalized(o: &Object) -> bool {
+    let m = o.meta();
+    if m.deletion_timestamp == 0 || !m.finalizers.is_empty() {
+        return false;
+    }
+    match o {
+        Object::Pod(_) => false,
+        Object::Namespace(n) => n.spec.as_ref().is_none_or(|s| s.finalizers.is_empty()),
+        _ => true,
+    }
+}
+
+/// `metadata.generation` counts changes of the desired state (spec) of the kinds whose
+/// controllers report `observed_generation`.
+fn bump_generation(cur: &Object, new: &mut Object) {
+    let changed = match (cur, &*new) {
+        (Object::ReplicaSet(a), Object::ReplicaSet(b)) => a.spec != b.spec,
+        (Object::Deployment(a), Object::Deployment(b)) => a.spec != b.spec,
+        _ => false,
+    };
+    if changed {
+        let g = cur.meta().generation.max(1) + 1;
+        new.meta_mut().generation = g;
+    }
 }
 
 fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Object, ApiError> {
@@ -98,6 +177,14 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
         let m = out.meta_mut();
         m.labels = nm.labels.clone();
         m.annotations = nm.annotations.clone();
+        m.owner_references = nm.owner_references.clone();
+        let mut fin = nm.finalizers.clone();
+        validation::workloads::dedup(&mut fin);
+        if m.deletion_timestamp != 0 {
+            // While deleting, finalizers may only be removed (Kubernetes: no new ones).
+            fin.retain(|f| m.finalizers.contains(f));
+        }
+        m.finalizers = fin;
     }
     match (&mut out, new) {
         (Object::Node(o), Object::Node(n)) => {
@@ -195,6 +282,82 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
             default_endpoints(&mut n);
             o.subsets = n.subsets;
         }
+        (Object::Namespace(o), Object::Namespace(n)) => {
+            if status_only {
+                // The phase is the server's: Terminating once deleted.
+                let _ = n;
+            } else {
+                // spec.finalizers may only shrink (the namespace controller finalizes).
+                let want = n.spec.unwrap_or_default().finalizers;
+                let spec = o.spec.get_or_insert_with(Default::default);
+                spec.finalizers.retain(|f| want.contains(f));
+            }
+        }
+        (Object::ConfigMap(o), Object::ConfigMap(n)) => {
+            if o.immutable {
+                if n.data != o.data || n.binary_data != o.binary_data || !n.immutable {
+                    return Err(ApiError::invalid(
+                        "data",
+                        "field is immutable when `immutable` is set",
+                    ));
+                }
+            } else {
+                o.data = n.data;
+                o.binary_data = n.binary_data;
+                o.immutable = n.immutable;
+            }
+        }
+        (Object::Secret(o), Object::Secret(mut n)) => {
+            validation::workloads::prepare_secret(&mut n);
+            if n.r#type != o.r#type {
+                return Err(ApiError::invalid(
+                    "type",
+                    format!("field is immutable (is {:?})", o.r#type),
+                ));
+            }
+            if o.immutable {
+                if n.data != o.data || !n.immutable {
+                    return Err(ApiError::invalid(
+                        "data",
+                        "field is immutable when `immutable` is set",
+                    ));
+                }
+            } else {
+                o.data = n.data;
+                o.immutable = n.immutable;
+            }
+        }
+        (Object::Event(o), Object::Event(n)) => {
+            let meta = o.metadata.take();
+            *o = n;
+            o.metadata = meta;
+        }
+        (Object::ReplicaSet(o), Object::ReplicaSet(n)) => {
+            if status_only {
+                o.status = Some(n.status.unwrap_or_default());
+            } else {
+                let mut spec = n.spec.unwrap_or_default();
+                kube_lite_core::workloads::default_replica_set_spec(&mut spec);
+                let old = o.spec.clone().unwrap_or_default();
+                if spec.selector != old.selector {
+                    return Err(ApiError::invalid("spec.selector", "field is immutable"));
+                }
+                o.spec = Some(spec);
+            }
+        }
+        (Object::Deployment(o), Object::Deployment(n)) => {
+            if status_only {
+                o.status = Some(n.status.unwrap_or_default());
+            } else {
+                let mut spec = n.spec.unwrap_or_default();
+                kube_lite_core::workloads::default_deployment_spec(&mut spec);
+                let old = o.spec.clone().unwrap_or_default();
+                if spec.selector != old.selector {
+                    return Err(ApiError::invalid("spec.selector", "field is immutable"));
+                }
+                o.spec = Some(spec);
+            }
+        }
         // A Lease has no status: Update and UpdateStatus both replace its spec.
         (Object::Lease(o), Object::Lease(n)) => {
             o.spec = Some(n.spec.unwrap_or_default());
@@ -205,12 +368,17 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
 }
 
 /// Delete. `grace_period_seconds`: pods only, -1 = the pod's default, 0 = immediate.
+/// `policy` (propagation): "" or Background removes the object now (the garbage
+/// collector then deletes its dependents); Foreground and Orphan mark it deleted with
+/// the `foregroundDeletion` / `orphan` finalizer, which the garbage collector removes
+/// once the dependents are gone / released. An object with finalizers is only marked.
 pub fn delete(
     txn: &mut Txn<'_>,
     kind: Kind,
     key: ObjectRef,
     rv: u64,
     grace_period_seconds: i64,
+    policy: &str,
 ) -> TxnResult {
     let cur = txn
         .get(kind, &key)
@@ -249,8 +417,61 @@ pub fn delete(
             }
             Ok(txn.remove(kind, &key))
         }
+        Object::Namespace(_) => {
+            if SYSTEM_NAMESPACES.contains(&key.name.as_str()) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+                    key.name
+                )));
+            }
+            // Terminating: the namespace controller deletes everything in it, then
+            // removes its `kubernetes` finalizer.
+            let mut o = (*cur).clone();
+            mark_deleted(&mut o, txn.now_ms, policy);
+            if let Object::Namespace(n) = &mut o {
+                n.status.get_or_insert_with(Default::default).phase =
+                    namespace_phase::TERMINATING.into();
+            }
+            if finalized(&o) {
+                return Ok(txn.remove(kind, &key));
+            }
+            if o == *cur {
+                return Ok(Some(cur));
+            }
+            Ok(Some(txn.put(o)))
+        }
         // A deleted node's pods are evicted by the node health controller.
-        _ => Ok(txn.remove(kind, &key)),
+        _ => {
+            let mut o = (*cur).clone();
+            mark_deleted(&mut o, txn.now_ms, policy);
+            if o.meta().finalizers.is_empty() {
+                return Ok(txn.remove(kind, &key));
+            }
+            if o == *cur {
+                return Ok(Some(cur));
+            }
+            Ok(Some(txn.put(o)))
+        }
+    }
+}
+
+/// Sets the deletion timestamp (once) and the finalizer of a Foreground/Orphan policy.
+fn mark_deleted(o: &mut Object, now: i64, policy: &str) {
+    let m = o.meta_mut();
+    let add = match policy {
+        propagation::FOREGROUND => Some(finalizer::FOREGROUND),
+        propagation::ORPHAN => Some(finalizer::ORPHAN),
+        _ => None,
+    };
+    if let Some(f) = add {
+        // Only when the deletion starts (Kubernetes lets a later request switch
+        // policies; kube-lite keeps the first).
+        if m.deletion_timestamp == 0 && !m.finalizers.iter().any(|x| x == f) {
+            m.finalizers.push(f.into());
+        }
+    }
+    if m.deletion_timestamp == 0 {
+        m.deletion_timestamp = now;
     }
 }
 

@@ -7,8 +7,11 @@
 
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{
-    Endpoints, EndpointsEvent, EndpointsList, EventType, Lease, LeaseEvent, LeaseList, Node,
-    NodeEvent, NodeList, ObjectMeta, Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
+    ConfigMap, ConfigMapEvent, ConfigMapList, Deployment, DeploymentEvent, DeploymentList,
+    Endpoints, EndpointsEvent, EndpointsList, Event, EventEvent, EventList, EventType, Lease,
+    LeaseEvent, LeaseList, Namespace, NamespaceEvent, NamespaceList, Node, NodeEvent, NodeList,
+    ObjectMeta, Pod, PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList, Secret,
+    SecretEvent, SecretList, Service, ServiceEvent, ServiceList,
 };
 use prost::Message;
 
@@ -20,7 +23,12 @@ pub enum Kind {
     Pod = 1,
     Service = 2,
     Endpoints = 3,
-    // 4..=9: issue 11's kinds.
+    Namespace = 4,
+    ConfigMap = 5,
+    Secret = 6,
+    Event = 7,
+    ReplicaSet = 8,
+    Deployment = 9,
     Lease = 10,
 }
 
@@ -44,6 +52,30 @@ macro_rules! with_type {
                 type $t = Endpoints;
                 $e
             }
+            Kind::Namespace => {
+                type $t = Namespace;
+                $e
+            }
+            Kind::ConfigMap => {
+                type $t = ConfigMap;
+                $e
+            }
+            Kind::Secret => {
+                type $t = Secret;
+                $e
+            }
+            Kind::Event => {
+                type $t = Event;
+                $e
+            }
+            Kind::ReplicaSet => {
+                type $t = ReplicaSet;
+                $e
+            }
+            Kind::Deployment => {
+                type $t = Deployment;
+                $e
+            }
             Kind::Lease => {
                 type $t = Lease;
                 $e
@@ -54,11 +86,17 @@ macro_rules! with_type {
 
 impl Kind {
     /// Every kind, in discriminant order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Node,
         Kind::Pod,
         Kind::Service,
         Kind::Endpoints,
+        Kind::Namespace,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Event,
+        Kind::ReplicaSet,
+        Kind::Deployment,
         Kind::Lease,
     ];
     pub const COUNT: usize = Kind::ALL.len();
@@ -81,6 +119,18 @@ impl Kind {
     pub fn namespaced(self) -> bool {
         with_type!(self, T => T::NAMESPACED)
     }
+    /// `Pod`, `Deployment` (as in ownerReferences and Events).
+    pub fn name(self) -> &'static str {
+        with_type!(self, T => T::KIND)
+    }
+    /// `v1`, `apps/v1`.
+    pub fn api_version(self) -> &'static str {
+        with_type!(self, T => T::API_VERSION)
+    }
+    /// The kind named `Deployment` (an ownerReference's or an Event's kind).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
     /// The key of a request's object, with the default-namespace rule
     /// ([`ObjectRef::of`]).
     pub fn object_ref(self, namespace: &str, name: impl Into<String>) -> ObjectRef {
@@ -97,6 +147,12 @@ pub enum Object {
     Pod(Pod),
     Service(Service),
     Endpoints(Endpoints),
+    Namespace(Namespace),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Event(Event),
+    ReplicaSet(ReplicaSet),
+    Deployment(Deployment),
     Lease(Lease),
 }
 
@@ -107,6 +163,12 @@ macro_rules! each {
             Object::Pod($x) => $e,
             Object::Service($x) => $e,
             Object::Endpoints($x) => $e,
+            Object::Namespace($x) => $e,
+            Object::ConfigMap($x) => $e,
+            Object::Secret($x) => $e,
+            Object::Event($x) => $e,
+            Object::ReplicaSet($x) => $e,
+            Object::Deployment($x) => $e,
             Object::Lease($x) => $e,
         }
     };
@@ -119,6 +181,12 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Event(_) => Kind::Event,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
+            Object::Deployment(_) => Kind::Deployment,
             Object::Lease(_) => Kind::Lease,
         }
     }
@@ -137,6 +205,10 @@ impl Object {
     }
     pub fn encoded_len(&self) -> usize {
         each!(self, x => x.encoded_len())
+    }
+    /// An empty object of `kind`.
+    pub fn empty(kind: Kind) -> Object {
+        with_type!(kind, T => T::default().into_object())
     }
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Object, prost::DecodeError> {
         with_type!(kind, T => Ok(T::decode(bytes)?.into_object()))
@@ -253,6 +325,12 @@ stored!(Node, NodeList, NodeEvent, paged);
 stored!(Pod, PodList, PodEvent, paged);
 stored!(Service, ServiceList, ServiceEvent, paged);
 stored!(Endpoints, EndpointsList, EndpointsEvent, paged);
+stored!(Namespace, NamespaceList, NamespaceEvent);
+stored!(ConfigMap, ConfigMapList, ConfigMapEvent);
+stored!(Secret, SecretList, SecretEvent);
+stored!(Event, EventList, EventEvent);
+stored!(ReplicaSet, ReplicaSetList, ReplicaSetEvent);
+stored!(Deployment, DeploymentList, DeploymentEvent);
 stored!(Lease, LeaseList, LeaseEvent, paged);
 
 #[cfg(test)]
@@ -272,9 +350,13 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(Kind::from_u32(k as u32), Some(k));
         }
-        assert_eq!(Kind::from_u32(4), None);
+        assert_eq!(Kind::from_u32(11), None);
+        assert_eq!(Kind::Deployment as u32, 9);
+        assert_eq!(Kind::from_name("ReplicaSet"), Some(Kind::ReplicaSet));
+        assert_eq!(Kind::Deployment.api_version(), "apps/v1");
+        assert!(!Kind::Namespace.namespaced());
         assert_eq!(Kind::from_u32(10), Some(Kind::Lease));
-        assert_eq!(Kind::Lease.idx(), 4);
+        assert_eq!(Kind::Lease.idx(), 10);
         assert_eq!(Kind::Lease.plural(), "leases");
     }
 

@@ -149,6 +149,14 @@ impl Objects {
     pub fn insert(&mut self, obj: Object) {
         self.set(Arc::new(obj));
     }
+    /// Adds or replaces a shared object (the controller manager's cache).
+    pub fn insert_arc(&mut self, obj: Arc<Object>) -> Option<Arc<Object>> {
+        self.set(obj)
+    }
+    /// Removes an object (the controller manager's cache).
+    pub fn remove(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
+        self.unset(kind, key)
+    }
 }
 
 /// Objects and the revision: the writer's private, authoritative copy (ahead of disk

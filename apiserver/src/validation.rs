@@ -18,6 +18,10 @@ use kube_lite_proto::v1::{
 
 use crate::error::{quote, ApiError};
 use crate::resource::{Kind, Object};
+use kube_lite_core::workloads::{self as wl, finalizer, namespace_phase};
+use kube_lite_proto::v1::NamespaceStatus;
+
+pub mod workloads;
 
 mod pod_extras;
 
@@ -225,27 +229,27 @@ fn check_meta(kind: Kind, m: &ObjectMeta) -> R {
     if m.name.is_empty() {
         return Err(ApiError::invalid("metadata.name", "is required"));
     }
-    if kind == Kind::Node {
+    if matches!(
+        kind,
+        Kind::Node | Kind::Event | Kind::ConfigMap | Kind::Secret | Kind::Lease
+    ) {
         if !is_dns1123_subdomain(&m.name) {
             return Err(ApiError::invalid("metadata.name", SUBDOMAIN_MSG));
         }
-    } else if kind == Kind::Lease {
-        // Named after nodes: a subdomain, as node names.
-        if !is_dns1123_subdomain(&m.name) {
-            return Err(ApiError::invalid("metadata.name", SUBDOMAIN_MSG));
-        }
-        if !is_dns1123_label(&m.namespace) {
-            return Err(ApiError::invalid("metadata.namespace", LABEL_MSG));
-        }
-    } else {
-        if !is_dns1123_label(&m.name) {
-            return Err(ApiError::invalid("metadata.name", LABEL_MSG));
-        }
-        if !is_dns1123_label(&m.namespace) {
-            return Err(ApiError::invalid("metadata.namespace", LABEL_MSG));
-        }
+    } else if !is_dns1123_label(&m.name) {
+        return Err(ApiError::invalid("metadata.name", LABEL_MSG));
+    }
+    if kind.namespaced() && !is_dns1123_label(&m.namespace) {
+        return Err(ApiError::invalid("metadata.namespace", LABEL_MSG));
     }
     check_labels("metadata.labels", &m.labels)?;
+    workloads::check_meta_extra(m)?;
+    if kind == Kind::Pod && !m.finalizers.is_empty() {
+        return Err(ApiError::invalid(
+            "metadata.finalizers",
+            "not supported for pods (their deletion is finished by the node)",
+        ));
+    }
     let mut size = 0;
     for (k, v) in &m.annotations {
         check_label_key("metadata.annotations", k)?;
@@ -271,6 +275,9 @@ pub fn prepare_create(obj: &mut Object) -> R {
         m.creation_timestamp = 0;
         m.deletion_timestamp = 0;
         m.deletion_grace_period_seconds = 0;
+        m.generation = 1;
+        workloads::generate_name(m);
+        workloads::dedup(&mut m.finalizers);
     }
     match obj {
         Object::Pod(p) => {
@@ -290,6 +297,33 @@ pub fn prepare_create(obj: &mut Object) -> R {
             spec.pod_cidr.clear();
         }
         Object::Endpoints(e) => default_endpoints(e),
+        Object::Namespace(n) => {
+            n.status = Some(NamespaceStatus {
+                phase: namespace_phase::ACTIVE.into(),
+            });
+            let spec = n.spec.get_or_insert_with(Default::default);
+            if !spec.finalizers.iter().any(|f| f == finalizer::KUBERNETES) {
+                spec.finalizers.push(finalizer::KUBERNETES.into());
+            }
+        }
+        Object::ConfigMap(_) => {}
+        Object::Secret(s) => workloads::prepare_secret(s),
+        Object::Event(e) => {
+            if e.count == 0 {
+                e.count = 1;
+            }
+            if e.r#type.is_empty() {
+                e.r#type = "Normal".into();
+            }
+        }
+        Object::ReplicaSet(rs) => {
+            rs.status = Some(Default::default());
+            wl::default_replica_set_spec(rs.spec.get_or_insert_with(Default::default));
+        }
+        Object::Deployment(d) => {
+            d.status = Some(Default::default());
+            wl::default_deployment_spec(d.spec.get_or_insert_with(Default::default));
+        }
         Object::Lease(l) => {
             l.spec.get_or_insert_with(Default::default);
         }
@@ -305,6 +339,12 @@ pub fn validate(obj: &Object) -> R {
         Object::Service(s) => validate_service(s),
         Object::Node(n) => validate_node(n),
         Object::Endpoints(e) => validate_endpoints(e),
+        Object::Namespace(n) => workloads::validate_namespace(n),
+        Object::ConfigMap(c) => workloads::validate_config_map(c),
+        Object::Secret(s) => workloads::validate_secret(s),
+        Object::Event(e) => workloads::validate_event(e),
+        Object::ReplicaSet(rs) => workloads::validate_replica_set(rs),
+        Object::Deployment(d) => workloads::validate_deployment(d),
         Object::Lease(l) => validate_lease(l),
     }
 }
@@ -810,6 +850,15 @@ fn validate_endpoints(e: &Endpoints) -> R {
 
 /// A Delete's grace period: -1 (the pod's own) up to [`MAX_GRACE_PERIOD_SECONDS`].
 pub fn validate_delete(r: &DeleteRequest) -> R {
+    if !["", "Background", "Foreground", "Orphan"].contains(&r.propagation_policy.as_str()) {
+        return Err(ApiError::invalid(
+            "propagation_policy",
+            format!(
+                "must be Background, Foreground or Orphan (got {})",
+                quote(&r.propagation_policy)
+            ),
+        ));
+    }
     let g = r.grace_period_seconds;
     if !(-1..=MAX_GRACE_PERIOD_SECONDS).contains(&g) {
         return Err(ApiError::invalid(

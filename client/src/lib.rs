@@ -20,8 +20,11 @@ pub use watcher::{
 };
 
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, lease_api_client::LeaseApiClient,
+    config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
+    endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
+    lease_api_client::LeaseApiClient, namespace_api_client::NamespaceApiClient,
     node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    replica_set_api_client::ReplicaSetApiClient, secret_api_client::SecretApiClient,
     service_api_client::ServiceApiClient,
 };
 use std::time::Duration;
@@ -100,6 +103,12 @@ pub struct Clients {
     pub pods: PodApiClient<Channel>,
     pub services: ServiceApiClient<Channel>,
     pub endpoints: EndpointsApiClient<Channel>,
+    pub namespaces: NamespaceApiClient<Channel>,
+    pub config_maps: ConfigMapApiClient<Channel>,
+    pub secrets: SecretApiClient<Channel>,
+    pub events: EventApiClient<Channel>,
+    pub replica_sets: ReplicaSetApiClient<Channel>,
+    pub deployments: DeploymentApiClient<Channel>,
     pub leases: LeaseApiClient<Channel>,
 }
 
@@ -111,6 +120,18 @@ impl Clients {
             services: ServiceApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             endpoints: EndpointsApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            namespaces: NamespaceApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            config_maps: ConfigMapApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            secrets: SecretApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            events: EventApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            replica_sets: ReplicaSetApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            deployments: DeploymentApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             leases: LeaseApiClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         }

@@ -6,9 +6,13 @@ use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use kube_lite_core::ObjectRef;
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, service_api_client::ServiceApiClient, Endpoints, EventType,
-    ListRequest, Node, Pod, Service, WatchRequest,
+    config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
+    endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
+    namespace_api_client::NamespaceApiClient, node_api_client::NodeApiClient,
+    pod_api_client::PodApiClient, replica_set_api_client::ReplicaSetApiClient,
+    secret_api_client::SecretApiClient, service_api_client::ServiceApiClient, ConfigMap,
+    Deployment, Endpoints, EventType, ListRequest, Namespace, Node, Pod, ReplicaSet, Secret,
+    Service, WatchRequest,
 };
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -74,6 +78,12 @@ watch_api!(NodeApiClient, Node);
 watch_api!(PodApiClient, Pod);
 watch_api!(ServiceApiClient, Service);
 watch_api!(EndpointsApiClient, Endpoints);
+watch_api!(NamespaceApiClient, Namespace);
+watch_api!(ConfigMapApiClient, ConfigMap);
+watch_api!(SecretApiClient, Secret);
+watch_api!(EventApiClient, kube_lite_proto::v1::Event);
+watch_api!(ReplicaSetApiClient, ReplicaSet);
+watch_api!(DeploymentApiClient, Deployment);
 
 /// What to watch.
 #[derive(Debug, Clone, Default)]

@@ -18,6 +18,7 @@ pub mod quantity;
 mod resource;
 pub mod size;
 pub mod time;
+pub mod workloads;
 
 pub use object_ref::ObjectRef;
 pub use resource::Resource;

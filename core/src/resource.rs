@@ -1,7 +1,10 @@
 //! One trait over the API's object types.
 
 use crate::ObjectRef;
-use kube_lite_proto::v1::{Endpoints, Lease, Node, ObjectMeta, Pod, Service};
+use kube_lite_proto::v1::{
+    ConfigMap, Deployment, Endpoints, Event, Lease, Namespace, Node, ObjectMeta, Pod, ReplicaSet,
+    Secret, Service,
+};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -17,8 +20,10 @@ pub trait Resource:
     const SINGULAR: &'static str;
     /// `pods` (as in `pods "web" not found`)
     const PLURAL: &'static str;
-    /// `false` for cluster-scoped kinds (Node).
+    /// `false` for cluster-scoped kinds (Node, Namespace).
     const NAMESPACED: bool;
+    /// `v1`, `apps/v1`
+    const API_VERSION: &'static str = "v1";
 
     /// The object's metadata field (`None` on the wire is `Some(default)` here).
     fn metadata_field(&self) -> &Option<ObjectMeta>;
@@ -56,7 +61,11 @@ pub trait Resource:
 
 macro_rules! resource {
     ($ty:ty, $kind:literal, $singular:literal, $plural:literal, $namespaced:literal) => {
+        resource!($ty, $kind, $singular, $plural, $namespaced, "v1");
+    };
+    ($ty:ty, $kind:literal, $singular:literal, $plural:literal, $namespaced:literal, $api:literal) => {
         impl Resource for $ty {
+            const API_VERSION: &'static str = $api;
             const KIND: &'static str = $kind;
             const SINGULAR: &'static str = $singular;
             const PLURAL: &'static str = $plural;
@@ -74,6 +83,26 @@ resource!(Node, "Node", "node", "nodes", false);
 resource!(Pod, "Pod", "pod", "pods", true);
 resource!(Service, "Service", "service", "services", true);
 resource!(Endpoints, "Endpoints", "endpoints", "endpoints", true);
+resource!(Namespace, "Namespace", "namespace", "namespaces", false);
+resource!(ConfigMap, "ConfigMap", "configmap", "configmaps", true);
+resource!(Secret, "Secret", "secret", "secrets", true);
+resource!(Event, "Event", "event", "events", true);
+resource!(
+    ReplicaSet,
+    "ReplicaSet",
+    "replicaset",
+    "replicasets",
+    true,
+    "apps/v1"
+);
+resource!(
+    Deployment,
+    "Deployment",
+    "deployment",
+    "deployments",
+    true,
+    "apps/v1"
+);
 resource!(Lease, "Lease", "lease", "leases", true);
 
 #[cfg(test)]

@@ -42,6 +42,22 @@ pub fn to_k8s(m: &ObjectMeta, namespaced: bool) -> metav1::ObjectMeta {
         creation_timestamp: time(m.creation_timestamp),
         deletion_timestamp: time(m.deletion_timestamp),
         deletion_grace_period_seconds: deleting.then_some(m.deletion_grace_period_seconds),
+        owner_references: (!m.owner_references.is_empty()).then(|| {
+            m.owner_references
+                .iter()
+                .map(|r| metav1::OwnerReference {
+                    api_version: r.api_version.clone(),
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                    uid: r.uid.clone(),
+                    controller: Some(r.controller),
+                    block_owner_deletion: Some(r.block_owner_deletion),
+                })
+                .collect()
+        }),
+        generate_name: opt(&m.generate_name),
+        generation: (m.generation != 0).then_some(m.generation),
+        finalizers: (!m.finalizers.is_empty()).then(|| m.finalizers.clone()),
         ..Default::default()
     }
 }
@@ -72,6 +88,22 @@ pub fn from_k8s(m: metav1::ObjectMeta) -> Result<ObjectMeta, Vec<FieldError>> {
         creation_timestamp: millis(&m.creation_timestamp),
         deletion_timestamp: millis(&m.deletion_timestamp),
         deletion_grace_period_seconds: m.deletion_grace_period_seconds.unwrap_or(0),
+        owner_references: m
+            .owner_references
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| kube_lite_proto::v1::OwnerReference {
+                api_version: r.api_version,
+                kind: r.kind,
+                name: r.name,
+                uid: r.uid,
+                controller: r.controller.unwrap_or(false),
+                block_owner_deletion: r.block_owner_deletion.unwrap_or(false),
+            })
+            .collect(),
+        generate_name: m.generate_name.unwrap_or_default(),
+        generation: m.generation.unwrap_or(0),
+        finalizers: m.finalizers.unwrap_or_default(),
     })
 }
 
@@ -91,6 +123,7 @@ mod tests {
             creation_timestamp: 1_700_000_000_000,
             deletion_timestamp: 0,
             deletion_grace_period_seconds: 0,
+            ..Default::default()
         };
         let k = to_k8s(&m, true);
         assert_eq!(k.resource_version.as_deref(), Some("42"));

@@ -7,9 +7,13 @@ use futures::StreamExt;
 use kube_lite_client::{ListResult, RawEvent, RawStream, MAX_MESSAGE_BYTES};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, service_api_client::ServiceApiClient, DeleteRequest, Endpoints,
-    EventType, GetRequest, ListRequest, Node, Pod, Service, WatchRequest,
+    config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
+    endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
+    namespace_api_client::NamespaceApiClient, node_api_client::NodeApiClient,
+    pod_api_client::PodApiClient, replica_set_api_client::ReplicaSetApiClient,
+    secret_api_client::SecretApiClient, service_api_client::ServiceApiClient, ConfigMap,
+    DeleteRequest, Deployment, Endpoints, Event, EventType, GetRequest, ListRequest, Namespace,
+    Node, Pod, ReplicaSet, Secret, Service, WatchRequest,
 };
 use tonic::Status;
 
@@ -124,6 +128,12 @@ api!(Pod, PodApiClient);
 api!(Service, ServiceApiClient);
 api!(Node, NodeApiClient);
 api!(Endpoints, EndpointsApiClient);
+api!(Namespace, NamespaceApiClient);
+api!(ConfigMap, ConfigMapApiClient);
+api!(Secret, SecretApiClient);
+api!(Event, EventApiClient);
+api!(ReplicaSet, ReplicaSetApiClient);
+api!(Deployment, DeploymentApiClient);
 
 /// The kinds as named on the command line (`pods|pod|po`, `services|service|svc`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,18 +142,61 @@ pub enum Kind {
     Service,
     Node,
     Endpoints,
+    Namespace,
+    ConfigMap,
+    Secret,
+    Event,
+    ReplicaSet,
+    Deployment,
 }
+
+/// The kinds `get all` lists, in kubectl's order.
+pub const ALL: [Kind; 4] = [Kind::Pod, Kind::Service, Kind::Deployment, Kind::ReplicaSet];
 
 impl Kind {
     pub fn parse(word: &str) -> Result<Kind, String> {
-        match word.to_ascii_lowercase().as_str() {
+        // `deployments.apps`, `deployment.apps/web` (kubectl's group-qualified form).
+        let w = word.to_ascii_lowercase();
+        let w = w.strip_suffix(".apps").unwrap_or(&w);
+        match w {
             "pods" | "pod" | "po" => Ok(Kind::Pod),
             "services" | "service" | "svc" => Ok(Kind::Service),
             "nodes" | "node" | "no" => Ok(Kind::Node),
             "endpoints" | "endpoint" | "ep" => Ok(Kind::Endpoints),
+            "namespaces" | "namespace" | "ns" => Ok(Kind::Namespace),
+            "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
+            "secrets" | "secret" => Ok(Kind::Secret),
+            "events" | "event" | "ev" => Ok(Kind::Event),
+            "replicasets" | "replicaset" | "rs" => Ok(Kind::ReplicaSet),
+            "deployments" | "deployment" | "deploy" => Ok(Kind::Deployment),
             _ => Err(format!(
-                "unknown resource type {word:?} (known: pods, services, nodes, endpoints)"
+                "the server doesn't have a resource type {word:?} (known: pods, services, nodes, endpoints, namespaces, configmaps, secrets, events, replicasets, deployments)"
             )),
         }
+    }
+
+    /// `deployment.apps` — how kubectl names a kind in `created`/`deleted` lines.
+    pub fn display(self) -> &'static str {
+        match self {
+            Kind::Pod => "pod",
+            Kind::Service => "service",
+            Kind::Node => "node",
+            Kind::Endpoints => "endpoints",
+            Kind::Namespace => "namespace",
+            Kind::ConfigMap => "configmap",
+            Kind::Secret => "secret",
+            Kind::Event => "event",
+            Kind::ReplicaSet => "replicaset.apps",
+            Kind::Deployment => "deployment.apps",
+        }
+    }
+}
+
+/// `deployment.apps`, `pod` — how kubectl names a kind in `created`/`deleted` lines.
+pub fn display<T: Resource>() -> &'static str {
+    match T::KIND {
+        "Deployment" => "deployment.apps",
+        "ReplicaSet" => "replicaset.apps",
+        _ => T::SINGULAR,
     }
 }

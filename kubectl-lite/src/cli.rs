@@ -55,9 +55,73 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print a container's logs
     Logs(LogsArgs),
+    /// Set the replicas of a Deployment or ReplicaSet
+    Scale(ScaleArgs),
+    /// Manage the rollout of a Deployment
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Update the labels of objects (KEY=VALUE to set, KEY- to remove)
+    Label(MetaArgs),
+    /// Update the annotations of objects (KEY=VALUE to set, KEY- to remove)
+    Annotate(MetaArgs),
     /// Show or change the kubeconfig (view, get-contexts, use-context, current-context)
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// deployment/NAME, rs/NAME, or KIND NAME
+    pub resource: String,
+    pub names: Vec<String>,
+    /// the new number of replicas
+    #[arg(long)]
+    pub replicas: i32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the rollout is complete
+    Status(RolloutArgs),
+    /// Show the revisions
+    History(RolloutArgs),
+    /// Go back to the previous (or --to-revision) template
+    Undo(RolloutArgs),
+    /// Restart every pod (a new rollout of the same template)
+    Restart(RolloutArgs),
+    /// Stop rolling out template changes
+    Pause(RolloutArgs),
+    /// Resume a paused rollout
+    Resume(RolloutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// deployment/NAME or deployment NAME
+    pub resource: String,
+    pub names: Vec<String>,
+    /// undo: the revision to go back to (0 = the previous one); history: show one
+    #[arg(long, default_value_t = 0)]
+    pub to_revision: i64,
+    /// history: the revision to show
+    #[arg(long, default_value_t = 0)]
+    pub revision: i64,
+    /// status: give up after this long (e.g. 60s; 0 = wait forever)
+    #[arg(long, default_value = "0s")]
+    pub timeout: String,
+    /// status: wait (--watch=false prints the state once)
+    #[arg(short = 'w', long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MetaArgs {
+    /// KIND NAME... KEY=VALUE... KEY-..., or KIND/NAME KEY=VALUE
+    #[arg(required = true, num_args = 1..)]
+    pub args: Vec<String>,
+    /// replace values that are already set
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +147,71 @@ pub enum CreateCommand {
     /// Create a ClusterIP service
     #[command(visible_alias = "svc")]
     Service(CreateServiceArgs),
+    /// Create a Deployment (apps/v1)
+    #[command(visible_alias = "deploy")]
+    Deployment(CreateDeploymentArgs),
+    /// Create a Namespace
+    #[command(visible_alias = "ns")]
+    Namespace(CreateNamespaceArgs),
+    /// Create a ConfigMap from literals and files
+    #[command(visible_alias = "cm")]
+    Configmap(CreateConfigMapArgs),
+    /// Create a Secret (`secret generic NAME --from-literal k=v`)
+    #[command(subcommand)]
+    Secret(CreateSecretCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateDeploymentArgs {
+    pub name: String,
+    /// container image (repeatable: one container per image)
+    #[arg(long, required = true)]
+    pub image: Vec<String>,
+    /// number of replicas
+    #[arg(short = 'r', long, default_value_t = 1)]
+    pub replicas: i32,
+    /// container port
+    #[arg(long)]
+    pub port: Option<i32>,
+    /// the container's command (after `--`)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateNamespaceArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateConfigMapArgs {
+    pub name: String,
+    /// KEY=VALUE (repeatable)
+    #[arg(long = "from-literal")]
+    pub from_literal: Vec<String>,
+    /// [KEY=]PATH: a file's content under its base name or KEY (repeatable)
+    #[arg(long = "from-file")]
+    pub from_file: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateSecretCommand {
+    /// An Opaque (or --type) Secret from literals and files
+    Generic(CreateSecretArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateSecretArgs {
+    pub name: String,
+    /// KEY=VALUE (repeatable)
+    #[arg(long = "from-literal")]
+    pub from_literal: Vec<String>,
+    /// [KEY=]PATH (repeatable)
+    #[arg(long = "from-file")]
+    pub from_file: Vec<String>,
+    /// the Secret's type
+    #[arg(long = "type", default_value = "Opaque")]
+    pub r#type: String,
 }
 
 #[derive(Debug, Args)]
@@ -130,14 +259,18 @@ pub struct CreateServiceArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// manifest file, or - for stdin (repeatable)
+    /// manifest file or directory, or - for stdin (repeatable)
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<String>,
+    /// also the manifests in the subdirectories of a directory given with -f
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// pods|po, services|svc, nodes|no, endpoints|ep (or KIND/NAME)
+    /// a kind (pods|po, deploy, rs, ns, cm, secret, events, svc, ep, no), KIND/NAME,
+    /// several kinds (pods,svc), or all
     pub resource: String,
     pub names: Vec<String>,
     /// label selector: a=b,c!=d,e in (f,g),!h
@@ -156,16 +289,26 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// pod, service, node or endpoints (or KIND/NAME)
+    /// a kind (pod, deploy, rs, ns, cm, …) or KIND/NAME
     pub resource: String,
     pub names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// pod, service, node or endpoints (or KIND/NAME)
+    /// a kind (pod, deploy, ns, …) or KIND/NAME
+    #[arg(default_value = "")]
     pub resource: String,
     pub names: Vec<String>,
+    /// delete the objects of these manifests (files or directories) instead
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    /// with -f DIR: also its subdirectories
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// background (default), foreground or orphan (false = orphan, true = background)
+    #[arg(long, default_value = "background")]
+    pub cascade: String,
     /// seconds a pod gets to stop (default: the pod's terminationGracePeriodSeconds)
     #[arg(long, allow_negative_numbers = true)]
     pub grace_period: Option<i64>,

@@ -9,6 +9,12 @@ use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, Service};
 use std::collections::HashMap;
 use std::fmt::Write;
 
+mod workloads;
+pub use workloads::{
+    describe_config_map, describe_deployment, describe_event, describe_namespace,
+    describe_replica_set, describe_secret, events_section, template_text,
+};
+
 /// Builds the text; keys of one level are padded to the same column.
 struct Text {
     out: String,

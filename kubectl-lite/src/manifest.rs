@@ -30,6 +30,8 @@ use kube_lite_proto::v1::{
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
+mod workloads;
+
 /// A converted document.
 // Short-lived values, one per document: boxing the larger Pod buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -37,14 +39,57 @@ use std::collections::HashMap;
 pub enum Manifest {
     Pod(Pod),
     Service(Service),
+    Namespace(kube_lite_proto::v1::Namespace),
+    ConfigMap(kube_lite_proto::v1::ConfigMap),
+    Secret(kube_lite_proto::v1::Secret),
+    ReplicaSet(kube_lite_proto::v1::ReplicaSet),
+    Deployment(kube_lite_proto::v1::Deployment),
 }
 
 impl Manifest {
-    /// `pod/web`
+    /// `pod/web`, `deployment.apps/web`
     pub fn display(&self) -> String {
+        format!("{}/{}", self.kind().display(), self.name())
+    }
+
+    pub fn kind(&self) -> crate::api::Kind {
+        use crate::api::Kind as K;
         match self {
-            Manifest::Pod(p) => format!("{}/{}", Pod::SINGULAR, p.name()),
-            Manifest::Service(s) => format!("{}/{}", Service::SINGULAR, s.name()),
+            Manifest::Pod(_) => K::Pod,
+            Manifest::Service(_) => K::Service,
+            Manifest::Namespace(_) => K::Namespace,
+            Manifest::ConfigMap(_) => K::ConfigMap,
+            Manifest::Secret(_) => K::Secret,
+            Manifest::ReplicaSet(_) => K::ReplicaSet,
+            Manifest::Deployment(_) => K::Deployment,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Manifest::Pod(x) => x.meta(),
+            Manifest::Service(x) => x.meta(),
+            Manifest::Namespace(x) => x.meta(),
+            Manifest::ConfigMap(x) => x.meta(),
+            Manifest::Secret(x) => x.meta(),
+            Manifest::ReplicaSet(x) => x.meta(),
+            Manifest::Deployment(x) => x.meta(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta().name
+    }
+
+    /// Apply order: namespaces first, then what pods use (config, secrets), Services,
+    /// then the workloads.
+    pub fn apply_rank(&self) -> u8 {
+        match self {
+            Manifest::Namespace(_) => 0,
+            Manifest::ConfigMap(_) | Manifest::Secret(_) => 1,
+            Manifest::Service(_) => 2,
+            Manifest::Deployment(_) | Manifest::ReplicaSet(_) => 3,
+            Manifest::Pod(_) => 4,
         }
     }
 }
@@ -122,12 +167,45 @@ pub fn convert(
             "a manifest must be a mapping with apiVersion, kind, metadata and spec".into(),
         ]);
     };
-    match top.get("apiVersion") {
-        Some(Value::String(s)) if s == "v1" => {}
-        Some(other) => w.err("apiVersion", format!("{other} is not supported (only v1)")),
-        None => w.err("apiVersion", "is required (v1)"),
-    }
     let kind = top.get("kind").and_then(Value::as_str).unwrap_or("");
+    let want_version = match kind {
+        "Deployment" | "ReplicaSet" => "apps/v1",
+        _ => "v1",
+    };
+    let served = [
+        "Pod",
+        "Service",
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "ReplicaSet",
+    ];
+    if !kind.is_empty() && !served.contains(&kind) {
+        w.err(
+            "kind",
+            format!("{kind:?} is not supported by kube-lite (it serves Pod, Service, Namespace, ConfigMap, Secret, Deployment and ReplicaSet)"),
+        );
+        return Err(w.errors);
+    }
+    match top.get("apiVersion") {
+        Some(Value::String(s)) if s == want_version => {}
+        Some(other) => w.err(
+            "apiVersion",
+            format!("{other} is not supported for {kind} (only {want_version})"),
+        ),
+        None => w.err("apiVersion", format!("is required ({want_version})")),
+    }
+    if let Some(m) = workloads::convert(&mut w, kind, top, namespace, explicit_namespace) {
+        return if w.errors.is_empty() {
+            Ok(Converted {
+                manifest: m,
+                warnings: w.warnings,
+            })
+        } else {
+            Err(w.errors)
+        };
+    }
     let manifest = match kind {
         "Pod" => {
             w.unknown(
@@ -160,16 +238,10 @@ pub fn convert(
             })
         }
         "" => {
-            w.err("kind", "is required (Pod or Service)");
+            w.err("kind", "is required (Pod, Service, Namespace, ConfigMap, Secret, Deployment or ReplicaSet)");
             return Err(w.errors);
         }
-        other => {
-            w.err(
-                "kind",
-                format!("{other:?} is not supported by apply (only Pod and Service)"),
-            );
-            return Err(w.errors);
-        }
+        _ => unreachable!("served kinds are converted above"),
     };
     if w.errors.is_empty() {
         Ok(Converted {
@@ -185,7 +257,14 @@ pub fn convert(
 enum Kind {
     Pod,
     Service,
+    Namespace,
+    /// ConfigMap, Secret
+    Config,
+    /// Deployment, ReplicaSet
+    Workload,
 }
+
+const IGNORED_STATUS: &[&str] = &["status", "spec.template.metadata.creationTimestamp"];
 
 /// Unknown fields that are applied with a warning (generic path, `[]` for any index).
 const IGNORED_POD: &[&str] = &[
@@ -259,7 +338,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 #[derive(Default)]
-struct Walker {
+pub(crate) struct Walker {
     errors: Vec<String>,
     warnings: Vec<String>,
 }
@@ -285,6 +364,7 @@ impl Walker {
             let ignored = match kind {
                 Kind::Pod => IGNORED_POD,
                 Kind::Service => IGNORED_SERVICE,
+                Kind::Namespace | Kind::Config | Kind::Workload => IGNORED_STATUS,
             };
             if ignored.contains(&g.as_str()) || IGNORED_META.contains(&g.as_str()) {
                 self.warn(&p, "ignored (not used by kube-lite)");
@@ -1028,13 +1108,16 @@ status:
 
     #[test]
     fn bad_types_kinds_and_versions() {
-        let errs = one("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n").unwrap_err();
+        let errs = one("apiVersion: apps/v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, image: b}]}\n").unwrap_err();
         assert_eq!(
             errs,
-            vec![
-                "apiVersion: \"apps/v1\" is not supported (only v1)",
-                "kind: \"Deployment\" is not supported by apply (only Pod and Service)"
-            ]
+            vec!["apiVersion: \"apps/v1\" is not supported for Pod (only v1)"]
+        );
+        let errs = one("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\n")
+            .unwrap_err();
+        assert_eq!(
+            errs,
+            vec!["kind: \"Ingress\" is not supported by kube-lite (it serves Pod, Service, Namespace, ConfigMap, Secret, Deployment and ReplicaSet)"]
         );
         let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  labels: {version: 2}\nspec:\n  containers:\n  - name: x\n    image: busybox\n    ports:\n    - containerPort: \"80\"\n    args: oops\n";
         let errs = one(text).unwrap_err();

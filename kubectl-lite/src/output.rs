@@ -200,54 +200,60 @@ impl Show for Pod {
 
     fn to_json(&self) -> Value {
         let spec = self.spec.clone().unwrap_or_default();
-        let container_json = |c: &kube_lite_proto::v1::Container| {
-            let mut o = Map::new();
-            o.insert("name".into(), json!(c.name));
-            o.insert("image".into(), json!(c.image));
-            put_nonempty(&mut o, "command", json!(c.command));
-            put_nonempty(&mut o, "args", json!(c.args));
-            let env: Vec<Value> = c
-                .env
-                .iter()
-                .map(|e| json!({"name": e.name, "value": e.value}))
-                .collect();
-            put_nonempty(&mut o, "env", Value::Array(env));
-            let ports: Vec<Value> = c
-                .ports
-                .iter()
-                .map(|p| {
-                    Value::Object(port_json(
-                        &p.name,
-                        "containerPort",
-                        p.container_port,
-                        &p.protocol,
-                    ))
-                })
-                .collect();
-            put_nonempty(&mut o, "ports", Value::Array(ports));
-            pod_extras::container_json(&mut o, c);
-            Value::Object(o)
-        };
-        let containers: Vec<Value> = spec.containers.iter().map(container_json).collect();
-        let inits: Vec<Value> = spec.init_containers.iter().map(container_json).collect();
-        let mut s = Map::new();
-        put_str(&mut s, "nodeName", &spec.node_name);
-        s.insert("containers".into(), Value::Array(containers));
-        put_nonempty(&mut s, "initContainers", Value::Array(inits));
-        put_str(&mut s, "restartPolicy", &spec.restart_policy);
-        put_nonempty(&mut s, "nodeSelector", sorted_map(&spec.node_selector));
-        s.insert(
-            "terminationGracePeriodSeconds".into(),
-            json!(spec.termination_grace_period_seconds),
-        );
+        let s = pod_spec_json(&spec);
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": meta_json(self.meta(), true),
-            "spec": Value::Object(s),
+            "spec": s,
             "status": pod_status_json(&self.status.clone().unwrap_or_default()),
         })
     }
+}
+
+/// A pod spec as Kubernetes writes it (also a template's spec).
+pub fn pod_spec_json(spec: &kube_lite_proto::v1::PodSpec) -> Value {
+    let container_json = |c: &kube_lite_proto::v1::Container| {
+        let mut o = Map::new();
+        o.insert("name".into(), json!(c.name));
+        o.insert("image".into(), json!(c.image));
+        put_nonempty(&mut o, "command", json!(c.command));
+        put_nonempty(&mut o, "args", json!(c.args));
+        let env: Vec<Value> = c
+            .env
+            .iter()
+            .map(|e| json!({"name": e.name, "value": e.value}))
+            .collect();
+        put_nonempty(&mut o, "env", Value::Array(env));
+        let ports: Vec<Value> = c
+            .ports
+            .iter()
+            .map(|p| {
+                Value::Object(port_json(
+                    &p.name,
+                    "containerPort",
+                    p.container_port,
+                    &p.protocol,
+                ))
+            })
+            .collect();
+        put_nonempty(&mut o, "ports", Value::Array(ports));
+        pod_extras::container_json(&mut o, c);
+        Value::Object(o)
+    };
+    let containers: Vec<Value> = spec.containers.iter().map(container_json).collect();
+    let inits: Vec<Value> = spec.init_containers.iter().map(container_json).collect();
+    let mut s = Map::new();
+    put_str(&mut s, "nodeName", &spec.node_name);
+    s.insert("containers".into(), Value::Array(containers));
+    put_nonempty(&mut s, "initContainers", Value::Array(inits));
+    put_str(&mut s, "restartPolicy", &spec.restart_policy);
+    put_nonempty(&mut s, "nodeSelector", sorted_map(&spec.node_selector));
+    s.insert(
+        "terminationGracePeriodSeconds".into(),
+        json!(spec.termination_grace_period_seconds),
+    );
+    Value::Object(s)
 }
 
 fn pod_status_json(st: &PodStatus) -> Value {
@@ -592,6 +598,9 @@ impl Show for Endpoints {
     }
 }
 
+mod workloads;
+pub use workloads::{deployment_ready_text, event_object_text, selector_text};
+
 // ---------- JSON helpers ----------
 
 pub fn meta_json(m: &ObjectMeta, namespaced: bool) -> Value {
@@ -613,12 +622,25 @@ pub fn meta_json(m: &ObjectMeta, namespaced: bool) -> Value {
             json!(m.deletion_grace_period_seconds),
         );
     }
+    if m.generation != 0 {
+        o.insert("generation".into(), json!(m.generation));
+    }
     put_nonempty(&mut o, "labels", sorted_map(&m.labels));
     put_nonempty(&mut o, "annotations", sorted_map(&m.annotations));
+    let owners: Vec<Value> = m
+        .owner_references
+        .iter()
+        .map(|r| {
+            json!({"apiVersion": r.api_version, "kind": r.kind, "name": r.name, "uid": r.uid,
+                   "controller": r.controller, "blockOwnerDeletion": r.block_owner_deletion})
+        })
+        .collect();
+    put_nonempty(&mut o, "ownerReferences", Value::Array(owners));
+    put_nonempty(&mut o, "finalizers", json!(m.finalizers));
     Value::Object(o)
 }
 
-fn sorted_map(m: &HashMap<String, String>) -> Value {
+pub(crate) fn sorted_map(m: &HashMap<String, String>) -> Value {
     let sorted: BTreeMap<_, _> = m.iter().collect();
     let mut o = Map::new();
     for (k, v) in sorted {
@@ -637,19 +659,19 @@ fn port_json(name: &str, number_key: &str, number: i32, protocol: &str) -> Map<S
     o
 }
 
-fn put_str(o: &mut Map<String, Value>, key: &str, v: &str) {
+pub(crate) fn put_str(o: &mut Map<String, Value>, key: &str, v: &str) {
     if !v.is_empty() {
         o.insert(key.into(), json!(v));
     }
 }
 
-fn put_time(o: &mut Map<String, Value>, key: &str, millis: i64) {
+pub(crate) fn put_time(o: &mut Map<String, Value>, key: &str, millis: i64) {
     if millis != 0 {
         o.insert(key.into(), json!(rfc3339(millis)));
     }
 }
 
-fn put_nonempty(o: &mut Map<String, Value>, key: &str, v: Value) {
+pub(crate) fn put_nonempty(o: &mut Map<String, Value>, key: &str, v: Value) {
     let empty = match &v {
         Value::Array(a) => a.is_empty(),
         Value::Object(m) => m.is_empty(),

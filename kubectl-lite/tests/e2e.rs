@@ -533,7 +533,8 @@ async fn apply_a_kubernetes_manifest() {
 
     let out = kl(s, &["apply", "-f", f]).await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "pod/whoami created\nservice/whoami created\n");
+    // Dependency order: the Service before the pod it selects.
+    assert_eq!(out.stdout, "service/whoami created\npod/whoami created\n");
     assert_eq!(
         out.stderr,
         format!("warning: {f}: pod/whoami: spec.containers[0].imagePullPolicy: ignored (not used by kube-lite)\n")
@@ -548,7 +549,7 @@ async fn apply_a_kubernetes_manifest() {
     let again = kl(s, &["apply", "-f", f]).await;
     assert_eq!(
         again.stdout,
-        "pod/whoami unchanged\nservice/whoami unchanged\n"
+        "service/whoami unchanged\npod/whoami unchanged\n"
     );
 
     // Labels may change on a pod, and anything but the ClusterIP on a service; from stdin.
@@ -560,7 +561,7 @@ async fn apply_a_kubernetes_manifest() {
         .replace("port: 9090\n", "port: 9191\n");
     let out = kl_stdin(s, &["apply", "-f", "-"], &changed).await;
     assert_eq!(
-        out.stdout, "pod/whoami configured\nservice/whoami configured\n",
+        out.stdout, "service/whoami configured\npod/whoami configured\n",
         "{out:?}"
     );
     assert_eq!(
@@ -617,11 +618,8 @@ async fn apply_a_kubernetes_manifest() {
 
     let named = MANIFEST.replace("targetPort: \"8080\"", "targetPort: http");
     let out = kl_stdin(s, &["apply", "-f", "-"], &named).await;
-    assert!(
-        out.err()
-            .contains("spec.ports[0].targetPort: named target port \"http\" is not supported"),
-        "{out:?}"
-    );
+    // Named target ports are supported since the Services merge.
+    assert_eq!(out.code, 0, "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -674,8 +672,8 @@ async fn errors_are_one_line_with_exit_code_1() {
 
     // Problems found before talking to the server.
     assert_eq!(
-        kl(s, &["get", "deployments"]).await.err(),
-        "error: unknown resource type \"deployments\" (known: pods, services, nodes, endpoints)"
+        kl(s, &["get", "ingresses"]).await.err(),
+        "error: the server doesn't have a resource type \"ingresses\" (known: pods, services, nodes, endpoints, namespaces, configmaps, secrets, events, replicasets, deployments)"
     );
     assert!(kl(
         s,
@@ -740,6 +738,7 @@ async fn logs_of_an_unbound_pod_fail_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_namespaces_and_graceful_delete() {
     let srv = TestApiServer::start().await;
+    srv.create_namespace("dev").await;
     let s = srv.url.as_str();
     add_ready_node(s, "node-1", "192.168.1.10").await;
     let t = kl(s, &["get", "nodes"]).await;
@@ -816,6 +815,7 @@ async fn nodes_namespaces_and_graceful_delete() {
         namespace: "default".into(),
         resource_version: 0,
         grace_period_seconds: 0,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -101,6 +101,7 @@ async fn delete_all(c: &TestCluster, names: &[String]) -> anyhow::Result<Duratio
                 namespace: "default".into(),
                 resource_version: 0,
                 grace_period_seconds: -1,
+                ..Default::default()
             })
             .await
         }

@@ -88,6 +88,7 @@ async fn delete(c: &TestCluster, name: &str, grace: i64) -> Result<(), tonic::St
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: grace,
+            ..Default::default()
         })
         .await
         .map(|_| ())

@@ -153,6 +153,7 @@ async fn delete(c: &TestCluster, name: &str, grace: i64) {
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: grace,
+            ..Default::default()
         })
         .await
         .expect("delete pod");

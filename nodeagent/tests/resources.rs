@@ -227,6 +227,7 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -300,6 +301,7 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: 0,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -234,6 +234,7 @@ async fn delete_pod(c: &TestCluster, name: &str) {
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: 0,
+            ..Default::default()
         })
         .await
         .expect("delete pod");
@@ -399,6 +400,7 @@ async fn service_without_endpoints_refuses_and_deleted_service_leaves_no_chains(
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: -1,
+            ..Default::default()
         })
         .await
         .expect("delete service");

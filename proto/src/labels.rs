@@ -143,6 +143,67 @@ fn check_key(key: &str) -> Result<String, String> {
     Ok(key.to_string())
 }
 
+/// A Kubernetes `LabelSelector` (matchLabels and matchExpressions) as a [`Selector`].
+pub fn from_label_selector(s: &crate::v1::LabelSelector) -> Result<Selector, String> {
+    let mut sel = Selector::from_map(&s.match_labels);
+    for (i, e) in s.match_expressions.iter().enumerate() {
+        let key = check_key(&e.key).map_err(|r| format!("match_expressions[{i}].key: {r}"))?;
+        if !matches!(
+            e.operator.as_str(),
+            "In" | "NotIn" | "Exists" | "DoesNotExist"
+        ) {
+            return Err(format!(
+                "match_expressions[{i}].operator: {:?} is not a valid operator (In, NotIn, Exists, DoesNotExist)",
+                e.operator
+            ));
+        }
+        let needs_values = matches!(e.operator.as_str(), "In" | "NotIn");
+        if needs_values && e.values.is_empty() {
+            return Err(format!(
+                "match_expressions[{i}].values: must be non-empty for operator {}",
+                e.operator
+            ));
+        }
+        if !needs_values && !e.values.is_empty() {
+            return Err(format!(
+                "match_expressions[{i}].values: must be empty for operator {}",
+                e.operator
+            ));
+        }
+        sel.0.push(match e.operator.as_str() {
+            "In" => Requirement::In(key, e.values.clone()),
+            "NotIn" => Requirement::NotIn(key, e.values.clone()),
+            "Exists" => Requirement::Exists(key),
+            "DoesNotExist" => Requirement::NotExists(key),
+            other => {
+                return Err(format!(
+                    "match_expressions[{i}].operator: {other:?} is not a valid operator (In, NotIn, Exists, DoesNotExist)"
+                ))
+            }
+        });
+    }
+    Ok(sel)
+}
+
+impl std::fmt::Display for Selector {
+    /// The selector in `-l` syntax: `app=web,tier in (a,b),!x`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| match r {
+                Requirement::Eq(k, v) => format!("{k}={v}"),
+                Requirement::NotEq(k, v) => format!("{k}!={v}"),
+                Requirement::In(k, vs) => format!("{k} in ({})", vs.join(",")),
+                Requirement::NotIn(k, vs) => format!("{k} notin ({})", vs.join(",")),
+                Requirement::Exists(k) => k.clone(),
+                Requirement::NotExists(k) => format!("!{k}"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +253,37 @@ mod tests {
     fn rejects_malformed() {
         assert!(Selector::parse("a in b").is_err());
         assert!(Selector::parse("=x").is_err());
+    }
+
+    #[test]
+    fn label_selectors_with_expressions() {
+        use crate::v1::{LabelSelector, LabelSelectorRequirement};
+        let ls = LabelSelector {
+            match_labels: [("app".to_string(), "web".to_string())].into(),
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: vec!["a".into(), "b".into()],
+            }],
+        };
+        let s = from_label_selector(&ls).unwrap();
+        assert_eq!(s.to_string(), "app=web,tier in (a,b)");
+        let l = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(s.matches(&l(&[("app", "web"), ("tier", "a")])));
+        assert!(!s.matches(&l(&[("app", "web"), ("tier", "c")])));
+        let mut bad = ls.clone();
+        bad.match_expressions[0].operator = "Near".into();
+        assert!(from_label_selector(&bad)
+            .unwrap_err()
+            .contains("not a valid operator"));
+        bad.match_expressions[0].operator = "Exists".into();
+        assert!(from_label_selector(&bad)
+            .unwrap_err()
+            .contains("must be empty"));
     }
 }

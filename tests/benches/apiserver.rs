@@ -370,6 +370,8 @@ fn ms(us: u64) -> f64 {
 async fn main() {
     // The in-process apiserver runs on its own 2-thread runtime (TestApiServer).
     let s = TestApiServer::start().await;
+    s.create_namespace("watch").await;
+    s.create_namespace("list").await;
     println!(
         "kube-lite apiserver benchmark ({} s per write level, release build: {})",
         write_secs(),

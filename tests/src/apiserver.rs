@@ -18,8 +18,11 @@ use std::time::Duration;
 use kube_lite_pki::{self as pki, Ca, CertKey};
 
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, lease_api_client::LeaseApiClient,
+    config_map_api_client::ConfigMapApiClient, deployment_api_client::DeploymentApiClient,
+    endpoints_api_client::EndpointsApiClient, event_api_client::EventApiClient,
+    lease_api_client::LeaseApiClient, namespace_api_client::NamespaceApiClient,
     node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    replica_set_api_client::ReplicaSetApiClient, secret_api_client::SecretApiClient,
     service_api_client::ServiceApiClient,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -397,6 +400,44 @@ impl TestApiServer {
     pub fn endpoints(&self) -> EndpointsApiClient<Channel> {
         EndpointsApiClient::new(self.channel())
             .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn namespaces(&self) -> NamespaceApiClient<Channel> {
+        NamespaceApiClient::new(self.channel())
+            .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn config_maps(&self) -> ConfigMapApiClient<Channel> {
+        ConfigMapApiClient::new(self.channel())
+            .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn secrets(&self) -> SecretApiClient<Channel> {
+        SecretApiClient::new(self.channel())
+            .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn events(&self) -> EventApiClient<Channel> {
+        EventApiClient::new(self.channel()).max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn replica_sets(&self) -> ReplicaSetApiClient<Channel> {
+        ReplicaSetApiClient::new(self.channel())
+            .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn deployments(&self) -> DeploymentApiClient<Channel> {
+        DeploymentApiClient::new(self.channel())
+            .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    /// Creates namespace `name` (tests that use namespaces other than default).
+    pub async fn create_namespace(&self, name: &str) {
+        let ns = kube_lite_proto::v1::Namespace {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match self.namespaces().create(ns).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => panic!("creating namespace {name}: {s}"),
+        }
     }
 }
 

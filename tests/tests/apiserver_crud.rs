@@ -184,6 +184,8 @@ async fn listed(pods: &mut pod_api_client::PodApiClient<Channel>, req: ListReque
 #[tokio::test]
 async fn list_sorted_filtered_with_revision() {
     let s = TestApiServer::start().await;
+    s.create_namespace("a").await;
+    s.create_namespace("b").await;
     let mut pods = s.pods();
     for (ns, name, app, node) in [
         ("b", "z", "x", "n1"),

@@ -239,6 +239,7 @@ impl Gen {
             creation_timestamp: self.i64v(&[0]),
             deletion_timestamp: self.i64v(&[0]),
             deletion_grace_period_seconds: self.i64v(&[0]),
+            ..Default::default()
         })
     }
 
@@ -508,6 +509,7 @@ impl Gen {
                 namespace: self.namespace(kind),
                 resource_version: self.u64v(),
                 grace_period_seconds: self.i64v(&[-1, 0, 1]),
+                ..Default::default()
             }
             .encode_to_vec(),
             "Watch" => WatchRequest {
@@ -682,6 +684,9 @@ async fn thousands_of_hostile_messages_leave_the_server_answering_and_the_store_
         .and_then(|s| s.parse().ok())
         .unwrap_or(9);
     let s = TestApiServer::start().await;
+    for task in 1..TASKS {
+        s.create_namespace(&format!("fuzz-{task}")).await;
+    }
     let started = Instant::now();
     let mut handles = Vec::new();
     for task in 0..TASKS {

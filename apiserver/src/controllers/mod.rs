@@ -15,14 +15,24 @@
 //! - [`endpoints`]: one Endpoints per Service with a selector.
 //!
 //! A new controller is a new file here and one line in [`all`].
+//!
+//! The workload controllers (garbage collection, namespaces, ReplicaSets, Deployments,
+//! events) work across objects and run asynchronously instead, in [`manager`]: a
+//! List + Watch client of the committed state inside the apiserver process (as
+//! kube-controller-manager), so they never lengthen a write batch.
 
 pub mod cluster_ips;
+pub mod deployment;
 pub mod endpoints;
+pub mod events;
+pub mod gc;
+pub mod manager;
 pub mod node_health;
 pub mod node_lifecycle;
 pub mod node_ports;
 pub mod node_subnets;
 pub mod pods_per_node;
+pub mod replicaset;
 pub mod scheduler;
 
 use std::sync::Arc;

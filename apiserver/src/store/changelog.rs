@@ -126,10 +126,7 @@ fn filter_view(kind: Kind, obj: &Object, labels: HashMap<String, String>, node: 
             }),
             ..Default::default()
         }),
-        Kind::Node => Object::Node(Default::default()),
-        Kind::Service => Object::Service(Default::default()),
-        Kind::Endpoints => Object::Endpoints(Default::default()),
-        Kind::Lease => Object::Lease(Default::default()),
+        other => Object::empty(other),
     };
     *o.meta_mut() = meta;
     o

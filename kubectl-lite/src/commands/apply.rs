@@ -6,6 +6,7 @@ use crate::api::Api;
 use crate::cli::ApplyArgs;
 use crate::manifest::{self, Converted, Manifest};
 use anyhow::{anyhow, bail, Result};
+use kube_lite_core::workloads as wl;
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{Pod, Service};
 use std::io::Read;
@@ -19,6 +20,14 @@ pub fn parse(
 ) -> Result<Vec<(String, Converted)>> {
     let mut sources = Vec::new();
     for f in &a.files {
+        if f != "-" && std::path::Path::new(f).is_dir() {
+            for path in manifest_files(std::path::Path::new(f), a.recursive)? {
+                let p = path.display().to_string();
+                let text = read_source(&p)?;
+                sources.push((p, text));
+            }
+            continue;
+        }
         sources.push((
             if f == "-" {
                 "<stdin>".to_string()
@@ -29,6 +38,30 @@ pub fn parse(
         ));
     }
     load_manifests(&sources, namespace, explicit_namespace)
+}
+
+/// The `.yaml`, `.yml` and `.json` files of a directory, sorted (and of its
+/// subdirectories with `-R`), as kubectl.
+pub fn manifest_files(dir: &std::path::Path, recursive: bool) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if recursive {
+                out.extend(manifest_files(&p, true)?);
+            }
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 fn read_source(src: &str) -> Result<String> {
@@ -80,8 +113,10 @@ pub fn load_manifests(
     Ok(out)
 }
 
-pub async fn run(ctx: &Ctx, docs: Vec<(String, Converted)>) -> Result<()> {
+pub async fn run(ctx: &Ctx, mut docs: Vec<(String, Converted)>) -> Result<()> {
     let mut failures = Vec::new();
+    // Dependency order: namespaces first, workloads after what they use.
+    docs.sort_by_key(|(_, c)| c.manifest.apply_rank());
     for (src, c) in docs {
         let who = c.manifest.display();
         for w in &c.warnings {
@@ -90,6 +125,77 @@ pub async fn run(ctx: &Ctx, docs: Vec<(String, Converted)>) -> Result<()> {
         let result = match c.manifest {
             Manifest::Pod(p) => apply_pod(ctx, p).await,
             Manifest::Service(s) => apply_service(ctx, s).await,
+            Manifest::Namespace(n) => {
+                apply_generic(ctx, n, |_, _| true, |stored, _| stored.clone()).await
+            }
+            Manifest::ConfigMap(c) => {
+                apply_generic(
+                    ctx,
+                    c,
+                    |s, d| {
+                        s.data == d.data
+                            && s.binary_data == d.binary_data
+                            && s.immutable == d.immutable
+                    },
+                    |stored, d| {
+                        let mut u = stored.clone();
+                        u.data = d.data.clone();
+                        u.binary_data = d.binary_data.clone();
+                        u.immutable = d.immutable;
+                        u
+                    },
+                )
+                .await
+            }
+            Manifest::Secret(mut sec) => {
+                for (k, v) in std::mem::take(&mut sec.string_data) {
+                    sec.data.insert(k, v.into_bytes());
+                }
+                if sec.r#type.is_empty() {
+                    sec.r#type = "Opaque".into();
+                }
+                apply_generic(
+                    ctx,
+                    sec,
+                    |s, d| s.data == d.data && s.r#type == d.r#type && s.immutable == d.immutable,
+                    |stored, d| {
+                        let mut u = stored.clone();
+                        u.data = d.data.clone();
+                        u.r#type = d.r#type.clone();
+                        u.immutable = d.immutable;
+                        u
+                    },
+                )
+                .await
+            }
+            Manifest::Deployment(mut d) => {
+                wl::default_deployment_spec(d.spec.get_or_insert_with(Default::default));
+                apply_generic(
+                    ctx,
+                    d,
+                    |s, d| s.spec == d.spec,
+                    |stored, d| {
+                        let mut u = stored.clone();
+                        u.spec = d.spec.clone();
+                        u
+                    },
+                )
+                .await
+            }
+            Manifest::ReplicaSet(mut r) => {
+                wl::default_replica_set_spec(r.spec.get_or_insert_with(Default::default));
+                apply_generic(
+                    ctx,
+                    r,
+                    |s, d| s.spec == d.spec,
+                    |stored, d| {
+                        let mut u = stored.clone();
+                        u.spec = d.spec.clone();
+                        u
+                    },
+                )
+                .await
+            }
         };
         match result {
             Ok(verb) => out(format_args!("{who} {verb}\n"))?,
@@ -103,6 +209,80 @@ pub async fn run(ctx: &Ctx, docs: Vec<(String, Converted)>) -> Result<()> {
                 eprintln!("error: {f}");
             }
             Err(anyhow!("{}", failures[failures.len() - 1]))
+        }
+    }
+}
+
+/// Create, or update when the content (`same`) or the labels/annotations differ. The
+/// stored annotations the server writes (`deployment.kubernetes.io/…`) are kept.
+async fn apply_generic<T: Api>(
+    ctx: &Ctx,
+    desired: T,
+    same: impl Fn(&T, &T) -> bool,
+    merge: impl Fn(&T, &T) -> T,
+) -> Result<&'static str> {
+    let meta = desired.meta().clone();
+    let who = format!("{}/{}", crate::api::display::<T>(), meta.name);
+    let ns = if T::NAMESPACED {
+        meta.namespace.clone()
+    } else {
+        String::new()
+    };
+    match T::get(&ctx.ch, &ns, &meta.name).await {
+        Err(s) if s.code() == Code::NotFound => {
+            T::create(&ctx.ch, desired)
+                .await
+                .map_err(|s| ctx.error::<T>(&format!("apply {who}"), "", s))?;
+            Ok("created")
+        }
+        Err(s) => Err(ctx.error::<T>(&format!("apply {who}"), "", s)),
+        Ok(stored) => {
+            let sm = stored.meta().clone();
+            let mut annotations = meta.annotations.clone();
+            for (k, v) in &sm.annotations {
+                if k.starts_with("deployment.kubernetes.io/") {
+                    annotations.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            if same(&stored, &desired) && sm.labels == meta.labels && sm.annotations == annotations
+            {
+                return Ok("unchanged");
+            }
+            let mut updated = merge(&stored, &desired);
+            updated.meta_mut().labels = meta.labels;
+            updated.meta_mut().annotations = annotations;
+            T::update(&ctx.ch, updated)
+                .await
+                .map_err(|s| ctx.error::<T>(&format!("apply {who}"), "", s))?;
+            Ok("configured")
+        }
+    }
+}
+
+/// `delete -f`: the objects the manifests name, workloads first and namespaces last
+/// (reverse apply order); missing ones are reported and skipped, as kubectl.
+pub async fn delete_all(
+    ctx: &Ctx,
+    mut docs: Vec<(String, Converted)>,
+    a: &crate::cli::DeleteArgs,
+) -> Result<()> {
+    docs.sort_by_key(|(_, c)| std::cmp::Reverse(c.manifest.apply_rank()));
+    let mut failures = Vec::new();
+    for (_, c) in docs {
+        let kind = c.manifest.kind();
+        let m = c.manifest.meta();
+        let names = [m.name.clone()];
+        if let Err(e) = super::delete::run_names(ctx, kind, a, &m.namespace, &names).await {
+            failures.push(e.to_string());
+        }
+    }
+    match failures.pop() {
+        None => Ok(()),
+        Some(last) => {
+            for f in failures {
+                eprintln!("error: {f}");
+            }
+            Err(anyhow!("{last}"))
         }
     }
 }

@@ -13,6 +13,29 @@ pub fn kind_and_names(resource: &mut String, names: &mut Vec<String>) -> Result<
     Kind::parse(resource).map_err(|e| anyhow!(e))
 }
 
+/// `all` and `pods,svc`: several kinds (`None` for one kind).
+pub fn kinds(resource: &str) -> Result<Option<Vec<Kind>>> {
+    if resource == "all" {
+        return Ok(Some(crate::api::ALL.to_vec()));
+    }
+    if !resource.contains(',') || resource.contains('/') {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for w in resource.split(',').filter(|w| !w.is_empty()) {
+        let k = if w == "all" {
+            out.extend(crate::api::ALL);
+            continue;
+        } else {
+            Kind::parse(w).map_err(|e| anyhow!(e))?
+        };
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    Ok(Some(out))
+}
+
 /// Like [`kind_and_names`], for commands that need at least one NAME (`describe`, `delete`).
 pub fn kind_and_required_names(
     verb: &str,
@@ -47,9 +70,22 @@ mod tests {
         let (k, _, n) = split("SVC", &[]).unwrap();
         assert_eq!((k, n.len()), (Kind::Service, 0));
         assert_eq!(
-            split("deploy/x", &[]).unwrap_err().to_string(),
-            "unknown resource type \"deploy\" (known: pods, services, nodes, endpoints)"
+            split("deplo/x", &[]).unwrap_err().to_string(),
+            "the server doesn't have a resource type \"deplo\" (known: pods, services, nodes, endpoints, namespaces, configmaps, secrets, events, replicasets, deployments)"
         );
+    }
+
+    #[test]
+    fn several_kinds() {
+        assert_eq!(
+            kinds("pods,svc").unwrap(),
+            Some(vec![Kind::Pod, Kind::Service])
+        );
+        assert_eq!(kinds("all").unwrap().unwrap().len(), 4);
+        assert_eq!(kinds("deploy").unwrap(), None);
+        assert!(kinds("pods,nope").is_err());
+        let (k, _, n) = split("deployment.apps/web", &[]).unwrap();
+        assert_eq!((k, n), (Kind::Deployment, vec!["web".to_string()]));
     }
 
     #[test]

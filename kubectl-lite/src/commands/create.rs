@@ -15,6 +15,10 @@ use kube_lite_proto::v1::{
 pub enum New {
     Pod(Pod),
     Service(Service),
+    Deployment(kube_lite_proto::v1::Deployment),
+    Namespace(kube_lite_proto::v1::Namespace),
+    ConfigMap(kube_lite_proto::v1::ConfigMap),
+    Secret(kube_lite_proto::v1::Secret),
 }
 
 /// The flags → the object (pure; checked before connecting).
@@ -22,6 +26,16 @@ pub fn parse(cmd: &CreateCommand, namespace: &str) -> Result<New> {
     Ok(match cmd {
         CreateCommand::Pod(a) => New::Pod(pod_from_args(a, namespace)?),
         CreateCommand::Service(a) => New::Service(service_from_args(a, namespace)?),
+        CreateCommand::Deployment(a) => {
+            New::Deployment(super::workloads::deployment_from_args(a, namespace)?)
+        }
+        CreateCommand::Namespace(a) => New::Namespace(super::workloads::namespace_from_args(a)),
+        CreateCommand::Configmap(a) => {
+            New::ConfigMap(super::workloads::config_map_from_args(a, namespace)?)
+        }
+        CreateCommand::Secret(crate::cli::CreateSecretCommand::Generic(a)) => {
+            New::Secret(super::workloads::secret_from_args(a, namespace)?)
+        }
     })
 }
 
@@ -29,6 +43,10 @@ pub async fn run(ctx: &Ctx, new: New) -> Result<()> {
     match new {
         New::Pod(p) => create(ctx, p).await,
         New::Service(s) => create(ctx, s).await,
+        New::Deployment(d) => create(ctx, d).await,
+        New::Namespace(n) => create(ctx, n).await,
+        New::ConfigMap(c) => create(ctx, c).await,
+        New::Secret(s) => create(ctx, s).await,
     }
 }
 
@@ -128,7 +146,10 @@ async fn create<T: Api>(ctx: &Ctx, obj: T) -> Result<()> {
     T::create(&ctx.ch, obj)
         .await
         .map_err(|s| ctx.error::<T>(&format!("create {}/{name}", T::SINGULAR), "", s))?;
-    out(format_args!("{}/{name} created\n", T::SINGULAR))?;
+    out(format_args!(
+        "{}/{name} created\n",
+        crate::api::display::<T>()
+    ))?;
     Ok(())
 }
 

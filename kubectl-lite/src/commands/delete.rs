@@ -7,16 +7,53 @@ use crate::cli::DeleteArgs;
 use anyhow::{anyhow, Result};
 use futures::StreamExt;
 use kube_lite_core::Resource;
-use kube_lite_proto::v1::{DeleteRequest, Endpoints, EventType, Node, Pod, Service, WatchRequest};
+use kube_lite_proto::v1::{
+    ConfigMap, DeleteRequest, Deployment, Endpoints, Event, EventType, Namespace, Node, Pod,
+    ReplicaSet, Secret, Service, WatchRequest,
+};
 use std::time::Duration;
 use tonic::Code;
 
 pub async fn run(ctx: &Ctx, kind: Kind, a: &DeleteArgs) -> Result<()> {
+    run_names(ctx, kind, a, &ctx.namespace.clone(), &a.names).await
+}
+
+/// Deletes `names` of `kind` in `namespace` (the names of `a` are ignored).
+pub async fn run_names(
+    ctx: &Ctx,
+    kind: Kind,
+    a: &DeleteArgs,
+    namespace: &str,
+    names: &[String],
+) -> Result<()> {
+    macro_rules! go {
+        ($t:ty) => {
+            delete::<$t>(ctx, a, namespace, names).await
+        };
+    }
     match kind {
-        Kind::Pod => delete::<Pod>(ctx, a).await,
-        Kind::Service => delete::<Service>(ctx, a).await,
-        Kind::Node => delete::<Node>(ctx, a).await,
-        Kind::Endpoints => delete::<Endpoints>(ctx, a).await,
+        Kind::Pod => go!(Pod),
+        Kind::Service => go!(Service),
+        Kind::Node => go!(Node),
+        Kind::Endpoints => go!(Endpoints),
+        Kind::Namespace => go!(Namespace),
+        Kind::ConfigMap => go!(ConfigMap),
+        Kind::Secret => go!(Secret),
+        Kind::Event => go!(Event),
+        Kind::ReplicaSet => go!(ReplicaSet),
+        Kind::Deployment => go!(Deployment),
+    }
+}
+
+/// `--cascade`: background|true (default), foreground, orphan|false.
+pub fn propagation(cascade: &str) -> Result<&'static str> {
+    match cascade {
+        "background" | "true" | "" => Ok("Background"),
+        "foreground" => Ok("Foreground"),
+        "orphan" | "false" => Ok("Orphan"),
+        other => Err(anyhow!(
+            "--cascade {other:?}: must be background, foreground or orphan"
+        )),
     }
 }
 
@@ -29,26 +66,40 @@ pub fn grace_period(a: &DeleteArgs) -> i64 {
     }
 }
 
-async fn delete<T: Api>(ctx: &Ctx, a: &DeleteArgs) -> Result<()> {
+async fn delete<T: Api>(
+    ctx: &Ctx,
+    a: &DeleteArgs,
+    namespace: &str,
+    names: &[String],
+) -> Result<()> {
     let grace = grace_period(a);
+    let policy = propagation(&a.cascade)?;
     if a.force && T::KIND == Pod::KIND {
         eprintln!(
             "warning: immediate deletion does not wait for the node to stop the pod's containers"
         );
     }
-    let namespace = ctx.ns_for::<T>();
+    let namespace = if T::NAMESPACED {
+        namespace.to_string()
+    } else {
+        String::new()
+    };
     let mut pending = Vec::new();
-    for name in &a.names {
+    for name in names {
         let req = DeleteRequest {
             name: name.clone(),
             namespace: namespace.clone(),
             resource_version: 0,
             grace_period_seconds: grace,
+            propagation_policy: policy.into(),
         };
         let obj = T::delete(&ctx.ch, req)
             .await
             .map_err(|s| ctx.error::<T>(&format!("delete {}/{name}", T::SINGULAR), name, s))?;
-        out(format_args!("{} {name:?} deleted\n", T::SINGULAR))?;
+        out(format_args!(
+            "{} {name:?} deleted\n",
+            crate::api::display::<T>()
+        ))?;
         if obj.meta().deletion_timestamp != 0 {
             pending.push(name.clone());
         }

@@ -9,15 +9,56 @@ use crate::output::{self, Format, Show, Table};
 use anyhow::{anyhow, Result};
 use kube_lite_client::WatchParams;
 use kube_lite_core::time::now_ms;
-use kube_lite_proto::v1::{Endpoints, ListRequest, Node, Pod, Service};
+use kube_lite_core::Resource;
+use kube_lite_proto::v1::{
+    ConfigMap, Deployment, Endpoints, Event, ListRequest, Namespace, Node, Pod, ReplicaSet, Secret,
+    Service,
+};
 use std::io::Write;
 
 pub async fn run(ctx: &Ctx, kind: Kind, a: &GetArgs) -> Result<()> {
+    run_one(ctx, kind, a, None).await.map(|_| ())
+}
+
+/// `get pods,svc` and `get all`: one table per kind, names as `kind/name`, a blank line
+/// between tables (kubectl's layout); kinds with nothing are left out.
+pub async fn run_many(ctx: &Ctx, kinds: &[Kind], a: &GetArgs) -> Result<()> {
+    if a.watch {
+        anyhow::bail!("watch is only supported on individual resources and resource object names");
+    }
+    let mut first = true;
+    let mut any = false;
+    for &k in kinds {
+        let printed = run_one(ctx, k, a, Some(&mut first)).await?;
+        any |= printed;
+    }
+    if !any && (a.output.is_none() || a.output == Some(Format::Wide)) {
+        if a.all_namespaces {
+            eprintln!("No resources found");
+        } else {
+            eprintln!("No resources found in {} namespace.", ctx.namespace);
+        }
+    }
+    Ok(())
+}
+
+async fn run_one(ctx: &Ctx, kind: Kind, a: &GetArgs, many: Option<&mut bool>) -> Result<bool> {
+    macro_rules! go {
+        ($t:ty) => {
+            get::<$t>(ctx, a, kind, many).await
+        };
+    }
     match kind {
-        Kind::Pod => get::<Pod>(ctx, a).await,
-        Kind::Service => get::<Service>(ctx, a).await,
-        Kind::Node => get::<Node>(ctx, a).await,
-        Kind::Endpoints => get::<Endpoints>(ctx, a).await,
+        Kind::Pod => go!(Pod),
+        Kind::Service => go!(Service),
+        Kind::Node => go!(Node),
+        Kind::Endpoints => go!(Endpoints),
+        Kind::Namespace => go!(Namespace),
+        Kind::ConfigMap => go!(ConfigMap),
+        Kind::Secret => go!(Secret),
+        Kind::Event => go!(Event),
+        Kind::ReplicaSet => go!(ReplicaSet),
+        Kind::Deployment => go!(Deployment),
     }
 }
 
@@ -48,7 +89,7 @@ fn print_objects<T: Show>(items: &[T], single: bool, format: Format) -> Result<(
     Ok(())
 }
 
-async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
+async fn get<T: Show>(ctx: &Ctx, a: &GetArgs, kind: Kind, many: Option<&mut bool>) -> Result<bool> {
     let namespace = if a.all_namespaces {
         String::new()
     } else {
@@ -83,7 +124,33 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
                 .map_err(|s| ctx.error::<T>(&format!("list {}", T::PLURAL), "", s))?
         }
     };
+    let mut items = items;
+    if T::KIND == Event::KIND {
+        // kubectl sorts events by time (oldest first).
+        items.sort_by_key(|e| e.meta().creation_timestamp);
+    }
     let mut table = Table::default();
+    if let Some(first) = many {
+        // One of several kinds: `kind/name` rows, a blank line between tables.
+        if items.is_empty() {
+            return Ok(false);
+        }
+        if table_mode {
+            let (header, mut rows) = output::table_rows(&items, now_ms(), wide, with_ns);
+            let name_col = usize::from(with_ns);
+            for r in &mut rows {
+                r[name_col] = format!("{}/{}", kind.display(), r[name_col]);
+            }
+            if !*first {
+                out(format_args!("\n"))?;
+            }
+            out(format_args!("{}", table.render(&header, &rows)))?;
+        } else {
+            print_objects(&items, false, a.output.unwrap_or(Format::Json))?;
+        }
+        *first = false;
+        return Ok(true);
+    }
     if table_mode {
         if items.is_empty() {
             if T::NAMESPACED && !a.all_namespaces {
@@ -111,7 +178,7 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
         print_objects(&items, a.names.len() == 1, a.output.unwrap_or(Format::Json))?;
     }
     if !a.watch {
-        return Ok(());
+        return Ok(!items.is_empty());
     }
     let _ = std::io::stdout().flush();
     let params = WatchParams {
@@ -121,5 +188,6 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
     };
     let changes = watch::Changes::new(items, a.names.clone());
     let printer = watch::Printer::new(a.output, table, with_ns);
-    watch::follow(ctx, params, revision, changes, printer).await
+    watch::follow(ctx, params, revision, changes, printer).await?;
+    Ok(true)
 }

@@ -16,6 +16,7 @@ mod errors;
 mod get;
 mod logs;
 mod watch;
+pub mod workloads;
 
 pub use apply::load_manifests;
 pub use create::{pod_from_args, service_from_args};
@@ -34,9 +35,14 @@ enum Plan {
     Create(Box<create::New>),
     Apply(Vec<(String, Converted)>),
     Get(Kind, GetArgs),
+    GetMany(Vec<Kind>, GetArgs),
     Describe(Kind, DescribeArgs),
     Delete(Kind, DeleteArgs),
+    DeleteFiles(Vec<(String, Converted)>, DeleteArgs),
     Logs(LogsArgs),
+    Scale(ScaleArgs),
+    Rollout(RolloutCommand),
+    Label(MetaArgs, bool),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -54,16 +60,36 @@ pub async fn run(cli: Cli) -> Result<()> {
     let plan = match cli.command {
         Command::Create(c) => Plan::Create(Box::new(create::parse(&c, &namespace)?)),
         Command::Apply(a) => Plan::Apply(apply::parse(&a, &namespace, explicit_namespace)?),
-        Command::Get(mut a) => Plan::Get(kind_and_names(&mut a.resource, &mut a.names)?, a),
+        Command::Get(mut a) => match args::kinds(&a.resource)? {
+            Some(kinds) => Plan::GetMany(kinds, a),
+            None => Plan::Get(kind_and_names(&mut a.resource, &mut a.names)?, a),
+        },
         Command::Describe(mut a) => {
             let k = kind_and_required_names("describe", &mut a.resource, &mut a.names)?;
             Plan::Describe(k, a)
         }
+        Command::Delete(a) if !a.files.is_empty() => {
+            if !a.resource.is_empty() {
+                anyhow::bail!("delete: give either -f or KIND NAME, not both");
+            }
+            let apply = ApplyArgs {
+                files: a.files.clone(),
+                recursive: a.recursive,
+            };
+            Plan::DeleteFiles(apply::parse(&apply, &namespace, explicit_namespace)?, a)
+        }
         Command::Delete(mut a) => {
+            if a.resource.is_empty() {
+                anyhow::bail!("delete: a KIND and NAME (or -f FILE) are required");
+            }
             let k = kind_and_required_names("delete", &mut a.resource, &mut a.names)?;
             Plan::Delete(k, a)
         }
         Command::Logs(a) => Plan::Logs(a),
+        Command::Scale(a) => Plan::Scale(a),
+        Command::Rollout(r) => Plan::Rollout(r),
+        Command::Label(a) => Plan::Label(a, true),
+        Command::Annotate(a) => Plan::Label(a, false),
         Command::Config(_) => unreachable!("handled above"),
     };
     let ch = connect(&resolved).await?;
@@ -77,9 +103,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Create(new) => create::run(&ctx, *new).await,
         Plan::Apply(docs) => apply::run(&ctx, docs).await,
         Plan::Get(k, a) => get::run(&ctx, k, &a).await,
+        Plan::GetMany(k, a) => get::run_many(&ctx, &k, &a).await,
         Plan::Describe(k, a) => describe::run(&ctx, k, a).await,
         Plan::Delete(k, a) => delete::run(&ctx, k, &a).await,
+        Plan::DeleteFiles(docs, a) => apply::delete_all(&ctx, docs, &a).await,
         Plan::Logs(a) => logs::run(&ctx, a).await,
+        Plan::Scale(a) => workloads::scale(&ctx, &a).await,
+        Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
+        Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
     }
 }
 

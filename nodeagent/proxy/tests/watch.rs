@@ -142,6 +142,7 @@ async fn run_follows_services_and_endpoints() {
             namespace: "default".into(),
             resource_version: 0,
             grace_period_seconds: -1,
+            ..Default::default()
         })
         .await
         .unwrap();

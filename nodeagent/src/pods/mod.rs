@@ -865,6 +865,7 @@ impl PodWorker {
                 namespace: namespace.clone(),
                 resource_version: cur.meta().resource_version,
                 grace_period_seconds: 0,
+                ..Default::default()
             };
             match self.node.api.delete(req).await {
                 Ok(()) => {
