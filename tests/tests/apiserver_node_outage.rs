@@ -83,15 +83,23 @@ impl Agents {
             on.lock().unwrap().insert(name.to_string(), true);
             let (url, on, name) = (url.clone(), on.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
+                // One connection per agent (TLS as the admin: the test kit's server is
+                // secure), made again when the server moves.
+                let mut conn: Option<(String, NodeApiClient<tonic::transport::Channel>)> = None;
                 loop {
                     if on.lock().unwrap()[&name] {
                         let u = url.lock().unwrap().clone();
-                        if let Ok(mut c) = NodeApiClient::connect(u).await {
-                            if let Ok(n) = c.get(get(&name)).await {
-                                let mut n = n.into_inner();
-                                n.status = Some(ready_status());
-                                let _ = c.update_status(n).await;
-                            }
+                        if conn.as_ref().is_none_or(|(cu, _)| *cu != u) {
+                            conn = Some((
+                                u.clone(),
+                                NodeApiClient::new(kube_lite_tests::apiserver::channel_for(&u)),
+                            ));
+                        }
+                        let c = &mut conn.as_mut().expect("set").1;
+                        if let Ok(n) = c.get(get(&name)).await {
+                            let mut n = n.into_inner();
+                            n.status = Some(ready_status());
+                            let _ = c.update_status(n).await;
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
