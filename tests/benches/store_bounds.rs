@@ -62,6 +62,8 @@ impl Server {
         let child = Command::new(bin)
             .arg("--data-dir")
             .arg(dir)
+            // Plain HTTP/2 (the bench measures the store, not TLS).
+            .arg("--insecure")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             // Store bounds are measured here, not TLS (tests/benches/apiserver.rs has
