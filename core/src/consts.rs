@@ -105,3 +105,11 @@ pub mod dns_policy {
     pub const DEFAULT: &str = "Default";
     pub const NONE: &str = "None";
 }
+
+/// Node heartbeats as Leases (Kubernetes' coordination.k8s.io).
+pub mod lease {
+    /// The namespace of the node Leases (one per node, named after it).
+    pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+    /// `spec.lease_duration_seconds` of a node Lease (kubelet's default).
+    pub const NODE_LEASE_DURATION_SECONDS: i32 = 40;
+}

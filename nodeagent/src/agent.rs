@@ -225,6 +225,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         clients.clone(),
         info.clone(),
         cfg.heartbeat_interval,
+        cfg.node_status_report_interval,
+    ));
+    tokio::spawn(node::renew_lease_forever(
+        clients.clone(),
+        node_name.clone(),
+        cfg.heartbeat_interval,
     ));
 
     // The running binary even if its file is replaced meanwhile (e.g. rebuilt).

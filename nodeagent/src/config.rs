@@ -51,9 +51,15 @@ pub struct Config {
     /// Pod interface MTU (1450 fits VXLAN on a 1500 underlay).
     #[arg(long, env = "KUBE_LITE_MTU", default_value_t = 1450)]
     pub mtu: u32,
-    /// Node status update period.
+    /// Heartbeat period: the node Lease is renewed this often (with 4% jitter, the
+    /// first renewal at a random point of the first period), and the Node status is
+    /// checked and written when it changed.
     #[arg(long, env = "KUBE_LITE_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// The Node status is written at least this often even when unchanged (kubelet's
+    /// nodeStatusReportFrequency).
+    #[arg(long, env = "KUBE_LITE_NODE_STATUS_REPORT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub node_status_report_interval: Duration,
     /// Directory searched first for images (and for `whoami` → kl-whoami).
     #[arg(long, env = "KUBE_LITE_IMAGE_DIR")]
     pub image_dir: Option<PathBuf>,
@@ -153,6 +159,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.node_name.as_deref(), Some("n1"));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.node_status_report_interval, Duration::from_secs(300));
         assert_eq!(c.vni, 10);
         assert_eq!(c.mtu, 1450);
         assert_eq!(c.proxy_mode, "nth");

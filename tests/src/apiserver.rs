@@ -18,8 +18,9 @@ use std::time::Duration;
 use kube_lite_pki::{self as pki, Ca, CertKey};
 
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, service_api_client::ServiceApiClient,
+    endpoints_api_client::EndpointsApiClient, lease_api_client::LeaseApiClient,
+    node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    service_api_client::ServiceApiClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -389,6 +390,9 @@ impl TestApiServer {
     pub fn services(&self) -> ServiceApiClient<Channel> {
         ServiceApiClient::new(self.channel())
             .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn leases(&self) -> LeaseApiClient<Channel> {
+        LeaseApiClient::new(self.channel()).max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
     }
     pub fn endpoints(&self) -> EndpointsApiClient<Channel> {
         EndpointsApiClient::new(self.channel())

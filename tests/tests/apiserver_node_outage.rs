@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube_lite_proto::v1::node_api_client::NodeApiClient;
 use kube_lite_proto::v1::*;
-use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::apiserver::{channel_for, TestApiServer};
 use kube_lite_tests::fixtures::{get, pod};
 
 const GRACE: Duration = Duration::from_millis(800);
@@ -90,10 +90,7 @@ impl Agents {
                     if on.lock().unwrap()[&name] {
                         let u = url.lock().unwrap().clone();
                         if conn.as_ref().is_none_or(|(cu, _)| *cu != u) {
-                            conn = Some((
-                                u.clone(),
-                                NodeApiClient::new(kube_lite_tests::apiserver::channel_for(&u)),
-                            ));
+                            conn = Some((u.clone(), NodeApiClient::new(channel_for(&u))));
                         }
                         let c = &mut conn.as_mut().expect("set").1;
                         if let Ok(n) = c.get(get(&name)).await {
