@@ -54,6 +54,7 @@ fn pod(ns: &str, name: &str) -> Pod {
                 env: vec![EnvVar {
                     name: "MODE".into(),
                     value: "bench".into(),
+                    ..Default::default()
                 }],
                 ports: vec![ContainerPort {
                     name: "http".into(),

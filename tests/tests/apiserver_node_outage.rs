@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube_lite_proto::v1::node_api_client::NodeApiClient;
 use kube_lite_proto::v1::*;
-use kube_lite_tests::apiserver::{channel_for, TestApiServer};
+use kube_lite_tests::apiserver::TestApiServer;
 use kube_lite_tests::fixtures::{get, pod};
 
 const GRACE: Duration = Duration::from_millis(800);
