@@ -90,7 +90,10 @@ impl Agents {
                     if on.lock().unwrap()[&name] {
                         let u = url.lock().unwrap().clone();
                         if conn.as_ref().is_none_or(|(cu, _)| *cu != u) {
-                            conn = Some((u.clone(), NodeApiClient::new(channel_for(&u))));
+                            conn = Some((
+                                u.clone(),
+                                NodeApiClient::new(kube_lite_tests::apiserver::channel_for(&u)),
+                            ));
                         }
                         let c = &mut conn.as_mut().expect("set").1;
                         if let Ok(n) = c.get(get(&name)).await {
