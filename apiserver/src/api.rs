@@ -45,7 +45,7 @@ impl Api {
         Api { store }
     }
 
-    async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
+    pub async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
         let mut obj = req.into_inner().into_object();
         validation::prepare_create(&mut obj)?;
         let key = obj.key();
@@ -59,7 +59,7 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_get<R: Stored>(&self, req: Request<GetRequest>) -> Res<R> {
+    pub fn do_get<R: Stored>(&self, req: Request<GetRequest>) -> Res<R> {
         let r = req.into_inner();
         let key = ObjectRef::of::<R>(&r.namespace, r.name);
         match self.store.get(R::STORED_KIND, &key) {
@@ -72,7 +72,7 @@ impl Api {
         }
     }
 
-    fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
+    pub fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
         let r = req.into_inner();
         let filter = Filter::new(
             R::STORED_KIND,
@@ -103,7 +103,7 @@ impl Api {
         Ok(Response::new(R::list(items, rev)))
     }
 
-    async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
+    pub async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
         let mut obj = req.into_inner().into_object();
         let m = obj.meta_mut();
         m.namespace = ObjectRef::of::<R>(&m.namespace, "").namespace;
@@ -121,7 +121,7 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
+    pub async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
         let r = req.into_inner();
         validation::validate_delete(&r)?;
         let key = ObjectRef::of::<R>(&r.namespace, r.name);
@@ -141,7 +141,7 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
+    pub fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
         let r = req.into_inner();
         validation::validate_watch(&r)?;
         let filter = Filter::new(
@@ -175,7 +175,7 @@ impl Api {
         Ok(Response::new(WatchStream::new(out, end)))
     }
 
-    async fn do_logs(
+    pub async fn do_logs(
         &self,
         req: Request<LogsRequest>,
     ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {

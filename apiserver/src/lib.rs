@@ -16,6 +16,8 @@
 //!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
+//! - [`rest`]: the Kubernetes REST API (discovery, OpenAPI, every verb, Tables,
+//!   patches) over the same handlers, on the same listener (routed by content type).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
 //!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
@@ -43,6 +45,7 @@ pub mod controllers;
 pub mod error;
 pub mod ops;
 pub mod resource;
+pub mod rest;
 pub mod store;
 pub mod validation;
 pub mod watch;
@@ -125,7 +128,12 @@ pub async fn serve_with_drain(
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .prepare();
-    let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    let grpc = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    // One listener: gRPC by its content type, every other request to the REST face.
+    let service = rest::Split {
+        grpc,
+        rest: rest::router(rest::Rest::new(api.clone(), store.clone())),
+    };
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight
     // requests for `drain`, then drop the remaining ones.

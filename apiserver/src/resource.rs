@@ -165,6 +165,8 @@ pub trait Stored: Resource {
     fn from_object(o: &Object) -> Self;
     fn list(items: Vec<Self>, resource_version: u64) -> Self::List;
     fn event(typ: EventType, object: Self, resource_version: u64) -> Self::Event;
+    /// An event's (type, object, resource_version) (the REST face's watch).
+    fn split_event(e: Self::Event) -> (i32, Option<Self>, u64);
 }
 
 macro_rules! stored {
@@ -194,6 +196,9 @@ macro_rules! stored {
                     object: Some(object),
                     resource_version,
                 }
+            }
+            fn split_event(e: $event) -> (i32, Option<Self>, u64) {
+                (e.r#type, e.object, e.resource_version)
             }
         }
     };

@@ -19,12 +19,73 @@ impl K8sKind for Pod {
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const SUBRESOURCES: &'static [&'static str] = &["status", "log", "binding"];
+    const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[
+        ("spec.containers", "name"),
+        ("spec.containers.env", "name"),
+        ("spec.containers.ports", "containerPort"),
+        ("status.conditions", "type"),
+    ];
     const SELECTABLE_FIELDS: &'static [&'static str] = &[
         "spec.nodeName",
         "spec.restartPolicy",
         "status.phase",
         "status.podIP",
     ];
+
+    fn schema_sample() -> Pod {
+        Pod {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                resource_version: 7,
+                creation_timestamp: 1_700_000_000_000,
+                labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: "n1".into(),
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: "whoami".into(),
+                    args: vec!["-x".into()],
+                    env: vec![EnvVar {
+                        name: "A".into(),
+                        value: "b".into(),
+                    }],
+                    ports: vec![ContainerPort {
+                        name: "http".into(),
+                        container_port: 8080,
+                        protocol: "TCP".into(),
+                    }],
+                    ..Default::default()
+                }],
+                restart_policy: "Always".into(),
+                termination_grace_period_seconds: 30,
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: "Running".into(),
+                pod_ip: "10.0.1.2".into(),
+                host_ip: "192.168.1.1".into(),
+                start_time: 1_700_000_001_000,
+                container_statuses: vec![ContainerStatus {
+                    name: "c".into(),
+                    state: "Running".into(),
+                    ready: true,
+                    restart_count: 2,
+                    started_at: 1_700_000_002_000,
+                    ..Default::default()
+                }],
+                conditions: vec![PodCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
 
     fn to_k8s(&self) -> corev1::Pod {
         corev1::Pod {
@@ -338,66 +399,9 @@ fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::ObjectMeta;
-
-    pub(crate) fn sample() -> Pod {
-        Pod {
-            metadata: Some(ObjectMeta {
-                name: "web".into(),
-                namespace: "default".into(),
-                uid: "u1".into(),
-                resource_version: 7,
-                creation_timestamp: 1_700_000_000_000,
-                labels: [("app".to_string(), "web".to_string())].into(),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                node_name: "n1".into(),
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: "whoami".into(),
-                    args: vec!["-x".into()],
-                    env: vec![EnvVar {
-                        name: "A".into(),
-                        value: "b".into(),
-                    }],
-                    ports: vec![ContainerPort {
-                        name: "http".into(),
-                        container_port: 8080,
-                        protocol: "TCP".into(),
-                    }],
-                    ..Default::default()
-                }],
-                restart_policy: "Always".into(),
-                termination_grace_period_seconds: 30,
-                ..Default::default()
-            }),
-            status: Some(PodStatus {
-                phase: "Running".into(),
-                pod_ip: "10.0.1.2".into(),
-                host_ip: "192.168.1.1".into(),
-                start_time: 1_700_000_001_000,
-                container_statuses: vec![ContainerStatus {
-                    name: "c".into(),
-                    state: "Running".into(),
-                    ready: true,
-                    restart_count: 2,
-                    started_at: 1_700_000_002_000,
-                    ..Default::default()
-                }],
-                conditions: vec![PodCondition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        }
-    }
-
     #[test]
     fn kubernetes_spelling_and_round_trip() {
-        let p = sample();
+        let p = Pod::schema_sample();
         let v = p.to_json();
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["kind"], "Pod");
@@ -418,7 +422,7 @@ mod tests {
 
     #[test]
     fn table_cells() {
-        let p = sample();
+        let p = Pod::schema_sample();
         let c = p.cells(1_700_000_010_000);
         assert_eq!(
             c,

@@ -19,7 +19,30 @@ impl K8sKind for Service {
     const SHORT_NAMES: &'static [&'static str] = &["svc"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const SUBRESOURCES: &'static [&'static str] = &["status"];
+    const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[("spec.ports", "port")];
     const SELECTABLE_FIELDS: &'static [&'static str] = &["spec.clusterIP", "spec.type"];
+
+    fn schema_sample() -> Service {
+        Service {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                selector: [("app".to_string(), "web".to_string())].into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: "TCP".into(),
+                    port: 80,
+                    target_port: 8080,
+                }],
+                cluster_ip: "10.96.0.1".into(),
+                r#type: "ClusterIP".into(),
+            }),
+            status: Some(ServiceStatus {}),
+        }
+    }
 
     fn to_k8s(&self) -> corev1::Service {
         let s = self.spec.clone().unwrap_or_default();
@@ -154,29 +177,10 @@ impl K8sKind for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::ObjectMeta;
 
     #[test]
     fn round_trip_and_cells() {
-        let s = Service {
-            metadata: Some(ObjectMeta {
-                name: "web".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            spec: Some(ServiceSpec {
-                selector: [("app".to_string(), "web".to_string())].into(),
-                ports: vec![ServicePort {
-                    name: "http".into(),
-                    protocol: "TCP".into(),
-                    port: 80,
-                    target_port: 8080,
-                }],
-                cluster_ip: "10.96.0.1".into(),
-                r#type: "ClusterIP".into(),
-            }),
-            status: Some(ServiceStatus {}),
-        };
+        let s = Service::schema_sample();
         let v = s.to_json();
         assert_eq!(v["spec"]["clusterIP"], "10.96.0.1");
         assert_eq!(v["spec"]["ports"][0]["targetPort"], 8080);
