@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]",
         )
         .enum_attribute(".kubelite.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
+        // Rarely set: boxed so a Pod stays small (clippy's large_enum_variant on Object).
+        .boxed(".kubelite.v1.PodSpec.dns_config")
         .compile_fds(fds)?;
     Ok(())
 }

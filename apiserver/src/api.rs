@@ -27,22 +27,31 @@ use kube_lite_core::ObjectRef;
 
 use crate::controllers::endpoints;
 use crate::error::{bounded, ApiError};
+use crate::list::Pager;
 use crate::ops;
 use crate::resource::{describe, Kind, Object, Stored};
-use crate::store::Store;
+use crate::store::{Objects, Store};
 use crate::validation;
-use crate::watch::{EndSlot, Filter, WatchStream, Watcher};
+use crate::watch::{ByteBudget, EndSlot, Filter, WatchStream, Watcher};
 
 #[derive(Clone)]
 pub struct Api {
     store: Arc<Store>,
+    pager: Arc<Pager>,
 }
+
+/// Lists with more items than this are converted to their wire type on the blocking
+/// pool, not on the runtime's workers (which run the writer and every other call).
+const BLOCKING_LIST_ITEMS: usize = 1000;
 
 type Res<T> = Result<Response<T>, Status>;
 
 impl Api {
     pub fn new(store: Arc<Store>) -> Api {
-        Api { store }
+        Api {
+            store,
+            pager: Arc::default(),
+        }
     }
 
     pub async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
@@ -72,7 +81,7 @@ impl Api {
         }
     }
 
-    pub fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
+    pub async fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
         let r = req.into_inner();
         let filter = Filter::new(
             R::STORED_KIND,
@@ -80,27 +89,39 @@ impl Api {
             &r.label_selector,
             &r.node_name,
         )?;
-        let (objs, rev) = {
-            let sh = self.store.shared.read().expect("lock");
-            let objs: Vec<Arc<Object>> = match &filter.namespace {
-                Some(ns) => sh
-                    .objects
-                    .in_namespace(R::STORED_KIND, ns)
-                    .filter(|(_, o)| filter.matches(o))
-                    .map(|(_, o)| o.clone())
-                    .collect(),
-                None => sh
-                    .objects
-                    .of(R::STORED_KIND)
-                    .values()
-                    .filter(|o| filter.matches(o))
-                    .cloned()
-                    .collect(),
+        // A token continues only a list with the same filters.
+        let filters = format!(
+            "{:?}|{:?}|{:?}",
+            filter.namespace, r.label_selector, filter.node_name
+        );
+        let limit = if R::PAGED { r.limit as usize } else { 0 };
+        let now = std::time::Instant::now();
+        let page = if !r.r#continue.is_empty() && R::PAGED {
+            self.pager
+                .next(R::STORED_KIND, &filters, &r.r#continue, limit, now)?
+        } else {
+            let (objs, rev) = {
+                let sh = self.store.shared.read().expect("lock");
+                (select(&sh.objects, R::STORED_KIND, &filter), sh.rev)
             };
-            (objs, sh.rev)
+            self.pager
+                .first(R::STORED_KIND, &filters, rev, objs, limit, now)
         };
-        let items = objs.iter().map(|o| R::from_object(o)).collect();
-        Ok(Response::new(R::list(items, rev)))
+        let big = page.items.len() > BLOCKING_LIST_ITEMS;
+        let build = move || {
+            let items = page.items.iter().map(|o| R::from_object(o)).collect();
+            let mut list = R::list(items, page.rev);
+            R::set_page(&mut list, page.token, page.remaining);
+            list
+        };
+        let list = if big {
+            tokio::task::spawn_blocking(build)
+                .await
+                .map_err(|e| ApiError::Internal(format!("building the list: {e}")))?
+        } else {
+            build()
+        };
+        Ok(Response::new(list))
     }
 
     pub async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
@@ -156,6 +177,7 @@ impl Api {
         let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
         let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
         let end = Arc::new(EndSlot::default());
+        let budget = Arc::new(ByteBudget::new(self.store.cfg.watch_buffer_bytes));
         let bookmark_every = if r.bookmark_interval_ms > 0 {
             Duration::from_millis(u64::from(r.bookmark_interval_ms.max(10)))
         } else {
@@ -169,10 +191,13 @@ impl Api {
             last: start,
             tx,
             end: end.clone(),
+            budget: budget.clone(),
             bookmark_every,
         };
         tokio::spawn(w.run());
-        Ok(Response::new(WatchStream::new(out, end)))
+        Ok(Response::new(
+            WatchStream::new(out, end).with_budget(budget),
+        ))
     }
 
     pub async fn do_logs(
@@ -247,6 +272,29 @@ impl Api {
     }
 }
 
+/// What a List's filters match now, in key order: pods of a node through the
+/// node-name index, a namespace as a range of keys, else every object of the kind.
+pub fn select(objects: &Objects, kind: Kind, filter: &Filter) -> Vec<Arc<Object>> {
+    match (&filter.node_name, &filter.namespace) {
+        (Some(node), _) if kind == Kind::Pod => objects
+            .pods_on(node)
+            .filter(|o| filter.matches(o))
+            .cloned()
+            .collect(),
+        (_, Some(ns)) => objects
+            .in_namespace(kind, ns)
+            .filter(|(_, o)| filter.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect(),
+        _ => objects
+            .of(kind)
+            .values()
+            .filter(|o| filter.matches(o))
+            .cloned()
+            .collect(),
+    }
+}
+
 /// Refuses a user's write to Endpoints that the endpoints controller owns
 /// ([`endpoints::check_user_write`]); other kinds pass.
 fn check_owner<R: Stored>(txn: &crate::store::Txn<'_>, key: &ObjectRef) -> Result<(), ApiError> {
@@ -262,13 +310,42 @@ const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
 /// tonic reports a request body that does not decode as INTERNAL; it is the client's
 /// fault: INVALID_ARGUMENT "request body: failed to decode Protobuf message: …".
 /// `None` for every other status.
+///
+/// A request over the server's limit ([`crate::MAX_REQUEST_BYTES`]) tonic refuses with
+/// OUT_OF_RANGE "Error, decoded message length too large: found N bytes, the limit is:
+/// L bytes", which reads like a watch's "relist": it becomes RESOURCE_EXHAUSTED
+/// "request too large: N bytes, the request limit is L bytes" (as gRPC's own
+/// "message larger than max", and as the store's per-object limit).
 pub fn decode_error_as_invalid(st: &Status) -> Option<Status> {
+    if st.code() == Code::OutOfRange {
+        return too_large_as_exhausted(st.message());
+    }
     (st.code() == Code::Internal && st.message().starts_with(DECODE_ERROR_PREFIX)).then(|| {
         bounded(
             Code::InvalidArgument,
             &format!("request body: {}", st.message()),
         )
     })
+}
+
+const TOO_LARGE_PREFIX: &str = "Error, decoded message length too large: found ";
+
+fn too_large_as_exhausted(msg: &str) -> Option<Status> {
+    let rest = msg.strip_prefix(TOO_LARGE_PREFIX)?;
+    let number = |s: &str| -> Option<u64> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .find(|p| !p.is_empty())?
+            .parse()
+            .ok()
+    };
+    let found = number(rest)?;
+    let limit = rest
+        .split_once("limit is")
+        .and_then(|(_, l)| number(l))
+        .unwrap_or(crate::MAX_REQUEST_BYTES as u64);
+    Some(Status::resource_exhausted(format!(
+        "request too large: {found} bytes, the request limit is {limit} bytes"
+    )))
 }
 
 /// A tower layer for the gRPC server applying [`decode_error_as_invalid`] to the
@@ -324,7 +401,7 @@ macro_rules! impl_api {
         impl $trait for Api {
             async fn create(&self, r: Request<$ty>) -> Res<$ty> { self.do_create(r).await }
             async fn get(&self, r: Request<GetRequest>) -> Res<$ty> { self.do_get(r) }
-            async fn list(&self, r: Request<ListRequest>) -> Res<$list> { self.do_list::<$ty>(r) }
+            async fn list(&self, r: Request<ListRequest>) -> Res<$list> { self.do_list::<$ty>(r).await }
             async fn update(&self, r: Request<$ty>) -> Res<$ty> { self.do_update(r, false).await }
             async fn update_status(&self, r: Request<$ty>) -> Res<$ty> { self.do_update(r, true).await }
             async fn delete(&self, r: Request<DeleteRequest>) -> Res<$ty> { self.do_delete(r).await }
@@ -365,7 +442,24 @@ mod tests {
             "request body: failed to decode Protobuf message: Pod.metadata: invalid wire type value: 7"
         );
         assert!(decode_error_as_invalid(&Status::internal("store failed")).is_none());
+        assert!(decode_error_as_invalid(&Status::out_of_range("too old; relist")).is_none());
         assert!(decode_error_as_invalid(&Status::not_found(DECODE_ERROR_PREFIX)).is_none());
+    }
+
+    #[test]
+    fn requests_over_the_limit_are_resource_exhausted_naming_it() {
+        let st = Status::out_of_range(
+            "Error, decoded message length too large: found 3300123 bytes, the limit is: 3145728 bytes",
+        );
+        let fixed = decode_error_as_invalid(&st).expect("mapped");
+        assert_eq!(fixed.code(), Code::ResourceExhausted);
+        assert_eq!(
+            fixed.message(),
+            "request too large: 3300123 bytes, the request limit is 3145728 bytes"
+        );
+        let resp = fix_decode_error::<()>(st.into_http());
+        let st = Status::from_header_map(resp.headers()).unwrap();
+        assert_eq!(st.code(), Code::ResourceExhausted);
     }
 
     #[test]

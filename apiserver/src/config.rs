@@ -9,24 +9,65 @@ use std::time::Duration;
 /// Kubernetes' (etcd's) limit on one stored object: 1.5 MiB encoded.
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 1536 << 10;
 
+/// Kubernetes' default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// Kubernetes' usual cluster DNS address (kubeadm: the 10th address of 10.96.0.0/12).
+pub const DEFAULT_CLUSTER_DNS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 10);
+
+/// Parses a port range `30000-32767` (both ends included, `lo <= hi`, `lo >= 1`).
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: want LOW-HIGH, e.g. 30000-32767"))?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: bad low port"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: bad high port"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: want 1 <= LOW <= HIGH"));
+    }
+    Ok(lo..=hi)
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub cluster_cidr: ipnet::Ipv4Net,
     pub node_subnet_prefix: u8,
     pub service_cidr: ipnet::Ipv4Net,
+    /// NodePort / LoadBalancer Services get their node ports from this range.
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// The cluster DNS address (a ClusterIP the agents' DNS servers answer at): never
+    /// allocated to a Service. `None`: nothing reserved.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// Heartbeat older than this → node NotReady.
     pub node_grace_period: Duration,
     /// This long after NotReady → pods of the node are evicted.
     pub pod_eviction_timeout: Duration,
+    /// Nodes per second whose pods are evicted in normal times (Kubernetes'
+    /// `--node-eviction-rate`).
+    pub node_eviction_rate: f64,
+    /// The same while most nodes are silent, in a cluster larger than
+    /// `large_cluster_size_threshold` (smaller ones: no evictions then).
+    pub secondary_node_eviction_rate: f64,
+    /// Fraction of silent nodes (more than 2) from which evictions slow down or stop.
+    pub unhealthy_zone_threshold: f64,
+    pub large_cluster_size_threshold: usize,
     pub bookmark_interval: Duration,
     /// Change-log revisions kept for Watch resume (in memory and on disk).
     pub watch_window: u64,
     /// Bytes of encoded changes kept for Watch resume: the in-memory window and the
     /// change log on disk both hold at most this much (and `watch_window` changes).
     pub watch_window_bytes: u64,
-    /// Per-watcher bounded buffer, in events.
+    /// Per-watcher bounded buffer, in events…
     pub watch_buffer: usize,
+    /// …and in bytes (encoded events; one event larger than this still goes through
+    /// an empty buffer).
+    pub watch_buffer_bytes: usize,
     /// Connections held at once; more are closed as they arrive.
     pub max_connections: usize,
     /// A connection that has not sent the HTTP/2 preface by then is closed.
@@ -75,12 +116,19 @@ impl Default for Config {
             cluster_cidr: "10.0.0.0/16".parse().expect("valid cidr"),
             node_subnet_prefix: 24,
             service_cidr: "10.96.0.0/16".parse().expect("valid cidr"),
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
+            cluster_dns: Some(DEFAULT_CLUSTER_DNS),
             node_grace_period: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(60),
+            node_eviction_rate: 0.1,
+            secondary_node_eviction_rate: 0.01,
+            unhealthy_zone_threshold: 0.55,
+            large_cluster_size_threshold: 50,
             bookmark_interval: Duration::from_secs(5),
             watch_window: 100_000,
             watch_window_bytes: 32 << 20,
             watch_buffer: 1024,
+            watch_buffer_bytes: 16 << 20,
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
@@ -97,13 +145,24 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The node subnet prefix must be longer than the cluster CIDR's, and at most /30.
+    /// The node subnet prefix must be longer than the cluster CIDR's, and at most /30;
+    /// the cluster (pod) and service CIDRs must not overlap (ClusterIPs would be
+    /// allocated inside the pod network, as kube-controller-manager refuses too).
     pub fn check(&self) -> Result<(), String> {
         if self.node_subnet_prefix <= self.cluster_cidr.prefix_len() || self.node_subnet_prefix > 30
         {
             return Err(format!(
-                "node subnet prefix /{} does not fit in cluster CIDR {}",
-                self.node_subnet_prefix, self.cluster_cidr
+                "node subnet prefix /{} (--node-cidr-mask-size) does not fit in cluster CIDR {}: it must be longer than /{} and at most /30",
+                self.node_subnet_prefix,
+                self.cluster_cidr,
+                self.cluster_cidr.prefix_len()
+            ));
+        }
+        let (c, s) = (self.cluster_cidr.trunc(), self.service_cidr.trunc());
+        if c.contains(&s.network()) || s.contains(&c.network()) {
+            return Err(format!(
+                "--service-cidr {} overlaps --cluster-cidr {}: ClusterIPs would be allocated inside the pod network; choose disjoint ranges (e.g. --cluster-cidr 10.0.0.0/12 --service-cidr 10.96.0.0/12)",
+                self.service_cidr, self.cluster_cidr
             ));
         }
         Ok(())
@@ -133,6 +192,15 @@ mod tests {
     }
 
     #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("30000-32767").unwrap(), 30000..=32767);
+        assert_eq!(parse_port_range("80-80").unwrap(), 80..=80);
+        for bad in ["", "1", "0-10", "20-10", "a-b", "1-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("40s").unwrap(), Duration::from_secs(40));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
@@ -159,7 +227,28 @@ mod tests {
             }
             .check()
             .unwrap_err(),
-            "node subnet prefix /16 does not fit in cluster CIDR 10.0.0.0/16"
+            "node subnet prefix /16 (--node-cidr-mask-size) does not fit in cluster CIDR 10.0.0.0/16: it must be longer than /16 and at most /30"
         );
+    }
+
+    #[test]
+    fn overlapping_cidrs_are_refused() {
+        let with = |cluster: &str, service: &str, mask: u8| Config {
+            cluster_cidr: cluster.parse().unwrap(),
+            service_cidr: service.parse().unwrap(),
+            node_subnet_prefix: mask,
+            ..Default::default()
+        };
+        assert_eq!(
+            with("10.0.0.0/8", "10.96.0.0/16", 24).check().unwrap_err(),
+            "--service-cidr 10.96.0.0/16 overlaps --cluster-cidr 10.0.0.0/8: ClusterIPs would be allocated inside the pod network; choose disjoint ranges (e.g. --cluster-cidr 10.0.0.0/12 --service-cidr 10.96.0.0/12)"
+        );
+        // Either way round, and host bits do not hide it.
+        assert!(with("10.96.0.0/16", "10.0.0.0/8", 24).check().is_err());
+        assert!(with("10.0.0.0/16", "10.0.255.1/24", 24).check().is_err());
+        // Disjoint ranges, a wide cluster CIDR with a smaller mask: fine.
+        assert!(with("10.0.0.0/12", "10.96.0.0/12", 24).check().is_ok());
+        assert!(with("10.0.0.0/12", "10.96.0.0/12", 26).check().is_ok());
+        assert!(with("172.16.0.0/12", "10.96.0.0/16", 20).check().is_ok());
     }
 }

@@ -14,6 +14,7 @@
 //!   inside the writer against its in-memory state.
 //! - [`controllers`]: one file per controller (node subnets, ClusterIPs, node health,
 //!   scheduler, endpoints), each a store hook with pure, unit-tested decisions.
+//! - [`list`]: List paging (limit/continue tokens over a snapshot of the first page).
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
 //! - [`rest`]: the Kubernetes REST API (discovery, OpenAPI, every verb, Tables,
@@ -43,6 +44,8 @@ pub mod config;
 pub mod conn;
 pub mod controllers;
 pub mod error;
+pub mod list;
+pub mod malloc;
 pub mod ops;
 pub mod resource;
 pub mod rest;
@@ -63,8 +66,9 @@ use kube_lite_proto::v1::{
 pub use config::Config;
 pub use error::ApiError;
 
-/// Largest request the server decodes, as Kubernetes' 3 MiB (larger ones are refused by
-/// tonic with OUT_OF_RANGE "decoded message length too large"); a stored object is
+/// Largest request the server decodes, as Kubernetes' 3 MiB (larger ones are refused
+/// with RESOURCE_EXHAUSTED "request too large: N bytes, the request limit is 3145728
+/// bytes", see [`api::decode_error_as_invalid`]); a stored object is
 /// limited to [`config::DEFAULT_MAX_OBJECT_BYTES`] (1.5 MiB) by the store.
 pub const MAX_REQUEST_BYTES: usize = 3 << 20;
 /// Largest response the server encodes (a List of 10,000 pods is a few MiB).

@@ -17,18 +17,45 @@ struct Args {
     /// Address to serve gRPC on.
     #[arg(long, env = "KUBE_LITE_LISTEN", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Pod network; each node gets a /24 of it.
+    /// Pod network; each node gets a /--node-cidr-mask-size of it.
     #[arg(long, env = "KUBE_LITE_CLUSTER_CIDR", default_value = "10.0.0.0/16")]
     cluster_cidr: ipnet::Ipv4Net,
-    /// ClusterIP range of Services.
+    /// Prefix length of each node's pod subnet (Kubernetes' --node-cidr-mask-size):
+    /// 24 gives 254 pods per node and 2^(24 - cluster prefix) nodes.
+    #[arg(long, env = "KUBE_LITE_NODE_CIDR_MASK_SIZE", default_value_t = 24, value_parser = clap::value_parser!(u8).range(1..=30))]
+    node_cidr_mask_size: u8,
+    /// ClusterIP range of Services (must not overlap --cluster-cidr).
     #[arg(long, env = "KUBE_LITE_SERVICE_CIDR", default_value = "10.96.0.0/16")]
     service_cidr: ipnet::Ipv4Net,
+    /// Node ports of NodePort and LoadBalancer Services are allocated from this range.
+    #[arg(long, env = "KUBE_LITE_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767", value_parser = apiserver::config::parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// The cluster DNS address (the agents' --cluster-dns): never given to a Service.
+    #[arg(long, env = "KUBE_LITE_CLUSTER_DNS", default_value = "10.96.0.10")]
+    cluster_dns: std::net::Ipv4Addr,
     /// A node whose last heartbeat is older than this becomes NotReady.
     #[arg(long, env = "KUBE_LITE_NODE_GRACE_PERIOD", default_value = "40s", value_parser = kube_lite_core::time::parse_duration)]
     node_grace_period: Duration,
     /// Pods of a NotReady node are evicted this long after it went silent past the grace period.
     #[arg(long, env = "KUBE_LITE_POD_EVICTION_TIMEOUT", default_value = "60s", value_parser = kube_lite_core::time::parse_duration)]
     pod_eviction_timeout: Duration,
+    /// Nodes per second whose pods are evicted (Kubernetes' --node-eviction-rate).
+    #[arg(long, env = "KUBE_LITE_NODE_EVICTION_RATE", default_value_t = 0.1, value_parser = rate)]
+    node_eviction_rate: f64,
+    /// Eviction rate while more than --unhealthy-zone-threshold of the nodes are silent,
+    /// in clusters larger than --large-cluster-size-threshold (smaller: none).
+    #[arg(long, env = "KUBE_LITE_SECONDARY_NODE_EVICTION_RATE", default_value_t = 0.01, value_parser = rate)]
+    secondary_node_eviction_rate: f64,
+    /// Fraction of silent nodes (at least 3) from which evictions slow down or stop.
+    #[arg(long, env = "KUBE_LITE_UNHEALTHY_ZONE_THRESHOLD", default_value_t = 0.55, value_parser = fraction)]
+    unhealthy_zone_threshold: f64,
+    /// Clusters up to this many nodes stop evicting while most nodes are silent.
+    #[arg(
+        long,
+        env = "KUBE_LITE_LARGE_CLUSTER_SIZE_THRESHOLD",
+        default_value_t = 50
+    )]
+    large_cluster_size_threshold: u32,
     /// Interval of BOOKMARK events on watches.
     #[arg(long, env = "KUBE_LITE_BOOKMARK_INTERVAL", default_value = "5s", value_parser = kube_lite_core::time::parse_duration)]
     bookmark_interval: Duration,
@@ -61,6 +88,10 @@ struct Args {
     /// on disk (e.g. 32Mi); a watch from an older revision must relist.
     #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
     watch_window_bytes: u64,
+    /// Bytes of encoded events buffered for one watcher (besides at most 1,024 events);
+    /// a watcher whose buffer is full is ended with OUT_OF_RANGE "...; relist".
+    #[arg(long, env = "KUBE_LITE_WATCH_BUFFER_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
+    watch_buffer_bytes: u64,
     /// Largest object stored, encoded (Kubernetes: 1.5Mi).
     #[arg(long, env = "KUBE_LITE_MAX_OBJECT_BYTES", default_value = "1.5Mi", value_parser = apiserver::config::parse_bytes)]
     max_object_bytes: u64,
@@ -71,6 +102,26 @@ struct Args {
     /// a full disk (0 = none; at least one 8 MiB sled segment).
     #[arg(long, env = "KUBE_LITE_DISK_RESERVE_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
     disk_reserve_bytes: u64,
+}
+
+/// A rate in nodes per second: finite, 0 to 1000.
+fn rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(0.0..=1000.0).contains(&v) {
+        return Err(format!(
+            "{s:?} is out of range (0 to 1000 nodes per second)"
+        ));
+    }
+    Ok(v)
+}
+
+/// A fraction in (0, 1].
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(format!("{s:?} is out of range (above 0, at most 1)"));
+    }
+    Ok(v)
 }
 
 /// A duration flag between 1 ms and 1 day.
@@ -98,13 +149,23 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if !apiserver::malloc::fix_mmap_threshold() {
+        tracing::debug!("allocator parameters left as they are (not glibc)");
+    }
     let a = Args::parse();
     let cfg = apiserver::Config {
         data_dir: a.data_dir,
         cluster_cidr: a.cluster_cidr,
+        node_subnet_prefix: a.node_cidr_mask_size,
         service_cidr: a.service_cidr,
+        node_port_range: a.service_node_port_range,
+        cluster_dns: Some(a.cluster_dns),
         node_grace_period: a.node_grace_period,
         pod_eviction_timeout: a.pod_eviction_timeout,
+        node_eviction_rate: a.node_eviction_rate,
+        secondary_node_eviction_rate: a.secondary_node_eviction_rate,
+        unhealthy_zone_threshold: a.unhealthy_zone_threshold,
+        large_cluster_size_threshold: a.large_cluster_size_threshold as usize,
         bookmark_interval: a.bookmark_interval,
         watch_window: a.watch_window,
         max_connections: a.max_connections as usize,
@@ -115,11 +176,14 @@ async fn main() -> anyhow::Result<()> {
         keepalive_timeout: a.keepalive_timeout,
         request_timeout: a.request_timeout,
         watch_window_bytes: a.watch_window_bytes,
+        watch_buffer_bytes: a.watch_buffer_bytes.min(usize::MAX as u64) as usize,
         max_object_bytes: a.max_object_bytes.min(usize::MAX as u64) as usize,
         store_cache_bytes: a.store_cache_bytes,
         disk_reserve_bytes: a.disk_reserve_bytes,
         ..Default::default()
     };
+    // Before anything else (a bad combination of flags is refused with no side effect).
+    cfg.check().map_err(anyhow::Error::msg)?;
     match apiserver::conn::raise_nofile_limit() {
         Ok((before, after)) if before != after => {
             tracing::info!(

@@ -78,8 +78,12 @@ pub fn update(txn: &mut Txn<'_>, new: Object, status_only: bool) -> TxnResult {
     if sent != 0 && sent != stored {
         return Err(conflict(kind, &key, sent, stored));
     }
-    let merged = merge(&cur, new, status_only, txn.now_ms)?;
+    let mut merged = merge(&cur, new, status_only, txn.now_ms)?;
     validation::validate(&merged)?;
+    // A Service's spec update may need node ports (type changed, ports added).
+    if kind == Kind::Service && !status_only {
+        txn.admit(&mut merged)?;
+    }
     if merged == *cur {
         return Ok(Some(cur));
     }
@@ -125,6 +129,12 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
                 if spec.node_name.is_empty() {
                     spec.node_name = old.node_name.clone();
                 }
+                // A pod stored before dns_policy existed has none (= the default).
+                if old.dns_policy.is_empty()
+                    && spec.dns_policy == kube_lite_core::consts::dns_policy::CLUSTER_FIRST
+                {
+                    spec.dns_policy.clear();
+                }
                 if spec.node_name != old.node_name && !old.node_name.is_empty() {
                     return Err(ApiError::invalid(
                         "spec.node_name",
@@ -161,6 +171,20 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
                         "spec.cluster_ip",
                         format!("field is immutable (is {old_ip}, got {})", spec.cluster_ip),
                     ));
+                }
+                // An update that leaves a node port 0 (re-applying a manifest) keeps
+                // the port's current one (same port number and protocol).
+                let carry = kube_lite_core::defaults::needs_node_ports(&spec.r#type);
+                if let Some(old) = o.spec.as_ref().filter(|_| carry) {
+                    for p in spec.ports.iter_mut().filter(|p| p.node_port == 0) {
+                        if let Some(q) = old
+                            .ports
+                            .iter()
+                            .find(|q| q.port == p.port && q.protocol == p.protocol)
+                        {
+                            p.node_port = q.node_port;
+                        }
+                    }
                 }
                 o.spec = Some(spec);
             } else {

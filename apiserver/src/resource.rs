@@ -160,17 +160,33 @@ pub fn describe(kind: Kind, key: &ObjectRef) -> String {
 pub trait Stored: Resource {
     const STORED_KIND: Kind;
     type List: Send + 'static;
-    type Event: Send + 'static;
+    type Event: prost::Message + Send + 'static;
     fn into_object(self) -> Object;
     fn from_object(o: &Object) -> Self;
     fn list(items: Vec<Self>, resource_version: u64) -> Self::List;
     fn event(typ: EventType, object: Self, resource_version: u64) -> Self::Event;
     /// An event's (type, object, resource_version) (the REST face's watch).
     fn split_event(e: Self::Event) -> (i32, Option<Self>, u64);
+    /// Whether List pages this kind (its List message has `continue` and
+    /// `remaining_item_count`); a kind that does not ignores `limit`.
+    const PAGED: bool = false;
+    /// Sets the paging fields of a List page ([`Stored::PAGED`] kinds).
+    fn set_page(list: &mut Self::List, token: String, remaining: u64) {
+        let _ = (list, token, remaining);
+    }
 }
 
 macro_rules! stored {
-    ($ty:ident, $list:ident, $event:ident) => {
+    ($ty:ident, $list:ident, $event:ident, paged) => {
+        stored!($ty, $list, $event,
+            const PAGED: bool = true;,
+            fn set_page(list: &mut $list, token: String, remaining: u64) {
+                list.r#continue = token;
+                list.remaining_item_count = remaining;
+            }
+        );
+    };
+    ($ty:ident, $list:ident, $event:ident $(, $extra:item)*) => {
         impl Stored for $ty {
             const STORED_KIND: Kind = Kind::$ty;
             type List = $list;
@@ -188,6 +204,7 @@ macro_rules! stored {
                 $list {
                     items,
                     resource_version,
+                    ..Default::default()
                 }
             }
             fn event(typ: EventType, object: Self, resource_version: u64) -> $event {
@@ -197,6 +214,7 @@ macro_rules! stored {
                     resource_version,
                 }
             }
+            $($extra)*
             fn split_event(e: $event) -> (i32, Option<Self>, u64) {
                 (e.r#type, e.object, e.resource_version)
             }
@@ -204,10 +222,11 @@ macro_rules! stored {
     };
 }
 
-stored!(Node, NodeList, NodeEvent);
-stored!(Pod, PodList, PodEvent);
-stored!(Service, ServiceList, ServiceEvent);
-stored!(Endpoints, EndpointsList, EndpointsEvent);
+// `paged`: List pages these kinds (limit/continue).
+stored!(Node, NodeList, NodeEvent, paged);
+stored!(Pod, PodList, PodEvent, paged);
+stored!(Service, ServiceList, ServiceEvent, paged);
+stored!(Endpoints, EndpointsList, EndpointsEvent, paged);
 
 #[cfg(test)]
 mod tests {

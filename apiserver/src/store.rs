@@ -17,7 +17,11 @@
 //! at the end of every batch ([`Hook::reconcile`]) and on [`Txn::tick`].
 //!
 //! sled layout (one tree, so a batch is atomic): `o/<kind>/<ns>/<name>` → object,
-//! `l/<rev u64 BE>` → [`changelog::LogEntry`], `m/rev` → current revision.
+//! `l/<rev u64 BE>` → [`changelog::LogEntry`], `m/rev` → current revision. An object
+//! larger than 64 KiB encoded is in a value file of the data directory instead, named
+//! by its revision, and sled holds a pointer (see [`values`]): its sled pages stay
+//! small, and its disk space goes as soon as no live object or retained change-log
+//! record refers to it.
 //!
 //! Memory and disk follow live data: every live object once (shared by the writer's
 //! state and the read view), plus the watch window, whose entries are the encoded
@@ -34,6 +38,8 @@
 
 mod changelog;
 mod disk;
+pub mod index;
+mod values;
 pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,9 +92,9 @@ impl RingEntry {
     }
 }
 
-/// Every object, one sorted map per kind.
+/// Every object, one sorted map per kind, and the secondary indexes ([`index`]).
 #[derive(Default, Clone)]
-pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4]);
+pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4], index::PodsByNode);
 
 impl Objects {
     pub fn of(&self, kind: Kind) -> &BTreeMap<ObjectRef, Arc<Object>> {
@@ -96,6 +102,32 @@ impl Objects {
     }
     fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<ObjectRef, Arc<Object>> {
         &mut self.0[kind.idx()]
+    }
+    /// Stores `obj` (indexes included); returns what it replaced.
+    fn set(&mut self, obj: Arc<Object>) -> Option<Arc<Object>> {
+        let kind = obj.kind();
+        let prev = self.of_mut(kind).insert(obj.key(), obj.clone());
+        if kind == Kind::Pod {
+            self.1.update(prev.as_deref(), Some(&obj));
+        }
+        prev
+    }
+    /// Removes an object (indexes included).
+    fn unset(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
+        let prev = self.of_mut(kind).remove(key)?;
+        if kind == Kind::Pod {
+            self.1.update(Some(&prev), None);
+        }
+        Some(prev)
+    }
+    /// The pods bound to `node`, in key order (an index: costs those pods only).
+    pub fn pods_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Arc<Object>> + 'a {
+        let pods = self.of(Kind::Pod);
+        self.1.on(node).filter_map(move |k| pods.get(k))
+    }
+    /// The pods-by-node index.
+    pub fn pods_by_node(&self) -> &index::PodsByNode {
+        &self.1
     }
     pub fn get(&self, kind: Kind, key: &ObjectRef) -> Option<&Arc<Object>> {
         self.of(kind).get(key)
@@ -112,7 +144,7 @@ impl Objects {
     }
     /// Adds `obj` (building fixtures for hook unit tests; the store writes through [`Txn`]).
     pub fn insert(&mut self, obj: Object) {
-        self.of_mut(obj.kind()).insert(obj.key(), Arc::new(obj));
+        self.set(Arc::new(obj));
     }
 }
 
@@ -217,7 +249,7 @@ impl<'a> Txn<'a> {
         obj.meta_mut().resource_version = rev;
         let kind = obj.kind();
         let obj = Arc::new(obj);
-        let prev = self.st.objects.of_mut(kind).insert(obj.key(), obj.clone());
+        let prev = self.st.objects.set(obj.clone());
         let typ = if prev.is_some() {
             EventType::Modified
         } else {
@@ -235,7 +267,7 @@ impl<'a> Txn<'a> {
 
     /// Removes an object; the DELETED event carries its last state with this revision.
     pub fn remove(&mut self, kind: Kind, key: &ObjectRef) -> Option<Arc<Object>> {
-        let prev = self.st.objects.of_mut(kind).remove(key)?;
+        let prev = self.st.objects.unset(kind, key)?;
         self.st.rev += 1;
         let rev = self.st.rev;
         let mut last = (*prev).clone();
@@ -363,24 +395,44 @@ const REV_KEY: &[u8] = b"m/rev";
 /// Loads the window from the change log, newest record first, as far as it fits;
 /// deletes the older records (a log written before the byte bound, or by a larger
 /// window). Blocking.
-fn load_window(db: &sled::Db, rev: u64, w: &mut window::Window) -> anyhow::Result<()> {
+/// Returns the revisions of the value files the retained records refer to.
+fn load_window(
+    db: &sled::Db,
+    vals: &values::Values,
+    rev: u64,
+    w: &mut window::Window,
+) -> anyhow::Result<BTreeSet<u64>> {
     use anyhow::Context;
     let mut newest_first = Vec::new();
+    let mut files = BTreeSet::new();
     let (mut bytes, mut cut) = (0usize, None);
     for item in db.range(log_key(0)..=log_key(rev)).rev() {
         let (k, v) = item?;
         let r = log_rev(&k).context("bad change log key")?;
-        let kind = LogEntry::decode(v.as_ref())
-            .ok()
-            .and_then(|e| Kind::from_u32(e.kind))
-            .context("decoding change log")?;
-        // A copy: `v` may be a slice of one of sled's buffers.
-        let e = RingEntry {
-            rev: r,
-            kind,
-            data: sled::IVec::from(&v[..]),
+        let rec = LogEntry::decode(v.as_ref()).context("decoding change log")?;
+        let kind = Kind::from_u32(rec.kind).context("bad kind in change log")?;
+        let data = if rec.obj_file {
+            match vals.read(r, rec.obj_len) {
+                Ok(obj) => {
+                    files.insert(r);
+                    sled::IVec::from(rec.with_obj(obj))
+                }
+                // Its record was being deleted with the window's oldest (the file
+                // goes first once the deletion is durable): the window starts after it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    files.remove(&r);
+                    cut = Some(r);
+                    break;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading change log record {r}")),
+            }
+        } else {
+            // A copy: `v` may be a slice of one of sled's buffers.
+            sled::IVec::from(&v[..])
         };
+        let e = RingEntry { rev: r, kind, data };
         if !w.fits(newest_first.len(), bytes, e.cost()) {
+            files.remove(&r);
             cut = Some(r);
             break;
         }
@@ -408,7 +460,7 @@ fn load_window(db: &sled::Db, rev: u64, w: &mut window::Window) -> anyhow::Resul
             "deleted change log records older than the watch window"
         );
     }
-    Ok(())
+    Ok(files)
 }
 
 impl Store {
@@ -430,15 +482,28 @@ impl Store {
         let disk =
             tokio::task::spawn_blocking(move || disk::Disk::open(&dir, cache, reserve)).await??;
         let db = disk.db.clone();
+        let vals = values::Values::open(&cfg.data_dir)
+            .with_context(|| format!("creating {}/{}", cfg.data_dir.display(), values::DIR))?;
 
         // Load objects, revision, and the window of the change log.
         let mut st = State::default();
+        let mut live = BTreeSet::new();
         for item in db.scan_prefix(b"o/") {
             let (k, v) = item?;
             let kind = Kind::from_u32((k[2] - b'0') as u32).context("bad object key")?;
-            let obj = Object::decode(kind, &v).context("decoding stored object")?;
+            let obj = match values::parse(&v).map_err(anyhow::Error::msg)? {
+                values::Stored::Inline(b) => Object::decode(kind, b),
+                values::Stored::File { rev, len } => {
+                    let b = vals.read(rev, len).with_context(|| {
+                        format!("reading stored object {}", String::from_utf8_lossy(&k))
+                    })?;
+                    live.insert(rev);
+                    Object::decode(kind, &b)
+                }
+            }
+            .context("decoding stored object")?;
             let obj = Arc::new(obj);
-            st.objects.of_mut(kind).insert(obj.key(), obj.clone());
+            st.objects.set(obj);
         }
         if let Some(v) = db.get(REV_KEY)? {
             let b: [u8; 8] = v.as_ref().try_into().context("bad revision record")?;
@@ -456,12 +521,30 @@ impl Store {
             cfg.watch_window_bytes.min(usize::MAX as u64) as usize,
         );
         let rev = st.rev;
-        let db2 = db.clone();
-        let window = tokio::task::spawn_blocking(move || {
-            load_window(&db2, rev, &mut window).map(|()| window)
+        let (db2, vals2) = (db.clone(), vals.clone());
+        let (window, logged) = tokio::task::spawn_blocking(move || {
+            load_window(&db2, &vals2, rev, &mut window).map(|f| (window, f))
         })
         .await??;
         drop(db);
+        // Every value file still referred to; the rest are leftovers of a crash.
+        let files: BTreeSet<u64> = live.union(&logged).copied().collect();
+        let removed = vals.retain(&files).context("cleaning the value files")?;
+        if removed > 0 {
+            tracing::info!(removed, "deleted unreferenced value files");
+        }
+        let log_floor = if cfg.watch_window > 0 {
+            window.oldest().unwrap_or(st.rev + 1)
+        } else {
+            u64::MAX
+        };
+        let vstate = ValueFiles {
+            vals,
+            files,
+            live,
+            log_floor,
+            orphans: Vec::new(),
+        };
         // The hooks rebuild their indexes from the objects.
         let hooks_now = Hooks::rebuilt(hooks(), &st.objects);
         tracing::info!(
@@ -472,6 +555,7 @@ impl Store {
             endpoints = st.objects.of(Kind::Endpoints).len(),
             window = window.len(),
             window_bytes = window.bytes(),
+            value_files = vstate.files.len(),
             ms = started.elapsed().as_millis() as u64,
             "store loaded"
         );
@@ -499,7 +583,15 @@ impl Store {
             closing: watch::channel(false).0,
         });
         store.update_window_metrics(&store.hub.lock().expect("lock").window);
-        let writer = tokio::spawn(writer_loop(store.clone(), st, hooks, hooks_now, disk, rx));
+        let writer = tokio::spawn(writer_loop(
+            store.clone(),
+            st,
+            hooks,
+            hooks_now,
+            disk,
+            vstate,
+            rx,
+        ));
         Ok((store, writer))
     }
 
@@ -565,11 +657,10 @@ impl Store {
         {
             let mut sh = self.shared.write().expect("lock");
             for ev in &changes {
-                let map = sh.objects.of_mut(ev.kind);
                 if ev.typ == EventType::Deleted {
-                    map.remove(&ev.obj.key());
+                    sh.objects.unset(ev.kind, &ev.obj.key());
                 } else {
-                    map.insert(ev.obj.key(), ev.obj.clone());
+                    sh.objects.set(ev.obj.clone());
                 }
             }
             sh.rev = last;
@@ -635,7 +726,58 @@ struct Pending {
     batch: sled::Batch,
     changes: Vec<Event>,
     entries: Vec<RingEntry>,
+    /// Value files the batch refers to, written before it.
+    files: Vec<(u64, sled::IVec)>,
     replies: Vec<(oneshot::Sender<TxnResult>, TxnResult)>,
+}
+
+/// The committer's account of the value files (see [`values`]).
+struct ValueFiles {
+    vals: values::Values,
+    /// Every value file known to exist.
+    files: BTreeSet<u64>,
+    /// Those a committed live object points at (its revision).
+    live: BTreeSet<u64>,
+    /// Every change-log record below this revision is durably deleted (`u64::MAX`
+    /// without a change log).
+    log_floor: u64,
+    /// Files of failed batches: deleted once the undo is durable, unless written again.
+    orphans: Vec<u64>,
+}
+
+impl ValueFiles {
+    /// After a durable commit of `changes` (with `files`) that also deleted the
+    /// change-log records `log_deleted`: the files nothing refers to any more.
+    fn committed(
+        &mut self,
+        changes: &[Event],
+        files: &[(u64, sled::IVec)],
+        log_deleted: &[u64],
+    ) -> Vec<u64> {
+        let written: BTreeSet<u64> = files.iter().map(|(r, _)| *r).collect();
+        for ev in changes {
+            if let Some(p) = &ev.prev {
+                self.live.remove(&p.meta().resource_version);
+            }
+            if ev.typ != EventType::Deleted && written.contains(&ev.rev) {
+                self.live.insert(ev.rev);
+            }
+        }
+        self.files.extend(written.iter().copied());
+        if let Some(&m) = log_deleted.iter().max() {
+            self.log_floor = self.log_floor.max(m.saturating_add(1));
+        }
+        let mut gone = values::unreferenced(&self.files, &self.live, self.log_floor);
+        for r in std::mem::take(&mut self.orphans) {
+            if !self.files.contains(&r) {
+                gone.push(r);
+            }
+        }
+        for r in &gone {
+            self.files.remove(r);
+        }
+        gone
+    }
 }
 
 /// How a batch ended: `Err` = not durable, its requests failed with this error; the
@@ -654,6 +796,7 @@ async fn writer_loop(
     make_hooks: HookFactory,
     mut hooks: Hooks,
     disk: disk::Disk,
+    vfiles: ValueFiles,
     mut rx: mpsc::Receiver<Msg>,
 ) {
     let log = store.cfg.watch_window > 0;
@@ -667,6 +810,7 @@ async fn writer_loop(
         undo: BTreeSet::new(),
         undo_to: 0,
         log_deletes: Vec::new(),
+        vfiles,
         reserve_ok: true,
         last_reserve_try: Instant::now()
             .checked_sub(RESERVE_EVERY)
@@ -689,11 +833,12 @@ async fn writer_loop(
             };
             txn.reconcile();
             let batch_changes = std::mem::take(&mut txn.changes);
-            let (batch, entries) = build_batch(&batch_changes, log);
+            let (batch, entries, files) = build_batch(&batch_changes, log);
             let pending = Pending {
                 batch,
                 changes: batch_changes,
                 entries,
+                files,
                 replies: std::mem::take(&mut replies),
             };
             if ctx.send(pending).await.is_err() {
@@ -790,6 +935,7 @@ struct Committer {
     undo_to: u64,
     /// Change-log records the window evicted, deleted with the next batch.
     log_deletes: Vec<u64>,
+    vfiles: ValueFiles,
     reserve_ok: bool,
     last_reserve_try: Instant,
 }
@@ -816,6 +962,10 @@ impl Committer {
 
     async fn commit(&mut self, p: Pending) -> Outcome {
         let result = match self.ensure_open().await {
+            Ok(()) => self.write_files(&p.files).await,
+            Err(e) => Err(e),
+        };
+        let result = match result {
             Ok(()) => {
                 let mut batches = Vec::new();
                 if !self.undo.is_empty() {
@@ -838,10 +988,15 @@ impl Committer {
             Ok(()) => {
                 self.undo.clear();
                 self.undo_to = 0;
-                self.log_deletes.clear();
+                let log_deleted = std::mem::take(&mut self.log_deletes);
                 metrics.write_blocked.store(false, Ordering::Relaxed);
+                let gone = self.vfiles.committed(&p.changes, &p.files, &log_deleted);
                 let evicted = self.store.publish(p.changes, p.entries);
                 self.log_deletes = evicted;
+                if !gone.is_empty() {
+                    let vals = self.vfiles.vals.clone();
+                    let _ = tokio::task::spawn_blocking(move || vals.remove(&gone)).await;
+                }
                 for (r, res) in p.replies {
                     let _ = r.send(res);
                 }
@@ -857,6 +1012,7 @@ impl Committer {
                         self.undo.insert((ev.kind, ev.obj.key()));
                         self.undo_to = self.undo_to.max(ev.rev);
                     }
+                    self.vfiles.orphans.extend(p.files.iter().map(|(r, _)| *r));
                     self.broken = Some((e.clone(), Instant::now()));
                 }
                 metrics.write_blocked.store(true, Ordering::Relaxed);
@@ -866,6 +1022,19 @@ impl Committer {
                 Err(e)
             }
         }
+    }
+
+    /// Writes a batch's value files durably (before the batch that refers to them).
+    async fn write_files(&self, files: &[(u64, sled::IVec)]) -> Result<(), ApiError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let (vals, files) = (self.vfiles.vals.clone(), files.to_vec());
+        tokio::task::spawn_blocking(move || vals.write_all(&files))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| disk::write_error(&self.store.cfg.data_dir, &sled::Error::Io(e)))
     }
 
     /// Opens sled again after a failure (at most every [`REOPEN_EVERY`]).
@@ -923,7 +1092,17 @@ impl Committer {
         let sh = self.store.shared.read().expect("lock");
         for (kind, key) in &self.undo {
             match sh.objects.get(*kind, key) {
-                Some(o) => b.insert(obj_key(*kind, key), o.encode()),
+                // A large object's file is live, so it is still there (unless the
+                // object was stored inline before value files existed).
+                Some(o) => {
+                    let rev = o.meta().resource_version;
+                    let v = if self.vfiles.live.contains(&rev) {
+                        object_value(rev, o.encode())
+                    } else {
+                        o.encode()
+                    };
+                    b.insert(obj_key(*kind, key), v)
+                }
                 None => b.remove(obj_key(*kind, key)),
             }
         }
@@ -948,34 +1127,59 @@ impl Committer {
     }
 }
 
+/// What sled holds for an object of revision `rev` encoded as `bytes`: the bytes, or
+/// (large) a pointer to its value file.
+fn object_value(rev: u64, bytes: Vec<u8>) -> Vec<u8> {
+    if values::is_large(bytes.len()) {
+        values::pointer(rev, bytes.len())
+    } else {
+        bytes
+    }
+}
+
 /// The sled batch of `changes` (objects, revision record, change-log records when
-/// `log`), and the change-log records for the window (sharing the bytes).
-fn build_batch(changes: &[Event], log: bool) -> (sled::Batch, Vec<RingEntry>) {
+/// `log`), the change-log records for the window (sharing the bytes), and the value
+/// files of the large objects (one per revision, shared by the object and its record).
+fn build_batch(
+    changes: &[Event],
+    log: bool,
+) -> (sled::Batch, Vec<RingEntry>, Vec<(u64, sled::IVec)>) {
     let mut batch = sled::Batch::default();
     let mut entries = Vec::new();
+    let mut files = Vec::new();
     let Some(last) = changes.last().map(|e| e.rev) else {
-        return (batch, entries);
+        return (batch, entries, files);
     };
     for ev in changes {
         let key = obj_key(ev.kind, &ev.obj.key());
         let bytes = ev.obj.encode();
+        let len = bytes.len();
+        let large = values::is_large(len);
+        let deleted = ev.typ == EventType::Deleted;
         if log {
             let data = sled::IVec::from(changelog::encode(ev, bytes.clone()));
-            batch.insert(&log_key(ev.rev)[..], data.clone());
+            if large {
+                batch.insert(&log_key(ev.rev)[..], changelog::encode_file(ev, len));
+            } else {
+                batch.insert(&log_key(ev.rev)[..], data.clone());
+            }
             entries.push(RingEntry {
                 rev: ev.rev,
                 kind: ev.kind,
                 data,
             });
         }
-        if ev.typ == EventType::Deleted {
+        if large && (log || !deleted) {
+            files.push((ev.rev, sled::IVec::from(&bytes[..])));
+        }
+        if deleted {
             batch.remove(key);
         } else {
-            batch.insert(key, bytes);
+            batch.insert(key, object_value(ev.rev, bytes));
         }
     }
     batch.insert(REV_KEY, &last.to_be_bytes()[..]);
-    (batch, entries)
+    (batch, entries, files)
 }
 
 #[cfg(test)]

@@ -5,7 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use kube_lite_core::consts::{condition_status, phase, protocol, restart_policy, service_type};
+use kube_lite_core::consts::{
+    condition_status, dns_policy, phase, protocol, restart_policy, service_type, session_affinity,
+    traffic_policy, CLUSTER_IP_NONE,
+};
+use kube_lite_core::defaults::needs_node_ports;
 use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
 use kube_lite_proto::v1::{
     DeleteRequest, EndpointAddress, Endpoints, LogsRequest, Node, ObjectMeta, Pod, PodStatus,
@@ -14,6 +18,8 @@ use kube_lite_proto::v1::{
 
 use crate::error::{quote, ApiError};
 use crate::resource::{Kind, Object};
+
+mod pod_extras;
 
 type R = Result<(), ApiError>;
 
@@ -350,6 +356,7 @@ fn validate_pod(p: &Pod) -> R {
                 ));
             }
         }
+        pod_extras::check_container(&f, c)?;
     }
     let policies = [
         restart_policy::ALWAYS,
@@ -373,6 +380,7 @@ fn validate_pod(p: &Pod) -> R {
         ));
     }
     check_labels("spec.node_selector", &spec.node_selector)?;
+    validate_pod_dns(spec)?;
     if let Some(st) = &p.status {
         let phases = [
             "",
@@ -404,16 +412,41 @@ fn validate_service(s: &Service) -> R {
     let Some(spec) = &s.spec else {
         return Err(ApiError::invalid("spec", "is required"));
     };
-    if spec.r#type != service_type::CLUSTER_IP {
+    let types = [
+        service_type::CLUSTER_IP,
+        service_type::NODE_PORT,
+        service_type::LOAD_BALANCER,
+    ];
+    if !types.contains(&spec.r#type.as_str()) {
         return Err(ApiError::invalid(
             "spec.type",
-            format!("only ClusterIP is supported (got {})", quote(&spec.r#type)),
+            format!(
+                "must be one of ClusterIP, NodePort, LoadBalancer (got {})",
+                quote(&spec.r#type)
+            ),
         ));
     }
-    if spec.ports.is_empty() {
+    let headless = spec.cluster_ip == CLUSTER_IP_NONE;
+    let node_ports = needs_node_ports(&spec.r#type);
+    if headless && spec.r#type != service_type::CLUSTER_IP {
+        return Err(ApiError::invalid(
+            "spec.cluster_ip",
+            format!(
+                "may be None (headless) only for type ClusterIP (got type {})",
+                spec.r#type
+            ),
+        ));
+    }
+    if spec.ports.is_empty() && !headless {
         return Err(ApiError::invalid(
             "spec.ports",
             "at least one port is required",
+        ));
+    }
+    if spec.ports.len() > 100 {
+        return Err(ApiError::invalid(
+            "spec.ports",
+            format!("at most 100 ports (got {})", spec.ports.len()),
         ));
     }
     let mut names = HashSet::new();
@@ -421,8 +454,40 @@ fn validate_service(s: &Service) -> R {
     for (i, p) in spec.ports.iter().enumerate() {
         let f = format!("spec.ports[{i}]");
         check_port(&format!("{f}.port"), p.port)?;
-        check_port(&format!("{f}.target_port"), p.target_port)?;
+        if p.target_port_name.is_empty() {
+            check_port(&format!("{f}.target_port"), p.target_port)?;
+        } else {
+            if p.target_port != 0 {
+                return Err(ApiError::invalid(
+                    format!("{f}.target_port"),
+                    format!(
+                        "must be 0 when target_port_name is set (got {} and {})",
+                        p.target_port,
+                        quote(&p.target_port_name)
+                    ),
+                ));
+            }
+            if !is_iana_svc_name(&p.target_port_name) {
+                return Err(ApiError::invalid(
+                    format!("{f}.target_port_name"),
+                    format!("{} {IANA_SVC_NAME_MSG}", quote(&p.target_port_name)),
+                ));
+            }
+        }
         check_protocol(&format!("{f}.protocol"), &p.protocol)?;
+        if node_ports {
+            if p.node_port != 0 {
+                check_port(&format!("{f}.node_port"), p.node_port)?;
+            }
+        } else if p.node_port != 0 {
+            return Err(ApiError::invalid(
+                format!("{f}.node_port"),
+                format!(
+                    "may not be set for type {} (got {})",
+                    spec.r#type, p.node_port
+                ),
+            ));
+        }
         if spec.ports.len() > 1 {
             if p.name.is_empty() {
                 return Err(ApiError::invalid(
@@ -448,8 +513,149 @@ fn validate_service(s: &Service) -> R {
         }
     }
     check_labels("spec.selector", &spec.selector)?;
-    if !spec.cluster_ip.is_empty() {
+    if !spec.cluster_ip.is_empty() && !headless {
         check_ip("spec.cluster_ip", &spec.cluster_ip)?;
+    }
+    let policy = spec.external_traffic_policy.as_str();
+    if node_ports {
+        if policy != traffic_policy::CLUSTER && policy != traffic_policy::LOCAL {
+            return Err(ApiError::invalid(
+                "spec.external_traffic_policy",
+                format!("must be Cluster or Local (got {})", quote(policy)),
+            ));
+        }
+    } else if !policy.is_empty() {
+        return Err(ApiError::invalid(
+            "spec.external_traffic_policy",
+            format!(
+                "may only be set for NodePort and LoadBalancer services (type is {})",
+                spec.r#type
+            ),
+        ));
+    }
+    match spec.session_affinity.as_str() {
+        session_affinity::NONE => {
+            if spec.session_affinity_timeout_seconds != 0 {
+                return Err(ApiError::invalid(
+                    "spec.session_affinity_timeout_seconds",
+                    "may only be set with session_affinity ClientIP",
+                ));
+            }
+        }
+        session_affinity::CLIENT_IP => {
+            let t = spec.session_affinity_timeout_seconds;
+            if !(1..=session_affinity::MAX_TIMEOUT_SECONDS).contains(&t) {
+                return Err(ApiError::invalid(
+                    "spec.session_affinity_timeout_seconds",
+                    format!(
+                        "must be between 1 and {} (got {t})",
+                        session_affinity::MAX_TIMEOUT_SECONDS
+                    ),
+                ));
+            }
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "spec.session_affinity",
+                format!("must be None or ClientIP (got {})", quote(other)),
+            ))
+        }
+    }
+    if let Some(st) = &s.status {
+        if st.load_balancer_ingress.len() > 64 {
+            return Err(ApiError::invalid(
+                "status.load_balancer_ingress",
+                "at most 64 addresses",
+            ));
+        }
+        for (i, ing) in st.load_balancer_ingress.iter().enumerate() {
+            check_unicast_ip(&format!("status.load_balancer_ingress[{i}].ip"), &ing.ip)?;
+        }
+        if st.conditions.len() > 16 {
+            return Err(ApiError::invalid("status.conditions", "at most 16"));
+        }
+    }
+    Ok(())
+}
+
+/// Longest search domain list of a pod (Kubernetes: 32) and nameserver list (3).
+const MAX_DNS_SEARCHES: usize = 32;
+const MAX_DNS_NAMESERVERS: usize = 3;
+
+fn validate_pod_dns(spec: &kube_lite_proto::v1::PodSpec) -> R {
+    // "": a pod stored before dns_policy existed (ClusterFirst).
+    let policies = [
+        "",
+        dns_policy::CLUSTER_FIRST,
+        dns_policy::DEFAULT,
+        dns_policy::NONE,
+    ];
+    if !policies.contains(&spec.dns_policy.as_str()) {
+        return Err(ApiError::invalid(
+            "spec.dns_policy",
+            format!(
+                "must be one of ClusterFirst, Default, None (got {})",
+                quote(&spec.dns_policy)
+            ),
+        ));
+    }
+    if !spec.hostname.is_empty() && !is_dns1123_label(&spec.hostname) {
+        return Err(ApiError::invalid("spec.hostname", LABEL_MSG));
+    }
+    if !spec.subdomain.is_empty() && !is_dns1123_label(&spec.subdomain) {
+        return Err(ApiError::invalid("spec.subdomain", LABEL_MSG));
+    }
+    let cfg = spec.dns_config.as_ref();
+    if spec.dns_policy == dns_policy::NONE && cfg.is_none_or(|c| c.nameservers.is_empty()) {
+        return Err(ApiError::invalid(
+            "spec.dns_config.nameservers",
+            "at least one nameserver is required when dns_policy is None",
+        ));
+    }
+    if let Some(c) = cfg {
+        if c.nameservers.len() > MAX_DNS_NAMESERVERS {
+            return Err(ApiError::invalid(
+                "spec.dns_config.nameservers",
+                format!(
+                    "at most {MAX_DNS_NAMESERVERS} (got {})",
+                    c.nameservers.len()
+                ),
+            ));
+        }
+        for (i, ns) in c.nameservers.iter().enumerate() {
+            check_ip(&format!("spec.dns_config.nameservers[{i}]"), ns)?;
+        }
+        if c.searches.len() > MAX_DNS_SEARCHES {
+            return Err(ApiError::invalid(
+                "spec.dns_config.searches",
+                format!("at most {MAX_DNS_SEARCHES} (got {})", c.searches.len()),
+            ));
+        }
+        for (i, d) in c.searches.iter().enumerate() {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            if !is_dns1123_subdomain(d) {
+                return Err(ApiError::invalid(
+                    format!("spec.dns_config.searches[{i}]"),
+                    SUBDOMAIN_MSG,
+                ));
+            }
+        }
+        if c.options.len() > 32 {
+            return Err(ApiError::invalid("spec.dns_config.options", "at most 32"));
+        }
+        for (i, o) in c.options.iter().enumerate() {
+            let ok = |t: &str| {
+                !t.is_empty()
+                    && t.len() <= 64
+                    && t.chars().all(|ch| ch.is_ascii_graphic() && ch != ':')
+            };
+            if !ok(&o.name) || (!o.value.is_empty() && !ok(&o.value)) {
+                return Err(ApiError::invalid(
+                    format!("spec.dns_config.options[{i}]"),
+                    "name (and value) must be 1 to 64 printable characters without ':'",
+                ));
+            }
+        }
     }
     Ok(())
 }

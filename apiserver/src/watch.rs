@@ -1,11 +1,12 @@
 //! One task per Watch stream: replays the retained backlog, then forwards live
 //! changes, applying the filters with Kubernetes semantics (an object that stops
 //! matching is DELETED for this watcher, one that starts matching is ADDED), and
-//! sends BOOKMARKs. The stream's buffer is bounded; a watcher that falls behind is
-//! ended with OUT_OF_RANGE "... relist" and never slows writers down.
+//! sends BOOKMARKs. The stream's buffer is bounded in events and in bytes
+//! ([`ByteBudget`]); a watcher that falls behind is ended with OUT_OF_RANGE
+//! "... relist" and never slows writers down.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use futures::Stream;
 use kube_lite_proto::labels::Selector;
 use kube_lite_proto::v1::{EventType, ObjectMeta};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tonic::Status;
 
 use crate::error::ApiError;
@@ -106,12 +107,72 @@ impl EndSlot {
     }
 }
 
+/// The encoded bytes of the events in one watcher's buffer, bounded: the watcher
+/// takes an event's bytes before it buffers it, the stream gives them back as the
+/// event leaves for the client. An event always fits an empty buffer (so one larger
+/// than the bound still goes through, alone).
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+    freed: Notify,
+}
+
+impl ByteBudget {
+    pub fn new(max: usize) -> ByteBudget {
+        ByteBudget {
+            used: AtomicUsize::new(0),
+            max,
+            freed: Notify::new(),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` bytes if they fit now.
+    pub fn try_take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u == 0 || u.saturating_add(n) <= self.max).then(|| u.saturating_add(n))
+            })
+            .is_ok()
+    }
+
+    /// Takes `n` bytes, waiting until they fit.
+    pub async fn take(&self, n: usize) {
+        loop {
+            let freed = self.freed.notified();
+            if self.try_take(n) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub fn give(&self, n: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+        self.freed.notify_waiters();
+    }
+}
+
 /// The response stream of a Watch: the watcher task's events, or its final status as
 /// soon as it has one.
 pub struct WatchStream<E> {
     rx: mpsc::Receiver<Result<E, Status>>,
     end: Arc<EndSlot>,
     done: bool,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl<E> WatchStream<E> {
@@ -120,11 +181,18 @@ impl<E> WatchStream<E> {
             rx,
             end,
             done: false,
+            budget: None,
         }
+    }
+
+    /// Gives each event's encoded bytes back to `budget` as it leaves.
+    pub fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
-impl<E> Stream for WatchStream<E> {
+impl<E: prost::Message> Stream for WatchStream<E> {
     type Item = Result<E, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -140,6 +208,12 @@ impl<E> Stream for WatchStream<E> {
                 // The task ended; it sets its status before it drops the sender.
                 self.done = true;
                 Poll::Ready(self.end.take().map(Err))
+            }
+            Poll::Ready(Some(Ok(ev))) => {
+                if let Some(b) = &self.budget {
+                    b.give(ev.encoded_len());
+                }
+                Poll::Ready(Some(Ok(ev)))
             }
             other => other,
         }
@@ -159,6 +233,8 @@ pub struct Watcher<R: Stored> {
     pub tx: mpsc::Sender<Result<R::Event, Status>>,
     /// Where the final status goes (see [`WatchStream`]).
     pub end: Arc<EndSlot>,
+    /// Bytes buffered in `tx` (the stream gives them back).
+    pub budget: Arc<ByteBudget>,
     pub bookmark_every: Duration,
 }
 
@@ -178,11 +254,33 @@ impl<R: Stored> Watcher<R> {
             return Sent::Ok;
         };
         let item = R::event(typ, R::from_object(&ev.obj), ev.rev);
+        self.try_send(item)
+    }
+
+    /// Buffers `item` if both its bytes and a slot fit.
+    fn try_send(&self, item: R::Event) -> Sent {
+        let n = prost::Message::encoded_len(&item);
+        if !self.budget.try_take(n) {
+            return Sent::Full;
+        }
         match self.tx.try_send(Ok(item)) {
             Ok(()) => Sent::Ok,
-            Err(mpsc::error::TrySendError::Full(_)) => Sent::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Closed,
+            Err(e) => {
+                self.budget.give(n);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => Sent::Full,
+                    mpsc::error::TrySendError::Closed(_) => Sent::Closed,
+                }
+            }
         }
+    }
+
+    fn full(&self) -> String {
+        format!(
+            "watcher too slow: buffer of {} events or {} bytes full",
+            self.tx.max_capacity(),
+            self.budget.max()
+        )
     }
 
     /// Ends the stream with the relist status, delivered ahead of anything still
@@ -213,7 +311,12 @@ impl<R: Stored> Watcher<R> {
                 continue;
             };
             let item = R::event(typ, R::from_object(&ev.obj), ev.rev);
-            match tokio::time::timeout(BACKLOG_SEND_TIMEOUT, self.tx.send(Ok(item))).await {
+            let n = prost::Message::encoded_len(&item);
+            let send = async {
+                self.budget.take(n).await;
+                self.tx.send(Ok(item)).await
+            };
+            match tokio::time::timeout(BACKLOG_SEND_TIMEOUT, send).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
@@ -243,7 +346,7 @@ impl<R: Stored> Watcher<R> {
                 r = self.rx.recv() => match r {
                     Ok(ev) => match self.try_emit(&ev) {
                         Sent::Ok => {}
-                        Sent::Full => return self.end_relist(format!("watcher too slow: buffer of {} events full", self.tx.max_capacity())).await,
+                        Sent::Full => return self.end_relist(self.full()).await,
                         Sent::Closed => return,
                     },
                     Err(RecvError::Lagged(n)) => return self.end_relist(format!("watcher fell behind by {n} events")).await,
@@ -257,7 +360,7 @@ impl<R: Stored> Watcher<R> {
                         match self.rx.try_recv() {
                             Ok(ev) => match self.try_emit(&ev) {
                                 Sent::Ok => {}
-                                Sent::Full => return self.end_relist(format!("watcher too slow: buffer of {} events full", self.tx.max_capacity())).await,
+                                Sent::Full => return self.end_relist(self.full()).await,
                                 Sent::Closed => return,
                             },
                             Err(TryRecvError::Empty) => break,
@@ -268,9 +371,9 @@ impl<R: Stored> Watcher<R> {
                     self.last = self.last.max(rev);
                     let meta = ObjectMeta { resource_version: self.last, ..Default::default() };
                     let obj = bookmark_object::<R>(meta);
-                    match self.tx.try_send(Ok(R::event(EventType::Bookmark, obj, self.last))) {
-                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    match self.try_send(R::event(EventType::Bookmark, obj, self.last)) {
+                        Sent::Ok | Sent::Full => {}
+                        Sent::Closed => return,
                     }
                 }
                 _ = self.tx.closed() => return,
@@ -392,6 +495,44 @@ mod tests {
         drop(tx);
         let got = reader.await.unwrap().unwrap().unwrap_err();
         assert_eq!(got.code(), tonic::Code::OutOfRange);
+    }
+
+    #[test]
+    fn byte_budget_bounds_bytes_and_admits_one_large_event_alone() {
+        let b = ByteBudget::new(100);
+        assert!(b.try_take(60));
+        assert!(!b.try_take(50), "60 + 50 > 100");
+        assert!(b.try_take(40));
+        assert_eq!(b.used(), 100);
+        b.give(100);
+        assert!(b.try_take(1000), "an empty buffer takes any one event");
+        assert!(!b.try_take(1));
+        b.give(1000);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_stream_gives_bytes_back_and_a_waiting_take_goes_on() {
+        use futures::StreamExt;
+        let (tx, rx) = mpsc::channel::<Result<u32, Status>>(16);
+        let budget = Arc::new(ByteBudget::new(4));
+        let mut out =
+            WatchStream::new(rx, Arc::new(EndSlot::default())).with_budget(budget.clone());
+        // u32 300 encodes as field 1: a key byte and a 2-byte varint.
+        let n = prost::Message::encoded_len(&300u32);
+        assert_eq!(n, 3);
+        assert!(budget.try_take(n));
+        tx.try_send(Ok(300)).unwrap();
+        let b2 = budget.clone();
+        let waiter = tokio::spawn(async move { b2.take(3).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "3 + 3 > 4: waits");
+        assert_eq!(out.next().await.unwrap().unwrap(), 300);
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("take resumed once the event left")
+            .unwrap();
+        assert_eq!(budget.used(), 3);
     }
 
     #[test]

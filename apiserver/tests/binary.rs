@@ -128,6 +128,35 @@ fn bad_flags_fail_with_a_clear_message() {
     assert!(err.contains("invalid duration"), "{err}");
 }
 
+#[test]
+fn overlapping_cidrs_and_bad_mask_sizes_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_apiserver"))
+            .current_dir(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["--cluster-cidr", "10.0.0.0/8"]);
+    assert!(
+        err.contains("--service-cidr 10.96.0.0/16 overlaps --cluster-cidr 10.0.0.0/8"),
+        "{err}"
+    );
+    let err = run(&["--node-cidr-mask-size", "16"]);
+    assert!(
+        err.contains("node subnet prefix /16 (--node-cidr-mask-size) does not fit in cluster CIDR 10.0.0.0/16"),
+        "{err}"
+    );
+    let err = run(&["--node-cidr-mask-size", "31"]);
+    assert!(err.contains("--node-cidr-mask-size"), "{err}");
+    // Refused before anything is written.
+    assert!(!dir.path().join("kube-lite-data").exists());
+}
+
 /// kill -9 while clients write: every acknowledged create is there after the restart,
 /// and the revision counter continues above every acknowledged revision.
 #[tokio::test]
@@ -186,4 +215,106 @@ async fn acknowledged_writes_survive_kill_9() {
     assert!(list.resource_version >= max_rev);
     let p = c.create(pod("after", "n")).await.unwrap().into_inner();
     assert!(p.metadata.unwrap().resource_version > list.resource_version);
+}
+
+/// kill -9 while clients rewrite large objects (stored as value files, replaced and
+/// deleted as the watch window moves on): after the restart every object is at its
+/// last acknowledged version or later, with its content intact, and the value files
+/// left are only those still referred to (at most the window's plus the live ones).
+#[tokio::test]
+async fn acknowledged_large_objects_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let big = |name: &str, i: u64| {
+        let mut p = pod(name, "n");
+        let m = p.metadata.as_mut().unwrap();
+        m.annotations
+            .insert("pad".into(), format!("{i:08}").repeat(12_000)); // 96 KB
+        p
+    };
+    let mut s = Server(
+        Command::new(env!("CARGO_BIN_EXE_apiserver"))
+            .current_dir(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--watch-window-bytes", "1Mi"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn apiserver"),
+    );
+    let _ = client(port).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let mut c = client(port).await;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            // (name, acknowledged revision, content index)
+            let mut acked: Vec<(String, u64, u64)> = Vec::new();
+            let mut i = 0u64;
+            'run: while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("big{t}-{}", i % 3);
+                let res = if i < 3 {
+                    c.create(big(&name, i)).await
+                } else {
+                    c.update(big(&name, i)).await
+                };
+                match res {
+                    Ok(p) => {
+                        let rv = p.into_inner().metadata.unwrap().resource_version;
+                        acked.retain(|a| a.0 != name);
+                        acked.push((name, rv, i));
+                    }
+                    Err(_) => break 'run, // the server is gone
+                }
+                i += 1;
+            }
+            (acked, i)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.0.kill().unwrap(); // SIGKILL
+    s.0.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acked, mut writes) = (Vec::new(), 0);
+    for t in tasks {
+        let (a, n) = t.await.unwrap();
+        acked.extend(a);
+        writes += n;
+    }
+    // More versions than the bound below: without deletion, more files would stay.
+    assert!(writes > 40, "only {writes} writes acknowledged");
+
+    let _s2 = start(dir.path(), port);
+    let mut c = client(port).await;
+    for (name, rev, i) in &acked {
+        let p = c
+            .get(get(name))
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged pod {name} lost: {e}"))
+            .into_inner();
+        let m = p.metadata.unwrap();
+        assert!(
+            m.resource_version >= *rev,
+            "{name}: {} < {rev}",
+            m.resource_version
+        );
+        if m.resource_version == *rev {
+            assert_eq!(
+                m.annotations["pad"],
+                format!("{i:08}").repeat(12_000),
+                "{name}"
+            );
+        }
+    }
+    // What is left: the live objects' files and at most a 1 MiB window's.
+    let files = std::fs::read_dir(dir.path().join("kube-lite-data/values"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    eprintln!("{writes} versions written, {files} value files left");
+    assert!(
+        files <= 12 + 12,
+        "{files} value files left for 12 objects and a 1 MiB window ({writes} versions written)"
+    );
 }

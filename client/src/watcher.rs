@@ -143,6 +143,7 @@ async fn step<A: WatchApi>(
                     namespace: ctx.params.namespace.clone(),
                     label_selector: ctx.params.label_selector.clone(),
                     node_name: ctx.params.node_name.clone(),
+                    ..Default::default()
                 };
                 match ctx.api.list(req).await {
                     Ok((items, rev)) => {

@@ -41,6 +41,8 @@ pub mod reason {
     pub const COMPLETED: &str = "Completed";
     /// Container terminated with a non-zero exit code.
     pub const ERROR: &str = "Error";
+    /// Container killed by the kernel for going over its memory limit (exit code 137).
+    pub const OOM_KILLED: &str = "OOMKilled";
     /// The pod network could not be set up.
     pub const NETWORK_SETUP_FAILED: &str = "NetworkSetupFailed";
     /// Node condition: the agent reports healthy.
@@ -74,4 +76,32 @@ pub mod protocol {
 /// `spec.type` of a Service.
 pub mod service_type {
     pub const CLUSTER_IP: &str = "ClusterIP";
+    pub const NODE_PORT: &str = "NodePort";
+    pub const LOAD_BALANCER: &str = "LoadBalancer";
+}
+
+/// `spec.clusterIP` of a headless Service.
+pub const CLUSTER_IP_NONE: &str = "None";
+
+/// `spec.externalTrafficPolicy` of a Service.
+pub mod traffic_policy {
+    pub const CLUSTER: &str = "Cluster";
+    pub const LOCAL: &str = "Local";
+}
+
+/// `spec.sessionAffinity` of a Service.
+pub mod session_affinity {
+    pub const NONE: &str = "None";
+    pub const CLIENT_IP: &str = "ClientIP";
+    /// Kubernetes' default `timeoutSeconds` (3 hours).
+    pub const DEFAULT_TIMEOUT_SECONDS: i32 = 10800;
+    /// Kubernetes' maximum `timeoutSeconds` (1 day).
+    pub const MAX_TIMEOUT_SECONDS: i32 = 86400;
+}
+
+/// `spec.dnsPolicy` of a Pod.
+pub mod dns_policy {
+    pub const CLUSTER_FIRST: &str = "ClusterFirst";
+    pub const DEFAULT: &str = "Default";
+    pub const NONE: &str = "None";
 }

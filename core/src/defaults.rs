@@ -1,13 +1,45 @@
 //! The server's defaulting rules. The apiserver applies them on every write; kubectl-lite
 //! applies the same ones to a manifest to tell `unchanged` from a real change.
 
-use crate::consts::{protocol, restart_policy, service_type};
-use kube_lite_proto::v1::{Endpoints, PodSpec, ServiceSpec};
+use crate::consts::{
+    dns_policy, protocol, restart_policy, service_type, session_affinity, traffic_policy,
+};
+use kube_lite_proto::v1::{Endpoints, PodSpec, Probe, ServiceSpec};
+
+/// Kubernetes' probe defaults: period 10 s, timeout 1 s, success 1, failure 3.
+pub const PROBE_PERIOD_SECONDS: i32 = 10;
+pub const PROBE_TIMEOUT_SECONDS: i32 = 1;
+pub const PROBE_SUCCESS_THRESHOLD: i32 = 1;
+pub const PROBE_FAILURE_THRESHOLD: i32 = 3;
+
+/// Fills a probe's zero fields with Kubernetes' defaults (and an httpGet's path/scheme).
+pub fn default_probe(p: &mut Probe) {
+    if p.period_seconds == 0 {
+        p.period_seconds = PROBE_PERIOD_SECONDS;
+    }
+    if p.timeout_seconds == 0 {
+        p.timeout_seconds = PROBE_TIMEOUT_SECONDS;
+    }
+    if p.success_threshold == 0 {
+        p.success_threshold = PROBE_SUCCESS_THRESHOLD;
+    }
+    if p.failure_threshold == 0 {
+        p.failure_threshold = PROBE_FAILURE_THRESHOLD;
+    }
+    if let Some(h) = &mut p.http_get {
+        if h.path.is_empty() {
+            h.path = "/".into();
+        }
+        if h.scheme.is_empty() {
+            h.scheme = "HTTP".into();
+        }
+    }
+}
 
 /// A pod's `terminationGracePeriodSeconds` when none is given (Kubernetes: 30).
 pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
 
-/// restartPolicy Always, grace period 30 s, container port protocol TCP.
+/// restartPolicy Always, grace period 30 s, container port protocol TCP, probe defaults.
 pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.restart_policy.is_empty() {
         spec.restart_policy = restart_policy::ALWAYS.into();
@@ -15,7 +47,20 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.termination_grace_period_seconds == 0 {
         spec.termination_grace_period_seconds = DEFAULT_TERMINATION_GRACE_SECONDS;
     }
+    if spec.dns_policy.is_empty() {
+        spec.dns_policy = dns_policy::CLUSTER_FIRST.into();
+    }
     for c in &mut spec.containers {
+        for p in [
+            &mut c.liveness_probe,
+            &mut c.readiness_probe,
+            &mut c.startup_probe,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            default_probe(p);
+        }
         for p in &mut c.ports {
             if p.protocol.is_empty() {
                 p.protocol = protocol::TCP.into();
@@ -24,7 +69,9 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     }
 }
 
-/// type ClusterIP, port protocol TCP, targetPort = port.
+/// type ClusterIP, port protocol TCP, targetPort = port (unless named), sessionAffinity
+/// None (ClientIP: timeout 10800 s), externalTrafficPolicy Cluster for NodePort and
+/// LoadBalancer Services.
 pub fn default_service_spec(spec: &mut ServiceSpec) {
     if spec.r#type.is_empty() {
         spec.r#type = service_type::CLUSTER_IP.into();
@@ -33,10 +80,26 @@ pub fn default_service_spec(spec: &mut ServiceSpec) {
         if p.protocol.is_empty() {
             p.protocol = protocol::TCP.into();
         }
-        if p.target_port == 0 {
+        if p.target_port == 0 && p.target_port_name.is_empty() {
             p.target_port = p.port;
         }
     }
+    if spec.session_affinity.is_empty() {
+        spec.session_affinity = session_affinity::NONE.into();
+    }
+    if spec.session_affinity == session_affinity::CLIENT_IP
+        && spec.session_affinity_timeout_seconds == 0
+    {
+        spec.session_affinity_timeout_seconds = session_affinity::DEFAULT_TIMEOUT_SECONDS;
+    }
+    if needs_node_ports(&spec.r#type) && spec.external_traffic_policy.is_empty() {
+        spec.external_traffic_policy = traffic_policy::CLUSTER.into();
+    }
+}
+
+/// Whether a Service of this type gets node ports (NodePort, LoadBalancer).
+pub fn needs_node_ports(service_type: &str) -> bool {
+    service_type == service_type::NODE_PORT || service_type == service_type::LOAD_BALANCER
 }
 
 /// Endpoint port protocol TCP.

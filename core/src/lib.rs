@@ -7,12 +7,14 @@
 //! - [`defaults`]: the server's defaulting rules, which the CLI also applies to compare a
 //!   manifest with what is stored.
 //! - [`consts`]: phases, condition types and statuses, reasons, restart policies, protocols.
+//! - [`quantity`]: Kubernetes quantities (`100m`, `128Mi`), requests/limits, QoS class.
 //! - [`size`]: the byte-size syntax of flags (`64Mi`, `10M`).
 //! - [`time`]: unix-millisecond clock and the duration syntax of flags (`40s`, `500ms`).
 
 pub mod consts;
 pub mod defaults;
 mod object_ref;
+pub mod quantity;
 mod resource;
 pub mod size;
 pub mod time;

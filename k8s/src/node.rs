@@ -79,6 +79,7 @@ impl K8sKind for Node {
                 }],
                 last_heartbeat_time: 1_700_000_005_000,
                 capacity: [("pods".to_string(), "110".to_string())].into(),
+                allocatable: [("cpu".to_string(), "2".to_string())].into(),
                 address: "192.168.250.2".into(),
                 daemon_endpoint: "http://127.0.0.1:10250".into(),
                 ..Default::default()
@@ -118,6 +119,12 @@ impl K8sKind for Node {
                 ),
                 capacity: (!st.capacity.is_empty()).then(|| {
                     st.capacity
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                        .collect()
+                }),
+                allocatable: (!st.allocatable.is_empty()).then(|| {
+                    st.allocatable
                         .iter()
                         .map(|(k, v)| (k.clone(), Quantity(v.clone())))
                         .collect()
@@ -185,6 +192,12 @@ impl K8sKind for Node {
                 last_heartbeat_time,
                 capacity: st
                     .capacity
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect(),
+                allocatable: st
+                    .allocatable
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(k, v)| (k, v.0))

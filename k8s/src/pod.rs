@@ -2,12 +2,17 @@
 //! NODE NOMINATED NODE READINESS GATES), field selectors.
 
 use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_lite_core::consts::{container_state, phase};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{
-    Container, ContainerPort, ContainerStatus, EnvVar, Pod, PodCondition, PodSpec, PodStatus,
+    Container, ContainerPort, ContainerStateTerminated, ContainerStatus, EnvVar, ExecAction,
+    HttpGetAction, HttpHeader, Pod, PodCondition, PodDnsConfig, PodDnsOption, PodSpec, PodStatus,
+    Probe, ResourceRequirements, TcpSocketAction,
 };
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::meta::{self, millis, time};
 use crate::{age, opt, opt_vec, Column, FieldError, K8sKind};
@@ -58,8 +63,41 @@ impl K8sKind for Pod {
                         container_port: 8080,
                         protocol: "TCP".into(),
                     }],
+                    readiness_probe: Some(Probe {
+                        http_get: Some(HttpGetAction {
+                            path: "/".into(),
+                            port_name: "http".into(),
+                            http_headers: vec![HttpHeader {
+                                name: "X".into(),
+                                value: "1".into(),
+                            }],
+                            ..Default::default()
+                        }),
+                        period_seconds: 10,
+                        ..Default::default()
+                    }),
+                    liveness_probe: Some(Probe {
+                        exec: Some(ExecAction {
+                            command: vec!["true".into()],
+                        }),
+                        ..Default::default()
+                    }),
+                    startup_probe: Some(Probe {
+                        tcp_socket: Some(TcpSocketAction {
+                            port: 8080,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    resources: Some(ResourceRequirements {
+                        requests: [("cpu".to_string(), "100m".to_string())].into(),
+                        limits: [("memory".to_string(), "64Mi".to_string())].into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
+                dns_policy: "ClusterFirst".into(),
+                hostname: "web".into(),
                 restart_policy: "Always".into(),
                 termination_grace_period_seconds: 30,
                 ..Default::default()
@@ -74,7 +112,14 @@ impl K8sKind for Pod {
                     state: "Running".into(),
                     ready: true,
                     restart_count: 2,
+                    started: true,
                     started_at: 1_700_000_002_000,
+                    last_state: Some(ContainerStateTerminated {
+                        exit_code: 1,
+                        reason: "Error".into(),
+                        finished_at: 1_700_000_001_000,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
                 conditions: vec![PodCondition {
@@ -196,6 +241,22 @@ fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
         restart_policy: opt(&s.restart_policy),
         node_selector: meta::map(&s.node_selector),
         termination_grace_period_seconds: Some(s.termination_grace_period_seconds),
+        dns_policy: opt(&s.dns_policy),
+        dns_config: s.dns_config.as_ref().map(|d| corev1::PodDNSConfig {
+            nameservers: opt_vec(d.nameservers.clone()),
+            searches: opt_vec(d.searches.clone()),
+            options: opt_vec(
+                d.options
+                    .iter()
+                    .map(|o| corev1::PodDNSConfigOption {
+                        name: opt(&o.name),
+                        value: opt(&o.value),
+                    })
+                    .collect(),
+            ),
+        }),
+        hostname: opt(&s.hostname),
+        subdomain: opt(&s.subdomain),
         ..Default::default()
     }
 }
@@ -207,6 +268,24 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
         restart_policy: s.restart_policy.unwrap_or_default(),
         node_selector: meta::unmap(s.node_selector),
         termination_grace_period_seconds: s.termination_grace_period_seconds.unwrap_or(0),
+        dns_policy: s.dns_policy.unwrap_or_default(),
+        dns_config: s.dns_config.map(|d| {
+            Box::new(PodDnsConfig {
+                nameservers: d.nameservers.unwrap_or_default(),
+                searches: d.searches.unwrap_or_default(),
+                options: d
+                    .options
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|o| PodDnsOption {
+                        name: o.name.unwrap_or_default(),
+                        value: o.value.unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+        }),
+        hostname: s.hostname.unwrap_or_default(),
+        subdomain: s.subdomain.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -238,6 +317,123 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 })
                 .collect(),
         ),
+        liveness_probe: c.liveness_probe.as_ref().map(probe_to_k8s),
+        readiness_probe: c.readiness_probe.as_ref().map(probe_to_k8s),
+        startup_probe: c.startup_probe.as_ref().map(probe_to_k8s),
+        resources: c.resources.as_ref().map(|r| corev1::ResourceRequirements {
+            requests: quantities(&r.requests),
+            limits: quantities(&r.limits),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn quantities(m: &HashMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!m.is_empty()).then(|| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}
+
+fn unquantities(m: Option<BTreeMap<String, Quantity>>) -> HashMap<String, String> {
+    m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+fn port_to_k8s(port: i32, name: &str) -> IntOrString {
+    if name.is_empty() {
+        IntOrString::Int(port)
+    } else {
+        IntOrString::String(name.to_string())
+    }
+}
+
+fn port_from_k8s(p: IntOrString) -> (i32, String) {
+    match p {
+        IntOrString::Int(n) => (n, String::new()),
+        IntOrString::String(s) => match s.parse() {
+            Ok(n) => (n, String::new()),
+            Err(_) => (0, s),
+        },
+    }
+}
+
+fn probe_to_k8s(p: &Probe) -> corev1::Probe {
+    let nz = |v: i32| (v != 0).then_some(v);
+    corev1::Probe {
+        exec: p.exec.as_ref().map(|e| corev1::ExecAction {
+            command: opt_vec(e.command.clone()),
+        }),
+        http_get: p.http_get.as_ref().map(|h| corev1::HTTPGetAction {
+            path: opt(&h.path),
+            port: port_to_k8s(h.port, &h.port_name),
+            host: opt(&h.host),
+            scheme: opt(&h.scheme),
+            protocol: None,
+            http_headers: opt_vec(
+                h.http_headers
+                    .iter()
+                    .map(|x| corev1::HTTPHeader {
+                        name: x.name.clone(),
+                        value: x.value.clone(),
+                    })
+                    .collect(),
+            ),
+        }),
+        tcp_socket: p.tcp_socket.as_ref().map(|t| corev1::TCPSocketAction {
+            port: port_to_k8s(t.port, &t.port_name),
+            host: opt(&t.host),
+        }),
+        initial_delay_seconds: nz(p.initial_delay_seconds),
+        timeout_seconds: nz(p.timeout_seconds),
+        period_seconds: nz(p.period_seconds),
+        success_threshold: nz(p.success_threshold),
+        failure_threshold: nz(p.failure_threshold),
+        ..Default::default()
+    }
+}
+
+fn probe_from_k8s(p: corev1::Probe) -> Probe {
+    Probe {
+        exec: p.exec.map(|e| ExecAction {
+            command: e.command.unwrap_or_default(),
+        }),
+        http_get: p.http_get.map(|h| {
+            let (port, port_name) = port_from_k8s(h.port);
+            HttpGetAction {
+                path: h.path.unwrap_or_default(),
+                port,
+                port_name,
+                host: h.host.unwrap_or_default(),
+                scheme: h.scheme.unwrap_or_default(),
+                http_headers: h
+                    .http_headers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|x| HttpHeader {
+                        name: x.name,
+                        value: x.value,
+                    })
+                    .collect(),
+            }
+        }),
+        tcp_socket: p.tcp_socket.map(|t| {
+            let (port, port_name) = port_from_k8s(t.port);
+            TcpSocketAction {
+                port,
+                port_name,
+                host: t.host.unwrap_or_default(),
+            }
+        }),
+        initial_delay_seconds: p.initial_delay_seconds.unwrap_or(0),
+        timeout_seconds: p.timeout_seconds.unwrap_or(0),
+        period_seconds: p.period_seconds.unwrap_or(0),
+        success_threshold: p.success_threshold.unwrap_or(0),
+        failure_threshold: p.failure_threshold.unwrap_or(0),
         ..Default::default()
     }
 }
@@ -267,6 +463,14 @@ fn container_from_k8s(c: corev1::Container) -> Container {
                 protocol: p.protocol.unwrap_or_default(),
             })
             .collect(),
+        liveness_probe: c.liveness_probe.map(probe_from_k8s),
+        readiness_probe: c.readiness_probe.map(probe_from_k8s),
+        startup_probe: c.startup_probe.map(probe_from_k8s),
+        resources: c.resources.map(|r| ResourceRequirements {
+            requests: unquantities(r.requests),
+            limits: unquantities(r.limits),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -299,6 +503,7 @@ fn status_to_k8s(s: &PodStatus) -> corev1::PodStatus {
                 .map(container_status_to_k8s)
                 .collect(),
         ),
+        qos_class: opt(&s.qos_class),
         ..Default::default()
     }
 }
@@ -328,6 +533,7 @@ fn status_from_k8s(s: corev1::PodStatus) -> PodStatus {
             .into_iter()
             .map(container_status_from_k8s)
             .collect(),
+        qos_class: s.qos_class.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -364,8 +570,19 @@ fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
         name: c.name.clone(),
         ready: c.ready,
         restart_count: c.restart_count,
-        started: Some(c.state == container_state::RUNNING),
+        started: Some(c.started),
         state: Some(state),
+        last_state: c.last_state.as_ref().map(|t| corev1::ContainerState {
+            terminated: Some(corev1::ContainerStateTerminated {
+                exit_code: t.exit_code,
+                reason: opt(&t.reason),
+                message: opt(&t.message),
+                started_at: time(t.started_at),
+                finished_at: time(t.finished_at),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -376,6 +593,18 @@ fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
         ready: c.ready,
         restart_count: c.restart_count,
         state: container_state::WAITING.into(),
+        started: c.started.unwrap_or(false),
+        last_state: c
+            .last_state
+            .and_then(|l| l.terminated)
+            .map(|t| ContainerStateTerminated {
+                exit_code: t.exit_code,
+                reason: t.reason.unwrap_or_default(),
+                message: t.message.unwrap_or_default(),
+                started_at: millis(&t.started_at),
+                finished_at: millis(&t.finished_at),
+                ..Default::default()
+            }),
         ..Default::default()
     };
     let st = c.state.unwrap_or_default();

@@ -206,6 +206,22 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                 if cs.finished_at != 0 {
                     t.field(6, "Finished", rfc3339(cs.finished_at));
                 }
+                if let Some(l) = &cs.last_state {
+                    t.field(4, "Last State", container_state::TERMINATED);
+                    if !l.reason.is_empty() {
+                        t.field(6, "Reason", &l.reason);
+                    }
+                    if !l.message.is_empty() {
+                        t.field(6, "Message", &l.message);
+                    }
+                    t.field(6, "Exit Code", l.exit_code.to_string());
+                    if l.started_at != 0 {
+                        t.field(6, "Started", rfc3339(l.started_at));
+                    }
+                    if l.finished_at != 0 {
+                        t.field(6, "Finished", rfc3339(l.finished_at));
+                    }
+                }
                 t.field(
                     4,
                     "Ready",
@@ -222,6 +238,9 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                 t.field(4, "Ready", condition_status::FALSE);
                 t.field(4, "Restart Count", "0");
             }
+        }
+        for l in crate::output::container_describe_lines(c) {
+            t.line(l);
         }
         if c.env.is_empty() {
             t.field(4, "Environment", "<none>");
@@ -258,6 +277,9 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
             &spec.restart_policy
         },
     );
+    if !st.qos_class.is_empty() {
+        t.field(0, "QoS Class", &st.qos_class);
+    }
     t.field(0, "Node-Selectors", map_lines(&spec.node_selector));
     t.out
 }
@@ -462,6 +484,7 @@ mod tests {
                         container_port: 8080,
                         protocol: "TCP".into(),
                     }],
+                    ..Default::default()
                 }],
                 restart_policy: "OnFailure".into(),
                 ..Default::default()
@@ -537,9 +560,11 @@ Node-Selectors:     <none>
                     protocol: "TCP".into(),
                     port: 80,
                     target_port: 8080,
+                    ..Default::default()
                 }],
                 cluster_ip: "10.96.0.10".into(),
                 r#type: "ClusterIP".into(),
+                ..Default::default()
             }),
             status: None,
         };

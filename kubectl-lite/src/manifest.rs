@@ -8,15 +8,19 @@
 //! * **warning** (the document is applied, the field is named on stderr): fields that are
 //!   set by the cluster or are purely informational and common in real manifests —
 //!   `status`, `metadata.{creationTimestamp,uid,resourceVersion,generation,managedFields,…}`,
-//!   `spec.{dnsPolicy,schedulerName,enableServiceLinks,priority,preemptionPolicy,
+//!   `spec.{schedulerName,enableServiceLinks,priority,preemptionPolicy,
 //!   serviceAccountName}`, `spec.containers[].{imagePullPolicy,terminationMessagePath,
 //!   terminationMessagePolicy}`, Service `spec.{sessionAffinity: None,clusterIPs,ipFamilies,
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
 //! * **error** (the document is refused, nothing of the file is applied): every other
-//!   unknown field (volumes, resources, securityContext, probes, `hostPort`, `valueFrom`,
-//!   …), `type: NodePort|LoadBalancer|ExternalName`, `clusterIP: None`, a named
-//!   `targetPort`, values of the wrong type, other apiVersions and kinds.
+//!   unknown field (volumes, securityContext, `hostPort`, `valueFrom`,
+//!   …), `type: ExternalName`, values of the wrong type, other apiVersions and kinds.
+//!
+//! Probes (`livenessProbe`, `readinessProbe`, `startupProbe`) and `resources` are read by
+//! [`pod_extras`].
+
+mod pod_extras;
 
 use kube_lite_core::consts::service_type;
 use kube_lite_core::{defaults, Resource};
@@ -184,7 +188,6 @@ enum Kind {
 /// Unknown fields that are applied with a warning (generic path, `[]` for any index).
 const IGNORED_POD: &[&str] = &[
     "status",
-    "spec.dnsPolicy",
     "spec.schedulerName",
     "spec.enableServiceLinks",
     "spec.priority",
@@ -433,9 +436,41 @@ impl Walker {
                 "nodeName",
                 "nodeSelector",
                 "terminationGracePeriodSeconds",
+                "dnsPolicy",
+                "dnsConfig",
+                "hostname",
+                "subdomain",
             ],
             Kind::Pod,
         );
+        spec.dns_policy = self.string("spec.dnsPolicy", s.get("dnsPolicy"));
+        spec.hostname = self.string("spec.hostname", s.get("hostname"));
+        spec.subdomain = self.string("spec.subdomain", s.get("subdomain"));
+        if let Some(d) = self.object("spec.dnsConfig", s.get("dnsConfig")) {
+            self.unknown(
+                "spec.dnsConfig",
+                d,
+                &["nameservers", "searches", "options"],
+                Kind::Pod,
+            );
+            let mut cfg = kube_lite_proto::v1::PodDnsConfig {
+                nameservers: self.strings("spec.dnsConfig.nameservers", d.get("nameservers")),
+                searches: self.strings("spec.dnsConfig.searches", d.get("searches")),
+                options: Vec::new(),
+            };
+            let path = "spec.dnsConfig.options";
+            for (i, o) in self.array(path, d.get("options")).iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                if let Some(o) = self.object(&p, Some(o)) {
+                    self.unknown(&p, o, &["name", "value"], Kind::Pod);
+                    cfg.options.push(kube_lite_proto::v1::PodDnsOption {
+                        name: self.string(&join(&p, "name"), o.get("name")),
+                        value: self.string(&join(&p, "value"), o.get("value")),
+                    });
+                }
+            }
+            spec.dns_config = Some(Box::new(cfg));
+        }
         spec.node_name = self.string("spec.nodeName", s.get("nodeName"));
         spec.restart_policy = self.string("spec.restartPolicy", s.get("restartPolicy"));
         spec.node_selector = self.string_map("spec.nodeSelector", s.get("nodeSelector"));
@@ -463,12 +498,11 @@ impl Walker {
     }
 
     fn container(&mut self, path: &str, c: &Map<String, Value>) -> Container {
-        self.unknown(
-            path,
-            c,
-            &["name", "image", "command", "args", "env", "ports"],
-            Kind::Pod,
-        );
+        let known: Vec<&str> = ["name", "image", "command", "args", "env", "ports"]
+            .into_iter()
+            .chain(pod_extras::CONTAINER_KEYS.iter().copied())
+            .collect();
+        self.unknown(path, c, &known, Kind::Pod);
         let mut out = Container {
             name: self.string(&join(path, "name"), c.get("name")),
             image: self.string(&join(path, "image"), c.get("image")),
@@ -476,6 +510,10 @@ impl Walker {
             args: self.strings(&join(path, "args"), c.get("args")),
             ..Default::default()
         };
+        out.liveness_probe = self.probe(&join(path, "livenessProbe"), c.get("livenessProbe"));
+        out.readiness_probe = self.probe(&join(path, "readinessProbe"), c.get("readinessProbe"));
+        out.startup_probe = self.probe(&join(path, "startupProbe"), c.get("startupProbe"));
+        out.resources = self.resources(&join(path, "resources"), c.get("resources"));
         let env_path = join(path, "env");
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");
@@ -512,34 +550,60 @@ impl Walker {
         self.unknown(
             "spec",
             s,
-            &["selector", "ports", "clusterIP", "type", "sessionAffinity"],
+            &[
+                "selector",
+                "ports",
+                "clusterIP",
+                "type",
+                "sessionAffinity",
+                "sessionAffinityConfig",
+                "externalTrafficPolicy",
+            ],
             Kind::Service,
         );
         spec.selector = self.string_map("spec.selector", s.get("selector"));
         spec.cluster_ip = self.string("spec.clusterIP", s.get("clusterIP"));
-        if spec.cluster_ip == "None" {
-            self.err(
-                "spec.clusterIP",
-                "headless services (\"None\") are not supported",
-            );
-        }
         spec.r#type = self.string("spec.type", s.get("type"));
-        if !spec.r#type.is_empty() && spec.r#type != service_type::CLUSTER_IP {
+        let types = [
+            service_type::CLUSTER_IP,
+            service_type::NODE_PORT,
+            service_type::LOAD_BALANCER,
+        ];
+        if !spec.r#type.is_empty() && !types.contains(&spec.r#type.as_str()) {
             self.err(
                 "spec.type",
-                format!("{:?} is not supported (only ClusterIP)", spec.r#type),
+                format!(
+                    "{:?} is not supported (ClusterIP, NodePort, LoadBalancer)",
+                    spec.r#type
+                ),
             );
         }
-        match s.get("sessionAffinity") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(a)) if a == "None" => self.warn(
-                "spec.sessionAffinity",
-                "ignored (None is kube-lite's behaviour)",
-            ),
-            Some(other) => self.err(
-                "spec.sessionAffinity",
-                format!("{other} is not supported (only None)"),
-            ),
+        spec.external_traffic_policy =
+            self.string("spec.externalTrafficPolicy", s.get("externalTrafficPolicy"));
+        spec.session_affinity = self.string("spec.sessionAffinity", s.get("sessionAffinity"));
+        if let Some(cfg) = self.object("spec.sessionAffinityConfig", s.get("sessionAffinityConfig"))
+        {
+            self.unknown(
+                "spec.sessionAffinityConfig",
+                cfg,
+                &["clientIP"],
+                Kind::Service,
+            );
+            if let Some(cip) =
+                self.object("spec.sessionAffinityConfig.clientIP", cfg.get("clientIP"))
+            {
+                self.unknown(
+                    "spec.sessionAffinityConfig.clientIP",
+                    cip,
+                    &["timeoutSeconds"],
+                    Kind::Service,
+                );
+                let t = self.int(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    cip.get("timeoutSeconds"),
+                );
+                spec.session_affinity_timeout_seconds = i32::try_from(t).unwrap_or(i32::MAX);
+            }
         }
         for (i, port) in self.array("spec.ports", s.get("ports")).iter().enumerate() {
             let p = format!("spec.ports[{i}]");
@@ -547,28 +611,32 @@ impl Walker {
                 self.unknown(
                     &p,
                     port,
-                    &["name", "protocol", "port", "targetPort"],
+                    &["name", "protocol", "port", "targetPort", "nodePort"],
                     Kind::Service,
                 );
                 let target_path = join(&p, "targetPort");
+                let mut target_port_name = String::new();
                 let target_port = match port.get("targetPort") {
                     Some(Value::String(t)) => match t.parse::<i64>() {
                         Ok(n) => self.port(&target_path, Some(&Value::from(n))),
                         Err(_) => {
-                            self.err(
-                                &target_path,
-                                format!("named target port {t:?} is not supported; use the container's port number"),
-                            );
+                            target_port_name = t.clone();
                             0
                         }
                     },
                     other => self.port(&target_path, other),
+                };
+                let node_port = match port.get("nodePort") {
+                    None | Some(Value::Null) => 0,
+                    other => self.port(&join(&p, "nodePort"), other),
                 };
                 spec.ports.push(ServicePort {
                     name: self.string(&join(&p, "name"), port.get("name")),
                     protocol: self.string(&join(&p, "protocol"), port.get("protocol")),
                     port: self.port(&join(&p, "port"), port.get("port")),
                     target_port,
+                    target_port_name,
+                    node_port,
                 });
             }
         }
@@ -597,6 +665,11 @@ pub fn normalize_pod_spec(desired: &PodSpec, stored: &PodSpec) -> PodSpec {
     if d.node_name.is_empty() {
         d.node_name = stored.node_name.clone();
     }
+    if stored.dns_policy.is_empty()
+        && d.dns_policy == kube_lite_core::consts::dns_policy::CLUSTER_FIRST
+    {
+        d.dns_policy.clear();
+    }
     d
 }
 
@@ -608,6 +681,15 @@ pub fn normalize_service_spec(desired: &ServiceSpec, stored: &ServiceSpec) -> Se
     defaults::default_service_spec(&mut d);
     if d.cluster_ip.is_empty() {
         d.cluster_ip = stored.cluster_ip.clone();
+    }
+    for p in d.ports.iter_mut().filter(|p| p.node_port == 0) {
+        if let Some(q) = stored
+            .ports
+            .iter()
+            .find(|q| q.port == p.port && q.protocol == p.protocol)
+        {
+            p.node_port = q.node_port;
+        }
     }
     d
 }
@@ -733,13 +815,15 @@ spec:
                     name: "http".into(),
                     protocol: "".into(),
                     port: 80,
-                    target_port: 8080
+                    target_port: 8080,
+                    ..Default::default()
                 },
                 ServicePort {
                     name: "alt".into(),
                     protocol: "UDP".into(),
                     port: 81,
-                    target_port: 9090
+                    target_port: 9090,
+                    ..Default::default()
                 },
             ]
         );
@@ -765,6 +849,68 @@ spec:
         assert!(parse_documents("{\"a\":")
             .unwrap_err()
             .starts_with("invalid JSON"));
+    }
+
+    #[test]
+    fn probes_and_resources_convert() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: web
+    image: whoami
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /healthz, port: http, httpHeaders: [{name: X-A, value: b}]}
+      periodSeconds: 2
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      failureThreshold: 5
+    startupProbe:
+      exec: {command: [cat, /tmp/ok]}
+    resources:
+      requests: {cpu: 0.5, memory: 64Mi}
+      limits: {cpu: 1, memory: "128Mi"}
+"#;
+        let Manifest::Pod(p) = one(text).unwrap().manifest else {
+            panic!("a pod")
+        };
+        let c = &p.spec.unwrap().containers[0];
+        let r = c.readiness_probe.as_ref().unwrap();
+        let h = r.http_get.as_ref().unwrap();
+        assert_eq!(
+            (h.path.as_str(), h.port, h.port_name.as_str()),
+            ("/healthz", 0, "http")
+        );
+        assert_eq!(h.http_headers[0].name, "X-A");
+        assert_eq!(r.period_seconds, 2);
+        let l = c.liveness_probe.as_ref().unwrap();
+        assert_eq!(l.tcp_socket.as_ref().unwrap().port, 8080);
+        assert_eq!(l.failure_threshold, 5);
+        assert_eq!(
+            c.startup_probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command,
+            ["cat", "/tmp/ok"]
+        );
+        let res = c.resources.as_ref().unwrap();
+        assert_eq!(res.requests["cpu"], "0.5");
+        assert_eq!(res.limits["cpu"], "1");
+        assert_eq!(res.limits["memory"], "128Mi");
+        let bad = text.replace(
+            "periodSeconds: 2",
+            "periodSeconds: 2\n      grpc: {port: 9}",
+        );
+        assert_eq!(
+            one(&bad).unwrap_err(),
+            vec!["spec.containers[0].readinessProbe.grpc: not supported by kube-lite"]
+        );
     }
 
     #[test]
@@ -804,7 +950,6 @@ status:
             vec![
                 "metadata.finalizers: not supported by kube-lite",
                 "spec.volumes: not supported by kube-lite",
-                "spec.containers[0].resources: not supported by kube-lite",
                 "spec.containers[0].env[0].valueFrom: not supported by kube-lite",
                 "spec.containers[0].ports[0].hostPort: not supported by kube-lite",
             ]
@@ -825,37 +970,46 @@ status:
             vec![
                 "status: ignored (not used by kube-lite)",
                 "metadata.creationTimestamp: ignored (not used by kube-lite)",
-                "spec.dnsPolicy: ignored (not used by kube-lite)",
                 "spec.securityContext: not supported by kube-lite; ignored because it is empty",
             ]
         );
     }
 
     #[test]
-    fn service_errors() {
+    fn service_types_named_ports_affinity_and_headless() {
         let text = SERVICE
             .replace(
                 "type: ClusterIP",
-                "type: NodePort\n  sessionAffinity: ClientIP",
+                "type: NodePort\n  externalTrafficPolicy: Local\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 5}}",
             )
             .replace(
                 "targetPort: \"9090\"",
                 "targetPort: metrics\n    nodePort: 30080",
-            );
-        let errs = one(&text).unwrap_err();
-        assert_eq!(
-            errs,
-            vec![
-                "spec.type: \"NodePort\" is not supported (only ClusterIP)",
-                "spec.sessionAffinity: \"ClientIP\" is not supported (only None)",
-                "spec.ports[1].nodePort: not supported by kube-lite",
-                "spec.ports[1].targetPort: named target port \"metrics\" is not supported; use the container's port number",
-            ]
-        );
+            )
+            .replace("  clusterIP: 172.17.10.10\n", "");
+        let c = one(&text).unwrap();
+        let Manifest::Service(s) = c.manifest else {
+            panic!("not a service")
+        };
+        let spec = s.spec.unwrap();
+        assert_eq!(spec.r#type, "NodePort");
+        assert_eq!(spec.external_traffic_policy, "Local");
+        assert_eq!(spec.session_affinity, "ClientIP");
+        assert_eq!(spec.session_affinity_timeout_seconds, 5);
+        assert_eq!(spec.ports[1].target_port_name, "metrics");
+        assert_eq!(spec.ports[1].target_port, 0);
+        assert_eq!(spec.ports[1].node_port, 30080);
         let headless = SERVICE.replace("clusterIP: 172.17.10.10", "clusterIP: None");
+        let Manifest::Service(s) = one(&headless).unwrap().manifest else {
+            panic!("not a service")
+        };
+        assert_eq!(s.spec.unwrap().cluster_ip, "None");
+        let bad = SERVICE.replace("type: ClusterIP", "type: ExternalName");
         assert_eq!(
-            one(&headless).unwrap_err(),
-            vec!["spec.clusterIP: headless services (\"None\") are not supported"]
+            one(&bad).unwrap_err(),
+            vec![
+                "spec.type: \"ExternalName\" is not supported (ClusterIP, NodePort, LoadBalancer)"
+            ]
         );
     }
 
@@ -913,6 +1067,7 @@ status:
         let desired = s.spec.unwrap();
         let mut stored = desired.clone();
         stored.ports[0].protocol = "TCP".into();
+        stored.session_affinity = "None".into();
         assert_eq!(normalize_service_spec(&desired, &stored), stored);
         let Manifest::Pod(p) = one(POD).unwrap().manifest else {
             panic!()
@@ -920,6 +1075,10 @@ status:
         let desired = p.spec.unwrap();
         let mut stored = desired.clone();
         stored.node_name = "node-1".into();
+        stored.dns_policy = "ClusterFirst".into();
+        assert_eq!(normalize_pod_spec(&desired, &stored), stored);
+        // A pod stored before dnsPolicy existed has none: the default matches it.
+        stored.dns_policy.clear();
         assert_eq!(normalize_pod_spec(&desired, &stored), stored);
     }
 

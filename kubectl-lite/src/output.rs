@@ -2,6 +2,9 @@
 //! (apiVersion, kind, metadata with RFC 3339 timestamps, spec, status; camelCase; keys in
 //! a fixed order; empty fields left out as the Kubernetes API does).
 
+mod pod_extras;
+pub use pod_extras::describe_lines as container_describe_lines;
+
 use crate::api::Api;
 use crate::util::{age, format_map, rfc3339};
 use kube_lite_core::consts::{
@@ -214,6 +217,7 @@ impl Show for Pod {
                     })
                     .collect();
                 put_nonempty(&mut o, "ports", Value::Array(ports));
+                pod_extras::container_json(&mut o, c);
                 Value::Object(o)
             })
             .collect();
@@ -263,6 +267,7 @@ fn pod_status_json(st: &PodStatus) -> Value {
         .map(container_status_json)
         .collect();
     put_nonempty(&mut o, "containerStatuses", Value::Array(cs));
+    put_str(&mut o, "qosClass", &st.qos_class);
     Value::Object(o)
 }
 
@@ -290,12 +295,13 @@ fn container_status_json(c: &ContainerStatus) -> Value {
     };
     let mut state = Map::new();
     state.insert(key.into(), Value::Object(detail));
-    json!({
-        "name": c.name,
-        "ready": c.ready,
-        "restartCount": c.restart_count,
-        "state": Value::Object(state),
-    })
+    let mut o = Map::new();
+    o.insert("name".into(), json!(c.name));
+    o.insert("ready".into(), json!(c.ready));
+    o.insert("restartCount".into(), json!(c.restart_count));
+    o.insert("state".into(), Value::Object(state));
+    pod_extras::container_status_json(&mut o, c);
+    Value::Object(o)
 }
 
 /// `80/TCP,53/UDP`, `<none>` without ports.
@@ -791,16 +797,19 @@ mod tests {
                         protocol: "TCP".into(),
                         port: 80,
                         target_port: 8080,
+                        ..Default::default()
                     },
                     ServicePort {
                         name: "53-udp".into(),
                         protocol: "UDP".into(),
                         port: 53,
                         target_port: 53,
+                        ..Default::default()
                     },
                 ],
                 cluster_ip: "10.96.0.10".into(),
                 r#type: "ClusterIP".into(),
+                ..Default::default()
             }),
             status: None,
         }

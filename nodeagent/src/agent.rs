@@ -134,6 +134,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         address,
         daemon_endpoint: endpoint.clone(),
         capacity: BTreeMap::new(),
+        allocatable: BTreeMap::new(),
     };
     let registered = node::register(&clients, &info).await;
     let pod_cidr = registered.spec.clone().unwrap_or_default().pod_cidr;
@@ -141,6 +142,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("node {node_name}: bad spec.pod_cidr {pod_cidr:?}"))?;
     info.capacity = capacity(subnet);
+    crate::resources::apply_node_flags(&mut info.capacity, &mut info.allocatable, &cfg);
     tracing::info!(node = %node_name, %address, %subnet, %endpoint, netns = ?cfg.netns, "node registered");
 
     let net = NodeNet::open(NodeNetConfig {
@@ -166,7 +168,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
     let exe = PathBuf::from("/proc/self/exe");
-    let runtime = ProcessRuntime::new(state.clone(), exe, cfg.container_log_max_size);
+    let cgroups = crate::cgroups::Cgroups::detect(&format!("kube-lite-{netns_prefix}"));
+    match &cgroups {
+        Some(cg) => tracing::info!(version = cg.version(), "container limits with cgroups"),
+        None => tracing::warn!("no usable cgroups: pods with resource limits will not start"),
+    }
+    let runtime =
+        ProcessRuntime::with_cgroups(state.clone(), exe, cfg.container_log_max_size, cgroups);
     let node = pods::Node::new(
         node_name.clone(),
         address,

@@ -73,7 +73,21 @@ pub struct Config {
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,
+    /// The node's cpu capacity as a quantity ("2", "1500m"); default: the machine's CPUs.
+    #[arg(long, env = "KUBE_LITE_CAPACITY_CPU", value_parser = parse_quantity)]
+    pub capacity_cpu: Option<Quantity>,
+    /// The node's memory capacity ("4Gi"); default: the machine's MemTotal.
+    #[arg(long, env = "KUBE_LITE_CAPACITY_MEMORY", value_parser = parse_quantity)]
+    pub capacity_memory: Option<Quantity>,
+    /// cpu kept from pods: allocatable = capacity − reserved (kubelet's system-reserved).
+    #[arg(long, env = "KUBE_LITE_RESERVED_CPU", value_parser = parse_quantity, default_value = "0")]
+    pub reserved_cpu: Quantity,
+    /// memory kept from pods.
+    #[arg(long, env = "KUBE_LITE_RESERVED_MEMORY", value_parser = parse_quantity, default_value = "0")]
+    pub reserved_memory: Quantity,
 }
+
+pub use kube_lite_core::quantity::{parse_quantity, Quantity};
 
 /// Byte sizes as everywhere in kube-lite ("10Mi", "500K", "1048576").
 pub use kube_lite_core::size::parse_bytes as parse_size;

@@ -123,8 +123,139 @@ impl InitArgs {
     }
 }
 
+/// The arguments (after the binary) of `nodeagent init exec PID -- CMD…`: run CMD in
+/// the namespaces of process PID (a container's init), with its environment.
+pub fn exec_argv(pid: i32, cmd: &[String]) -> Vec<String> {
+    let mut v = vec!["init".into(), "exec".into(), pid.to_string(), "--".into()];
+    v.extend(cmd.iter().cloned());
+    v
+}
+
+/// `init exec PID -- CMD…` (see [`exec_argv`]): joins the UTS, IPC, network, PID and
+/// mount namespaces of PID, takes its environment, runs CMD as a child (so it is in the
+/// PID namespace), forwards signals, and exits with its code. The child dies with us
+/// (PR_SET_PDEATHSIG), so a timed-out probe leaves nothing behind.
+fn exec_in(argv: &[String]) -> i32 {
+    if argv.len() < 3 || argv[1] != "--" {
+        warn("usage: nodeagent init exec PID -- PROGRAM [ARGS...]");
+        return 2;
+    }
+    let Ok(pid) = argv[0].parse::<i32>() else {
+        warn("init exec: PID must be a number");
+        return 2;
+    };
+    let env: Vec<(String, String)> = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    join_cgroups_of(pid);
+    // Open every namespace first: joining the mount namespace changes what /proc is.
+    let mut fds = Vec::new();
+    for (ns, flag) in [
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        match std::fs::File::open(format!("/proc/{pid}/ns/{ns}")) {
+            Ok(f) => fds.push((ns, f, flag)),
+            Err(e) => {
+                warn(&format!(
+                    "init exec: opening the {ns} namespace of {pid}: {e}"
+                ));
+                return 126;
+            }
+        }
+    }
+    for (ns, f, flag) in &fds {
+        if let Err(e) = nix::sched::setns(f, *flag) {
+            warn(&format!(
+                "init exec: joining the {ns} namespace of {pid}: {e}"
+            ));
+            return 126;
+        }
+    }
+    drop(fds);
+    let _ = std::env::set_current_dir("/");
+    let set = signal_set();
+    if let Err(e) = set.thread_block() {
+        warn(&format!("blocking signals: {e}"));
+    }
+    let mut cmd = Command::new(&argv[2]);
+    cmd.args(&argv[3..]).env_clear().envs(env);
+    die_with_parent(&mut cmd);
+    unblock_in_child(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("exec {:?}: {e}", argv[2]);
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    match supervise(&set, Pid::from_raw(child.id() as i32)) {
+        WaitStatus::Exited(_, c) => c,
+        WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+        _ => 255,
+    }
+}
+
+/// Moves this process into the memory and cpu cgroups of `pid` (v1), or its v2 cgroup,
+/// so what runs in a container is accounted and limited with it.
+fn join_cgroups_of(pid: i32) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let dirs: Vec<String> = if ctrls.is_empty() {
+            if unified {
+                vec![format!("/sys/fs/cgroup{path}")]
+            } else {
+                vec![]
+            }
+        } else {
+            ctrls
+                .split(',')
+                .filter(|c| *c == "memory" || *c == "cpu")
+                .map(|c| format!("/sys/fs/cgroup/{c}{path}"))
+                .collect()
+        };
+        for d in dirs {
+            if let Err(e) = std::fs::write(format!("{d}/cgroup.procs"), "0") {
+                warn(&format!("init exec: joining cgroup {d}: {e}"));
+            }
+        }
+    }
+}
+
+/// The child gets SIGKILL when we die.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: runs between fork and exec; prctl is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Entry point of `nodeagent init …`; never returns.
 pub fn main(argv: &[String]) -> ! {
+    if argv.first().map(String::as_str) == Some("exec") {
+        std::process::exit(exec_in(&argv[1..]));
+    }
     let args = match InitArgs::parse(argv) {
         Ok(a) => a,
         Err(e) => {

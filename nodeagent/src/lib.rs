@@ -11,6 +11,8 @@
 //!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
 //!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
+//! - [`cgroups`]: memory/cpu limits in per-pod and per-container cgroups (v1 or v2).
+//! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.
 //! - [`image`]: image → program resolution.
@@ -20,6 +22,7 @@
 //! - [`logs`]: the NodeAgent gRPC service (container logs).
 
 pub mod agent;
+pub mod cgroups;
 pub mod config;
 pub mod image;
 pub mod init;
@@ -27,6 +30,7 @@ pub mod logfile;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod resources;
 pub mod runtime;
 pub mod state;
 pub mod status;

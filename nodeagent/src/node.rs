@@ -18,6 +18,7 @@ pub struct NodeInfo {
     pub address: Ipv4Addr,
     pub daemon_endpoint: String,
     pub capacity: BTreeMap<String, String>,
+    pub allocatable: BTreeMap<String, String>,
 }
 
 /// Creates the Node, or takes over an existing one of the same name (keeping its
@@ -88,6 +89,7 @@ fn status(info: &NodeInfo) -> NodeStatus {
         }],
         last_heartbeat_time: 0,
         capacity: info.capacity.clone().into_iter().collect(),
+        allocatable: info.allocatable.clone().into_iter().collect(),
         address: info.address.to_string(),
         daemon_endpoint: info.daemon_endpoint.clone(),
     }

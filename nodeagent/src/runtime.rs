@@ -16,8 +16,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Resource limits of an instance and of its pod (issue 13; zero = none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerResources {
+    pub container: crate::cgroups::Limits,
+    pub pod: crate::cgroups::Limits,
+}
+
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
     pub pod_uid: String,
     /// Hostname inside the container (the pod name).
@@ -28,6 +35,8 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Path of the pod's network namespace (`/run/netns/<name>`); None = the agent's.
     pub netns_path: Option<PathBuf>,
+    /// cgroup limits (memory/cpu) for the instance and its pod.
+    pub resources: ContainerResources,
 }
 
 /// A started (or adopted) container instance.
@@ -48,8 +57,18 @@ pub struct Instance {
     pub handle: Handle,
 }
 
+/// What a command run in a container by [`Runtime::exec_sync`] gave back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    /// stdout and stderr, interleaved, at most 1 KiB kept.
+    pub output: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    #[error("exec in container: {0}")]
+    Exec(String),
     #[error("starting container {container}: {source}")]
     Start {
         container: String,
@@ -81,6 +100,50 @@ pub trait Runtime: Send + Sync + 'static {
     fn instances(&self) -> Vec<Instance> {
         Vec::new()
     }
+    /// Runs `cmd` inside instance `h` (its namespaces, environment; exec probes), killed
+    /// after `timeout`. Issue 13's extension of the trait; a runtime without it says so.
+    fn exec_sync(
+        &self,
+        h: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        let _ = (h, cmd, timeout);
+        Box::pin(async { Err(RuntimeError::Exec("not supported by this runtime".into())) })
+    }
+    /// The pod is gone: release what the runtime keeps per pod (cgroups). Its
+    /// instances have ended.
+    fn release_pod(&self, pod_uid: &str) {
+        let _ = pod_uid;
+    }
+    /// Releases per-pod leftovers of every pod not in `keep` (after a restart).
+    fn sweep(&self, keep: &std::collections::HashSet<String>) {
+        let _ = keep;
+    }
+}
+
+/// The parent PID (field 4) of a `/proc/PID/stat` text.
+pub fn parse_ppid(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The PID (host view) of the container init below shim `shim` (its only child): the
+/// process whose namespaces a command run in the container joins.
+pub fn container_init_pid(shim: i32) -> Option<i32> {
+    let rd = std::fs::read_dir("/proc").ok()?;
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        if parse_ppid(&stat) == Some(shim) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// `(pod uid, container)` of a container shim from its `/proc/PID/cmdline` (NUL
@@ -112,18 +175,67 @@ pub struct ProcessRuntime {
     children: Mutex<HashMap<i32, tokio::process::Child>>,
     /// Container log rotation size in bytes (0 = never).
     log_max: u64,
+    /// Resource limits (None: the host has no usable cgroups).
+    cgroups: Option<crate::cgroups::Cgroups>,
+    /// OOM kills already counted in an instance's cgroup when it started (by pid).
+    oom_base: Mutex<HashMap<i32, u64>>,
 }
 
 impl ProcessRuntime {
     /// `log_max`: rotate each container log at this many bytes, keeping one rotated
     /// part (0 = never).
     pub fn new(state: StateDir, init_exe: PathBuf, log_max: u64) -> Arc<ProcessRuntime> {
+        Self::with_cgroups(state, init_exe, log_max, None)
+    }
+
+    /// As [`ProcessRuntime::new`], limiting containers with `cgroups`.
+    pub fn with_cgroups(
+        state: StateDir,
+        init_exe: PathBuf,
+        log_max: u64,
+        cgroups: Option<crate::cgroups::Cgroups>,
+    ) -> Arc<ProcessRuntime> {
         Arc::new(ProcessRuntime {
             state,
             init_exe,
             children: Mutex::new(HashMap::new()),
             log_max,
+            cgroups,
+            oom_base: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The instance's cgroup: created, limits written; the `cgroup.procs` files opened
+    /// for the shim to join before it runs anything. An error only when the container
+    /// has limits (without limits the cgroup only serves OOM accounting).
+    fn cgroup_for(&self, spec: &ContainerSpec) -> Result<Vec<std::fs::File>, String> {
+        let Some(cg) = &self.cgroups else {
+            if spec.resources != ContainerResources::default() {
+                return Err("resource limits requested but this node has no usable cgroups".into());
+            }
+            return Ok(Vec::new());
+        };
+        let r = cg
+            .setup_container(
+                &spec.pod_uid,
+                &spec.container,
+                &spec.resources.pod,
+                &spec.resources.container,
+            )
+            .and_then(|procs| {
+                procs
+                    .iter()
+                    .map(|p| std::fs::OpenOptions::new().write(true).open(p))
+                    .collect::<std::io::Result<Vec<_>>>()
+            });
+        match r {
+            Ok(files) => Ok(files),
+            Err(e) if spec.resources == ContainerResources::default() => {
+                tracing::warn!(pod_uid = %spec.pod_uid, container = %spec.container, "cgroup: {e}; running without one");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(format!("cgroup: {e}")),
+        }
     }
 }
 
@@ -163,7 +275,11 @@ impl Runtime for ProcessRuntime {
             program: spec.program.display().to_string(),
             args: spec.args.clone(),
         };
+        let cgroup_files = self
+            .cgroup_for(spec)
+            .map_err(|m| err(std::io::Error::other(m)))?;
         let mut cmd = tokio::process::Command::new(&self.init_exe);
+        join_cgroups(&mut cmd, &cgroup_files);
         cmd.arg0("nodeagent")
             .args(args.to_argv())
             .env_clear()
@@ -181,7 +297,12 @@ impl Runtime for ProcessRuntime {
             .current_dir("/");
         let started_at = now_ms();
         let child = cmd.spawn().map_err(err)?;
+        drop(cgroup_files);
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        if let Some(cg) = &self.cgroups {
+            let base = cg.oom_kills(&spec.pod_uid, &spec.container);
+            self.oom_base.lock().unwrap().insert(pid, base);
+        }
         // Right after fork the start time is readable (the process exists until reaped).
         let proc_start = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
@@ -222,6 +343,8 @@ impl Runtime for ProcessRuntime {
     fn wait(&self, pod_uid: &str, container: &str, h: Handle) -> BoxFuture<'static, ExitInfo> {
         let child = self.children.lock().unwrap().remove(&h.pid);
         let state = self.state.clone();
+        let cgroups = self.cgroups.clone();
+        let oom_base = self.oom_base.lock().unwrap().remove(&h.pid).unwrap_or(0);
         let (uid, name) = (pod_uid.to_string(), container.to_string());
         Box::pin(async move {
             let mut status = None;
@@ -234,8 +357,25 @@ impl Runtime for ProcessRuntime {
                     }
                 }
             }
-            if let Some(info) = state.read_exit(&uid, &name) {
+            let oom = || {
+                cgroups
+                    .as_ref()
+                    .is_some_and(|cg| cg.oom_kills(&uid, &name) > oom_base)
+            };
+            if let Some(mut info) = state.read_exit(&uid, &name) {
+                if info.exit_code == 137 && oom() {
+                    info.reason = reason::OOM_KILLED.into();
+                }
                 return info;
+            }
+            if oom() {
+                return ExitInfo {
+                    exit_code: 137,
+                    signal: Some(9),
+                    reason: reason::OOM_KILLED.into(),
+                    message: String::new(),
+                    finished_at: now_ms(),
+                };
             }
             use std::os::unix::process::ExitStatusExt;
             let (code, signal) = match status {
@@ -254,6 +394,93 @@ impl Runtime for ProcessRuntime {
                 finished_at: now_ms(),
             }
         })
+    }
+
+    fn exec_sync(
+        &self,
+        h: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        let (h, cmd, exe) = (*h, cmd.to_vec(), self.init_exe.clone());
+        let alive = self.alive(&h);
+        Box::pin(async move {
+            if !alive {
+                return Err(RuntimeError::Exec("container is not running".into()));
+            }
+            let Some(target) = tokio::task::spawn_blocking(move || container_init_pid(h.pid))
+                .await
+                .ok()
+                .flatten()
+            else {
+                return Err(RuntimeError::Exec("container init not found".into()));
+            };
+            let (rd, wr) = std::io::pipe().map_err(|e| RuntimeError::Exec(e.to_string()))?;
+            let wr2 = wr
+                .try_clone()
+                .map_err(|e| RuntimeError::Exec(e.to_string()))?;
+            let mut c = tokio::process::Command::new(&exe);
+            c.arg0("nodeagent")
+                .args(crate::init::exec_argv(target, &cmd))
+                .stdin(Stdio::null())
+                .stdout(wr)
+                .stderr(wr2)
+                .kill_on_drop(true);
+            let mut child = c.spawn().map_err(|e| RuntimeError::Exec(e.to_string()))?;
+            drop(c);
+            // Bounded: the first KiB is kept, the rest read and dropped.
+            let reader = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut rd = rd;
+                let (mut kept, mut buf) = (Vec::new(), [0u8; 4096]);
+                while let Ok(n) = rd.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = 1024usize.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                kept
+            });
+            let status = match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(s) => s.map_err(|e| RuntimeError::Exec(e.to_string()))?,
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(RuntimeError::Exec(format!(
+                        "command timed out after {}s",
+                        timeout.as_secs()
+                    )));
+                }
+            };
+            let output = tokio::time::timeout(Duration::from_secs(1), reader)
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
+            use std::os::unix::process::ExitStatusExt;
+            let exit_code = status
+                .code()
+                .or(status.signal().map(|s| 128 + s))
+                .unwrap_or(255);
+            Ok(ExecOutput { exit_code, output })
+        })
+    }
+
+    fn release_pod(&self, pod_uid: &str) {
+        if let Some(cg) = &self.cgroups {
+            cg.remove_pod(pod_uid);
+        }
+    }
+
+    fn sweep(&self, keep: &std::collections::HashSet<String>) {
+        if let Some(cg) = &self.cgroups {
+            for uid in cg.pods() {
+                if !keep.contains(&uid) {
+                    tracing::info!(uid, "removing the cgroups of a pod not on this node");
+                    cg.remove_pod(&uid);
+                }
+            }
+        }
     }
 
     fn instances(&self) -> Vec<Instance> {
@@ -290,6 +517,30 @@ impl Runtime for ProcessRuntime {
     }
 }
 
+/// The child writes "0" (itself) into each open `cgroup.procs` file between fork and
+/// exec, so the shim and everything it starts run in the container's cgroup from their
+/// first instruction.
+#[allow(unsafe_code)]
+fn join_cgroups(cmd: &mut tokio::process::Command, files: &[std::fs::File]) {
+    use std::os::fd::AsRawFd;
+    if files.is_empty() {
+        return;
+    }
+    let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: between fork and exec the closure only calls write(2) (async-signal-safe)
+    // on descriptors that stay open until spawn returns; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Start time of a process, for records of instances found alive.
 pub fn start_time_of(pid: i32) -> Option<u64> {
     proc_start_time(pid)
@@ -316,5 +567,11 @@ mod tests {
         assert_eq!(parse_shim_cmdline(log, dir), None);
         assert_eq!(parse_shim_cmdline(b"nodeagent\0init\0shim\0", dir), None);
         assert_eq!(parse_shim_cmdline(b"", dir), None);
+    }
+
+    #[test]
+    fn ppid_from_stat() {
+        assert_eq!(parse_ppid("42 (a b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_ppid("42 (x)"), None);
     }
 }

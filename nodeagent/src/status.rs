@@ -10,7 +10,7 @@ use crate::state::ExitInfo;
 use kube_lite_core::consts::{
     condition, condition_status, container_state, phase, reason, restart_policy,
 };
-use kube_lite_proto::v1::{ContainerStatus, PodCondition, PodStatus};
+use kube_lite_proto::v1::{ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus};
 use std::time::Duration;
 
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -80,6 +80,27 @@ pub struct CView {
     pub restart_count: i32,
     /// Whether any instance has started (for Pending vs Running).
     pub ever_started: bool,
+    /// Running and its startup probe passed (or it has none).
+    pub started: bool,
+    /// Running, started, and its readiness probe passes (or it has none).
+    pub ready: bool,
+    /// How the previous instance ended (`lastState.terminated`), if one did.
+    pub last_exit: Option<(ExitInfo, i64)>,
+}
+
+impl CView {
+    /// A container that has not started yet.
+    pub fn new(name: &str, state: CState) -> CView {
+        CView {
+            name: name.to_string(),
+            state,
+            restart_count: 0,
+            ever_started: false,
+            started: false,
+            ready: false,
+            last_exit: None,
+        }
+    }
 }
 
 /// Kubernetes' phase rules.
@@ -137,7 +158,8 @@ pub fn pod_status(
                     s.state = container_state::RUNNING.into();
                     s.started_at = *started_at;
                     s.pid = *pid;
-                    s.ready = true;
+                    s.ready = c.ready;
+                    s.started = c.started;
                 }
                 CState::Terminated {
                     exit, started_at, ..
@@ -150,6 +172,16 @@ pub fn pod_status(
                     s.finished_at = exit.finished_at;
                 }
             }
+            s.last_state = c
+                .last_exit
+                .as_ref()
+                .map(|(e, started_at)| ContainerStateTerminated {
+                    exit_code: e.exit_code,
+                    reason: e.reason.clone(),
+                    message: e.message.clone(),
+                    started_at: *started_at,
+                    finished_at: e.finished_at,
+                });
             s
         })
         .collect();
@@ -210,6 +242,7 @@ pub fn pod_status(
             reason: String::new(),
             message: String::new(),
         }],
+        qos_class: String::new(),
     }
 }
 
@@ -229,10 +262,8 @@ mod tests {
 
     fn c(state: CState, started: bool) -> CView {
         CView {
-            name: "c".into(),
-            state,
-            restart_count: 0,
             ever_started: started,
+            ..CView::new("c", state)
         }
     }
 
@@ -313,13 +344,14 @@ mod tests {
     #[test]
     fn status_carries_ip_reason_and_container_states() {
         let v = vec![CView {
-            name: "web".into(),
-            state: CState::Waiting {
-                reason: "ImageNotFound".into(),
-                message: "image \"nope\": no such program".into(),
-            },
             restart_count: 2,
-            ever_started: false,
+            ..CView::new(
+                "web",
+                CState::Waiting {
+                    reason: "ImageNotFound".into(),
+                    message: "image \"nope\": no such program".into(),
+                },
+            )
         }];
         let s = pod_status(
             &v,
@@ -337,5 +369,41 @@ mod tests {
         let s = pod_status(&[], None, "h", 0, Some(("no free IP in 10.0.1.0/29", "m")));
         assert_eq!(s.reason, "no free IP in 10.0.1.0/29");
         assert_eq!(s.pod_ip, "");
+    }
+
+    #[test]
+    fn readiness_sets_container_ready_and_the_ready_condition() {
+        let running = CState::Running {
+            started_at: 1,
+            pid: 5,
+        };
+        let ready = CView {
+            ever_started: true,
+            started: true,
+            ready: true,
+            ..CView::new("a", running.clone())
+        };
+        let unready = CView {
+            ever_started: true,
+            started: true,
+            last_exit: Some((exit(137), 1)),
+            ..CView::new("b", running)
+        };
+        let s = pod_status(&[ready.clone(), unready], None, "h", 0, None);
+        assert_eq!(s.phase, "Running");
+        assert!(s.container_statuses[0].ready && s.container_statuses[0].started);
+        assert!(!s.container_statuses[1].ready);
+        assert_eq!(
+            s.container_statuses[1]
+                .last_state
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            137
+        );
+        assert_eq!(s.conditions[0].r#type, "Ready");
+        assert_eq!(s.conditions[0].status, "False");
+        let s = pod_status(&[ready], None, "h", 0, None);
+        assert_eq!(s.conditions[0].status, "True");
     }
 }

@@ -72,9 +72,11 @@ fn service(name: &str, cluster_ip: &str, selector: &[(&str, &str)]) -> Service {
                 protocol: "TCP".into(),
                 port: 3001,
                 target_port: 8080,
+                ..Default::default()
             }],
             cluster_ip: cluster_ip.into(),
             r#type: "ClusterIP".into(),
+            ..Default::default()
         }),
         status: None,
     }

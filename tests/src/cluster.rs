@@ -497,10 +497,55 @@ impl Drop for TestCluster {
                 eprintln!("cleanup of cluster kl{}: {e}", self.id);
             }
         }
+        // 3b. The agents' cgroups (`kube-lite-<netns prefix>`, issue 13), their pods' in them.
+        for n in &self.nodes {
+            remove_agent_cgroups(&format!("kube-lite-{}", n.netns_prefix));
+        }
         // 4. State dirs (TempDir), unless asked to keep them for debugging.
         if let Some(b) = self.base.take() {
             if panicking && std::env::var_os("KUBE_LITE_KEEP_STATE").is_some() {
                 eprintln!("keeping state dir {}", b.keep().display());
+            }
+        }
+    }
+}
+
+/// Removes the cgroup `name` an agent made below this process's cgroup (the agent's is
+/// the same: it inherits it) in the v2 hierarchy or the v1 memory and cpu ones.
+pub fn remove_agent_cgroups(name: &str) {
+    fn rmdir_tree(dir: &Path) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdir_tree(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let me = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for l in me.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        let bases: Vec<&str> = if ctrls.is_empty() {
+            vec!["/sys/fs/cgroup"]
+        } else {
+            ctrls
+                .split(',')
+                .filter_map(|c| match c {
+                    "memory" => Some("/sys/fs/cgroup/memory"),
+                    "cpu" => Some("/sys/fs/cgroup/cpu"),
+                    _ => None,
+                })
+                .collect()
+        };
+        for b in bases {
+            let d = Path::new(b).join(path).join(name);
+            if d.is_dir() && d.join("cgroup.procs").exists() {
+                rmdir_tree(&d);
             }
         }
     }

@@ -277,8 +277,8 @@ async fn every_validation_error_names_field_and_rule() {
         ),
         (
             "spec.type",
-            |s| s.spec.as_mut().unwrap().r#type = "NodePort".into(),
-            "only ClusterIP",
+            |s| s.spec.as_mut().unwrap().r#type = "ExternalName".into(),
+            "must be one of ClusterIP, NodePort, LoadBalancer",
         ),
         (
             "spec.selector",

@@ -261,7 +261,7 @@ async fn scheduler_spreads_honours_selector_and_explains() {
     assert_eq!(st.reason, "Unschedulable");
     assert_eq!(
         st.message,
-        "0/4 nodes are available: 1 not ready, 3 did not match node selector"
+        "0/4 nodes are available: 1 not ready, 3 did not match node selector."
     );
 
     // Cordoned nodes are skipped and counted.
@@ -275,7 +275,7 @@ async fn scheduler_spreads_honours_selector_and_explains() {
     .await;
     assert_eq!(
         msg,
-        "0/4 nodes are available: 1 not ready, 1 unschedulable, 2 did not match node selector"
+        "0/4 nodes are available: 1 not ready, 1 unschedulable, 2 did not match node selector."
     );
 
     // Labelling a node makes it fit.

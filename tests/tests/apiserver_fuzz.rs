@@ -272,6 +272,7 @@ impl Gen {
                         "http://x/y",
                     ],
                 ),
+                ..Default::default()
             }),
         }
     }
@@ -312,11 +313,32 @@ impl Gen {
                                 protocol: self.pick(3, &["", "TCP", "UDP", "SCTP"]),
                             })
                             .collect(),
+                        readiness_probe: self.rng.random_bool(0.2).then(|| Probe {
+                            http_get: self.rng.random_bool(0.7).then(|| HttpGetAction {
+                                path: self.pick(2, &["/", "", "no-slash", "/a b"]),
+                                port: self.i32v(&[8080]),
+                                ..Default::default()
+                            }),
+                            period_seconds: self.i32v(&[0, 1]),
+                            ..Default::default()
+                        }),
+                        resources: self.rng.random_bool(0.2).then(|| ResourceRequirements {
+                            requests: [(
+                                self.pick(2, &["cpu", "memory", "gpu"]),
+                                self.pick(2, &["100m", "1Gi", "-1", "x", ""]),
+                            )]
+                            .into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
                     })
                     .collect(),
                 restart_policy: self.pick(4, &["", "Always", "OnFailure", "Never", "Sometimes"]),
                 node_selector: self.map(2),
                 termination_grace_period_seconds: self.i64v(&[0, 1, 30]),
+                dns_policy: self.pick(3, &["", "ClusterFirst", "Default", "None", "Maybe"]),
+                hostname: self.pick(2, &["", "web-0", "Web_0"]),
+                ..Default::default()
             }),
             status: self.rng.random_bool(0.5).then(|| PodStatus {
                 phase: self.pick(
@@ -338,6 +360,7 @@ impl Gen {
                         finished_at: self.i64v(&[0]),
                         ready: self.rng.random_bool(0.5),
                         pid: self.i32v(&[0]),
+                        ..Default::default()
                     })
                     .collect(),
                 reason: self.any_string(),
@@ -350,6 +373,7 @@ impl Gen {
                         message: self.any_string(),
                     })
                     .collect(),
+                ..Default::default()
             }),
         }
     }
@@ -373,6 +397,8 @@ impl Gen {
                         protocol: self.pick(3, &["", "TCP", "UDP", "SCTP"]),
                         port: self.i32v(&[80, 53 + i as i32]),
                         target_port: self.i32v(&[0, 8080]),
+                        target_port_name: self.pick(1, &["", "http", "HTTP", "a--b"]),
+                        node_port: self.i32v(&[0, 30080, 80]),
                     })
                     .collect(),
                 cluster_ip: self.pick(
@@ -384,9 +410,16 @@ impl Gen {
                         "192.168.9.1",
                         "127.0.0.1",
                         "1.2.3",
+                        "None",
                     ],
                 ),
-                r#type: self.pick(2, &["", "ClusterIP", "NodePort"]),
+                r#type: self.pick(
+                    2,
+                    &["", "ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+                ),
+                external_traffic_policy: self.pick(2, &["", "Cluster", "Local", "Remote"]),
+                session_affinity: self.pick(2, &["", "None", "ClientIP", "Sticky"]),
+                session_affinity_timeout_seconds: self.i32v(&[0, 10, 100_000]),
             }),
             status: self.rng.random_bool(0.3).then(ServiceStatus::default),
         }
@@ -449,6 +482,12 @@ impl Gen {
                 label_selector: self.selector(),
                 node_name: if self.hostile() {
                     self.name(K::Node)
+                } else {
+                    String::new()
+                },
+                limit: if self.hostile() { 2 } else { 0 },
+                r#continue: if self.hostile() {
+                    self.name(kind)
                 } else {
                     String::new()
                 },

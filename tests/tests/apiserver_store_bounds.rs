@@ -76,10 +76,14 @@ async fn many_updates_of_a_large_object_keep_memory_and_disk_bounded() {
     let size = prost::Message::encoded_len(&first);
     assert!(size > 900_000 && size < 1_400_000, "{size}");
     let mut revs = vec![rv(&first)];
+    let mut disk_at_30 = 0;
     for i in 1..=60 {
         let mut e = endpoints("big", 1 << 20, i);
         e.metadata.as_mut().unwrap().resource_version = *revs.last().unwrap();
         revs.push(rv(&eps.update(e).await.unwrap().into_inner()));
+        if i == 30 {
+            disk_at_30 = dir_size(s.data_dir());
+        }
     }
     // 61 versions of 1 MiB were written: the window holds at most 8 MiB of them.
     let bytes = metrics.window_bytes.load(Ordering::Relaxed);
@@ -87,10 +91,39 @@ async fn many_updates_of_a_large_object_keep_memory_and_disk_bounded() {
     assert!(bytes <= WINDOW, "window holds {bytes} bytes");
     assert!((5..=8).contains(&events), "window holds {events} events");
     let disk = dir_size(s.data_dir());
-    // sled keeps garbage until it reuses segments; before this change: 350+ MB.
-    eprintln!("data dir after 61 updates of 1 MiB: {} MB", disk >> 20);
+    let (sled, vals) = (
+        dir_size(&s.data_dir().join("sled")),
+        dir_size(&s.data_dir().join("values")),
+    );
+    let files = std::fs::read_dir(s.data_dir().join("values"))
+        .unwrap()
+        .count() as u64;
+    eprintln!(
+        "data dir after 61 updates of 1 MiB: {} MB (at 31: {} MB; sled {} MB, {files} value files of {} MB)",
+        disk >> 20,
+        disk_at_30 >> 20,
+        sled >> 20,
+        vals >> 20
+    );
+    // Disk follows live data and the window, not history: one file per version
+    // in the window (plus at most one whose change-log record goes with the next
+    // batch), sled small (no object bytes in it: before value files it held 350+ MB
+    // of pages after the same updates), the same after 31 versions as after 61.
     assert!(
-        disk < 128 << 20,
+        files <= events + 2,
+        "{files} value files for {events} in the window"
+    );
+    assert!(
+        vals <= WINDOW + 2 * size as u64,
+        "value files hold {vals} bytes"
+    );
+    assert!(sled <= 24 << 20, "sled holds {sled} bytes");
+    assert!(
+        disk <= disk_at_30 + 3 * size as u64,
+        "data dir grew from {disk_at_30} to {disk} bytes in 30 more updates"
+    );
+    assert!(
+        disk < WINDOW + (24 << 20) + (16 << 20) + 3 * size as u64,
         "data dir is {disk} bytes after 61 MiB written"
     );
 
@@ -180,14 +213,16 @@ async fn objects_over_one_and_a_half_mib_and_requests_over_3_mib_are_refused() {
         eps.get(fixtures::get("grow")).await.unwrap().into_inner(),
         small
     );
-    // A request over 3 MiB is refused by gRPC before it is decoded.
+    // A request over 3 MiB is refused before it is decoded, naming the limit.
     let e = eps
         .create(endpoints("toolarge", 3_300_000, 0))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(
-        e.message().contains("the limit is: 3145728"),
+        e.message().starts_with("request too large: ")
+            && e.message()
+                .ends_with("bytes, the request limit is 3145728 bytes"),
         "{}",
         e.message()
     );
@@ -198,7 +233,10 @@ async fn objects_over_one_and_a_half_mib_and_requests_over_3_mib_are_refused() {
         .unwrap()
         .annotations
         .insert("blob".into(), "x".repeat(3_200_000));
-    assert_eq!(pods.create(p).await.unwrap_err().code(), Code::OutOfRange);
+    assert_eq!(
+        pods.create(p).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
 }
 
 /// A tmpfs of `mib` MiB mounted on a fresh temporary directory; unmounted on drop.
@@ -410,4 +448,77 @@ async fn full_disk_is_resource_exhausted_and_recovers_without_losing_writes() {
     drop(pods);
     drop(s);
     drop(fs);
+}
+
+/// A watcher's buffer is bounded in bytes as well as in events: a watcher that does
+/// not read while large objects are written is ended with OUT_OF_RANGE naming the
+/// byte bound long before its 1,024 events fill, and one that reads gets everything.
+#[tokio::test]
+async fn a_watcher_buffer_is_bounded_in_bytes() {
+    const BUDGET: usize = 512 << 10;
+    let cfg = apiserver::Config {
+        watch_buffer_bytes: BUDGET,
+        ..Default::default()
+    };
+    let s = TestApiServer::start_with(cfg).await;
+    // Small HTTP/2 windows: the client takes little off the server.
+    let ch = tonic::transport::Endpoint::from_shared(s.url.clone())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = pod_api_client::PodApiClient::new(ch)
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut fast = s
+        .pods()
+        .watch(WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pods = s.pods();
+    // 60 pods of 60 KB: 3.6 MB, far below 1,024 events, far above the bound (and the
+    // 64 KiB window and the server's HTTP/2 send buffer).
+    let writer = tokio::spawn(async move {
+        for i in 0..60 {
+            pods.create(pod_with(&format!("w{i}"), 60)).await.unwrap();
+        }
+    });
+    let mut seen = 0;
+    while seen < 60 {
+        let ev = tokio::time::timeout(Duration::from_secs(30), fast.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event");
+        if ev.r#type == EventType::Added as i32 {
+            seen += 1;
+        }
+    }
+    writer.await.unwrap();
+    let mut got = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(30), slow.next())
+            .await
+            .expect("slow stream ends")
+        {
+            Some(Ok(_)) => got += 1,
+            Some(Err(st)) => break st,
+            None => panic!("slow watcher ended without status after {got} events"),
+        }
+    };
+    assert!(got < 60, "slow watcher got every event");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("buffer of 1024 events or {BUDGET} bytes full")),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("relist"), "{}", status.message());
 }

@@ -1,12 +1,14 @@
 //! ClusterIPs: every Service gets one at create, the requested one if it is a free host
 //! address of the service CIDR (else INVALID_ARGUMENT), or the first free host address of the service CIDR
-//! (10.96.0.1 first); a delete frees it. The index is derived from the stored
+//! (10.96.0.1 first); a delete frees it. `None` (headless) gets none; the cluster DNS
+//! address is reserved. The index is derived from the stored
 //! Services (rebuilt at start).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use kube_lite_core::consts::CLUSTER_IP_NONE;
 use kube_lite_core::ObjectRef;
 use kube_lite_proto::v1::Service;
 
@@ -16,6 +18,8 @@ use crate::resource::Object;
 use crate::store::{Change, Hook, Objects};
 
 pub struct ClusterIps {
+    /// Reserved for the cluster DNS: never allocated, refused when asked for.
+    cluster_dns: Option<Ipv4Addr>,
     cluster_cidr: Ipv4Net,
     service_cidr: Ipv4Net,
     /// ClusterIP → its Service.
@@ -29,6 +33,7 @@ fn cluster_ip(s: &Service) -> Option<Ipv4Addr> {
 impl ClusterIps {
     pub fn new(cfg: &Config) -> ClusterIps {
         ClusterIps {
+            cluster_dns: cfg.cluster_dns,
             cluster_cidr: cfg.cluster_cidr,
             service_cidr: cfg.service_cidr,
             taken: HashMap::new(),
@@ -38,6 +43,9 @@ impl ClusterIps {
     /// The requested ClusterIP if free (INVALID_ARGUMENT when taken), else the first
     /// free host address of the service CIDR.
     pub fn choose(&self, requested: &str, key: &ObjectRef) -> Result<String, ApiError> {
+        if requested == CLUSTER_IP_NONE {
+            return Ok(requested.to_string());
+        }
         if !requested.is_empty() {
             let ip: Ipv4Addr = requested.parse().map_err(|_| {
                 ApiError::invalid(
@@ -70,6 +78,12 @@ impl ClusterIps {
                     ),
                 ));
             }
+            if self.cluster_dns == Some(ip) {
+                return Err(ApiError::invalid(
+                    "spec.cluster_ip",
+                    format!("{ip} is reserved for the cluster DNS"),
+                ));
+            }
             if let Some(owner) = self.taken.get(&ip) {
                 if owner != key {
                     return Err(ApiError::invalid(
@@ -82,7 +96,7 @@ impl ClusterIps {
         }
         self.service_cidr
             .hosts()
-            .find(|ip| !self.taken.contains_key(ip))
+            .find(|ip| !self.taken.contains_key(ip) && self.cluster_dns != Some(*ip))
             .map(|ip| ip.to_string())
             .ok_or_else(|| {
                 ApiError::Exhausted(format!("no free cluster IP in {}", self.service_cidr))
@@ -138,6 +152,7 @@ mod tests {
             st.choose("", &k("c")),
             Err(ApiError::Exhausted(_))
         ));
+        assert_eq!(st.choose("None", &k("h")).unwrap(), "None", "headless");
         assert_eq!(
             st.choose("10.96.0.2", &k("b")).unwrap(),
             "10.96.0.2",
@@ -210,5 +225,26 @@ mod tests {
         let mut c = svc("c", "");
         h.admit(&objects, &mut c).unwrap();
         assert_eq!(c, svc("c", "10.96.0.1"), "a's address is free again");
+    }
+
+    #[test]
+    fn cluster_dns_is_reserved() {
+        let cfg = Config {
+            service_cidr: "10.96.0.0/28".parse().unwrap(),
+            cluster_dns: Some("10.96.0.2".parse().unwrap()),
+            ..Default::default()
+        };
+        let mut st = ClusterIps::new(&cfg);
+        let k = |n: &str| ObjectRef::new("default", n);
+        st.taken.insert("10.96.0.1".parse().unwrap(), k("a"));
+        assert_eq!(
+            st.choose("", &k("b")).unwrap(),
+            "10.96.0.3",
+            "skips the DNS address"
+        );
+        assert_eq!(
+            st.choose("10.96.0.2", &k("b")).unwrap_err(),
+            ApiError::Invalid("spec.cluster_ip: 10.96.0.2 is reserved for the cluster DNS".into())
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! Endpoints: one Endpoints object per Service with a selector, named like it, listing
-//! the ready pods it selects (Running, with an IP, not being deleted), sorted by IP.
+//! the ready pods it selects (Running, with an IP, not being deleted, and Ready: the
+//! pod's Ready condition True, or no Ready condition at all, as a status written without
+//! one by hand), sorted by IP. Selected pods with an IP that are alive but not ready
+//! (readiness probe failing, still starting) are listed under `not_ready_addresses`,
+//! which the proxies do not send to.
 //! A Service without a selector leaves its Endpoints to the user; a deleted Service's
 //! Endpoints go with it.
 //!
@@ -12,14 +16,15 @@
 //! Work list: the Services whose Endpoints may have changed since the last batch (the
 //! Service itself changed, or a pod it selects, selected, changed in what counts).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use kube_lite_core::consts::phase;
+use kube_lite_core::consts::{condition, condition_status, phase};
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::labels::map_matches;
 use kube_lite_proto::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectMeta, Pod, Service, ServiceSpec,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectMeta, Pod, Service,
+    ServicePort, ServiceSpec,
 };
 
 use crate::error::ApiError;
@@ -29,8 +34,10 @@ use crate::store::{Change, Hook, Objects, Txn};
 /// What the endpoints controller looks at in a pod.
 #[derive(Debug, PartialEq)]
 pub struct PodView<'a> {
-    /// Running with an IP and not being deleted.
+    /// Running with an IP, not being deleted, and Ready.
     pub ready: bool,
+    /// Pending or Running with an IP, not being deleted, not ready.
+    pub not_ready: bool,
     pub ip: &'a str,
     pub node: &'a str,
     pub labels: &'a HashMap<String, String>,
@@ -39,9 +46,20 @@ pub struct PodView<'a> {
 impl<'a> PodView<'a> {
     pub fn of(p: &'a Pod) -> PodView<'a> {
         let st = p.status.as_ref();
+        let alive = st.is_some_and(|s| {
+            (s.phase == phase::RUNNING || s.phase == phase::PENDING) && !s.pod_ip.is_empty()
+        }) && p.meta().deletion_timestamp == 0;
+        let ready = alive
+            && st.is_some_and(|s| {
+                s.phase == phase::RUNNING
+                    && s.conditions
+                        .iter()
+                        .find(|c| c.r#type == condition::READY)
+                        .is_none_or(|c| c.status == condition_status::TRUE)
+            });
         PodView {
-            ready: st.is_some_and(|s| s.phase == phase::RUNNING && !s.pod_ip.is_empty())
-                && p.meta().deletion_timestamp == 0,
+            ready,
+            not_ready: alive && !ready,
             ip: st.map(|s| s.pod_ip.as_str()).unwrap_or(""),
             node: p.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or(""),
             labels: p.labels(),
@@ -49,20 +67,61 @@ impl<'a> PodView<'a> {
     }
 }
 
-/// The subsets for a Service with `spec`, from the pods of its namespace: one subset
-/// of the ready selected pods (by IP, then name) with the service's target ports, or
-/// none when no pod is ready.
+/// The target port of Service port `sp` on pod `p`: the number, or for a named
+/// `target_port_name` the pod's container port of that name and protocol (`None`: the
+/// pod has no such port, as Kubernetes' `findPort`).
+pub fn resolve_target_port(sp: &ServicePort, p: &Pod) -> Option<i32> {
+    if sp.target_port_name.is_empty() {
+        return Some(sp.target_port);
+    }
+    let proto = |s: &str| {
+        if s.is_empty() {
+            "TCP".to_string()
+        } else {
+            s.to_ascii_uppercase()
+        }
+    };
+    p.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .find(|cp| cp.name == sp.target_port_name && proto(&cp.protocol) == proto(&sp.protocol))
+        .map(|cp| cp.container_port)
+}
+
+/// The subsets for a Service with `spec`, from the pods of its namespace: the selected
+/// pods with an IP grouped by their resolved target ports (named target ports may
+/// resolve to different numbers on different pods: one subset per distinct port set,
+/// ordered by it), the ready ones under `addresses` and the unready ones under
+/// `not_ready_addresses` (by IP, then name), or none when no selected pod has an IP. A
+/// pod on which no port of the Service resolves is no endpoint; one on which some ports
+/// resolve serves those. A Service without ports (headless) lists its pods with no ports.
 pub fn desired_subsets<'a>(
     spec: &ServiceSpec,
     pods: impl IntoIterator<Item = &'a Pod>,
 ) -> Vec<EndpointSubset> {
-    let mut addrs: Vec<(Ipv4Addr, EndpointAddress)> = Vec::new();
+    type PortKey = Vec<(String, i32, String)>;
+    type Addrs = Vec<(Ipv4Addr, EndpointAddress)>;
+    let mut groups: BTreeMap<PortKey, (Addrs, Addrs)> = BTreeMap::new();
     for p in pods {
         let v = PodView::of(p);
-        if !v.ready || !map_matches(&spec.selector, v.labels) {
+        if !(v.ready || v.not_ready) || !map_matches(&spec.selector, v.labels) {
             continue;
         }
-        addrs.push((
+        let ports: PortKey = spec
+            .ports
+            .iter()
+            .filter_map(|sp| {
+                resolve_target_port(sp, p).map(|n| (sp.name.clone(), n, sp.protocol.clone()))
+            })
+            .collect();
+        if ports.is_empty() && !spec.ports.is_empty() {
+            continue;
+        }
+        let group = groups.entry(ports).or_default();
+        let list = if v.ready { &mut group.0 } else { &mut group.1 };
+        list.push((
             v.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
             EndpointAddress {
                 ip: v.ip.to_string(),
@@ -71,23 +130,25 @@ pub fn desired_subsets<'a>(
             },
         ));
     }
-    if addrs.is_empty() {
-        return Vec::new();
-    }
-    addrs.sort_by(|a, b| (a.0, &a.1.pod_name).cmp(&(b.0, &b.1.pod_name)));
-    vec![EndpointSubset {
-        addresses: addrs.into_iter().map(|(_, a)| a).collect(),
-        not_ready_addresses: Vec::new(),
-        ports: spec
-            .ports
-            .iter()
-            .map(|p| EndpointPort {
-                name: p.name.clone(),
-                port: p.target_port,
-                protocol: p.protocol.clone(),
-            })
-            .collect(),
-    }]
+    let sorted = |mut v: Addrs| {
+        v.sort_by(|a, b| (a.0, &a.1.pod_name).cmp(&(b.0, &b.1.pod_name)));
+        v.into_iter().map(|(_, a)| a).collect::<Vec<_>>()
+    };
+    groups
+        .into_iter()
+        .map(|(ports, (ready, not_ready))| EndpointSubset {
+            addresses: sorted(ready),
+            not_ready_addresses: sorted(not_ready),
+            ports: ports
+                .into_iter()
+                .map(|(name, port, protocol)| EndpointPort {
+                    name,
+                    port,
+                    protocol,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,7 +287,7 @@ impl Hook for EndpointsController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::{PodSpec, PodStatus, ServicePort};
+    use kube_lite_proto::v1::{Container, ContainerPort, PodSpec, PodStatus};
 
     fn pod(name: &str, app: &str, phase: &str, ip: &str) -> Pod {
         Pod {
@@ -266,11 +327,64 @@ mod tests {
                     port: 80,
                     target_port: 8080,
                     protocol: "TCP".into(),
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),
             status: None,
         }
+    }
+
+    fn with_port(mut p: Pod, name: &str, n: i32) -> Pod {
+        p.spec.as_mut().unwrap().containers.push(Container {
+            name: "c".into(),
+            ports: vec![ContainerPort {
+                name: name.into(),
+                container_port: n,
+                protocol: "TCP".into(),
+            }],
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn named_target_ports_resolve_per_pod() {
+        let mut s = svc(&[("app", "web")]);
+        let sp = &mut s.spec.as_mut().unwrap().ports[0];
+        sp.target_port = 0;
+        sp.target_port_name = "web".into();
+        let pods = [
+            with_port(pod("a", "web", "Running", "10.0.1.2"), "web", 8080),
+            with_port(pod("b", "web", "Running", "10.0.1.3"), "web", 9090),
+            with_port(pod("c", "web", "Running", "10.0.1.4"), "web", 8080),
+            // No port of that name: not an endpoint.
+            with_port(pod("d", "web", "Running", "10.0.1.5"), "other", 8080),
+            pod("e", "web", "Running", "10.0.1.6"),
+        ];
+        let subsets = desired_subsets(s.spec.as_ref().unwrap(), &pods);
+        assert_eq!(subsets.len(), 2, "{subsets:?}");
+        assert_eq!(ips(&subsets[..1]), ["10.0.1.2", "10.0.1.4"]);
+        assert_eq!(subsets[0].ports[0].port, 8080);
+        assert_eq!(subsets[0].ports[0].name, "http");
+        assert_eq!(ips(&subsets[1..]), ["10.0.1.3"]);
+        assert_eq!(subsets[1].ports[0].port, 9090);
+        // The protocol must match too.
+        let mut udp = s.clone();
+        udp.spec.as_mut().unwrap().ports[0].protocol = "UDP".into();
+        assert!(desired_subsets(udp.spec.as_ref().unwrap(), &pods).is_empty());
+    }
+
+    #[test]
+    fn headless_without_ports_lists_pods() {
+        let mut s = svc(&[("app", "web")]);
+        let spec = s.spec.as_mut().unwrap();
+        spec.ports.clear();
+        spec.cluster_ip = "None".into();
+        let pods = [pod("a", "web", "Running", "10.0.1.2")];
+        let subsets = desired_subsets(s.spec.as_ref().unwrap(), &pods);
+        assert_eq!(ips(&subsets), ["10.0.1.2"]);
+        assert!(subsets[0].ports.is_empty());
     }
 
     fn ips(subsets: &[EndpointSubset]) -> Vec<&str> {
@@ -295,6 +409,12 @@ mod tests {
         ];
         let s = desired_subsets(svc(&[("app", "web")]).spec.as_ref().unwrap(), &pods);
         assert_eq!(ips(&s), ["10.0.1.9", "10.0.1.10"], "numeric IP order");
+        let nr: Vec<&str> = s[0]
+            .not_ready_addresses
+            .iter()
+            .map(|a| a.ip.as_str())
+            .collect();
+        assert_eq!(nr, ["10.0.1.2"], "the Pending pod with an IP is not ready");
         assert_eq!(s[0].addresses[0].pod_name, "a");
         assert_eq!(s[0].addresses[0].node_name, "n1");
         assert_eq!(
@@ -306,6 +426,40 @@ mod tests {
             }]
         );
         assert!(desired_subsets(svc(&[("app", "x")]).spec.as_ref().unwrap(), &pods).is_empty());
+    }
+
+    #[test]
+    fn readiness_condition_moves_pods_between_addresses_and_not_ready() {
+        let with_ready = |name: &str, ip: &str, ready: &str| {
+            let mut p = pod(name, "web", "Running", ip);
+            p.status.as_mut().unwrap().conditions = vec![kube_lite_proto::v1::PodCondition {
+                r#type: "Ready".into(),
+                status: ready.into(),
+                ..Default::default()
+            }];
+            p
+        };
+        let pods = [
+            with_ready("a", "10.0.1.2", "True"),
+            with_ready("b", "10.0.1.3", "False"),
+            pod("c", "web", "Running", "10.0.1.4"), // no condition: ready
+        ];
+        let s = desired_subsets(svc(&[("app", "web")]).spec.as_ref().unwrap(), &pods);
+        assert_eq!(ips(&s), ["10.0.1.2", "10.0.1.4"]);
+        assert_eq!(s[0].not_ready_addresses.len(), 1);
+        assert_eq!(s[0].not_ready_addresses[0].pod_name, "b");
+        // All unready: one subset with no addresses (the proxies send nowhere).
+        let s = desired_subsets(
+            svc(&[("app", "web")]).spec.as_ref().unwrap(),
+            &[with_ready("b", "10.0.1.3", "False")],
+        );
+        assert!(ips(&s).is_empty());
+        assert_eq!(s[0].not_ready_addresses.len(), 1);
+        // A change of readiness alone is a change the controller sees.
+        assert_ne!(
+            PodView::of(&pods[0]),
+            PodView::of(&with_ready("a", "10.0.1.2", "False"))
+        );
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //!
 //! - [`node_subnets`]: a pod CIDR per Node, allocated at create;
 //! - [`cluster_ips`]: a ClusterIP per Service, allocated at create;
+//! - [`node_ports`]: node ports of NodePort/LoadBalancer Services (create, update);
 //! - [`node_health`]: silent nodes go NotReady and their pods are evicted (on
-//!   [`run_ticks`]); a deleted node's pods too;
+//!   [`run_ticks`]); a deleted node's pods too; its timing and disruption mode are the
+//!   pure state machine [`node_lifecycle`] (silence timed from the controller's own
+//!   observations, so an apiserver outage evicts nothing by itself);
 //! - [`scheduler`]: binds pending pods;
 //! - [`endpoints`]: one Endpoints per Service with a selector.
 //!
@@ -16,6 +19,8 @@
 pub mod cluster_ips;
 pub mod endpoints;
 pub mod node_health;
+pub mod node_lifecycle;
+pub mod node_ports;
 pub mod node_subnets;
 pub mod pods_per_node;
 pub mod scheduler;
@@ -33,6 +38,7 @@ pub fn all(cfg: &Config) -> Vec<Box<dyn Hook>> {
     vec![
         Box::new(node_subnets::NodeSubnets::new(cfg)),
         Box::new(cluster_ips::ClusterIps::new(cfg)),
+        Box::new(node_ports::NodePorts::new(cfg)),
         Box::new(node_health::NodeHealth::new(cfg)),
         Box::new(scheduler::Scheduler::default()),
         Box::new(endpoints::EndpointsController::default()),
@@ -79,6 +85,6 @@ mod tests {
         assert_eq!(tick_period(&with(40_000)), Duration::from_secs(1));
         assert_eq!(tick_period(&with(2_000)), Duration::from_millis(500));
         assert_eq!(tick_period(&with(100)), Duration::from_millis(50));
-        assert_eq!(all(&Config::default()).len(), 5);
+        assert_eq!(all(&Config::default()).len(), 6);
     }
 }

@@ -1,69 +1,55 @@
-//! Node health: on every tick, a node whose last heartbeat (or creation) is older than
-//! the grace period becomes `Ready=False` (`NodeStatusUnknown`); once it has been
-//! silent for the grace period plus the eviction timeout, its pods are evicted: unbound
-//! and reset to Pending (`Evicted`) so the scheduler places them again, and those
-//! already terminating are removed. A deleted node's pods go the same way
-//! (`NodeDeleted`), in the batch of the delete.
+//! Node health: the thin side of [`super::node_lifecycle`]. Every change of a node's
+//! heartbeat time (and every node at start) is a sign of life, timed with the
+//! controller's own monotonic clock; on every tick the lifecycle machine says which
+//! nodes are silent past the grace period (marked `Ready=False`, `NodeStatusUnknown`)
+//! and which are evicted now (past grace + eviction timeout, at the eviction rate, and
+//! not while most nodes are silent): their pods are unbound and reset to Pending
+//! (`Evicted`) so the scheduler places them again, and those already terminating are
+//! removed. A deleted node's pods go the same way (`NodeDeleted`), in the batch of the
+//! delete.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use kube_lite_core::consts::{condition, condition_status, phase, reason};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{Node, NodeCondition, Pod, PodStatus};
 
+use super::node_lifecycle::{Lifecycle, Mode, Params};
 use super::pods_per_node::{occupied_node, PodsPerNode};
 use crate::config::Config;
 use crate::resource::{Kind, Object};
 use crate::store::{Change, Hook, Objects, Txn};
 
-/// What a tick decides for one node.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Verdict {
-    /// How long the node has been silent.
-    pub silent_ms: i64,
-    /// The node marked NotReady, when it is silent and not yet marked.
-    pub mark_not_ready: Option<Node>,
-    /// Its pods must be evicted.
-    pub evict: bool,
+/// `node` marked NotReady (`NodeStatusUnknown`) at `now`, or `None` when it already is.
+pub fn mark_not_ready(node: &Node, now: i64) -> Option<Node> {
+    let already = node.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.r#type == condition::READY
+                && c.status == condition_status::FALSE
+                && c.reason == reason::NODE_STATUS_UNKNOWN
+        })
+    });
+    if already {
+        return None;
+    }
+    let mut n = node.clone();
+    let st = n.status.get_or_insert_with(Default::default);
+    st.conditions.retain(|c| c.r#type != condition::READY);
+    st.conditions.push(NodeCondition {
+        r#type: condition::READY.into(),
+        status: condition_status::FALSE.into(),
+        reason: reason::NODE_STATUS_UNKNOWN.into(),
+        message: "kubelet stopped posting node status".into(),
+        last_transition_time: now,
+    });
+    Some(n)
 }
 
-/// Judges `node` at `now` (all in ms): silent longer than `grace` → NotReady; longer
-/// than `evict_after` with pods on it → evict.
-pub fn assess(node: &Node, now: i64, grace: i64, evict_after: i64, pods: usize) -> Verdict {
-    let hb = node
-        .status
-        .as_ref()
-        .map(|s| s.last_heartbeat_time)
-        .unwrap_or(0);
-    let age = now - hb.max(node.meta().creation_timestamp);
-    let mut v = Verdict {
-        silent_ms: age,
-        evict: age > evict_after && pods > 0,
-        mark_not_ready: None,
-    };
-    if age > grace {
-        let already = node.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.r#type == condition::READY
-                    && c.status == condition_status::FALSE
-                    && c.reason == reason::NODE_STATUS_UNKNOWN
-            })
-        });
-        if !already {
-            let mut n = node.clone();
-            let st = n.status.get_or_insert_with(Default::default);
-            st.conditions.retain(|c| c.r#type != condition::READY);
-            st.conditions.push(NodeCondition {
-                r#type: condition::READY.into(),
-                status: condition_status::FALSE.into(),
-                reason: reason::NODE_STATUS_UNKNOWN.into(),
-                message: "kubelet stopped posting node status".into(),
-                last_transition_time: now,
-            });
-            v.mark_not_ready = Some(n);
-        }
-    }
-    v
+/// Whether a node change is a sign of life: a create, or a new heartbeat time.
+pub fn is_sign_of_life(prev: Option<&Node>, new: &Node) -> bool {
+    let hb = |n: &Node| n.status.as_ref().map(|s| s.last_heartbeat_time);
+    prev.is_none_or(|p| hb(p) != hb(new))
 }
 
 /// Resets a pod to unbound Pending (eviction): the scheduler places it again.
@@ -103,22 +89,45 @@ fn evict_node_pods(txn: &mut Txn<'_>, node: &str, reason: &str, message: &str) {
 }
 
 pub struct NodeHealth {
-    grace_ms: i64,
     evict_after_ms: i64,
+    lifecycle: Lifecycle,
+    /// The controller's clock (monotonic: wall-clock jumps are no silence).
+    started: Instant,
     pods_per_node: PodsPerNode,
     /// Nodes deleted in this batch: their pods are evicted at its end.
     deleted: Vec<String>,
+    mode: Mode,
 }
 
 impl NodeHealth {
     pub fn new(cfg: &Config) -> NodeHealth {
         let grace_ms = cfg.node_grace_period.as_millis() as i64;
+        let evict_after_ms = grace_ms + cfg.pod_eviction_timeout.as_millis() as i64;
         NodeHealth {
-            grace_ms,
-            evict_after_ms: grace_ms + cfg.pod_eviction_timeout.as_millis() as i64,
+            evict_after_ms,
+            lifecycle: Lifecycle::new(Params {
+                grace_ms,
+                evict_after_ms,
+                unhealthy_threshold: cfg.unhealthy_zone_threshold,
+                large_cluster: cfg.large_cluster_size_threshold,
+                primary_rate: cfg.node_eviction_rate,
+                secondary_rate: cfg.secondary_node_eviction_rate,
+            }),
+            started: Instant::now(),
             pods_per_node: PodsPerNode::default(),
             deleted: Vec::new(),
+            mode: Mode::Normal,
         }
+    }
+
+    fn clock(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    /// A sign of life from `node` (also used for Lease renewals).
+    pub fn heard(&mut self, node: &str) {
+        let now = self.clock();
+        self.lifecycle.heard(node, now);
     }
 }
 
@@ -128,7 +137,17 @@ impl Hook for NodeHealth {
             (Kind::Pod, prev, new) => self
                 .pods_per_node
                 .observe(prev.and_then(Object::as_pod), new.and_then(Object::as_pod)),
-            (Kind::Node, Some(n), None) => self.deleted.push(n.meta().name.clone()),
+            (Kind::Node, Some(n), None) => {
+                self.lifecycle.forget(n.meta().name.as_str());
+                self.deleted.push(n.meta().name.clone());
+            }
+            (Kind::Node, prev, Some(new)) => {
+                if let Some(n) = new.as_node() {
+                    if is_sign_of_life(prev.and_then(Object::as_node), n) {
+                        self.heard(n.name());
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -141,24 +160,30 @@ impl Hook for NodeHealth {
     }
 
     fn tick(&mut self, txn: &mut Txn<'_>) {
-        let now = txn.now_ms;
-        let nodes: Vec<Arc<Object>> = txn.objects().of(Kind::Node).values().cloned().collect();
-        for o in nodes {
-            let Some(n) = o.as_node() else { continue };
-            let pods = self.pods_per_node.get(n.name());
-            let v = assess(n, now, self.grace_ms, self.evict_after_ms, pods);
-            if let Some(n) = v.mark_not_ready {
-                tracing::warn!(node = %n.name(), age_ms = v.silent_ms, "node stopped posting status: NotReady");
+        let now = self.clock();
+        let ppn = &self.pods_per_node;
+        let step = self.lifecycle.step(now, |n| ppn.get(n) > 0);
+        if step.mode != self.mode {
+            tracing::warn!(mode = ?step.mode, silent = step.not_ready.len(), held = step.held, "node health: cluster state changed");
+            self.mode = step.mode;
+        }
+        for name in &step.not_ready {
+            let key = kube_lite_core::ObjectRef::new("", name.clone());
+            let Some(n) = txn.get(Kind::Node, &key).and_then(|o| o.as_node().cloned()) else {
+                continue;
+            };
+            if let Some(n) = mark_not_ready(&n, txn.now_ms) {
+                let silent_ms = self.lifecycle.silent_ms(name, now).unwrap_or(0);
+                tracing::warn!(node = %name, silent_ms, "node stopped posting status: NotReady");
                 txn.put(Object::Node(n));
             }
-            if v.evict {
-                let msg = format!(
-                    "node {} stopped posting status for more than {}s; pod evicted for rescheduling",
-                    n.name(),
-                    self.evict_after_ms / 1000
-                );
-                evict_node_pods(txn, n.name(), reason::EVICTED, &msg);
-            }
+        }
+        for name in &step.evict {
+            let msg = format!(
+                "node {name} stopped posting status for more than {}s; pod evicted for rescheduling",
+                self.evict_after_ms / 1000
+            );
+            evict_node_pods(txn, name, reason::EVICTED, &msg);
         }
     }
 }
@@ -189,28 +214,10 @@ mod tests {
         }
     }
 
-    fn nothing(silent_ms: i64) -> Verdict {
-        Verdict {
-            silent_ms,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn fresh_node_is_left_alone() {
-        let n = node(0, 1_000, ("True", "AgentReady"));
-        assert_eq!(assess(&n, 1_500, 1_000, 3_000, 5), nothing(500));
-        // A node that never sent a heartbeat counts from its creation.
-        let n = node(10_000, 0, ("True", ""));
-        assert_eq!(assess(&n, 10_500, 1_000, 3_000, 5), nothing(500));
-    }
-
     #[test]
     fn silent_node_goes_not_ready_once() {
         let n = node(0, 1_000, ("True", "AgentReady"));
-        let v = assess(&n, 2_500, 1_000, 3_000, 5);
-        assert!(!v.evict);
-        let marked = v.mark_not_ready.expect("marked NotReady");
+        let marked = mark_not_ready(&n, 2_500).expect("marked NotReady");
         let c = &marked.status.as_ref().unwrap().conditions;
         assert_eq!(c.len(), 1);
         assert_eq!(
@@ -222,15 +229,22 @@ mod tests {
             ("False", "NodeStatusUnknown", 2_500)
         );
         assert_eq!(c[0].message, "kubelet stopped posting node status");
-        assert_eq!(assess(&marked, 2_600, 1_000, 3_000, 5), nothing(1_600));
+        assert_eq!(mark_not_ready(&marked, 2_600), None);
+        // The agent's own NotReady is replaced by the controller's.
+        assert!(mark_not_ready(&node(0, 1, ("False", "AgentNotReady")), 3).is_some());
     }
 
     #[test]
-    fn long_silence_evicts_only_with_pods() {
-        let n = node(0, 1_000, ("False", "NodeStatusUnknown"));
-        assert!(assess(&n, 4_500, 1_000, 3_000, 1).evict);
-        assert!(!assess(&n, 4_500, 1_000, 3_000, 0).evict);
-        assert!(!assess(&n, 3_900, 1_000, 3_000, 1).evict);
+    fn only_new_heartbeats_are_signs_of_life() {
+        let n = node(0, 1_000, ("True", "AgentReady"));
+        assert!(
+            is_sign_of_life(None, &n),
+            "a create (or a node found at start)"
+        );
+        assert!(is_sign_of_life(Some(&n), &node(0, 2_000, ("True", ""))));
+        // The controller's own NotReady mark keeps the heartbeat time: no sign of life.
+        let marked = mark_not_ready(&n, 5_000).unwrap();
+        assert!(!is_sign_of_life(Some(&n), &marked));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use kube_lite_core::consts::phase;
+use kube_lite_core::quantity::{pod_requests, Res};
 use kube_lite_proto::v1::Pod;
 
 /// `Succeeded` or `Failed`: the pod will not run again.
@@ -40,6 +41,35 @@ impl PodsPerNode {
 
     pub fn get(&self, node: &str) -> usize {
         self.0.get(node).copied().unwrap_or(0)
+    }
+}
+
+/// Node name → the summed resource requests of the pods occupying it.
+#[derive(Debug, Default)]
+pub struct RequestsPerNode(HashMap<String, Res>);
+
+impl RequestsPerNode {
+    /// Follows one pod change (`None`: no pod before / after).
+    pub fn observe(&mut self, prev: Option<&Pod>, new: Option<&Pod>) {
+        let req = |p: &Pod| p.spec.as_ref().map(pod_requests).unwrap_or_default();
+        if let Some((node, p)) = prev.and_then(|p| occupied_node(p).map(|n| (n, p))) {
+            let r = req(p);
+            if let Some(c) = self.0.get_mut(node) {
+                c.cpu_millis = c.cpu_millis.saturating_sub(r.cpu_millis);
+                c.memory_bytes = c.memory_bytes.saturating_sub(r.memory_bytes);
+                if *c == Res::default() {
+                    self.0.remove(node);
+                }
+            }
+        }
+        if let Some((node, p)) = new.and_then(|p| occupied_node(p).map(|n| (n, p))) {
+            let e = self.0.entry(node.to_string()).or_default();
+            *e = e.plus(req(p));
+        }
+    }
+
+    pub fn get(&self, node: &str) -> Res {
+        self.0.get(node).copied().unwrap_or_default()
     }
 }
 

@@ -1,6 +1,9 @@
 //! Scheduler: binds pending pods to Ready, schedulable nodes matching their
-//! `node_selector`, fewest non-terminated pods first (tie: name); a pod no node fits
-//! stays Pending with reason `Unschedulable` and a message that counts why.
+//! `node_selector` whose allocatable cpu and memory still hold the pod's requests
+//! (the sum of the requests of the non-terminated pods bound there, plus this one),
+//! fewest non-terminated pods first (tie: name); a pod no node fits stays Pending with
+//! reason `Unschedulable` and a message that counts why, as Kubernetes words it:
+//! `0/2 nodes are available: 2 Insufficient memory.`
 //!
 //! Work list: the pods that may need scheduling since the last batch, or every pending
 //! pod after a scheduling-relevant node change (and at start).
@@ -13,9 +16,10 @@ use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::labels::map_matches;
 use kube_lite_proto::v1::{Node, Pod};
 
-use super::pods_per_node::{terminated, PodsPerNode};
+use super::pods_per_node::{terminated, PodsPerNode, RequestsPerNode};
 use crate::resource::{Kind, Object};
 use crate::store::{Change, Hook, Objects, Txn};
+use kube_lite_core::quantity::{node_allocatable, pod_requests, Res};
 
 /// Unbound, not being deleted, not terminated.
 pub fn needs_scheduling(p: &Pod) -> bool {
@@ -38,6 +42,8 @@ pub struct NodeView<'a> {
     pub ready: bool,
     pub unschedulable: bool,
     pub labels: &'a HashMap<String, String>,
+    /// What pods may request in all (unlimited where the node reports nothing).
+    pub allocatable: Res,
 }
 
 impl<'a> NodeView<'a> {
@@ -47,6 +53,13 @@ impl<'a> NodeView<'a> {
             ready: node_ready(n),
             unschedulable: n.spec.as_ref().is_some_and(|s| s.unschedulable),
             labels: n.labels(),
+            allocatable: n.status.as_ref().map_or(
+                Res {
+                    cpu_millis: i64::MAX,
+                    memory_bytes: i64::MAX,
+                },
+                |s| node_allocatable(&s.allocatable, &s.capacity),
+            ),
         }
     }
 }
@@ -58,21 +71,43 @@ pub enum Decision {
     Unschedulable(String),
 }
 
-/// Where a pod with `selector` goes; `pods_on(node)` counts the pods already there.
+/// Where a pod with `selector` and no resource requests goes; `pods_on(node)` counts
+/// the pods already there.
 pub fn decide(
     selector: &HashMap<String, String>,
     nodes: &[NodeView<'_>],
     pods_on: impl Fn(&str) -> usize,
 ) -> Decision {
+    decide_fit(selector, Res::default(), nodes, pods_on, |_| Res::default())
+}
+
+/// Where a pod with `selector` requesting `req` goes; `pods_on(node)` counts the pods
+/// already there, `used(node)` sums their requests.
+pub fn decide_fit(
+    selector: &HashMap<String, String>,
+    req: Res,
+    nodes: &[NodeView<'_>],
+    pods_on: impl Fn(&str) -> usize,
+    used: impl Fn(&str) -> Res,
+) -> Decision {
     let (mut not_ready, mut unsched, mut mismatch) = (0, 0, 0);
+    let (mut no_cpu, mut no_mem) = (0, 0);
     let mut best: Option<(usize, &str)> = None;
     for n in nodes {
+        let u = used(n.name);
+        let cpu_short = req.cpu_millis > 0
+            && u.cpu_millis.saturating_add(req.cpu_millis) > n.allocatable.cpu_millis;
+        let mem_short = req.memory_bytes > 0
+            && u.memory_bytes.saturating_add(req.memory_bytes) > n.allocatable.memory_bytes;
         if !n.ready {
             not_ready += 1;
         } else if n.unschedulable {
             unsched += 1;
         } else if !map_matches(selector, n.labels) {
             mismatch += 1;
+        } else if cpu_short || mem_short {
+            no_cpu += cpu_short as usize;
+            no_mem += mem_short as usize;
         } else {
             let count = pods_on(n.name);
             if best.is_none_or(|(c, b)| (count, n.name) < (c, b)) {
@@ -93,11 +128,18 @@ pub fn decide(
     if mismatch > 0 {
         why.push(format!("{mismatch} did not match node selector"));
     }
+    if no_cpu > 0 {
+        why.push(format!("{no_cpu} Insufficient cpu"));
+    }
+    if no_mem > 0 {
+        why.push(format!("{no_mem} Insufficient memory"));
+    }
     let mut message = format!("0/{} nodes are available", nodes.len());
     if !why.is_empty() {
         message = format!("{message}: {}", why.join(", "));
     }
-    Decision::Unschedulable(message)
+    // Kubernetes ends the message with a full stop.
+    Decision::Unschedulable(format!("{message}."))
 }
 
 /// The pod after `decision`, or `None` when it is already so (no write).
@@ -131,6 +173,7 @@ pub fn apply(pod: &Pod, decision: &Decision) -> Option<Pod> {
 
 pub struct Scheduler {
     pods_per_node: PodsPerNode,
+    requests_per_node: RequestsPerNode,
     /// Pods that may need scheduling.
     dirty: BTreeSet<ObjectRef>,
     /// A scheduling-relevant node change happened: retry every pending pod.
@@ -141,6 +184,7 @@ impl Default for Scheduler {
     fn default() -> Self {
         Scheduler {
             pods_per_node: PodsPerNode::default(),
+            requests_per_node: RequestsPerNode::default(),
             dirty: BTreeSet::new(),
             // At start, every pending pod is looked at once.
             nodes_changed: true,
@@ -155,6 +199,18 @@ impl Hook for Scheduler {
                 let new = change.new.and_then(Object::as_pod);
                 self.pods_per_node
                     .observe(change.prev.and_then(Object::as_pod), new);
+                self.requests_per_node
+                    .observe(change.prev.and_then(Object::as_pod), new);
+                // A pod that stops occupying a node frees its requests: pending pods
+                // that did not fit are looked at again.
+                let held = |o: Option<&Object>| {
+                    o.and_then(Object::as_pod)
+                        .and_then(super::pods_per_node::occupied_node)
+                        .is_some()
+                };
+                if held(change.prev) && !held(change.new) {
+                    self.nodes_changed = true;
+                }
                 if let Some(p) = new.filter(|p| needs_scheduling(p)) {
                     self.dirty.insert(p.object_ref());
                 }
@@ -194,7 +250,7 @@ impl Hook for Scheduler {
             .map(NodeView::of)
             .collect();
         // Pods bound in this pass (the index sees them once this pass returns).
-        let mut placed: HashMap<String, usize> = HashMap::new();
+        let mut placed: HashMap<String, (usize, Res)> = HashMap::new();
         for key in pods {
             let Some(obj) = txn.get(Kind::Pod, &key).cloned() else {
                 continue;
@@ -204,12 +260,23 @@ impl Hook for Scheduler {
             };
             let selector = pod.spec.as_ref().map(|s| &s.node_selector);
             let empty = HashMap::new();
-            let decision = decide(selector.unwrap_or(&empty), &views, |n| {
-                self.pods_per_node.get(n) + placed.get(n).copied().unwrap_or(0)
-            });
+            let req = pod.spec.as_ref().map(pod_requests).unwrap_or_default();
+            let decision = decide_fit(
+                selector.unwrap_or(&empty),
+                req,
+                &views,
+                |n| self.pods_per_node.get(n) + placed.get(n).map_or(0, |p| p.0),
+                |n| {
+                    self.requests_per_node
+                        .get(n)
+                        .plus(placed.get(n).map_or(Res::default(), |p| p.1))
+                },
+            );
             if let Decision::Bind(node) = &decision {
                 tracing::debug!(pod = %key.name, node, "scheduled");
-                *placed.entry(node.clone()).or_default() += 1;
+                let e = placed.entry(node.clone()).or_default();
+                e.0 += 1;
+                e.1 = e.1.plus(req);
             }
             if let Some(p) = apply(pod, &decision) {
                 txn.put(Object::Pod(p));
@@ -240,6 +307,10 @@ mod tests {
             ready,
             unschedulable,
             labels,
+            allocatable: Res {
+                cpu_millis: i64::MAX,
+                memory_bytes: i64::MAX,
+            },
         }
     }
 
@@ -267,16 +338,76 @@ mod tests {
         assert_eq!(
             decide(&gpu, &nodes, |_| 0),
             Decision::Unschedulable(
-                "0/4 nodes are available: 1 not ready, 1 unschedulable, 2 did not match node selector"
+                "0/4 nodes are available: 1 not ready, 1 unschedulable, 2 did not match node selector."
                     .into()
             )
         );
         assert_eq!(
             decide(&none, &[], |_| 0),
-            Decision::Unschedulable("0/0 nodes are available".into())
+            Decision::Unschedulable("0/0 nodes are available.".into())
         );
         let with_gpu = [view("e", true, false, &gpu), nodes[2]];
         assert_eq!(decide(&gpu, &with_gpu, |_| 0), Decision::Bind("e".into()));
+    }
+
+    #[test]
+    fn requests_must_fit_allocatable_and_the_message_names_the_resource() {
+        let l = HashMap::new();
+        let node = |name: &'static str, cpu: i64, mem: i64| NodeView {
+            allocatable: Res {
+                cpu_millis: cpu,
+                memory_bytes: mem,
+            },
+            ..view(name, true, false, &l)
+        };
+        let nodes = [node("a", 2000, 1 << 30), node("b", 2000, 1 << 30)];
+        let big = Res {
+            cpu_millis: 100,
+            memory_bytes: 2 << 30,
+        };
+        assert_eq!(
+            decide_fit(&l, big, &nodes, |_| 0, |_| Res::default()),
+            Decision::Unschedulable("0/2 nodes are available: 2 Insufficient memory.".into())
+        );
+        // What is used counts: a has 1.5 cpus taken, so 1 cpu only fits b (more pods).
+        let one = Res {
+            cpu_millis: 1000,
+            memory_bytes: 0,
+        };
+        let used = |n: &str| Res {
+            cpu_millis: if n == "a" { 1500 } else { 0 },
+            memory_bytes: 0,
+        };
+        assert_eq!(
+            decide_fit(&l, one, &nodes, |n| if n == "b" { 5 } else { 0 }, used),
+            Decision::Bind("b".into())
+        );
+        let both = Res {
+            cpu_millis: 3000,
+            memory_bytes: 2 << 30,
+        };
+        assert_eq!(
+            decide_fit(
+                &l,
+                both,
+                &[nodes[0], view("c", false, false, &l)],
+                |_| 0,
+                |_| Res::default()
+            ),
+            Decision::Unschedulable(
+                "0/2 nodes are available: 1 not ready, 1 Insufficient cpu, 1 Insufficient memory."
+                    .into()
+            )
+        );
+        // Exactly full fits.
+        let full = Res {
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+        };
+        assert_eq!(
+            decide_fit(&l, full, &nodes[..1], |_| 0, |_| Res::default()),
+            Decision::Bind("a".into())
+        );
     }
 
     fn pending(reason: &str, message: &str) -> Pod {

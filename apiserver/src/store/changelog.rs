@@ -30,14 +30,45 @@ pub struct LogEntry {
     pub prev_labels: HashMap<String, String>,
     #[prost(string, tag = "7")]
     pub prev_node_name: String,
+    /// On disk only: `obj` is in the value file of this record's revision, `obj_len`
+    /// bytes long (see [`super::values`]); the watch window holds the record with
+    /// `obj` in place.
+    #[prost(bool, tag = "8")]
+    pub obj_file: bool,
+    #[prost(uint64, tag = "9")]
+    pub obj_len: u64,
+}
+
+impl LogEntry {
+    /// The record with `obj` (read from its value file) in place.
+    pub fn with_obj(mut self, obj: Vec<u8>) -> Vec<u8> {
+        self.obj = obj;
+        self.obj_file = false;
+        self.obj_len = 0;
+        self.encode_to_vec()
+    }
 }
 
 /// Encodes `ev` as a change-log record; `obj` is `ev.obj` already encoded.
 pub fn encode(ev: &Event, obj: Vec<u8>) -> Vec<u8> {
+    LogEntry { obj, ..record(ev) }.encode_to_vec()
+}
+
+/// Encodes `ev` as the change-log record kept on disk when its object (`obj_len`
+/// bytes encoded) is in the value file of its revision.
+pub fn encode_file(ev: &Event, obj_len: usize) -> Vec<u8> {
+    LogEntry {
+        obj_file: true,
+        obj_len: obj_len as u64,
+        ..record(ev)
+    }
+    .encode_to_vec()
+}
+
+fn record(ev: &Event) -> LogEntry {
     let mut e = LogEntry {
         kind: ev.kind as u32,
         typ: ev.typ as i32,
-        obj,
         ..Default::default()
     };
     if let (EventType::Modified, Some(p)) = (ev.typ, &ev.prev) {
@@ -45,7 +76,7 @@ pub fn encode(ev: &Event, obj: Vec<u8>) -> Vec<u8> {
         e.prev_labels = p.meta().labels.clone();
         e.prev_node_name = node_name(p).to_string();
     }
-    e.encode_to_vec()
+    e
 }
 
 fn node_name(o: &Object) -> &str {
@@ -172,6 +203,18 @@ mod tests {
             assert_eq!(back.typ, typ);
             assert!(back.prev.is_none());
         }
+    }
+
+    #[test]
+    fn a_record_with_its_object_in_a_file_becomes_the_full_record() {
+        let web = pod(&[("app", "web")], "n1", 100);
+        let db = pod(&[("app", "db")], "n2", 100);
+        let e = ev(EventType::Modified, db.clone(), Some(web));
+        let full = encode(&e, db.encode());
+        let on_disk = LogEntry::decode(&encode_file(&e, db.encode().len())[..]).unwrap();
+        assert!(on_disk.obj_file && on_disk.obj.is_empty());
+        assert_eq!(on_disk.obj_len, db.encode().len() as u64);
+        assert_eq!(on_disk.with_obj(db.encode()), full);
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
                 args,
                 env,
                 ports,
+                ..Default::default()
             }],
             restart_policy: a.restart.clone(),
             ..Default::default()
@@ -95,6 +96,7 @@ pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Servi
             protocol: spec.protocol.clone(),
             port: spec.port,
             target_port: spec.target_port,
+            ..Default::default()
         });
     }
     Ok(Service {
@@ -108,6 +110,7 @@ pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Servi
             ports,
             cluster_ip: a.cluster_ip.clone().unwrap_or_default(),
             r#type: service_type::CLUSTER_IP.into(),
+            ..Default::default()
         }),
         status: None,
     })
@@ -232,13 +235,15 @@ mod tests {
                     name: "80-tcp".into(),
                     protocol: protocol::TCP.into(),
                     port: 80,
-                    target_port: 8080
+                    target_port: 8080,
+                    ..Default::default()
                 },
                 ServicePort {
                     name: "53-udp".into(),
                     protocol: "UDP".into(),
                     port: 53,
-                    target_port: 53
+                    target_port: 53,
+                    ..Default::default()
                 },
             ]
         );

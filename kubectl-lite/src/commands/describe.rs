@@ -27,6 +27,7 @@ pub async fn run(ctx: &Ctx, kind: Kind, a: DescribeArgs) -> Result<()> {
                     namespace: String::new(),
                     label_selector: String::new(),
                     node_name: name.clone(),
+                    ..Default::default()
                 };
                 let (pods, _) = Pod::list(&ctx.ch, req).await.unwrap_or_default();
                 describe::describe_node(&node, &running_on_node(pods), now)

@@ -76,6 +76,7 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs) -> Result<()> {
                 namespace: namespace.clone(),
                 label_selector: selector.clone(),
                 node_name: String::new(),
+                ..Default::default()
             };
             T::list(&ctx.ch, req)
                 .await

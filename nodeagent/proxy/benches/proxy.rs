@@ -90,6 +90,7 @@ fn views(n: usize) -> Vec<Vec<ServicePortView>> {
                 endpoints: (0..4)
                     .map(|k| SocketAddrV4::new(ep_ip(i, k), 8080))
                     .collect(),
+                ..Default::default()
             }]
         })
         .collect()
@@ -109,6 +110,7 @@ fn service(i: usize) -> Service {
                 protocol: "TCP".into(),
                 port: 80,
                 target_port: 8080,
+                ..Default::default()
             }],
             r#type: "ClusterIP".into(),
             ..Default::default()

@@ -1,4 +1,6 @@
-//! kube-lite-proxy: ClusterIP Services as iptables nat rules.
+//! kube-lite-proxy: Services as iptables nat rules: ClusterIPs, node ports
+//! (NodePort, LoadBalancer; externalTrafficPolicy Cluster/Local), load balancer IPs,
+//! ClientIP session affinity.
 //!
 //! Public interface (used by the node agent, keep stable):
 //!
@@ -80,6 +82,9 @@ pub struct ProxyConfig {
     pub pod_subnet: Option<ipnet::Ipv4Net>,
     /// Coalesce bursts of watch events for this long before one restore.
     pub debounce: Duration,
+    /// This node's name (Endpoints addresses on it are local: externalTrafficPolicy
+    /// Local). `None`: no endpoint is local.
+    pub node_name: Option<String>,
     /// If set, a report is sent after every successful sync (tests, benchmarks: "the
     /// rules are live now").
     pub sync_events: Option<tokio::sync::mpsc::UnboundedSender<SyncReport>>,
@@ -96,6 +101,7 @@ impl Default for ProxyConfig {
             node_local_route_dev: Some("kl0".to_string()),
             pod_subnet: None,
             debounce: Duration::from_millis(10),
+            node_name: None,
             sync_events: None,
         }
     }

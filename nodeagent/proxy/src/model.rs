@@ -47,6 +47,37 @@ pub struct ServicePortView {
     pub port: u16,
     /// Pod IP:target port, sorted, deduplicated.
     pub endpoints: Vec<SocketAddrV4>,
+    /// NodePort / LoadBalancer: the node port (every node address forwards it).
+    pub node_port: Option<u16>,
+    /// externalTrafficPolicy Local: node port and load balancer traffic goes only to
+    /// this node's endpoints, unmasqueraded.
+    pub external_local: bool,
+    /// The endpoints on this node (their Endpoints address names it), sorted.
+    pub local_endpoints: Vec<SocketAddrV4>,
+    /// LoadBalancer: `status.load_balancer_ingress` addresses serving `port`.
+    pub lb_ips: Vec<Ipv4Addr>,
+    /// sessionAffinity ClientIP: seconds a client sticks to its endpoint.
+    pub affinity_seconds: Option<u32>,
+}
+
+impl Default for ServicePortView {
+    /// TCP, unspecified cluster IP, port 0, no endpoints, no node port, no affinity.
+    fn default() -> Self {
+        ServicePortView {
+            namespace: String::new(),
+            name: String::new(),
+            port_name: String::new(),
+            protocol: Protocol::Tcp,
+            cluster_ip: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            endpoints: Vec::new(),
+            node_port: None,
+            external_local: false,
+            local_endpoints: Vec::new(),
+            lb_ips: Vec::new(),
+            affinity_seconds: None,
+        }
+    }
 }
 
 impl ServicePortView {
@@ -80,6 +111,7 @@ pub enum SkipReason {
 pub fn resolve(
     svc: &Service,
     eps: Option<&Endpoints>,
+    local_node: Option<&str>,
 ) -> Result<(Vec<ServicePortView>, Vec<SkipReason>), SkipReason> {
     let (namespace, name) = match &svc.metadata {
         Some(m) if !m.namespace.is_empty() => (m.namespace.as_str(), m.name.as_str()),
@@ -97,6 +129,27 @@ pub fn resolve(
         .map_err(|_| SkipReason::BadClusterIp(spec.cluster_ip.clone()))?;
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let node_ports = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
+    let external_local = node_ports && spec.external_traffic_policy == "Local";
+    let lb_ips: Vec<Ipv4Addr> = if spec.r#type == "LoadBalancer" {
+        let mut v: Vec<Ipv4Addr> = svc
+            .status
+            .iter()
+            .flat_map(|s| &s.load_balancer_ingress)
+            .filter_map(|i| i.ip.parse().ok())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    } else {
+        Vec::new()
+    };
+    let affinity_seconds = (spec.session_affinity == "ClientIP").then(|| {
+        u32::try_from(spec.session_affinity_timeout_seconds)
+            .ok()
+            .filter(|t| *t > 0)
+            .unwrap_or(10800)
+    });
     for (i, p) in spec.ports.iter().enumerate() {
         let Some(protocol) = Protocol::parse(&p.protocol) else {
             skipped.push(SkipReason::BadPort(
@@ -109,12 +162,21 @@ pub fn resolve(
             skipped.push(SkipReason::BadPort(i, format!("bad port {}", p.port)));
             continue;
         };
-        let target = if p.target_port == 0 {
+        // A named target port is only known per pod: from the Endpoints' ports.
+        let target = if !p.target_port_name.is_empty() {
+            None
+        } else if p.target_port == 0 {
             Some(port)
         } else {
             to_port(p.target_port)
         };
+        let node_port = if node_ports {
+            to_port(p.node_port)
+        } else {
+            None
+        };
         let mut endpoints = Vec::new();
+        let mut local_endpoints = Vec::new();
         if let Some(eps) = eps {
             for subset in &eps.subsets {
                 let ep_port = if subset.ports.is_empty() {
@@ -134,12 +196,17 @@ pub fn resolve(
                 for a in &subset.addresses {
                     if let Ok(ip) = a.ip.parse::<Ipv4Addr>() {
                         endpoints.push(SocketAddrV4::new(ip, ep_port));
+                        if local_node.is_some_and(|n| n == a.node_name) {
+                            local_endpoints.push(SocketAddrV4::new(ip, ep_port));
+                        }
                     }
                 }
             }
         }
         endpoints.sort();
         endpoints.dedup();
+        local_endpoints.sort();
+        local_endpoints.dedup();
         out.push(ServicePortView {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -148,6 +215,11 @@ pub fn resolve(
             cluster_ip,
             port,
             endpoints,
+            node_port,
+            external_local,
+            local_endpoints,
+            lb_ips: lb_ips.clone(),
+            affinity_seconds,
         });
     }
     Ok((out, skipped))
@@ -179,12 +251,14 @@ mod tests {
                         protocol: "TCP".into(),
                         port: 3001,
                         target_port: 8080,
+                        ..Default::default()
                     },
                     ServicePort {
                         name: "dns".into(),
                         protocol: "UDP".into(),
                         port: 53,
                         target_port: 0,
+                        ..Default::default()
                     },
                 ],
                 ..Default::default()
@@ -216,7 +290,7 @@ mod tests {
                 }],
             }],
         };
-        let (v, skipped) = resolve(&svc(), Some(&eps)).unwrap();
+        let (v, skipped) = resolve(&svc(), Some(&eps), None).unwrap();
         assert!(skipped.is_empty());
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].display_name(), "default/web:http");
@@ -237,10 +311,13 @@ mod tests {
     fn headless_and_bad_ip_are_skipped() {
         let mut s = svc();
         s.spec.as_mut().unwrap().cluster_ip = "None".into();
-        assert_eq!(resolve(&s, None).unwrap_err(), SkipReason::NoClusterIp);
+        assert_eq!(
+            resolve(&s, None, None).unwrap_err(),
+            SkipReason::NoClusterIp
+        );
         s.spec.as_mut().unwrap().cluster_ip = "1.2.3".into();
         assert!(matches!(
-            resolve(&s, None).unwrap_err(),
+            resolve(&s, None, None).unwrap_err(),
             SkipReason::BadClusterIp(_)
         ));
     }
@@ -258,7 +335,7 @@ mod tests {
                 ports: vec![],
             }],
         };
-        let (v, _) = resolve(&svc(), Some(&eps)).unwrap();
+        let (v, _) = resolve(&svc(), Some(&eps), None).unwrap();
         assert_eq!(v[0].endpoints, vec!["10.0.2.2:8080".parse().unwrap()]);
         assert_eq!(v[1].endpoints, vec!["10.0.2.2:53".parse().unwrap()]);
     }

@@ -52,6 +52,8 @@ pub struct Proxier<E: Exec = Runner> {
     mode: Mode,
     runner: E,
     route_dev: Option<String>,
+    /// This node's name: endpoints on it are local (externalTrafficPolicy Local).
+    node_name: Option<String>,
     services: BTreeMap<String, Service>,
     endpoints: BTreeMap<String, Endpoints>,
     views: BTreeMap<String, Vec<ServicePortView>>,
@@ -113,6 +115,7 @@ impl<E: Exec> Proxier<E> {
             mode: cfg.mode,
             runner,
             route_dev: cfg.node_local_route_dev.clone(),
+            node_name: cfg.node_name.clone(),
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             views: BTreeMap::new(),
@@ -213,7 +216,7 @@ impl<E: Exec> Proxier<E> {
     fn render_key(&mut self, key: &str) {
         let views = match self.services.get(key) {
             None => Vec::new(),
-            Some(svc) => match resolve(svc, self.endpoints.get(key)) {
+            Some(svc) => match resolve(svc, self.endpoints.get(key), self.node_name.as_deref()) {
                 Ok((v, skipped)) => {
                     for s in skipped {
                         warn!(service = key, "skipping port: {s}");
@@ -246,7 +249,10 @@ impl<E: Exec> Proxier<E> {
                 self.touched.insert((Table::Nat, c.clone()));
             }
         }
-        if old.nat_dispatch != new.nat_dispatch || old.filter_dispatch != new.filter_dispatch {
+        if old.nat_dispatch != new.nat_dispatch
+            || old.filter_dispatch != new.filter_dispatch
+            || old.nodeport_dispatch != new.nodeport_dispatch
+        {
             self.dispatch_dirty = true;
         }
         if views.is_empty() {
@@ -332,11 +338,24 @@ impl<E: Exec> Proxier<E> {
         if !self.dispatch_dirty {
             return;
         }
-        let nat: Vec<String> = self
+        let mut nat: Vec<String> = self
             .rendered
             .values()
             .flat_map(|r| r.nat_dispatch.iter().cloned())
             .collect();
+        nat.push(self.names.nodeports_jump());
+        let nodeports: Vec<String> = self
+            .rendered
+            .values()
+            .flat_map(|r| r.nodeport_dispatch.iter().cloned())
+            .collect();
+        if self.desired.nat.get(&self.names.nodeports) != Some(&nodeports) {
+            self.desired
+                .nat
+                .insert(self.names.nodeports.clone(), nodeports);
+            self.touched
+                .insert((Table::Nat, self.names.nodeports.clone()));
+        }
         let filter: Vec<String> = self
             .rendered
             .values()
@@ -621,6 +640,7 @@ mod tests {
                         protocol: proto.to_string(),
                         port: *port,
                         target_port: *target,
+                        ..Default::default()
                     })
                     .collect(),
                 r#type: "ClusterIP".into(),
@@ -1006,15 +1026,19 @@ mod tests {
         p.sync().await.unwrap();
         assert!(fake.take_calls().contains(&Call::Addresses("kl0".into())));
         let hairpin = fake.rules(Table::Nat, "KL-POSTROUTING").unwrap();
-        assert_eq!(hairpin.len(), 1, "{hairpin:?}");
-        assert!(hairpin[0].contains("-s 10.0.1.2/32 -d 10.0.1.2/32"));
+        assert_eq!(
+            hairpin.len(),
+            2,
+            "masquerade of marked + one hairpin: {hairpin:?}"
+        );
+        assert!(hairpin[1].contains("-s 10.0.1.2/32 -d 10.0.1.2/32"));
 
         // Unknown subnet: every endpoint gets the rule.
         let (mut p, fake) = proxier(&cfg);
         p.replace_services(vec![web(VIP_A)]);
         p.replace_endpoints(vec![web_eps("a", &["10.0.1.2", "10.0.2.2"])]);
         p.sync().await.unwrap();
-        assert_eq!(fake.rules(Table::Nat, "KL-POSTROUTING").unwrap().len(), 2);
+        assert_eq!(fake.rules(Table::Nat, "KL-POSTROUTING").unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use crate::model::ServicePortView;
 use crate::Mode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Chains of one table: name → rule lines (`-A NAME …`), in order.
 pub type Chains = BTreeMap<String, Vec<String>>;
@@ -83,7 +83,14 @@ pub struct Names {
     pub prefix: String,
     pub services: String,
     pub postrouting: String,
+    /// nat: one rule per node port, jumped to from `services` for local destinations.
+    pub nodeports: String,
+    /// nat: marks a packet for masquerading in `postrouting`.
+    pub mark_masq: String,
 }
+
+/// The mark bit of packets to masquerade (kube-proxy's).
+pub const MASQ_MARK: &str = "0x4000/0x4000";
 
 impl Names {
     pub fn new(prefix: &str) -> Names {
@@ -91,7 +98,34 @@ impl Names {
             prefix: prefix.to_string(),
             services: format!("{prefix}SERVICES"),
             postrouting: format!("{prefix}POSTROUTING"),
+            nodeports: format!("{prefix}NODEPORTS"),
+            mark_masq: format!("{prefix}MARK-MASQ"),
         }
+    }
+    /// `P`EXT-<16 hex>: external traffic (node port, load balancer IP) of one Service port.
+    pub fn ext_chain(&self, p: &ServicePortView) -> String {
+        format!(
+            "{}EXT-{:016X}",
+            self.prefix,
+            fnv1a(&format!("{}:{}", p.display_name(), p.protocol))
+        )
+    }
+    /// `P`SEP-<16 hex>: one endpoint of a Service port with ClientIP affinity (the
+    /// `recent` list that remembers its clients has the same name).
+    pub fn sep_chain(&self, p: &ServicePortView, ep: &SocketAddrV4) -> String {
+        format!(
+            "{}SEP-{:016X}",
+            self.prefix,
+            fnv1a(&format!("{}:{}:{ep}", p.display_name(), p.protocol))
+        )
+    }
+    /// The last rule of nat `services`: node ports of local destinations (not
+    /// loopback: a DNAT'd 127.0.0.1 source could not leave the node).
+    pub fn nodeports_jump(&self) -> String {
+        format!(
+            "-A {} ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment \"kube-lite service nodeports; must be last\" -j {}",
+            self.services, self.nodeports
+        )
     }
     /// `P`SVC-<16 hex>: stable per (namespace, name, port name, protocol).
     pub fn svc_chain(&self, p: &ServicePortView) -> String {
@@ -137,22 +171,40 @@ impl Names {
     /// The chains that exist whatever the Services are (empty).
     pub fn static_chains(&self) -> Tables {
         let mut t = Tables::default();
-        t.nat.insert(self.postrouting.clone(), vec![]);
-        t.nat.insert(self.services.clone(), vec![]);
+        t.nat.insert(
+            self.postrouting.clone(),
+            self.hairpin_rules(std::iter::empty()),
+        );
+        t.nat
+            .insert(self.services.clone(), vec![self.nodeports_jump()]);
+        t.nat.insert(self.nodeports.clone(), vec![]);
+        t.nat.insert(
+            self.mark_masq.clone(),
+            vec![format!(
+                "-A {} -j MARK --set-xmark {MASQ_MARK}",
+                self.mark_masq
+            )],
+        );
         t.filter.insert(self.services.clone(), vec![]);
         t
     }
 
-    /// The rules of `P`POSTROUTING: hairpin masquerade for these (local) endpoint IPs.
+    /// The rules of `P`POSTROUTING: masquerade of marked packets (node port traffic of
+    /// externalTrafficPolicy Cluster), then hairpin masquerade for these (local)
+    /// endpoint IPs.
     pub fn hairpin_rules<'a>(&self, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Vec<String> {
         let ips: BTreeSet<&Ipv4Addr> = ips.into_iter().collect();
-        ips.into_iter()
-            .map(|ip| {
+        let masq = format!(
+            "-A {} -m mark --mark {MASQ_MARK} -m comment --comment \"kube-lite masquerade marked traffic\" -j MASQUERADE",
+            self.postrouting
+        );
+        std::iter::once(masq)
+            .chain(ips.into_iter().map(|ip| {
                 format!(
                     "-A {} -s {ip}/32 -d {ip}/32 -m comment --comment \"kube-lite hairpin\" -j MASQUERADE",
                     self.postrouting
                 )
-            })
+            }))
             .collect()
     }
 }
@@ -190,12 +242,71 @@ fn comment(s: &str) -> String {
 /// The rules of one Service (all its ports).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenderedService {
-    /// The SVC chains (nat), one per Service port with endpoints.
+    /// The Service's own nat chains: SVC (one per port with endpoints), EXT (node port
+    /// / load balancer traffic), SEP (per endpoint, ClientIP affinity only).
     pub nat_chains: Chains,
     /// Lines of nat `P`SERVICES for this Service.
     pub nat_dispatch: Vec<String>,
+    /// Lines of nat `P`NODEPORTS for this Service.
+    pub nodeport_dispatch: Vec<String>,
     /// Lines of filter `P`SERVICES (REJECT) for this Service.
     pub filter_dispatch: Vec<String>,
+}
+
+/// DNAT (or, with affinity, jump-to-SEP) rules spreading new connections over `eps`
+/// in `chain`; with affinity, `recent` checks first so a known client keeps its
+/// endpoint (kube-proxy's recipe), and the SEP chains go to `chains`.
+fn spread(
+    names: &Names,
+    mode: Mode,
+    p: &ServicePortView,
+    chain: &str,
+    eps: &[SocketAddrV4],
+    chains: &mut Chains,
+) -> Vec<String> {
+    let display = comment(&p.display_name());
+    let proto = p.protocol.as_str();
+    let n = eps.len();
+    let mut rules = Vec::with_capacity(n * 2);
+    if let Some(secs) = p.affinity_seconds {
+        for ep in eps {
+            let sep = names.sep_chain(p, ep);
+            rules.push(format!(
+                "-A {chain} -m comment --comment \"{display} -> {ep}\" -m recent --rcheck --seconds {secs} --reap --name {sep} --mask 255.255.255.255 --rsource -j {sep}"
+            ));
+            chains.insert(
+                sep.clone(),
+                vec![format!(
+                    "-A {sep} -p {proto} -m comment --comment \"{display} -> {ep}\" -m recent --set --name {sep} --mask 255.255.255.255 --rsource -j DNAT --to-destination {ep}"
+                )],
+            );
+        }
+    }
+    for (i, ep) in eps.iter().enumerate() {
+        let left = n - i;
+        let stat = if left == 1 {
+            String::new()
+        } else {
+            match mode {
+                Mode::Nth => format!(" -m statistic --mode nth --every {left} --packet 0"),
+                Mode::Random => format!(
+                    " -m statistic --mode random --probability {}",
+                    probability(left)
+                ),
+            }
+        };
+        if p.affinity_seconds.is_some() {
+            let sep = names.sep_chain(p, ep);
+            rules.push(format!(
+                "-A {chain} -m comment --comment \"{display} -> {ep}\"{stat} -j {sep}"
+            ));
+        } else {
+            rules.push(format!(
+                "-A {chain} -p {proto} -m comment --comment \"{display} -> {ep}\"{stat} -j DNAT --to-destination {ep}"
+            ));
+        }
+    }
+    rules
 }
 
 /// Renders one Service's ports. Pure.
@@ -204,13 +315,39 @@ pub fn render_service(names: &Names, mode: Mode, ports: &[ServicePortView]) -> R
     for p in ports {
         let display = comment(&p.display_name());
         let proto = p.protocol.as_str();
-        if p.endpoints.is_empty() {
-            // TCP: a reset, not an ICMP error — the kernel rate-limits ICMP per peer
-            // (the first ones to a new peer are dropped), a RST refuses at once.
-            let with = match p.protocol {
-                crate::model::Protocol::Tcp => "tcp-reset",
-                crate::model::Protocol::Udp => "icmp-port-unreachable",
+        // TCP: a reset, not an ICMP error — the kernel rate-limits ICMP per peer
+        // (the first ones to a new peer are dropped), a RST refuses at once.
+        let with = match p.protocol {
+            crate::model::Protocol::Tcp => "tcp-reset",
+            crate::model::Protocol::Udp => "icmp-port-unreachable",
+        };
+        // External traffic: whom it may reach (Local: this node's endpoints only).
+        let ext_eps: &[SocketAddrV4] = if p.external_local {
+            &p.local_endpoints
+        } else {
+            &p.endpoints
+        };
+        let has_external = p.node_port.is_some() || !p.lb_ips.is_empty();
+        if has_external && ext_eps.is_empty() {
+            let why = if p.endpoints.is_empty() {
+                "has no endpoints"
+            } else {
+                "has no local endpoints"
             };
+            if let Some(np) = p.node_port {
+                r.filter_dispatch.push(format!(
+                    "-A {} -p {proto} -m addrtype --dst-type LOCAL -m comment --comment \"{display} {why}\" -m {proto} --dport {np} -j REJECT --reject-with {with}",
+                    names.services
+                ));
+            }
+            for ip in &p.lb_ips {
+                r.filter_dispatch.push(format!(
+                    "-A {} -d {ip}/32 -p {proto} -m comment --comment \"{display} {why}\" -m {proto} --dport {} -j REJECT --reject-with {with}",
+                    names.services, p.port
+                ));
+            }
+        }
+        if p.endpoints.is_empty() {
             r.filter_dispatch.push(format!(
                 "-A {} -d {}/32 -p {proto} -m comment --comment \"{display} has no endpoints\" -m {proto} --dport {} -j REJECT --reject-with {with}",
                 names.services, p.cluster_ip, p.port
@@ -222,26 +359,36 @@ pub fn render_service(names: &Names, mode: Mode, ports: &[ServicePortView]) -> R
             "-A {} -d {}/32 -p {proto} -m comment --comment \"{display} cluster IP\" -m {proto} --dport {} -j {svc}",
             names.services, p.cluster_ip, p.port
         ));
-        let n = p.endpoints.len();
-        let mut svc_rules = Vec::with_capacity(n);
-        for (i, ep) in p.endpoints.iter().enumerate() {
-            let left = n - i;
-            let stat = if left == 1 {
-                String::new()
-            } else {
-                match mode {
-                    Mode::Nth => format!(" -m statistic --mode nth --every {left} --packet 0"),
-                    Mode::Random => format!(
-                        " -m statistic --mode random --probability {}",
-                        probability(left)
-                    ),
-                }
-            };
-            svc_rules.push(format!(
-                "-A {svc} -p {proto} -m comment --comment \"{display} -> {ep}\"{stat} -j DNAT --to-destination {ep}"
+        let svc_rules = spread(names, mode, p, &svc, &p.endpoints, &mut r.nat_chains);
+        r.nat_chains.insert(svc.clone(), svc_rules);
+        if !has_external || ext_eps.is_empty() {
+            continue;
+        }
+        let ext = names.ext_chain(p);
+        let ext_rules = if p.external_local {
+            spread(names, mode, p, &ext, ext_eps, &mut r.nat_chains)
+        } else {
+            vec![
+                format!(
+                    "-A {ext} -m comment --comment \"masquerade {display} external traffic\" -j {}",
+                    names.mark_masq
+                ),
+                format!("-A {ext} -m comment --comment \"{display} external traffic\" -j {svc}"),
+            ]
+        };
+        r.nat_chains.insert(ext.clone(), ext_rules);
+        if let Some(np) = p.node_port {
+            r.nodeport_dispatch.push(format!(
+                "-A {} -p {proto} -m comment --comment \"{display} node port\" -m {proto} --dport {np} -j {ext}",
+                names.nodeports
             ));
         }
-        r.nat_chains.insert(svc, svc_rules);
+        for ip in &p.lb_ips {
+            r.nat_dispatch.push(format!(
+                "-A {} -d {ip}/32 -p {proto} -m comment --comment \"{display} loadbalancer IP\" -m {proto} --dport {} -j {ext}",
+                names.services, p.port
+            ));
+        }
     }
     r
 }
@@ -257,6 +404,7 @@ pub fn render_all<'a>(
 ) -> Tables {
     let mut t = names.static_chains();
     let mut nat_dispatch = Vec::new();
+    let mut nodeport_dispatch = Vec::new();
     let mut filter_dispatch = Vec::new();
     let mut hairpin = BTreeSet::new();
     for ports in services {
@@ -266,9 +414,12 @@ pub fn render_all<'a>(
         let r = render_service(names, mode, ports);
         t.nat.extend(r.nat_chains);
         nat_dispatch.extend(r.nat_dispatch);
+        nodeport_dispatch.extend(r.nodeport_dispatch);
         filter_dispatch.extend(r.filter_dispatch);
     }
+    nat_dispatch.push(names.nodeports_jump());
     t.nat.insert(names.services.clone(), nat_dispatch);
+    t.nat.insert(names.nodeports.clone(), nodeport_dispatch);
     t.filter.insert(names.services.clone(), filter_dispatch);
     t.nat
         .insert(names.postrouting.clone(), names.hairpin_rules(&hairpin));
@@ -530,6 +681,7 @@ mod tests {
             cluster_ip: "172.17.10.10".parse().unwrap(),
             port: 3001,
             endpoints: eps.iter().map(|e| e.parse().unwrap()).collect(),
+            ..Default::default()
         }
     }
 
@@ -637,6 +789,92 @@ mod tests {
     }
 
     #[test]
+    fn node_port_cluster_policy_masquerades_then_uses_the_service_chain() {
+        let names = Names::new("KL-");
+        let mut p = port("http", Protocol::Tcp, &["10.0.1.2:8080", "10.0.2.2:8080"]);
+        p.node_port = Some(30080);
+        let r = render_service(&names, Mode::Nth, &[p.clone()]);
+        let svc = names.svc_chain(&p);
+        let ext = names.ext_chain(&p);
+        assert_eq!(
+            r.nodeport_dispatch,
+            vec![format!("-A KL-NODEPORTS -p tcp -m comment --comment \"default/web:http node port\" -m tcp --dport 30080 -j {ext}")]
+        );
+        assert_eq!(
+            r.nat_chains[&ext],
+            vec![
+                format!("-A {ext} -m comment --comment \"masquerade default/web:http external traffic\" -j KL-MARK-MASQ"),
+                format!("-A {ext} -m comment --comment \"default/web:http external traffic\" -j {svc}"),
+            ]
+        );
+        assert!(r.filter_dispatch.is_empty());
+    }
+
+    #[test]
+    fn node_port_local_policy_spreads_over_local_endpoints_or_refuses() {
+        let names = Names::new("KL-");
+        let mut p = port("http", Protocol::Tcp, &["10.0.1.2:8080", "10.0.2.2:8080"]);
+        p.node_port = Some(30080);
+        p.external_local = true;
+        p.local_endpoints = vec!["10.0.2.2:8080".parse().unwrap()];
+        let r = render_service(&names, Mode::Nth, &[p.clone()]);
+        let ext = names.ext_chain(&p);
+        assert_eq!(
+            r.nat_chains[&ext],
+            vec![format!("-A {ext} -p tcp -m comment --comment \"default/web:http -> 10.0.2.2:8080\" -j DNAT --to-destination 10.0.2.2:8080")],
+            "no masquerade: the client source is kept"
+        );
+        p.local_endpoints.clear();
+        let r = render_service(&names, Mode::Nth, &[p.clone()]);
+        assert!(!r.nat_chains.contains_key(&ext));
+        assert!(r.nodeport_dispatch.is_empty());
+        assert_eq!(
+            r.filter_dispatch,
+            vec!["-A KL-SERVICES -p tcp -m addrtype --dst-type LOCAL -m comment --comment \"default/web:http has no local endpoints\" -m tcp --dport 30080 -j REJECT --reject-with tcp-reset".to_string()]
+        );
+    }
+
+    #[test]
+    fn load_balancer_ips_dispatch_to_the_external_chain() {
+        let names = Names::new("KL-");
+        let mut p = port("", Protocol::Tcp, &["10.0.1.2:8080"]);
+        p.node_port = Some(30080);
+        p.lb_ips = vec!["192.168.7.1".parse().unwrap()];
+        let r = render_service(&names, Mode::Nth, &[p.clone()]);
+        let ext = names.ext_chain(&p);
+        assert_eq!(
+            r.nat_dispatch[1],
+            format!("-A KL-SERVICES -d 192.168.7.1/32 -p tcp -m comment --comment \"default/web loadbalancer IP\" -m tcp --dport 3001 -j {ext}")
+        );
+    }
+
+    #[test]
+    fn client_ip_affinity_is_kube_proxys_recent_recipe() {
+        let names = Names::new("KL-");
+        let mut p = port("", Protocol::Tcp, &["10.0.1.2:8080", "10.0.2.2:8080"]);
+        p.affinity_seconds = Some(5);
+        let r = render_service(&names, Mode::Nth, &[p.clone()]);
+        let svc = names.svc_chain(&p);
+        let e1: SocketAddrV4 = "10.0.1.2:8080".parse().unwrap();
+        let sep1 = names.sep_chain(&p, &e1);
+        let rules = &r.nat_chains[&svc];
+        assert_eq!(rules.len(), 4, "{rules:#?}");
+        assert_eq!(
+            rules[0],
+            format!("-A {svc} -m comment --comment \"default/web -> 10.0.1.2:8080\" -m recent --rcheck --seconds 5 --reap --name {sep1} --mask 255.255.255.255 --rsource -j {sep1}")
+        );
+        assert_eq!(
+            rules[2],
+            format!("-A {svc} -m comment --comment \"default/web -> 10.0.1.2:8080\" -m statistic --mode nth --every 2 --packet 0 -j {sep1}")
+        );
+        assert_eq!(
+            r.nat_chains[&sep1],
+            vec![format!("-A {sep1} -p tcp -m comment --comment \"default/web -> 10.0.1.2:8080\" -m recent --set --name {sep1} --mask 255.255.255.255 --rsource -j DNAT --to-destination 10.0.1.2:8080")]
+        );
+        assert_eq!(r.nat_chains.len(), 3, "SVC + one SEP per endpoint");
+    }
+
+    #[test]
     fn hairpin_rules_only_for_local_endpoints() {
         let names = Names::new("KL-");
         let a = port("", Protocol::Tcp, &["10.0.1.2:80", "10.0.2.2:80"]);
@@ -652,9 +890,12 @@ mod tests {
         // One rule per local pod IP, however many Services it serves.
         assert_eq!(
             t.nat["KL-POSTROUTING"],
-            vec!["-A KL-POSTROUTING -s 10.0.1.2/32 -d 10.0.1.2/32 -m comment --comment \"kube-lite hairpin\" -j MASQUERADE".to_string()]
+            vec![
+                "-A KL-POSTROUTING -m mark --mark 0x4000/0x4000 -m comment --comment \"kube-lite masquerade marked traffic\" -j MASQUERADE".to_string(),
+                "-A KL-POSTROUTING -s 10.0.1.2/32 -d 10.0.1.2/32 -m comment --comment \"kube-lite hairpin\" -j MASQUERADE".to_string()
+            ]
         );
-        assert_eq!(t.nat.len(), 4); // SERVICES, POSTROUTING, 2 SVC
+        assert_eq!(t.nat.len(), 6); // SERVICES, NODEPORTS, MARK-MASQ, POSTROUTING, 2 SVC
         assert_eq!(t.filter.len(), 1);
     }
 
@@ -773,11 +1014,16 @@ COMMIT
             BTreeSet::from([(Table::Nat, "KL-OLD".to_string())])
         );
         assert!(!plan.rewritten.iter().any(|(_, c)| c == "FOREIGN"));
-        // The missing POSTROUTING chain is created; KL-SERVICES (empty both sides) is not
-        // rewritten.
+        // The missing chains are created, KL-SERVICES gets its node port jump; the
+        // filter KL-SERVICES (empty both sides) is not rewritten.
         assert_eq!(
             plan.rewritten,
-            BTreeSet::from([(Table::Nat, "KL-POSTROUTING".to_string())])
+            BTreeSet::from([
+                (Table::Nat, "KL-MARK-MASQ".to_string()),
+                (Table::Nat, "KL-NODEPORTS".to_string()),
+                (Table::Nat, "KL-POSTROUTING".to_string()),
+                (Table::Nat, "KL-SERVICES".to_string()),
+            ])
         );
         let nat = &plan.builtin_lines[&Table::Nat];
         assert!(nat.contains(&"-D PREROUTING -j KL-OLD".to_string()));

@@ -11,6 +11,7 @@
 //! Also pure, for the node as a whole: [`plan_recovery`] (which records to adopt and
 //! which to tear down after an agent restart) and [`orphan_netns`]/[`orphan_host_ifs`].
 
+use super::probe::{Kind as ProbeKind, Probes, Verdict};
 use crate::runtime::Handle;
 use crate::state::{ContainerRecord, ExitInfo, PodRecord};
 use crate::status::{
@@ -20,7 +21,7 @@ use kube_lite_core::consts::{phase as ph, reason};
 use kube_lite_core::defaults::DEFAULT_TERMINATION_GRACE_SECONDS;
 use kube_lite_core::Resource;
 use kube_lite_net::ipam::IpamError;
-use kube_lite_proto::v1::{Container, Pod, PodStatus};
+use kube_lite_proto::v1::{Container, Pod, PodStatus, Probe};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -131,6 +132,41 @@ pub struct Ctr {
     pub next_start: Option<Instant>,
     /// Restarts in the current crash loop (back-off exponent).
     pub streak: u32,
+    /// The probes of the running instance.
+    pub probes: Probes,
+    /// A kill under way (liveness/startup failure): SIGTERM sent, SIGKILL due then.
+    pub kill: Option<PendingKill>,
+}
+
+/// An instance being killed because a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKill {
+    pub pid: i32,
+    /// When SIGKILL follows the SIGTERM (the pod's grace period).
+    pub at: Instant,
+    /// Why (shown as the ended instance's message).
+    pub message: String,
+    /// SIGKILL sent already.
+    pub killed: bool,
+}
+
+/// A probe run the executor must start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeJob {
+    pub ctr: usize,
+    pub kind: ProbeKind,
+    /// The instance probed (a result for another instance is stale).
+    pub handle: Handle,
+    pub probe: Probe,
+    pub timeout: Duration,
+}
+
+/// What the executor must do about a probe result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAction {
+    None,
+    /// Send SIGTERM to this instance now (SIGKILL follows at the pending kill's time).
+    Terminate(Handle),
 }
 
 /// How a recorded container instance looks when the agent comes back.
@@ -172,17 +208,22 @@ impl PodMachine {
                 Ctr {
                     spec: c.clone(),
                     view: CView {
-                        name: c.name.clone(),
-                        state: CState::Waiting {
-                            reason: reason::CONTAINER_CREATING.into(),
-                            message: String::new(),
-                        },
                         restart_count: r.map(|r| r.restart_count).unwrap_or(0),
                         ever_started: r.is_some_and(|r| r.started_at > 0),
+                        last_exit: r.and_then(|r| r.last_exit.clone()).map(|e| (e, 0)),
+                        ..CView::new(
+                            &c.name,
+                            CState::Waiting {
+                                reason: reason::CONTAINER_CREATING.into(),
+                                message: String::new(),
+                            },
+                        )
                     },
                     handle: None,
                     next_start: None,
                     streak: 0,
+                    probes: Probes::default(),
+                    kill: None,
                 }
             })
             .collect();
@@ -293,7 +334,7 @@ impl PodMachine {
                     };
                     match observe(&r, h) {
                         Observed::Alive => {
-                            self.running(i, h);
+                            self.running(i, h, now);
                             follow.push((i, h));
                         }
                         Observed::Ended(exit) => {
@@ -372,15 +413,15 @@ impl PodMachine {
         self.retry_later(i, reason::START_ERROR, message, now);
     }
 
-    /// Container `i` started as `h` (the executor follows it).
-    pub fn started(&mut self, i: usize, h: Handle) {
+    /// Container `i` started as `h` at `now` (the executor follows it).
+    pub fn started(&mut self, i: usize, h: Handle, now: Instant) {
         if self.ctrs[i].view.ever_started {
             self.ctrs[i].view.restart_count += 1;
         }
-        self.running(i, h);
+        self.running(i, h, now);
     }
 
-    fn running(&mut self, i: usize, h: Handle) {
+    fn running(&mut self, i: usize, h: Handle, now: Instant) {
         let c = &mut self.ctrs[i];
         c.handle = Some(h);
         c.view.state = CState::Running {
@@ -388,6 +429,88 @@ impl PodMachine {
             pid: h.pid,
         };
         c.view.ever_started = true;
+        c.probes = Probes::for_container(&c.spec, now);
+        c.kill = None;
+    }
+
+    /// The probe runs due at `now` (marked as running until their result comes).
+    pub fn due_probes(&mut self, now: Instant) -> Vec<ProbeJob> {
+        let mut out = Vec::new();
+        for (i, c) in self.ctrs.iter_mut().enumerate() {
+            let Some(h) = c.handle else { continue };
+            if c.kill.is_some() {
+                continue;
+            }
+            for (kind, probe, timeout) in c.probes.take_due(now) {
+                out.push(ProbeJob {
+                    ctr: i,
+                    kind,
+                    handle: h,
+                    probe,
+                    timeout,
+                });
+            }
+        }
+        out
+    }
+
+    /// A probe run of instance `pid` of container `i` ended. Stale results (another
+    /// instance) are ignored. A liveness or startup failure starts a kill: SIGTERM now,
+    /// SIGKILL after the pod's grace period; the restart follows the restart policy.
+    pub fn probe_result(
+        &mut self,
+        i: usize,
+        kind: ProbeKind,
+        pid: i32,
+        ok: bool,
+        message: &str,
+        now: Instant,
+    ) -> ProbeAction {
+        let grace = grace_from_secs(spec_grace(&self.pod));
+        let Some(c) = self.ctrs.get_mut(i) else {
+            return ProbeAction::None;
+        };
+        let Some(h) = c.handle.filter(|h| h.pid == pid) else {
+            return ProbeAction::None;
+        };
+        if c.kill.is_some() {
+            return ProbeAction::None;
+        }
+        match c.probes.result(kind, now, ok, message) {
+            Verdict::None => ProbeAction::None,
+            Verdict::Kill { message } => {
+                c.kill = Some(PendingKill {
+                    pid,
+                    at: deadline_after(now, grace),
+                    message: format!(
+                        "Container {} failed {} probe, will be restarted: {message}",
+                        c.spec.name,
+                        kind.name().to_lowercase()
+                    ),
+                    killed: false,
+                });
+                ProbeAction::Terminate(h)
+            }
+        }
+    }
+
+    /// Instances whose probe kill reached its SIGKILL time (marked as killed).
+    pub fn due_kills(&mut self, now: Instant) -> Vec<Handle> {
+        let mut out = Vec::new();
+        for c in &mut self.ctrs {
+            if let (Some(k), Some(h)) = (&mut c.kill, c.handle) {
+                if !k.killed && k.at <= now && k.pid == h.pid {
+                    k.killed = true;
+                    out.push(h);
+                }
+            }
+        }
+        out
+    }
+
+    /// The message of a probe kill under way for container `i`, if any.
+    pub fn kill_message(&self, i: usize) -> Option<&str> {
+        self.ctrs.get(i)?.kill.as_ref().map(|k| k.message.as_str())
     }
 
     /// Instance `pid` of container `i` ended. False when stale (not the instance
@@ -401,6 +524,14 @@ impl PodMachine {
             return false;
         }
         let h = c.handle.take().unwrap();
+        let mut exit = exit;
+        if let Some(k) = c.kill.take() {
+            if exit.message.is_empty() {
+                exit.message = k.message;
+            }
+        }
+        c.probes = Probes::default();
+        c.view.last_exit = Some((exit.clone(), h.started_at));
         let restart = self.policy.restarts(exit.exit_code);
         let ran =
             Duration::from_millis(exit.finished_at.saturating_sub(h.started_at).max(0) as u64);
@@ -469,7 +600,20 @@ impl PodMachine {
     }
 
     fn views(&self) -> Vec<CView> {
-        self.ctrs.iter().map(|c| c.view.clone()).collect()
+        self.ctrs
+            .iter()
+            .map(|c| {
+                let mut v = c.view.clone();
+                let running = matches!(v.state, CState::Running { .. });
+                v.started = running && c.probes.started();
+                v.ready = running && c.kill.is_none() && c.probes.ready();
+                if matches!(v.state, CState::Terminated { .. }) {
+                    // The instance that ended is the state itself, not the last state.
+                    v.last_exit = None;
+                }
+                v
+            })
+            .collect()
     }
 
     /// The pod status as it stands.
@@ -480,7 +624,7 @@ impl PodMachine {
         } else {
             0
         };
-        pod_status(
+        let mut st = pod_status(
             &self.views(),
             ip,
             host_ip,
@@ -488,7 +632,16 @@ impl PodMachine {
             self.pod_reason
                 .as_ref()
                 .map(|(r, m)| (r.as_str(), m.as_str())),
-        )
+        );
+        let empty = Default::default();
+        st.qos_class = kube_lite_core::quantity::qos_class(self.ctrs.iter().map(|c| {
+            c.spec
+                .resources
+                .as_ref()
+                .map_or((&empty, &empty), |r| (&r.requests, &r.limits))
+        }))
+        .to_string();
+        st
     }
 
     /// The status to send now, if any: not what was sent last (unless a retry is due),
@@ -522,6 +675,17 @@ impl PodMachine {
             .iter()
             .filter_map(|c| c.next_start)
             .chain(self.status_retry)
+            .chain(
+                self.ctrs
+                    .iter()
+                    .filter(|c| c.handle.is_some() && c.kill.is_none())
+                    .filter_map(|c| c.probes.next_due()),
+            )
+            .chain(
+                self.ctrs
+                    .iter()
+                    .filter_map(|c| c.kill.as_ref().filter(|k| !k.killed).map(|k| k.at)),
+            )
             .min()
     }
 

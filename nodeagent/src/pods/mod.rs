@@ -18,6 +18,8 @@
 
 pub mod machine;
 pub mod ports;
+pub mod probe;
+pub mod prober;
 
 #[cfg(test)]
 mod fakes;
@@ -37,9 +39,10 @@ use kube_lite_proto::v1::{DeleteRequest, GetRequest, ObjectMeta, Pod};
 pub use machine::PodMsg;
 use machine::{
     ip_failure, network_failure, plan_recovery, reconcile_instances, Observed, PodMachine,
-    Recovery, Stop,
+    ProbeAction, ProbeJob, Recovery, Stop,
 };
 use ports::{PodApi, PodNetwork, StateStore};
+use prober::Prober;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -208,6 +211,7 @@ impl Node {
 
     async fn release(&self, uid: &str, netns: &str, host_if: &str) {
         self.release_net(uid, netns, host_if).await;
+        self.runtime.release_pod(uid);
         if let Err(e) = self.state.remove(uid) {
             warn!(uid, "removing pod state: {e}");
         }
@@ -313,6 +317,7 @@ pub async fn recover(node: &Arc<Node>) {
         Err(e) => warn!("IPAM cleanup: {e}"),
     }
     sweep_orphans(node, &kept).await;
+    node.runtime.sweep(&kept);
 }
 
 /// `<prefix>-<uuid>` of ours whose uid is not kept.
@@ -370,6 +375,9 @@ struct PodWorker {
     m: PodMachine,
     exits_tx: mpsc::UnboundedSender<(usize, i32, ExitInfo)>,
     exits_rx: mpsc::UnboundedReceiver<(usize, i32, ExitInfo)>,
+    probes_tx: mpsc::UnboundedSender<(ProbeJob, bool, String)>,
+    probes_rx: mpsc::UnboundedReceiver<(ProbeJob, bool, String)>,
+    prober: Arc<Prober>,
 }
 
 impl PodWorker {
@@ -396,7 +404,12 @@ impl PodWorker {
             network_released: false,
         });
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (probes_tx, probes_rx) = mpsc::unbounded_channel();
+        let prober = Arc::new(Prober::new(netns_path(&rec.netns), node.runtime.clone()));
         PodWorker {
+            probes_tx,
+            probes_rx,
+            prober,
             m: PodMachine::new(uid.clone(), pod, rec, is_adopted),
             node,
             uid,
@@ -469,6 +482,7 @@ impl PodWorker {
         self.save_record();
         loop {
             self.start_due();
+            self.run_probes();
             self.release_if_finished().await;
             self.push_status().await;
             let next = self.m.next_wake();
@@ -478,6 +492,7 @@ impl PodWorker {
                     if let Some(s) = self.take_msg() { return s; }
                 }
                 Some((i, pid, exit)) = self.exits_rx.recv() => self.on_exit(i, pid, exit),
+                Some((job, ok, msg)) = self.probes_rx.recv() => self.on_probe(job, ok, msg),
                 _ = sleep_until_opt(next) => {}
             }
         }
@@ -577,6 +592,50 @@ impl PodWorker {
         });
     }
 
+    /// Starts the probe runs that are due, and SIGKILLs probe-killed instances whose
+    /// grace is over.
+    fn run_probes(&mut self) {
+        let now = Instant::now();
+        for h in self.m.due_kills(now) {
+            info!(pod = %self.name(), uid = %self.uid, pid = h.pid, "grace period over; killing the container");
+            let _ = self.node.runtime.kill(&h);
+        }
+        let Some(ip) = self.m.rec.ip else { return };
+        for job in self.m.due_probes(now) {
+            let (prober, tx) = (self.prober.clone(), self.probes_tx.clone());
+            let ports = self.m.ctrs[job.ctr].spec.ports.clone();
+            tokio::spawn(async move {
+                let (ok, msg) = prober.run(&job, ip, &ports).await;
+                let _ = tx.send((job, ok, msg));
+            });
+        }
+    }
+
+    /// A probe run ended.
+    fn on_probe(&mut self, job: ProbeJob, ok: bool, msg: String) {
+        let c = &self.m.ctrs[job.ctr];
+        let (was_ready, name) = (c.probes.ready(), c.spec.name.clone());
+        if !ok {
+            tracing::debug!(pod = %self.name(), container = %name, probe = job.kind.name(), "probe failed: {msg}");
+        }
+        let action =
+            self.m
+                .probe_result(job.ctr, job.kind, job.handle.pid, ok, &msg, Instant::now());
+        let now_ready = self.m.ctrs[job.ctr].probes.ready();
+        if was_ready != now_ready {
+            info!(pod = %self.name(), uid = %self.uid, container = %name, ready = now_ready,
+                  probe = job.kind.name(), "container readiness changed{}",
+                  if ok { String::new() } else { format!(": {msg}") });
+        }
+        if let ProbeAction::Terminate(h) = action {
+            warn!(pod = %self.name(), uid = %self.uid, container = %name, pid = h.pid,
+                  reason = "Unhealthy", "{}", self.m.kill_message(job.ctr).unwrap_or_default());
+            if let Err(e) = self.node.runtime.terminate(&h) {
+                warn!(pod = %self.name(), uid = %self.uid, "SIGTERM: {e}");
+            }
+        }
+    }
+
     fn start_due(&mut self) {
         let due = self.m.due(Instant::now());
         for &i in &due {
@@ -614,10 +673,19 @@ impl PodWorker {
                 .map(|e| (e.name.clone(), e.value.clone()))
                 .collect(),
             netns_path: Some(netns_path(&self.m.rec.netns)),
+            resources: crate::resources::container_resources(
+                self.m
+                    .pod
+                    .spec
+                    .as_ref()
+                    .map(|s| s.containers.as_slice())
+                    .unwrap_or(&[]),
+                &spec,
+            ),
         };
         match self.node.runtime.start(&cs) {
             Ok(h) => {
-                self.m.started(i, h);
+                self.m.started(i, h, Instant::now());
                 info!(pod = %self.name(), uid = %self.uid, container = %spec.name, pid = h.pid, ip = ?self.m.rec.ip, "container started");
                 self.follow(i, h);
             }

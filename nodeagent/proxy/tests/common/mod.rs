@@ -301,6 +301,7 @@ pub fn service(name: &str, cluster_ip: &str, ports: &[(&str, &str, i32, i32)]) -
                     protocol: proto.to_string(),
                     port: *port,
                     target_port: *target,
+                    ..Default::default()
                 })
                 .collect(),
             r#type: "ClusterIP".into(),

@@ -137,7 +137,7 @@ fn restart_backoff_doubles_to_five_minutes_in_crash_loop_back_off() {
     let mut wall = 10_000;
     let mut delays = Vec::new();
     for n in 0..11 {
-        m.started(0, h(100 + n, wall));
+        m.started(0, h(100 + n, wall), Instant::now());
         assert_eq!(m.ctrs[0].view.restart_count, n);
         wall += 1_000; // ran 1 s
         assert!(m.exited(0, 100 + n, exit(1, wall), now));
@@ -162,16 +162,16 @@ fn backoff_starts_over_after_ten_minutes_running() {
     let t0 = Instant::now();
     let mut m = running_machine("Always", t0);
     for (n, ran_ms) in [(0, 1_000), (1, 1_000), (2, 1_000)] {
-        m.started(0, h(10 + n, 0));
+        m.started(0, h(10 + n, 0), Instant::now());
         m.exited(0, 10 + n, exit(1, ran_ms), t0);
     }
     assert_eq!(m.ctrs[0].next_start, Some(t0 + Duration::from_secs(4)));
     // Ran 9:59: the streak goes on (8 s).
-    m.started(0, h(20, 0));
+    m.started(0, h(20, 0), Instant::now());
     m.exited(0, 20, exit(1, 599_000), t0);
     assert_eq!(m.ctrs[0].next_start, Some(t0 + Duration::from_secs(8)));
     // Ran 10 minutes: back to 1 s.
-    m.started(0, h(21, 0));
+    m.started(0, h(21, 0), Instant::now());
     m.exited(0, 21, exit(1, 600_000), t0);
     assert_eq!(m.ctrs[0].next_start, Some(t0 + Duration::from_secs(1)));
 }
@@ -180,12 +180,12 @@ fn backoff_starts_over_after_ten_minutes_running() {
 fn on_failure_restarts_only_failures() {
     let t0 = Instant::now();
     let mut m = running_machine("OnFailure", t0);
-    m.started(0, h(5, 0));
+    m.started(0, h(5, 0), Instant::now());
     m.record(); // the executor saves the record after each start
     m.exited(0, 5, exit(3, 10), t0);
     assert_eq!(waiting_reason(&m).0, "CrashLoopBackOff");
     m.due(t0 + Duration::from_secs(1));
-    m.started(0, h(6, 20));
+    m.started(0, h(6, 20), Instant::now());
     m.exited(0, 6, exit(0, 30), t0);
     assert!(m.ctrs[0].next_start.is_none());
     assert_eq!(m.status("h").phase, "Succeeded");
@@ -202,7 +202,7 @@ fn on_failure_restarts_only_failures() {
 fn never_does_not_restart() {
     let t0 = Instant::now();
     let mut m = running_machine("Never", t0);
-    m.started(0, h(5, 0));
+    m.started(0, h(5, 0), Instant::now());
     m.exited(0, 5, exit(2, 10), t0);
     assert!(m.next_wake().is_none());
     let st = m.status("h");
@@ -235,7 +235,7 @@ fn missing_image_fails_never_pods_and_retries_others() {
 fn stale_exits_are_ignored() {
     let t0 = Instant::now();
     let mut m = running_machine("Always", t0);
-    m.started(0, h(5, 0));
+    m.started(0, h(5, 0), Instant::now());
     assert!(!m.exited(0, 4, exit(1, 1), t0));
     assert!(!m.exited(3, 5, exit(1, 1), t0));
     assert!(matches!(
@@ -400,7 +400,7 @@ fn live_handles_include_an_adopted_records_instances() {
     );
     assert!(!m.holds_network());
     // Once followed it is not listed twice.
-    m.started(0, h(9, 4).with_start(3));
+    m.started(0, h(9, 4).with_start(3), Instant::now());
     assert_eq!(m.live_handles().len(), 1);
 }
 
@@ -508,11 +508,11 @@ fn odd_exit_times_do_not_overflow_the_back_off_reset() {
     let t0 = Instant::now();
     let mut m = running_machine("Always", t0);
     m.due(t0);
-    m.started(0, h(10, i64::MAX));
+    m.started(0, h(10, i64::MAX), Instant::now());
     assert!(m.exited(0, 10, exit(1, i64::MIN), t0));
     let mut m = running_machine("Always", t0);
     m.due(t0);
-    m.started(0, h(10, i64::MIN));
+    m.started(0, h(10, i64::MIN), Instant::now());
     assert!(m.exited(0, 10, exit(1, i64::MAX), t0));
 }
 
@@ -594,4 +594,187 @@ fn the_recorded_instance_wins_and_strays_are_killed() {
     let mut r = rec_with(Some(10), Some(100), 5);
     assert!(reconcile_instances(&mut r, &[]).is_empty());
     assert_eq!(r, rec_with(Some(10), Some(100), 5));
+}
+
+fn probed(policy: &str, f: impl FnOnce(&mut Container)) -> PodMachine {
+    let mut p = web(policy);
+    f(&mut p.spec.as_mut().unwrap().containers[0]);
+    p.spec.as_mut().unwrap().termination_grace_period_seconds = 2;
+    let mut m = PodMachine::new("u1".into(), p, rec(), false);
+    m.network_created("10.0.1.2".parse().unwrap(), 1000);
+    m.network_ready();
+    m
+}
+
+fn http_probe(period: i32, failure: i32) -> Option<kube_lite_proto::v1::Probe> {
+    Some(kube_lite_proto::v1::Probe {
+        http_get: Some(kube_lite_proto::v1::HttpGetAction {
+            path: "/".into(),
+            port: 8080,
+            scheme: "HTTP".into(),
+            ..Default::default()
+        }),
+        period_seconds: period,
+        timeout_seconds: 1,
+        success_threshold: 1,
+        failure_threshold: failure,
+        ..Default::default()
+    })
+}
+
+fn ready_of(m: &PodMachine) -> (bool, String) {
+    let st = m.status("192.168.1.1");
+    let c = st.conditions.iter().find(|c| c.r#type == "Ready").unwrap();
+    (st.container_statuses[0].ready, c.status.clone())
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_probe_drives_container_ready_and_the_pod_condition() {
+    let t0 = Instant::now();
+    let mut m = probed("Always", |c| c.readiness_probe = http_probe(1, 2));
+    m.started(0, h(5, 0), t0);
+    assert_eq!(
+        ready_of(&m),
+        (false, "False".into()),
+        "not ready before the first success"
+    );
+    let jobs = m.due_probes(t0);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].kind, ProbeKind::Readiness);
+    assert!(m.due_probes(t0).is_empty(), "one run at a time");
+    assert_eq!(
+        m.probe_result(0, jobs[0].kind, 5, true, "", t0),
+        ProbeAction::None
+    );
+    assert_eq!(ready_of(&m), (true, "True".into()));
+    // Two failures (threshold 2) make it unready; it is not killed.
+    let mut t = t0;
+    for _ in 0..2 {
+        t += Duration::from_secs(1);
+        assert_eq!(m.next_wake(), Some(t));
+        let j = m.due_probes(t);
+        assert_eq!(
+            m.probe_result(
+                0,
+                j[0].kind,
+                5,
+                false,
+                "HTTP probe failed with statuscode: 503",
+                t
+            ),
+            ProbeAction::None
+        );
+    }
+    assert_eq!(ready_of(&m), (false, "False".into()));
+    // A stale result (another instance) changes nothing.
+    assert_eq!(
+        m.probe_result(0, ProbeKind::Readiness, 99, true, "", t),
+        ProbeAction::None
+    );
+    assert!(!ready_of(&m).0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn liveness_failure_terminates_then_kills_and_restarts_with_the_reason() {
+    let t0 = Instant::now();
+    let mut m = probed("Always", |c| c.liveness_probe = http_probe(1, 1));
+    m.started(0, h(5, 0), t0);
+    assert!(ready_of(&m).0, "liveness does not gate readiness");
+    let j = m.due_probes(t0);
+    let act = m.probe_result(
+        0,
+        j[0].kind,
+        5,
+        false,
+        "dial tcp 10.0.1.2:8080: connection refused",
+        t0,
+    );
+    assert_eq!(act, ProbeAction::Terminate(h(5, 0)));
+    assert!(!ready_of(&m).0, "a container being killed is not ready");
+    assert!(
+        m.due_probes(t0 + Duration::from_secs(1)).is_empty(),
+        "no probes while killing"
+    );
+    // SIGKILL after the pod's grace (2 s) if it is still there.
+    assert!(m.due_kills(t0 + Duration::from_secs(1)).is_empty());
+    assert_eq!(m.next_wake(), Some(t0 + Duration::from_secs(2)));
+    assert_eq!(m.due_kills(t0 + Duration::from_secs(2)), vec![h(5, 0)]);
+    assert!(m.due_kills(t0 + Duration::from_secs(3)).is_empty(), "once");
+    // The end of the instance carries why; the restart follows the policy.
+    assert!(m.exited(0, 5, exit(137, 3000), t0 + Duration::from_secs(2)));
+    let (r, msg) = waiting_reason(&m);
+    assert_eq!(r, "CrashLoopBackOff");
+    assert!(msg.contains("failed liveness probe"), "{msg}");
+    let st = m.status("h");
+    let last = st.container_statuses[0].last_state.clone().unwrap();
+    assert_eq!(last.exit_code, 137);
+    assert!(
+        last.message.starts_with(
+            "Container c failed liveness probe, will be restarted: Liveness probe failed: dial tcp"
+        ),
+        "{}",
+        last.message
+    );
+    let t1 = t0 + Duration::from_secs(3);
+    assert_eq!(m.due(t1), vec![0]);
+    m.started(0, h(6, 4000), t1);
+    assert_eq!(m.ctrs[0].view.restart_count, 1);
+    assert!(m.kill_message(0).is_none());
+    assert_eq!(
+        m.due_probes(t1).len(),
+        1,
+        "the new instance is probed from its start"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_probe_holds_liveness_and_readiness() {
+    let t0 = Instant::now();
+    let mut m = probed("Always", |c| {
+        c.startup_probe = http_probe(1, 3);
+        c.liveness_probe = http_probe(1, 1);
+    });
+    m.started(0, h(5, 0), t0);
+    let st = m.status("h");
+    assert!(!st.container_statuses[0].started && !st.container_statuses[0].ready);
+    let j = m.due_probes(t0);
+    assert_eq!(
+        j.iter().map(|j| j.kind).collect::<Vec<_>>(),
+        [ProbeKind::Startup]
+    );
+    // Startup failing below its threshold: no kill, liveness not run.
+    assert_eq!(
+        m.probe_result(0, j[0].kind, 5, false, "no", t0),
+        ProbeAction::None
+    );
+    let t1 = t0 + Duration::from_secs(1);
+    let j = m.due_probes(t1);
+    assert_eq!(
+        j.iter().map(|j| j.kind).collect::<Vec<_>>(),
+        [ProbeKind::Startup]
+    );
+    m.probe_result(0, j[0].kind, 5, true, "", t1);
+    let st = m.status("h");
+    assert!(st.container_statuses[0].started && st.container_statuses[0].ready);
+    let j = m.due_probes(t1);
+    assert_eq!(
+        j.iter().map(|j| j.kind).collect::<Vec<_>>(),
+        [ProbeKind::Liveness]
+    );
+}
+
+#[test]
+fn qos_class_is_reported() {
+    let m = probed("Always", |c| {
+        c.resources = Some(kube_lite_proto::v1::ResourceRequirements {
+            limits: [
+                ("cpu".to_string(), "500m".to_string()),
+                ("memory".to_string(), "64Mi".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        })
+    });
+    assert_eq!(m.status("h").qos_class, "Guaranteed");
+    assert_eq!(machine("Always").status("h").qos_class, "BestEffort");
 }
