@@ -21,6 +21,8 @@
 //!   patches) over the same handlers, on the same listener (routed by content type).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
 //!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
+//! - [`auth`] (certificates, tokens, admin kubeconfig, authentication layer),
+//!   [`authz`] (who may do what: admins, nodes), [`bootstrap`] (node join/renew).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
 //!
 //! Choices where the design left room:
@@ -40,6 +42,9 @@
 //! - Durability: each group commit flushes sled and then fdatasyncs its data file.
 
 pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
 pub mod config;
 pub mod conn;
 pub mod controllers;
@@ -60,7 +65,8 @@ use std::time::Duration;
 use anyhow::Context;
 use kube_lite_proto::v1::{
     endpoints_api_server::EndpointsApiServer, node_api_server::NodeApiServer,
-    pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
+    node_bootstrap_server::NodeBootstrapServer, pod_api_server::PodApiServer,
+    service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
@@ -101,7 +107,18 @@ pub async fn serve_with_drain(
         .with_context(|| format!("opening store in {}", cfg.data_dir.display()))?;
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
 
-    let api = api::Api::new(store.clone());
+    let security = if cfg.insecure {
+        tracing::warn!(
+            "INSECURE MODE: plaintext, no authentication, no authorization: anyone who \
+             reaches this port controls the cluster (and is root on every node)"
+        );
+        None
+    } else {
+        Some(Arc::new(
+            auth::Security::load_or_create(&cfg, addr).context("setting up TLS")?,
+        ))
+    };
+    let api = api::Api::with_security(store.clone(), security.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeApiServer<api::Api>>().await;
     reporter.set_serving::<PodApiServer<api::Api>>().await;
@@ -130,13 +147,31 @@ pub async fn serve_with_drain(
         .add_service(svc!(EndpointsApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .prepare();
+        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES));
+    let routes = match &security {
+        Some(sec) => routes.add_service(
+            NodeBootstrapServer::new(bootstrap::Bootstrap {
+                security: sec.clone(),
+            })
+            .max_decoding_message_size(64 << 10),
+        ),
+        None => routes,
+    }
+    .prepare();
     let grpc = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
-    // One listener: gRPC by its content type, every other request to the REST face.
+    let admin_token: Option<std::sync::Arc<str>> =
+        security.as_ref().map(|s| s.admin_token.as_str().into());
+    let grpc = tower::Layer::layer(
+        &auth::AuthnLayer {
+            admin_token: admin_token.clone(),
+        },
+        grpc,
+    );
+    // One listener: gRPC by its content type, every other request to the REST face
+    // (which authenticates the same credentials itself, answering 401 as a Status).
     let service = rest::Split {
         grpc,
-        rest: rest::router(rest::Rest::new(api.clone(), store.clone())),
+        rest: rest::router(rest::Rest::new(api.clone(), store.clone(), admin_token)),
     };
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight
@@ -146,6 +181,7 @@ pub async fn serve_with_drain(
         listener,
         service,
         conn::ConnLimits::of(&cfg),
+        security.as_ref().map(|s| s.tls.clone()),
         async move {
             shutdown.await;
             tracing::info!("shutting down: ending watches, draining requests");

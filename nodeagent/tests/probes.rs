@@ -289,9 +289,11 @@ async fn readiness_takes_a_pod_out_of_endpoints_and_the_cluster_ip_and_back() {
                     protocol: "TCP".into(),
                     port: 3001,
                     target_port: 8080,
+                    ..Default::default()
                 }],
                 cluster_ip: VIP.into(),
                 r#type: "ClusterIP".into(),
+                ..Default::default()
             }),
             status: None,
         })

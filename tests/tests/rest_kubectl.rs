@@ -17,7 +17,6 @@ struct Kubectl {
     python: PathBuf,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
-    url: String,
 }
 
 impl Kubectl {
@@ -28,13 +27,21 @@ impl Kubectl {
             .tempdir()
             .unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &server.url);
+        if server.url.starts_with("https://") {
+            // The kit's admin kubeconfig (CA + client certificate, issue 14), pointed at
+            // this server: kubectl over TLS with the same credentials as gRPC.
+            let text = std::fs::read_to_string(&kube_lite_tests::apiserver::test_pki().kubeconfig)
+                .unwrap()
+                .replace("https://127.0.0.1:6443", &server.url);
+            std::fs::write(&kubeconfig, text).unwrap();
+        } else {
+            write_kubeconfig(&kubeconfig, &server.url);
+        }
         Some(Kubectl {
             bin: venv.join("bin/kubectl"),
             python: venv.join("bin/python"),
             kubeconfig,
             dir,
-            url: server.url.clone(),
         })
     }
 
@@ -452,7 +459,7 @@ fn python(k: &Kubectl, script: &str) -> String {
     std::fs::write(&p, script).unwrap();
     let o = Command::new(&k.python)
         .arg(&p)
-        .arg(&k.url)
+        .arg(&k.kubeconfig)
         .output()
         .expect("running python");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -467,9 +474,9 @@ fn python(k: &Kubectl, script: &str) -> String {
 const PY_CRUD: &str = r#"
 import sys
 from kubernetes import client, watch
-cfg = client.Configuration()
-cfg.host = sys.argv[1]
-api = client.CoreV1Api(client.ApiClient(cfg))
+from kubernetes import config
+config.load_kube_config(config_file=sys.argv[1])
+api = client.CoreV1Api()
 ns = "default"
 body = client.V1Pod(metadata=client.V1ObjectMeta(name="py", labels={"app": "py"}),
                     spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="whoami")]))
@@ -532,9 +539,9 @@ async fn python_client_lists_creates_patches_deletes_watches() {
 const PY_EXPIRED: &str = r#"
 import sys
 from kubernetes import client, watch
-cfg = client.Configuration()
-cfg.host = sys.argv[1]
-api = client.CoreV1Api(client.ApiClient(cfg))
+from kubernetes import config
+config.load_kube_config(config_file=sys.argv[1])
+api = client.CoreV1Api()
 w = watch.Watch()
 try:
     for ev in w.stream(api.list_namespaced_pod, "default", resource_version="1", timeout_seconds=5):

@@ -41,6 +41,7 @@ use super::query::{FieldSelector, Query};
 use super::status::{self, About, Failure};
 use super::table::{self, Include};
 use super::{json_response, BoxFuture, KindInfo, Req, Rest, Served};
+use crate::authz::Verb;
 use crate::resource::{Kind, Object, Stored};
 use crate::watch::Filter;
 
@@ -127,6 +128,12 @@ async fn dispatch<R: Stored + K8sKind>(rest: Rest, req: Req) -> Res {
         }
     }
     let m = &req.method;
+    // Reads served from the store here are authorized here; writes again by the
+    // shared handlers.
+    let v = verb(m, name.is_some(), sub, req.query.flag("watch"));
+    rest.api
+        .authorize(&req.ext, v, R::PLURAL, &ns, name.as_deref().unwrap_or(""))
+        .map_err(|st| status::from_grpc(&st, &about::<R>(name.as_deref().unwrap_or(""))))?;
     match (name, sub) {
         (None, _) if *m == Method::GET => {
             if req.query.flag("watch") {
@@ -148,7 +155,7 @@ async fn dispatch<R: Stored + K8sKind>(rest: Rest, req: Req) -> Res {
         }
         (Some(n), None) if *m == Method::DELETE => delete::<R>(&rest, &ns, &n, &req).await,
         (Some(n), Some("log")) if *m == Method::GET && R::STORED_KIND == Kind::Pod => {
-            logs(&rest, &ns, &n, &req.query).await
+            logs(&rest, &ns, &n, &req).await
         }
         (Some(n), Some("binding")) if *m == Method::POST && R::STORED_KIND == Kind::Pod => {
             binding(&rest, &ns, &n, &req).await
@@ -158,6 +165,28 @@ async fn dispatch<R: Stored + K8sKind>(rest: Rest, req: Req) -> Res {
             req.method,
             R::PLURAL
         ))),
+    }
+}
+
+/// A request for the shared handlers, carrying the caller's identity.
+fn treq<T>(req: &Req, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    *r.extensions_mut() = req.ext.clone();
+    r
+}
+
+/// The verb the authorizer sees for a request.
+fn verb(m: &Method, name: bool, sub: Option<&str>, watch: bool) -> Verb {
+    match (m.as_str(), name, sub) {
+        (_, _, Some("log")) => Verb::Logs,
+        (_, _, Some("binding")) => Verb::Update,
+        ("GET", true, _) => Verb::Get,
+        ("GET", false, _) if watch => Verb::Watch,
+        ("GET", false, _) => Verb::List,
+        ("POST", _, _) => Verb::Create,
+        ("PUT" | "PATCH", _, Some("status")) => Verb::UpdateStatus,
+        ("PUT" | "PATCH", _, _) => Verb::Update,
+        _ => Verb::Delete,
     }
 }
 
@@ -459,7 +488,7 @@ async fn watch<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req) -> Res {
         resource_version: from,
         bookmark_interval_ms: 0,
     };
-    let stream = match rest.api.do_watch::<R>(tonic::Request::new(wr)) {
+    let stream = match rest.api.do_watch::<R>(treq(req, wr)) {
         Ok(s) => Some(s.into_inner()),
         Err(st) if st.code() == tonic::Code::OutOfRange => {
             // As Kubernetes: 200, then one ERROR event with the 410 Status.
@@ -582,7 +611,7 @@ async fn create<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req, body: Opt
     obj.meta_mut().resource_version = 0;
     let out = rest
         .api
-        .do_create::<R>(tonic::Request::new(obj))
+        .do_create::<R>(treq(req, obj))
         .await
         .map_err(grpc::<R>(&name))?
         .into_inner();
@@ -611,7 +640,7 @@ async fn update<R: Stored + K8sKind>(
     obj.meta_mut().name = name.to_string();
     let out = rest
         .api
-        .do_update::<R>(tonic::Request::new(obj), status_only)
+        .do_update::<R>(treq(req, obj), status_only)
         .await
         .map_err(grpc::<R>(name))?
         .into_inner();
@@ -664,11 +693,7 @@ async fn patch<R: Stored + K8sKind>(
         if !user_rv {
             obj.meta_mut().resource_version = cur.resource_version();
         }
-        match rest
-            .api
-            .do_update::<R>(tonic::Request::new(obj), status_only)
-            .await
-        {
+        match rest.api.do_update::<R>(treq(req, obj), status_only).await {
             Ok(out) => return Ok(object_response(200, &out.into_inner())),
             Err(st)
                 if st.code() == tonic::Code::Aborted && !user_rv && attempt < PATCH_ATTEMPTS =>
@@ -743,6 +768,7 @@ fn delete_opts(req: &Req) -> Result<DeleteOpts, Failure> {
 
 async fn delete_one<R: Stored + K8sKind>(
     rest: &Rest,
+    req: &Req,
     ns: &str,
     name: &str,
     o: &DeleteOpts,
@@ -770,7 +796,7 @@ async fn delete_one<R: Stored + K8sKind>(
     };
     Ok(rest
         .api
-        .do_delete::<R>(tonic::Request::new(r))
+        .do_delete::<R>(treq(req, r))
         .await
         .map_err(grpc::<R>(name))?
         .into_inner())
@@ -778,7 +804,7 @@ async fn delete_one<R: Stored + K8sKind>(
 
 async fn delete<R: Stored + K8sKind>(rest: &Rest, ns: &str, name: &str, req: &Req) -> Res {
     let o = delete_opts(req)?;
-    let out = delete_one::<R>(rest, ns, name, &o).await?;
+    let out = delete_one::<R>(rest, req, ns, name, &o).await?;
     Ok(object_response(200, &out))
 }
 
@@ -788,7 +814,7 @@ async fn delete_collection<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req
     let (items, _) = snapshot::<R>(rest, ns, &sel)?;
     let mut deleted = Vec::new();
     for i in items {
-        match delete_one::<R>(rest, i.namespace(), i.name(), &o).await {
+        match delete_one::<R>(rest, req, i.namespace(), i.name(), &o).await {
             Ok(d) => deleted.push(d.to_json()),
             Err(f) if f.code == 404 => {}
             Err(f) => return Err(f),
@@ -802,7 +828,8 @@ async fn delete_collection<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req
     ))
 }
 
-async fn logs(rest: &Rest, ns: &str, name: &str, q: &Query) -> Res {
+async fn logs(rest: &Rest, ns: &str, name: &str, req: &Req) -> Res {
+    let q = &req.query;
     let tail = q
         .int("tailLines")
         .map_err(status::bad_request)?
@@ -817,7 +844,7 @@ async fn logs(rest: &Rest, ns: &str, name: &str, q: &Query) -> Res {
     };
     let mut stream = rest
         .api
-        .do_logs(tonic::Request::new(r))
+        .do_logs(treq(req, r))
         .await
         .map_err(grpc::<Pod>(name))?
         .into_inner();
@@ -885,7 +912,7 @@ async fn binding(rest: &Rest, ns: &str, name: &str, req: &Req) -> Res {
     }
     spec.node_name = node;
     rest.api
-        .do_update::<Pod>(tonic::Request::new(pod), false)
+        .do_update::<Pod>(treq(req, pod), false)
         .await
         .map_err(grpc::<Pod>(name))?;
     Ok(json_response(201, &status::success(201)))

@@ -71,6 +71,8 @@ impl KindInfo {
 
 /// A request for one kind, as [`handler`] gets it.
 pub struct Req {
+    /// The request's extensions: the caller's `Identity` (from [`authn`]).
+    pub ext: axum::http::Extensions,
     pub method: Method,
     pub target: path::Target,
     pub query: query::Query,
@@ -103,15 +105,18 @@ pub struct Rest {
     pub store: Arc<Store>,
     pub kinds: Arc<Vec<Arc<dyn Served>>>,
     openapi: Arc<OnceLock<openapi::Docs>>,
+    /// Set when the server authenticates (TLS, issue 14): the admin bearer token.
+    admin_token: Option<Arc<str>>,
 }
 
 impl Rest {
-    pub fn new(api: Api, store: Arc<Store>) -> Rest {
+    pub fn new(api: Api, store: Arc<Store>, admin_token: Option<Arc<str>>) -> Rest {
         Rest {
             api,
             store,
             kinds: Arc::new(served()),
             openapi: Arc::new(OnceLock::new()),
+            admin_token,
         }
     }
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Served>> {
@@ -164,7 +169,43 @@ pub fn router(rest: Rest) -> Router {
         .route("/openapi/v3/", get(openapi::root))
         .route("/openapi/v3/{*gv}", get(openapi::group_version))
         .fallback(resource)
+        .layer(axum::middleware::from_fn_with_state(rest.clone(), authn))
         .with_state(rest)
+}
+
+/// The same authentication as the gRPC face ([`crate::auth::authenticate`]: client
+/// certificate or the admin bearer token); the caller's `Identity` goes into the
+/// request's extensions, where the shared handlers authorize it. Health endpoints and
+/// `/version` are open; a request without valid credentials is 401 Unauthorized.
+async fn authn(
+    axum::extract::State(rest): axum::extract::State<Rest>,
+    mut req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response<Body> {
+    req.extensions_mut().remove::<kube_lite_pki::Identity>();
+    if let Some(token) = &rest.admin_token {
+        let path = req.uri().path();
+        if !matches!(path, "/healthz" | "/readyz" | "/livez" | "/version") {
+            let decided = crate::auth::authenticate(
+                path,
+                req.extensions().get::<crate::conn::PeerIdentity>(),
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                token,
+            );
+            match decided {
+                Ok(Some(id)) => {
+                    req.extensions_mut().insert(id);
+                }
+                Ok(None) => {}
+                Err(st) => {
+                    return failure_response(status::failure(401, "Unauthorized", st.message()))
+                }
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// Every request under `/api/v1/...` and `/apis/{group}/{version}/...`.
@@ -202,6 +243,7 @@ async fn resource(
         }
     };
     let req = Req {
+        ext: parts.extensions,
         method: parts.method,
         target,
         query: query::Query::parse(parts.uri.query()),
