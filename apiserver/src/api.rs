@@ -11,11 +11,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kube_lite_proto::v1::{
-    endpoints_api_server::EndpointsApi, node_agent_client::NodeAgentClient,
-    node_api_server::NodeApi, pod_api_server::PodApi, service_api_server::ServiceApi,
-    DeleteRequest, Endpoints, EndpointsEvent, EndpointsList, GetRequest, ListRequest, LogChunk,
-    LogsRequest, Node, NodeEvent, NodeList, Pod, PodEvent, PodList, Service, ServiceEvent,
-    ServiceList, WatchRequest,
+    endpoints_api_server::EndpointsApi, lease_api_server::LeaseApi,
+    node_agent_client::NodeAgentClient, node_api_server::NodeApi, pod_api_server::PodApi,
+    service_api_server::ServiceApi, DeleteRequest, Endpoints, EndpointsEvent, EndpointsList,
+    GetRequest, Lease, LeaseEvent, LeaseList, ListRequest, LogChunk, LogsRequest, Node, NodeEvent,
+    NodeList, Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList, WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -302,7 +302,12 @@ impl Api {
         if *self.store.closing.borrow() {
             return Err(ApiError::Unavailable("apiserver is shutting down".into()).into());
         }
-        let (backlog, rx, start) = self.store.subscribe(R::STORED_KIND, r.resource_version)?;
+        let (backlog, rx, start) = match &filter.node_name {
+            Some(node) if R::STORED_KIND == Kind::Pod => {
+                self.store.subscribe_node(r.resource_version, node)?
+            }
+            _ => self.store.subscribe(R::STORED_KIND, r.resource_version)?,
+        };
         let (tx, out) = mpsc::channel(self.store.cfg.watch_buffer.max(1));
         let end = Arc::new(EndSlot::default());
         let budget = Arc::new(ByteBudget::new(self.store.cfg.watch_buffer_bytes));
@@ -593,6 +598,7 @@ macro_rules! impl_api {
 impl_api!(NodeApi, Node, NodeList, NodeEvent);
 impl_api!(ServiceApi, Service, ServiceList, ServiceEvent);
 impl_api!(EndpointsApi, Endpoints, EndpointsList, EndpointsEvent);
+impl_api!(LeaseApi, Lease, LeaseList, LeaseEvent);
 impl_api!(
     PodApi,
     Pod,

@@ -64,9 +64,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kube_lite_proto::v1::{
-    endpoints_api_server::EndpointsApiServer, node_api_server::NodeApiServer,
-    node_bootstrap_server::NodeBootstrapServer, pod_api_server::PodApiServer,
-    service_api_server::ServiceApiServer,
+    endpoints_api_server::EndpointsApiServer, lease_api_server::LeaseApiServer,
+    node_api_server::NodeApiServer, node_bootstrap_server::NodeBootstrapServer,
+    pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
@@ -124,6 +124,7 @@ pub async fn serve_with_drain(
     reporter.set_serving::<PodApiServer<api::Api>>().await;
     reporter.set_serving::<ServiceApiServer<api::Api>>().await;
     reporter.set_serving::<EndpointsApiServer<api::Api>>().await;
+    reporter.set_serving::<LeaseApiServer<api::Api>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kube_lite_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -145,6 +146,7 @@ pub async fn serve_with_drain(
         .add_service(svc!(PodApiServer))
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
+        .add_service(svc!(LeaseApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES));

@@ -195,6 +195,10 @@ fn merge(cur: &Object, new: Object, status_only: bool, now: i64) -> Result<Objec
             default_endpoints(&mut n);
             o.subsets = n.subsets;
         }
+        // A Lease has no status: Update and UpdateStatus both replace its spec.
+        (Object::Lease(o), Object::Lease(n)) => {
+            o.spec = Some(n.spec.unwrap_or_default());
+        }
         _ => return Err(ApiError::Internal("kind mismatch in update".into())),
     }
     Ok(out)

@@ -7,8 +7,8 @@
 
 use kube_lite_core::{ObjectRef, Resource};
 use kube_lite_proto::v1::{
-    Endpoints, EndpointsEvent, EndpointsList, EventType, Node, NodeEvent, NodeList, ObjectMeta,
-    Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
+    Endpoints, EndpointsEvent, EndpointsList, EventType, Lease, LeaseEvent, LeaseList, Node,
+    NodeEvent, NodeList, ObjectMeta, Pod, PodEvent, PodList, Service, ServiceEvent, ServiceList,
 };
 use prost::Message;
 
@@ -20,6 +20,8 @@ pub enum Kind {
     Pod = 1,
     Service = 2,
     Endpoints = 3,
+    // 4..=9: issue 11's kinds.
+    Lease = 10,
 }
 
 /// Runs `$e` with `$t` bound to the wire type of `$kind`.
@@ -42,18 +44,35 @@ macro_rules! with_type {
                 type $t = Endpoints;
                 $e
             }
+            Kind::Lease => {
+                type $t = Lease;
+                $e
+            }
         }
     };
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Node, Kind::Pod, Kind::Service, Kind::Endpoints];
+    /// Every kind, in discriminant order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Node,
+        Kind::Pod,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::Lease,
+    ];
+    pub const COUNT: usize = Kind::ALL.len();
 
+    /// The kind's slot in per-kind arrays (its position in [`Kind::ALL`]; the
+    /// discriminants need not be dense).
     pub fn idx(self) -> usize {
-        self as usize
+        Kind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is in Kind::ALL")
     }
     pub fn from_u32(v: u32) -> Option<Kind> {
-        Kind::ALL.get(v as usize).copied()
+        Kind::ALL.iter().copied().find(|&k| k as u32 == v)
     }
     /// Lowercase plural, as in Kubernetes messages: `pods "web" not found`.
     pub fn plural(self) -> &'static str {
@@ -69,12 +88,16 @@ impl Kind {
     }
 }
 
+// Pods are the common and the largest objects: boxing them would cost an allocation on
+// the hot path for every other kind's sake.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Node(Node),
     Pod(Pod),
     Service(Service),
     Endpoints(Endpoints),
+    Lease(Lease),
 }
 
 macro_rules! each {
@@ -84,6 +107,7 @@ macro_rules! each {
             Object::Pod($x) => $e,
             Object::Service($x) => $e,
             Object::Endpoints($x) => $e,
+            Object::Lease($x) => $e,
         }
     };
 }
@@ -95,6 +119,7 @@ impl Object {
             Object::Pod(_) => Kind::Pod,
             Object::Service(_) => Kind::Service,
             Object::Endpoints(_) => Kind::Endpoints,
+            Object::Lease(_) => Kind::Lease,
         }
     }
     pub fn meta(&self) -> &ObjectMeta {
@@ -131,6 +156,12 @@ impl Object {
     pub fn as_service(&self) -> Option<&Service> {
         match self {
             Object::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_lease(&self) -> Option<&Lease> {
+        match self {
+            Object::Lease(l) => Some(l),
             _ => None,
         }
     }
@@ -227,6 +258,7 @@ stored!(Node, NodeList, NodeEvent, paged);
 stored!(Pod, PodList, PodEvent, paged);
 stored!(Service, ServiceList, ServiceEvent, paged);
 stored!(Endpoints, EndpointsList, EndpointsEvent, paged);
+stored!(Lease, LeaseList, LeaseEvent, paged);
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +278,9 @@ mod tests {
             assert_eq!(Kind::from_u32(k as u32), Some(k));
         }
         assert_eq!(Kind::from_u32(4), None);
+        assert_eq!(Kind::from_u32(10), Some(Kind::Lease));
+        assert_eq!(Kind::Lease.idx(), 4);
+        assert_eq!(Kind::Lease.plural(), "leases");
     }
 
     #[test]

@@ -94,7 +94,10 @@ impl RingEntry {
 
 /// Every object, one sorted map per kind, and the secondary indexes ([`index`]).
 #[derive(Default, Clone)]
-pub struct Objects([BTreeMap<ObjectRef, Arc<Object>>; 4], index::PodsByNode);
+pub struct Objects(
+    [BTreeMap<ObjectRef, Arc<Object>>; Kind::COUNT],
+    index::PodsByNode,
+);
 
 impl Objects {
     pub fn of(&self, kind: Kind) -> &BTreeMap<ObjectRef, Arc<Object>> {
@@ -338,7 +341,23 @@ pub fn check_size(obj: &Object, limit: usize) -> Result<(), ApiError> {
 pub struct Hub {
     pub window: window::Window,
     pub senders: Vec<broadcast::Sender<Arc<Event>>>,
+    /// Pod changes by node name (the node the pod is bound to before or after the
+    /// change), for node-filtered pod watches: an agent's watch is woken by its own
+    /// node's pods only (as kube-apiserver's watch cache dispatches by
+    /// spec.nodeName). An entry goes when its last receiver has.
+    pub node_senders: std::collections::HashMap<String, broadcast::Sender<Arc<Event>>>,
     pub rev: u64,
+}
+
+/// Capacity of one node's pod channel ([`Hub::node_senders`]): one node's changes
+/// published at once beyond this end its watcher (relist).
+pub const NODE_CHANNEL_CAPACITY: usize = 512;
+
+/// The node names a pod change concerns (before and after), at most two.
+fn event_nodes(ev: &Event) -> impl Iterator<Item = &str> {
+    let now = index::pod_node(&ev.obj);
+    let before = ev.prev.as_deref().and_then(index::pod_node);
+    now.into_iter().chain(before.filter(|b| Some(*b) != now))
 }
 
 /// A new watcher's backlog (retained changes of its kind after its start, encoded), live
@@ -571,6 +590,7 @@ impl Store {
                 .iter()
                 .map(|_| broadcast::channel(bcap).0)
                 .collect(),
+            node_senders: Default::default(),
             rev: st.rev,
         };
         let (tx, rx) = mpsc::channel(16 * 1024);
@@ -670,8 +690,23 @@ impl Store {
         for e in entries {
             evicted.extend(hub.window.push(Arc::new(e)));
         }
+        let Hub {
+            senders,
+            node_senders,
+            ..
+        } = &mut *hub;
         for ev in changes {
-            let _ = hub.senders[ev.kind.idx()].send(Arc::new(ev));
+            let ev = Arc::new(ev);
+            if ev.kind == Kind::Pod && !node_senders.is_empty() {
+                for node in event_nodes(&ev) {
+                    if let Some(tx) = node_senders.get(node) {
+                        if tx.send(ev.clone()).is_err() {
+                            node_senders.remove(node); // nobody listens any more
+                        }
+                    }
+                }
+            }
+            let _ = senders[ev.kind.idx()].send(ev);
         }
         hub.rev = last;
         self.published.store(last, Ordering::Release);
@@ -683,6 +718,21 @@ impl Store {
     /// retained changes after the start revision, a live receiver (no gap: both taken
     /// under the hub lock) and the start revision.
     pub fn subscribe(&self, kind: Kind, from: u64) -> Result<Subscription, ApiError> {
+        self.subscribe_to(kind, from, None)
+    }
+
+    /// [`Store::subscribe`] for a watch of the pods bound to `node`: the live receiver
+    /// gets only changes of pods on that node (before or after the change).
+    pub fn subscribe_node(&self, from: u64, node: &str) -> Result<Subscription, ApiError> {
+        self.subscribe_to(Kind::Pod, from, Some(node))
+    }
+
+    fn subscribe_to(
+        &self,
+        kind: Kind,
+        from: u64,
+        node: Option<&str>,
+    ) -> Result<Subscription, ApiError> {
         // A revision the committed view has not reached is one this server never
         // issued (a client of a restored or other server): refuse it clearly instead
         // of waiting silently for it. (The committed view is updated before the hub,
@@ -693,8 +743,15 @@ impl Store {
                 "too large resource version: {from} (current: {committed}); relist"
             )));
         }
-        let hub = self.hub.lock().expect("lock");
-        let rx = hub.senders[kind.idx()].subscribe();
+        let mut hub = self.hub.lock().expect("lock");
+        let rx = match node {
+            Some(node) => hub
+                .node_senders
+                .entry(node.to_string())
+                .or_insert_with(|| broadcast::channel(NODE_CHANNEL_CAPACITY).0)
+                .subscribe(),
+            None => hub.senders[kind.idx()].subscribe(),
+        };
         if from == 0 {
             return Ok((Vec::new(), rx, hub.rev));
         }
@@ -1210,6 +1267,81 @@ mod tests {
         );
         e.metadata.as_mut().unwrap().annotations.clear();
         assert!(check_size(&Object::Endpoints(e), 1000).is_ok());
+    }
+
+    fn bound(name: &str, node: &str) -> Object {
+        let mut p = kube_lite_proto::v1::Pod {
+            spec: Some(kube_lite_proto::v1::PodSpec {
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        kube_lite_core::Resource::meta_mut(&mut p).name = name.into();
+        kube_lite_core::Resource::meta_mut(&mut p).namespace = "default".into();
+        Object::Pod(p)
+    }
+
+    #[test]
+    fn pod_events_concern_their_nodes_before_and_after() {
+        let ev = |obj: Object, prev: Option<Object>| Event {
+            rev: 1,
+            kind: Kind::Pod,
+            typ: EventType::Modified,
+            obj: Arc::new(obj),
+            prev: prev.map(Arc::new),
+        };
+        let nodes = |e: &Event| event_nodes(e).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(nodes(&ev(bound("p", "n1"), None)), ["n1"]);
+        assert_eq!(nodes(&ev(bound("p", "n1"), Some(bound("p", "n1")))), ["n1"]);
+        assert_eq!(nodes(&ev(bound("p", ""), Some(bound("p", "n1")))), ["n1"]);
+        assert_eq!(
+            nodes(&ev(bound("p", "n2"), Some(bound("p", "n1")))),
+            ["n2", "n1"]
+        );
+        assert!(nodes(&ev(bound("p", ""), None)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn node_watch_receivers_get_only_their_nodes_pods() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            disk_reserve_bytes: 0,
+            ..Default::default()
+        };
+        let (store, writer) = Store::open(cfg, Box::new(Vec::new)).await.unwrap();
+        let (_, mut n1, _) = store.subscribe_node(0, "n1").unwrap();
+        let (_, mut all, _) = store.subscribe(Kind::Pod, 0).unwrap();
+        {
+            let (_, _gone, _) = store.subscribe_node(0, "n9").unwrap();
+        }
+        for (name, node) in [("a", "n1"), ("b", "n2"), ("c", "n1"), ("d", "n9")] {
+            let o = bound(name, node);
+            store.write(move |txn| Ok(Some(txn.put(o)))).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while let Ok(ev) = n1.try_recv() {
+            got.push(ev.obj.meta().name.clone());
+        }
+        assert_eq!(got, ["a", "c"], "only n1's pods wake n1's watcher");
+        let mut every = 0;
+        while all.try_recv().is_ok() {
+            every += 1;
+        }
+        assert_eq!(every, 4);
+        let (has_n1, has_n9) = {
+            let hub = store.hub.lock().unwrap();
+            let n = &hub.node_senders;
+            (n.contains_key("n1"), n.contains_key("n9"))
+        };
+        assert!(has_n1);
+        assert!(
+            !has_n9,
+            "a channel without receivers is dropped at its next event"
+        );
+        store.stop_writer().await;
+        writer.await.unwrap();
     }
 
     #[test]

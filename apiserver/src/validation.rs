@@ -12,8 +12,8 @@ use kube_lite_core::consts::{
 use kube_lite_core::defaults::needs_node_ports;
 use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
 use kube_lite_proto::v1::{
-    DeleteRequest, EndpointAddress, Endpoints, LogsRequest, Node, ObjectMeta, Pod, PodStatus,
-    Service, WatchRequest,
+    DeleteRequest, EndpointAddress, Endpoints, Lease, LogsRequest, Node, ObjectMeta, Pod,
+    PodStatus, Service, WatchRequest,
 };
 
 use crate::error::{quote, ApiError};
@@ -229,6 +229,14 @@ fn check_meta(kind: Kind, m: &ObjectMeta) -> R {
         if !is_dns1123_subdomain(&m.name) {
             return Err(ApiError::invalid("metadata.name", SUBDOMAIN_MSG));
         }
+    } else if kind == Kind::Lease {
+        // Named after nodes: a subdomain, as node names.
+        if !is_dns1123_subdomain(&m.name) {
+            return Err(ApiError::invalid("metadata.name", SUBDOMAIN_MSG));
+        }
+        if !is_dns1123_label(&m.namespace) {
+            return Err(ApiError::invalid("metadata.namespace", LABEL_MSG));
+        }
     } else {
         if !is_dns1123_label(&m.name) {
             return Err(ApiError::invalid("metadata.name", LABEL_MSG));
@@ -282,6 +290,9 @@ pub fn prepare_create(obj: &mut Object) -> R {
             spec.pod_cidr.clear();
         }
         Object::Endpoints(e) => default_endpoints(e),
+        Object::Lease(l) => {
+            l.spec.get_or_insert_with(Default::default);
+        }
     }
     validate(obj)
 }
@@ -294,7 +305,42 @@ pub fn validate(obj: &Object) -> R {
         Object::Service(s) => validate_service(s),
         Object::Node(n) => validate_node(n),
         Object::Endpoints(e) => validate_endpoints(e),
+        Object::Lease(l) => validate_lease(l),
     }
+}
+
+/// Longest `spec.lease_duration_seconds`: one day.
+pub const MAX_LEASE_DURATION_SECONDS: i32 = 86_400;
+
+fn validate_lease(l: &Lease) -> R {
+    let Some(spec) = &l.spec else {
+        return Ok(());
+    };
+    if spec.holder_identity.len() > 253 {
+        return Err(ApiError::invalid(
+            "spec.holder_identity",
+            "must be at most 253 characters",
+        ));
+    }
+    if !(0..=MAX_LEASE_DURATION_SECONDS).contains(&spec.lease_duration_seconds) {
+        return Err(ApiError::invalid(
+            "spec.lease_duration_seconds",
+            format!(
+                "must be between 0 and {MAX_LEASE_DURATION_SECONDS} (got {})",
+                spec.lease_duration_seconds
+            ),
+        ));
+    }
+    for (field, v) in [
+        ("spec.acquire_time", spec.acquire_time),
+        ("spec.renew_time", spec.renew_time),
+        ("spec.lease_transitions", i64::from(spec.lease_transitions)),
+    ] {
+        if v < 0 {
+            return Err(ApiError::invalid(field, "must not be negative"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_pod(p: &Pod) -> R {
@@ -311,8 +357,21 @@ fn validate_pod(p: &Pod) -> R {
         ));
     }
     let mut names = HashSet::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        let f = format!("spec.containers[{i}]");
+    let all = spec
+        .init_containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.init_containers[{i}]"), c, true))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.containers[{i}]"), c, false)),
+        );
+    for (f, c, init) in all {
+        if init {
+            pod_extras::check_init_container(&f, c)?;
+        }
         if c.name.is_empty() {
             return Err(ApiError::invalid(format!("{f}.name"), "is required"));
         }
@@ -335,6 +394,7 @@ fn validate_pod(p: &Pod) -> R {
                     "must be non-empty and contain no '=' or NUL",
                 ));
             }
+            pod_extras::check_env_source(&format!("{f}.env[{j}]"), e)?;
         }
         let mut port_names = HashSet::new();
         for (j, port) in c.ports.iter().enumerate() {

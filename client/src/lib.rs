@@ -20,8 +20,9 @@ pub use watcher::{
 };
 
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, service_api_client::ServiceApiClient,
+    endpoints_api_client::EndpointsApiClient, lease_api_client::LeaseApiClient,
+    node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    service_api_client::ServiceApiClient,
 };
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -92,13 +93,14 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// default 4 MiB (the apiserver sends up to 256 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// The four typed clients over one HTTP/2 connection.
+/// The typed clients over one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Clients {
     pub nodes: NodeApiClient<Channel>,
     pub pods: PodApiClient<Channel>,
     pub services: ServiceApiClient<Channel>,
     pub endpoints: EndpointsApiClient<Channel>,
+    pub leases: LeaseApiClient<Channel>,
 }
 
 impl Clients {
@@ -108,8 +110,9 @@ impl Clients {
             pods: PodApiClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             services: ServiceApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            endpoints: EndpointsApiClient::new(channel)
+            endpoints: EndpointsApiClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            leases: LeaseApiClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 

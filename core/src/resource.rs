@@ -1,7 +1,7 @@
 //! One trait over the API's object types.
 
 use crate::ObjectRef;
-use kube_lite_proto::v1::{Endpoints, Node, ObjectMeta, Pod, Service};
+use kube_lite_proto::v1::{Endpoints, Lease, Node, ObjectMeta, Pod, Service};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -74,6 +74,7 @@ resource!(Node, "Node", "node", "nodes", false);
 resource!(Pod, "Pod", "pod", "pods", true);
 resource!(Service, "Service", "service", "services", true);
 resource!(Endpoints, "Endpoints", "endpoints", "endpoints", true);
+resource!(Lease, "Lease", "lease", "leases", true);
 
 #[cfg(test)]
 mod tests {

@@ -57,6 +57,7 @@ impl K8sKind for Pod {
                     env: vec![EnvVar {
                         name: "A".into(),
                         value: "b".into(),
+                        ..Default::default()
                     }],
                     ports: vec![ContainerPort {
                         name: "http".into(),
@@ -451,6 +452,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
             .map(|e| EnvVar {
                 name: e.name,
                 value: e.value.unwrap_or_default(),
+                ..Default::default()
             })
             .collect(),
         ports: c

@@ -2,9 +2,12 @@
 
 use futures::StreamExt;
 use kube_lite_client::{watcher, Clients, Event, Store, WatchParams};
+use kube_lite_core::consts::lease::{NODE_LEASE_DURATION_SECONDS, NODE_LEASE_NAMESPACE};
 use kube_lite_core::consts::{condition, condition_status, reason};
 use kube_lite_net::{NodeNet, Peer};
-use kube_lite_proto::v1::{GetRequest, Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta};
+use kube_lite_proto::v1::{
+    GetRequest, Lease, LeaseSpec, Node, NodeCondition, NodeSpec, NodeStatus, ObjectMeta,
+};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -95,28 +98,123 @@ fn status(info: &NodeInfo) -> NodeStatus {
     }
 }
 
-/// Posts the Ready status every `interval` (re-registers if the Node was deleted).
-pub async fn heartbeat(clients: Clients, info: NodeInfo, interval: Duration) {
-    let mut api = clients.nodes.clone();
+/// A random fraction in [0, 1): std's `RandomState` is randomly keyed per instance.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let h = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Heartbeat jitter, as Kubernetes' `wait.Jitter`: `base` plus up to `factor` of it.
+pub const JITTER: f64 = 0.04;
+
+/// `base` stretched by `unit` (in [0, 1)) times `factor` of it. Pure.
+pub fn jittered(base: Duration, factor: f64, unit: f64) -> Duration {
+    base + base.mul_f64((factor * unit).clamp(0.0, 1.0))
+}
+
+/// The node's Lease, renewed at `now` (ms).
+pub fn node_lease(node: &str, now: i64) -> Lease {
+    Lease {
+        metadata: Some(ObjectMeta {
+            name: node.into(),
+            namespace: NODE_LEASE_NAMESPACE.into(),
+            ..Default::default()
+        }),
+        spec: Some(LeaseSpec {
+            holder_identity: node.into(),
+            lease_duration_seconds: NODE_LEASE_DURATION_SECONDS,
+            renew_time: now,
+            ..Default::default()
+        }),
+    }
+}
+
+/// Renews the node Lease every `interval` (jittered; the first renewal at a random
+/// point of the first period, so agents started together spread out), creating it
+/// when it is missing. The heartbeat the node health controller reads.
+pub async fn renew_lease_forever(clients: Clients, node: String, interval: Duration) {
+    tokio::time::sleep(interval.mul_f64(random_unit())).await;
+    let mut api = clients.leases.clone();
     loop {
-        let node = Node {
-            metadata: Some(ObjectMeta {
-                name: info.name.clone(),
-                ..Default::default()
-            }),
-            spec: None,
-            status: Some(status(&info)),
+        let lease = node_lease(&node, kube_lite_core::time::now_ms());
+        let r = match api.update(lease.clone()).await {
+            Err(e) if e.code() == Code::NotFound => api.create(lease).await.map(|_| ()),
+            r => r.map(|_| ()),
         };
-        match api.update_status(node).await {
-            Ok(_) => {}
+        if let Err(e) = r {
+            tracing::warn!(node = %node, "renewing the node lease: {}", e.message());
+        }
+        tokio::time::sleep(jittered(interval, JITTER, random_unit())).await;
+    }
+}
+
+/// Whether the stored status differs from the one the agent would post, times
+/// aside (the apiserver stamps the heartbeat and transition times). Pure.
+pub fn status_differs(stored: Option<&NodeStatus>, want: &NodeStatus) -> bool {
+    let strip = |s: &NodeStatus| {
+        let mut s = s.clone();
+        s.last_heartbeat_time = 0;
+        for c in &mut s.conditions {
+            c.last_transition_time = 0;
+        }
+        s
+    };
+    stored.is_none_or(|s| strip(s) != strip(want))
+}
+
+/// Every `interval` (jittered), reads the Node and writes its status only when it
+/// changed (e.g. the node health controller marked it NotReady) or when
+/// `report_every` passed since the last write; registers again if the Node was
+/// deleted. The liveness heartbeat is the Lease ([`renew_lease_forever`]), so Node
+/// watchers see a Node change only when something changed.
+pub async fn heartbeat(
+    clients: Clients,
+    info: NodeInfo,
+    interval: Duration,
+    report_every: Duration,
+) {
+    let mut api = clients.nodes.clone();
+    let mut last_write: Option<tokio::time::Instant> = None;
+    loop {
+        let want = status(&info);
+        let got = api
+            .get(GetRequest {
+                name: info.name.clone(),
+                namespace: String::new(),
+            })
+            .await;
+        match got {
+            Ok(n) => {
+                let n = n.into_inner();
+                let due = last_write.is_none_or(|t| t.elapsed() >= report_every);
+                if due || status_differs(n.status.as_ref(), &want) {
+                    let node = Node {
+                        metadata: Some(ObjectMeta {
+                            name: info.name.clone(),
+                            ..Default::default()
+                        }),
+                        spec: None,
+                        status: Some(want),
+                    };
+                    match api.update_status(node).await {
+                        Ok(_) => last_write = Some(tokio::time::Instant::now()),
+                        Err(e) if e.code() == Code::NotFound => {}
+                        Err(e) => tracing::warn!(node = %info.name, "node status: {}", e.message()),
+                    }
+                }
+            }
             Err(e) if e.code() == Code::NotFound => {
                 tracing::warn!(node = %info.name, "node object is gone; registering again");
                 let n = register(&clients, &info).await;
+                last_write = Some(tokio::time::Instant::now());
                 tracing::info!(node = %info.name, pod_cidr = %n.spec.map(|s| s.pod_cidr).unwrap_or_default(), "registered again");
             }
             Err(e) => tracing::warn!(node = %info.name, "heartbeat: {}", e.message()),
         }
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(jittered(interval, JITTER, random_unit())).await;
     }
 }
 
@@ -223,6 +321,58 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn jitter_stretches_by_at_most_the_factor() {
+        let base = Duration::from_secs(10);
+        assert_eq!(jittered(base, JITTER, 0.0), base);
+        assert_eq!(jittered(base, JITTER, 0.5), Duration::from_millis(10_200));
+        assert!(jittered(base, JITTER, 0.999_999) < Duration::from_millis(10_400));
+        for _ in 0..100 {
+            let u = random_unit();
+            assert!((0.0..1.0).contains(&u), "{u}");
+        }
+    }
+
+    #[test]
+    fn node_status_is_written_only_when_it_changed() {
+        let info = NodeInfo {
+            name: "n1".into(),
+            address: Ipv4Addr::new(192, 168, 1, 1),
+            daemon_endpoint: "http://192.168.1.1:10250".into(),
+            capacity: [("pods".to_string(), "110".to_string())].into(),
+            allocatable: Default::default(),
+        };
+        let want = status(&info);
+        assert!(status_differs(None, &want));
+        // As stored: the apiserver stamped the times.
+        let mut stored = want.clone();
+        stored.last_heartbeat_time = 123;
+        stored.conditions[0].last_transition_time = 100;
+        assert!(!status_differs(Some(&stored), &want));
+        // Marked NotReady by the node health controller: written again.
+        let mut marked = stored.clone();
+        marked.conditions[0].status = "False".into();
+        marked.conditions[0].reason = "NodeStatusUnknown".into();
+        assert!(status_differs(Some(&marked), &want));
+        let mut moved = stored;
+        moved.address = "192.168.1.9".into();
+        assert!(status_differs(Some(&moved), &want));
+    }
+
+    #[test]
+    fn node_lease_names_the_node() {
+        let l = node_lease("n1", 42);
+        let m = l.metadata.unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.namespace.as_str()),
+            ("n1", "kube-node-lease")
+        );
+        let spec = l.spec.unwrap();
+        assert_eq!(spec.renew_time, 42);
+        assert_eq!(spec.holder_identity, "n1");
+        assert_eq!(spec.lease_duration_seconds, 40);
     }
 
     #[test]

@@ -18,8 +18,9 @@ use std::time::Duration;
 use kube_lite_pki::{self as pki, Ca, CertKey};
 
 use kube_lite_proto::v1::{
-    endpoints_api_client::EndpointsApiClient, node_api_client::NodeApiClient,
-    pod_api_client::PodApiClient, service_api_client::ServiceApiClient,
+    endpoints_api_client::EndpointsApiClient, lease_api_client::LeaseApiClient,
+    node_api_client::NodeApiClient, pod_api_client::PodApiClient,
+    service_api_client::ServiceApiClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -115,6 +116,26 @@ pub fn channel_for(url: &str) -> Channel {
         Endpoint::from_shared(url.to_string())
             .expect("url")
             .connect_lazy()
+    }
+}
+
+/// [`channel_for`], connected now (the TLS handshake is not left to the first call).
+pub async fn connect_for(url: &str) -> Channel {
+    try_connect_for(url).await.expect("connect")
+}
+
+/// [`connect_for`] that reports a failure (a server that is down) instead of panicking.
+pub async fn try_connect_for(url: &str) -> Result<Channel, String> {
+    if url.starts_with("https://") {
+        kube_lite_client::connect_tls(url, tls_config(Some(&test_pki().admin)))
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -369,6 +390,9 @@ impl TestApiServer {
     pub fn services(&self) -> ServiceApiClient<Channel> {
         ServiceApiClient::new(self.channel())
             .max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
+    }
+    pub fn leases(&self) -> LeaseApiClient<Channel> {
+        LeaseApiClient::new(self.channel()).max_decoding_message_size(apiserver::MAX_RESPONSE_BYTES)
     }
     pub fn endpoints(&self) -> EndpointsApiClient<Channel> {
         EndpointsApiClient::new(self.channel())

@@ -11,9 +11,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use kube_lite_core::consts::lease::NODE_LEASE_NAMESPACE;
 use kube_lite_core::consts::{condition, condition_status, phase, reason};
 use kube_lite_core::Resource;
-use kube_lite_proto::v1::{Node, NodeCondition, Pod, PodStatus};
+use kube_lite_proto::v1::{Lease, Node, NodeCondition, Pod, PodStatus};
 
 use super::node_lifecycle::{Lifecycle, Mode, Params};
 use super::pods_per_node::{occupied_node, PodsPerNode};
@@ -44,6 +45,17 @@ pub fn mark_not_ready(node: &Node, now: i64) -> Option<Node> {
         last_transition_time: now,
     });
     Some(n)
+}
+
+/// The node whose heartbeat a Lease change is, when it is one: a Lease in
+/// [`NODE_LEASE_NAMESPACE`] created or renewed (new `spec.renew_time`).
+pub fn renewed_node<'a>(prev: Option<&Lease>, new: &'a Lease) -> Option<&'a str> {
+    if new.meta().namespace != NODE_LEASE_NAMESPACE {
+        return None;
+    }
+    let renew = |l: &Lease| l.spec.as_ref().map(|s| s.renew_time);
+    prev.is_none_or(|p| renew(p) != renew(new))
+        .then(|| new.name())
 }
 
 /// Whether a node change is a sign of life: a create, or a new heartbeat time.
@@ -148,6 +160,15 @@ impl Hook for NodeHealth {
                     }
                 }
             }
+            (Kind::Lease, prev, Some(new)) => {
+                if let Some(node) = new
+                    .as_lease()
+                    .and_then(|l| renewed_node(prev.and_then(Object::as_lease), l))
+                {
+                    let now = self.clock();
+                    self.lifecycle.heard_known(node, now);
+                }
+            }
             _ => {}
         }
     }
@@ -245,6 +266,34 @@ mod tests {
         // The controller's own NotReady mark keeps the heartbeat time: no sign of life.
         let marked = mark_not_ready(&n, 5_000).unwrap();
         assert!(!is_sign_of_life(Some(&n), &marked));
+    }
+
+    #[test]
+    fn node_lease_renewals_are_signs_of_life() {
+        use kube_lite_proto::v1::LeaseSpec;
+        let lease = |ns: &str, renew: i64| Lease {
+            metadata: Some(ObjectMeta {
+                name: "n1".into(),
+                namespace: ns.into(),
+                ..Default::default()
+            }),
+            spec: Some(LeaseSpec {
+                renew_time: renew,
+                ..Default::default()
+            }),
+        };
+        let l1 = lease("kube-node-lease", 1);
+        assert_eq!(renewed_node(None, &l1), Some("n1"));
+        assert_eq!(
+            renewed_node(Some(&l1), &lease("kube-node-lease", 2)),
+            Some("n1")
+        );
+        assert_eq!(renewed_node(Some(&l1), &l1.clone()), None, "not renewed");
+        assert_eq!(
+            renewed_node(None, &lease("default", 1)),
+            None,
+            "not a node lease"
+        );
     }
 
     #[test]

@@ -111,6 +111,14 @@ impl Lifecycle {
         }
     }
 
+    /// A sign of life of a node only if it is known (a Lease renewal: a Lease may
+    /// outlive its node or come before it).
+    pub fn heard_known(&mut self, node: &str, now: i64) {
+        if let Some(t) = self.heard.get_mut(node) {
+            *t = (*t).max(now);
+        }
+    }
+
     /// The node was deleted.
     pub fn forget(&mut self, node: &str) {
         self.heard.remove(node);
@@ -356,6 +364,10 @@ mod tests {
         l.heard("a", 1_000);
         l.heard("a", 500);
         assert_eq!(l.silent_ms("a", 1_200), Some(200));
+        l.heard_known("b", 1_100);
+        assert_eq!(l.silent_ms("b", 1_200), None, "unknown nodes stay unknown");
+        l.heard_known("a", 1_100);
+        assert_eq!(l.silent_ms("a", 1_200), Some(100));
         l.forget("a");
         assert_eq!(l.silent_ms("a", 1_200), None);
         assert_eq!(l.step(10_000, |_| true), Step::default());

@@ -129,6 +129,7 @@ fn filter_view(kind: Kind, obj: &Object, labels: HashMap<String, String>, node: 
         Kind::Node => Object::Node(Default::default()),
         Kind::Service => Object::Service(Default::default()),
         Kind::Endpoints => Object::Endpoints(Default::default()),
+        Kind::Lease => Object::Lease(Default::default()),
     };
     *o.meta_mut() = meta;
     o
