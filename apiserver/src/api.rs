@@ -159,7 +159,7 @@ impl Api {
         )
     }
 
-    async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
+    pub async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
         let ext = req.extensions().clone();
         let mut obj = req.into_inner().into_object();
         validation::prepare_create(&mut obj)?;
@@ -175,7 +175,7 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_get<R: Stored>(&self, req: Request<GetRequest>) -> Res<R> {
+    pub fn do_get<R: Stored>(&self, req: Request<GetRequest>) -> Res<R> {
         let ext = req.extensions().clone();
         let r = req.into_inner();
         let key = ObjectRef::of::<R>(&r.namespace, r.name);
@@ -190,7 +190,7 @@ impl Api {
         }
     }
 
-    async fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
+    pub async fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
         let ext = req.extensions().clone();
         let r = req.into_inner();
         let ns = ObjectRef::of::<R>(&r.namespace, "").namespace;
@@ -241,7 +241,7 @@ impl Api {
         Ok(Response::new(list))
     }
 
-    async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
+    pub async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
         let ext = req.extensions().clone();
         let mut obj = req.into_inner().into_object();
         let m = obj.meta_mut();
@@ -266,7 +266,7 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
+    pub async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
         let ext = req.extensions().clone();
         let r = req.into_inner();
         validation::validate_delete(&r)?;
@@ -289,7 +289,7 @@ impl Api {
         Ok(Response::new(R::from_object(&out)))
     }
 
-    fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
+    pub fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
         let ext = req.extensions().clone();
         let r = req.into_inner();
         let ns = if r.namespace.is_empty() {
@@ -339,7 +339,7 @@ impl Api {
         ))
     }
 
-    async fn do_logs(
+    pub async fn do_logs(
         &self,
         req: Request<LogsRequest>,
     ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {

@@ -8,7 +8,9 @@
 //!   exponentially ([`Backoff`], 5 ms to 1 s) and is logged (rate-limited) instead of
 //!   spinning; one about the aborted new connection itself is retried at once.
 //! - Handshake: a connection that has not sent the 24-byte HTTP/2 client preface
-//!   within `handshake_timeout` is closed, as is one that sends something else.
+//!   within `handshake_timeout` is closed, as is one that sends something else, except
+//!   the start of an HTTP/1 request (an upper-case method), served as HTTP/1.1 (the
+//!   REST face for kubectl; `handshake_timeout` bounds reading its headers).
 //! - HTTP/2 (hyper): keepalive PINGs, at most `max_streams_per_connection` concurrent
 //!   streams, an idle timeout (no open stream for `idle_timeout` → GOAWAY), and a
 //!   request timeout on the response head only (a Watch or Logs stream is never timed).
@@ -404,7 +406,7 @@ async fn connection<IO, S>(
         r = tokio::time::timeout(limits.handshake_timeout, read_preface(&mut sock)) => match r {
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => {
-                tracing::debug!(%peer, "closing connection: not HTTP/2");
+                tracing::debug!(%peer, "closing connection: neither HTTP/2 nor HTTP/1");
                 return;
             }
             Ok(Err(e)) => {
@@ -426,56 +428,83 @@ async fn connection<IO, S>(
         active: Arc::new(active_tx),
         request_timeout: (!limits.request_timeout.is_zero()).then_some(limits.request_timeout),
     };
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_streams_per_connection);
-    if !limits.keepalive_interval.is_zero() {
-        builder
-            .keep_alive_interval(limits.keepalive_interval)
-            .keep_alive_timeout(limits.keepalive_timeout);
-    }
+    let (http1, head) = match head {
+        Head::Http2(h) => (false, h.to_vec()),
+        Head::Http1(h) => (true, h),
+    };
     let io = TokioIo::new(Prefaced {
         head,
         pos: 0,
         io: sock,
     });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
     let mut draining = false;
-    if *phase.borrow_and_update() != Phase::Serving {
-        conn.as_mut().graceful_shutdown();
-        draining = true;
-    }
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = idle(&mut active_rx, limits.idle_timeout), if !draining => {
-                tracing::debug!(%peer, timeout = ?limits.idle_timeout, "closing idle connection (no stream open)");
+    // The same life for both protocols: idle timeout, drain on shutdown.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            if *phase.borrow_and_update() != Phase::Serving {
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
-            r = phase.changed() => {
-                let p = *phase.borrow_and_update();
-                if r.is_err() || p == Phase::Closing {
-                    return;
-                }
-                if p == Phase::Draining && !draining {
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = idle(&mut active_rx, limits.idle_timeout), if !draining => {
+                        tracing::debug!(%peer, timeout = ?limits.idle_timeout, "closing idle connection (no stream open)");
+                        conn.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    r = phase.changed() => {
+                        let p = *phase.borrow_and_update();
+                        if r.is_err() || p == Phase::Closing {
+                            return;
+                        }
+                        if p == Phase::Draining && !draining {
+                            conn.as_mut().graceful_shutdown();
+                            draining = true;
+                        }
+                    }
                 }
             }
+        }};
+    }
+    if http1 {
+        // HTTP/1.1 (kubectl and client libraries without TLS): the REST face.
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.handshake_timeout);
+        drive!(builder.serve_connection(io, service).with_upgrades())
+    } else {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_streams_per_connection);
+        if !limits.keepalive_interval.is_zero() {
+            builder
+                .keep_alive_interval(limits.keepalive_interval)
+                .keep_alive_timeout(limits.keepalive_timeout);
         }
+        drive!(builder.serve_connection(io, service))
     }
 }
 
-/// Reads the client preface; `None` at EOF or when the bytes are not HTTP/2.
-async fn read_preface<IO: AsyncRead + Unpin>(sock: &mut IO) -> io::Result<Option<[u8; 24]>> {
+/// A connection's first bytes: the HTTP/2 preface, or the start of an HTTP/1 request
+/// (an upper-case method: `GET /...`), which the REST face answers.
+enum Head {
+    Http2([u8; 24]),
+    Http1(Vec<u8>),
+}
+
+/// Reads the client preface; `None` at EOF or when the bytes are neither HTTP/2 nor
+/// the start of an HTTP/1 request.
+async fn read_preface<IO: AsyncRead + Unpin>(sock: &mut IO) -> io::Result<Option<Head>> {
     let mut head = [0u8; 24];
     let mut n = 0;
     while n < head.len() {
@@ -485,10 +514,15 @@ async fn read_preface<IO: AsyncRead + Unpin>(sock: &mut IO) -> io::Result<Option
         }
         n += k;
         if preface(&head[..n]) == Preface::NotHttp2 {
-            return Ok(None);
+            return Ok(looks_http1(&head[..n]).then(|| Head::Http1(head[..n].to_vec())));
         }
     }
-    Ok(Some(head))
+    Ok(Some(Head::Http2(head)))
+}
+
+/// An HTTP/1 request starts with its method, upper-case letters (TLS starts with 0x16).
+pub fn looks_http1(got: &[u8]) -> bool {
+    got.first().is_some_and(u8::is_ascii_uppercase)
 }
 
 /// Resolves once the connection has had no open stream for `timeout` (never for zero).
@@ -513,7 +547,7 @@ async fn idle(active: &mut watch::Receiver<usize>, timeout: Duration) {
 
 /// The socket with the preface bytes already read put back in front.
 struct Prefaced<IO> {
-    head: [u8; 24],
+    head: Vec<u8>,
     pos: usize,
     io: IO,
 }
@@ -671,6 +705,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http1_is_told_from_tls_and_junk() {
+        assert!(looks_http1(b"GET /api HTTP/1.1"));
+        assert!(looks_http1(b"PATCH"));
+        assert!(!looks_http1(&[0x16, 0x03, 0x01]));
+        assert!(!looks_http1(b"\0\0junk"));
+        assert!(!looks_http1(b""));
+    }
 
     #[test]
     fn preface_progress() {

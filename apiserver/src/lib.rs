@@ -17,6 +17,8 @@
 //! - [`list`]: List paging (limit/continue tokens over a snapshot of the first page).
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
+//! - [`rest`]: the Kubernetes REST API (discovery, OpenAPI, every verb, Tables,
+//!   patches) over the same handlers, on the same listener (routed by content type).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
 //!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
 //! - [`auth`] (certificates, tokens, admin kubeconfig, authentication layer),
@@ -51,6 +53,7 @@ pub mod list;
 pub mod malloc;
 pub mod ops;
 pub mod resource;
+pub mod rest;
 pub mod store;
 pub mod validation;
 pub mod watch;
@@ -181,13 +184,21 @@ pub async fn serve_with_drain(
         None => routes,
     }
     .prepare();
-    let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
-    let service = tower::Layer::layer(
+    let grpc = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    let admin_token: Option<std::sync::Arc<str>> =
+        security.as_ref().map(|s| s.admin_token.as_str().into());
+    let grpc = tower::Layer::layer(
         &auth::AuthnLayer {
-            admin_token: security.as_ref().map(|s| s.admin_token.as_str().into()),
+            admin_token: admin_token.clone(),
         },
-        service,
+        grpc,
     );
+    // One listener: gRPC by its content type, every other request to the REST face
+    // (which authenticates the same credentials itself, answering 401 as a Status).
+    let service = rest::Split {
+        grpc,
+        rest: rest::router(rest::Rest::new(api.clone(), store.clone(), admin_token)),
+    };
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight
     // requests for `drain`, then drop the remaining ones.

@@ -268,6 +268,8 @@ pub trait Stored: Resource {
     fn from_object(o: &Object) -> Self;
     fn list(items: Vec<Self>, resource_version: u64) -> Self::List;
     fn event(typ: EventType, object: Self, resource_version: u64) -> Self::Event;
+    /// An event's (type, object, resource_version) (the REST face's watch).
+    fn split_event(e: Self::Event) -> (i32, Option<Self>, u64);
     /// Whether List pages this kind (its List message has `continue` and
     /// `remaining_item_count`); a kind that does not ignores `limit`.
     const PAGED: bool = false;
@@ -316,6 +318,9 @@ macro_rules! stored {
                 }
             }
             $($extra)*
+            fn split_event(e: $event) -> (i32, Option<Self>, u64) {
+                (e.r#type, e.object, e.resource_version)
+            }
         }
     };
 }

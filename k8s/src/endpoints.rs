@@ -38,6 +38,30 @@ impl K8sKind for Endpoints {
     const CATEGORIES: &'static [&'static str] = &[];
     const SUBRESOURCES: &'static [&'static str] = &[];
 
+    fn schema_sample() -> Endpoints {
+        let addr = |i: u8| EndpointAddress {
+            ip: format!("10.0.1.{i}"),
+            node_name: "n1".into(),
+            pod_name: format!("p{i}"),
+        };
+        Endpoints {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            subsets: vec![EndpointSubset {
+                addresses: (1..=4).map(addr).collect(),
+                not_ready_addresses: vec![],
+                ports: vec![EndpointPort {
+                    name: "".into(),
+                    port: 8080,
+                    protocol: "TCP".into(),
+                }],
+            }],
+        }
+    }
+
     fn to_k8s(&self) -> corev1::Endpoints {
         let ns = self.namespace();
         corev1::Endpoints {
@@ -151,31 +175,10 @@ pub fn endpoints_text(ep: &Endpoints) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::ObjectMeta;
 
     #[test]
     fn round_trip_and_text() {
-        let addr = |i: u8| EndpointAddress {
-            ip: format!("10.0.1.{i}"),
-            node_name: "n1".into(),
-            pod_name: format!("p{i}"),
-        };
-        let e = Endpoints {
-            metadata: Some(ObjectMeta {
-                name: "web".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            subsets: vec![EndpointSubset {
-                addresses: (1..=4).map(addr).collect(),
-                not_ready_addresses: vec![],
-                ports: vec![EndpointPort {
-                    name: "".into(),
-                    port: 8080,
-                    protocol: "TCP".into(),
-                }],
-            }],
-        };
+        let e = Endpoints::schema_sample();
         let v = e.to_json();
         assert_eq!(v["subsets"][0]["addresses"][0]["targetRef"]["name"], "p1");
         assert_eq!(Endpoints::from_json(v).unwrap(), e);

@@ -17,15 +17,15 @@
 //! - Server-set metadata (uid, creationTimestamp, deletionTimestamp) converts both ways;
 //!   the apiserver keeps its own values on update.
 
-// Struct literals of proto messages end in `..Default::default()` even where they name
-// every field today: parallel branches add fields to the same messages.
+// Proto structs are built with `..Default::default()` even where every field is set:
+// other issues add fields to them (pod spec, node status), and a conversion that does
+// not know a new field yet must still compile (the field keeps its default).
 #![allow(clippy::needless_update)]
 
 pub mod endpoints;
 pub mod meta;
 pub mod node;
 pub mod pod;
-pub mod pod_extras;
 pub mod service;
 
 pub use k8s_openapi;
@@ -120,6 +120,9 @@ pub trait K8sKind: kube_lite_core::Resource {
             format!("{}/{}", Self::GROUP, Self::VERSION)
         }
     }
+    /// An object with every field kube-lite converts set (the served OpenAPI schema is
+    /// derived from its JSON, so it lists exactly the fields kube-lite keeps).
+    fn schema_sample() -> Self;
     fn to_k8s(&self) -> Self::K8s;
     fn from_k8s(k: Self::K8s) -> Result<Self, Vec<FieldError>>;
     /// The Table columns (`kubectl get` and `-o wide`).
@@ -133,6 +136,9 @@ pub trait K8sKind: kube_lite_core::Resource {
     }
     /// The field selector fields besides the metadata ones, for the error message.
     const SELECTABLE_FIELDS: &'static [&'static str] = &[];
+    /// Strategic merge patch: the lists merged by a key (`spec.containers` by `name`),
+    /// as Kubernetes' `patchMergeKey`s; every other list is replaced.
+    const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[];
 
     /// The object as Kubernetes JSON, with `apiVersion` and `kind`.
     fn to_json(&self) -> Value {

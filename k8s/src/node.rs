@@ -52,7 +52,40 @@ impl K8sKind for Node {
     const SHORT_NAMES: &'static [&'static str] = &["no"];
     const CATEGORIES: &'static [&'static str] = &[];
     const SUBRESOURCES: &'static [&'static str] = &["status"];
+    const MERGE_KEYS: &'static [(&'static str, &'static str)] =
+        &[("status.conditions", "type"), ("status.addresses", "type")];
     const SELECTABLE_FIELDS: &'static [&'static str] = &["spec.unschedulable"];
+
+    fn schema_sample() -> Node {
+        Node {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: "n1".into(),
+                resource_version: 3,
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                pod_cidr: "10.0.1.0/24".into(),
+                address: "192.168.250.2".into(),
+                unschedulable: true,
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: vec![NodeCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    reason: "AgentReady".into(),
+                    message: "".into(),
+                    last_transition_time: 1_700_000_000_000,
+                }],
+                last_heartbeat_time: 1_700_000_005_000,
+                capacity: [("pods".to_string(), "110".to_string())].into(),
+                allocatable: [("cpu".to_string(), "2".to_string())].into(),
+                address: "192.168.250.2".into(),
+                daemon_endpoint: "http://127.0.0.1:10250".into(),
+                ..Default::default()
+            }),
+        }
+    }
 
     fn to_k8s(&self) -> corev1::Node {
         let spec = self.spec.clone().unwrap_or_default();
@@ -245,37 +278,10 @@ impl K8sKind for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::ObjectMeta;
 
     #[test]
     fn round_trip_with_annotations_for_kube_lite_fields() {
-        let n = Node {
-            metadata: Some(ObjectMeta {
-                name: "n1".into(),
-                resource_version: 3,
-                ..Default::default()
-            }),
-            spec: Some(NodeSpec {
-                pod_cidr: "10.0.1.0/24".into(),
-                address: "192.168.250.2".into(),
-                unschedulable: true,
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                conditions: vec![NodeCondition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    reason: "AgentReady".into(),
-                    message: "".into(),
-                    last_transition_time: 1_700_000_000_000,
-                }],
-                last_heartbeat_time: 1_700_000_005_000,
-                capacity: [("pods".to_string(), "110".to_string())].into(),
-                address: "192.168.250.2".into(),
-                daemon_endpoint: "http://127.0.0.1:10250".into(),
-                ..Default::default()
-            }),
-        };
+        let n = Node::schema_sample();
         let v = n.to_json();
         assert_eq!(v["spec"]["podCIDR"], "10.0.1.0/24");
         assert_eq!(

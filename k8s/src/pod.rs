@@ -2,12 +2,17 @@
 //! NODE NOMINATED NODE READINESS GATES), field selectors.
 
 use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_lite_core::consts::{container_state, phase};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{
-    Container, ContainerPort, ContainerStatus, EnvVar, Pod, PodCondition, PodSpec, PodStatus,
+    Container, ContainerPort, ContainerStateTerminated, ContainerStatus, EnvVar, ExecAction,
+    HttpGetAction, HttpHeader, Pod, PodCondition, PodDnsConfig, PodDnsOption, PodSpec, PodStatus,
+    Probe, ResourceRequirements, TcpSocketAction,
 };
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
 
 use crate::meta::{self, millis, time};
 use crate::{age, opt, opt_vec, Column, FieldError, K8sKind};
@@ -19,12 +24,114 @@ impl K8sKind for Pod {
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const SUBRESOURCES: &'static [&'static str] = &["status", "log", "binding"];
+    const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[
+        ("spec.containers", "name"),
+        ("spec.containers.env", "name"),
+        ("spec.containers.ports", "containerPort"),
+        ("status.conditions", "type"),
+    ];
     const SELECTABLE_FIELDS: &'static [&'static str] = &[
         "spec.nodeName",
         "spec.restartPolicy",
         "status.phase",
         "status.podIP",
     ];
+
+    fn schema_sample() -> Pod {
+        Pod {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+                resource_version: 7,
+                creation_timestamp: 1_700_000_000_000,
+                labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: "n1".into(),
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: "whoami".into(),
+                    args: vec!["-x".into()],
+                    env: vec![EnvVar {
+                        name: "A".into(),
+                        value: "b".into(),
+                        ..Default::default()
+                    }],
+                    ports: vec![ContainerPort {
+                        name: "http".into(),
+                        container_port: 8080,
+                        protocol: "TCP".into(),
+                    }],
+                    readiness_probe: Some(Probe {
+                        http_get: Some(HttpGetAction {
+                            path: "/".into(),
+                            port_name: "http".into(),
+                            http_headers: vec![HttpHeader {
+                                name: "X".into(),
+                                value: "1".into(),
+                            }],
+                            ..Default::default()
+                        }),
+                        period_seconds: 10,
+                        ..Default::default()
+                    }),
+                    liveness_probe: Some(Probe {
+                        exec: Some(ExecAction {
+                            command: vec!["true".into()],
+                        }),
+                        ..Default::default()
+                    }),
+                    startup_probe: Some(Probe {
+                        tcp_socket: Some(TcpSocketAction {
+                            port: 8080,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    resources: Some(ResourceRequirements {
+                        requests: [("cpu".to_string(), "100m".to_string())].into(),
+                        limits: [("memory".to_string(), "64Mi".to_string())].into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                dns_policy: "ClusterFirst".into(),
+                hostname: "web".into(),
+                restart_policy: "Always".into(),
+                termination_grace_period_seconds: 30,
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: "Running".into(),
+                pod_ip: "10.0.1.2".into(),
+                host_ip: "192.168.1.1".into(),
+                start_time: 1_700_000_001_000,
+                container_statuses: vec![ContainerStatus {
+                    name: "c".into(),
+                    state: "Running".into(),
+                    ready: true,
+                    restart_count: 2,
+                    started: true,
+                    started_at: 1_700_000_002_000,
+                    last_state: Some(ContainerStateTerminated {
+                        exit_code: 1,
+                        reason: "Error".into(),
+                        finished_at: 1_700_000_001_000,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                conditions: vec![PodCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
 
     fn to_k8s(&self) -> corev1::Pod {
         corev1::Pod {
@@ -63,7 +170,6 @@ impl K8sKind for Pod {
         let restarts: i64 = status
             .container_statuses
             .iter()
-            .chain(status.init_container_statuses.iter())
             .map(|c| i64::from(c.restart_count))
             .sum();
         vec![
@@ -115,16 +221,6 @@ pub fn status_text(pod: &Pod) -> String {
     if !status.reason.is_empty() {
         text = status.reason.clone();
     }
-    let n_init = pod.spec.as_ref().map_or(0, |s| s.init_containers.len());
-    if let Some(t) = kube_lite_core::consts::init_status_text(
-        status
-            .init_container_statuses
-            .iter()
-            .map(|c| (c.state.as_str(), c.reason.as_str(), c.exit_code)),
-        n_init,
-    ) {
-        return t;
-    }
     for cs in &status.container_statuses {
         match cs.state.as_str() {
             container_state::WAITING | container_state::TERMINATED if !cs.reason.is_empty() => {
@@ -143,11 +239,25 @@ fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
     corev1::PodSpec {
         node_name: opt(&s.node_name),
         containers: s.containers.iter().map(container_to_k8s).collect(),
-        init_containers: (!s.init_containers.is_empty())
-            .then(|| s.init_containers.iter().map(container_to_k8s).collect()),
         restart_policy: opt(&s.restart_policy),
         node_selector: meta::map(&s.node_selector),
         termination_grace_period_seconds: Some(s.termination_grace_period_seconds),
+        dns_policy: opt(&s.dns_policy),
+        dns_config: s.dns_config.as_ref().map(|d| corev1::PodDNSConfig {
+            nameservers: opt_vec(d.nameservers.clone()),
+            searches: opt_vec(d.searches.clone()),
+            options: opt_vec(
+                d.options
+                    .iter()
+                    .map(|o| corev1::PodDNSConfigOption {
+                        name: opt(&o.name),
+                        value: opt(&o.value),
+                    })
+                    .collect(),
+            ),
+        }),
+        hostname: opt(&s.hostname),
+        subdomain: opt(&s.subdomain),
         ..Default::default()
     }
 }
@@ -156,21 +266,33 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
     PodSpec {
         node_name: s.node_name.unwrap_or_default(),
         containers: s.containers.into_iter().map(container_from_k8s).collect(),
-        init_containers: s
-            .init_containers
-            .unwrap_or_default()
-            .into_iter()
-            .map(container_from_k8s)
-            .collect(),
         restart_policy: s.restart_policy.unwrap_or_default(),
         node_selector: meta::unmap(s.node_selector),
         termination_grace_period_seconds: s.termination_grace_period_seconds.unwrap_or(0),
+        dns_policy: s.dns_policy.unwrap_or_default(),
+        dns_config: s.dns_config.map(|d| {
+            Box::new(PodDnsConfig {
+                nameservers: d.nameservers.unwrap_or_default(),
+                searches: d.searches.unwrap_or_default(),
+                options: d
+                    .options
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|o| PodDnsOption {
+                        name: o.name.unwrap_or_default(),
+                        value: o.value.unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+        }),
+        hostname: s.hostname.unwrap_or_default(),
+        subdomain: s.subdomain.unwrap_or_default(),
         ..Default::default()
     }
 }
 
 fn container_to_k8s(c: &Container) -> corev1::Container {
-    let mut k = corev1::Container {
+    corev1::Container {
         name: c.name.clone(),
         image: opt(&c.image),
         command: opt_vec(c.command.clone()),
@@ -180,11 +302,8 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 .iter()
                 .map(|e| corev1::EnvVar {
                     name: e.name.clone(),
-                    value: e.value_from.is_none().then(|| e.value.clone()),
-                    value_from: e
-                        .value_from
-                        .as_ref()
-                        .map(crate::pod_extras::env_source_to_k8s),
+                    value: Some(e.value.clone()),
+                    ..Default::default()
                 })
                 .collect(),
         ),
@@ -199,15 +318,128 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 })
                 .collect(),
         ),
+        liveness_probe: c.liveness_probe.as_ref().map(probe_to_k8s),
+        readiness_probe: c.readiness_probe.as_ref().map(probe_to_k8s),
+        startup_probe: c.startup_probe.as_ref().map(probe_to_k8s),
+        resources: c.resources.as_ref().map(|r| corev1::ResourceRequirements {
+            requests: quantities(&r.requests),
+            limits: quantities(&r.limits),
+            ..Default::default()
+        }),
         ..Default::default()
-    };
-    crate::pod_extras::container_to_k8s(c, &mut k);
-    k
+    }
 }
 
-fn container_from_k8s(mut c: corev1::Container) -> Container {
-    let mut out = Container::default();
-    crate::pod_extras::container_from_k8s(&mut c, &mut out);
+fn quantities(m: &HashMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!m.is_empty()).then(|| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}
+
+fn unquantities(m: Option<BTreeMap<String, Quantity>>) -> HashMap<String, String> {
+    m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+fn port_to_k8s(port: i32, name: &str) -> IntOrString {
+    if name.is_empty() {
+        IntOrString::Int(port)
+    } else {
+        IntOrString::String(name.to_string())
+    }
+}
+
+fn port_from_k8s(p: IntOrString) -> (i32, String) {
+    match p {
+        IntOrString::Int(n) => (n, String::new()),
+        IntOrString::String(s) => match s.parse() {
+            Ok(n) => (n, String::new()),
+            Err(_) => (0, s),
+        },
+    }
+}
+
+fn probe_to_k8s(p: &Probe) -> corev1::Probe {
+    let nz = |v: i32| (v != 0).then_some(v);
+    corev1::Probe {
+        exec: p.exec.as_ref().map(|e| corev1::ExecAction {
+            command: opt_vec(e.command.clone()),
+        }),
+        http_get: p.http_get.as_ref().map(|h| corev1::HTTPGetAction {
+            path: opt(&h.path),
+            port: port_to_k8s(h.port, &h.port_name),
+            host: opt(&h.host),
+            scheme: opt(&h.scheme),
+            protocol: None,
+            http_headers: opt_vec(
+                h.http_headers
+                    .iter()
+                    .map(|x| corev1::HTTPHeader {
+                        name: x.name.clone(),
+                        value: x.value.clone(),
+                    })
+                    .collect(),
+            ),
+        }),
+        tcp_socket: p.tcp_socket.as_ref().map(|t| corev1::TCPSocketAction {
+            port: port_to_k8s(t.port, &t.port_name),
+            host: opt(&t.host),
+        }),
+        initial_delay_seconds: nz(p.initial_delay_seconds),
+        timeout_seconds: nz(p.timeout_seconds),
+        period_seconds: nz(p.period_seconds),
+        success_threshold: nz(p.success_threshold),
+        failure_threshold: nz(p.failure_threshold),
+        ..Default::default()
+    }
+}
+
+fn probe_from_k8s(p: corev1::Probe) -> Probe {
+    Probe {
+        exec: p.exec.map(|e| ExecAction {
+            command: e.command.unwrap_or_default(),
+        }),
+        http_get: p.http_get.map(|h| {
+            let (port, port_name) = port_from_k8s(h.port);
+            HttpGetAction {
+                path: h.path.unwrap_or_default(),
+                port,
+                port_name,
+                host: h.host.unwrap_or_default(),
+                scheme: h.scheme.unwrap_or_default(),
+                http_headers: h
+                    .http_headers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|x| HttpHeader {
+                        name: x.name,
+                        value: x.value,
+                    })
+                    .collect(),
+            }
+        }),
+        tcp_socket: p.tcp_socket.map(|t| {
+            let (port, port_name) = port_from_k8s(t.port);
+            TcpSocketAction {
+                port,
+                port_name,
+                host: t.host.unwrap_or_default(),
+            }
+        }),
+        initial_delay_seconds: p.initial_delay_seconds.unwrap_or(0),
+        timeout_seconds: p.timeout_seconds.unwrap_or(0),
+        period_seconds: p.period_seconds.unwrap_or(0),
+        success_threshold: p.success_threshold.unwrap_or(0),
+        failure_threshold: p.failure_threshold.unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+fn container_from_k8s(c: corev1::Container) -> Container {
     Container {
         name: c.name,
         image: c.image.unwrap_or_default(),
@@ -220,7 +452,7 @@ fn container_from_k8s(mut c: corev1::Container) -> Container {
             .map(|e| EnvVar {
                 name: e.name,
                 value: e.value.unwrap_or_default(),
-                value_from: e.value_from.map(crate::pod_extras::env_source_from_k8s),
+                ..Default::default()
             })
             .collect(),
         ports: c
@@ -233,7 +465,15 @@ fn container_from_k8s(mut c: corev1::Container) -> Container {
                 protocol: p.protocol.unwrap_or_default(),
             })
             .collect(),
-        ..out
+        liveness_probe: c.liveness_probe.map(probe_from_k8s),
+        readiness_probe: c.readiness_probe.map(probe_from_k8s),
+        startup_probe: c.startup_probe.map(probe_from_k8s),
+        resources: c.resources.map(|r| ResourceRequirements {
+            requests: unquantities(r.requests),
+            limits: unquantities(r.limits),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -266,12 +506,6 @@ fn status_to_k8s(s: &PodStatus) -> corev1::PodStatus {
                 .collect(),
         ),
         qos_class: opt(&s.qos_class),
-        init_container_statuses: opt_vec(
-            s.init_container_statuses
-                .iter()
-                .map(container_status_to_k8s)
-                .collect(),
-        ),
         ..Default::default()
     }
 }
@@ -302,12 +536,6 @@ fn status_from_k8s(s: corev1::PodStatus) -> PodStatus {
             .map(container_status_from_k8s)
             .collect(),
         qos_class: s.qos_class.unwrap_or_default(),
-        init_container_statuses: s
-            .init_container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .map(container_status_from_k8s)
-            .collect(),
         ..Default::default()
     }
 }
@@ -340,29 +568,45 @@ fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
             ..Default::default()
         },
     };
-    let mut k = corev1::ContainerStatus {
+    corev1::ContainerStatus {
         name: c.name.clone(),
         ready: c.ready,
         restart_count: c.restart_count,
-        // Set by the agent (startup probe passed, or none, and running).
         started: Some(c.started),
         state: Some(state),
+        last_state: c.last_state.as_ref().map(|t| corev1::ContainerState {
+            terminated: Some(corev1::ContainerStateTerminated {
+                exit_code: t.exit_code,
+                reason: opt(&t.reason),
+                message: opt(&t.message),
+                started_at: time(t.started_at),
+                finished_at: time(t.finished_at),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
-    };
-    crate::pod_extras::container_status_to_k8s(c, &mut k);
-    k
+    }
 }
 
 fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
-    let mut extras = ContainerStatus::default();
-    crate::pod_extras::container_status_from_k8s(&c, &mut extras);
     let mut out = ContainerStatus {
-        started: extras.started,
-        last_state: extras.last_state,
         name: c.name,
         ready: c.ready,
         restart_count: c.restart_count,
         state: container_state::WAITING.into(),
+        started: c.started.unwrap_or(false),
+        last_state: c
+            .last_state
+            .and_then(|l| l.terminated)
+            .map(|t| ContainerStateTerminated {
+                exit_code: t.exit_code,
+                reason: t.reason.unwrap_or_default(),
+                message: t.message.unwrap_or_default(),
+                started_at: millis(&t.started_at),
+                finished_at: millis(&t.finished_at),
+                ..Default::default()
+            }),
         ..Default::default()
     };
     let st = c.state.unwrap_or_default();
@@ -386,67 +630,9 @@ fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::ObjectMeta;
-
-    pub(crate) fn sample() -> Pod {
-        Pod {
-            metadata: Some(ObjectMeta {
-                name: "web".into(),
-                namespace: "default".into(),
-                uid: "u1".into(),
-                resource_version: 7,
-                creation_timestamp: 1_700_000_000_000,
-                labels: [("app".to_string(), "web".to_string())].into(),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                node_name: "n1".into(),
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: "whoami".into(),
-                    args: vec!["-x".into()],
-                    env: vec![EnvVar {
-                        name: "A".into(),
-                        value: "b".into(),
-                        value_from: None,
-                    }],
-                    ports: vec![ContainerPort {
-                        name: "http".into(),
-                        container_port: 8080,
-                        protocol: "TCP".into(),
-                    }],
-                    ..Default::default()
-                }],
-                restart_policy: "Always".into(),
-                termination_grace_period_seconds: 30,
-                ..Default::default()
-            }),
-            status: Some(PodStatus {
-                phase: "Running".into(),
-                pod_ip: "10.0.1.2".into(),
-                host_ip: "192.168.1.1".into(),
-                start_time: 1_700_000_001_000,
-                container_statuses: vec![ContainerStatus {
-                    name: "c".into(),
-                    state: "Running".into(),
-                    ready: true,
-                    restart_count: 2,
-                    started_at: 1_700_000_002_000,
-                    ..Default::default()
-                }],
-                conditions: vec![PodCondition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        }
-    }
-
     #[test]
     fn kubernetes_spelling_and_round_trip() {
-        let p = sample();
+        let p = Pod::schema_sample();
         let v = p.to_json();
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["kind"], "Pod");
@@ -467,7 +653,7 @@ mod tests {
 
     #[test]
     fn table_cells() {
-        let p = sample();
+        let p = Pod::schema_sample();
         let c = p.cells(1_700_000_010_000);
         assert_eq!(
             c,

@@ -5,7 +5,9 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_lite_core::consts::protocol;
 use kube_lite_core::Resource;
-use kube_lite_proto::v1::{Service, ServicePort, ServiceSpec, ServiceStatus};
+use kube_lite_proto::v1::{
+    LoadBalancerIngress, Service, ServiceCondition, ServicePort, ServiceSpec, ServiceStatus,
+};
 use serde_json::{json, Value};
 
 use crate::meta;
@@ -19,7 +21,49 @@ impl K8sKind for Service {
     const SHORT_NAMES: &'static [&'static str] = &["svc"];
     const CATEGORIES: &'static [&'static str] = &["all"];
     const SUBRESOURCES: &'static [&'static str] = &["status"];
+    const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[("spec.ports", "port")];
     const SELECTABLE_FIELDS: &'static [&'static str] = &["spec.clusterIP", "spec.type"];
+
+    fn schema_sample() -> Service {
+        Service {
+            metadata: Some(kube_lite_proto::v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                selector: [("app".to_string(), "web".to_string())].into(),
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    protocol: "TCP".into(),
+                    port: 80,
+                    target_port: 8080,
+                    node_port: 30080,
+                    ..Default::default()
+                }],
+                cluster_ip: "10.96.0.1".into(),
+                r#type: "NodePort".into(),
+                external_traffic_policy: "Cluster".into(),
+                session_affinity: "ClientIP".into(),
+                session_affinity_timeout_seconds: 600,
+                ..Default::default()
+            }),
+            status: Some(ServiceStatus {
+                load_balancer_ingress: vec![LoadBalancerIngress {
+                    ip: "192.168.250.2".into(),
+                    ..Default::default()
+                }],
+                conditions: vec![ServiceCondition {
+                    r#type: "LoadBalancerPortsAllocated".into(),
+                    status: "True".into(),
+                    reason: "Allocated".into(),
+                    message: "ok".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
 
     fn to_k8s(&self) -> corev1::Service {
         let s = self.spec.clone().unwrap_or_default();
@@ -34,8 +78,12 @@ impl K8sKind for Service {
                             name: opt(&p.name),
                             protocol: opt(&p.protocol),
                             port: p.port,
-                            target_port: (p.target_port != 0)
-                                .then_some(IntOrString::Int(p.target_port)),
+                            target_port: if !p.target_port_name.is_empty() {
+                                Some(IntOrString::String(p.target_port_name.clone()))
+                            } else {
+                                (p.target_port != 0).then_some(IntOrString::Int(p.target_port))
+                            },
+                            node_port: (p.node_port != 0).then_some(p.node_port),
                             ..Default::default()
                         })
                         .collect(),
@@ -43,9 +91,18 @@ impl K8sKind for Service {
                 cluster_ip: opt(&s.cluster_ip),
                 cluster_ips: opt(&s.cluster_ip).map(|ip| vec![ip]),
                 type_: opt(&s.r#type),
+                external_traffic_policy: opt(&s.external_traffic_policy),
+                session_affinity: opt(&s.session_affinity),
+                session_affinity_config: (s.session_affinity_timeout_seconds != 0).then_some(
+                    corev1::SessionAffinityConfig {
+                        client_ip: Some(corev1::ClientIPConfig {
+                            timeout_seconds: Some(s.session_affinity_timeout_seconds),
+                        }),
+                    },
+                ),
                 ..Default::default()
             }),
-            status: Some(corev1::ServiceStatus::default()),
+            status: Some(self.status.clone().map(status_to_k8s).unwrap_or_default()),
         }
     }
 
@@ -59,22 +116,28 @@ impl K8sKind for Service {
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                let target_port = match p.target_port {
-                    None => 0,
-                    Some(IntOrString::Int(n)) => n,
-                    Some(IntOrString::String(name)) => name.parse().unwrap_or_else(|_| {
-                        errors.push(FieldError::new(
-                            format!("spec.ports[{i}].targetPort"),
-                            format!("named target port {name:?} is not supported; give the container port number"),
-                        ));
-                        0
-                    }),
+                let (target_port, target_port_name) = match p.target_port {
+                    None => (0, String::new()),
+                    Some(IntOrString::Int(n)) => (n, String::new()),
+                    Some(IntOrString::String(name)) => match name.parse() {
+                        Ok(n) => (n, String::new()),
+                        Err(_) if name.is_empty() => {
+                            errors.push(FieldError::new(
+                                format!("spec.ports[{i}].targetPort"),
+                                "must be a port number or a port name",
+                            ));
+                            (0, String::new())
+                        }
+                        Err(_) => (0, name),
+                    },
                 };
                 ServicePort {
                     name: p.name.unwrap_or_default(),
                     protocol: p.protocol.unwrap_or_default(),
                     port: p.port,
                     target_port,
+                    target_port_name,
+                    node_port: p.node_port.unwrap_or(0),
                     ..Default::default()
                 }
             })
@@ -89,9 +152,16 @@ impl K8sKind for Service {
                 ports,
                 cluster_ip: s.cluster_ip.unwrap_or_default(),
                 r#type: s.type_.unwrap_or_default(),
+                external_traffic_policy: s.external_traffic_policy.unwrap_or_default(),
+                session_affinity: s.session_affinity.unwrap_or_default(),
+                session_affinity_timeout_seconds: s
+                    .session_affinity_config
+                    .and_then(|c| c.client_ip)
+                    .and_then(|c| c.timeout_seconds)
+                    .unwrap_or(0),
                 ..Default::default()
             }),
-            status: k.status.map(|_| ServiceStatus::default()),
+            status: k.status.map(status_from_k8s),
         })
     }
 
@@ -120,7 +190,11 @@ impl K8sKind for Service {
                     } else {
                         &p.protocol
                     };
-                    format!("{}/{proto}", p.port)
+                    if p.node_port != 0 {
+                        format!("{}:{}/{proto}", p.port, p.node_port)
+                    } else {
+                        format!("{}/{proto}", p.port)
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(",")
@@ -136,7 +210,7 @@ impl K8sKind for Service {
             json!(self.name()),
             json!(s.r#type),
             json!(none_if_empty(&s.cluster_ip)),
-            json!("<none>"),
+            json!(external_ips(self)),
             json!(ports),
             json!(age(self.meta().creation_timestamp, now_ms)),
             json!(sel),
@@ -153,48 +227,113 @@ impl K8sKind for Service {
     }
 }
 
+/// kubectl's EXTERNAL-IP: the load balancer's ingress IPs, `<pending>` for a
+/// LoadBalancer without one, `<none>` otherwise.
+fn external_ips(s: &Service) -> String {
+    let ips: Vec<String> = s
+        .status
+        .iter()
+        .flat_map(|st| st.load_balancer_ingress.iter().map(|i| i.ip.clone()))
+        .collect();
+    let lb = s.spec.as_ref().is_some_and(|x| x.r#type == "LoadBalancer");
+    match (ips.is_empty(), lb) {
+        (false, _) => ips.join(","),
+        (true, true) => "<pending>".into(),
+        (true, false) => "<none>".into(),
+    }
+}
+
+fn status_to_k8s(st: ServiceStatus) -> corev1::ServiceStatus {
+    corev1::ServiceStatus {
+        load_balancer: (!st.load_balancer_ingress.is_empty()).then(|| corev1::LoadBalancerStatus {
+            ingress: Some(
+                st.load_balancer_ingress
+                    .iter()
+                    .map(|i| corev1::LoadBalancerIngress {
+                        ip: opt(&i.ip),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }),
+        conditions: opt_vec(
+            st.conditions
+                .iter()
+                .map(
+                    |c| k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                        type_: c.r#type.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                        // kube-lite keeps no transition time for Service conditions.
+                        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                        ),
+                        observed_generation: None,
+                    },
+                )
+                .collect(),
+        ),
+    }
+}
+
+fn status_from_k8s(st: corev1::ServiceStatus) -> ServiceStatus {
+    ServiceStatus {
+        load_balancer_ingress: st
+            .load_balancer
+            .and_then(|l| l.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| LoadBalancerIngress {
+                ip: i.ip.unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect(),
+        conditions: st
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ServiceCondition {
+                r#type: c.type_,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube_lite_proto::v1::ObjectMeta;
 
     #[test]
     fn round_trip_and_cells() {
-        let s = Service {
-            metadata: Some(ObjectMeta {
-                name: "web".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            spec: Some(ServiceSpec {
-                selector: [("app".to_string(), "web".to_string())].into(),
-                ports: vec![ServicePort {
-                    name: "http".into(),
-                    protocol: "TCP".into(),
-                    port: 80,
-                    target_port: 8080,
-                    ..Default::default()
-                }],
-                cluster_ip: "10.96.0.1".into(),
-                r#type: "ClusterIP".into(),
-                ..Default::default()
-            }),
-            status: Some(ServiceStatus::default()),
-        };
+        let s = Service::schema_sample();
         let v = s.to_json();
         assert_eq!(v["spec"]["clusterIP"], "10.96.0.1");
         assert_eq!(v["spec"]["ports"][0]["targetPort"], 8080);
         assert_eq!(Service::from_json(v).unwrap(), s);
         let c = s.cells(0);
-        assert_eq!(c[4], json!("80/TCP"));
+        assert_eq!(c[3], json!("192.168.250.2"));
+        assert_eq!(c[4], json!("80:30080/TCP"));
         assert_eq!(c[6], json!("app=web"));
     }
 
     #[test]
-    fn named_target_port_is_refused_by_path() {
-        let e =
+    fn named_target_ports() {
+        let named =
             Service::from_json(json!({"spec": {"ports": [{"port": 80, "targetPort": "http"}]}}))
-                .unwrap_err();
+                .unwrap();
+        assert_eq!(
+            named.spec.as_ref().unwrap().ports[0].target_port_name,
+            "http"
+        );
+        assert_eq!(named.to_json()["spec"]["ports"][0]["targetPort"], "http");
+        let e = Service::from_json(json!({"spec": {"ports": [{"port": 80, "targetPort": ""}]}}))
+            .unwrap_err();
         assert_eq!(e[0].field, "spec.ports[0].targetPort");
         let ok =
             Service::from_json(json!({"spec": {"ports": [{"port": 80, "targetPort": "8080"}]}}))

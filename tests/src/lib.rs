@@ -6,4 +6,5 @@
 pub mod apiserver;
 pub mod cluster;
 pub mod fixtures;
+pub mod k8s_tools;
 pub mod raw;

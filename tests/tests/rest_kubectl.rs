@@ -1,0 +1,572 @@
+//! The REST face with the real tools: the official kubectl (v1.37) and the official
+//! Python client against a real apiserver on loopback (same port as gRPC). The venv
+//! comes from `kube_lite_tests::k8s_tools` (made once under target/, then offline).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::k8s_tools::{k8s_venv, write_kubeconfig};
+use serde_json::Value;
+
+struct Kubectl {
+    bin: PathBuf,
+    python: PathBuf,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(server: &TestApiServer) -> Option<Kubectl> {
+        let venv = k8s_venv()?;
+        let dir = tempfile::Builder::new()
+            .prefix("kl-rest-")
+            .tempdir()
+            .unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        if server.url.starts_with("https://") {
+            // The kit's admin kubeconfig (CA + client certificate, issue 14), pointed at
+            // this server: kubectl over TLS with the same credentials as gRPC.
+            let text = std::fs::read_to_string(&kube_lite_tests::apiserver::test_pki().kubeconfig)
+                .unwrap()
+                .replace("https://127.0.0.1:6443", &server.url);
+            std::fs::write(&kubeconfig, text).unwrap();
+        } else {
+            write_kubeconfig(&kubeconfig, &server.url);
+        }
+        Some(Kubectl {
+            bin: venv.join("bin/kubectl"),
+            python: venv.join("bin/python"),
+            kubeconfig,
+            dir,
+        })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            // kubectl's discovery/OpenAPI cache stays in this test's directory.
+            .env("HOME", self.dir.path())
+            .env("KUBECACHEDIR", self.dir.path().join("cache"))
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("running kubectl")
+    }
+
+    /// stdout of a command that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed: {}\n{out}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    }
+
+    /// stderr of a command that must fail.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "kubectl {args:?} should fail");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl -o json")
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+}
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: c
+    image: whoami
+    ports: [{containerPort: 8080, name: http}]
+";
+
+const SVC: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_discovery_openapi_and_health() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let v = k.ok(&["version"]);
+    assert!(v.contains("Server Version: v1.37.0+kube-lite"), "{v}");
+    let r = k.ok(&["api-resources"]);
+    for want in [
+        "pods",
+        "po",
+        "services",
+        "svc",
+        "endpoints",
+        "nodes",
+        "Pod",
+        "Node",
+    ] {
+        assert!(r.contains(want), "api-resources lacks {want}:\n{r}");
+    }
+    let e = k.ok(&["explain", "pods.spec"]);
+    assert!(e.contains("containers") && e.contains("nodeName"), "{e}");
+    let e = k.ok(&["explain", "pods.spec.containers.ports"]);
+    assert!(e.contains("containerPort"), "{e}");
+    for p in ["/healthz", "/readyz", "/livez"] {
+        assert_eq!(k.ok(&["get", "--raw", p]), "ok");
+    }
+    // gRPC still answers on the same port.
+    let mut pods = server.pods();
+    let list = pods
+        .list(kube_lite_proto::v1::ListRequest::default())
+        .await
+        .unwrap();
+    assert!(list.into_inner().items.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_create_apply_patch_delete() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let pod = k.file("pod.yaml", POD);
+    let svc = k.file("svc.yaml", SVC);
+    assert_eq!(k.ok(&["create", "-f", &pod]).trim(), "pod/web created");
+    let dup = k.fails(&["create", "-f", &pod]);
+    assert!(dup.contains("(AlreadyExists)"), "{dup}");
+
+    // get in every output format.
+    let t = k.ok(&["get", "pods"]);
+    let head: Vec<&str> = t.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{t}");
+    assert!(t.lines().nth(1).unwrap().starts_with("web "), "{t}");
+    let w = k.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        w.lines().next().unwrap().contains("IP") && w.contains("NODE"),
+        "{w}"
+    );
+    let j = k.json(&["get", "pod", "web"]);
+    assert_eq!(j["kind"], "Pod");
+    assert_eq!(j["apiVersion"], "v1");
+    assert_eq!(
+        j["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    assert!(j["metadata"]["resourceVersion"].is_string());
+    let y = k.ok(&["get", "pod", "web", "-o", "yaml"]);
+    assert!(
+        y.contains("apiVersion: v1") && y.contains("kind: Pod"),
+        "{y}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ]),
+        "whoami"
+    );
+    assert_eq!(k.ok(&["get", "pods", "-o", "name"]).trim(), "pod/web");
+    assert_eq!(
+        k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).trim(),
+        "pod/web"
+    );
+    assert_eq!(
+        k.ok(&["get", "pods", "-l", "app=nope", "-o", "name"])
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "metadata.name=web",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "pod/web"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "status.phase=Running",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        ""
+    );
+    let bad = k.fails(&["get", "pods", "--field-selector", "spec.bogus=1"]);
+    assert!(bad.contains("spec.bogus"), "{bad}");
+    let d = k.ok(&["describe", "pod", "web"]);
+    assert!(
+        d.contains("Name:") && d.contains("web") && d.contains("whoami"),
+        "{d}"
+    );
+    let nf = k.fails(&["get", "pod", "nope"]);
+    assert!(nf.contains("(NotFound)"), "{nf}");
+
+    // apply: created, unchanged, configured after an edit, unchanged again.
+    assert_eq!(k.ok(&["apply", "-f", &svc]).trim(), "service/web created");
+    assert_eq!(k.ok(&["apply", "-f", &svc]).trim(), "service/web unchanged");
+    let edited = k.file(
+        "svc2.yaml",
+        &SVC.replace("labels: {app: web}", "labels: {app: web, tier: front}"),
+    );
+    assert_eq!(
+        k.ok(&["apply", "-f", &edited]).trim(),
+        "service/web configured"
+    );
+    assert_eq!(
+        k.ok(&["apply", "-f", &edited]).trim(),
+        "service/web unchanged"
+    );
+    let j = k.json(&["get", "svc", "web"]);
+    assert_eq!(j["metadata"]["labels"]["tier"], "front");
+    assert!(j["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.96."));
+    // The Kubernetes JSON round-trips: what get returns, put back (replace), is the
+    // same object (no write: same resourceVersion); applied, the second time changes
+    // nothing (the first records it as the last applied configuration).
+    let live_text = k.ok(&["get", "svc", "web", "-o", "json"]);
+    let live = k.file("live.json", &live_text);
+    let before: Value = serde_json::from_str(&live_text).unwrap();
+    k.ok(&["replace", "-f", &live]);
+    let after = k.json(&["get", "svc", "web"]);
+    // (kubectl replace rewrites its last-applied annotation; the object is the same.)
+    for part in ["spec", "status"] {
+        assert_eq!(after[part], before[part], "replace changed {part}");
+    }
+    assert_eq!(after["metadata"]["labels"], before["metadata"]["labels"]);
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    // (without its resourceVersion: with it, the second apply is a Conflict, as in
+    // Kubernetes, since the first one wrote the annotation)
+    let mut got = k.json(&["get", "svc", "web"]);
+    got["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let live2 = k.file("live2.json", &got.to_string());
+    k.ok(&["apply", "-f", &live2]);
+    assert_eq!(
+        k.ok(&["apply", "-f", &live2]).trim(),
+        "service/web unchanged"
+    );
+
+    // label, annotate, patch in the three types.
+    k.ok(&["label", "pod", "web", "l1=a"]);
+    k.ok(&["annotate", "pod", "web", "note=hi"]);
+    k.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "-p",
+        r#"{"metadata":{"labels":{"s":"1"}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1","l1":null}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"1"}]"#,
+    ]);
+    let j = k.json(&["get", "pod", "web"]);
+    let labels = &j["metadata"]["labels"];
+    assert_eq!(
+        (
+            labels["s"].as_str(),
+            labels["m"].as_str(),
+            labels["j"].as_str()
+        ),
+        (Some("1"), Some("1"), Some("1")),
+        "{labels}"
+    );
+    assert!(labels.get("l1").is_none(), "{labels}");
+    assert_eq!(j["metadata"]["annotations"]["note"], "hi");
+    // An immutable field is Invalid, naming it.
+    let inv = k.fails(&[
+        "patch",
+        "pod",
+        "web",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"c","image":"other"}]}}"#,
+    ]);
+    assert!(
+        inv.contains("(Invalid)") || inv.contains("is invalid"),
+        "{inv}"
+    );
+    // A stale resourceVersion is a Conflict.
+    let stale = k.fails(&[
+        "patch",
+        "pod",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"resourceVersion":"1","labels":{"x":"1"}}}"#,
+    ]);
+    assert!(stale.contains("(Conflict)"), "{stale}");
+
+    // run, expose.
+    k.ok(&[
+        "run",
+        "r1",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "expose",
+            "pod",
+            "r1",
+            "--port",
+            "80",
+            "--target-port",
+            "8080"
+        ])
+        .trim(),
+        "service/r1 exposed"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "svc",
+            "r1",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}"
+        ]),
+        "8080"
+    );
+
+    // An invalid object names the field.
+    let badpod = k.file("bad.yaml", &POD.replace("name: web", "name: Bad_Name"));
+    let e = k.fails(&["create", "-f", &badpod]);
+    assert!(e.contains("metadata.name"), "{e}");
+
+    // delete: without and with a grace period; the pods have no node, so both are
+    // immediate, and kubectl waits for them to be gone (watch by name).
+    assert!(k.ok(&["delete", "pod", "web"]).contains("deleted"));
+    assert!(k
+        .ok(&["delete", "pod", "r1", "--grace-period=0", "--force"])
+        .contains("deleted"));
+    assert_eq!(k.ok(&["get", "pods", "-o", "name"]).trim(), "");
+    assert!(k.ok(&["delete", "-f", &svc]).contains("deleted"));
+    k.ok(&["delete", "svc", "r1"]);
+}
+
+/// `kubectl get -w` prints changes as they happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_sees_changes() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let mut child = k
+        .cmd(&["get", "pods", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let pod = k.file("pod.yaml", POD);
+    // Create until the watch shows it (the watch may start after the first create).
+    k.ok(&["create", "-f", &pod]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen: Vec<String> = Vec::new();
+    let mut relabels = 0;
+    while seen.iter().filter(|l| l.as_str() == "pod/web").count() < 2 {
+        if Instant::now() > deadline {
+            break;
+        }
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen.push(l);
+        } else if relabels < 20 {
+            relabels += 1;
+            k.ok(&[
+                "label",
+                "pod",
+                "web",
+                "--overwrite",
+                &format!("n={relabels}"),
+            ]);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().filter(|l| l.as_str() == "pod/web").count() >= 2,
+        "the watch printed {seen:?}"
+    );
+}
+
+fn python(k: &Kubectl, script: &str) -> String {
+    let p = k.dir.path().join("t.py");
+    std::fs::write(&p, script).unwrap();
+    let o = Command::new(&k.python)
+        .arg(&p)
+        .arg(&k.kubeconfig)
+        .output()
+        .expect("running python");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "python failed: {}\n{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+const PY_CRUD: &str = r#"
+import sys
+from kubernetes import client, watch
+from kubernetes import config
+config.load_kube_config(config_file=sys.argv[1])
+api = client.CoreV1Api()
+ns = "default"
+body = client.V1Pod(metadata=client.V1ObjectMeta(name="py", labels={"app": "py"}),
+                    spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="whoami")]))
+created = api.create_namespaced_pod(ns, body)
+print("created", created.metadata.name, created.metadata.resource_version)
+lst = api.list_namespaced_pod(ns, label_selector="app=py")
+print("listed", [p.metadata.name for p in lst.items], lst.metadata.resource_version)
+rv = lst.metadata.resource_version
+p = api.patch_namespaced_pod("py", ns, {"metadata": {"labels": {"patched": "yes"}}})
+print("patched", p.metadata.labels.get("patched"))
+try:
+    api.read_namespaced_pod("nope", ns)
+except client.exceptions.ApiException as e:
+    print("missing", e.status)
+# Watch from the list's revision: the patch (MODIFIED) and the delete (DELETED).
+api.delete_namespaced_pod("py", ns)
+w = watch.Watch()
+kinds = []
+for ev in w.stream(api.list_namespaced_pod, ns, resource_version=rv, timeout_seconds=10):
+    kinds.append(ev["type"])
+    if ev["type"] == "DELETED":
+        w.stop()
+print("watched", ",".join(kinds))
+# Paging.
+for i in range(5):
+    api.create_namespaced_pod(ns, client.V1Pod(metadata=client.V1ObjectMeta(name="pg-%d" % i),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")])))
+page = api.list_namespaced_pod(ns, limit=2)
+names = [p.metadata.name for p in page.items]
+while page.metadata._continue:
+    page = api.list_namespaced_pod(ns, limit=2, _continue=page.metadata._continue)
+    names += [p.metadata.name for p in page.items]
+print("paged", ",".join(names))
+api.delete_collection_namespaced_pod(ns)
+print("left", len(api.list_namespaced_pod(ns).items))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_lists_creates_patches_deletes_watches() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let out = python(&k, PY_CRUD);
+    let line = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("no {p:?} in:\n{out}"))
+            .to_string()
+    };
+    assert!(line("created py").len() > "created py".len());
+    assert!(line("listed").contains("['py']"));
+    assert_eq!(line("patched"), "patched yes");
+    assert_eq!(line("missing"), "missing 404");
+    assert_eq!(line("watched"), "watched MODIFIED,DELETED");
+    assert_eq!(line("paged"), "paged pg-0,pg-1,pg-2,pg-3,pg-4");
+    assert_eq!(line("left"), "left 0");
+}
+
+const PY_EXPIRED: &str = r#"
+import sys
+from kubernetes import client, watch
+from kubernetes import config
+config.load_kube_config(config_file=sys.argv[1])
+api = client.CoreV1Api()
+w = watch.Watch()
+try:
+    for ev in w.stream(api.list_namespaced_pod, "default", resource_version="1", timeout_seconds=5):
+        print("event", ev["type"])
+    print("ended")
+except client.exceptions.ApiException as e:
+    print("expired", e.status)
+"#;
+
+/// A watch from a revision the change log no longer holds: 410 Expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_watch_too_old_is_410() {
+    let cfg = apiserver::Config {
+        watch_window: 8,
+        ..Default::default()
+    };
+    let server = TestApiServer::start_with(cfg).await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let mut pods = server.pods();
+    for i in 0..30 {
+        let p = kube_lite_tests::fixtures::pod(&format!("p{i}"), &[]);
+        pods.create(p).await.unwrap();
+    }
+    let out = python(&k, PY_EXPIRED);
+    assert!(out.contains("expired 410"), "{out}");
+}
