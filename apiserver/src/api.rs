@@ -25,6 +25,8 @@ use tonic::{Code, Request, Response, Status};
 
 use kube_lite_core::ObjectRef;
 
+use crate::auth::Security;
+use crate::authz::{self, Attrs, Verb};
 use crate::controllers::endpoints;
 use crate::error::{bounded, ApiError};
 use crate::list::Pager;
@@ -33,11 +35,14 @@ use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::{Objects, Store};
 use crate::validation;
 use crate::watch::{ByteBudget, EndSlot, Filter, WatchStream, Watcher};
+use kube_lite_pki::Identity;
 
 #[derive(Clone)]
 pub struct Api {
     store: Arc<Store>,
     pager: Arc<Pager>,
+    /// `None`: insecure mode (every caller may do everything).
+    security: Option<Arc<Security>>,
 }
 
 /// Lists with more items than this are converted to their wire type on the blocking
@@ -46,18 +51,115 @@ const BLOCKING_LIST_ITEMS: usize = 1000;
 
 type Res<T> = Result<Response<T>, Status>;
 
+/// What [`authz::authorize`] needs of the stored objects, read from the store.
+struct StoreGraph<'a>(&'a Store);
+
+impl authz::Graph for StoreGraph<'_> {
+    fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        let o = self.0.get(Kind::Pod, &ObjectRef::new(namespace, name))?;
+        Some(
+            o.as_pod()
+                .and_then(|p| p.spec.as_ref())
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default(),
+        )
+    }
+    fn referenced_by_pod_on(&self, node: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        let sh = self.0.shared.read().expect("lock");
+        let found = sh
+            .objects
+            .in_namespace(Kind::Pod, namespace)
+            .filter_map(|(_, o)| o.as_pod())
+            .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name == node))
+            .any(|p| {
+                authz_refs::pod_references(p)
+                    .iter()
+                    .any(|(k, n)| *k == kind && n == name)
+            });
+        found
+    }
+}
+
+/// The objects of other kinds a pod references, as (kind plural, name) in its
+/// namespace: what a node may `get` for its pods ([`authz`]'s Secret/ConfigMap rule).
+/// Pods reference no Secret or ConfigMap yet; the kinds that add such references
+/// (volumes, envFrom, env valueFrom, imagePullSecrets) list them here.
+pub mod authz_refs {
+    use kube_lite_proto::v1::Pod;
+
+    pub fn pod_references(_pod: &Pod) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
 impl Api {
+    /// An insecure API (no authorization).
     pub fn new(store: Arc<Store>) -> Api {
         Api {
             store,
             pager: Arc::default(),
+            security: None,
         }
     }
 
+    pub fn with_security(store: Arc<Store>, security: Option<Arc<Security>>) -> Api {
+        Api {
+            store,
+            pager: Arc::default(),
+            security,
+        }
+    }
+
+    /// `Ok` when the caller (its [`Identity`] in `ext`, from [`crate::auth`]) may do
+    /// `verb` on the kind `kind` (plural) `namespace/name`; PERMISSION_DENIED naming
+    /// the identity and the verb otherwise (and logged).
+    pub fn authorize(
+        &self,
+        ext: &http::Extensions,
+        verb: Verb,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        if self.security.is_none() {
+            return Ok(());
+        }
+        let Some(id) = ext.get::<Identity>() else {
+            return Err(Status::unauthenticated("no credentials"));
+        };
+        let attrs = Attrs {
+            verb,
+            kind,
+            namespace,
+            name,
+        };
+        authz::authorize(id, &attrs, &StoreGraph(&self.store)).map_err(|m| {
+            tracing::info!(user = %id.user, verb = verb.as_str(), kind, namespace, name, reason = %m, "forbidden");
+            Status::permission_denied(m)
+        })
+    }
+
+    fn allow<R: Stored>(
+        &self,
+        ext: &http::Extensions,
+        verb: Verb,
+        key: &ObjectRef,
+    ) -> Result<(), Status> {
+        self.authorize(
+            ext,
+            verb,
+            R::STORED_KIND.plural(),
+            &key.namespace,
+            &key.name,
+        )
+    }
+
     async fn do_create<R: Stored>(&self, req: Request<R>) -> Res<R> {
+        let ext = req.extensions().clone();
         let mut obj = req.into_inner().into_object();
         validation::prepare_create(&mut obj)?;
         let key = obj.key();
+        self.allow::<R>(&ext, Verb::Create, &key)?;
         let out = self
             .store
             .write_obj(move |txn| {
@@ -69,8 +171,10 @@ impl Api {
     }
 
     fn do_get<R: Stored>(&self, req: Request<GetRequest>) -> Res<R> {
+        let ext = req.extensions().clone();
         let r = req.into_inner();
         let key = ObjectRef::of::<R>(&r.namespace, r.name);
+        self.allow::<R>(&ext, Verb::Get, &key)?;
         match self.store.get(R::STORED_KIND, &key) {
             Some(o) => Ok(Response::new(R::from_object(&o))),
             None => Err(ApiError::NotFound(format!(
@@ -82,7 +186,15 @@ impl Api {
     }
 
     async fn do_list<R: Stored>(&self, req: Request<ListRequest>) -> Res<R::List> {
+        let ext = req.extensions().clone();
         let r = req.into_inner();
+        let ns = ObjectRef::of::<R>(&r.namespace, "").namespace;
+        let ns = if r.namespace.is_empty() {
+            String::new()
+        } else {
+            ns
+        };
+        self.authorize(&ext, Verb::List, R::STORED_KIND.plural(), &ns, "")?;
         let filter = Filter::new(
             R::STORED_KIND,
             &r.namespace,
@@ -125,6 +237,7 @@ impl Api {
     }
 
     async fn do_update<R: Stored>(&self, req: Request<R>, status_only: bool) -> Res<R> {
+        let ext = req.extensions().clone();
         let mut obj = req.into_inner().into_object();
         let m = obj.meta_mut();
         m.namespace = ObjectRef::of::<R>(&m.namespace, "").namespace;
@@ -132,6 +245,12 @@ impl Api {
             return Err(ApiError::invalid("metadata.name", "is required").into());
         }
         let key = obj.key();
+        let verb = if status_only {
+            Verb::UpdateStatus
+        } else {
+            Verb::Update
+        };
+        self.allow::<R>(&ext, verb, &key)?;
         let out = self
             .store
             .write_obj(move |txn| {
@@ -143,9 +262,11 @@ impl Api {
     }
 
     async fn do_delete<R: Stored>(&self, req: Request<DeleteRequest>) -> Res<R> {
+        let ext = req.extensions().clone();
         let r = req.into_inner();
         validation::validate_delete(&r)?;
         let key = ObjectRef::of::<R>(&r.namespace, r.name);
+        self.allow::<R>(&ext, Verb::Delete, &key)?;
         let out = self
             .store
             .write_obj(move |txn| {
@@ -163,7 +284,14 @@ impl Api {
     }
 
     fn do_watch<R: Stored>(&self, req: Request<WatchRequest>) -> Res<WatchStream<R::Event>> {
+        let ext = req.extensions().clone();
         let r = req.into_inner();
+        let ns = if r.namespace.is_empty() {
+            String::new()
+        } else {
+            ObjectRef::of::<R>(&r.namespace, "").namespace
+        };
+        self.authorize(&ext, Verb::Watch, R::STORED_KIND.plural(), &ns, "")?;
         validation::validate_watch(&r)?;
         let filter = Filter::new(
             R::STORED_KIND,
@@ -209,9 +337,11 @@ impl Api {
         &self,
         req: Request<LogsRequest>,
     ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {
+        let ext = req.extensions().clone();
         let mut r = req.into_inner();
         validation::validate_logs(&r)?;
         let key = ObjectRef::of::<Pod>(&r.namespace, r.name.clone());
+        self.allow::<Pod>(&ext, Verb::Logs, &key)?;
         r.namespace = key.namespace.clone();
         let pod = self.store.get(Kind::Pod, &key).ok_or_else(|| {
             ApiError::NotFound(format!("{} not found", describe(Kind::Pod, &key)))
@@ -233,9 +363,10 @@ impl Api {
             .ok_or_else(|| {
                 ApiError::Unavailable(format!("node {node_name:?} of pod {key} not found"))
             })?;
+        let node = node.as_node().cloned().unwrap_or_default();
         let endpoint = node
-            .as_node()
-            .and_then(|n| n.status.as_ref())
+            .status
+            .as_ref()
             .map(|s| s.daemon_endpoint.clone())
             .unwrap_or_default();
         if endpoint.is_empty() {
@@ -247,12 +378,29 @@ impl Api {
         let unreachable = |e: String| {
             ApiError::Unavailable(format!("node agent of {node_name:?} at {endpoint}: {e}"))
         };
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| unreachable(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| unreachable(format!("unreachable: {e}")))?;
+        let channel = match &self.security {
+            None => tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .map_err(|e| unreachable(e.to_string()))?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .map_err(|e| unreachable(format!("unreachable: {e}")))?,
+            Some(sec) => {
+                // Only the node's registered address (or loopback, where agents of a
+                // one-machine cluster listen), and only the agent holding that node's
+                // certificate answers: never a listener a client pointed us to.
+                let authority = agent_authority(&endpoint, &node).map_err(unreachable)?;
+                let cfg = kube_lite_pki::client_config_expecting(
+                    sec.ca.cert_pem(),
+                    &sec.kubelet_client,
+                    &Identity::node(&node_name).user,
+                )
+                .map_err(|e| unreachable(e.to_string()))?;
+                kube_lite_client::connect_tls(&format!("https://{authority}"), Arc::new(cfg))
+                    .await
+                    .map_err(|e| unreachable(format!("unreachable: {e}")))?
+            }
+        };
         let mut upstream = NodeAgentClient::new(channel)
             .logs(r)
             .await
@@ -297,6 +445,36 @@ pub fn select(objects: &Objects, kind: Kind, filter: &Filter) -> Vec<Arc<Object>
             .filter(|o| filter.matches(o))
             .cloned()
             .collect(),
+    }
+}
+
+/// The `host:port` of a node's daemon endpoint, if its host is the node's registered
+/// address (`status.address` or `spec.address`) or a loopback address; the reason
+/// otherwise.
+pub fn agent_authority(endpoint: &str, node: &Node) -> Result<String, String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or("");
+    let addr: std::net::SocketAddr = authority
+        .parse()
+        .map_err(|_| format!("daemon endpoint {endpoint:?} is not http(s)://<ip>:<port>"))?;
+    let registered: Vec<&str> = [
+        node.status.as_ref().map(|s| s.address.as_str()),
+        node.spec.as_ref().map(|s| s.address.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|a| !a.is_empty())
+    .collect();
+    let ip = addr.ip().to_string();
+    if addr.ip().is_loopback() || registered.contains(&ip.as_str()) {
+        Ok(authority.to_string())
+    } else {
+        Err(format!(
+            "daemon endpoint {endpoint:?} is not on the node's address {registered:?}; not dialing it"
+        ))
     }
 }
 
@@ -435,6 +613,34 @@ impl_api!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_are_dialed_only_on_their_registered_address() {
+        use kube_lite_proto::v1::{NodeSpec, NodeStatus};
+        let node = Node {
+            spec: Some(NodeSpec {
+                address: "192.168.1.2".into(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                address: "192.168.1.2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            agent_authority("http://192.168.1.2:10250", &node).unwrap(),
+            "192.168.1.2:10250"
+        );
+        assert_eq!(
+            agent_authority("https://127.0.0.1:4000", &node).unwrap(),
+            "127.0.0.1:4000"
+        );
+        let e = agent_authority("http://10.9.9.9:22", &node).unwrap_err();
+        assert!(e.contains("not on the node's address"), "{e}");
+        assert!(agent_authority("http://evil.example:80", &node).is_err());
+        assert!(agent_authority("", &node).is_err());
+    }
 
     #[test]
     fn only_decode_errors_become_invalid_argument() {

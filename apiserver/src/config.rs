@@ -92,6 +92,16 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Gauges the store keeps up to date (shared by clones of this config).
     pub metrics: Arc<StoreMetrics>,
+    /// Plaintext, no authentication (issue 14: experiments only, loudly logged).
+    pub insecure: bool,
+    /// Extra names (DNS or IP) of the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Lifetime of the node certificates issued at join and renewal.
+    pub node_cert_validity: Duration,
+    /// The join token (default: `join-token` in the data dir, made at first start).
+    pub join_token: Option<String>,
+    /// Server URL written into `admin.kubeconfig` (default: https://<listen address>).
+    pub kubeconfig_server: Option<String>,
 }
 
 /// What the store reports about itself (read by tests and benchmarks).
@@ -140,6 +150,11 @@ impl Default for Config {
             store_cache_bytes: 32 << 20,
             disk_reserve_bytes: 16 << 20,
             metrics: Arc::default(),
+            insecure: false,
+            tls_sans: Vec::new(),
+            node_cert_validity: kube_lite_pki::CERT_VALIDITY,
+            join_token: None,
+            kubeconfig_server: None,
         }
     }
 }

@@ -227,11 +227,14 @@ enum Phase {
 }
 
 /// Serves `svc` on `listener` with `limits` until `shutdown` resolves, then drains for
-/// at most `drain`.
+/// at most `drain`. With `tls`, every connection is a TLS one first (handshake within
+/// the handshake timeout); the client certificate's holder, when one was sent, is
+/// passed to `svc` in each request's extensions as [`PeerIdentity`].
 pub async fn serve<S>(
     listener: TcpListener,
     svc: S,
     limits: ConnLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
@@ -261,12 +264,13 @@ pub async fn serve<S>(
                 backoff.success();
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        tokio::spawn(connection(
+                        tokio::spawn(accepted_connection(
                             sock,
                             peer,
                             permit,
                             svc.clone(),
                             limits.clone(),
+                            tls.clone(),
                             phase_rx.clone(),
                         ));
                     }
@@ -319,13 +323,21 @@ pub async fn serve<S>(
     }
 }
 
-async fn connection<S>(
-    mut sock: TcpStream,
+/// The holder of the client certificate of a TLS connection (from
+/// [`kube_lite_pki::cert_info_der`]), put into every request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity(pub kube_lite_pki::Identity);
+
+/// TLS first when configured (bounded by the handshake timeout), then the HTTP/2
+/// connection over whichever stream there is.
+async fn accepted_connection<S>(
+    sock: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     svc: S,
     limits: ConnLimits,
-    mut phase: watch::Receiver<Phase>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    phase: watch::Receiver<Phase>,
 ) where
     S: tower::Service<
             Request<tonic::body::Body>,
@@ -336,9 +348,58 @@ async fn connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let _permit = permit;
     // Nagle off: responses go out in one round trip.
     let _ = sock.set_nodelay(true);
+    let Some(tls) = tls else {
+        return connection(sock, peer, None, permit, svc, limits, phase).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(sock)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?limits.handshake_timeout, "closing connection: no TLS handshake within the handshake timeout");
+            return;
+        }
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|der| match kube_lite_pki::cert_info_der(der) {
+            Ok(info) => Some(PeerIdentity(info.identity)),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "client certificate not readable");
+                None
+            }
+        });
+    connection(stream, peer, identity, permit, svc, limits, phase).await
+}
+
+async fn connection<IO, S>(
+    mut sock: IO,
+    peer: SocketAddr,
+    identity: Option<PeerIdentity>,
+    permit: OwnedSemaphorePermit,
+    svc: S,
+    limits: ConnLimits,
+    mut phase: watch::Receiver<Phase>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            Request<tonic::body::Body>,
+            Response = Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let _permit = permit;
     let head = tokio::select! {
         r = tokio::time::timeout(limits.handshake_timeout, read_preface(&mut sock)) => match r {
             Ok(Ok(Some(head))) => head,
@@ -361,6 +422,7 @@ async fn connection<S>(
     let (active_tx, mut active_rx) = watch::channel(0usize);
     let service = ConnService {
         inner: svc,
+        identity: identity.map(Arc::new),
         active: Arc::new(active_tx),
         request_timeout: (!limits.request_timeout.is_zero()).then_some(limits.request_timeout),
     };
@@ -413,7 +475,7 @@ async fn connection<S>(
 }
 
 /// Reads the client preface; `None` at EOF or when the bytes are not HTTP/2.
-async fn read_preface(sock: &mut TcpStream) -> io::Result<Option<[u8; 24]>> {
+async fn read_preface<IO: AsyncRead + Unpin>(sock: &mut IO) -> io::Result<Option<[u8; 24]>> {
     let mut head = [0u8; 24];
     let mut n = 0;
     while n < head.len() {
@@ -450,13 +512,13 @@ async fn idle(active: &mut watch::Receiver<usize>, timeout: Duration) {
 }
 
 /// The socket with the preface bytes already read put back in front.
-struct Prefaced {
+struct Prefaced<IO> {
     head: [u8; 24],
     pos: usize,
-    io: TcpStream,
+    io: IO,
 }
 
-impl AsyncRead for Prefaced {
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefaced<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -473,7 +535,7 @@ impl AsyncRead for Prefaced {
     }
 }
 
-impl AsyncWrite for Prefaced {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefaced<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -544,6 +606,8 @@ impl Body for Guarded {
 #[derive(Clone)]
 struct ConnService<S> {
     inner: S,
+    /// The client certificate's holder (TLS connections that sent one).
+    identity: Option<Arc<PeerIdentity>>,
     active: Arc<watch::Sender<usize>>,
     request_timeout: Option<Duration>,
 }
@@ -565,8 +629,18 @@ where
     type Error = Infallible;
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let guard = ActiveGuard::start(&self.active);
+        match &self.identity {
+            Some(id) => {
+                req.extensions_mut().insert(PeerIdentity::clone(id));
+            }
+            None => {
+                // Never from the client: a header cannot become an extension, but be
+                // explicit that a connection without a certificate carries none.
+                req.extensions_mut().remove::<PeerIdentity>();
+            }
+        }
         let mut svc = self.inner.clone();
         let timeout = self.request_timeout;
         Box::pin(async move {

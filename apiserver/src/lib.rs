@@ -19,6 +19,8 @@
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
 //!   limits, handshake / idle / request timeouts, HTTP/2 keepalive, accept backoff).
+//! - [`auth`] (certificates, tokens, admin kubeconfig, authentication layer),
+//!   [`authz`] (who may do what: admins, nodes), [`bootstrap`] (node join/renew).
 //! - [`serve`]: the testable entry point (`serve(cfg, listener, shutdown)`).
 //!
 //! Choices where the design left room:
@@ -38,12 +40,15 @@
 //! - Durability: each group commit flushes sled and then fdatasyncs its data file.
 
 pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
 pub mod config;
 pub mod conn;
 pub mod controllers;
 pub mod error;
-pub mod malloc;
 pub mod list;
+pub mod malloc;
 pub mod ops;
 pub mod resource;
 pub mod store;
@@ -57,7 +62,8 @@ use std::time::Duration;
 use anyhow::Context;
 use kube_lite_proto::v1::{
     endpoints_api_server::EndpointsApiServer, lease_api_server::LeaseApiServer,
-    node_api_server::NodeApiServer, pod_api_server::PodApiServer,
+    node_api_server::NodeApiServer, node_bootstrap_server::NodeBootstrapServer,
+    pod_api_server::PodApiServer,
     service_api_server::ServiceApiServer,
 };
 
@@ -99,7 +105,18 @@ pub async fn serve_with_drain(
         .with_context(|| format!("opening store in {}", cfg.data_dir.display()))?;
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
 
-    let api = api::Api::new(store.clone());
+    let security = if cfg.insecure {
+        tracing::warn!(
+            "INSECURE MODE: plaintext, no authentication, no authorization: anyone who \
+             reaches this port controls the cluster (and is root on every node)"
+        );
+        None
+    } else {
+        Some(Arc::new(
+            auth::Security::load_or_create(&cfg, addr).context("setting up TLS")?,
+        ))
+    };
+    let api = api::Api::with_security(store.clone(), security.clone());
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeApiServer<api::Api>>().await;
     reporter.set_serving::<PodApiServer<api::Api>>().await;
@@ -130,9 +147,24 @@ pub async fn serve_with_drain(
         .add_service(svc!(LeaseApiServer))
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
-        .prepare();
+        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES));
+    let routes = match &security {
+        Some(sec) => routes.add_service(
+            NodeBootstrapServer::new(bootstrap::Bootstrap {
+                security: sec.clone(),
+            })
+            .max_decoding_message_size(64 << 10),
+        ),
+        None => routes,
+    }
+    .prepare();
     let service = tower::Layer::layer(&api::DecodeErrorsAreInvalidLayer, routes);
+    let service = tower::Layer::layer(
+        &auth::AuthnLayer {
+            admin_token: security.as_ref().map(|s| s.admin_token.as_str().into()),
+        },
+        service,
+    );
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight
     // requests for `drain`, then drop the remaining ones.
@@ -141,6 +173,7 @@ pub async fn serve_with_drain(
         listener,
         service,
         conn::ConnLimits::of(&cfg),
+        security.as_ref().map(|s| s.tls.clone()),
         async move {
             shutdown.await;
             tracing::info!("shutting down: ending watches, draining requests");

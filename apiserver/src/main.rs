@@ -102,6 +102,27 @@ struct Args {
     /// a full disk (0 = none; at least one 8 MiB sled segment).
     #[arg(long, env = "KUBE_LITE_DISK_RESERVE_BYTES", default_value = "16Mi", value_parser = apiserver::config::parse_bytes)]
     disk_reserve_bytes: u64,
+    /// Plaintext and no authentication: anyone who reaches the port controls the
+    /// cluster. For experiments only (logged loudly).
+    #[arg(long, env = "KUBE_LITE_INSECURE")]
+    insecure: bool,
+    /// Extra names (DNS names or IP addresses) of the serving certificate, besides
+    /// localhost, 127.0.0.1 and the listen address (repeat or comma-separate).
+    #[arg(long = "tls-san", env = "KUBE_LITE_TLS_SAN", value_delimiter = ',')]
+    tls_sans: Vec<String>,
+    /// The join token nodes present (default: the `join-token` file in the data dir,
+    /// made at first start).
+    #[arg(long, env = "KUBE_LITE_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// File holding the join token (written with a new token if missing).
+    #[arg(long, env = "KUBE_LITE_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    join_token_file: Option<PathBuf>,
+    /// Lifetime of the node certificates (nodes renew after two thirds of it).
+    #[arg(long, env = "KUBE_LITE_NODE_CERT_VALIDITY", default_value = "8760h", value_parser = kube_lite_core::time::parse_duration)]
+    node_cert_validity: Duration,
+    /// Server URL written into admin.kubeconfig (default https://<listen address>).
+    #[arg(long, env = "KUBE_LITE_KUBECONFIG_SERVER")]
+    kubeconfig_server: Option<String>,
 }
 
 /// A rate in nodes per second: finite, 0 to 1000.
@@ -153,7 +174,25 @@ async fn main() -> anyhow::Result<()> {
         tracing::debug!("allocator parameters left as they are (not glibc)");
     }
     let a = Args::parse();
+    let join_token = match (&a.join_token, &a.join_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) | Err(_) => {
+                let t = kube_lite_pki::random_token()?;
+                kube_lite_pki::write_private(f, t.as_bytes())
+                    .with_context(|| format!("writing the join token to {}", f.display()))?;
+                Some(t)
+            }
+        },
+        (None, None) => None,
+    };
     let cfg = apiserver::Config {
+        insecure: a.insecure,
+        tls_sans: a.tls_sans,
+        join_token,
+        node_cert_validity: a.node_cert_validity,
+        kubeconfig_server: a.kubeconfig_server,
         data_dir: a.data_dir,
         cluster_cidr: a.cluster_cidr,
         node_subnet_prefix: a.node_cidr_mask_size,

@@ -38,8 +38,8 @@
 
 mod changelog;
 mod disk;
-mod values;
 pub mod index;
+mod values;
 pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};

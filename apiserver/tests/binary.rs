@@ -30,6 +30,9 @@ fn start(dir: &std::path::Path, port: u16) -> Server {
         Command::new(env!("CARGO_BIN_EXE_apiserver"))
             .current_dir(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Plaintext: this file tests the process (start, SIGTERM, flags); TLS and
+            // authentication are tested through the test kit (tests/tests/security.rs).
+            .arg("--insecure")
             .env("KUBE_LITE_NODE_GRACE_PERIOD", "500ms")
             .env("KUBE_LITE_POD_EVICTION_TIMEOUT", "2m")
             .env("RUST_LOG", "warn")
@@ -237,6 +240,7 @@ async fn acknowledged_large_objects_survive_kill_9() {
             .current_dir(dir.path())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--watch-window-bytes", "1Mi"])
+            .arg("--insecure")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -317,4 +321,77 @@ async fn acknowledged_large_objects_survive_kill_9() {
         files <= 12 + 12,
         "{files} value files left for 12 objects and a 1 MiB window ({writes} versions written)"
     );
+}
+
+/// Secure by default: with no flags the binary serves TLS and writes the admin
+/// kubeconfig, whose CA and certificate get a client in; without them nothing does.
+#[tokio::test]
+async fn binary_is_secure_by_default_and_writes_an_admin_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _s = Server(
+        Command::new(env!("CARGO_BIN_EXE_apiserver"))
+            .current_dir(dir.path())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn apiserver"),
+    );
+    let data = dir.path().join("kube-lite-data");
+    let kc_path = data.join("admin.kubeconfig");
+    for _ in 0..200 {
+        if kc_path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&kc_path).expect("admin.kubeconfig written");
+    let kc = kube_lite_client::kubeconfig::Kubeconfig::parse(&text).unwrap();
+    let r = kube_lite_client::kubeconfig::resolve(
+        Some((&kc, &kc_path)),
+        &Default::default(),
+        "",
+        &|p| std::fs::read_to_string(p).map_err(|e| e.to_string()),
+    )
+    .unwrap();
+    assert_eq!(r.server, format!("https://127.0.0.1:{port}"));
+    let (cert_pem, key_pem) = r.client_cert.clone().unwrap();
+    let cfg = kube_lite_pki::client_config(
+        &kube_lite_pki::Trust::Ca(r.ca_pem.clone().unwrap()),
+        Some(&kube_lite_pki::CertKey { cert_pem, key_pem }),
+    )
+    .unwrap();
+    let mut ch = None;
+    for _ in 0..100 {
+        if let Ok(c) =
+            kube_lite_client::connect_tls(&r.server, std::sync::Arc::new(cfg.clone())).await
+        {
+            ch = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = PodApiClient::new(ch.expect("TLS connection with the kubeconfig"));
+    c.create(pod("web", "")).await.unwrap();
+    // Plaintext gets nowhere.
+    let plain = PodApiClient::connect(format!("http://127.0.0.1:{port}")).await;
+    if let Ok(mut p) = plain {
+        assert!(p.get(get("web")).await.is_err());
+    }
+    // Keys and tokens are private.
+    use std::os::unix::fs::PermissionsExt;
+    for f in [
+        "pki/ca.key",
+        "admin-token",
+        "join-token",
+        "admin.kubeconfig",
+    ] {
+        let mode = std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
 }

@@ -65,6 +65,8 @@ fn start_with(ulimit: &str, args: &[&str]) -> Server {
         .arg(format!("{ulimit} && exec \"$0\" \"$@\""))
         .arg(binary())
         .args(["--listen", &listen, "--data-dir", data.to_str().unwrap()])
+        // Plaintext: these tests speak raw HTTP/2 to the connection layer.
+        .arg("--insecure")
         .args(args)
         .env("RUST_LOG", "info,sled=warn,h2=warn,hyper=warn")
         .env("NO_COLOR", "1")

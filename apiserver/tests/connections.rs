@@ -36,6 +36,8 @@ fn start(port: u16, args: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_apiserver"))
         .current_dir(dir.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Plaintext: these tests speak raw HTTP/2 to the connection layer.
+        .arg("--insecure")
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(&log).unwrap())

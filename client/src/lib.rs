@@ -8,7 +8,11 @@
 //! `Empty` → list → `Watching { from }` → events …; an OUT_OF_RANGE error resets to
 //! `Empty`, any other error waits (back-off) and resumes from the last revision seen.
 
+pub mod kubeconfig;
+pub mod tls;
 mod watcher;
+
+pub use tls::{connect_tls, connect_tls_lazy};
 
 pub use watcher::{
     watcher, watcher_from, Event, ListResult, RawEvent, RawStream, Resource, Store, WatchApi,

@@ -75,6 +75,7 @@ impl K8sKind for Service {
                     protocol: p.protocol.unwrap_or_default(),
                     port: p.port,
                     target_port,
+                    ..Default::default()
                 }
             })
             .collect();
@@ -88,8 +89,9 @@ impl K8sKind for Service {
                 ports,
                 cluster_ip: s.cluster_ip.unwrap_or_default(),
                 r#type: s.type_.unwrap_or_default(),
+                ..Default::default()
             }),
-            status: k.status.map(|_| ServiceStatus {}),
+            status: k.status.map(|_| ServiceStatus::default()),
         })
     }
 
@@ -171,11 +173,13 @@ mod tests {
                     protocol: "TCP".into(),
                     port: 80,
                     target_port: 8080,
+                    ..Default::default()
                 }],
                 cluster_ip: "10.96.0.1".into(),
                 r#type: "ClusterIP".into(),
+                ..Default::default()
             }),
-            status: Some(ServiceStatus {}),
+            status: Some(ServiceStatus::default()),
         };
         let v = s.to_json();
         assert_eq!(v["spec"]["clusterIP"], "10.96.0.1");

@@ -11,8 +11,37 @@ use kube_lite_proto::v1::{
     pod_api_client::PodApiClient, service_api_client::ServiceApiClient, DeleteRequest, Endpoints,
     EventType, GetRequest, ListRequest, Node, Pod, Service, WatchRequest,
 };
-use tonic::transport::Channel;
 use tonic::Status;
+
+/// The connection every call goes over: the channel (TLS or plaintext) with the bearer
+/// token, if any, added to every request.
+pub type Channel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every request (nothing without a token).
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Bearer> {
+        match token {
+            None => Ok(Bearer(None)),
+            Some(t) => format!("Bearer {}", t.trim())
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| anyhow::anyhow!("--token: not a valid header value")),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// How the CLI calls a kind's API.
 pub trait Api: Resource {

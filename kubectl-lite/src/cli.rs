@@ -3,6 +3,8 @@
 use crate::output::Format;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+/// The server when neither --server nor a kubeconfig names one (a plaintext
+/// `apiserver --insecure`; a secure one is reached through its kubeconfig).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
 
 #[derive(Debug, Parser)]
@@ -12,9 +14,25 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
     about = "kubectl-style CLI for kube-lite"
 )]
 pub struct Cli {
-    /// apiserver address
-    #[arg(long, global = true, env = "KUBE_LITE_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    /// apiserver address (default: the kubeconfig context's server)
+    #[arg(long, global = true, env = "KUBE_LITE_SERVER")]
+    pub server: Option<String>,
+    /// kubeconfig file (default: KUBECONFIG, then ~/.kube/config)
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// kubeconfig context to use (default: its current-context)
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// bearer token (replaces the kubeconfig user's credentials)
+    #[arg(long, global = true, env = "KUBE_LITE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate file (PEM) to trust the apiserver with
+    #[arg(long, global = true)]
+    pub certificate_authority: Option<String>,
+    /// do not verify the apiserver's certificate (insecure: anyone in the middle can
+    /// read and change everything)
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
     /// namespace of the objects (default "default")
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
@@ -37,6 +55,24 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print a container's logs
     Logs(LogsArgs),
+    /// Show or change the kubeconfig (view, get-contexts, use-context, current-context)
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the kubeconfig (secrets shown as DATA+OMITTED unless --raw)
+    View {
+        #[arg(long)]
+        raw: bool,
+    },
+    /// List the contexts (the current one marked with *)
+    GetContexts,
+    /// Make a context the current-context
+    UseContext { name: String },
+    /// Print the current-context
+    CurrentContext,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use kube_lite_proto::v1::{
     ContainerStatus, DeleteRequest, GetRequest, LogChunk, LogsRequest, Node, NodeCondition,
     NodeSpec, NodeStatus, ObjectMeta, PodStatus,
 };
-use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::apiserver::{agent_server_tls, channel_for, TestApiServer};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::Duration;
@@ -131,7 +131,7 @@ async fn add_ready_node(url: &str, name: &str, address: &str) {
 }
 
 async fn add_node(url: &str, name: &str, address: &str, daemon_endpoint: &str) {
-    let mut nodes = NodeApiClient::connect(url.to_string()).await.unwrap();
+    let mut nodes = NodeApiClient::new(channel_for(url));
     let node = Node {
         metadata: Some(ObjectMeta {
             name: name.into(),
@@ -404,7 +404,7 @@ async fn service_and_endpoints() {
     )
     .await
     .ok();
-    let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
+    let mut pods = PodApiClient::new(channel_for(s));
     let mut p = pods.get(get_default("web-1")).await.unwrap().into_inner();
     p.status = Some(PodStatus {
         phase: "Running".into(),
@@ -707,7 +707,7 @@ async fn errors_are_one_line_with_exit_code_1() {
         "{line}"
     );
     assert!(
-        line.ends_with("(set --server or KUBE_LITE_SERVER)"),
+        line.ends_with("(set --server, KUBE_LITE_SERVER or the kubeconfig's server)"),
         "{line}"
     );
 
@@ -809,7 +809,7 @@ async fn nodes_namespaces_and_graceful_delete() {
     // `delete` waits (by watching) until the node agent removes it.
     let waiter = spawn_piped(s, &["delete", "pod", "p1"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
+    let mut pods = PodApiClient::new(channel_for(s));
     assert!(pods.get(get_default("p1")).await.is_ok());
     pods.delete(DeleteRequest {
         name: "p1".into(),
@@ -971,9 +971,13 @@ async fn logs_stream_through_the_apiserver_from_the_node() {
     let srv = TestApiServer::start().await;
     let s = srv.url.as_str();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent = format!("http://{}", listener.local_addr().unwrap());
+    // Secure mode: the stand-in serves TLS with node-1's certificate and requires a
+    // client certificate from the cluster CA, as the real agent does.
+    let agent = format!("https://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(agent_server_tls("node-1"))
+            .unwrap()
             .add_service(NodeAgentServer::new(EchoAgent))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -1016,7 +1020,7 @@ async fn watch_relists_when_its_resume_point_is_gone() {
     )
     .await
     .ok();
-    let mut pods = PodApiClient::connect(s.to_string()).await.unwrap();
+    let mut pods = PodApiClient::new(channel_for(s));
     for i in 0..20 {
         let mut p = pods.get(get_default("x")).await.unwrap().into_inner();
         p.metadata.as_mut().unwrap().name = format!("filler-{i}");

@@ -102,23 +102,74 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("kl-{node_name}"));
 
-    // Logs server first: its address goes into the Node status.
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+    let secure = !cfg.server.starts_with("http://");
+    if !secure {
+        tracing::warn!(server = %cfg.server, "INSECURE: plaintext to the apiserver, no node identity, NodeAgent port without TLS");
+    }
+
+    // Logs server first: its address goes into the Node status. By default on the node
+    // address, never on every interface.
+    let listen = cfg
+        .listen
+        .unwrap_or_else(|| std::net::SocketAddr::from((address, 10250)));
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding the NodeAgent server on {}", cfg.listen))?;
+        .with_context(|| format!("binding the NodeAgent server on {listen}"))?;
     let local = listener.local_addr()?;
+    let scheme = if secure { "https" } else { "http" };
     let endpoint = cfg.advertise_endpoint.clone().unwrap_or_else(|| {
         if local.ip().is_unspecified() {
-            format!("http://{address}:{}", local.port())
+            format!("{scheme}://{address}:{}", local.port())
         } else {
-            format!("http://{local}")
+            format!("{scheme}://{local}")
         }
     });
+
+    // The node identity: saved, or from a join (the names: what the apiserver dials).
+    let mut names = vec![address.to_string(), node_name.clone()];
+    if !local.ip().is_unspecified() {
+        names.push(local.ip().to_string());
+    }
+    let identity = if secure {
+        Some(
+            crate::identity::obtain(
+                &cfg.server,
+                &node_name,
+                &names,
+                &state_dir,
+                cfg.certificate_authority.as_deref(),
+                &crate::identity::JoinToken {
+                    token: cfg.join_token.clone(),
+                    file: cfg.join_token_file.clone(),
+                },
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     let logs = LogsService {
         state: state.clone(),
+        require_apiserver: identity.is_some(),
     };
+    let mut server = tonic::transport::Server::builder();
+    if let Some(id) = &identity {
+        // mTLS: only clients with a certificate from the cluster CA get through the
+        // handshake; the service then admits the apiserver's alone.
+        server = server
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(
+                        &id.cert.cert_pem,
+                        &id.cert.key_pem,
+                    ))
+                    .client_ca_root(tonic::transport::Certificate::from_pem(&id.ca_pem)),
+            )
+            .context("NodeAgent TLS")?;
+    }
     tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = server
             .add_service(NodeAgentServer::new(logs))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
@@ -127,7 +178,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
-    let channel = kube_lite_client::connect_lazy(&cfg.server)?;
+    let channel = match &identity {
+        Some(id) => kube_lite_client::connect_tls_lazy(&cfg.server, id.client_config()?)?,
+        None => kube_lite_client::connect_lazy(&cfg.server)?,
+    };
+    if let Some(id) = &identity {
+        tokio::spawn(crate::identity::renew_when_due(
+            id.clone(),
+            channel.clone(),
+            names.clone(),
+        ));
+    }
     let clients = Clients::new(channel.clone());
     let mut info = NodeInfo {
         name: node_name.clone(),

@@ -33,11 +33,11 @@ pub struct Config {
     /// State directory (default /var/lib/kube-lite/<node>).
     #[arg(long, env = "KUBE_LITE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Address of the NodeAgent gRPC server (logs).
-    #[arg(long, env = "KUBE_LITE_LISTEN", default_value = "0.0.0.0:10250")]
-    pub listen: SocketAddr,
-    /// URL published as status.daemon_endpoint (default: http://<listen address, or the
-    /// node address when listening on 0.0.0.0>:<port>).
+    /// Address of the NodeAgent gRPC server (logs); default `<node address>:10250`.
+    #[arg(long, env = "KUBE_LITE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// URL published as status.daemon_endpoint (default: https://<listen address, or the
+    /// node address when listening on 0.0.0.0>:<port>; http:// when insecure).
     #[arg(long, env = "KUBE_LITE_ADVERTISE_ENDPOINT")]
     pub advertise_endpoint: Option<String>,
     /// Prefix of pod network namespace names (`<prefix>-<pod uid>`); must be unique per
@@ -76,6 +76,17 @@ pub struct Config {
     /// K/Ki/M/Mi/G/Gi (kubelet's containerLogMaxSize; 0 = never rotate).
     #[arg(long, env = "KUBE_LITE_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_size)]
     pub container_log_max_size: u64,
+    /// The cluster's join token, needed only until the node has an identity (saved in
+    /// the state dir's pki/).
+    #[arg(long, env = "KUBE_LITE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "KUBE_LITE_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    pub join_token_file: Option<PathBuf>,
+    /// The cluster CA certificate (PEM; the apiserver's <data dir>/pki/ca.crt); default:
+    /// the one saved at join.
+    #[arg(long, env = "KUBE_LITE_CERTIFICATE_AUTHORITY")]
+    pub certificate_authority: Option<PathBuf>,
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,

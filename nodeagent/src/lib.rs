@@ -19,11 +19,13 @@
 //! - [`state`]: the state directory (pod records, exit files, logs).
 //! - [`status`]: pure pod status / restart / back-off logic.
 //! - [`logfile`]: container log rotation and backward tails.
-//! - [`logs`]: the NodeAgent gRPC service (container logs).
+//! - [`logs`]: the NodeAgent gRPC service (container logs; mTLS, the apiserver only).
+//! - [`identity`]: the node certificate: join with the join token, saved, renewed.
 
 pub mod agent;
 pub mod cgroups;
 pub mod config;
+pub mod identity;
 pub mod image;
 pub mod init;
 pub mod logfile;

@@ -23,6 +23,28 @@ use tonic::{Request, Response, Status};
 
 pub struct LogsService {
     pub state: StateDir,
+    /// Secure mode: only the apiserver (its client certificate, `kube-lite:apiserver`,
+    /// issued by the cluster CA: the TLS layer verified it) may call.
+    pub require_apiserver: bool,
+}
+
+/// Whether the caller's certificate (first of `certs`, DER) is the apiserver's.
+pub fn check_caller(certs: Option<&[Vec<u8>]>) -> Result<(), Status> {
+    let Some(first) = certs.and_then(|c| c.first()) else {
+        return Err(Status::unauthenticated(
+            "a client certificate issued by the cluster CA to the apiserver is required",
+        ));
+    };
+    let user = kube_lite_pki::cert_info_der(first)
+        .map(|i| i.identity.user)
+        .unwrap_or_default();
+    if user != kube_lite_pki::APISERVER_CLIENT_USER {
+        return Err(Status::permission_denied(format!(
+            "User {user:?} cannot logs: only the apiserver ({:?}) may read logs here",
+            kube_lite_pki::APISERVER_CLIENT_USER
+        )));
+    }
+    Ok(())
 }
 
 fn find_record(state: &StateDir, namespace: &str, name: &str) -> Option<PodRecord> {
@@ -69,6 +91,12 @@ impl NodeAgent for LogsService {
     type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        if self.require_apiserver {
+            let certs = req
+                .peer_certs()
+                .map(|c| c.iter().map(|d| d.to_vec()).collect::<Vec<_>>());
+            check_caller(certs.as_deref())?;
+        }
         let r = req.into_inner();
         let rec = find_record(&self.state, &r.namespace, &r.name).ok_or_else(|| {
             Status::not_found(format!(

@@ -345,8 +345,16 @@ impl TestCluster {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--netns-prefix")
-            .arg(&n.netns_prefix)
-            .args(&self.extra_agent_args)
+            .arg(&n.netns_prefix);
+        if self.api.secure() {
+            // Joins with the token the first time; later starts use the identity
+            // saved in the state dir.
+            cmd.arg("--join-token-file")
+                .arg(self.api.join_token_path())
+                .arg("--certificate-authority")
+                .arg(self.api.ca_path());
+        }
+        cmd.args(&self.extra_agent_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);

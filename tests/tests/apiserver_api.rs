@@ -403,8 +403,11 @@ async fn logs_are_proxied_to_the_node_agent() {
     let s = TestApiServer::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_addr = listener.local_addr().unwrap();
+    // Secure mode: the stand-in agent serves TLS with n1's certificate, as a real one.
     let agent = tokio::spawn(
         tonic::transport::Server::builder()
+            .tls_config(kube_lite_tests::apiserver::agent_server_tls("n1"))
+            .unwrap()
             .add_service(node_agent_server::NodeAgentServer::new(FakeAgent))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -455,7 +458,7 @@ async fn logs_are_proxied_to_the_node_agent() {
 
     let mut n = n;
     n.status = Some(NodeStatus {
-        daemon_endpoint: format!("http://{agent_addr}"),
+        daemon_endpoint: format!("https://{agent_addr}"),
         ..Default::default()
     });
     s.nodes().update_status(n).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube_lite_proto::v1::node_api_client::NodeApiClient;
 use kube_lite_proto::v1::*;
-use kube_lite_tests::apiserver::TestApiServer;
+use kube_lite_tests::apiserver::{channel_for, TestApiServer};
 use kube_lite_tests::fixtures::{get, pod};
 
 const GRACE: Duration = Duration::from_millis(800);
@@ -86,12 +86,11 @@ impl Agents {
                 loop {
                     if on.lock().unwrap()[&name] {
                         let u = url.lock().unwrap().clone();
-                        if let Ok(mut c) = NodeApiClient::connect(u).await {
-                            if let Ok(n) = c.get(get(&name)).await {
-                                let mut n = n.into_inner();
-                                n.status = Some(ready_status());
-                                let _ = c.update_status(n).await;
-                            }
+                        let mut c = NodeApiClient::new(channel_for(&u));
+                        if let Ok(n) = c.get(get(&name)).await {
+                            let mut n = n.into_inner();
+                            n.status = Some(ready_status());
+                            let _ = c.update_status(n).await;
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

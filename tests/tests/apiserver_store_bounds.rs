@@ -462,13 +462,12 @@ async fn a_watcher_buffer_is_bounded_in_bytes() {
     };
     let s = TestApiServer::start_with(cfg).await;
     // Small HTTP/2 windows: the client takes little off the server.
-    let ch = tonic::transport::Endpoint::from_shared(s.url.clone())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let ch = s
+        .connect_with(|e| {
+            e.initial_stream_window_size(65_535)
+                .initial_connection_window_size(65_535)
+        })
+        .await;
     let mut slow = pod_api_client::PodApiClient::new(ch)
         .watch(WatchRequest::default())
         .await

@@ -361,13 +361,12 @@ async fn slow_watcher_is_ended_writers_unaffected() {
     let s = TestApiServer::start_with(cfg).await;
     let mut pods = s.pods();
     // The slow client has small HTTP/2 windows, so the server's buffer fills quickly.
-    let ch = tonic::transport::Endpoint::from_shared(s.url.clone())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let ch = s
+        .connect_with(|e| {
+            e.initial_stream_window_size(65_535)
+                .initial_connection_window_size(65_535)
+        })
+        .await;
     let mut slow = pod_api_client::PodApiClient::new(ch)
         .watch(watch_req(0))
         .await
@@ -496,13 +495,12 @@ async fn stuck_watcher_gets_relist_status_not_ok() {
         ..Default::default()
     };
     let s = TestApiServer::start_with(cfg).await;
-    let ch = tonic::transport::Endpoint::from_shared(s.url.clone())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
+    let ch = s
+        .connect_with(|e| {
+            e.initial_stream_window_size(65_535)
+                .initial_connection_window_size(65_535)
+        })
+        .await;
     let mut stuck = pod_api_client::PodApiClient::new(ch)
         .watch(watch_req(0))
         .await

@@ -2,10 +2,13 @@
 
 use super::errors::{status_error, unreachable};
 use crate::api::Api;
+use crate::api::{Bearer, Channel};
 use anyhow::{anyhow, Result};
+use kube_lite_client::kubeconfig::Resolved;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::Status;
 
 /// Connection and defaults shared by every command.
@@ -40,19 +43,67 @@ impl Ctx {
     }
 }
 
-pub async fn connect(server: &str) -> Result<Channel> {
-    let url = if server.contains("://") {
-        server.to_string()
+/// Connects as `r` says: TLS for `https://` (trusting its CA, or nothing verified with
+/// skip-verify), presenting the client certificate, sending the bearer token.
+pub async fn connect(r: &Resolved) -> Result<Channel> {
+    let server = r.server.as_str();
+    let bearer = Bearer::new(r.token.as_deref())?;
+    let raw = if let Some(rest) = server.strip_prefix("http://") {
+        let _ = rest;
+        let ep = Endpoint::from_shared(server.to_string())
+            .map_err(|e| anyhow!("invalid --server {server:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        ep.connect().await.map_err(|e| {
+            let cause = kube_lite_client::error_chain(&e);
+            unreachable(
+                server,
+                &format!(
+                    "{cause} (a secure apiserver needs https:// and its CA: use its kubeconfig)"
+                ),
+            )
+        })?
+    } else if server.starts_with("https://") {
+        let trust = match (&r.ca_pem, r.insecure_skip_tls_verify) {
+            (_, true) => kube_lite_pki::Trust::SkipVerify,
+            (Some(ca), false) => kube_lite_pki::Trust::Ca(ca.clone()),
+            (None, false) => {
+                return Err(anyhow!(
+                "no CA to trust {server} with: use a kubeconfig with certificate-authority-data, \
+                     --certificate-authority FILE, or --insecure-skip-tls-verify"
+            ))
+            }
+        };
+        let id = r.client_cert.as_ref().map(|(c, k)| kube_lite_pki::CertKey {
+            cert_pem: c.clone(),
+            key_pem: k.clone(),
+        });
+        let cfg = kube_lite_pki::client_config(&trust, id.as_ref())
+            .map_err(|e| anyhow!("TLS settings for {server}: {e}"))?;
+        kube_lite_client::connect_tls(server, Arc::new(cfg))
+            .await
+            .map_err(|e| {
+                let cause = match &e {
+                    kube_lite_client::ClientError::Connect { reason, .. } => reason.clone(),
+                    e => e.to_string(),
+                };
+                if cause.contains("invalid peer certificate") {
+                    anyhow!(
+                        "the apiserver's certificate at {server} is not trusted ({cause}): \
+                         use the cluster's kubeconfig or --certificate-authority"
+                    )
+                } else {
+                    unreachable(server, &cause)
+                }
+            })?
     } else {
-        format!("http://{server}")
+        return Err(anyhow!(
+            "invalid --server {server:?}: want https://host:port (or http:// for --insecure servers)"
+        ));
     };
-    let ep = Endpoint::from_shared(url)
-        .map_err(|e| anyhow!("invalid --server {server:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
-    ep.connect()
-        .await
-        .map_err(|e| unreachable(server, &kube_lite_client::error_chain(&e)))
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        raw, bearer,
+    ))
 }
 
 /// Writes to stdout; a closed pipe (`| head`) surfaces as an io error that `main` treats

@@ -6,7 +6,7 @@ use tonic::{Code, Status};
 /// The one-line message for an unreachable apiserver.
 pub fn unreachable(server: &str, cause: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "cannot reach the apiserver at {server}: {cause} (set --server or KUBE_LITE_SERVER)"
+        "cannot reach the apiserver at {server}: {cause} (set --server, KUBE_LITE_SERVER or the kubeconfig's server)"
     )
 }
 
@@ -45,6 +45,14 @@ pub fn status_error<T: Api>(server: &str, what: &str, name: &str, s: Status) -> 
         {
             unreachable(server, &one_line(s.message()))
         }
+        Code::Unauthenticated => anyhow::anyhow!(
+            "{what}: the apiserver at {server} refused the credentials: {} (Unauthenticated)",
+            one_line(s.message())
+        ),
+        Code::PermissionDenied => anyhow::anyhow!(
+            "{what}: forbidden: {} (PermissionDenied)",
+            one_line(s.message())
+        ),
         code => anyhow::anyhow!("{what}: {} ({code:?})", one_line(s.message())),
     }
 }
@@ -104,7 +112,7 @@ mod tests {
         let lost = || Status::unavailable("tcp connect error: Connection refused");
         assert_eq!(
             text::<Pod>("list pods", "", lost()),
-            "cannot reach the apiserver at http://127.0.0.1:6443: tcp connect error: Connection refused (set --server or KUBE_LITE_SERVER)"
+            "cannot reach the apiserver at http://127.0.0.1:6443: tcp connect error: Connection refused (set --server, KUBE_LITE_SERVER or the kubeconfig's server)"
         );
         assert_eq!(
             text::<Pod>("logs pod/web", "", lost()),

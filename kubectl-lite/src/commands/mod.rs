@@ -7,6 +7,7 @@
 
 mod apply;
 mod args;
+mod config;
 mod create;
 mod ctx;
 mod delete;
@@ -39,9 +40,15 @@ enum Plan {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let explicit_namespace = cli.namespace.is_some();
+    if let Command::Config(c) = &cli.command {
+        return config::run(&cli, c);
+    }
+    let resolved = config::resolved(&cli)?;
+    let explicit_namespace = cli.namespace.is_some() || resolved.namespace.is_some();
     let namespace = cli
         .namespace
+        .clone()
+        .or(resolved.namespace.clone())
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     // Everything that can be checked without the server is checked before connecting.
     let plan = match cli.command {
@@ -57,11 +64,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             Plan::Delete(k, a)
         }
         Command::Logs(a) => Plan::Logs(a),
+        Command::Config(_) => unreachable!("handled above"),
     };
-    let ch = connect(&cli.server).await?;
+    let ch = connect(&resolved).await?;
     let ctx = Ctx {
         ch,
-        server: cli.server,
+        server: resolved.server,
         explicit_namespace,
         namespace,
     };

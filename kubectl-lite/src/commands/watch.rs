@@ -4,6 +4,7 @@
 
 use super::ctx::Ctx;
 use crate::api::Api;
+use crate::api::Channel;
 use crate::output::{self, Format, Show, Table};
 use anyhow::{anyhow, Result};
 use futures::future::BoxFuture;
@@ -18,7 +19,6 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tonic::transport::Channel;
 use tonic::Status;
 
 /// The objects `get -w` last printed or listed, and which of them it follows.
