@@ -63,8 +63,7 @@ use anyhow::Context;
 use kube_lite_proto::v1::{
     endpoints_api_server::EndpointsApiServer, lease_api_server::LeaseApiServer,
     node_api_server::NodeApiServer, node_bootstrap_server::NodeBootstrapServer,
-    pod_api_server::PodApiServer,
-    service_api_server::ServiceApiServer,
+    pod_api_server::PodApiServer, service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
