@@ -77,10 +77,14 @@ pick_port() {
     echo 26443
 }
 export KL_APISERVER_PORT=${KL_APISERVER_PORT:-$(pick_port)}
-SERVER="http://127.0.0.1:$KL_APISERVER_PORT"
+SERVER="https://127.0.0.1:$KL_APISERVER_PORT"
+# The admin kubeconfig, copied out of the apiserver container once it wrote it (its CA
+# and admin certificate; --server points at the published port).
+KC="/tmp/kl-compose-kubeconfig.$$"
 
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$here/docker-compose.yml" -f "$here/docker-compose.test.yml" "$@"; }
-kl() { "$KUBECTL" --server "$SERVER" "$@"; }
+kl() { "$KUBECTL" --kubeconfig "$KC" --server "$SERVER" "$@"; }
+fetch_kubeconfig() { dc cp apiserver:/var/lib/kube-lite/apiserver/admin.kubeconfig "$KC" >/dev/null 2>&1; }
 
 # ---------- cleanup ----------
 DOWN_DONE=0
@@ -113,6 +117,7 @@ cleanup() {
             exit $rc
         fi
     fi
+    rm -f "$KC"
     if [[ $DOWN_DONE == 0 ]]; then
         dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || true
         # Anonymous volumes of containers that down may have missed.
@@ -259,6 +264,7 @@ APISERVER_CID=$(dc ps -q apiserver)
 NODE1=$(node_name_of "${NODE_CIDS[0]}")
 NODE2=$(node_name_of "${NODE_CIDS[1]}")
 ok "cluster up: apiserver + nodes $NODE1 $NODE2"
+wait_for 60 "admin kubeconfig written by the apiserver" fetch_kubeconfig
 wait_for 60 "apiserver answering on $SERVER" kl get nodes
 wait_for 60 "nodes $NODE1 and $NODE2 Ready" node_ready "$NODE1"
 wait_for 30 "node $NODE2 Ready" node_ready "$NODE2"

@@ -13,7 +13,10 @@ set -euo pipefail
 
 KL_HOME="${KUBE_LITE_HOME:-/var/tmp/kube-lite}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SERVER="${KUBE_LITE_SERVER:-http://127.0.0.1:6443}"
+# The local cluster's admin kubeconfig (TLS, admin certificate), unless KUBE_LITE_SERVER
+# or KUBECONFIG say otherwise.
+ADMIN_KUBECONFIG="$KL_HOME/apiserver/data/admin.kubeconfig"
+SERVER="${KUBE_LITE_SERVER:-}"
 VIP=10.96.10.10
 PODS=(whoami-0 whoami-1 whoami-2 whoami-3)
 TIMEOUT="${DEMO_TIMEOUT:-60}"
@@ -30,7 +33,15 @@ kubectl_bin() {
 }
 KUBECTL=$(kubectl_bin)
 [ -x "$KUBECTL" ] || die "kubectl-lite not found at $KUBECTL (run deploy/local-cluster.sh up first)"
-k() { "$KUBECTL" --server "$SERVER" "$@"; }
+k() {
+  if [ -n "$SERVER" ]; then
+    "$KUBECTL" --server "$SERVER" "$@"
+  elif [ -z "${KUBECONFIG:-}" ] && [ -e "$ADMIN_KUBECONFIG" ]; then
+    "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"
+  else
+    "$KUBECTL" "$@"
+  fi
+}
 
 # wait_for DESCRIPTION COMMAND...: retry COMMAND until it succeeds or TIMEOUT passes.
 wait_for() {
@@ -61,7 +72,7 @@ endpoint_count() { k get endpoints whoami -o json 2>/dev/null | grep -o '"ip"' |
 four_endpoints() { [ "$(endpoint_count)" -eq 4 ]; }
 
 run() {
-  k get nodes >/dev/null 2>&1 || die "no apiserver at $SERVER (run deploy/local-cluster.sh up first)"
+  k get nodes >/dev/null 2>&1 || die "no apiserver at ${SERVER:-the kubeconfig server} (run deploy/local-cluster.sh up first)"
   local nodes
   mapfile -t nodes < <(k get nodes 2>/dev/null | awk 'NR > 1 && $2 == "Ready" {print $1}')
   [ "${#nodes[@]}" -ge 1 ] || die "no Ready node"

@@ -84,7 +84,40 @@ kill_pidfile() {
 
 our_netns() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-" || true; }
 
-kubectl() { "$(bin_dir)/kubectl-lite" --server "http://$API_ADDR" "$@"; }
+# Secure by default: the apiserver writes its admin kubeconfig (CA, server, admin
+# certificate) into its data dir; agents join with the join token file beside it.
+API_DATA="$KL_HOME/apiserver/data"
+ADMIN_KUBECONFIG="$API_DATA/admin.kubeconfig"
+kubectl() { "$(bin_dir)/kubectl-lite" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+
+# Where kubectl-lite looks (KUBECONFIG, else ~/.kube/config): the admin kubeconfig is
+# copied to ~/.kube/config unless a different kubeconfig is already there (then it is
+# left alone and the message says what to export). A copy of what was installed is kept
+# so that `down` removes only our own file.
+install_kubeconfig() {
+  local dest="${HOME:-/root}/.kube/config" mine="$KL_HOME/kubeconfig.installed"
+  if [ -n "${KUBECONFIG:-}" ]; then
+    KUBECONFIG_NOTE="KUBECONFIG is set ($KUBECONFIG); to use this cluster: export KUBECONFIG=$ADMIN_KUBECONFIG"
+    return
+  fi
+  if [ ! -e "$dest" ] || { [ -e "$mine" ] && cmp -s "$dest" "$mine"; }; then
+    mkdir -p "$(dirname "$dest")"
+    install -m 600 "$ADMIN_KUBECONFIG" "$dest"
+    install -m 600 "$ADMIN_KUBECONFIG" "$mine"
+    KUBECONFIG_NOTE="admin kubeconfig written to $dest (kubectl-lite reads it; the original is $ADMIN_KUBECONFIG)"
+  else
+    KUBECONFIG_NOTE="$dest exists and is not ours, left alone; to use this cluster: export KUBECONFIG=$ADMIN_KUBECONFIG"
+  fi
+}
+
+uninstall_kubeconfig() {
+  local dest="${HOME:-/root}/.kube/config" mine="$KL_HOME/kubeconfig.installed"
+  if [ -e "$mine" ] && [ -e "$dest" ] && cmp -s "$dest" "$mine"; then
+    rm -f "$dest"
+    say "removed $dest (the kube-lite admin kubeconfig)"
+  fi
+  rm -f "$mine"
+}
 
 cmd_up() {
   local nodes=2 profile=release build=1
@@ -171,11 +204,12 @@ cmd_up() {
   echo $! >"$KL_HOME/pids/apiserver.pid"
   local t
   for t in $(seq 1 100); do
-    kubectl get nodes >/dev/null 2>&1 && break
+    # (first a pause: right after the fork the child is not yet the apiserver)
+    sleep 0.2
+    [ -e "$ADMIN_KUBECONFIG" ] && kubectl get nodes >/dev/null 2>&1 && break
     pid_alive "$KL_HOME/pids/apiserver.pid" apiserver ||
       die "apiserver exited; see $KL_HOME/apiserver/apiserver.log:
 $(tail -n 20 "$KL_HOME/apiserver/apiserver.log")"
-    sleep 0.2
   done
   kubectl get nodes >/dev/null 2>&1 || die "apiserver not answering on $API_ADDR; see $KL_HOME/apiserver/apiserver.log"
 
@@ -184,7 +218,8 @@ $(tail -n 20 "$KL_HOME/apiserver/apiserver.log")"
     mkdir -p "$KL_HOME/nodes/node$i"
     say "starting agent node$i (netns $ns, address $UNDERLAY_NET.$((i + 1)))"
     RUST_LOG="${RUST_LOG:-info}" nohup "$bin/nodeagent" \
-      --server "http://$API_ADDR" --node-name "node$i" --netns "$ns" \
+      --server "https://$API_ADDR" --node-name "node$i" --netns "$ns" \
+      --join-token-file "$API_DATA/join-token" --certificate-authority "$API_DATA/pki/ca.crt" \
       --address "$UNDERLAY_NET.$((i + 1))" --state-dir "$KL_HOME/nodes/node$i" \
       --listen 127.0.0.1:0 --netns-prefix "$ns" \
       >>"$KL_HOME/nodes/node$i/agent.log" 2>&1 </dev/null &
@@ -209,6 +244,7 @@ $(tail -n 20 "$KL_HOME/nodes/node$i/agent.log")
     die "only $ready of $nodes node(s) Ready after ${READY_TIMEOUT}s; agent logs in $KL_HOME/nodes/*/agent.log (clean up with '$0 down')"
   fi
   kubectl get nodes
+  install_kubeconfig
   print_usage
 }
 
@@ -217,7 +253,8 @@ print_usage() {
   bin=$(bin_dir)
   cat <<EOF
 
-kube-lite is up. Use it with:
+kube-lite is up (TLS, authenticated). $KUBECONFIG_NOTE
+Use it with:
   export PATH=$bin:\$PATH
   kubectl-lite get nodes
   kubectl-lite create pod whoami-1 --image whoami
@@ -282,6 +319,7 @@ cmd_down() {
   for ns in $(our_netns | sort -r); do
     ip netns del "$ns" 2>/dev/null || say "warning: could not delete netns $ns"
   done
+  uninstall_kubeconfig
   # Only what `up` made inside KUBE_LITE_HOME.
   if [ -d "$KL_HOME" ]; then
     rm -rf "$KL_HOME/pids" "$KL_HOME/apiserver" "$KL_HOME/nodes" \

@@ -201,6 +201,10 @@ impl Security {
         let admin_token = read_or_make_token(&cfg.data_dir.join("admin-token"), None)?;
         let join_token =
             read_or_make_token(&cfg.data_dir.join("join-token"), cfg.join_token.as_deref())?;
+        if let Some(f) = &cfg.export_ca {
+            pki::write_public(f, ca.cert_pem().as_bytes())
+                .with_context(|| format!("exporting the CA certificate to {}", f.display()))?;
+        }
         let tls = pki::server_config(ca.cert_pem(), &serving, pki::ClientAuth::Optional)?;
         let kubeconfig_path = cfg.data_dir.join("admin.kubeconfig");
         let server = kubeconfig_server(cfg, listen);

@@ -102,6 +102,8 @@ pub struct Config {
     pub join_token: Option<String>,
     /// Server URL written into `admin.kubeconfig` (default: https://<listen address>).
     pub kubeconfig_server: Option<String>,
+    /// A file to write the CA certificate to as well (for nodes).
+    pub export_ca: Option<PathBuf>,
 }
 
 /// What the store reports about itself (read by tests and benchmarks).
@@ -155,6 +157,7 @@ impl Default for Config {
             node_cert_validity: kube_lite_pki::CERT_VALIDITY,
             join_token: None,
             kubeconfig_server: None,
+            export_ca: None,
         }
     }
 }

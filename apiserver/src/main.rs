@@ -120,6 +120,10 @@ struct Args {
     /// Lifetime of the node certificates (nodes renew after two thirds of it).
     #[arg(long, env = "KUBE_LITE_NODE_CERT_VALIDITY", default_value = "8760h", value_parser = kube_lite_core::time::parse_duration)]
     node_cert_validity: Duration,
+    /// Also write the cluster CA certificate (public) to this file, e.g. a volume the
+    /// nodes mount read-only with the join token file.
+    #[arg(long, env = "KUBE_LITE_EXPORT_CA")]
+    export_ca: Option<PathBuf>,
     /// Server URL written into admin.kubeconfig (default https://<listen address>).
     #[arg(long, env = "KUBE_LITE_KUBECONFIG_SERVER")]
     kubeconfig_server: Option<String>,
@@ -193,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
         join_token,
         node_cert_validity: a.node_cert_validity,
         kubeconfig_server: a.kubeconfig_server,
+        export_ca: a.export_ca,
         data_dir: a.data_dir,
         cluster_cidr: a.cluster_cidr,
         node_subnet_prefix: a.node_cidr_mask_size,

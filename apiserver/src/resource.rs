@@ -88,6 +88,9 @@ impl Kind {
     }
 }
 
+// Pods are the common and the largest objects: boxing them would cost an allocation on
+// the hot path for every other kind's sake.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Node(Node),

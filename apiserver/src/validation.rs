@@ -357,8 +357,21 @@ fn validate_pod(p: &Pod) -> R {
         ));
     }
     let mut names = HashSet::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        let f = format!("spec.containers[{i}]");
+    let all = spec
+        .init_containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.init_containers[{i}]"), c, true))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.containers[{i}]"), c, false)),
+        );
+    for (f, c, init) in all {
+        if init {
+            pod_extras::check_init_container(&f, c)?;
+        }
         if c.name.is_empty() {
             return Err(ApiError::invalid(format!("{f}.name"), "is required"));
         }
@@ -381,6 +394,7 @@ fn validate_pod(p: &Pod) -> R {
                     "must be non-empty and contain no '=' or NUL",
                 ));
             }
+            pod_extras::check_env_source(&format!("{f}.env[{j}]"), e)?;
         }
         let mut port_names = HashSet::new();
         for (j, port) in c.ports.iter().enumerate() {

@@ -31,6 +31,10 @@ pub mod reason {
     pub const EVICTED: &str = "Evicted";
     /// Container waiting for its first start.
     pub const CONTAINER_CREATING: &str = "ContainerCreating";
+    /// App container waiting for the pod's init containers.
+    pub const POD_INITIALIZING: &str = "PodInitializing";
+    /// A container's configuration (env) cannot be built, e.g. a missing key.
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
     /// Container waiting out its restart back-off.
     pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
     /// The container's program was not found (process runtime).
@@ -112,4 +116,64 @@ pub mod lease {
     pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
     /// `spec.lease_duration_seconds` of a node Lease (kubelet's default).
     pub const NODE_LEASE_DURATION_SECONDS: i32 = 40;
+}
+
+/// kubectl's STATUS for a pod still running its init containers (`Init:1/2`,
+/// `Init:Error`, `Init:CrashLoopBackOff`, `Init:ExitCode:3`), or None once they all
+/// completed. `statuses`: `(state, reason, exit_code)` of each init container status, in
+/// order; `total`: the number of init containers in the spec.
+pub fn init_status_text<'a>(
+    statuses: impl IntoIterator<Item = (&'a str, &'a str, i32)>,
+    total: usize,
+) -> Option<String> {
+    for (i, (state, why, code)) in statuses.into_iter().enumerate() {
+        match state {
+            container_state::TERMINATED if code == 0 => continue,
+            container_state::TERMINATED if why.is_empty() => {
+                return Some(format!("Init:ExitCode:{code}"))
+            }
+            container_state::TERMINATED => return Some(format!("Init:{why}")),
+            container_state::WAITING
+                if !why.is_empty()
+                    && why != reason::POD_INITIALIZING
+                    && why != reason::CONTAINER_CREATING =>
+            {
+                return Some(format!("Init:{why}"))
+            }
+            _ => return Some(format!("Init:{i}/{total}")),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_status_like_kubectl() {
+        let done = ("Terminated", "Completed", 0);
+        assert_eq!(
+            init_status_text([done, ("Running", "", 0)], 2).as_deref(),
+            Some("Init:1/2")
+        );
+        assert_eq!(
+            init_status_text([("Waiting", "ContainerCreating", 0)], 2).as_deref(),
+            Some("Init:0/2")
+        );
+        assert_eq!(
+            init_status_text([("Terminated", "Error", 1)], 1).as_deref(),
+            Some("Init:Error")
+        );
+        assert_eq!(
+            init_status_text([("Terminated", "", 3)], 1).as_deref(),
+            Some("Init:ExitCode:3")
+        );
+        assert_eq!(
+            init_status_text([("Waiting", "CrashLoopBackOff", 0)], 1).as_deref(),
+            Some("Init:CrashLoopBackOff")
+        );
+        assert_eq!(init_status_text([done, done], 2), None);
+        assert_eq!(init_status_text([], 0), None);
+    }
 }

@@ -50,7 +50,11 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.dns_policy.is_empty() {
         spec.dns_policy = dns_policy::CLUSTER_FIRST.into();
     }
-    for c in &mut spec.containers {
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .chain(spec.containers.iter_mut())
+    {
         for p in [
             &mut c.liveness_probe,
             &mut c.readiness_probe,

@@ -179,14 +179,21 @@ pub fn container_res(
     (r, l)
 }
 
-/// What a pod requests: the sum of its containers' requests (each defaulted from its
-/// limits), as the scheduler fits it.
+/// What a pod requests, as the scheduler fits it: per resource, the larger of the sum of
+/// its containers' requests (each defaulted from its limits) and the largest init
+/// container's request (init containers run one at a time, before the others).
 pub fn pod_requests(spec: &kube_lite_proto::v1::PodSpec) -> Res {
-    spec.containers
+    let req = |c: &kube_lite_proto::v1::Container| {
+        c.resources
+            .as_ref()
+            .map_or(Res::default(), |r| container_res(&r.requests, &r.limits).0)
+    };
+    let apps = spec
+        .containers
         .iter()
-        .filter_map(|c| c.resources.as_ref())
-        .map(|r| container_res(&r.requests, &r.limits).0)
-        .fold(Res::default(), Res::plus)
+        .map(req)
+        .fold(Res::default(), Res::plus);
+    spec.init_containers.iter().map(req).fold(apps, Res::max)
 }
 
 /// What a node offers pods: `allocatable`, else `capacity`, per resource; a resource

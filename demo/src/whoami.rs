@@ -3,7 +3,8 @@
 //! Listens on `0.0.0.0:<port>` (port 8080; `--port N` or env `PORT` override, flag
 //! first) for TCP and UDP. Every HTTP request gets `HOSTNAME:<hostname> IP:<ip>\n` with
 //! `Connection: close`, where `<hostname>` is the UTS hostname (the pod name under
-//! kube-lite) and `<ip>` the first non-loopback IPv4 address (the pod IP). Every UDP
+//! kube-lite) and `<ip>` the first non-loopback IPv4 address (the pod IP); `GET /client`
+//! adds a line `CLIENT:<source address of the connection>`. Every UDP
 //! datagram gets the same text back. SIGTERM/SIGINT end it at once with status 0, also
 //! when it is PID 1 of its namespace (the signals are waited for, not left to defaults).
 
@@ -74,7 +75,17 @@ fn serve_tcp(mut s: TcpStream) {
         }
     }
     let head = buf.starts_with(b"HEAD ");
-    let body = answer();
+    // `GET /client`: the address the connection came from (is the client's source
+    // preserved through a Service?), after the usual line.
+    let body = if buf.starts_with(b"GET /client ") {
+        let peer = s
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        format!("{}CLIENT:{peer}\n", answer())
+    } else {
+        answer()
+    };
     let mut resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -90,6 +90,12 @@ impl K8sKind for Node {
                         .map(|(k, v)| (k.clone(), Quantity(v.clone())))
                         .collect()
                 }),
+                allocatable: (!st.allocatable.is_empty()).then(|| {
+                    st.allocatable
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                        .collect()
+                }),
                 addresses: opt(&st.address).map(|address| {
                     vec![corev1::NodeAddress {
                         type_: "InternalIP".into(),
@@ -153,6 +159,12 @@ impl K8sKind for Node {
                 last_heartbeat_time,
                 capacity: st
                     .capacity
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect(),
+                allocatable: st
+                    .allocatable
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(k, v)| (k, v.0))

@@ -63,6 +63,7 @@ impl K8sKind for Pod {
         let restarts: i64 = status
             .container_statuses
             .iter()
+            .chain(status.init_container_statuses.iter())
             .map(|c| i64::from(c.restart_count))
             .sum();
         vec![
@@ -114,6 +115,16 @@ pub fn status_text(pod: &Pod) -> String {
     if !status.reason.is_empty() {
         text = status.reason.clone();
     }
+    let n_init = pod.spec.as_ref().map_or(0, |s| s.init_containers.len());
+    if let Some(t) = kube_lite_core::consts::init_status_text(
+        status
+            .init_container_statuses
+            .iter()
+            .map(|c| (c.state.as_str(), c.reason.as_str(), c.exit_code)),
+        n_init,
+    ) {
+        return t;
+    }
     for cs in &status.container_statuses {
         match cs.state.as_str() {
             container_state::WAITING | container_state::TERMINATED if !cs.reason.is_empty() => {
@@ -132,6 +143,8 @@ fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
     corev1::PodSpec {
         node_name: opt(&s.node_name),
         containers: s.containers.iter().map(container_to_k8s).collect(),
+        init_containers: (!s.init_containers.is_empty())
+            .then(|| s.init_containers.iter().map(container_to_k8s).collect()),
         restart_policy: opt(&s.restart_policy),
         node_selector: meta::map(&s.node_selector),
         termination_grace_period_seconds: Some(s.termination_grace_period_seconds),
@@ -143,6 +156,12 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
     PodSpec {
         node_name: s.node_name.unwrap_or_default(),
         containers: s.containers.into_iter().map(container_from_k8s).collect(),
+        init_containers: s
+            .init_containers
+            .unwrap_or_default()
+            .into_iter()
+            .map(container_from_k8s)
+            .collect(),
         restart_policy: s.restart_policy.unwrap_or_default(),
         node_selector: meta::unmap(s.node_selector),
         termination_grace_period_seconds: s.termination_grace_period_seconds.unwrap_or(0),
@@ -151,7 +170,7 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
 }
 
 fn container_to_k8s(c: &Container) -> corev1::Container {
-    corev1::Container {
+    let mut k = corev1::Container {
         name: c.name.clone(),
         image: opt(&c.image),
         command: opt_vec(c.command.clone()),
@@ -161,8 +180,11 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 .iter()
                 .map(|e| corev1::EnvVar {
                     name: e.name.clone(),
-                    value: Some(e.value.clone()),
-                    ..Default::default()
+                    value: e.value_from.is_none().then(|| e.value.clone()),
+                    value_from: e
+                        .value_from
+                        .as_ref()
+                        .map(crate::pod_extras::env_source_to_k8s),
                 })
                 .collect(),
         ),
@@ -178,10 +200,14 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 .collect(),
         ),
         ..Default::default()
-    }
+    };
+    crate::pod_extras::container_to_k8s(c, &mut k);
+    k
 }
 
-fn container_from_k8s(c: corev1::Container) -> Container {
+fn container_from_k8s(mut c: corev1::Container) -> Container {
+    let mut out = Container::default();
+    crate::pod_extras::container_from_k8s(&mut c, &mut out);
     Container {
         name: c.name,
         image: c.image.unwrap_or_default(),
@@ -194,6 +220,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
             .map(|e| EnvVar {
                 name: e.name,
                 value: e.value.unwrap_or_default(),
+                value_from: e.value_from.map(crate::pod_extras::env_source_from_k8s),
             })
             .collect(),
         ports: c
@@ -206,7 +233,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
                 protocol: p.protocol.unwrap_or_default(),
             })
             .collect(),
-        ..Default::default()
+        ..out
     }
 }
 
@@ -238,6 +265,13 @@ fn status_to_k8s(s: &PodStatus) -> corev1::PodStatus {
                 .map(container_status_to_k8s)
                 .collect(),
         ),
+        qos_class: opt(&s.qos_class),
+        init_container_statuses: opt_vec(
+            s.init_container_statuses
+                .iter()
+                .map(container_status_to_k8s)
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -263,6 +297,13 @@ fn status_from_k8s(s: corev1::PodStatus) -> PodStatus {
             .collect(),
         container_statuses: s
             .container_statuses
+            .unwrap_or_default()
+            .into_iter()
+            .map(container_status_from_k8s)
+            .collect(),
+        qos_class: s.qos_class.unwrap_or_default(),
+        init_container_statuses: s
+            .init_container_statuses
             .unwrap_or_default()
             .into_iter()
             .map(container_status_from_k8s)
@@ -299,18 +340,25 @@ fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
             ..Default::default()
         },
     };
-    corev1::ContainerStatus {
+    let mut k = corev1::ContainerStatus {
         name: c.name.clone(),
         ready: c.ready,
         restart_count: c.restart_count,
-        started: Some(c.state == container_state::RUNNING),
+        // Set by the agent (startup probe passed, or none, and running).
+        started: Some(c.started),
         state: Some(state),
         ..Default::default()
-    }
+    };
+    crate::pod_extras::container_status_to_k8s(c, &mut k);
+    k
 }
 
 fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
+    let mut extras = ContainerStatus::default();
+    crate::pod_extras::container_status_from_k8s(&c, &mut extras);
     let mut out = ContainerStatus {
+        started: extras.started,
+        last_state: extras.last_state,
         name: c.name,
         ready: c.ready,
         restart_count: c.restart_count,
@@ -360,6 +408,7 @@ mod tests {
                     env: vec![EnvVar {
                         name: "A".into(),
                         value: "b".into(),
+                        value_from: None,
                     }],
                     ports: vec![ContainerPort {
                         name: "http".into(),

@@ -478,6 +478,7 @@ mod tests {
                     env: vec![EnvVar {
                         name: "A".into(),
                         value: "1".into(),
+                        value_from: None,
                     }],
                     ports: vec![ContainerPort {
                         name: "http".into(),

@@ -31,6 +31,8 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 
 /// A converted document.
+// Short-lived values, one per document: boxing the larger Pod buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
     Pod(Pod),
@@ -432,6 +434,7 @@ impl Walker {
             s,
             &[
                 "containers",
+                "initContainers",
                 "restartPolicy",
                 "nodeName",
                 "nodeSelector",
@@ -494,6 +497,14 @@ impl Walker {
                 spec.containers.push(container);
             }
         }
+        let inits = self.array("spec.initContainers", s.get("initContainers"));
+        for (i, c) in inits.iter().enumerate() {
+            let path = format!("spec.initContainers[{i}]");
+            if let Some(c) = self.object(&path, Some(c)) {
+                let container = self.container(&path, c);
+                spec.init_containers.push(container);
+            }
+        }
         spec
     }
 
@@ -518,10 +529,11 @@ impl Walker {
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");
             if let Some(e) = self.object(&p, Some(e)) {
-                self.unknown(&p, e, &["name", "value"], Kind::Pod);
+                self.unknown(&p, e, &["name", "value", "valueFrom"], Kind::Pod);
                 out.env.push(EnvVar {
                     name: self.string(&join(&p, "name"), e.get("name")),
                     value: self.string(&join(&p, "value"), e.get("value")),
+                    value_from: self.env_source(&join(&p, "valueFrom"), e.get("valueFrom")),
                 });
             }
         }
@@ -783,7 +795,8 @@ spec:
             c.env,
             vec![EnvVar {
                 name: "GREETING".into(),
-                value: "hello".into()
+                value: "hello".into(),
+                value_from: None,
             }]
         );
         assert_eq!(
@@ -937,7 +950,7 @@ spec:
     env:
     - name: A
       valueFrom:
-        fieldRef: {fieldPath: status.podIP}
+        configMapKeyRef: {name: c, key: k}
     ports:
     - containerPort: 80
       hostPort: 8080
@@ -950,7 +963,7 @@ status:
             vec![
                 "metadata.finalizers: not supported by kube-lite",
                 "spec.volumes: not supported by kube-lite",
-                "spec.containers[0].env[0].valueFrom: not supported by kube-lite",
+                "spec.containers[0].env[0].valueFrom.configMapKeyRef: not supported by kube-lite",
                 "spec.containers[0].ports[0].hostPort: not supported by kube-lite",
             ]
         );
@@ -960,7 +973,7 @@ status:
             .replace("  volumes:\n  - name: data\n    emptyDir: {}\n", "")
             .replace("    resources:\n      limits:\n        cpu: 100m\n", "")
             .replace(
-                "      valueFrom:\n        fieldRef: {fieldPath: status.podIP}\n",
+                "      valueFrom:\n        configMapKeyRef: {name: c, key: k}\n",
                 "      value: x\n",
             )
             .replace("      hostPort: 8080\n", "");

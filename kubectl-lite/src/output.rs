@@ -142,6 +142,16 @@ pub fn pod_status_text(pod: &Pod) -> String {
     if !status.reason.is_empty() {
         text = status.reason.clone();
     }
+    let n_init = pod.spec.as_ref().map_or(0, |s| s.init_containers.len());
+    if let Some(t) = kube_lite_core::consts::init_status_text(
+        status
+            .init_container_statuses
+            .iter()
+            .map(|c| (c.state.as_str(), c.reason.as_str(), c.exit_code)),
+        n_init,
+    ) {
+        return t;
+    }
     for cs in &status.container_statuses {
         match cs.state.as_str() {
             container_state::WAITING if !cs.reason.is_empty() => text = cs.reason.clone(),
@@ -171,6 +181,7 @@ impl Show for Pod {
         let restarts: i64 = status
             .container_statuses
             .iter()
+            .chain(status.init_container_statuses.iter())
             .map(|c| c.restart_count as i64)
             .sum();
         let mut r = vec![
@@ -189,41 +200,40 @@ impl Show for Pod {
 
     fn to_json(&self) -> Value {
         let spec = self.spec.clone().unwrap_or_default();
-        let containers: Vec<Value> = spec
-            .containers
-            .iter()
-            .map(|c| {
-                let mut o = Map::new();
-                o.insert("name".into(), json!(c.name));
-                o.insert("image".into(), json!(c.image));
-                put_nonempty(&mut o, "command", json!(c.command));
-                put_nonempty(&mut o, "args", json!(c.args));
-                let env: Vec<Value> = c
-                    .env
-                    .iter()
-                    .map(|e| json!({"name": e.name, "value": e.value}))
-                    .collect();
-                put_nonempty(&mut o, "env", Value::Array(env));
-                let ports: Vec<Value> = c
-                    .ports
-                    .iter()
-                    .map(|p| {
-                        Value::Object(port_json(
-                            &p.name,
-                            "containerPort",
-                            p.container_port,
-                            &p.protocol,
-                        ))
-                    })
-                    .collect();
-                put_nonempty(&mut o, "ports", Value::Array(ports));
-                pod_extras::container_json(&mut o, c);
-                Value::Object(o)
-            })
-            .collect();
+        let container_json = |c: &kube_lite_proto::v1::Container| {
+            let mut o = Map::new();
+            o.insert("name".into(), json!(c.name));
+            o.insert("image".into(), json!(c.image));
+            put_nonempty(&mut o, "command", json!(c.command));
+            put_nonempty(&mut o, "args", json!(c.args));
+            let env: Vec<Value> = c
+                .env
+                .iter()
+                .map(|e| json!({"name": e.name, "value": e.value}))
+                .collect();
+            put_nonempty(&mut o, "env", Value::Array(env));
+            let ports: Vec<Value> = c
+                .ports
+                .iter()
+                .map(|p| {
+                    Value::Object(port_json(
+                        &p.name,
+                        "containerPort",
+                        p.container_port,
+                        &p.protocol,
+                    ))
+                })
+                .collect();
+            put_nonempty(&mut o, "ports", Value::Array(ports));
+            pod_extras::container_json(&mut o, c);
+            Value::Object(o)
+        };
+        let containers: Vec<Value> = spec.containers.iter().map(container_json).collect();
+        let inits: Vec<Value> = spec.init_containers.iter().map(container_json).collect();
         let mut s = Map::new();
         put_str(&mut s, "nodeName", &spec.node_name);
         s.insert("containers".into(), Value::Array(containers));
+        put_nonempty(&mut s, "initContainers", Value::Array(inits));
         put_str(&mut s, "restartPolicy", &spec.restart_policy);
         put_nonempty(&mut s, "nodeSelector", sorted_map(&spec.node_selector));
         s.insert(
@@ -267,6 +277,12 @@ fn pod_status_json(st: &PodStatus) -> Value {
         .map(container_status_json)
         .collect();
     put_nonempty(&mut o, "containerStatuses", Value::Array(cs));
+    let ics: Vec<Value> = st
+        .init_container_statuses
+        .iter()
+        .map(container_status_json)
+        .collect();
+    put_nonempty(&mut o, "initContainerStatuses", Value::Array(ics));
     put_str(&mut o, "qosClass", &st.qos_class);
     Value::Object(o)
 }

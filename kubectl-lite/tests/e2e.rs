@@ -600,13 +600,13 @@ async fn apply_a_kubernetes_manifest() {
         .replace("whoami", "other")
         .replace(
             "    imagePullPolicy: IfNotPresent\n",
-            "    imagePullPolicy: IfNotPresent\n    resources:\n      limits: {cpu: 100m}\n",
+            "    imagePullPolicy: IfNotPresent\n    volumeDevices:\n    - {name: d, devicePath: /dev/xvda}\n",
         )
         .replace("type: ClusterIP", "type: ExternalName");
     let out = kl_stdin(s, &["apply", "-f", "-"], &bad).await;
     assert_eq!(
         out.err(),
-        "error: <stdin>: document 1 (Pod \"other\"): spec.containers[0].resources: not supported by kube-lite; \
+        "error: <stdin>: document 1 (Pod \"other\"): spec.containers[0].volumeDevices: not supported by kube-lite; \
          <stdin>: document 2 (Service \"other\"): spec.type: \"ExternalName\" is not supported (ClusterIP, NodePort, LoadBalancer)"
     );
     assert_eq!(out.stdout, "");

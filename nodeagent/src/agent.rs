@@ -255,6 +255,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         runtime,
         Resolver::from_env(&node_name, cfg.image_dir.clone()),
     );
+    // Cluster DNS: pods' resolv.conf, and the server in the node namespace.
+    let node_resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
+    let cluster_dns = (!cfg.no_cluster_dns).then_some(cfg.cluster_dns);
+    let _ = node.dns.set(pods::PodDns {
+        cluster_dns,
+        domain: cfg.cluster_domain.clone(),
+        node: crate::dns::resolv::ResolvConf::parse(&node_resolv),
+    });
+    if let Some(ip) = cluster_dns {
+        let upstreams = match &cfg.dns_upstream {
+            Some(s) => crate::config::parse_upstreams(s).map_err(anyhow::Error::msg)?,
+            None => crate::dns::upstreams_from_resolv_conf(&node_resolv),
+        };
+        let dcfg = crate::dns::DnsConfig {
+            listen: (ip, 53).into(),
+            domain: cfg.cluster_domain.clone(),
+            upstreams,
+        };
+        let (ch, ns) = (channel.clone(), cfg.netns.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::dns::run(ch, ns, dcfg).await {
+                tracing::error!("cluster DNS: {e:#}");
+            }
+        });
+    }
     pods::recover(&node).await;
     tokio::spawn(pods::watch_pods(node.clone(), clients.clone()));
     tokio::spawn(node::sync_peers_forever(
@@ -268,6 +293,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let pcfg = kube_lite_proxy::ProxyConfig {
             netns: cfg.netns.clone(),
             pod_subnet: Some(subnet),
+            node_name: Some(node_name.clone()),
             mode: match cfg.proxy_mode.as_str() {
                 "random" => kube_lite_proxy::Mode::Random,
                 _ => kube_lite_proxy::Mode::Nth,

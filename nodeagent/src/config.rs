@@ -102,6 +102,47 @@ pub struct Config {
     /// memory kept from pods.
     #[arg(long, env = "KUBE_LITE_RESERVED_MEMORY", value_parser = parse_quantity, default_value = "0")]
     pub reserved_memory: Quantity,
+    /// The cluster DNS address: this agent serves the cluster's names there (inside
+    /// the node namespace) and ClusterFirst pods get it as their nameserver (the
+    /// apiserver's --cluster-dns, which it never gives to a Service).
+    #[arg(long, env = "KUBE_LITE_CLUSTER_DNS", default_value = "10.96.0.10")]
+    pub cluster_dns: Ipv4Addr,
+    /// Do not run the cluster DNS server (pods' ClusterFirst falls back to Default).
+    #[arg(long, env = "KUBE_LITE_NO_CLUSTER_DNS")]
+    pub no_cluster_dns: bool,
+    /// The cluster domain.
+    #[arg(
+        long,
+        env = "KUBE_LITE_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// Resolvers for names outside the cluster domain (`IP[:PORT]`, comma separated),
+    /// `none` for none (SERVFAIL); default: the nameservers of --resolv-conf.
+    #[arg(long, env = "KUBE_LITE_DNS_UPSTREAM")]
+    pub dns_upstream: Option<String>,
+    /// The node's resolv.conf (pods with dnsPolicy Default get its contents).
+    #[arg(
+        long,
+        env = "KUBE_LITE_RESOLV_CONF",
+        default_value = "/etc/resolv.conf"
+    )]
+    pub resolv_conf: PathBuf,
+}
+
+/// Parses `--dns-upstream`: `none`, or `IP[:PORT]` separated by commas.
+pub fn parse_upstreams(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    if s.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|p| {
+            let p = p.trim();
+            p.parse::<std::net::SocketAddr>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| format!("--dns-upstream: {p:?} is not IP or IP:PORT"))
+        })
+        .collect()
 }
 
 pub use kube_lite_core::quantity::{parse_quantity, Quantity};

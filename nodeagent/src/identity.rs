@@ -102,6 +102,15 @@ pub async fn obtain(
     join: &JoinToken,
 ) -> anyhow::Result<NodeIdentity> {
     let dir = state_dir.join("pki");
+    // A CA or token file that is not there yet (the apiserver writes them at its first
+    // start, e.g. into a shared volume) is waited for, two minutes at most.
+    let have_identity = dir.join("node.crt").exists();
+    for f in ca_file
+        .into_iter()
+        .chain(join.file.as_deref().filter(|_| !have_identity))
+    {
+        wait_for_file(f, Duration::from_secs(120)).await;
+    }
     let ca_pem = match ca_file {
         Some(f) => std::fs::read_to_string(f)
             .with_context(|| format!("reading the cluster CA {}", f.display()))?,
@@ -182,6 +191,18 @@ pub async fn obtain(
         info,
         dir,
     })
+}
+
+async fn wait_for_file(f: &Path, limit: Duration) {
+    let start = std::time::Instant::now();
+    let mut said = false;
+    while !f.exists() && start.elapsed() < limit {
+        if !said {
+            tracing::info!(file = %f.display(), "waiting for the file to appear");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn save(dir: &Path, cert: &str, key: &str, ca: &str) -> anyhow::Result<()> {

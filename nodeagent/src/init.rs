@@ -518,6 +518,18 @@ fn pid1(a: &InitArgs) -> i32 {
         ) {
             warn(&format!("mounting /proc: {e}"));
         }
+        // The pod's resolv.conf over the node's, in this mount namespace only.
+        if let Some(src) = std::env::var_os(crate::runtime::RESOLV_CONF_ENV) {
+            if let Err(e) = mount(
+                Some(src.as_os_str()),
+                "/etc/resolv.conf",
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ) {
+                warn(&format!("bind-mounting {src:?} on /etc/resolv.conf: {e}"));
+            }
+        }
     } else {
         // Not PID 1 (no PID namespace): at least adopt orphans of the program.
         let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -527,7 +539,8 @@ fn pid1(a: &InitArgs) -> i32 {
         warn(&format!("blocking signals: {e}"));
     }
     let mut cmd = Command::new(&a.program);
-    cmd.args(&a.args);
+    cmd.args(&a.args)
+        .env_remove(crate::runtime::RESOLV_CONF_ENV);
     unblock_in_child(&mut cmd);
     let pipe = a
         .log

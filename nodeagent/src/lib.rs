@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod cgroups;
 pub mod config;
+pub mod dns;
 pub mod identity;
 pub mod image;
 pub mod init;

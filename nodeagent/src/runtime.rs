@@ -37,7 +37,14 @@ pub struct ContainerSpec {
     pub netns_path: Option<PathBuf>,
     /// cgroup limits (memory/cpu) for the instance and its pod.
     pub resources: ContainerResources,
+    /// Contents of the container's /etc/resolv.conf (bind-mounted over the node's in
+    /// its mount namespace); None = the node's.
+    pub resolv_conf: Option<String>,
 }
+
+/// Environment variable by which the runtime tells the container init which file to
+/// bind-mount on /etc/resolv.conf (removed before the program starts).
+pub const RESOLV_CONF_ENV: &str = "KUBE_LITE_INIT_RESOLV_CONF";
 
 /// A started (or adopted) container instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +285,14 @@ impl Runtime for ProcessRuntime {
         let cgroup_files = self
             .cgroup_for(spec)
             .map_err(|m| err(std::io::Error::other(m)))?;
+        let resolv = match &spec.resolv_conf {
+            Some(text) => {
+                let p = dir.join("resolv.conf");
+                kube_lite_net::write_atomic(&p, text.as_bytes()).map_err(err)?;
+                Some(p)
+            }
+            None => None,
+        };
         let mut cmd = tokio::process::Command::new(&self.init_exe);
         join_cgroups(&mut cmd, &cgroup_files);
         cmd.arg0("nodeagent")
@@ -290,6 +305,7 @@ impl Runtime for ProcessRuntime {
             .env("HOSTNAME", &spec.hostname)
             .env("HOME", "/")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(resolv.iter().map(|p| (RESOLV_CONF_ENV, p.as_os_str())))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(errf)

@@ -243,6 +243,7 @@ pub fn pod_status(
             message: String::new(),
         }],
         qos_class: String::new(),
+        init_container_statuses: Vec::new(),
     }
 }
 

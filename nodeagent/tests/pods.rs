@@ -36,6 +36,7 @@ fn pod(name: &str, node: &str, image: &str, args: &[&str], restart: &str) -> Pod
                 env: vec![EnvVar {
                     name: "GREETING".into(),
                     value: "hi".into(),
+                    value_from: None,
                 }],
                 ..Default::default()
             }],

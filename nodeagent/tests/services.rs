@@ -410,7 +410,7 @@ async fn service_without_endpoints_refuses_and_deleted_service_leaves_no_chains(
                     .lines()
                     .filter(|l| {
                         l.contains("KL-SVC-")
-                            || l.contains("MASQUERADE")
+                            || l.contains("kube-lite hairpin")
                             || l.contains("default/whoami")
                     })
                     .map(str::to_string)

@@ -192,8 +192,10 @@ pub struct Ca {
 
 fn validity(params: &mut CertificateParams, valid_for: Duration) {
     let now = time::OffsetDateTime::now_utc();
-    // A little backdating for clocks that are slightly apart.
-    params.not_before = now - time::Duration::minutes(5);
+    // A little backdating for clocks that are slightly apart: 5 minutes, or a quarter of
+    // a short lifetime (so that renewal after two thirds of the life stays after issue).
+    let back = (valid_for / 4).min(Duration::from_secs(300));
+    params.not_before = now - time::Duration::seconds(back.as_secs() as i64);
     params.not_after =
         now + time::Duration::seconds(valid_for.as_secs().min(i64::MAX as u64) as i64);
 }
@@ -715,6 +717,19 @@ mod tests {
             Identity::node("a").to_string(),
             "\"system:node:a\" (groups system:nodes)"
         );
+    }
+
+    #[test]
+    fn short_lived_certificates_are_not_due_at_issue() {
+        let ca = Ca::generate().unwrap();
+        let (csr, _) = new_csr(&["127.0.0.1".into()]).unwrap();
+        let cert = ca
+            .sign_node_csr(&csr, "n", Duration::from_secs(60))
+            .unwrap();
+        let info = cert_info_pem(&cert).unwrap();
+        let now = now_unix();
+        assert!(!info.needs_renewal(now), "{info:?} at {now}");
+        assert!(info.needs_renewal(now + 60));
     }
 
     #[test]

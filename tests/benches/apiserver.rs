@@ -7,6 +7,11 @@
 //!
 //! Every create is validated, versioned, fsync'ed (group commit) and visible to watchers.
 //! The pods are created pre-bound to a node so the scheduler adds no extra writes.
+//!
+//! The server is secure (TLS, client certificates, authorization) as by default; the
+//! "security overhead" section runs the same writes and watch against a second,
+//! `--insecure` server in the same run and prints the ratio (issue 14).
+//! `KL_BENCH_SECS=N` shortens each write level (default 5 s).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,9 +23,14 @@ use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
 #[cfg(feature = "etcd")]
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-const WRITE_SECS: u64 = 5;
+fn write_secs() -> u64 {
+    std::env::var("KL_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
 const LEVELS: [usize; 3] = [1, 8, 64];
 
 fn pod(ns: &str, name: &str) -> Pod {
@@ -44,6 +54,7 @@ fn pod(ns: &str, name: &str) -> Pod {
                 env: vec![EnvVar {
                     name: "MODE".into(),
                     value: "bench".into(),
+                    ..Default::default()
                 }],
                 ports: vec![ContainerPort {
                     name: "http".into(),
@@ -58,12 +69,10 @@ fn pod(ns: &str, name: &str) -> Pod {
     }
 }
 
+/// A connection to the test server at `url`: TLS as the admin (client certificate) for
+/// `https://`, plaintext for `http://`.
 async fn channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
+    kube_lite_tests::apiserver::connect_for(url).await
 }
 
 fn pods_client(ch: Channel) -> pod_api_client::PodApiClient<Channel> {
@@ -91,7 +100,7 @@ async fn apiserver_writes(url: &str, clients: usize) -> WriteResult {
     for _ in 0..clients {
         conns.push(pods_client(channel(url).await));
     }
-    let deadline = Instant::now() + Duration::from_secs(WRITE_SECS);
+    let deadline = Instant::now() + Duration::from_secs(write_secs());
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (c, mut client) in conns.into_iter().enumerate() {
@@ -202,7 +211,7 @@ mod etcd {
         for _ in 0..clients {
             conns.push(Client::connect([url], None).await.expect("etcd connect"));
         }
-        let deadline = Instant::now() + Duration::from_secs(WRITE_SECS);
+        let deadline = Instant::now() + Duration::from_secs(write_secs());
         let start = Instant::now();
         let mut tasks = Vec::new();
         for (c, mut client) in conns.into_iter().enumerate() {
@@ -363,7 +372,7 @@ async fn main() {
     let s = TestApiServer::start().await;
     println!(
         "kube-lite apiserver benchmark ({} s per write level, release build: {})",
-        WRITE_SECS,
+        write_secs(),
         !cfg!(debug_assertions)
     );
     println!();
@@ -425,6 +434,38 @@ async fn main() {
         ms(send.value_at_quantile(0.99)),
         ms(send.max())
     );
+    println!();
+
+    // Issue 14: what TLS + authentication + authorization cost, against the same
+    // server in --insecure mode, in this run.
+    let plain = TestApiServer::start_insecure().await;
+    println!(
+        "Security overhead: TLS + client-certificate auth (secure, the default) vs --insecure"
+    );
+    println!(
+        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>7}",
+        "clients", "secure/s", "p99 ms", "plain/s", "p99 ms", "ratio"
+    );
+    for clients in LEVELS {
+        let sec = apiserver_writes(&s.url, clients).await;
+        let pl = apiserver_writes(&plain.url, clients).await;
+        println!(
+            "{:<10} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>6.2}x",
+            clients,
+            sec.rate(),
+            sec.p(0.99),
+            pl.rate(),
+            pl.p(0.99),
+            sec.rate() / pl.rate()
+        );
+    }
+    let (plain_ack, _, plain_n) = watch_latency(&plain.url, 100, 2000).await;
+    println!(
+        "  watch p99 after ack: secure {:.2} ms, plain {:.2} ms ({plain_n} plain deliveries)",
+        ms(ack.value_at_quantile(0.99)),
+        ms(plain_ack.value_at_quantile(0.99))
+    );
+    drop(plain);
     println!();
 
     let (n, h) = list_10k(&s).await;

@@ -119,6 +119,26 @@ pub fn channel_for(url: &str) -> Channel {
     }
 }
 
+/// [`channel_for`], connected now (the TLS handshake is not left to the first call).
+pub async fn connect_for(url: &str) -> Channel {
+    try_connect_for(url).await.expect("connect")
+}
+
+/// [`connect_for`] that reports a failure (a server that is down) instead of panicking.
+pub async fn try_connect_for(url: &str) -> Result<Channel, String> {
+    if url.starts_with("https://") {
+        kube_lite_client::connect_tls(url, tls_config(Some(&test_pki().admin)))
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// TLS settings for a stand-in node agent of node `node` on 127.0.0.1: its certificate
 /// (from the test CA, as a join gives it) and client certificates required.
 pub fn agent_server_tls(node: &str) -> tonic::transport::ServerTlsConfig {

@@ -161,6 +161,7 @@ async fn every_validation_error_names_field_and_rule() {
                 p.spec.as_mut().unwrap().containers[0].env.push(EnvVar {
                     name: "".into(),
                     value: "x".into(),
+                    ..Default::default()
                 })
             },
             "non-empty",

@@ -55,6 +55,7 @@ type Key = (K, String, String);
 
 /// What a client's accepted writes left: the object as the server answered.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Obj {
     Node(Node),
     Pod(Pod),
@@ -304,6 +305,15 @@ impl Gen {
                             .map(|_| EnvVar {
                                 name: self.pick(2, &["A", "PATH", "", "A=B", "\0"]),
                                 value: self.any_string(),
+                                value_from: self.rng.random_bool(0.1).then(|| EnvVarSource {
+                                    field_ref: Some(ObjectFieldSelector {
+                                        field_path: self.pick(
+                                            2,
+                                            &["metadata.name", "x", "metadata.labels['a']"],
+                                        ),
+                                    }),
+                                    ..Default::default()
+                                }),
                             })
                             .collect(),
                         ports: (0..self.rng.random_range(0..3))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kube_lite_proto::v1::node_api_client::NodeApiClient;
 use kube_lite_proto::v1::*;
-use kube_lite_tests::apiserver::{channel_for, TestApiServer};
+use kube_lite_tests::apiserver::TestApiServer;
 use kube_lite_tests::fixtures::{get, pod};
 
 const GRACE: Duration = Duration::from_millis(800);
@@ -83,10 +83,19 @@ impl Agents {
             on.lock().unwrap().insert(name.to_string(), true);
             let (url, on, name) = (url.clone(), on.clone(), name.to_string());
             tasks.push(tokio::spawn(async move {
+                // One connection per agent (TLS as the admin: the test kit's server is
+                // secure), made again when the server moves.
+                let mut conn: Option<(String, NodeApiClient<tonic::transport::Channel>)> = None;
                 loop {
                     if on.lock().unwrap()[&name] {
                         let u = url.lock().unwrap().clone();
-                        let mut c = NodeApiClient::new(channel_for(&u));
+                        if conn.as_ref().is_none_or(|(cu, _)| *cu != u) {
+                            conn = Some((
+                                u.clone(),
+                                NodeApiClient::new(kube_lite_tests::apiserver::channel_for(&u)),
+                            ));
+                        }
+                        let c = &mut conn.as_mut().expect("set").1;
                         if let Ok(n) = c.get(get(&name)).await {
                             let mut n = n.into_inner();
                             n.status = Some(ready_status());

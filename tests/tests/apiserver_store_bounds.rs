@@ -307,6 +307,19 @@ fn pod_with(name: &str, kib: usize) -> Pod {
 
 #[tokio::test]
 async fn full_disk_is_resource_exhausted_and_recovers_without_losing_writes() {
+    full_disk_case(20).await;
+}
+
+/// The same with objects stored as value files (over 64 KiB): a value file that does
+/// not fit fails its batch the same way.
+#[tokio::test]
+async fn full_disk_with_large_objects_loses_no_write() {
+    full_disk_case(100).await;
+}
+
+/// Writes pods of `kib` KiB until the disk is full, then checks the failure, the
+/// recovery and two restarts (one on a full disk).
+async fn full_disk_case(kib: usize) {
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root to mount a tmpfs");
         return;
@@ -325,7 +338,7 @@ async fn full_disk_is_resource_exhausted_and_recovers_without_losing_writes() {
     let mut acked: Vec<Pod> = Vec::new();
     for i in 0..5 {
         acked.push(
-            pods.create(pod_with(&format!("a{i}"), 20))
+            pods.create(pod_with(&format!("a{i}"), kib))
                 .await
                 .unwrap()
                 .into_inner(),
@@ -337,7 +350,7 @@ async fn full_disk_is_resource_exhausted_and_recovers_without_losing_writes() {
     let mut i = 0;
     let err = loop {
         assert!(i < 2000, "the disk never filled up");
-        match pods.create(pod_with(&format!("b{i}"), 20)).await {
+        match pods.create(pod_with(&format!("b{i}"), kib)).await {
             Ok(p) => acked.push(p.into_inner()),
             Err(e) => break e,
         }

@@ -55,6 +55,96 @@ pub fn check_container(f: &str, c: &Container) -> R {
     Ok(())
 }
 
+/// An env var's `value_from`: exactly one source, a field path or resource we resolve.
+pub fn check_env_source(f: &str, e: &kube_lite_proto::v1::EnvVar) -> R {
+    let Some(src) = &e.value_from else {
+        return Ok(());
+    };
+    if !e.value.is_empty() {
+        return Err(ApiError::invalid(
+            format!("{f}.value_from"),
+            "may not be specified when value is not empty",
+        ));
+    }
+    match (&src.field_ref, &src.resource_field_ref) {
+        (Some(fr), None) => {
+            let p = fr.field_path.as_str();
+            let sub = |pre: &str| {
+                p.strip_prefix(pre)
+                    .and_then(|r| r.strip_prefix("['"))
+                    .and_then(|r| r.strip_suffix("']"))
+                    .is_some_and(|k| !k.is_empty())
+            };
+            let known = [
+                "metadata.name",
+                "metadata.namespace",
+                "metadata.uid",
+                "spec.nodeName",
+                "status.podIP",
+                "status.hostIP",
+            ];
+            if !known.contains(&p) && !sub("metadata.labels") && !sub("metadata.annotations") {
+                return Err(ApiError::invalid(
+                    format!("{f}.value_from.field_ref.field_path"),
+                    format!(
+                        "{} is not supported (metadata.name, metadata.namespace, metadata.uid, metadata.labels['k'], metadata.annotations['k'], spec.nodeName, status.podIP, status.hostIP)",
+                        quote(p)
+                    ),
+                ));
+            }
+        }
+        (None, Some(rr)) => {
+            let known = [
+                "limits.cpu",
+                "limits.memory",
+                "requests.cpu",
+                "requests.memory",
+            ];
+            if !known.contains(&rr.resource.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("{f}.value_from.resource_field_ref.resource"),
+                    format!("{} is not supported (limits.cpu, limits.memory, requests.cpu, requests.memory)", quote(&rr.resource)),
+                ));
+            }
+            if !rr.divisor.is_empty() {
+                match parse_quantity(&rr.divisor) {
+                    Ok(q) if !q.is_zero() => {}
+                    _ => {
+                        return Err(ApiError::invalid(
+                            format!("{f}.value_from.resource_field_ref.divisor"),
+                            format!("{} must be a positive quantity", quote(&rr.divisor)),
+                        ))
+                    }
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                format!("{f}.value_from"),
+                "must specify exactly one of field_ref, resource_field_ref",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// What init containers may not have: probes (they run to completion).
+pub fn check_init_container(f: &str, c: &Container) -> R {
+    for (name, p) in [
+        ("liveness_probe", &c.liveness_probe),
+        ("readiness_probe", &c.readiness_probe),
+        ("startup_probe", &c.startup_probe),
+    ] {
+        if p.is_some() {
+            return Err(ApiError::invalid(
+                format!("{f}.{name}"),
+                "must not be set for init containers",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_probe(f: &str, p: &Probe, ports: &HashSet<&str>, one_success: bool) -> R {
     let handlers =
         p.exec.is_some() as u8 + p.http_get.is_some() as u8 + p.tcp_socket.is_some() as u8;

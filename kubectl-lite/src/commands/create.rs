@@ -11,6 +11,7 @@ use kube_lite_proto::v1::{
 };
 
 /// The object to create.
+#[allow(clippy::large_enum_variant)] // short-lived, one per command
 pub enum New {
     Pod(Pod),
     Service(Service),
@@ -37,7 +38,13 @@ pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
     let env = a
         .env
         .iter()
-        .map(|e| parse_env(e).map(|(name, value)| EnvVar { name, value }))
+        .map(|e| {
+            parse_env(e).map(|(name, value)| EnvVar {
+                name,
+                value,
+                value_from: None,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!(e))?;
     let ports = a
@@ -184,7 +191,8 @@ mod tests {
             c.env[1],
             EnvVar {
                 name: "B".into(),
-                value: "x=y".into()
+                value: "x=y".into(),
+                value_from: None,
             }
         );
         assert_eq!(c.ports[0].container_port, 8080);

@@ -2,7 +2,8 @@
 
 use super::{join, type_name, Kind, Walker};
 use kube_lite_proto::v1::{
-    ExecAction, HttpGetAction, HttpHeader, Probe, ResourceRequirements, TcpSocketAction,
+    EnvVarSource, ExecAction, HttpGetAction, HttpHeader, ObjectFieldSelector, Probe,
+    ResourceFieldSelector, ResourceRequirements, TcpSocketAction,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -108,6 +109,33 @@ impl Walker {
             },
             other => (self.port(path, other), String::new()),
         }
+    }
+
+    pub(super) fn env_source(&mut self, path: &str, v: Option<&Value>) -> Option<EnvVarSource> {
+        let m = self.object(path, v)?;
+        self.unknown(path, m, &["fieldRef", "resourceFieldRef"], Kind::Pod);
+        let mut src = EnvVarSource::default();
+        if let Some(f) = self.object(&join(path, "fieldRef"), m.get("fieldRef")) {
+            let fp = join(path, "fieldRef");
+            self.unknown(&fp, f, &["fieldPath", "apiVersion"], Kind::Pod);
+            src.field_ref = Some(ObjectFieldSelector {
+                field_path: self.string(&join(&fp, "fieldPath"), f.get("fieldPath")),
+            });
+        }
+        if let Some(r) = self.object(&join(path, "resourceFieldRef"), m.get("resourceFieldRef")) {
+            let rp = join(path, "resourceFieldRef");
+            self.unknown(&rp, r, &["containerName", "resource", "divisor"], Kind::Pod);
+            let divisor = match r.get("divisor") {
+                Some(Value::Number(n)) => n.to_string(),
+                other => self.string(&join(&rp, "divisor"), other),
+            };
+            src.resource_field_ref = Some(ResourceFieldSelector {
+                container_name: self.string(&join(&rp, "containerName"), r.get("containerName")),
+                resource: self.string(&join(&rp, "resource"), r.get("resource")),
+                divisor,
+            });
+        }
+        Some(src)
     }
 
     pub(super) fn resources(

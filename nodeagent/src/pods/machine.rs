@@ -14,9 +14,7 @@
 use super::probe::{Kind as ProbeKind, Probes, Verdict};
 use crate::runtime::Handle;
 use crate::state::{ContainerRecord, ExitInfo, PodRecord};
-use crate::status::{
-    backoff, phase, pod_status, CState, CView, RestartPolicy, BACKOFF_RESET_AFTER,
-};
+use crate::status::{backoff, pod_status, CState, CView, RestartPolicy, BACKOFF_RESET_AFTER};
 use kube_lite_core::consts::{phase as ph, reason};
 use kube_lite_core::defaults::DEFAULT_TERMINATION_GRACE_SECONDS;
 use kube_lite_core::Resource;
@@ -125,6 +123,8 @@ pub fn network_failure(message: String) -> (String, String) {
 #[derive(Debug, Clone)]
 pub struct Ctr {
     pub spec: Container,
+    /// An init container (they come first in `PodMachine::ctrs`, in spec order).
+    pub init: bool,
     pub view: CView,
     /// The instance being followed.
     pub handle: Option<Handle>,
@@ -200,13 +200,17 @@ impl PodMachine {
     pub fn new(uid: String, pod: Pod, rec: PodRecord, adopted: bool) -> PodMachine {
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = RestartPolicy::parse(&spec.restart_policy);
+        let n_init = spec.init_containers.len();
         let ctrs = spec
-            .containers
+            .init_containers
             .iter()
-            .map(|c| {
+            .chain(spec.containers.iter())
+            .enumerate()
+            .map(|(i, c)| {
                 let r = rec.containers.iter().find(|r| r.name == c.name);
                 Ctr {
                     spec: c.clone(),
+                    init: i < n_init,
                     view: CView {
                         restart_count: r.map(|r| r.restart_count).unwrap_or(0),
                         ever_started: r.is_some_and(|r| r.started_at > 0),
@@ -348,10 +352,45 @@ impl PodMachine {
                         }
                     }
                 }
-                _ => self.ctrs[i].next_start = Some(now),
+                _ => {}
             }
         }
+        self.schedule_next(now);
         follow
+    }
+
+    /// Whether every init container completed successfully.
+    pub fn initialized(&self) -> bool {
+        self.ctrs.iter().filter(|c| c.init).all(|c| {
+            matches!(&c.view.state, CState::Terminated { exit, done: true, .. } if exit.exit_code == 0)
+        })
+    }
+
+    /// Schedules what may start now: the first init container that has not completed
+    /// (one at a time, in order), or, once all have, every app container not yet
+    /// started or scheduled.
+    fn schedule_next(&mut self, now: Instant) {
+        let idle = |c: &Ctr| {
+            c.handle.is_none()
+                && c.next_start.is_none()
+                && !matches!(c.view.state, CState::Terminated { done: true, .. })
+                && !matches!(&c.view.state, CState::Waiting { reason: r, .. } if r == reason::CRASH_LOOP_BACK_OFF)
+        };
+        if let Some(i) = self.ctrs.iter().position(|c| {
+            c.init
+                && !matches!(&c.view.state, CState::Terminated { exit, done: true, .. } if exit.exit_code == 0)
+        }) {
+            let failed_for_good = matches!(self.ctrs[i].view.state, CState::Terminated { done: true, .. });
+            if !failed_for_good && idle(&self.ctrs[i]) {
+                self.ctrs[i].next_start = Some(now);
+            }
+            return;
+        }
+        for c in self.ctrs.iter_mut().filter(|c| !c.init) {
+            if idle(c) {
+                c.next_start = Some(now);
+            }
+        }
     }
 
     /// The exit assumed for an adopted instance that is gone without an exit file.
@@ -406,6 +445,13 @@ impl PodMachine {
         } else {
             self.retry_later(i, reason::IMAGE_NOT_FOUND, message, now);
         }
+    }
+
+    /// The configuration of container `i` cannot be built (a reference that does not
+    /// resolve): waiting with `CreateContainerConfigError`, tried again after the
+    /// back-off.
+    pub fn config_error(&mut self, i: usize, message: String, now: Instant) {
+        self.retry_later(i, reason::CREATE_CONTAINER_CONFIG_ERROR, message, now);
     }
 
     /// The runtime could not start container `i`: again after the back-off.
@@ -524,6 +570,7 @@ impl PodMachine {
             return false;
         }
         let h = c.handle.take().unwrap();
+        let init = c.init;
         let mut exit = exit;
         if let Some(k) = c.kill.take() {
             if exit.message.is_empty() {
@@ -532,7 +579,12 @@ impl PodMachine {
         }
         c.probes = Probes::default();
         c.view.last_exit = Some((exit.clone(), h.started_at));
-        let restart = self.policy.restarts(exit.exit_code);
+        // An init container is run again only when it failed (Always counts as OnFailure).
+        let restart = if init {
+            exit.exit_code != 0 && self.policy != RestartPolicy::Never
+        } else {
+            self.policy.restarts(exit.exit_code)
+        };
         let ran =
             Duration::from_millis(exit.finished_at.saturating_sub(h.started_at).max(0) as u64);
         if ran >= BACKOFF_RESET_AFTER {
@@ -570,6 +622,9 @@ impl PodMachine {
             r.last_exit = Some(exit);
             r.done = !restart;
         }
+        if init {
+            self.schedule_next(now);
+        }
         true
     }
 
@@ -600,8 +655,15 @@ impl PodMachine {
     }
 
     fn views(&self) -> Vec<CView> {
+        self.views_of(false)
+    }
+
+    /// The views of the init (`true`) or app containers.
+    fn views_of(&self, init: bool) -> Vec<CView> {
+        let initialized = self.initialized();
         self.ctrs
             .iter()
+            .filter(|c| c.init == init)
             .map(|c| {
                 let mut v = c.view.clone();
                 let running = matches!(v.state, CState::Running { .. });
@@ -610,6 +672,18 @@ impl PodMachine {
                 if matches!(v.state, CState::Terminated { .. }) {
                     // The instance that ended is the state itself, not the last state.
                     v.last_exit = None;
+                }
+                if !init && !initialized {
+                    if let CState::Waiting { reason: r, .. } = &mut v.state {
+                        if r == reason::CONTAINER_CREATING {
+                            *r = reason::POD_INITIALIZING.into();
+                        }
+                    }
+                }
+                if init && matches!(v.state, CState::Terminated { .. }) {
+                    // A completed init container counts as ready (kubectl shows it so).
+                    v.ready =
+                        matches!(&v.state, CState::Terminated { exit, .. } if exit.exit_code == 0);
                 }
                 v
             })
@@ -624,6 +698,7 @@ impl PodMachine {
         } else {
             0
         };
+        let init_views = self.views_of(true);
         let mut st = pod_status(
             &self.views(),
             ip,
@@ -641,7 +716,15 @@ impl PodMachine {
                 .map_or((&empty, &empty), |r| (&r.requests, &r.limits))
         }))
         .to_string();
+        if !init_views.is_empty() {
+            apply_init(&mut st, &init_views, self.initialized());
+        }
         st
+    }
+
+    /// The pod phase now (init containers included).
+    pub fn phase_now(&self) -> String {
+        self.status("").phase
     }
 
     /// The status to send now, if any: not what was sent last (unless a retry is due),
@@ -692,8 +775,12 @@ impl PodMachine {
     /// `Some(phase)` when the pod finished for good (Succeeded/Failed) and still holds
     /// its network: Kubernetes gives back network and IP at once.
     pub fn finished_holding_network(&self) -> Option<&'static str> {
-        let p = phase(&self.views());
-        (!self.rec.network_released && (p == ph::SUCCEEDED || p == ph::FAILED)).then_some(p)
+        let p = match self.phase_now().as_str() {
+            ph::SUCCEEDED => ph::SUCCEEDED,
+            ph::FAILED => ph::FAILED,
+            _ => return None,
+        };
+        (!self.rec.network_released).then_some(p)
     }
 
     pub fn network_released(&mut self) {
@@ -721,6 +808,41 @@ impl PodMachine {
             }
         }
         live
+    }
+}
+
+/// Init containers on the pod status: `init_container_statuses`, and while they have
+/// not all completed: phase Pending (Failed when one failed for good), not Ready, the
+/// failing init container's reason on the pod.
+pub fn apply_init(st: &mut PodStatus, init: &[CView], initialized: bool) {
+    let s = pod_status(init, None, "", 0, None);
+    st.init_container_statuses = s.container_statuses;
+    for (cs, v) in st.init_container_statuses.iter_mut().zip(init) {
+        cs.ready = v.ready;
+    }
+    if initialized {
+        return;
+    }
+    let failed = init.iter().any(
+        |c| matches!(&c.state, CState::Terminated { exit, done: true, .. } if exit.exit_code != 0),
+    );
+    st.phase = if failed { ph::FAILED } else { ph::PENDING }.into();
+    for c in &mut st.conditions {
+        if c.r#type == kube_lite_core::consts::condition::READY {
+            c.status = kube_lite_core::consts::condition_status::FALSE.into();
+        }
+    }
+    if let Some((r, m)) = init.iter().find_map(|c| match &c.state {
+        CState::Waiting { reason, message } if reason == reason::CRASH_LOOP_BACK_OFF => {
+            Some((reason.clone(), message.clone()))
+        }
+        CState::Terminated {
+            exit, done: true, ..
+        } if exit.exit_code != 0 => Some((exit.reason.clone(), exit.message.clone())),
+        _ => None,
+    }) {
+        st.reason = r;
+        st.message = m;
     }
 }
 

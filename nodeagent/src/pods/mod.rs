@@ -16,6 +16,7 @@
 //! small traits of [`ports`] and [`Runtime`] (fakes in `fakes`, for the executor's
 //! unit tests in `tests`).
 
+pub mod env;
 pub mod machine;
 pub mod ports;
 pub mod probe;
@@ -65,6 +66,9 @@ pub struct Node {
     pub state: Arc<dyn StateStore>,
     pub runtime: Arc<dyn Runtime>,
     pub resolver: Resolver,
+    /// What pods' /etc/resolv.conf is made from (set once at start; unset: pods keep
+    /// the node's file).
+    pub dns: std::sync::OnceLock<PodDns>,
     /// Live workers by pod uid.
     workers: Mutex<HashMap<String, watch::Sender<PodMsg>>>,
     /// Uids whose worker finished (torn down): never start them again.
@@ -72,6 +76,16 @@ pub struct Node {
     /// Bounds concurrent pod network set-ups/teardowns: hundreds at once overrun the
     /// netlink socket's receive buffer (a lost reply would hang a worker).
     net_ops: tokio::sync::Semaphore,
+}
+
+/// The inputs of a pod's resolv.conf besides its own spec.
+#[derive(Debug, Clone)]
+pub struct PodDns {
+    /// None: no cluster DNS (ClusterFirst falls back to Default).
+    pub cluster_dns: Option<Ipv4Addr>,
+    pub domain: String,
+    /// The node's resolv.conf.
+    pub node: crate::dns::resolv::ResolvConf,
 }
 
 /// Longest a pod network set-up or teardown may take before it is retried/reported.
@@ -106,6 +120,7 @@ impl Node {
             state,
             runtime,
             resolver,
+            dns: std::sync::OnceLock::new(),
             workers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
             net_ops: tokio::sync::Semaphore::new(NET_OP_CONCURRENCY),
@@ -648,11 +663,20 @@ impl PodWorker {
 
     fn start(&mut self, i: usize) {
         let spec = self.m.ctrs[i].spec.clone();
-        let (program, args) = match self
-            .node
-            .resolver
-            .argv(&spec.image, &spec.command, &spec.args)
-        {
+        let ip = self.m.rec.ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let facts = env::PodFacts::of(&self.m.pod, &ip, &self.node.address.to_string());
+        let all: Vec<&kube_lite_proto::v1::Container> =
+            self.m.ctrs.iter().map(|c| &c.spec).collect();
+        let envs = match env::build_env(&spec, &all, &facts) {
+            Ok(e) => e,
+            Err(m) => {
+                warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{m}");
+                self.m.config_error(i, m, Instant::now());
+                return;
+            }
+        };
+        let (command, cargs) = env::expand_argv(&spec, &envs);
+        let (program, args) = match self.node.resolver.argv(&spec.image, &command, &cargs) {
             Ok(x) => x,
             Err(e) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{e}");
@@ -667,11 +691,7 @@ impl PodWorker {
             container: spec.name.clone(),
             program,
             args,
-            env: spec
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect(),
+            env: envs,
             netns_path: Some(netns_path(&self.m.rec.netns)),
             resources: crate::resources::container_resources(
                 self.m
@@ -682,6 +702,18 @@ impl PodWorker {
                     .unwrap_or(&[]),
                 &spec,
             ),
+            resolv_conf: self.node.dns.get().map(|d| {
+                let spec = self.m.pod.spec.clone().unwrap_or_default();
+                crate::dns::resolv::pod_resolv_conf(
+                    &spec.dns_policy,
+                    spec.dns_config.as_deref(),
+                    self.m.pod.namespace(),
+                    d.cluster_dns,
+                    &d.domain,
+                    &d.node,
+                )
+                .render()
+            }),
         };
         match self.node.runtime.start(&cs) {
             Ok(h) => {

@@ -778,3 +778,80 @@ fn qos_class_is_reported() {
     assert_eq!(m.status("h").qos_class, "Guaranteed");
     assert_eq!(machine("Always").status("h").qos_class, "BestEffort");
 }
+
+fn with_init(policy: &str, n: usize) -> PodMachine {
+    let mut p = web(policy);
+    p.spec.as_mut().unwrap().init_containers = (0..n)
+        .map(|i| Container {
+            name: format!("init-{i}"),
+            image: "sh".into(),
+            ..Default::default()
+        })
+        .collect();
+    let mut m = PodMachine::new("u1".into(), p, rec(), false);
+    m.network_created("10.0.1.2".parse().unwrap(), 1000);
+    m.network_ready();
+    m
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_containers_run_one_after_another_before_the_app() {
+    let t0 = Instant::now();
+    let mut m = with_init("Always", 2);
+    assert!(m
+        .adopt_or_schedule(t0, 1000, |_, _| unreachable!())
+        .is_empty());
+    assert_eq!(m.due(t0), vec![0], "only the first init container");
+    m.started(0, h(10, 0), t0);
+    let st = m.status("h");
+    assert_eq!(st.phase, "Pending");
+    assert_eq!(st.init_container_statuses.len(), 2);
+    assert_eq!(st.container_statuses[0].reason, "PodInitializing");
+    assert!(m.due(t0).is_empty());
+    // init-0 fails: restarted after the back-off (Always counts as OnFailure for init).
+    assert!(m.exited(0, 10, exit(1, 100), t0));
+    let st = m.status("h");
+    assert_eq!(st.phase, "Pending");
+    assert_eq!(st.reason, "CrashLoopBackOff");
+    assert!(m.due(t0).is_empty());
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(m.due(t1), vec![0]);
+    m.started(0, h(11, 0), t1);
+    assert!(m.exited(0, 11, exit(0, 200), t1));
+    assert_eq!(m.due(t1), vec![1], "then the second");
+    m.started(1, h(12, 0), t1);
+    assert!(m.exited(1, 12, exit(0, 300), t1));
+    assert!(m.initialized());
+    assert_eq!(m.due(t1), vec![2], "then the app");
+    m.started(2, h(13, 0), t1);
+    let st = m.status("h");
+    assert_eq!(st.phase, "Running");
+    assert!(st
+        .init_container_statuses
+        .iter()
+        .all(|c| c.state == "Terminated" && c.ready));
+    assert_eq!(st.init_container_statuses[0].restart_count, 1);
+    assert_eq!(st.conditions[0].status, "True");
+    // An init container that completed never runs again when the app restarts.
+    assert!(m.exited(2, 13, exit(1, 400), t1));
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(m.due(t2), vec![2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_init_container_fails_a_never_pod() {
+    let t0 = Instant::now();
+    let mut m = with_init("Never", 2);
+    m.adopt_or_schedule(t0, 1000, |_, _| unreachable!());
+    assert_eq!(m.due(t0), vec![0]);
+    m.started(0, h(10, 0), t0);
+    assert!(m.exited(0, 10, exit(3, 100), t0));
+    let st = m.status("h");
+    assert_eq!(st.phase, "Failed");
+    assert_eq!(st.reason, "Error");
+    assert!(
+        m.due(t0 + Duration::from_secs(60)).is_empty(),
+        "nothing else starts"
+    );
+    assert_eq!(m.finished_holding_network(), Some("Failed"));
+}
