@@ -24,7 +24,7 @@ use futures::{stream, StreamExt};
 use hdrhistogram::Histogram;
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -95,12 +95,9 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// An admin channel (TLS with the test CA when the server is secure, as by default).
 async fn channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
+    kube_lite_tests::apiserver::channel_for(url)
 }
 
 /// A few connections, used round robin.
@@ -792,22 +789,10 @@ async fn main() {
 }
 
 impl Pool {
-    /// A pool once the restarted server answers.
+    /// A pool for the restarted server (its channels connect on first use, and the
+    /// first-write loop retries until the server answers).
     async fn new_retry(url: &str) -> Pool {
-        loop {
-            if let Ok(ch) = Endpoint::from_shared(url.to_string())
-                .unwrap()
-                .connect()
-                .await
-            {
-                let mut v = vec![ch];
-                for _ in 0..7 {
-                    v.push(channel(url).await);
-                }
-                return Pool(v, AtomicU64::new(0));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        Pool::new(url, 8).await
     }
 }
 
