@@ -14,8 +14,7 @@
 //!   [`K8sKind::SELECTABLE_FIELDS`]; in a watch an object that stops matching is sent
 //!   as DELETED.
 //! - `dryRun` is refused (400): kube-lite has no dry-run admission.
-//! - `propagationPolicy` is checked and accepted; nothing owns anything yet, so it
-//!   changes nothing.
+//! - `propagationPolicy` is checked and passed on as over gRPC (the garbage collector).
 //! - Patches are applied to the current object's Kubernetes JSON and written with its
 //!   resourceVersion, retried on a conflict (up to 5 times) unless the patch itself
 //!   sets `metadata.resourceVersion`. Server-side apply is a strategic merge of the
@@ -711,6 +710,8 @@ struct DeleteOpts {
     grace: i64,
     rv: u64,
     uid: String,
+    /// `Orphan` | `Background` | `Foreground`; empty: the kind's default.
+    propagation: String,
 }
 
 fn delete_opts(req: &Req) -> Result<DeleteOpts, Failure> {
@@ -740,7 +741,7 @@ fn delete_opts(req: &Req) -> Result<DeleteOpts, Failure> {
                 .and_then(Value::as_str)
                 .map(String::from)
         });
-    if let Some(p) = policy {
+    if let Some(p) = &policy {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
             return Err(status::bad_request(format!(
                 "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
@@ -763,6 +764,7 @@ fn delete_opts(req: &Req) -> Result<DeleteOpts, Failure> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
+        propagation: policy.unwrap_or_default(),
     })
 }
 
@@ -793,6 +795,7 @@ async fn delete_one<R: Stored + K8sKind>(
         namespace: ns.to_string(),
         resource_version: o.rv,
         grace_period_seconds: o.grace,
+        propagation_policy: o.propagation.clone(),
     };
     Ok(rest
         .api
