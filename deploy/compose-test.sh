@@ -84,7 +84,12 @@ KC="/tmp/kl-compose-kubeconfig.$$"
 
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$here/docker-compose.yml" -f "$here/docker-compose.test.yml" "$@"; }
 kl() { "$KUBECTL" --kubeconfig "$KC" --server "$SERVER" "$@"; }
-fetch_kubeconfig() { dc cp apiserver:/var/lib/kube-lite/apiserver/admin.kubeconfig "$KC" >/dev/null 2>&1; }
+# `docker cp` by container id: docker-compose 1.x has no `cp`.
+fetch_kubeconfig() {
+  local id
+  id=$(dc ps -q apiserver 2>/dev/null) && [ -n "$id" ] &&
+    docker cp "$id:/var/lib/kube-lite/apiserver/admin.kubeconfig" "$KC" >/dev/null 2>&1
+}
 
 # ---------- cleanup ----------
 DOWN_DONE=0

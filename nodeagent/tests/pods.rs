@@ -564,8 +564,9 @@ async fn logs_namespaces_and_sigterm_to_pid1_program() {
     let node = c.nodes[0].name.clone();
     let marks = tempfile::tempdir().unwrap();
     let mark = marks.path().join("got-term");
+    // `$$$$`: args get Kubernetes' `$(VAR)` expansion, where `$$` is an escaped `$`.
     let script = format!(
-        "echo host=$(hostname) pid=$$ greeting=$GREETING; busybox ps -o pid,args; \
+        "echo host=$(hostname) pid=$$$$ greeting=$GREETING; busybox ps -o pid,args; \
          trap 'echo got TERM; echo yes > {}; exit 0' TERM; \
          echo line1; echo line2; while true; do sleep 0.1; done",
         mark.display()

@@ -202,7 +202,8 @@ fn deleted_service_leaves_no_chains_and_foreign_rules_stay() {
     assert_eq!(r.deleted, 1, "{r:?}"); // the SVC chain
     let after = node.iptables_save();
     assert!(
-        !after.contains("KL-SVC-") && !after.contains("-j MASQUERADE"),
+        // The marked-traffic MASQUERADE rule is static; the hairpin ones go.
+        !after.contains("KL-SVC-") && !after.contains("kube-lite hairpin"),
         "{after}"
     );
     assert!(after.contains("-A FOREIGN -j RETURN") && after.contains("-A PREROUTING -j FOREIGN"));
@@ -310,9 +311,10 @@ fn incremental_sync_touches_only_the_changed_service() {
     }
     let r = rt.block_on(p.sync()).unwrap();
     assert!(r.full);
-    assert_eq!(r.rewritten, 50 + 3, "{r:?}"); // SVC chains, POSTROUTING, 2 × SERVICES
-                                              // One endpoint leaves one Service: only its SVC chain is rewritten (the address
-                                              // still serves other Services, so the hairpin rules stay).
+    // SVC chains, POSTROUTING, MARK-MASQ, NODEPORTS, 2 × SERVICES.
+    assert_eq!(r.rewritten, 50 + 5, "{r:?}");
+    // One endpoint leaves one Service: only its SVC chain is rewritten (the address
+    // still serves other Services, so the hairpin rules stay).
     let ips: Vec<Ipv4Addr> = (0..3).map(|k| Ipv4Addr::new(10, 0, 1, 10 + k)).collect();
     p.upsert_endpoints(endpoints("s7", &ips, &[("", 8080, "TCP")]));
     let r = rt.block_on(p.sync()).unwrap();
