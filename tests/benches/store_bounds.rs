@@ -66,9 +66,6 @@ impl Server {
             .arg("--insecure")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            // Store bounds are measured here, not TLS (tests/benches/apiserver.rs has
-            // the secure vs --insecure comparison).
-            .arg("--insecure")
             .env(
                 "RUST_LOG",
                 std::env::var("KL_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
