@@ -319,6 +319,13 @@ cmd_down() {
   for ns in $(our_netns | sort -r); do
     ip netns del "$ns" 2>/dev/null || say "warning: could not delete netns $ns"
   done
+  # The agents' cgroups (`kube-lite-<netns prefix>` below the cgroup they ran in, with
+  # their pods' inside), deepest first; their processes are gone by now.
+  find /sys/fs/cgroup -maxdepth 4 -type d -name "kube-lite-$PREFIX-n*" 2>/dev/null |
+    while read -r cg; do
+      find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null ||
+        say "warning: could not remove cgroup $cg"
+    done
   uninstall_kubeconfig
   # Only what `up` made inside KUBE_LITE_HOME.
   if [ -d "$KL_HOME" ]; then
