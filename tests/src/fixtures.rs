@@ -89,3 +89,23 @@ pub fn selected(label_selector: &str) -> ListRequest {
         ..Default::default()
     }
 }
+
+/// Polls `f` every 20 ms until it returns `Some`, panicking with `what` after `within`
+/// (generous on a busy machine: a condition, never a fixed sleep).
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -37,23 +37,13 @@ fn ready_status() -> NodeStatus {
     }
 }
 
-/// Polls `f` until it returns Some (10 s deadline).
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+/// [`fixtures::eventually`] with this file's deadline.
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kube_lite_tests::fixtures::eventually(what, Duration::from_secs(10), f).await
 }
 
 async fn register_ready(s: &TestApiServer, name: &str, labels: &[(&str, &str)]) -> Node {

@@ -13,23 +13,13 @@ use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
 use tonic::Code;
 
-/// Polls `f` until it returns Some (30 s deadline: a busy 2-core machine).
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+/// [`fixtures::eventually`] with this file's deadline.
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kube_lite_tests::fixtures::eventually(what, Duration::from_secs(30), f).await
 }
 
 /// A node that reports Ready (no agent: pods bound to it stay as the test writes them).
