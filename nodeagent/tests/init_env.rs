@@ -5,10 +5,10 @@
 //! CreateContainerConfigError. Real apiserver and agent. Root only.
 
 use kube_lite_proto::v1::{
-    Container, EnvVar, EnvVarSource, GetRequest, ObjectFieldSelector, ObjectMeta, Pod, PodSpec,
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, ObjectMeta, Pod, PodSpec,
     ResourceFieldSelector, ResourceRequirements,
 };
-use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -73,37 +73,6 @@ fn pod(name: &str, node: &str, init: Vec<Container>, app: Container) -> Pod {
     }
 }
 
-async fn get_pod(c: &TestCluster, name: &str) -> Option<Pod> {
-    c.api
-        .pods()
-        .get(GetRequest {
-            name: name.into(),
-            namespace: "default".into(),
-        })
-        .await
-        .ok()
-        .map(|p| p.into_inner())
-}
-
-async fn wait_pod(c: &TestCluster, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = get_pod(c, name).await;
-        if let Some(p) = &p {
-            if pred(p) {
-                return p.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod {name}: timed out waiting for {what}; last: {:?}\n{}",
-            p.map(|p| p.status),
-            c.agent_log_tail(0, 40)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_in_order_block_the_app_and_env_sources_resolve() {
     if !require_root() {
@@ -154,14 +123,15 @@ async fn init_containers_in_order_block_the_app_and_env_sources_resolve() {
         .await
         .unwrap();
     // The first init container fails until `go` exists: retried, the rest waits.
-    let p = wait_pod(&c, "ordered", "a failed init container", |p| {
-        p.status.as_ref().is_some_and(|s| {
-            s.init_container_statuses
-                .first()
-                .is_some_and(|c| c.restart_count >= 1)
+    let p = c
+        .wait_pod("ordered", "a failed init container", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.init_container_statuses
+                    .first()
+                    .is_some_and(|c| c.restart_count >= 1)
+            })
         })
-    })
-    .await;
+        .await;
     let st = p.status.unwrap();
     assert_eq!(st.phase, "Pending");
     assert_eq!(st.init_container_statuses.len(), 2);
@@ -172,10 +142,11 @@ async fn init_containers_in_order_block_the_app_and_env_sources_resolve() {
         "nothing after the failing init container ran"
     );
     std::fs::write(&go, "").unwrap();
-    let p = wait_pod(&c, "ordered", "Running", |p| {
-        p.status.as_ref().is_some_and(|s| s.phase == "Running")
-    })
-    .await;
+    let p = c
+        .wait_pod("ordered", "Running", |p| {
+            p.status.as_ref().is_some_and(|s| s.phase == "Running")
+        })
+        .await;
     let st = p.status.unwrap();
     assert!(st
         .init_container_statuses
@@ -210,14 +181,15 @@ async fn init_containers_in_order_block_the_app_and_env_sources_resolve() {
         .create(pod("badref", &node, vec![], bad))
         .await
         .unwrap();
-    let p = wait_pod(&c, "badref", "CreateContainerConfigError", |p| {
-        p.status.as_ref().is_some_and(|s| {
-            s.container_statuses
-                .first()
-                .is_some_and(|c| c.reason == "CreateContainerConfigError")
+    let p = c
+        .wait_pod("badref", "CreateContainerConfigError", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.container_statuses
+                    .first()
+                    .is_some_and(|c| c.reason == "CreateContainerConfigError")
+            })
         })
-    })
-    .await;
+        .await;
     let cs = &p.status.unwrap().container_statuses[0];
     assert!(
         cs.message.contains("env X: container \"nope\" not found"),

@@ -118,37 +118,6 @@ fn probed_whoami(name: &str, node: &str, dir: &Path) -> Pod {
     pod(name, node, &[("app", "web")], vec![web, health])
 }
 
-async fn get_pod(c: &TestCluster, name: &str) -> Option<Pod> {
-    c.api
-        .pods()
-        .get(GetRequest {
-            name: name.into(),
-            namespace: "default".into(),
-        })
-        .await
-        .ok()
-        .map(|p| p.into_inner())
-}
-
-async fn wait_pod(c: &TestCluster, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = get_pod(c, name).await;
-        if let Some(p) = &p {
-            if pred(p) {
-                return p.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod {name}: timed out waiting for {what}; last: {:?}\n{}",
-            p.map(|p| p.status),
-            c.agent_log_tail(0, 40)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn ready(p: &Pod) -> bool {
     p.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -299,20 +268,20 @@ async fn readiness_takes_a_pod_out_of_endpoints_and_the_cluster_ip_and_back() {
         })
         .await
         .expect("create service");
-    wait_pod(&c, "w0", "Ready", ready).await;
-    let w1 = wait_pod(&c, "w1", "Running", running).await;
+    c.wait_pod("w0", "Ready", ready).await;
+    let w1 = c.wait_pod("w1", "Running", running).await;
     assert!(!ready(&w1), "w1 has no ready file");
     let st = cstatus(&w1, 0);
     assert!(!st.ready && st.started, "web of w1: {st:?}");
     assert!(cstatus(&w1, 1).ready, "the sidecar has no readiness probe");
     wait_endpoints(&c, "web", &["w0"], &["w1"]).await;
-    let cl = wait_pod(&c, "client", "Running", running).await;
+    let cl = c.wait_pod("client", "Running", running).await;
     let client_ns = c.nodes[0].pod_netns(&cl.metadata.as_ref().unwrap().uid);
     wait_only_reached(&c, &client_ns, &["w0"]).await;
 
     // w1 becomes ready: both are reached.
     std::fs::write(d1.join("ready"), "ok").unwrap();
-    wait_pod(&c, "w1", "Ready", ready).await;
+    c.wait_pod("w1", "Ready", ready).await;
     wait_endpoints(&c, "web", &["w0", "w1"], &[]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -329,16 +298,16 @@ async fn readiness_takes_a_pod_out_of_endpoints_and_the_cluster_ip_and_back() {
     // w0's readiness starts failing (404): out of the Endpoints, no longer reached; it is
     // not restarted (readiness never kills).
     std::fs::remove_file(d0.join("ready")).unwrap();
-    let w0 = wait_pod(&c, "w0", "not Ready", |p| !ready(p)).await;
+    let w0 = c.wait_pod("w0", "not Ready", |p| !ready(p)).await;
     assert!(running(&w0));
     wait_endpoints(&c, "web", &["w1"], &["w0"]).await;
     wait_only_reached(&c, &client_ns, &["w1"]).await;
 
     // ... and back.
     std::fs::write(d0.join("ready"), "ok").unwrap();
-    wait_pod(&c, "w0", "Ready again", ready).await;
+    c.wait_pod("w0", "Ready again", ready).await;
     wait_endpoints(&c, "web", &["w0", "w1"], &[]).await;
-    let w0 = get_pod(&c, "w0").await.unwrap();
+    let w0 = c.get_pod("w0").await.unwrap();
     assert_eq!(
         cstatus(&w0, 0).restart_count,
         0,
@@ -366,19 +335,18 @@ async fn liveness_restarts_and_counts_and_a_startup_probe_holds_it_off() {
         .create(pod("live", &node, &[], vec![live]))
         .await
         .expect("create");
-    let p = wait_pod(&c, "live", "Ready", ready).await;
+    let p = c.wait_pod("live", "Ready", ready).await;
     assert_eq!(cstatus(&p, 0).restart_count, 0);
     // Passing probes leave it alone for a few periods.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        cstatus(&get_pod(&c, "live").await.unwrap(), 0).restart_count,
+        cstatus(&c.get_pod("live").await.unwrap(), 0).restart_count,
         0
     );
     std::fs::remove_file(&alive).unwrap();
-    let p = wait_pod(&c, "live", "a restart", |p| {
-        cstatus(p, 0).restart_count >= 1
-    })
-    .await;
+    let p = c
+        .wait_pod("live", "a restart", |p| cstatus(p, 0).restart_count >= 1)
+        .await;
     let last = cstatus(&p, 0)
         .last_state
         .expect("lastState after a restart");
@@ -391,11 +359,11 @@ async fn liveness_restarts_and_counts_and_a_startup_probe_holds_it_off() {
     assert_ne!(last.exit_code, 0);
     // The probe is back to passing: it stays up.
     std::fs::write(&alive, "ok").unwrap();
-    let p = wait_pod(&c, "live", "Ready after the restart", ready).await;
+    let p = c.wait_pod("live", "Ready after the restart", ready).await;
     let n = cstatus(&p, 0).restart_count;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        cstatus(&get_pod(&c, "live").await.unwrap(), 0).restart_count,
+        cstatus(&c.get_pod("live").await.unwrap(), 0).restart_count,
         n
     );
 
@@ -408,10 +376,10 @@ async fn liveness_restarts_and_counts_and_a_startup_probe_holds_it_off() {
         .create(pod("slow", &node, &[], vec![slow]))
         .await
         .expect("create");
-    let p = wait_pod(&c, "slow", "Running", running).await;
+    let p = c.wait_pod("slow", "Running", running).await;
     std::fs::remove_file(&alive).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let p2 = get_pod(&c, "slow").await.unwrap();
+    let p2 = c.get_pod("slow").await.unwrap();
     let st = cstatus(&p2, 0);
     assert!(
         !st.started && !st.ready,
@@ -421,7 +389,7 @@ async fn liveness_restarts_and_counts_and_a_startup_probe_holds_it_off() {
     assert_eq!(cstatus(&p, 0).restart_count, 0);
     // Started: now the failing liveness probe restarts it.
     std::fs::write(&started, "ok").unwrap();
-    wait_pod(&c, "slow", "a liveness restart after startup", |p| {
+    c.wait_pod("slow", "a liveness restart after startup", |p| {
         cstatus(p, 0).restart_count >= 1
     })
     .await;

@@ -8,7 +8,7 @@
 use kube_lite_proto::v1::{
     Container, DeleteRequest, GetRequest, ObjectMeta, Pod, PodSpec, ResourceRequirements,
 };
-use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,37 +55,6 @@ fn pod(
             ..Default::default()
         }),
         status: None,
-    }
-}
-
-async fn get_pod(c: &TestCluster, name: &str) -> Option<Pod> {
-    c.api
-        .pods()
-        .get(GetRequest {
-            name: name.into(),
-            namespace: "default".into(),
-        })
-        .await
-        .ok()
-        .map(|p| p.into_inner())
-}
-
-async fn wait_pod(c: &TestCluster, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let p = get_pod(c, name).await;
-        if let Some(p) = &p {
-            if pred(p) {
-                return p.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pod {name}: timed out waiting for {what}; last: {:?}\n{}",
-            p.map(|p| p.status),
-            c.agent_log_tail(0, 40)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -160,12 +129,13 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
     );
     big.spec.as_mut().unwrap().node_name.clear();
     c.api.pods().create(big).await.unwrap();
-    let p = wait_pod(&c, "big", "Unschedulable", |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|s| s.reason == "Unschedulable")
-    })
-    .await;
+    let p = c
+        .wait_pod("big", "Unschedulable", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.reason == "Unschedulable")
+        })
+        .await;
     assert_eq!(
         p.status.unwrap().message,
         "0/2 nodes are available: 2 Insufficient memory."
@@ -184,14 +154,16 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
             .await
             .unwrap();
     }
-    let a = wait_pod(&c, "half-a", "bound", |p| {
-        !p.spec.as_ref().unwrap().node_name.is_empty()
-    })
-    .await;
-    let b = wait_pod(&c, "half-b", "bound", |p| {
-        !p.spec.as_ref().unwrap().node_name.is_empty()
-    })
-    .await;
+    let a = c
+        .wait_pod("half-a", "bound", |p| {
+            !p.spec.as_ref().unwrap().node_name.is_empty()
+        })
+        .await;
+    let b = c
+        .wait_pod("half-b", "bound", |p| {
+            !p.spec.as_ref().unwrap().node_name.is_empty()
+        })
+        .await;
     assert_ne!(
         a.spec.unwrap().node_name,
         b.spec.unwrap().node_name,
@@ -209,12 +181,13 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
         ))
         .await
         .unwrap();
-    let p = wait_pod(&c, "half-c", "Unschedulable", |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|s| s.reason == "Unschedulable")
-    })
-    .await;
+    let p = c
+        .wait_pod("half-c", "Unschedulable", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.reason == "Unschedulable")
+        })
+        .await;
     assert_eq!(
         p.status.unwrap().message,
         "0/2 nodes are available: 2 Insufficient memory."
@@ -231,7 +204,7 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
         })
         .await
         .unwrap();
-    wait_pod(&c, "half-c", "bound after room was freed", |p| {
+    c.wait_pod("half-c", "bound after room was freed", |p| {
         !p.spec.as_ref().unwrap().node_name.is_empty()
     })
     .await;
@@ -243,10 +216,11 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
         .create(pod("limited", &n0, &["sleep", "3600"], r, "Always"))
         .await
         .unwrap();
-    let p = wait_pod(&c, "limited", "Running", |p| {
-        p.status.as_ref().is_some_and(|s| s.phase == "Running")
-    })
-    .await;
+    let p = c
+        .wait_pod("limited", "Running", |p| {
+            p.status.as_ref().is_some_and(|s| s.phase == "Running")
+        })
+        .await;
     let st = p.status.clone().unwrap();
     assert_eq!(st.qos_class, "Burstable");
     let uid = p.metadata.as_ref().unwrap().uid.clone();
@@ -328,10 +302,11 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
         ))
         .await
         .unwrap();
-    let p = wait_pod(&c, "hog", "Failed", |p| {
-        p.status.as_ref().is_some_and(|s| s.phase == "Failed")
-    })
-    .await;
+    let p = c
+        .wait_pod("hog", "Failed", |p| {
+            p.status.as_ref().is_some_and(|s| s.phase == "Failed")
+        })
+        .await;
     let cs = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!(
         (cs.reason.as_str(), cs.exit_code),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kube_lite_net::{netns, pod_netns_name, underlay, Ipv4Net};
-use kube_lite_proto::v1::{ListRequest, Node};
+use kube_lite_proto::v1::{GetRequest, ListRequest, Node, Pod};
 
 use crate::apiserver::TestApiServer;
 
@@ -421,6 +421,40 @@ impl TestCluster {
     /// The agent log of node `i` (last `lines` lines).
     pub fn agent_log_tail(&self, i: usize, lines: usize) -> String {
         tail(&self.nodes[i].log_path, lines)
+    }
+
+    /// Pod `default/name`, if it exists.
+    pub async fn get_pod(&self, name: &str) -> Option<Pod> {
+        self.api
+            .pods()
+            .get(GetRequest {
+                name: name.into(),
+                namespace: "default".into(),
+            })
+            .await
+            .ok()
+            .map(|p| p.into_inner())
+    }
+
+    /// Polls pod `default/name` until `pred` holds (60 s; the failure names `what` and
+    /// shows the last status and node 0's agent log).
+    pub async fn wait_pod(&self, name: &str, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = self.get_pod(name).await;
+            if let Some(p) = &p {
+                if pred(p) {
+                    return p.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pod {name}: timed out waiting for {what}; last: {:?}\n{}",
+                p.map(|p| p.status),
+                self.agent_log_tail(0, 40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
