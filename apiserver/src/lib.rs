@@ -93,6 +93,40 @@ pub async fn serve(
     serve_with_drain(cfg, listener, shutdown, Duration::from_secs(5)).await
 }
 
+/// The binary's body: binds `listen` and serves `cfg` on a multi-thread runtime until
+/// SIGTERM or Ctrl-C. It lives here, not in main.rs, and is neither async nor generic,
+/// so the server's async code is compiled once, in this crate: an async or generic entry
+/// point is instantiated by its caller, and the release build compiled the whole server
+/// a second time in the binary.
+pub fn run_until_signal(cfg: Config, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+        tracing::info!(%listen, "starting apiserver");
+        serve(cfg, listener, shutdown_signal()).await
+    })
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
 /// [`serve`], waiting at most `drain` for open connections after `shutdown` (the
 /// store is flushed either way: acknowledged writes are already durable).
 pub async fn serve_with_drain(

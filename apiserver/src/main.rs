@@ -166,8 +166,7 @@ fn bounded_or_zero(s: &str) -> Result<Duration, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -239,24 +238,5 @@ async fn main() -> anyhow::Result<()> {
         Ok((soft, _)) => tracing::info!(soft, "RLIMIT_NOFILE already at the hard limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("binding {}", a.listen))?;
-    tracing::info!(listen = %a.listen, "starting apiserver");
-    apiserver::serve(cfg, listener, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install SIGTERM handler");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-    }
+    apiserver::run_until_signal(cfg, a.listen)
 }

@@ -40,17 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(kubectl_lite::commands::run(cli)) {
+    match kubectl_lite::commands::run_blocking(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The reader of our output went away (`kubectl-lite get pods -w | head -3`).

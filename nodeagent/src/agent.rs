@@ -79,6 +79,15 @@ fn capacity(subnet: kube_lite_net::Ipv4Net) -> BTreeMap<String, String> {
     m
 }
 
+/// The binary's body: [`run`] on a multi-thread runtime. Not async and not generic, so
+/// the agent's async code is compiled once, in this crate, not again in the binary.
+pub fn run_blocking(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg))
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let node_name = match &cfg.node_name {
         Some(n) => n.clone(),

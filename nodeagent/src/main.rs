@@ -16,8 +16,5 @@ fn main() -> anyhow::Result<()> {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(nodeagent::agent::run(cfg))
+    nodeagent::agent::run_blocking(cfg)
 }

@@ -45,6 +45,16 @@ enum Plan {
     Label(MetaArgs, bool),
 }
 
+/// The binary's body: [`run`] on a current-thread runtime. Not async and not generic,
+/// so the commands' async code is compiled once, in this crate, not again in the binary.
+pub fn run_blocking(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    rt.block_on(run(cli))
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     if let Command::Config(c) = &cli.command {
         return config::run(&cli, c);
