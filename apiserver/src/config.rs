@@ -58,8 +58,13 @@ pub struct Config {
     pub unhealthy_zone_threshold: f64,
     pub large_cluster_size_threshold: usize,
     pub bookmark_interval: Duration,
-    /// Change-log revisions kept for Watch resume (in memory and on disk).
+    /// Most changes kept for Watch resume (in memory and on disk): a cap; the window
+    /// is sized by `watch_window_duration` and `watch_window_bytes`. 0: no window and
+    /// no change log.
     pub watch_window: u64,
+    /// Changes are kept for Watch resume this long (as far as `watch_window_bytes`
+    /// allows).
+    pub watch_window_duration: Duration,
     /// Bytes of encoded changes kept for Watch resume: the in-memory window and the
     /// change log on disk both hold at most this much (and `watch_window` changes).
     pub watch_window_bytes: u64,
@@ -139,8 +144,9 @@ impl Default for Config {
             unhealthy_zone_threshold: 0.55,
             large_cluster_size_threshold: 50,
             bookmark_interval: Duration::from_secs(5),
-            watch_window: 100_000,
-            watch_window_bytes: 32 << 20,
+            watch_window: 10_000_000,
+            watch_window_duration: Duration::from_secs(300),
+            watch_window_bytes: 64 << 20,
             watch_buffer: 1024,
             watch_buffer_bytes: 16 << 20,
             max_connections: 4096,

@@ -148,6 +148,7 @@ pub async fn serve_with_drain(
         .context("creating the namespaces default and kube-system")?;
     let ticks = tokio::spawn(controllers::run_ticks(store.clone()));
     let manager = controllers::manager::start(store.clone());
+    let endpoints = controllers::endpoints::start(store.clone());
 
     let security = if cfg.insecure {
         tracing::warn!(
@@ -253,6 +254,7 @@ pub async fn serve_with_drain(
     store.begin_shutdown();
     ticks.abort();
     manager.abort();
+    endpoints.abort();
     // Stop the writer: it commits everything queued, flushes, and exits.
     store.stop_writer().await;
     let _ = writer.await;

@@ -59,9 +59,15 @@ struct Args {
     /// Interval of BOOKMARK events on watches.
     #[arg(long, env = "KUBE_LITE_BOOKMARK_INTERVAL", default_value = "5s", value_parser = kube_lite_core::time::parse_duration)]
     bookmark_interval: Duration,
-    /// Number of revisions of the change log kept for Watch resume.
-    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 100_000)]
+    /// Most changes kept for Watch resume: a cap that rarely binds (the window is sized
+    /// by --watch-window-duration and --watch-window-bytes); 0 keeps no window and no
+    /// change log.
+    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW", default_value_t = 10_000_000)]
     watch_window: u64,
+    /// How long a revision stays resumable by Watch (as etcd's 5m compaction under
+    /// kube-apiserver), as far as --watch-window-bytes allows.
+    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_DURATION", default_value = "5m", value_parser = bounded_duration)]
+    watch_window_duration: Duration,
     /// Connections held at once; more are accepted and closed at once (and logged).
     #[arg(long, env = "KUBE_LITE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
@@ -86,7 +92,7 @@ struct Args {
     request_timeout: Duration,
     /// Bytes of encoded changes kept for Watch resume, in memory and in the change log
     /// on disk (e.g. 32Mi); a watch from an older revision must relist.
-    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "32Mi", value_parser = apiserver::config::parse_bytes)]
+    #[arg(long, env = "KUBE_LITE_WATCH_WINDOW_BYTES", default_value = "64Mi", value_parser = apiserver::config::parse_bytes)]
     watch_window_bytes: u64,
     /// Bytes of encoded events buffered for one watcher (besides at most 1,024 events);
     /// a watcher whose buffer is full is ended with OUT_OF_RANGE "...; relist".
@@ -211,6 +217,7 @@ fn main() -> anyhow::Result<()> {
         large_cluster_size_threshold: a.large_cluster_size_threshold as usize,
         bookmark_interval: a.bookmark_interval,
         watch_window: a.watch_window,
+        watch_window_duration: a.watch_window_duration,
         max_connections: a.max_connections as usize,
         max_streams_per_connection: a.max_streams_per_connection,
         handshake_timeout: a.handshake_timeout,

@@ -330,12 +330,12 @@ stored!(Node, NodeList, NodeEvent, paged);
 stored!(Pod, PodList, PodEvent, paged);
 stored!(Service, ServiceList, ServiceEvent, paged);
 stored!(Endpoints, EndpointsList, EndpointsEvent, paged);
-stored!(Namespace, NamespaceList, NamespaceEvent);
-stored!(ConfigMap, ConfigMapList, ConfigMapEvent);
-stored!(Secret, SecretList, SecretEvent);
-stored!(Event, EventList, EventEvent);
-stored!(ReplicaSet, ReplicaSetList, ReplicaSetEvent);
-stored!(Deployment, DeploymentList, DeploymentEvent);
+stored!(Namespace, NamespaceList, NamespaceEvent, paged);
+stored!(ConfigMap, ConfigMapList, ConfigMapEvent, paged);
+stored!(Secret, SecretList, SecretEvent, paged);
+stored!(Event, EventList, EventEvent, paged);
+stored!(ReplicaSet, ReplicaSetList, ReplicaSetEvent, paged);
+stored!(Deployment, DeploymentList, DeploymentEvent, paged);
 stored!(Lease, LeaseList, LeaseEvent, paged);
 
 #[cfg(test)]

@@ -457,7 +457,12 @@ fn load_window(
             // A copy: `v` may be a slice of one of sled's buffers.
             sled::IVec::from(&v[..])
         };
-        let e = RingEntry { rev: r, kind, data };
+        let e = RingEntry {
+            rev: r,
+            kind,
+            data,
+            at: Instant::now(),
+        };
         if !w.fits(newest_first.len(), bytes, e.cost()) {
             files.remove(&r);
             cut = Some(r);
@@ -544,9 +549,10 @@ impl Store {
             db.flush_async().await?;
         }
         let mut window = window::Window::new(
-            cfg.watch_window as usize,
+            cfg.watch_window.min(usize::MAX as u64) as usize,
             cfg.watch_window_bytes.min(usize::MAX as u64) as usize,
-        );
+        )
+        .with_max_age(cfg.watch_window_duration);
         let rev = st.rev;
         let (db2, vals2) = (db.clone(), vals.clone());
         let (window, logged) = tokio::task::spawn_blocking(move || {
@@ -1215,6 +1221,7 @@ fn build_batch(
     let Some(last) = changes.last().map(|e| e.rev) else {
         return (batch, entries, files);
     };
+    let now = Instant::now();
     for ev in changes {
         let key = obj_key(ev.kind, &ev.obj.key());
         let bytes = ev.obj.encode();
@@ -1232,6 +1239,7 @@ fn build_batch(
                 rev: ev.rev,
                 kind: ev.kind,
                 data,
+                at: now,
             });
         }
         if large && (log || !deleted) {

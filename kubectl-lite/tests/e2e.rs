@@ -372,8 +372,17 @@ async fn service_and_endpoints() {
     );
     assert_eq!(v["spec"]["ports"][1]["name"], "53-udp");
 
-    // The Endpoints object the apiserver keeps for the service (no pods yet).
-    let ep = kl(s, &["get", "endpoints"]).await;
+    // The Endpoints object the apiserver keeps for the service (no pods yet; made by
+    // the endpoints controller, asynchronously).
+    let ep = kube_lite_tests::fixtures::eventually(
+        "endpoints of web",
+        Duration::from_secs(10),
+        || async {
+            let ep = kl(s, &["get", "endpoints"]).await;
+            ep.ok().contains("web").then_some(ep)
+        },
+    )
+    .await;
     assert_eq!(row(ep.ok(), "web")[1], "<none>");
     let d = kl(s, &["describe", "svc", "web"]).await;
     assert_shows_all(
@@ -476,10 +485,15 @@ async fn service_and_endpoints() {
         kl(s, &["delete", "svc", "web", "auto"]).await.ok(),
         "service \"web\" deleted\nservice \"auto\" deleted\n"
     );
-    assert_eq!(
-        kl(s, &["get", "ep", "web"]).await.err(),
-        "error: endpoints \"web\" not found"
-    );
+    kube_lite_tests::fixtures::eventually(
+        "endpoints of web gone",
+        Duration::from_secs(10),
+        || async {
+            let o = kl(s, &["get", "ep", "web"]).await;
+            (o.code == 1 && o.err() == "error: endpoints \"web\" not found").then_some(())
+        },
+    )
+    .await;
 }
 
 const MANIFEST: &str = r#"# A plain Kubernetes manifest, as written for a real cluster.

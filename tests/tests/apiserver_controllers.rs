@@ -294,8 +294,21 @@ async fn set_running(s: &TestApiServer, name: &str, ip: &str) {
     s.pods().update_status(p).await.unwrap();
 }
 
-async fn addresses(s: &TestApiServer, svc: &str) -> Vec<(String, String, String)> {
-    let ep = s.endpoints().get(get(svc)).await.unwrap().into_inner();
+/// The ready addresses of Endpoints `svc` once they are `want` (the endpoints
+/// controller writes them asynchronously, one commit after the change).
+async fn addresses_become(s: &TestApiServer, svc: &str, want: Vec<(&str, &str, &str)>) {
+    let want: Vec<(String, String, String)> = want
+        .into_iter()
+        .map(|(a, b, c)| (a.into(), b.into(), c.into()))
+        .collect();
+    eventually(&format!("addresses of {svc} = {want:?}"), || async {
+        let ep = s.endpoints().get(get(svc)).await.ok()?.into_inner();
+        (addresses(&ep) == want).then_some(())
+    })
+    .await
+}
+
+fn addresses(ep: &Endpoints) -> Vec<(String, String, String)> {
     ep.subsets
         .iter()
         .flat_map(|ss| {
@@ -336,6 +349,8 @@ async fn endpoints_follow_pods_and_service() {
         .await
         .unwrap()
         .into_inner();
+    // Made (empty) by the controller before the watch starts: the watch sees changes.
+    addresses_become(&s, "web", vec![]).await;
     let mut w = s
         .endpoints()
         .watch(WatchRequest::default())
@@ -352,23 +367,21 @@ async fn endpoints_follow_pods_and_service() {
         p.spec.as_mut().unwrap().node_name = node.into();
         s.pods().create(p).await.unwrap();
     }
-    assert!(
-        addresses(&s, "web").await.is_empty(),
-        "pods not running yet"
-    );
+    addresses_become(&s, "web", vec![]).await; // pods not running yet
     set_running(&s, "a", "10.0.1.10").await;
     set_running(&s, "b", "10.0.2.9").await;
     set_running(&s, "c", "10.0.1.11").await;
     set_running(&s, "d", "10.0.1.2").await;
-    // Committed with the pod status change: visible as soon as the write returns.
-    assert_eq!(
-        addresses(&s, "web").await,
+    addresses_become(
+        &s,
+        "web",
         vec![
-            ("10.0.1.2".into(), "n1".into(), "d".into()),
-            ("10.0.1.10".into(), "n1".into(), "a".into()),
-            ("10.0.2.9".into(), "n2".into(), "b".into()),
-        ]
-    );
+            ("10.0.1.2", "n1", "d"),
+            ("10.0.1.10", "n1", "a"),
+            ("10.0.2.9", "n2", "b"),
+        ],
+    )
+    .await;
     let ep = s.endpoints().get(get("web")).await.unwrap().into_inner();
     let ports: Vec<_> = ep.subsets[0]
         .ports
@@ -399,32 +412,29 @@ async fn endpoints_follow_pods_and_service() {
         .insert("app".into(), "other".into());
     s.pods().update(a).await.unwrap();
     s.pods().delete(del("b")).await.unwrap();
-    assert_eq!(
-        addresses(&s, "web").await,
-        vec![("10.0.1.2".into(), "n1".into(), "d".into())]
-    );
+    addresses_become(&s, "web", vec![("10.0.1.2", "n1", "d")]).await;
     let mut d = s.pods().get(get("d")).await.unwrap().into_inner();
     d.status.as_mut().unwrap().phase = "Failed".into();
     s.pods().update_status(d).await.unwrap();
-    let ep = s.endpoints().get(get("web")).await.unwrap().into_inner();
-    assert!(ep.subsets.is_empty(), "no ready addresses → no subsets");
+    eventually("no ready addresses → no subsets", || async {
+        let ep = s.endpoints().get(get("web")).await.ok()?.into_inner();
+        ep.subsets.is_empty().then_some(())
+    })
+    .await;
 
     // Service selector change: recomputed.
     let mut svc2 = svc.clone();
     svc2.metadata.as_mut().unwrap().resource_version = 0;
     svc2.spec.as_mut().unwrap().selector = [("app".to_string(), "db".to_string())].into();
     s.services().update(svc2).await.unwrap();
-    assert_eq!(
-        addresses(&s, "web").await,
-        vec![("10.0.1.11".into(), "n1".into(), "c".into())]
-    );
+    addresses_become(&s, "web", vec![("10.0.1.11", "n1", "c")]).await;
 
     // Deleting the service deletes its Endpoints.
     s.services().delete(del_now("web")).await.unwrap();
-    assert_eq!(
-        s.endpoints().get(get("web")).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    eventually("endpoints of web gone", || async {
+        (s.endpoints().get(get("web")).await.err()?.code() == Code::NotFound).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

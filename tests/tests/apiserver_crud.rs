@@ -1,8 +1,10 @@
 //! Apiserver CRUD over real gRPC + real sled: every kind, conflicts, defaults.
 
+use std::time::Duration;
+
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
-use kube_lite_tests::fixtures::{del, get, meta, selected, service};
+use kube_lite_tests::fixtures::{del, eventually, get, meta, selected, service};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -333,7 +335,11 @@ async fn node_service_endpoints_crud() {
 
     // The endpoints controller made an (empty) Endpoints for the selector service.
     let mut eps = s.endpoints();
-    let ep = eps.get(get("web")).await.unwrap().into_inner();
+    let ep = eventually("endpoints of web", Duration::from_secs(10), || {
+        let mut eps = eps.clone();
+        async move { eps.get(get("web")).await.ok().map(|e| e.into_inner()) }
+    })
+    .await;
     assert!(ep.subsets.is_empty());
     // User-managed Endpoints (no service) CRUD.
     let mine = eps
@@ -363,10 +369,11 @@ async fn node_service_endpoints_crud() {
 
     // Deleting the service deletes its Endpoints.
     svcs.delete(del("web")).await.unwrap();
-    assert_eq!(
-        eps.get(get("web")).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    eventually("endpoints of web gone", Duration::from_secs(10), || {
+        let mut eps = eps.clone();
+        async move { (eps.get(get("web")).await.err()?.code() == Code::NotFound).then_some(()) }
+    })
+    .await;
     assert_eq!(
         svcs.get(get("web")).await.unwrap_err().code(),
         Code::NotFound

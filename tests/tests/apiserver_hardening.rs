@@ -5,7 +5,7 @@
 
 use kube_lite_proto::v1::*;
 use kube_lite_tests::apiserver::TestApiServer;
-use kube_lite_tests::fixtures::{del, get, meta, pod, service};
+use kube_lite_tests::fixtures::{del, eventually, get, meta, pod, service};
 use kube_lite_tests::raw::RawClient;
 use prost::Message;
 use tonic::Code;
@@ -270,7 +270,16 @@ async fn endpoints_of_a_selector_service_belong_to_the_controller() {
     let mut eps = s.endpoints();
     // Selector service: the controller's Endpoints refuse every user write.
     s.services().create(service("web", "")).await.unwrap();
-    let owned = eps.get(get("web")).await.unwrap().into_inner();
+    // Made by the controller (asynchronously).
+    let owned = eventually(
+        "endpoints of web",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut eps = eps.clone();
+            async move { eps.get(get("web")).await.ok().map(|e| e.into_inner()) }
+        },
+    )
+    .await;
     let mut hijack = owned.clone();
     hijack.subsets = endpoints("web", "10.0.9.9").subsets;
     for e in [

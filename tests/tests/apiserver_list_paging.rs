@@ -184,3 +184,101 @@ async fn node_filtered_lists_follow_bindings_evictions_and_deletes() {
     assert!(!names(&l).contains(&"n2-p00".to_string()));
     assert_eq!(l.items.len(), bound_n2 - 1);
 }
+
+/// Every kind pages (the workload kinds and Leases too): walks a List of each by 2 and
+/// finds every object once, with `remaining_item_count` counting down.
+#[tokio::test]
+async fn every_kind_pages() {
+    let s = TestApiServer::start().await;
+    let meta = |name: &str, ns: &str| {
+        Some(ObjectMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        })
+    };
+    for i in 0..5 {
+        let n = format!("k{i}");
+        s.config_maps()
+            .create(ConfigMap {
+                metadata: meta(&n, "default"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.secrets()
+            .create(Secret {
+                metadata: meta(&n, "default"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.leases()
+            .create(Lease {
+                metadata: meta(&n, "kube-node-lease"),
+                spec: Some(LeaseSpec::default()),
+            })
+            .await
+            .unwrap();
+        s.namespaces()
+            .create(Namespace {
+                metadata: meta(&n, ""),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // (names seen, remaining_item_count of each page) of a List walked by 2.
+    macro_rules! walk {
+        ($client:expr) => {{
+            let mut seen = Vec::new();
+            let mut token = String::new();
+            let mut remaining = Vec::new();
+            loop {
+                let l = $client.list(page(2, &token)).await.unwrap().into_inner();
+                assert!(l.items.len() <= 2);
+                seen.extend(
+                    l.items
+                        .iter()
+                        .map(|o| o.metadata.as_ref().unwrap().name.clone()),
+                );
+                remaining.push(l.remaining_item_count);
+                token = l.r#continue;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            (seen, remaining)
+        }};
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    let (cms, rem) = walk!(s.config_maps());
+    assert_eq!(cms, want);
+    assert_eq!(rem, [3, 1, 0]);
+    assert_eq!(walk!(s.secrets()).0, want);
+    assert_eq!(walk!(s.leases()).0, want);
+    // Namespaces: default, kube-node-lease, kube-system … and ours, each once.
+    let (nss, rem) = walk!(s.namespaces());
+    assert!(want.iter().all(|n| nss.contains(n)), "{nss:?}");
+    let mut dedup = nss.clone();
+    dedup.dedup();
+    assert_eq!(dedup, nss);
+    assert_eq!(rem.len(), nss.len().div_ceil(2));
+    // An empty List of a paged kind: one page, no token.
+    assert!(s
+        .deployments()
+        .list(page(2, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .r#continue
+        .is_empty());
+    assert!(s
+        .replica_sets()
+        .list(page(2, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .r#continue
+        .is_empty());
+}

@@ -11,15 +11,16 @@
 //!   [`run_ticks`]); a deleted node's pods too; its timing and disruption mode are the
 //!   pure state machine [`node_lifecycle`] (silence timed from the controller's own
 //!   observations, so an apiserver outage evicts nothing by itself);
-//! - [`scheduler`]: binds pending pods;
-//! - [`endpoints`]: one Endpoints per Service with a selector.
+//! - [`scheduler`]: binds pending pods.
 //!
 //! A new controller is a new file here and one line in [`all`].
 //!
 //! The workload controllers (garbage collection, namespaces, ReplicaSets, Deployments,
 //! events) work across objects and run asynchronously instead, in [`manager`]: a
 //! List + Watch client of the committed state inside the apiserver process (as
-//! kube-controller-manager), so they never lengthen a write batch.
+//! kube-controller-manager), so they never lengthen a write batch. So does
+//! [`endpoints`] (one Endpoints per Service with a selector), a task of its own with
+//! label and selector indexes, writing in batches.
 
 pub mod cluster_ips;
 pub mod deployment;
@@ -43,7 +44,7 @@ use crate::error::ApiError;
 use crate::store::{Hook, Store};
 
 /// Every controller, in the order they run at the end of a batch (node health's
-/// evictions before the scheduler, which places the evicted pods, before endpoints).
+/// evictions before the scheduler, which places the evicted pods).
 pub fn all(cfg: &Config) -> Vec<Box<dyn Hook>> {
     vec![
         Box::new(node_subnets::NodeSubnets::new(cfg)),
@@ -51,7 +52,6 @@ pub fn all(cfg: &Config) -> Vec<Box<dyn Hook>> {
         Box::new(node_ports::NodePorts::new(cfg)),
         Box::new(node_health::NodeHealth::new(cfg)),
         Box::new(scheduler::Scheduler::default()),
-        Box::new(endpoints::EndpointsController::default()),
     ]
 }
 
@@ -95,6 +95,6 @@ mod tests {
         assert_eq!(tick_period(&with(40_000)), Duration::from_secs(1));
         assert_eq!(tick_period(&with(2_000)), Duration::from_millis(500));
         assert_eq!(tick_period(&with(100)), Duration::from_millis(50));
-        assert_eq!(all(&Config::default()).len(), 6);
+        assert_eq!(all(&Config::default()).len(), 5);
     }
 }

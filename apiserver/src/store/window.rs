@@ -1,11 +1,14 @@
-//! The watch window: the most recent changes, bounded by count AND by bytes (pure; the
-//! hub holds one). Entries are the encoded change-log records ([`RingEntry`]), so the
+//! The watch window: the most recent changes, bounded by age AND by bytes (and by a
+//! count, a cap that rarely binds) (pure; the hub holds one). So a watch can resume
+//! from any revision of the last `--watch-window-duration` whatever the write rate,
+//! as long as that fits `--watch-window-bytes`. Entries are the encoded change-log records ([`RingEntry`]), so the
 //! window's memory is exactly what it counts, and resuming a watch decodes one entry
 //! at a time. The change log on disk holds the same entries (the store deletes what
 //! the window evicts), so a restart loads at most one window.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::resource::Kind;
 
@@ -20,6 +23,8 @@ pub struct RingEntry {
     pub rev: u64,
     pub kind: Kind,
     pub data: sled::IVec,
+    /// When it entered the window (entries loaded at start: the start).
+    pub at: Instant,
 }
 
 impl RingEntry {
@@ -28,15 +33,17 @@ impl RingEntry {
     }
 }
 
-/// Recent entries in revision order, at most `max_len` of them and at most
-/// `max_bytes` of [`RingEntry::cost`] in all (the newest entry is kept even when it
-/// alone is larger, so a window with `max_len > 0` is never empty after a write).
+/// Recent entries in revision order, none older than `max_age` (than the newest entry),
+/// at most `max_len` of them and at most `max_bytes` of [`RingEntry::cost`] in all (the
+/// newest entry is kept even when it alone is larger, so a window with `max_len > 0`
+/// is never empty after a write).
 #[derive(Debug, Default)]
 pub struct Window {
     entries: VecDeque<Arc<RingEntry>>,
     bytes: usize,
     max_len: usize,
     max_bytes: usize,
+    max_age: Option<Duration>,
 }
 
 impl Window {
@@ -46,7 +53,14 @@ impl Window {
             bytes: 0,
             max_len,
             max_bytes,
+            max_age: None,
         }
+    }
+
+    /// The window with an age bound as well.
+    pub fn with_max_age(mut self, max_age: Duration) -> Window {
+        self.max_age = Some(max_age);
+        self
     }
 
     /// Whether an entry of `cost` bytes would fit behind `len` entries of `bytes`
@@ -62,10 +76,13 @@ impl Window {
         }
         debug_assert!(self.entries.back().is_none_or(|b| b.rev < e.rev));
         self.bytes += e.cost();
+        let cutoff = self.max_age.and_then(|a| e.at.checked_sub(a));
         self.entries.push_back(e);
         let mut evicted = Vec::new();
         while self.entries.len() > 1
-            && (self.entries.len() > self.max_len || self.bytes > self.max_bytes)
+            && (self.entries.len() > self.max_len
+                || self.bytes > self.max_bytes
+                || cutoff.is_some_and(|c| self.entries[0].at < c))
         {
             let old = self.entries.pop_front().expect("non-empty");
             self.bytes -= old.cost();
@@ -104,11 +121,42 @@ mod tests {
     use super::*;
 
     fn entry(rev: u64, kind: Kind, len: usize) -> Arc<RingEntry> {
+        entry_at(rev, kind, len, Instant::now())
+    }
+
+    fn entry_at(rev: u64, kind: Kind, len: usize, at: Instant) -> Arc<RingEntry> {
         Arc::new(RingEntry {
             rev,
             kind,
             data: sled::IVec::from(vec![0u8; len]),
+            at,
         })
+    }
+
+    #[test]
+    fn bounded_by_age_whatever_the_rate() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut w = Window::new(1_000_000, usize::MAX).with_max_age(10 * s);
+        // 100 changes a second for 10 s: all kept.
+        for r in 1..=1000u64 {
+            let at = t0 + s.mul_f64(r as f64 / 100.0);
+            assert!(w.push(entry_at(r, Kind::Lease, 10, at)).is_empty());
+        }
+        // Later entries push out everything older than 10 s before them.
+        let ev = w.push(entry_at(1001, Kind::Lease, 10, t0 + 15 * s));
+        assert_eq!(ev, (1..=499).collect::<Vec<u64>>());
+        assert_eq!(w.oldest(), Some(500));
+        // After a long silence the newest stays (a window is never empty after a write).
+        let ev = w.push(entry_at(1002, Kind::Lease, 10, t0 + 100 * s));
+        assert_eq!(ev.len(), 502);
+        assert_eq!((w.len(), w.oldest()), (1, Some(1002)));
+        // Bytes still bound it within the age.
+        let mut w = Window::new(1_000_000, 10 * (10 + ENTRY_OVERHEAD)).with_max_age(10 * s);
+        for r in 1..=20 {
+            w.push(entry_at(r, Kind::Lease, 10, t0));
+        }
+        assert_eq!((w.len(), w.oldest()), (10, Some(11)));
     }
 
     #[test]
