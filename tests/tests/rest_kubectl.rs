@@ -878,3 +878,206 @@ fn eventually_kubectl(k: &Kubectl, args: &[&str], ok: impl Fn(&str) -> bool) -> 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+/// A client with the cluster's CA but no credentials, and kubectl with a wrong bearer
+/// token, are refused with 401 Unauthorized; `/version` and the health endpoints stay
+/// open, as in Kubernetes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_without_credentials_is_unauthorized() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    assert!(server.secure());
+    let anon = k.file(
+        "anon.kubeconfig",
+        &format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: kl, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]
+contexts: [{{name: kl, context: {{cluster: kl, user: anon}}}}]
+users: [{{name: anon, user: {{}}}}]
+current-context: kl
+",
+            server.url,
+            server.ca_path().display()
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(&k.bin);
+        c.arg("--kubeconfig")
+            .arg(&anon)
+            .env("HOME", k.dir.path())
+            .env("KUBECACHEDIR", k.dir.path().join("anon-cache"))
+            .args(extra);
+        c.output().unwrap()
+    };
+    // (kubectl itself, with no credentials at all, asks for a username on the
+    // terminal before it sends anything, as against any Kubernetes server; so the
+    // anonymous request is the official Python client's.)
+    let script = format!(
+        r#"
+from kubernetes import client
+c = client.Configuration()
+c.host = "{}"
+c.ssl_ca_cert = "{}"
+api = client.CoreV1Api(client.ApiClient(c))
+try:
+    api.list_namespaced_pod("default")
+    print("listed")
+except client.exceptions.ApiException as e:
+    import json
+    print("refused", e.status, json.loads(e.body)["reason"])
+"#,
+        server.url,
+        server.ca_path().display()
+    );
+    let out = python(&k, &script);
+    assert_eq!(out.trim(), "refused 401 Unauthorized");
+    let o = run(&["--token", "not-the-token", "get", "pods"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+    let o = run(&["--token", "not-the-token", "get", "--raw", "/healthz"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok");
+    // The admin token works like the admin certificate.
+    let o = run(&[
+        "--token",
+        &server.admin_token(),
+        "get",
+        "pods",
+        "-o",
+        "name",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The real kubectl against a real cluster (one node agent in a network namespace, the
+/// kit's cluster): `create deployment`, `rollout status` (the deployment controller and
+/// the agent make it Available), `scale` + `rollout status` again, `logs --tail` and
+/// `logs -f --tail` of a running pod (through the apiserver to the agent's log port),
+/// `delete --grace-period` (the agent stops the pods).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_scale_and_logs_on_a_real_cluster() {
+    if !kube_lite_tests::cluster::require_root() {
+        return;
+    }
+    let c =
+        kube_lite_tests::cluster::whoami_cluster(kube_lite_tests::cluster::ClusterOptions::new(
+            1,
+            kube_lite_tests::cluster::default_agent_bin(),
+        ))
+        .await;
+    let Some(k) = Kubectl::new(&c.api) else {
+        return;
+    };
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=whoami",
+            "--replicas=2"
+        ])
+        .trim(),
+        "deployment.apps/web created"
+    );
+    rollout(&k, &c, "web");
+    k.ok(&["scale", "deployment", "web", "--replicas=3"]);
+    rollout(&k, &c, "web");
+    let t = k.ok(&["get", "deploy", "web", "--no-headers"]);
+    let cols: Vec<&str> = t.split_whitespace().collect();
+    assert_eq!(cols[..4], ["web", "3/3", "3", "3"], "{t}");
+    let pods = k.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
+    assert_eq!(
+        pods.lines().filter(|l| l.contains(" Running ")).count(),
+        3,
+        "{pods}"
+    );
+
+    // A pod that logs three lines, then one a second.
+    k.ok(&[
+        "run",
+        "logger",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two; echo three; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
+    ]);
+    eventually_kubectl(
+        &k,
+        &["get", "pod", "logger", "-o", "jsonpath={.status.phase}"],
+        |o| o == "Running",
+    );
+    eventually_kubectl(&k, &["logs", "logger"], |o| o.contains("tick-3"));
+    let tail = k.ok(&["logs", "logger", "--tail=2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("tick-")), "{tail}");
+    // -f: the last line, then new ones as they are written.
+    let mut child = k
+        .cmd(&["logs", "-f", "--tail=1", "logger"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines.len() < 4 && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 4, "kubectl logs -f printed {lines:?}");
+    let n: Vec<u64> = lines
+        .iter()
+        .map(|l| l.trim_start_matches("tick-").parse().unwrap())
+        .collect();
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
+    let d = k.ok(&["describe", "pod", "logger"]);
+    assert!(d.contains("Running") && d.contains("node0"), "{d}");
+
+    assert!(k
+        .ok(&["delete", "pod", "logger", "--grace-period=1"])
+        .contains("deleted"));
+    assert!(k
+        .ok(&["delete", "deployment", "web", "--grace-period=2"])
+        .contains("deleted"));
+    eventually_kubectl(&k, &["get", "pods", "-o", "name"], |o| o.trim().is_empty());
+}
+
+/// `kubectl rollout status` to success; on failure, what the cluster shows.
+fn rollout(k: &Kubectl, c: &kube_lite_tests::cluster::TestCluster, name: &str) {
+    let o = k.run(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=90s",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() || !out.contains("successfully rolled out") {
+        let state = k.run(&["get", "deploy,rs,pods", "-o", "wide"]);
+        let d = k.run(&["get", "deploy", name, "-o", "json"]);
+        panic!(
+            "rollout status failed: {}{out}\n{}\n{}\nagent: {}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&state.stdout),
+            String::from_utf8_lossy(&d.stdout),
+            c.agent_log_tail(0, 30)
+        );
+    }
+}

@@ -7,7 +7,9 @@
 //!   through the current state in key order (the continue token is the last key, so
 //!   a later page reflects writes made in between; no 410 for old tokens).
 //! - Watch without `resourceVersion` (or `0`) starts with ADDED events for every
-//!   matching object, then follows changes after that list's revision. A revision
+//!   matching object, then follows changes after that list's revision; with
+//!   `sendInitialEvents=true` (WatchList) they end with a BOOKMARK annotated
+//!   `k8s.io/initial-events-end`, whatever `resourceVersion` says. A revision
 //!   older than the change log is an ERROR event carrying a 410 `Expired` Status (as
 //!   Kubernetes' watch cache does). `timeoutSeconds` ends the stream (default 30 min).
 //! - Field selectors: `metadata.name`, `metadata.namespace` and each kind's
@@ -481,8 +483,11 @@ async fn watch<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req) -> Res {
     };
     let tv = table_version(req);
     let include = Include::of(q.get("includeObject"));
-    // No revision: the current state as ADDED events first.
-    let (initial, from) = if start == 0 {
+    // WatchList (client-go's default since 1.35): the current state as ADDED events,
+    // then a BOOKMARK annotated `k8s.io/initial-events-end` at the state's revision.
+    let send_initial = q.flag("sendInitialEvents");
+    // No revision (or sendInitialEvents): the current state as ADDED events first.
+    let (initial, from) = if start == 0 || send_initial {
         let (items, rev) = snapshot::<R>(rest, ns, &sel)?;
         (items, rev)
     } else {
@@ -521,6 +526,18 @@ async fn watch<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req) -> Res {
                 }
             }
             drop(initial);
+            if send_initial {
+                let mut o = R::default();
+                o.meta_mut().resource_version = from;
+                let mut v = o.to_json();
+                v["metadata"] = json!({
+                    "resourceVersion": from.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                });
+                if tx.send(Ok(event_line("BOOKMARK", &v))).await.is_err() {
+                    return;
+                }
+            }
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
             loop {
