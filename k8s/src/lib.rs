@@ -5,7 +5,8 @@
 //! A short tour: [`K8sKind`] is what a kind needs to be served as Kubernetes JSON (its
 //! group/version/kind, the conversion both ways, the columns of its server-side Table
 //! and the fields its field selectors can name); one file per kind implements it
-//! ([`pod`], [`service`], [`endpoints`], [`node`]); [`meta`] converts metadata and
+//! ([`pod`], [`service`], [`endpoints`], [`node`], [`config`] for namespaces,
+//! configmaps and secrets, [`event`], [`apps`] for replicasets and deployments); [`meta`] converts metadata and
 //! times; [`FieldError`] names a field that does not convert.
 //!
 //! Choices:
@@ -22,10 +23,15 @@
 // not know a new field yet must still compile (the field keeps its default).
 #![allow(clippy::needless_update)]
 
+pub mod apps;
+pub mod config;
 pub mod endpoints;
+pub mod event;
 pub mod meta;
 pub mod node;
 pub mod pod;
+#[cfg(feature = "protobuf")]
+pub mod protobuf;
 pub mod service;
 
 pub use k8s_openapi;
@@ -98,6 +104,15 @@ impl Column {
     }
 }
 
+/// The `/scale` subresource's view of a workload (`autoscaling/v1` Scale).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    pub spec_replicas: i32,
+    pub status_replicas: i32,
+    /// The pod selector as a label-selector string.
+    pub selector: String,
+}
+
 /// A kind served as Kubernetes JSON. Implemented on the proto type.
 pub trait K8sKind: kube_lite_core::Resource {
     /// The k8s-openapi type.
@@ -139,6 +154,12 @@ pub trait K8sKind: kube_lite_core::Resource {
     /// Strategic merge patch: the lists merged by a key (`spec.containers` by `name`),
     /// as Kubernetes' `patchMergeKey`s; every other list is replaced.
     const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[];
+    /// `/scale`: the replicas and selector, `None` for kinds that do not scale.
+    fn scale(&self) -> Option<Scale> {
+        None
+    }
+    /// `/scale` writes: the desired replicas.
+    fn set_replicas(&mut self, _n: i32) {}
 
     /// The object as Kubernetes JSON, with `apiVersion` and `kind`.
     fn to_json(&self) -> Value {

@@ -7,9 +7,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_lite_core::consts::{container_state, phase};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{
-    Container, ContainerPort, ContainerStateTerminated, ContainerStatus, EnvVar, ExecAction,
-    HttpGetAction, HttpHeader, Pod, PodCondition, PodDnsConfig, PodDnsOption, PodSpec, PodStatus,
-    Probe, ResourceRequirements, TcpSocketAction,
+    Container, ContainerPort, ContainerStateTerminated, ContainerStatus, EnvVar, EnvVarSource,
+    ExecAction, HttpGetAction, HttpHeader, ObjectFieldSelector, Pod, PodCondition, PodDnsConfig,
+    PodDnsOption, PodSpec, PodStatus, Probe, ResourceFieldSelector, ResourceRequirements,
+    TcpSocketAction,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,9 @@ impl K8sKind for Pod {
         ("spec.containers", "name"),
         ("spec.containers.env", "name"),
         ("spec.containers.ports", "containerPort"),
+        ("spec.initContainers", "name"),
+        ("spec.initContainers.env", "name"),
+        ("spec.initContainers.ports", "containerPort"),
         ("status.conditions", "type"),
     ];
     const SELECTABLE_FIELDS: &'static [&'static str] = &[
@@ -54,11 +58,36 @@ impl K8sKind for Pod {
                     name: "c".into(),
                     image: "whoami".into(),
                     args: vec!["-x".into()],
-                    env: vec![EnvVar {
-                        name: "A".into(),
-                        value: "b".into(),
-                        ..Default::default()
-                    }],
+                    command: vec!["/bin/web".into()],
+                    env: vec![
+                        EnvVar {
+                            name: "A".into(),
+                            value: "b".into(),
+                            ..Default::default()
+                        },
+                        EnvVar {
+                            name: "POD_IP".into(),
+                            value_from: Some(EnvVarSource {
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "status.podIP".into(),
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        EnvVar {
+                            name: "MEM".into(),
+                            value_from: Some(EnvVarSource {
+                                resource_field_ref: Some(ResourceFieldSelector {
+                                    container_name: "c".into(),
+                                    resource: "limits.memory".into(),
+                                    divisor: "1Mi".into(),
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ],
                     ports: vec![ContainerPort {
                         name: "http".into(),
                         container_port: 8080,
@@ -97,8 +126,24 @@ impl K8sKind for Pod {
                     }),
                     ..Default::default()
                 }],
-                dns_policy: "ClusterFirst".into(),
+                init_containers: vec![Container {
+                    name: "setup".into(),
+                    image: "busybox".into(),
+                    args: vec!["true".into()],
+                    ..Default::default()
+                }],
+                node_selector: [("disk".to_string(), "ssd".to_string())].into(),
+                dns_policy: "None".into(),
+                dns_config: Some(Box::new(PodDnsConfig {
+                    nameservers: vec!["10.96.0.10".into()],
+                    searches: vec!["svc.cluster.local".into()],
+                    options: vec![PodDnsOption {
+                        name: "ndots".into(),
+                        value: "5".into(),
+                    }],
+                })),
                 hostname: "web".into(),
+                subdomain: "sub".into(),
                 restart_policy: "Always".into(),
                 termination_grace_period_seconds: 30,
                 ..Default::default()
@@ -115,6 +160,7 @@ impl K8sKind for Pod {
                     restart_count: 2,
                     started: true,
                     started_at: 1_700_000_002_000,
+                    pid: 4242,
                     last_state: Some(ContainerStateTerminated {
                         exit_code: 1,
                         reason: "Error".into(),
@@ -126,6 +172,15 @@ impl K8sKind for Pod {
                 conditions: vec![PodCondition {
                     r#type: "Ready".into(),
                     status: "True".into(),
+                    ..Default::default()
+                }],
+                qos_class: "Burstable".into(),
+                init_container_statuses: vec![ContainerStatus {
+                    name: "setup".into(),
+                    state: "Terminated".into(),
+                    reason: "Completed".into(),
+                    started_at: 1_700_000_000_000,
+                    finished_at: 1_700_000_001_000,
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -198,6 +253,11 @@ impl K8sKind for Pod {
     }
 }
 
+/// The schema sample's pod spec (also the pod template of the workloads' samples).
+pub(crate) fn sample_spec() -> Option<PodSpec> {
+    Pod::schema_sample().spec
+}
+
 pub(crate) fn none_if_empty(s: &str) -> String {
     if s.is_empty() {
         "<none>".into()
@@ -235,10 +295,11 @@ pub fn status_text(pod: &Pod) -> String {
     text
 }
 
-fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
+pub(crate) fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
     corev1::PodSpec {
         node_name: opt(&s.node_name),
         containers: s.containers.iter().map(container_to_k8s).collect(),
+        init_containers: opt_vec(s.init_containers.iter().map(container_to_k8s).collect()),
         restart_policy: opt(&s.restart_policy),
         node_selector: meta::map(&s.node_selector),
         termination_grace_period_seconds: Some(s.termination_grace_period_seconds),
@@ -262,10 +323,16 @@ fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
     }
 }
 
-fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
+pub(crate) fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
     PodSpec {
         node_name: s.node_name.unwrap_or_default(),
         containers: s.containers.into_iter().map(container_from_k8s).collect(),
+        init_containers: s
+            .init_containers
+            .unwrap_or_default()
+            .into_iter()
+            .map(container_from_k8s)
+            .collect(),
         restart_policy: s.restart_policy.unwrap_or_default(),
         node_selector: meta::unmap(s.node_selector),
         termination_grace_period_seconds: s.termination_grace_period_seconds.unwrap_or(0),
@@ -302,8 +369,9 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
                 .iter()
                 .map(|e| corev1::EnvVar {
                     name: e.name.clone(),
-                    value: Some(e.value.clone()),
-                    ..Default::default()
+                    // Kubernetes omits an empty value (a valueFrom has none).
+                    value: (!e.value.is_empty() || e.value_from.is_none()).then(|| e.value.clone()),
+                    value_from: e.value_from.as_ref().map(env_source_to_k8s),
                 })
                 .collect(),
         ),
@@ -325,6 +393,39 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
             requests: quantities(&r.requests),
             limits: quantities(&r.limits),
             ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `valueFrom`: the field and resource references kube-lite resolves (issue 13).
+fn env_source_to_k8s(s: &EnvVarSource) -> corev1::EnvVarSource {
+    corev1::EnvVarSource {
+        field_ref: s.field_ref.as_ref().map(|f| corev1::ObjectFieldSelector {
+            api_version: Some("v1".into()),
+            field_path: f.field_path.clone(),
+        }),
+        resource_field_ref: s
+            .resource_field_ref
+            .as_ref()
+            .map(|r| corev1::ResourceFieldSelector {
+                container_name: opt(&r.container_name),
+                resource: r.resource.clone(),
+                divisor: (!r.divisor.is_empty()).then(|| Quantity(r.divisor.clone())),
+            }),
+        ..Default::default()
+    }
+}
+
+fn env_source_from_k8s(s: corev1::EnvVarSource) -> EnvVarSource {
+    EnvVarSource {
+        field_ref: s.field_ref.map(|f| ObjectFieldSelector {
+            field_path: f.field_path,
+        }),
+        resource_field_ref: s.resource_field_ref.map(|r| ResourceFieldSelector {
+            container_name: r.container_name.unwrap_or_default(),
+            resource: r.resource,
+            divisor: r.divisor.map(|q| q.0).unwrap_or_default(),
         }),
         ..Default::default()
     }
@@ -452,7 +553,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
             .map(|e| EnvVar {
                 name: e.name,
                 value: e.value.unwrap_or_default(),
-                ..Default::default()
+                value_from: e.value_from.map(env_source_from_k8s),
             })
             .collect(),
         ports: c
@@ -506,6 +607,12 @@ fn status_to_k8s(s: &PodStatus) -> corev1::PodStatus {
                 .collect(),
         ),
         qos_class: opt(&s.qos_class),
+        init_container_statuses: opt_vec(
+            s.init_container_statuses
+                .iter()
+                .map(container_status_to_k8s)
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -536,9 +643,18 @@ fn status_from_k8s(s: corev1::PodStatus) -> PodStatus {
             .map(container_status_from_k8s)
             .collect(),
         qos_class: s.qos_class.unwrap_or_default(),
+        init_container_statuses: s
+            .init_container_statuses
+            .unwrap_or_default()
+            .into_iter()
+            .map(container_status_from_k8s)
+            .collect(),
         ..Default::default()
     }
 }
+
+/// `containerID` of a running container: `process://<pid>`.
+const PID_SCHEME: &str = "process://";
 
 /// Kubernetes' shape: `state: {running|waiting|terminated: {...}}`.
 fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
@@ -570,6 +686,8 @@ fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
     };
     corev1::ContainerStatus {
         name: c.name.clone(),
+        // The container's process (kube-lite runs processes, not images).
+        container_id: (c.pid != 0).then(|| format!("{PID_SCHEME}{}", c.pid)),
         ready: c.ready,
         restart_count: c.restart_count,
         started: Some(c.started),
@@ -592,6 +710,12 @@ fn container_status_to_k8s(c: &ContainerStatus) -> corev1::ContainerStatus {
 fn container_status_from_k8s(c: corev1::ContainerStatus) -> ContainerStatus {
     let mut out = ContainerStatus {
         name: c.name,
+        pid: c
+            .container_id
+            .as_deref()
+            .and_then(|id| id.strip_prefix(PID_SCHEME))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
         ready: c.ready,
         restart_count: c.restart_count,
         state: container_state::WAITING.into(),
@@ -649,6 +773,42 @@ mod tests {
         );
         let back = Pod::from_json(v).unwrap();
         assert_eq!(back, p);
+    }
+
+    /// Every field the proto pod has (issue 13's env sources, init containers, their
+    /// statuses, the process id) survives proto -> Kubernetes JSON -> proto, so a REST
+    /// update of such a pod writes back what it read.
+    #[test]
+    fn a_fully_populated_pod_round_trips() {
+        let p = Pod::schema_sample();
+        let spec = p.spec.as_ref().unwrap();
+        assert!(!spec.init_containers.is_empty() && spec.dns_config.is_some());
+        let v = p.to_json();
+        let env = &v["spec"]["containers"][0]["env"];
+        assert_eq!(env[0]["value"], "b");
+        assert_eq!(env[1]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+        assert!(env[1].get("value").is_none(), "{env}");
+        assert_eq!(env[2]["valueFrom"]["resourceFieldRef"]["divisor"], "1Mi");
+        assert_eq!(v["spec"]["initContainers"][0]["name"], "setup");
+        assert_eq!(
+            v["status"]["containerStatuses"][0]["containerID"],
+            "process://4242"
+        );
+        assert_eq!(
+            v["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
+        assert_eq!(v["status"]["qosClass"], "Burstable");
+        // Through text, as a client sends it back.
+        let text = serde_json::to_string(&v).unwrap();
+        let back = Pod::from_json(serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back, p);
+        // An env var with an empty value and no source keeps its (empty) value.
+        let mut q = p.clone();
+        q.spec.as_mut().unwrap().containers[0].env[0].value.clear();
+        let v = q.to_json();
+        assert_eq!(v["spec"]["containers"][0]["env"][0]["value"], "");
+        assert_eq!(Pod::from_json(v).unwrap(), q);
     }
 
     #[test]

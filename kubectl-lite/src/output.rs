@@ -1,25 +1,29 @@
-//! Printers: kubectl-like borderless tables, and Kubernetes-shaped JSON/YAML
-//! (apiVersion, kind, metadata with RFC 3339 timestamps, spec, status; camelCase; keys in
-//! a fixed order; empty fields left out as the Kubernetes API does).
+//! Printers: kubectl-like borderless tables, and Kubernetes JSON/YAML through the one
+//! conversion layer (`kube_lite_k8s`, as the REST face serves it: apiVersion, kind,
+//! Kubernetes' field names, RFC 3339 times, empty fields left out).
 
 mod pod_extras;
 pub use pod_extras::describe_lines as container_describe_lines;
 
 use crate::api::Api;
-use crate::util::{age, format_map, rfc3339};
+use crate::util::{age, format_map};
 use kube_lite_core::consts::{
     condition, condition_status, container_state, phase, protocol, service_type,
 };
 use kube_lite_core::Resource;
-use kube_lite_proto::v1::{ContainerStatus, Endpoints, Node, ObjectMeta, Pod, PodStatus, Service};
-use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use kube_lite_proto::v1::{Endpoints, Node, Pod, Service};
+use serde_json::{json, Value};
 
 /// How a kind shows itself in tables and in Kubernetes-shaped documents.
-pub trait Show: Api {
+pub trait Show: Api + kube_lite_k8s::K8sKind {
     fn headers(wide: bool) -> Vec<&'static str>;
     fn row(&self, now_ms: i64, wide: bool) -> Vec<String>;
-    fn to_json(&self) -> Value;
+}
+
+/// The object as the REST face serves it (`kube_lite_k8s`, the one conversion layer):
+/// apiVersion, kind, Kubernetes' field names, RFC 3339 times.
+pub fn object_json<T: Show>(o: &T) -> Value {
+    kube_lite_k8s::K8sKind::to_json(o)
 }
 
 /// Output format of `get` (`-o`).
@@ -197,133 +201,6 @@ impl Show for Pod {
         }
         r
     }
-
-    fn to_json(&self) -> Value {
-        let spec = self.spec.clone().unwrap_or_default();
-        let s = pod_spec_json(&spec);
-        json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": meta_json(self.meta(), true),
-            "spec": s,
-            "status": pod_status_json(&self.status.clone().unwrap_or_default()),
-        })
-    }
-}
-
-/// A pod spec as Kubernetes writes it (also a template's spec).
-pub fn pod_spec_json(spec: &kube_lite_proto::v1::PodSpec) -> Value {
-    let container_json = |c: &kube_lite_proto::v1::Container| {
-        let mut o = Map::new();
-        o.insert("name".into(), json!(c.name));
-        o.insert("image".into(), json!(c.image));
-        put_nonempty(&mut o, "command", json!(c.command));
-        put_nonempty(&mut o, "args", json!(c.args));
-        let env: Vec<Value> = c
-            .env
-            .iter()
-            .map(|e| json!({"name": e.name, "value": e.value}))
-            .collect();
-        put_nonempty(&mut o, "env", Value::Array(env));
-        let ports: Vec<Value> = c
-            .ports
-            .iter()
-            .map(|p| {
-                Value::Object(port_json(
-                    &p.name,
-                    "containerPort",
-                    p.container_port,
-                    &p.protocol,
-                ))
-            })
-            .collect();
-        put_nonempty(&mut o, "ports", Value::Array(ports));
-        pod_extras::container_json(&mut o, c);
-        Value::Object(o)
-    };
-    let containers: Vec<Value> = spec.containers.iter().map(container_json).collect();
-    let inits: Vec<Value> = spec.init_containers.iter().map(container_json).collect();
-    let mut s = Map::new();
-    put_str(&mut s, "nodeName", &spec.node_name);
-    s.insert("containers".into(), Value::Array(containers));
-    put_nonempty(&mut s, "initContainers", Value::Array(inits));
-    put_str(&mut s, "restartPolicy", &spec.restart_policy);
-    put_nonempty(&mut s, "nodeSelector", sorted_map(&spec.node_selector));
-    s.insert(
-        "terminationGracePeriodSeconds".into(),
-        json!(spec.termination_grace_period_seconds),
-    );
-    Value::Object(s)
-}
-
-fn pod_status_json(st: &PodStatus) -> Value {
-    let mut o = Map::new();
-    put_str(&mut o, "phase", &st.phase);
-    put_str(&mut o, "reason", &st.reason);
-    put_str(&mut o, "message", &st.message);
-    let conds: Vec<Value> = st
-        .conditions
-        .iter()
-        .map(|c| {
-            let mut o = Map::new();
-            o.insert("type".into(), json!(c.r#type));
-            o.insert("status".into(), json!(c.status));
-            put_str(&mut o, "reason", &c.reason);
-            put_str(&mut o, "message", &c.message);
-            Value::Object(o)
-        })
-        .collect();
-    put_nonempty(&mut o, "conditions", Value::Array(conds));
-    put_str(&mut o, "hostIP", &st.host_ip);
-    put_str(&mut o, "podIP", &st.pod_ip);
-    put_time(&mut o, "startTime", st.start_time);
-    let cs: Vec<Value> = st
-        .container_statuses
-        .iter()
-        .map(container_status_json)
-        .collect();
-    put_nonempty(&mut o, "containerStatuses", Value::Array(cs));
-    let ics: Vec<Value> = st
-        .init_container_statuses
-        .iter()
-        .map(container_status_json)
-        .collect();
-    put_nonempty(&mut o, "initContainerStatuses", Value::Array(ics));
-    put_str(&mut o, "qosClass", &st.qos_class);
-    Value::Object(o)
-}
-
-/// Kubernetes' shape: `state: {running|waiting|terminated: {...}}`.
-fn container_status_json(c: &ContainerStatus) -> Value {
-    let mut detail = Map::new();
-    let key = match c.state.as_str() {
-        container_state::RUNNING => {
-            put_time(&mut detail, "startedAt", c.started_at);
-            "running"
-        }
-        container_state::TERMINATED => {
-            detail.insert("exitCode".into(), json!(c.exit_code));
-            put_str(&mut detail, "reason", &c.reason);
-            put_str(&mut detail, "message", &c.message);
-            put_time(&mut detail, "startedAt", c.started_at);
-            put_time(&mut detail, "finishedAt", c.finished_at);
-            "terminated"
-        }
-        _ => {
-            put_str(&mut detail, "reason", &c.reason);
-            put_str(&mut detail, "message", &c.message);
-            "waiting"
-        }
-    };
-    let mut state = Map::new();
-    state.insert(key.into(), Value::Object(detail));
-    let mut o = Map::new();
-    o.insert("name".into(), json!(c.name));
-    o.insert("ready".into(), json!(c.ready));
-    o.insert("restartCount".into(), json!(c.restart_count));
-    o.insert("state".into(), Value::Object(state));
-    pod_extras::container_status_json(&mut o, c);
-    Value::Object(o)
 }
 
 /// `80/TCP,53/UDP`, `<none>` without ports.
@@ -375,30 +252,6 @@ impl Show for Service {
             r.push(format_map(&spec.selector, ","));
         }
         r
-    }
-
-    fn to_json(&self) -> Value {
-        let spec = self.spec.clone().unwrap_or_default();
-        let ports: Vec<Value> = spec
-            .ports
-            .iter()
-            .map(|p| {
-                let mut o = port_json(&p.name, "port", p.port, &p.protocol);
-                o.insert("targetPort".into(), json!(p.target_port));
-                Value::Object(o)
-            })
-            .collect();
-        let mut s = Map::new();
-        put_nonempty(&mut s, "selector", sorted_map(&spec.selector));
-        s.insert("ports".into(), Value::Array(ports));
-        put_str(&mut s, "clusterIP", &spec.cluster_ip);
-        put_str(&mut s, "type", &spec.r#type);
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta_json(self.meta(), true),
-            "spec": Value::Object(s),
-        })
     }
 }
 
@@ -470,48 +323,6 @@ impl Show for Node {
         }
         r
     }
-
-    fn to_json(&self) -> Value {
-        let spec = self.spec.clone().unwrap_or_default();
-        let st = self.status.clone().unwrap_or_default();
-        let mut s = Map::new();
-        put_str(&mut s, "podCIDR", &spec.pod_cidr);
-        put_str(&mut s, "address", &spec.address);
-        if spec.unschedulable {
-            s.insert("unschedulable".into(), json!(true));
-        }
-        let mut o = Map::new();
-        let conds: Vec<Value> = st
-            .conditions
-            .iter()
-            .map(|c| {
-                let mut o = Map::new();
-                o.insert("type".into(), json!(c.r#type));
-                o.insert("status".into(), json!(c.status));
-                put_str(&mut o, "reason", &c.reason);
-                put_str(&mut o, "message", &c.message);
-                put_time(&mut o, "lastTransitionTime", c.last_transition_time);
-                Value::Object(o)
-            })
-            .collect();
-        put_nonempty(&mut o, "conditions", Value::Array(conds));
-        if !st.address.is_empty() {
-            o.insert(
-                "addresses".into(),
-                json!([{"type": "InternalIP", "address": st.address}]),
-            );
-        }
-        put_nonempty(&mut o, "capacity", sorted_map(&st.capacity));
-        put_time(&mut o, "lastHeartbeatTime", st.last_heartbeat_time);
-        put_str(&mut o, "daemonEndpoint", &st.daemon_endpoint);
-        json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": meta_json(self.meta(), false),
-            "spec": Value::Object(s),
-            "status": Value::Object(o),
-        })
-    }
 }
 
 /// kubectl's ENDPOINTS column: `ip:port` pairs, at most three then `+ N more...`.
@@ -550,138 +361,12 @@ impl Show for Endpoints {
             age(self.meta().creation_timestamp, now_ms),
         ]
     }
-
-    fn to_json(&self) -> Value {
-        let ns = self.meta().namespace.clone();
-        let addr = |a: &kube_lite_proto::v1::EndpointAddress| {
-            let mut o = Map::new();
-            o.insert("ip".into(), json!(a.ip));
-            put_str(&mut o, "nodeName", &a.node_name);
-            if !a.pod_name.is_empty() {
-                o.insert(
-                    "targetRef".into(),
-                    json!({"kind": "Pod", "namespace": ns, "name": a.pod_name}),
-                );
-            }
-            Value::Object(o)
-        };
-        let subsets: Vec<Value> = self
-            .subsets
-            .iter()
-            .map(|s| {
-                let mut o = Map::new();
-                put_nonempty(
-                    &mut o,
-                    "addresses",
-                    Value::Array(s.addresses.iter().map(addr).collect()),
-                );
-                put_nonempty(
-                    &mut o,
-                    "notReadyAddresses",
-                    Value::Array(s.not_ready_addresses.iter().map(addr).collect()),
-                );
-                let ports: Vec<Value> = s
-                    .ports
-                    .iter()
-                    .map(|p| Value::Object(port_json(&p.name, "port", p.port, &p.protocol)))
-                    .collect();
-                put_nonempty(&mut o, "ports", Value::Array(ports));
-                Value::Object(o)
-            })
-            .collect();
-        let mut out = Map::new();
-        out.insert("apiVersion".into(), json!("v1"));
-        out.insert("kind".into(), json!("Endpoints"));
-        out.insert("metadata".into(), meta_json(self.meta(), true));
-        put_nonempty(&mut out, "subsets", Value::Array(subsets));
-        Value::Object(out)
-    }
 }
 
 mod workloads;
 pub use workloads::{deployment_ready_text, event_object_text, selector_text};
 
 // ---------- JSON helpers ----------
-
-pub fn meta_json(m: &ObjectMeta, namespaced: bool) -> Value {
-    let mut o = Map::new();
-    o.insert("name".into(), json!(m.name));
-    if namespaced {
-        o.insert("namespace".into(), json!(m.namespace));
-    }
-    put_str(&mut o, "uid", &m.uid);
-    o.insert(
-        "resourceVersion".into(),
-        json!(m.resource_version.to_string()),
-    );
-    put_time(&mut o, "creationTimestamp", m.creation_timestamp);
-    if m.deletion_timestamp != 0 {
-        put_time(&mut o, "deletionTimestamp", m.deletion_timestamp);
-        o.insert(
-            "deletionGracePeriodSeconds".into(),
-            json!(m.deletion_grace_period_seconds),
-        );
-    }
-    if m.generation != 0 {
-        o.insert("generation".into(), json!(m.generation));
-    }
-    put_nonempty(&mut o, "labels", sorted_map(&m.labels));
-    put_nonempty(&mut o, "annotations", sorted_map(&m.annotations));
-    let owners: Vec<Value> = m
-        .owner_references
-        .iter()
-        .map(|r| {
-            json!({"apiVersion": r.api_version, "kind": r.kind, "name": r.name, "uid": r.uid,
-                   "controller": r.controller, "blockOwnerDeletion": r.block_owner_deletion})
-        })
-        .collect();
-    put_nonempty(&mut o, "ownerReferences", Value::Array(owners));
-    put_nonempty(&mut o, "finalizers", json!(m.finalizers));
-    Value::Object(o)
-}
-
-pub(crate) fn sorted_map(m: &HashMap<String, String>) -> Value {
-    let sorted: BTreeMap<_, _> = m.iter().collect();
-    let mut o = Map::new();
-    for (k, v) in sorted {
-        o.insert(k.clone(), json!(v));
-    }
-    Value::Object(o)
-}
-
-/// A port as Kubernetes writes it: `name` and `protocol` when set, the number under
-/// `number_key` (`containerPort` for containers, `port` for Services and Endpoints).
-fn port_json(name: &str, number_key: &str, number: i32, protocol: &str) -> Map<String, Value> {
-    let mut o = Map::new();
-    put_str(&mut o, "name", name);
-    o.insert(number_key.into(), json!(number));
-    put_str(&mut o, "protocol", protocol);
-    o
-}
-
-pub(crate) fn put_str(o: &mut Map<String, Value>, key: &str, v: &str) {
-    if !v.is_empty() {
-        o.insert(key.into(), json!(v));
-    }
-}
-
-pub(crate) fn put_time(o: &mut Map<String, Value>, key: &str, millis: i64) {
-    if millis != 0 {
-        o.insert(key.into(), json!(rfc3339(millis)));
-    }
-}
-
-pub(crate) fn put_nonempty(o: &mut Map<String, Value>, key: &str, v: Value) {
-    let empty = match &v {
-        Value::Array(a) => a.is_empty(),
-        Value::Object(m) => m.is_empty(),
-        Value::Null => true,
-        _ => false,
-    };
-    if !empty {
-        o.insert(key.into(), v);
-    }
-}
 
 /// A single object as is, several as a Kubernetes `List`.
 pub fn list_json(items: Vec<Value>) -> Value {
@@ -705,6 +390,7 @@ mod tests {
         Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, NodeCondition,
         NodeSpec, NodeStatus, PodSpec, ServicePort, ServiceSpec,
     };
+    use kube_lite_proto::v1::{ContainerStatus, ObjectMeta, PodStatus};
 
     const NOW: i64 = 1_795_823_230_000; // 2026-11-27T23:47:10Z
 
@@ -937,13 +623,28 @@ mod tests {
 
     #[test]
     fn kubernetes_shaped_json() {
-        let v = pod("web", 150, "Running", "node-1", "10.0.1.2").to_json();
-        let text = serde_json::to_string(&v).unwrap();
+        let v = object_json(&pod("web", 150, "Running", "node-1", "10.0.1.2"));
+        // The REST face's JSON (kube_lite_k8s): Kubernetes' names, RFC 3339 times.
         assert_eq!(
-            text,
-            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"default","uid":"u-1","resourceVersion":"42","creationTimestamp":"2026-11-27T23:44:40Z","labels":{"app":"web"}},"spec":{"nodeName":"node-1","containers":[{"name":"web","image":"busybox","ports":[{"containerPort":8080,"protocol":"TCP"}]}],"restartPolicy":"Always","terminationGracePeriodSeconds":30},"status":{"phase":"Running","podIP":"10.0.1.2","containerStatuses":[{"name":"web","ready":true,"restartCount":2,"state":{"running":{"startedAt":"2026-11-27T23:47:05Z"}}}]}}"#
+            v,
+            kube_lite_k8s::K8sKind::to_json(&pod("web", 150, "Running", "node-1", "10.0.1.2"))
         );
-        let v = service().to_json();
+        assert_eq!(
+            (v["apiVersion"].as_str(), v["kind"].as_str()),
+            (Some("v1"), Some("Pod"))
+        );
+        assert_eq!(v["metadata"]["creationTimestamp"], "2026-11-27T23:44:40Z");
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert_eq!(v["status"]["podIP"], "10.0.1.2");
+        assert_eq!(
+            v["status"]["containerStatuses"][0]["state"]["running"]["startedAt"],
+            "2026-11-27T23:47:05Z"
+        );
+        assert_eq!(
+            v["spec"]["containers"][0]["ports"][0]["containerPort"],
+            8080
+        );
+        let v = object_json(&service());
         assert_eq!(v["spec"]["clusterIP"], "10.96.0.10");
         assert_eq!(
             v["spec"]["ports"][1],
@@ -965,7 +666,7 @@ mod tests {
     #[test]
     fn yaml_output_round_trips_through_apply() {
         // `get -o yaml` output is a manifest `apply` accepts (server-set fields warn).
-        let yaml = to_yaml_text(&service().to_json()).unwrap();
+        let yaml = to_yaml_text(&object_json(&service())).unwrap();
         assert!(
             yaml.starts_with("apiVersion: v1\nkind: Service\n"),
             "{yaml}"
@@ -975,16 +676,21 @@ mod tests {
         assert_eq!(
             c.warnings,
             vec![
-                "metadata.uid: ignored (not used by kube-lite)",
-                "metadata.resourceVersion: ignored (not used by kube-lite)",
+                "status: ignored (not used by kube-lite)",
                 "metadata.creationTimestamp: ignored (not used by kube-lite)",
+                "metadata.resourceVersion: ignored (not used by kube-lite)",
+                "metadata.uid: ignored (not used by kube-lite)",
+                "spec.clusterIPs: ignored (not used by kube-lite)",
             ]
         );
         let crate::manifest::Manifest::Service(s) = c.manifest else {
             panic!()
         };
         assert_eq!(s.spec, service().spec);
-        let yaml = to_yaml_text(&pod("web", 1, "Running", "node-1", "10.0.1.2").to_json()).unwrap();
+        let yaml = to_yaml_text(&object_json(&pod(
+            "web", 1, "Running", "node-1", "10.0.1.2",
+        )))
+        .unwrap();
         let docs = crate::manifest::parse_documents(&yaml).unwrap();
         let c = crate::manifest::convert(&docs[0], "default", false).unwrap();
         let crate::manifest::Manifest::Pod(p) = c.manifest else {

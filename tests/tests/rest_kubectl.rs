@@ -570,3 +570,514 @@ async fn python_client_watch_too_old_is_410() {
     let out = python(&k, PY_EXPIRED);
     assert!(out.contains("expired 410"), "{out}");
 }
+
+/// One manifest per issue-11 kind, with what kubectl calls it.
+const KINDS: &[(&str, &str, &str)] = &[
+    (
+        "namespace/blue",
+        "NAME STATUS AGE",
+        "apiVersion: v1
+kind: Namespace
+metadata: {name: blue, labels: {team: a}}
+",
+    ),
+    (
+        "configmap/cfg",
+        "NAME DATA AGE",
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: '1', b: two}
+",
+    ),
+    (
+        "secret/s",
+        "NAME TYPE DATA AGE",
+        "apiVersion: v1
+kind: Secret
+metadata: {name: s}
+type: Opaque
+data: {password: aHVudGVyMg==}
+",
+    ),
+    (
+        "event/web.1",
+        "LAST SEEN TYPE REASON OBJECT SUBOBJECT SOURCE MESSAGE FIRST SEEN COUNT NAME",
+        "apiVersion: v1
+kind: Event
+metadata: {name: web.1}
+involvedObject: {kind: Pod, name: web, namespace: default, apiVersion: v1}
+reason: Tested
+message: hello from the test
+type: Normal
+source: {component: tester}
+firstTimestamp: '2026-01-01T00:00:00Z'
+lastTimestamp: '2026-01-01T00:00:05Z'
+count: 2
+",
+    ),
+    (
+        "deployment.apps/web",
+        "NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR",
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: c
+        image: whoami
+        ports: [{containerPort: 8080, name: http}]
+        env:
+        - {name: A, value: b}
+        - name: POD_IP
+          valueFrom: {fieldRef: {fieldPath: status.podIP}}
+",
+    ),
+    (
+        "replicaset.apps/solo",
+        "NAME DESIRED CURRENT READY AGE CONTAINERS IMAGES SELECTOR",
+        "apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: solo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      containers: [{name: c, image: busybox, args: [sleep, '100']}]
+",
+    ),
+];
+
+/// The header of a table, as words.
+fn header(table: &str) -> String {
+    table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every issue-11 kind through the real kubectl: apply twice (created, unchanged), get in
+/// every output format, get -> apply round trip (unchanged), then the workload verbs:
+/// `create deployment`, `scale` (deployments and replicasets, through `/scale`),
+/// `describe`, `explain`, `delete --grace-period`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_every_kind_and_workload_verbs() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let r = k.ok(&["api-resources"]);
+    for want in [
+        "namespaces",
+        "configmaps",
+        "secrets",
+        "events",
+        "deployments",
+        "deploy",
+        "replicasets",
+        "apps/v1",
+    ] {
+        assert!(r.contains(want), "api-resources lacks {want}:\n{r}");
+    }
+    for (i, (name, wide, manifest)) in KINDS.iter().enumerate() {
+        let (kind, obj) = name.split_once('/').unwrap();
+        let resource = kind.split('.').next().unwrap();
+        let f = k.file(&format!("k{i}.yaml"), manifest);
+        assert_eq!(k.ok(&["apply", "-f", &f]).trim(), format!("{name} created"));
+        assert_eq!(
+            k.ok(&["apply", "-f", &f]).trim(),
+            format!("{name} unchanged"),
+            "second apply of {name}"
+        );
+        // -o wide: kubectl's columns for the kind.
+        let t = k.ok(&["get", resource, obj, "-o", "wide"]);
+        assert_eq!(header(&t), *wide, "{t}");
+        // The plain table is the wide one without the priority-1 columns.
+        let plain = k.ok(&["get", resource]);
+        assert!(
+            wide.starts_with(&header(&plain)[..header(&plain).len().min(8)]),
+            "{plain}"
+        );
+        let j = k.json(&["get", resource, obj]);
+        assert_eq!(j["metadata"]["name"], obj, "{j}");
+        assert!(j["apiVersion"].as_str().unwrap().ends_with("v1"), "{j}");
+        assert!(j["metadata"]["resourceVersion"].is_string());
+        let y = k.ok(&["get", resource, obj, "-o", "yaml"]);
+        assert!(y.contains(&format!("name: {obj}")), "{y}");
+        assert_eq!(
+            k.ok(&["get", resource, obj, "-o", "jsonpath={.metadata.name}"]),
+            *obj
+        );
+        assert_eq!(k.ok(&["get", resource, obj, "-o", "name"]).trim(), *name);
+        // get -> apply: what the server returns applies back without a change.
+        let mut live = k.json(&["get", resource, obj]);
+        let m = live["metadata"].as_object_mut().unwrap();
+        m.remove("resourceVersion");
+        // (The controllers may still be writing a workload's status.)
+        live.as_object_mut().unwrap().remove("status");
+        let lf = k.file(&format!("live{i}.json"), &live.to_string());
+        k.ok(&["apply", "-f", &lf]);
+        assert_eq!(
+            k.ok(&["apply", "-f", &lf]).trim(),
+            format!("{name} unchanged"),
+            "get -> apply of {name}"
+        );
+    }
+    // Kind-specific content.
+    assert_eq!(
+        k.ok(&["get", "secret", "s", "-o", "jsonpath={.data.password}"]),
+        "aHVudGVyMg=="
+    );
+    assert_eq!(
+        k.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.b}"]),
+        "two"
+    );
+    let ev = k.ok(&["get", "events"]);
+    assert!(
+        ev.contains("pod/web") && ev.contains("hello from the test"),
+        "{ev}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[1].valueFrom.fieldRef.fieldPath}"
+        ]),
+        "status.podIP"
+    );
+    // The deployment controller made a ReplicaSet with two pods.
+    let rs_of_web = eventually_kubectl(&k, &["get", "rs", "-l", "app=web", "-o", "name"], |o| {
+        !o.trim().is_empty()
+    });
+    assert!(rs_of_web.starts_with("replicaset.apps/web-"), "{rs_of_web}");
+    eventually_kubectl(&k, &["get", "pods", "-l", "app=web", "-o", "name"], |o| {
+        o.lines().count() == 2
+    });
+
+    // create deployment, scale (through /scale), describe, explain.
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "deployment",
+            "d2",
+            "--image=whoami",
+            "--replicas=1"
+        ])
+        .trim(),
+        "deployment.apps/d2 created"
+    );
+    assert_eq!(
+        k.ok(&["scale", "deployment", "d2", "--replicas=3"]).trim(),
+        "deployment.apps/d2 scaled"
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "d2", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    eventually_kubectl(&k, &["get", "pods", "-l", "app=d2", "-o", "name"], |o| {
+        o.lines().count() == 3
+    });
+    // With a precondition (kubectl then GETs and PUTs the Scale).
+    assert!(k
+        .ok(&[
+            "scale",
+            "rs",
+            "solo",
+            "--current-replicas=1",
+            "--replicas=2"
+        ])
+        .contains("scaled"));
+    let stale = k.fails(&[
+        "scale",
+        "rs",
+        "solo",
+        "--current-replicas=5",
+        "--replicas=1",
+    ]);
+    assert!(
+        stale.contains("Expected replicas to be 5, was 2"),
+        "{stale}"
+    );
+    assert_eq!(
+        k.ok(&["get", "rs", "solo", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+    let scale: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        "/apis/apps/v1/namespaces/default/deployments/d2/scale",
+    ]))
+    .unwrap();
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=d2");
+    let bad = k.fails(&["scale", "deployment", "d2", "--replicas=-1"]);
+    assert!(!bad.is_empty());
+    let d = k.ok(&["describe", "deployment", "web"]);
+    assert!(d.contains("Replicas:") && d.contains("whoami"), "{d}");
+    let e = k.ok(&["explain", "deployments.spec"]);
+    assert!(e.contains("replicas") && e.contains("template"), "{e}");
+    let all = k.ok(&["get", "all"]);
+    assert!(
+        all.contains("deployment.apps/web") && all.contains("replicaset.apps/solo"),
+        "{all}"
+    );
+    // A strategic merge patch of the template's containers (merged by name).
+    k.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"whoami:2"}]}}}}"#,
+    ]);
+    let j = k.json(&["get", "deploy", "web"]);
+    let c = &j["spec"]["template"]["spec"]["containers"];
+    assert_eq!(c.as_array().unwrap().len(), 1, "{c}");
+    assert_eq!(c[0]["image"], "whoami:2");
+    assert_eq!(c[0]["ports"][0]["containerPort"], 8080, "{c}");
+
+    // delete with a grace period; kubectl waits until they are gone.
+    assert!(k
+        .ok(&["delete", "deployment", "d2", "--grace-period=5"])
+        .contains("deleted"));
+    assert!(k
+        .ok(&["delete", "cm", "cfg", "--grace-period=0", "--force"])
+        .contains("deleted"));
+    assert!(k.ok(&["delete", "secret", "s"]).contains("deleted"));
+    assert_eq!(
+        k.ok(&["get", "deploy", "-o", "name"]).trim(),
+        "deployment.apps/web"
+    );
+    assert!(k.ok(&["delete", "namespace", "blue"]).contains("deleted"));
+}
+
+/// Runs a kubectl command until its output satisfies `ok` (60 s), returning it.
+fn eventually_kubectl(k: &Kubectl, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = k.ok(args);
+        if ok(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?} never matched: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+/// A client with the cluster's CA but no credentials, and kubectl with a wrong bearer
+/// token, are refused with 401 Unauthorized; `/version` and the health endpoints stay
+/// open, as in Kubernetes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_without_credentials_is_unauthorized() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    assert!(server.secure());
+    let anon = k.file(
+        "anon.kubeconfig",
+        &format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: kl, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]
+contexts: [{{name: kl, context: {{cluster: kl, user: anon}}}}]
+users: [{{name: anon, user: {{}}}}]
+current-context: kl
+",
+            server.url,
+            server.ca_path().display()
+        ),
+    );
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(&k.bin);
+        c.arg("--kubeconfig")
+            .arg(&anon)
+            .env("HOME", k.dir.path())
+            .env("KUBECACHEDIR", k.dir.path().join("anon-cache"))
+            .args(extra);
+        c.output().unwrap()
+    };
+    // (kubectl itself, with no credentials at all, asks for a username on the
+    // terminal before it sends anything, as against any Kubernetes server; so the
+    // anonymous request is the official Python client's.)
+    let script = format!(
+        r#"
+from kubernetes import client
+c = client.Configuration()
+c.host = "{}"
+c.ssl_ca_cert = "{}"
+api = client.CoreV1Api(client.ApiClient(c))
+try:
+    api.list_namespaced_pod("default")
+    print("listed")
+except client.exceptions.ApiException as e:
+    import json
+    print("refused", e.status, json.loads(e.body)["reason"])
+"#,
+        server.url,
+        server.ca_path().display()
+    );
+    let out = python(&k, &script);
+    assert_eq!(out.trim(), "refused 401 Unauthorized");
+    let o = run(&["--token", "not-the-token", "get", "pods"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+    let o = run(&["--token", "not-the-token", "get", "--raw", "/healthz"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ok");
+    // The admin token works like the admin certificate.
+    let o = run(&[
+        "--token",
+        &server.admin_token(),
+        "get",
+        "pods",
+        "-o",
+        "name",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The real kubectl against a real cluster (one node agent in a network namespace, the
+/// kit's cluster): `create deployment`, `rollout status` (the deployment controller and
+/// the agent make it Available), `scale` + `rollout status` again, `logs --tail` and
+/// `logs -f --tail` of a running pod (through the apiserver to the agent's log port),
+/// `delete --grace-period` (the agent stops the pods).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_scale_and_logs_on_a_real_cluster() {
+    if !kube_lite_tests::cluster::require_root() {
+        return;
+    }
+    let c =
+        kube_lite_tests::cluster::whoami_cluster(kube_lite_tests::cluster::ClusterOptions::new(
+            1,
+            kube_lite_tests::cluster::default_agent_bin(),
+        ))
+        .await;
+    let Some(k) = Kubectl::new(&c.api) else {
+        return;
+    };
+    assert_eq!(
+        k.ok(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=whoami",
+            "--replicas=2"
+        ])
+        .trim(),
+        "deployment.apps/web created"
+    );
+    rollout(&k, &c, "web");
+    k.ok(&["scale", "deployment", "web", "--replicas=3"]);
+    rollout(&k, &c, "web");
+    let t = k.ok(&["get", "deploy", "web", "--no-headers"]);
+    let cols: Vec<&str> = t.split_whitespace().collect();
+    assert_eq!(cols[..4], ["web", "3/3", "3", "3"], "{t}");
+    let pods = k.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
+    assert_eq!(
+        pods.lines().filter(|l| l.contains(" Running ")).count(),
+        3,
+        "{pods}"
+    );
+
+    // A pod that logs three lines, then one a second.
+    k.ok(&[
+        "run",
+        "logger",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two; echo three; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
+    ]);
+    eventually_kubectl(
+        &k,
+        &["get", "pod", "logger", "-o", "jsonpath={.status.phase}"],
+        |o| o == "Running",
+    );
+    eventually_kubectl(&k, &["logs", "logger"], |o| o.contains("tick-3"));
+    let tail = k.ok(&["logs", "logger", "--tail=2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("tick-")), "{tail}");
+    // -f: the last line, then new ones as they are written.
+    let mut child = k
+        .cmd(&["logs", "-f", "--tail=1", "logger"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines.len() < 4 && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 4, "kubectl logs -f printed {lines:?}");
+    let n: Vec<u64> = lines
+        .iter()
+        .map(|l| l.trim_start_matches("tick-").parse().unwrap())
+        .collect();
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{lines:?}");
+    let d = k.ok(&["describe", "pod", "logger"]);
+    assert!(d.contains("Running") && d.contains("node0"), "{d}");
+
+    assert!(k
+        .ok(&["delete", "pod", "logger", "--grace-period=1"])
+        .contains("deleted"));
+    assert!(k
+        .ok(&["delete", "deployment", "web", "--grace-period=2"])
+        .contains("deleted"));
+    eventually_kubectl(&k, &["get", "pods", "-o", "name"], |o| o.trim().is_empty());
+}
+
+/// `kubectl rollout status` to success; on failure, what the cluster shows.
+fn rollout(k: &Kubectl, c: &kube_lite_tests::cluster::TestCluster, name: &str) {
+    let o = k.run(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=90s",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() || !out.contains("successfully rolled out") {
+        let state = k.run(&["get", "deploy,rs,pods", "-o", "wide"]);
+        let d = k.run(&["get", "deploy", name, "-o", "json"]);
+        panic!(
+            "rollout status failed: {}{out}\n{}\n{}\nagent: {}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&state.stdout),
+            String::from_utf8_lossy(&d.stdout),
+            c.agent_log_tail(0, 30)
+        );
+    }
+}

@@ -7,7 +7,9 @@
 //!   through the current state in key order (the continue token is the last key, so
 //!   a later page reflects writes made in between; no 410 for old tokens).
 //! - Watch without `resourceVersion` (or `0`) starts with ADDED events for every
-//!   matching object, then follows changes after that list's revision. A revision
+//!   matching object, then follows changes after that list's revision; with
+//!   `sendInitialEvents=true` (WatchList) they end with a BOOKMARK annotated
+//!   `k8s.io/initial-events-end`, whatever `resourceVersion` says. A revision
 //!   older than the change log is an ERROR event carrying a 410 `Expired` Status (as
 //!   Kubernetes' watch cache does). `timeoutSeconds` ends the stream (default 30 min).
 //! - Field selectors: `metadata.name`, `metadata.namespace` and each kind's
@@ -153,6 +155,10 @@ async fn dispatch<R: Stored + K8sKind>(rest: Rest, req: Req) -> Res {
             patch::<R>(&rest, &ns, &n, &req, true).await
         }
         (Some(n), None) if *m == Method::DELETE => delete::<R>(&rest, &ns, &n, &req).await,
+        (Some(n), Some("scale")) if *m == Method::GET => get_scale::<R>(&rest, &ns, &n),
+        (Some(n), Some("scale")) if *m == Method::PUT || *m == Method::PATCH => {
+            put_scale::<R>(&rest, &ns, &n, &req).await
+        }
         (Some(n), Some("log")) if *m == Method::GET && R::STORED_KIND == Kind::Pod => {
             logs(&rest, &ns, &n, &req).await
         }
@@ -203,6 +209,11 @@ fn body_value(req: &Req) -> Result<Value, Failure> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if ct.starts_with(kube_lite_k8s::protobuf::MEDIA_TYPE) {
+        return kube_lite_k8s::protobuf::to_json(&req.body).map_err(|e| {
+            status::bad_request(format!("the request body is not valid protobuf: {e}"))
+        });
+    }
     let text = std::str::from_utf8(&req.body)
         .map_err(|_| status::bad_request("the request body is not UTF-8"))?;
     if ct.contains("yaml") {
@@ -472,8 +483,11 @@ async fn watch<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req) -> Res {
     };
     let tv = table_version(req);
     let include = Include::of(q.get("includeObject"));
-    // No revision: the current state as ADDED events first.
-    let (initial, from) = if start == 0 {
+    // WatchList (client-go's default since 1.35): the current state as ADDED events,
+    // then a BOOKMARK annotated `k8s.io/initial-events-end` at the state's revision.
+    let send_initial = q.flag("sendInitialEvents");
+    // No revision (or sendInitialEvents): the current state as ADDED events first.
+    let (initial, from) = if start == 0 || send_initial {
         let (items, rev) = snapshot::<R>(rest, ns, &sel)?;
         (items, rev)
     } else {
@@ -512,6 +526,18 @@ async fn watch<R: Stored + K8sKind>(rest: &Rest, ns: &str, req: &Req) -> Res {
                 }
             }
             drop(initial);
+            if send_initial {
+                let mut o = R::default();
+                o.meta_mut().resource_version = from;
+                let mut v = o.to_json();
+                v["metadata"] = json!({
+                    "resourceVersion": from.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                });
+                if tx.send(Ok(event_line("BOOKMARK", &v))).await.is_err() {
+                    return;
+                }
+            }
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
             loop {
@@ -705,6 +731,111 @@ async fn patch<R: Stored + K8sKind>(
     unreachable!("the last attempt returns")
 }
 
+/// The `autoscaling/v1` Scale of a workload (`/scale`).
+fn scale_json<R: K8sKind>(o: &R) -> Option<Value> {
+    let s = o.scale()?;
+    let m = kube_lite_k8s::meta::to_k8s(o.meta(), R::NAMESPACED);
+    Some(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.name, "namespace": m.namespace, "uid": m.uid,
+            "resourceVersion": m.resource_version, "creationTimestamp": m.creation_timestamp,
+        },
+        "spec": {"replicas": s.spec_replicas},
+        "status": {"replicas": s.status_replicas, "selector": s.selector},
+    }))
+}
+
+fn current<R: Stored + K8sKind>(rest: &Rest, ns: &str, name: &str) -> Result<R, Failure> {
+    let o = rest
+        .store
+        .get(R::STORED_KIND, &key::<R>(ns, name))
+        .ok_or_else(|| {
+            status::from_grpc(
+                &tonic::Status::not_found(format!("{} {name:?} not found", R::PLURAL)),
+                &about::<R>(name),
+            )
+        })?;
+    Ok(R::from_object(&o))
+}
+
+fn get_scale<R: Stored + K8sKind>(rest: &Rest, ns: &str, name: &str) -> Res {
+    let o: R = current(rest, ns, name)?;
+    let v =
+        scale_json(&o).ok_or_else(|| status::not_found(format!("{} do not scale", R::PLURAL)))?;
+    Ok(json_response(200, &v))
+}
+
+/// PUT (a whole Scale) or PATCH (any patch type, applied to the current Scale) of
+/// `/scale`: only `spec.replicas` is taken; a `metadata.resourceVersion` in the body is
+/// a precondition (409 when stale), as in Kubernetes.
+async fn put_scale<R: Stored + K8sKind>(rest: &Rest, ns: &str, name: &str, req: &Req) -> Res {
+    let body = body_value(req)?;
+    for attempt in 1..=PATCH_ATTEMPTS {
+        let mut o: R = current(rest, ns, name)?;
+        let cur = scale_json(&o)
+            .ok_or_else(|| status::not_found(format!("{} do not scale", R::PLURAL)))?;
+        let new = if req.method == Method::PATCH {
+            let ct = req
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let pt = PatchType::of(ct).ok_or_else(|| {
+                status::failure(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!("unknown patch type {ct:?}"),
+                )
+            })?;
+            patch::apply(pt, &cur, &body, &[])
+                .map_err(|e| status::failure(422, "Invalid", &format!("Scale {name:?}: {e}")))?
+        } else {
+            body.clone()
+        };
+        let replicas = new
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if !(0..=i64::from(i32::MAX)).contains(&replicas) {
+            return Err(status::invalid(
+                &about::<R>(name),
+                &[(
+                    "spec.replicas".into(),
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
+        }
+        let given_rv = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty() && req.method == Method::PUT)
+            .map(kube_lite_k8s::meta::parse_resource_version)
+            .transpose()
+            .map_err(|e| status::bad_request(format!("metadata.resourceVersion: {}", e.message)))?;
+        if let Some(rv) = given_rv {
+            o.meta_mut().resource_version = rv;
+        }
+        o.set_replicas(replicas as i32);
+        match rest.api.do_update::<R>(treq(req, o), false).await {
+            Ok(out) => {
+                let v = scale_json(&out.into_inner()).unwrap_or_default();
+                return Ok(json_response(200, &v));
+            }
+            Err(st)
+                if st.code() == tonic::Code::Aborted
+                    && given_rv.is_none()
+                    && attempt < PATCH_ATTEMPTS =>
+            {
+                continue
+            }
+            Err(st) => return Err(grpc::<R>(name)(st)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
 /// DeleteOptions from the body and the query (the query wins, as in Kubernetes).
 struct DeleteOpts {
     grace: i64,
@@ -718,9 +849,12 @@ fn delete_opts(req: &Req) -> Result<DeleteOpts, Failure> {
     let body: Value = if req.body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&req.body).map_err(|e| {
+        body_value(req).map_err(|f| {
             status::bad_request(format!(
-                "DeleteOptions: the request body is not valid JSON: {e}"
+                "DeleteOptions: {}",
+                f.body["message"]
+                    .as_str()
+                    .unwrap_or("the request body does not decode")
             ))
         })?
     };

@@ -36,7 +36,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use kube_lite_proto::v1::{Endpoints, Node, Pod, Service};
+use kube_lite_proto::v1::{
+    ConfigMap, Deployment, Endpoints, Event, Namespace, Node, Pod, ReplicaSet, Secret, Service,
+};
 use serde_json::Value;
 
 use crate::api::Api;
@@ -95,6 +97,12 @@ pub fn served() -> Vec<Arc<dyn Served>> {
         handler::served::<Service>(),
         handler::served::<Endpoints>(),
         handler::served::<Node>(),
+        handler::served::<Namespace>(),
+        handler::served::<ConfigMap>(),
+        handler::served::<Secret>(),
+        handler::served::<Event>(),
+        handler::served::<Deployment>(),
+        handler::served::<ReplicaSet>(),
     ]
 }
 

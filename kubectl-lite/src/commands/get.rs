@@ -68,9 +68,9 @@ fn print_objects<T: Show>(items: &[T], single: bool, format: Format) -> Result<(
     match format {
         Format::Json | Format::Yaml => {
             let v = if single {
-                items[0].to_json()
+                output::object_json(&items[0])
             } else {
-                output::list_json(items.iter().map(Show::to_json).collect())
+                output::list_json(items.iter().map(output::object_json).collect())
             };
             let text = if format == Format::Json {
                 output::to_json_text(&v)

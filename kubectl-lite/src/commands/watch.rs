@@ -115,11 +115,11 @@ impl Printer {
                 text.push_str(&self.table.render_row(&row));
                 text
             }
-            Some(Format::Json) => output::to_json_text(&o.to_json()),
+            Some(Format::Json) => output::to_json_text(&output::object_json(o)),
             Some(Format::Yaml) => {
                 format!(
                     "---\n{}",
-                    output::to_yaml_text(&o.to_json()).map_err(|e| anyhow!(e))?
+                    output::to_yaml_text(&output::object_json(o)).map_err(|e| anyhow!(e))?
                 )
             }
             Some(Format::Name) => format!("{}/{}\n", T::SINGULAR, o.name()),
@@ -320,7 +320,7 @@ mod tests {
         let mut p = Printer::new(Some(Format::Json), Table::default(), false);
         assert_eq!(
             p.render(&o, NOW).unwrap(),
-            output::to_json_text(&o.to_json())
+            output::to_json_text(&output::object_json(&o))
         );
         let mut p = Printer::new(Some(Format::Yaml), Table::default(), false);
         let yaml = p.render(&o, NOW).unwrap();

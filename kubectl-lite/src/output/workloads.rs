@@ -1,16 +1,14 @@
-//! Tables and Kubernetes-shaped JSON of Namespace, ConfigMap, Secret, Event,
-//! ReplicaSet and Deployment (kubectl's columns).
+//! Tables of Namespace, ConfigMap, Secret, Event, ReplicaSet and Deployment (kubectl's
+//! columns); their JSON is `kube_lite_k8s`'s.
 
-use super::{meta_json, pod_spec_json, put_nonempty, put_str, put_time, sorted_map, Show};
+use super::Show;
 use crate::util::age;
-use base64::Engine;
 use kube_lite_core::workloads as wl;
 use kube_lite_core::Resource;
 use kube_lite_proto::labels::from_label_selector;
 use kube_lite_proto::v1::{
     ConfigMap, Deployment, Event, LabelSelector, Namespace, PodTemplateSpec, ReplicaSet, Secret,
 };
-use serde_json::{json, Map, Value};
 
 /// `app=web,tier in (a,b)`.
 pub fn selector_text(s: Option<&LabelSelector>) -> String {
@@ -37,35 +35,6 @@ fn containers_and_images(t: Option<&PodTemplateSpec>) -> (String, String) {
     )
 }
 
-fn template_json(t: &PodTemplateSpec) -> Value {
-    let m = t.metadata.clone().unwrap_or_default();
-    let mut meta = Map::new();
-    put_nonempty(&mut meta, "labels", sorted_map(&m.labels));
-    put_nonempty(&mut meta, "annotations", sorted_map(&m.annotations));
-    json!({
-        "metadata": Value::Object(meta),
-        "spec": pod_spec_json(&t.spec.clone().unwrap_or_default()),
-    })
-}
-
-fn selector_json(s: &LabelSelector) -> Value {
-    let mut o = Map::new();
-    put_nonempty(&mut o, "matchLabels", sorted_map(&s.match_labels));
-    let exprs: Vec<Value> = s
-        .match_expressions
-        .iter()
-        .map(|e| {
-            let mut x = Map::new();
-            x.insert("key".into(), json!(e.key));
-            x.insert("operator".into(), json!(e.operator));
-            put_nonempty(&mut x, "values", json!(e.values));
-            Value::Object(x)
-        })
-        .collect();
-    put_nonempty(&mut o, "matchExpressions", Value::Array(exprs));
-    Value::Object(o)
-}
-
 impl Show for Namespace {
     fn headers(_wide: bool) -> Vec<&'static str> {
         vec!["NAME", "STATUS", "AGE"]
@@ -83,27 +52,6 @@ impl Show for Namespace {
             age(self.meta().creation_timestamp, now_ms),
         ]
     }
-    fn to_json(&self) -> Value {
-        let mut spec = Map::new();
-        put_nonempty(
-            &mut spec,
-            "finalizers",
-            json!(self.spec.clone().unwrap_or_default().finalizers),
-        );
-        let mut status = Map::new();
-        put_str(
-            &mut status,
-            "phase",
-            &self.status.clone().unwrap_or_default().phase,
-        );
-        json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": meta_json(self.meta(), false),
-            "spec": Value::Object(spec),
-            "status": Value::Object(status),
-        })
-    }
 }
 
 impl Show for ConfigMap {
@@ -116,27 +64,6 @@ impl Show for ConfigMap {
             (self.data.len() + self.binary_data.len()).to_string(),
             age(self.meta().creation_timestamp, now_ms),
         ]
-    }
-    fn to_json(&self) -> Value {
-        let mut o = Map::new();
-        o.insert("apiVersion".into(), json!("v1"));
-        o.insert("kind".into(), json!("ConfigMap"));
-        o.insert("metadata".into(), meta_json(self.meta(), true));
-        put_nonempty(&mut o, "data", sorted_map(&self.data));
-        let mut bin: Vec<_> = self.binary_data.iter().collect();
-        bin.sort();
-        let mut b = Map::new();
-        for (k, v) in bin {
-            b.insert(
-                k.clone(),
-                json!(base64::engine::general_purpose::STANDARD.encode(v)),
-            );
-        }
-        put_nonempty(&mut o, "binaryData", Value::Object(b));
-        if self.immutable {
-            o.insert("immutable".into(), json!(true));
-        }
-        Value::Object(o)
     }
 }
 
@@ -151,27 +78,6 @@ impl Show for Secret {
             self.data.len().to_string(),
             age(self.meta().creation_timestamp, now_ms),
         ]
-    }
-    fn to_json(&self) -> Value {
-        let mut o = Map::new();
-        o.insert("apiVersion".into(), json!("v1"));
-        o.insert("kind".into(), json!("Secret"));
-        o.insert("metadata".into(), meta_json(self.meta(), true));
-        put_str(&mut o, "type", &self.r#type);
-        let mut d: Vec<_> = self.data.iter().collect();
-        d.sort();
-        let mut b = Map::new();
-        for (k, v) in d {
-            b.insert(
-                k.clone(),
-                json!(base64::engine::general_purpose::STANDARD.encode(v)),
-            );
-        }
-        put_nonempty(&mut o, "data", Value::Object(b));
-        if self.immutable {
-            o.insert("immutable".into(), json!(true));
-        }
-        Value::Object(o)
     }
 }
 
@@ -199,32 +105,6 @@ impl Show for Event {
             self.message.clone(),
         ]
     }
-    fn to_json(&self) -> Value {
-        let o = self.involved_object.clone().unwrap_or_default();
-        let mut inv = Map::new();
-        put_str(&mut inv, "apiVersion", &o.api_version);
-        put_str(&mut inv, "kind", &o.kind);
-        put_str(&mut inv, "namespace", &o.namespace);
-        put_str(&mut inv, "name", &o.name);
-        put_str(&mut inv, "uid", &o.uid);
-        let src = self.source.clone().unwrap_or_default();
-        let mut source = Map::new();
-        put_str(&mut source, "component", &src.component);
-        put_str(&mut source, "host", &src.host);
-        let mut out = Map::new();
-        out.insert("apiVersion".into(), json!("v1"));
-        out.insert("kind".into(), json!("Event"));
-        out.insert("metadata".into(), meta_json(self.meta(), true));
-        out.insert("involvedObject".into(), Value::Object(inv));
-        put_str(&mut out, "reason", &self.reason);
-        put_str(&mut out, "message", &self.message);
-        out.insert("source".into(), Value::Object(source));
-        put_time(&mut out, "firstTimestamp", self.first_timestamp);
-        put_time(&mut out, "lastTimestamp", self.last_timestamp);
-        out.insert("count".into(), json!(self.count));
-        put_str(&mut out, "type", &self.r#type);
-        Value::Object(out)
-    }
 }
 
 impl Show for ReplicaSet {
@@ -250,36 +130,6 @@ impl Show for ReplicaSet {
             r.extend([c, i, selector_text(spec.selector.as_ref())]);
         }
         r
-    }
-    fn to_json(&self) -> Value {
-        let spec = self.spec.clone().unwrap_or_default();
-        let st = self.status.clone().unwrap_or_default();
-        let mut s = Map::new();
-        s.insert("replicas".into(), json!(wl::replicas(spec.replicas)));
-        if spec.min_ready_seconds != 0 {
-            s.insert("minReadySeconds".into(), json!(spec.min_ready_seconds));
-        }
-        s.insert(
-            "selector".into(),
-            selector_json(&spec.selector.clone().unwrap_or_default()),
-        );
-        s.insert(
-            "template".into(),
-            template_json(&spec.template.clone().unwrap_or_default()),
-        );
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "metadata": meta_json(self.meta(), true),
-            "spec": Value::Object(s),
-            "status": {
-                "replicas": st.replicas,
-                "fullyLabeledReplicas": st.fully_labeled_replicas,
-                "readyReplicas": st.ready_replicas,
-                "availableReplicas": st.available_replicas,
-                "observedGeneration": st.observed_generation,
-            },
-        })
     }
 }
 
@@ -316,78 +166,5 @@ impl Show for Deployment {
             r.extend([c, i, selector_text(spec.selector.as_ref())]);
         }
         r
-    }
-    fn to_json(&self) -> Value {
-        let spec = self.spec.clone().unwrap_or_default();
-        let st = self.status.clone().unwrap_or_default();
-        let mut s = Map::new();
-        s.insert("replicas".into(), json!(wl::replicas(spec.replicas)));
-        s.insert(
-            "selector".into(),
-            selector_json(&spec.selector.clone().unwrap_or_default()),
-        );
-        s.insert(
-            "template".into(),
-            template_json(&spec.template.clone().unwrap_or_default()),
-        );
-        let strat = spec.strategy.clone().unwrap_or_default();
-        let mut so = Map::new();
-        put_str(&mut so, "type", &strat.r#type);
-        if let Some(ru) = &strat.rolling_update {
-            so.insert(
-                "rollingUpdate".into(),
-                json!({"maxSurge": int_or_string(&ru.max_surge), "maxUnavailable": int_or_string(&ru.max_unavailable)}),
-            );
-        }
-        s.insert("strategy".into(), Value::Object(so));
-        if spec.min_ready_seconds != 0 {
-            s.insert("minReadySeconds".into(), json!(spec.min_ready_seconds));
-        }
-        if let Some(l) = spec.revision_history_limit {
-            s.insert("revisionHistoryLimit".into(), json!(l));
-        }
-        if spec.paused {
-            s.insert("paused".into(), json!(true));
-        }
-        if let Some(p) = spec.progress_deadline_seconds {
-            s.insert("progressDeadlineSeconds".into(), json!(p));
-        }
-        let conds: Vec<Value> = st
-            .conditions
-            .iter()
-            .map(|c| {
-                let mut o = Map::new();
-                o.insert("type".into(), json!(c.r#type));
-                o.insert("status".into(), json!(c.status));
-                put_str(&mut o, "reason", &c.reason);
-                put_str(&mut o, "message", &c.message);
-                put_time(&mut o, "lastUpdateTime", c.last_update_time);
-                put_time(&mut o, "lastTransitionTime", c.last_transition_time);
-                Value::Object(o)
-            })
-            .collect();
-        let mut so = Map::new();
-        so.insert("observedGeneration".into(), json!(st.observed_generation));
-        so.insert("replicas".into(), json!(st.replicas));
-        so.insert("updatedReplicas".into(), json!(st.updated_replicas));
-        so.insert("readyReplicas".into(), json!(st.ready_replicas));
-        so.insert("availableReplicas".into(), json!(st.available_replicas));
-        so.insert("unavailableReplicas".into(), json!(st.unavailable_replicas));
-        put_nonempty(&mut so, "conditions", Value::Array(conds));
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta_json(self.meta(), true),
-            "spec": Value::Object(s),
-            "status": Value::Object(so),
-        })
-    }
-}
-
-/// `"25%"` stays a string, `"1"` becomes the number 1 (IntOrString).
-fn int_or_string(s: &str) -> Value {
-    match s.parse::<i64>() {
-        Ok(n) => json!(n),
-        Err(_) => json!(s),
     }
 }
