@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::meta::{self, millis, time};
+use crate::pod_sources;
 use crate::{age, opt, opt_vec, Column, FieldError, K8sKind};
 
 impl K8sKind for Pod {
@@ -258,6 +259,8 @@ fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
         }),
         hostname: opt(&s.hostname),
         subdomain: opt(&s.subdomain),
+        volumes: pod_sources::volumes_to_k8s(&s.volumes),
+        security_context: pod_sources::fs_group_to_k8s(s.fs_group),
         ..Default::default()
     }
 }
@@ -287,6 +290,8 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
         }),
         hostname: s.hostname.unwrap_or_default(),
         subdomain: s.subdomain.unwrap_or_default(),
+        fs_group: pod_sources::fs_group_from_k8s(s.security_context.as_ref()),
+        volumes: pod_sources::volumes_from_k8s(s.volumes),
         ..Default::default()
     }
 }
@@ -297,16 +302,9 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
         image: opt(&c.image),
         command: opt_vec(c.command.clone()),
         args: opt_vec(c.args.clone()),
-        env: opt_vec(
-            c.env
-                .iter()
-                .map(|e| corev1::EnvVar {
-                    name: e.name.clone(),
-                    value: Some(e.value.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
+        env: pod_sources::env_to_k8s(&c.env),
+        env_from: pod_sources::env_from_to_k8s(&c.env_from),
+        volume_mounts: pod_sources::mounts_to_k8s(&c.volume_mounts),
         ports: opt_vec(
             c.ports
                 .iter()
@@ -445,16 +443,9 @@ fn container_from_k8s(c: corev1::Container) -> Container {
         image: c.image.unwrap_or_default(),
         command: c.command.unwrap_or_default(),
         args: c.args.unwrap_or_default(),
-        env: c
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| EnvVar {
-                name: e.name,
-                value: e.value.unwrap_or_default(),
-                ..Default::default()
-            })
-            .collect(),
+        env: pod_sources::env_from_k8s(c.env),
+        env_from: pod_sources::env_from_from_k8s(c.env_from),
+        volume_mounts: pod_sources::mounts_from_k8s(c.volume_mounts),
         ports: c
             .ports
             .unwrap_or_default()
