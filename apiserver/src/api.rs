@@ -87,13 +87,133 @@ impl authz::Graph for StoreGraph<'_> {
 
 /// The objects of other kinds a pod references, as (kind plural, name) in its
 /// namespace: what a node may `get` for its pods ([`authz`]'s Secret/ConfigMap rule).
-/// Pods reference no Secret or ConfigMap yet; the kinds that add such references
-/// (volumes, envFrom, env valueFrom, imagePullSecrets) list them here.
+/// References: `env[].valueFrom.configMapKeyRef/secretKeyRef`, `envFrom[]`, of init and
+/// app containers, and `configMap`/`secret` volumes (kube-lite has no projected
+/// volumes or imagePullSecrets; whoever adds them lists them here).
 pub mod authz_refs {
     use kube_lite_proto::v1::Pod;
 
-    pub fn pod_references(_pod: &Pod) -> Vec<(&'static str, String)> {
-        Vec::new()
+    pub const CONFIG_MAPS: &str = "configmaps";
+    pub const SECRETS: &str = "secrets";
+
+    pub fn pod_references(pod: &Pod) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = Vec::new();
+        let Some(spec) = &pod.spec else {
+            return out;
+        };
+        for c in spec.init_containers.iter().chain(&spec.containers) {
+            for e in &c.env {
+                if let Some(src) = &e.value_from {
+                    if let Some(k) = &src.config_map_key_ref {
+                        out.push((CONFIG_MAPS, k.name.clone()));
+                    }
+                    if let Some(k) = &src.secret_key_ref {
+                        out.push((SECRETS, k.name.clone()));
+                    }
+                }
+            }
+            for e in &c.env_from {
+                if let Some(r) = &e.config_map_ref {
+                    out.push((CONFIG_MAPS, r.name.clone()));
+                }
+                if let Some(r) = &e.secret_ref {
+                    out.push((SECRETS, r.name.clone()));
+                }
+            }
+        }
+        for v in &spec.volumes {
+            if let Some(c) = &v.config_map {
+                out.push((CONFIG_MAPS, c.name.clone()));
+            }
+            if let Some(s) = &v.secret {
+                out.push((SECRETS, s.secret_name.clone()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use kube_lite_proto::v1::{
+            ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource, KeySelector,
+            ObjectSelector, PodSpec, SecretVolumeSource, Volume,
+        };
+
+        #[test]
+        fn env_env_from_and_volumes_of_every_container_are_references() {
+            let key = |n: &str| KeySelector {
+                name: n.into(),
+                key: "k".into(),
+                optional: false,
+            };
+            let pod = Pod {
+                spec: Some(PodSpec {
+                    init_containers: vec![Container {
+                        env: vec![EnvVar {
+                            name: "A".into(),
+                            value_from: Some(EnvVarSource {
+                                secret_key_ref: Some(key("init-secret")),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    containers: vec![Container {
+                        env: vec![EnvVar {
+                            name: "B".into(),
+                            value_from: Some(EnvVarSource {
+                                config_map_key_ref: Some(key("cm-env")),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }],
+                        env_from: vec![EnvFromSource {
+                            secret_ref: Some(ObjectSelector {
+                                name: "s-from".into(),
+                                optional: true,
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    volumes: vec![
+                        Volume {
+                            name: "a".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: "cm-vol".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "b".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: "s-vol".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            assert_eq!(
+                pod_references(&pod),
+                vec![
+                    (CONFIG_MAPS, "cm-env".to_string()),
+                    (CONFIG_MAPS, "cm-vol".to_string()),
+                    (SECRETS, "init-secret".to_string()),
+                    (SECRETS, "s-from".to_string()),
+                    (SECRETS, "s-vol".to_string()),
+                ]
+            );
+            assert!(pod_references(&Pod::default()).is_empty());
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub mod event;
 pub mod meta;
 pub mod node;
 pub mod pod;
+mod pod_sources;
 #[cfg(feature = "protobuf")]
 pub mod protobuf;
 pub mod service;

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::meta::{self, millis, time};
+use crate::pod_sources;
 use crate::{age, opt, opt_vec, Column, FieldError, K8sKind};
 
 impl K8sKind for Pod {
@@ -319,6 +320,8 @@ pub(crate) fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
         }),
         hostname: opt(&s.hostname),
         subdomain: opt(&s.subdomain),
+        volumes: pod_sources::volumes_to_k8s(&s.volumes),
+        security_context: pod_sources::fs_group_to_k8s(s.fs_group),
         ..Default::default()
     }
 }
@@ -354,6 +357,8 @@ pub(crate) fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
         }),
         hostname: s.hostname.unwrap_or_default(),
         subdomain: s.subdomain.unwrap_or_default(),
+        fs_group: pod_sources::fs_group_from_k8s(s.security_context.as_ref()),
+        volumes: pod_sources::volumes_from_k8s(s.volumes),
         ..Default::default()
     }
 }
@@ -364,17 +369,9 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
         image: opt(&c.image),
         command: opt_vec(c.command.clone()),
         args: opt_vec(c.args.clone()),
-        env: opt_vec(
-            c.env
-                .iter()
-                .map(|e| corev1::EnvVar {
-                    name: e.name.clone(),
-                    // Kubernetes omits an empty value (a valueFrom has none).
-                    value: (!e.value.is_empty() || e.value_from.is_none()).then(|| e.value.clone()),
-                    value_from: e.value_from.as_ref().map(env_source_to_k8s),
-                })
-                .collect(),
-        ),
+        env: pod_sources::env_to_k8s(&c.env),
+        env_from: pod_sources::env_from_to_k8s(&c.env_from),
+        volume_mounts: pod_sources::mounts_to_k8s(&c.volume_mounts),
         ports: opt_vec(
             c.ports
                 .iter()
@@ -393,39 +390,6 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
             requests: quantities(&r.requests),
             limits: quantities(&r.limits),
             ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// `valueFrom`: the field and resource references kube-lite resolves (issue 13).
-fn env_source_to_k8s(s: &EnvVarSource) -> corev1::EnvVarSource {
-    corev1::EnvVarSource {
-        field_ref: s.field_ref.as_ref().map(|f| corev1::ObjectFieldSelector {
-            api_version: Some("v1".into()),
-            field_path: f.field_path.clone(),
-        }),
-        resource_field_ref: s
-            .resource_field_ref
-            .as_ref()
-            .map(|r| corev1::ResourceFieldSelector {
-                container_name: opt(&r.container_name),
-                resource: r.resource.clone(),
-                divisor: (!r.divisor.is_empty()).then(|| Quantity(r.divisor.clone())),
-            }),
-        ..Default::default()
-    }
-}
-
-fn env_source_from_k8s(s: corev1::EnvVarSource) -> EnvVarSource {
-    EnvVarSource {
-        field_ref: s.field_ref.map(|f| ObjectFieldSelector {
-            field_path: f.field_path,
-        }),
-        resource_field_ref: s.resource_field_ref.map(|r| ResourceFieldSelector {
-            container_name: r.container_name.unwrap_or_default(),
-            resource: r.resource,
-            divisor: r.divisor.map(|q| q.0).unwrap_or_default(),
         }),
         ..Default::default()
     }
@@ -546,16 +510,9 @@ fn container_from_k8s(c: corev1::Container) -> Container {
         image: c.image.unwrap_or_default(),
         command: c.command.unwrap_or_default(),
         args: c.args.unwrap_or_default(),
-        env: c
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| EnvVar {
-                name: e.name,
-                value: e.value.unwrap_or_default(),
-                value_from: e.value_from.map(env_source_from_k8s),
-            })
-            .collect(),
+        env: pod_sources::env_from_k8s(c.env),
+        env_from: pod_sources::env_from_from_k8s(c.env_from),
+        volume_mounts: pod_sources::mounts_from_k8s(c.volume_mounts),
         ports: c
             .ports
             .unwrap_or_default()

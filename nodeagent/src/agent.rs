@@ -267,6 +267,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Cluster DNS: pods' resolv.conf, and the server in the node namespace.
     let node_resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
     let cluster_dns = (!cfg.no_cluster_dns).then_some(cfg.cluster_dns);
+    let _ = node.volumes_root.set(state_dir.join("volumes"));
     let _ = node.dns.set(pods::PodDns {
         cluster_dns,
         domain: cfg.cluster_domain.clone(),

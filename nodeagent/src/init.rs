@@ -530,6 +530,21 @@ fn pid1(a: &InitArgs) -> i32 {
                 warn(&format!("bind-mounting {src:?} on /etc/resolv.conf: {e}"));
             }
         }
+        // The pod's volumes at their volumeMounts paths (issue 13).
+        if let Some(f) = std::env::var_os(crate::mounts::MOUNTS_ENV) {
+            if let Err(msg) =
+                crate::mounts::read(Path::new(&f)).and_then(|m| crate::mounts::apply(&m))
+            {
+                warn(&msg);
+                write_exit(&a.exit_file, &failed_start(msg));
+                return 128;
+            }
+        }
+    } else if std::env::var_os(crate::mounts::MOUNTS_ENV).is_some() {
+        let msg = "volume mounts need a mount namespace, which the kernel refused".to_string();
+        warn(&msg);
+        write_exit(&a.exit_file, &failed_start(msg));
+        return 128;
     } else {
         // Not PID 1 (no PID namespace): at least adopt orphans of the program.
         let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -540,7 +555,8 @@ fn pid1(a: &InitArgs) -> i32 {
     }
     let mut cmd = Command::new(&a.program);
     cmd.args(&a.args)
-        .env_remove(crate::runtime::RESOLV_CONF_ENV);
+        .env_remove(crate::runtime::RESOLV_CONF_ENV)
+        .env_remove(crate::mounts::MOUNTS_ENV);
     unblock_in_child(&mut cmd);
     let pipe = a
         .log

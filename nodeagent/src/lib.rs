@@ -16,6 +16,7 @@
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.
 //! - [`image`]: image → program resolution.
+//! - [`mounts`]: a container's volume mounts, applied by the container init.
 //! - [`state`]: the state directory (pod records, exit files, logs).
 //! - [`status`]: pure pod status / restart / back-off logic.
 //! - [`logfile`]: container log rotation and backward tails.
@@ -31,6 +32,7 @@ pub mod image;
 pub mod init;
 pub mod logfile;
 pub mod logs;
+pub mod mounts;
 pub mod node;
 pub mod pods;
 pub mod resources;

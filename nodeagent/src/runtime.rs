@@ -40,6 +40,8 @@ pub struct ContainerSpec {
     /// Contents of the container's /etc/resolv.conf (bind-mounted over the node's in
     /// its mount namespace); None = the node's.
     pub resolv_conf: Option<String>,
+    /// Volume mounts (issue 13), applied by the init in the container's mount namespace.
+    pub mounts: Vec<crate::mounts::Mount>,
 }
 
 /// Environment variable by which the runtime tells the container init which file to
@@ -293,6 +295,13 @@ impl Runtime for ProcessRuntime {
             }
             None => None,
         };
+        let mounts = if spec.mounts.is_empty() {
+            None
+        } else {
+            let p = dir.join(format!("{}.mounts", spec.container));
+            crate::mounts::write(&p, &spec.mounts).map_err(err)?;
+            Some(p)
+        };
         let mut cmd = tokio::process::Command::new(&self.init_exe);
         join_cgroups(&mut cmd, &cgroup_files);
         cmd.arg0("nodeagent")
@@ -306,6 +315,11 @@ impl Runtime for ProcessRuntime {
             .env("HOME", "/")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(resolv.iter().map(|p| (RESOLV_CONF_ENV, p.as_os_str())))
+            .envs(
+                mounts
+                    .iter()
+                    .map(|p| (crate::mounts::MOUNTS_ENV, p.as_os_str())),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(errf)

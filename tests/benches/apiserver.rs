@@ -100,6 +100,9 @@ async fn apiserver_writes(url: &str, clients: usize) -> WriteResult {
     for _ in 0..clients {
         conns.push(pods_client(channel(url).await));
     }
+    // Names unique across calls on one server.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(write_secs());
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -110,7 +113,7 @@ async fn apiserver_writes(url: &str, clients: usize) -> WriteResult {
             while Instant::now() < deadline {
                 let t = Instant::now();
                 client
-                    .create(pod("bench", &format!("w{clients}-{c}-{i}")))
+                    .create(pod("bench", &format!("w{run}-{clients}-{c}-{i}")))
                     .await
                     .expect("create");
                 h.record(t.elapsed().as_micros() as u64).unwrap();
@@ -370,6 +373,8 @@ fn ms(us: u64) -> f64 {
 async fn main() {
     // The in-process apiserver runs on its own 2-thread runtime (TestApiServer).
     let s = TestApiServer::start().await;
+    // Namespaces must exist before objects are created in them (issue 11).
+    s.create_namespace("bench").await;
     s.create_namespace("watch").await;
     s.create_namespace("list").await;
     println!(
@@ -440,7 +445,13 @@ async fn main() {
 
     // Issue 14: what TLS + authentication + authorization cost, against the same
     // server in --insecure mode, in this run.
+    // Two fresh servers (same store size at each level), one secure, one not.
+    let secure = TestApiServer::start().await;
     let plain = TestApiServer::start_insecure().await;
+    for srv in [&secure, &plain] {
+        srv.create_namespace("bench").await;
+        srv.create_namespace("watch").await;
+    }
     println!(
         "Security overhead: TLS + client-certificate auth (secure, the default) vs --insecure"
     );
@@ -449,7 +460,7 @@ async fn main() {
         "clients", "secure/s", "p99 ms", "plain/s", "p99 ms", "ratio"
     );
     for clients in LEVELS {
-        let sec = apiserver_writes(&s.url, clients).await;
+        let sec = apiserver_writes(&secure.url, clients).await;
         let pl = apiserver_writes(&plain.url, clients).await;
         println!(
             "{:<10} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>6.2}x",
@@ -461,13 +472,15 @@ async fn main() {
             sec.rate() / pl.rate()
         );
     }
+    let (sec_ack, _, _) = watch_latency(&secure.url, 100, 2000).await;
     let (plain_ack, _, plain_n) = watch_latency(&plain.url, 100, 2000).await;
     println!(
         "  watch p99 after ack: secure {:.2} ms, plain {:.2} ms ({plain_n} plain deliveries)",
-        ms(ack.value_at_quantile(0.99)),
+        ms(sec_ack.value_at_quantile(0.99)),
         ms(plain_ack.value_at_quantile(0.99))
     );
     drop(plain);
+    drop(secure);
     println!();
 
     let (n, h) = list_10k(&s).await;

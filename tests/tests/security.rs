@@ -274,6 +274,129 @@ async fn a_node_may_only_touch_its_own_node_and_pods() {
     denied(&e, "bob", "list");
 }
 
+/// Issue 14's "a node identity cannot read another node's pods' Secrets": the Node
+/// authorizer rule over issue 13's references (secretKeyRef, envFrom, secret and
+/// configMap volumes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reads_only_the_secrets_and_config_maps_its_own_pods_reference() {
+    use kube_lite_proto::v1::{
+        config_map_api_client::ConfigMapApiClient, secret_api_client::SecretApiClient, ConfigMap,
+        ConfigMapVolumeSource, EnvFromSource, EnvVar, EnvVarSource, GetRequest, KeySelector,
+        ObjectSelector, Secret, SecretVolumeSource, Volume,
+    };
+    let s = TestApiServer::start().await;
+    let get = |name: &str| GetRequest {
+        name: name.into(),
+        namespace: "default".into(),
+    };
+    for name in ["db-n1", "db-n2", "vol-n1", "from-n1", "unreferenced"] {
+        s.secrets()
+            .create(Secret {
+                metadata: meta(name),
+                data: [("pw".to_string(), b"hunter2".to_vec())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for name in ["cm-n1", "cm-n2"] {
+        s.config_maps()
+            .create(ConfigMap {
+                metadata: meta(name),
+                data: [("k".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let with_refs = |name: &str, node: &str, secret: &str, cm: &str, more: bool| {
+        let mut p = pod(name, &[]);
+        let spec = p.spec.as_mut().unwrap();
+        spec.node_name = node.into();
+        spec.containers[0].env = vec![EnvVar {
+            name: "PW".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(KeySelector {
+                    name: secret.into(),
+                    key: "pw".into(),
+                    optional: false,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        spec.volumes = vec![Volume {
+            name: "cfg".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        if more {
+            spec.containers[0].env_from = vec![EnvFromSource {
+                secret_ref: Some(ObjectSelector {
+                    name: "from-n1".into(),
+                    optional: false,
+                }),
+                ..Default::default()
+            }];
+            spec.volumes.push(Volume {
+                name: "sec".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: "vol-n1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        p
+    };
+    s.pods()
+        .create(with_refs("on1", "n1", "db-n1", "cm-n1", true))
+        .await
+        .unwrap();
+    s.pods()
+        .create(with_refs("on2", "n2", "db-n2", "cm-n2", false))
+        .await
+        .unwrap();
+    let mut n1_secrets = SecretApiClient::new(s.node_channel("n1"));
+    let mut n1_cms = ConfigMapApiClient::new(s.node_channel("n1"));
+    // Its own pods' references, by every kind of reference: yes.
+    for name in ["db-n1", "vol-n1", "from-n1"] {
+        let got = n1_secrets.get(get(name)).await.unwrap().into_inner();
+        assert_eq!(got.data["pw"], b"hunter2");
+    }
+    n1_cms.get(get("cm-n1")).await.unwrap();
+    // Another node's pods' references, and what no pod references: no.
+    for name in ["db-n2", "unreferenced"] {
+        let e = n1_secrets.get(get(name)).await.unwrap_err();
+        denied(&e, "system:node:n1", "get");
+    }
+    let e = n1_cms.get(get("cm-n2")).await.unwrap_err();
+    denied(&e, "system:node:n1", "get");
+    // Never all of them.
+    let e = n1_secrets.list(ListRequest::default()).await.unwrap_err();
+    denied(&e, "system:node:n1", "list");
+    // n2 reads its own, not n1's.
+    let mut n2_secrets = SecretApiClient::new(s.node_channel("n2"));
+    n2_secrets.get(get("db-n2")).await.unwrap();
+    let e = n2_secrets.get(get("db-n1")).await.unwrap_err();
+    denied(&e, "system:node:n2", "get");
+    // Once the pod is gone, so is the permission.
+    s.pods()
+        .delete(kube_lite_proto::v1::DeleteRequest {
+            name: "on1".into(),
+            namespace: "default".into(),
+            grace_period_seconds: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = n1_secrets.get(get("db-n1")).await.unwrap_err();
+    denied(&e, "system:node:n1", "get");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_never_dialed_to_a_listener_a_client_chose() {
     let s = TestApiServer::start().await;

@@ -66,8 +66,25 @@ pub fn check_env_source(f: &str, e: &kube_lite_proto::v1::EnvVar) -> R {
             "may not be specified when value is not empty",
         ));
     }
+    let sources = [
+        src.field_ref.is_some(),
+        src.resource_field_ref.is_some(),
+        src.config_map_key_ref.is_some(),
+        src.secret_key_ref.is_some(),
+    ];
+    if sources.iter().filter(|b| **b).count() == 1 {
+        if let Some(k) = &src.config_map_key_ref {
+            return super::pod_volumes::check_key_ref(
+                &format!("{f}.value_from.config_map_key_ref"),
+                k,
+            );
+        }
+        if let Some(k) = &src.secret_key_ref {
+            return super::pod_volumes::check_key_ref(&format!("{f}.value_from.secret_key_ref"), k);
+        }
+    }
     match (&src.field_ref, &src.resource_field_ref) {
-        (Some(fr), None) => {
+        (Some(fr), None) if sources.iter().filter(|b| **b).count() == 1 => {
             let p = fr.field_path.as_str();
             let sub = |pre: &str| {
                 p.strip_prefix(pre)
@@ -93,7 +110,7 @@ pub fn check_env_source(f: &str, e: &kube_lite_proto::v1::EnvVar) -> R {
                 ));
             }
         }
-        (None, Some(rr)) => {
+        (None, Some(rr)) if sources.iter().filter(|b| **b).count() == 1 => {
             let known = [
                 "limits.cpu",
                 "limits.memory",
@@ -121,7 +138,7 @@ pub fn check_env_source(f: &str, e: &kube_lite_proto::v1::EnvVar) -> R {
         _ => {
             return Err(ApiError::invalid(
                 format!("{f}.value_from"),
-                "must specify exactly one of field_ref, resource_field_ref",
+                "must specify exactly one of field_ref, resource_field_ref, config_map_key_ref, secret_key_ref",
             ))
         }
     }

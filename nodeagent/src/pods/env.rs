@@ -3,9 +3,11 @@
 //! `valueFrom.resourceFieldRef` (the container's requests/limits), in order, each value
 //! expanded with `$(VAR)` against the variables before it; then `$(VAR)` in command and
 //! args against the whole environment. `$$` is a literal `$`; an unknown `$(X)` stays as
-//! written (Kubernetes' rules). A reference that cannot be resolved is an error naming
+//! written (Kubernetes' rules). `envFrom` and `configMapKeyRef`/`secretKeyRef` read the
+//! pod's fetched [`Sources`]. A reference that cannot be resolved is an error naming
 //! it, shown as `CreateContainerConfigError`.
 
+use super::sources::{Kind, Sources};
 use kube_lite_core::quantity::{container_res, parse_quantity};
 use kube_lite_proto::v1::{Container, Pod};
 use std::collections::HashMap;
@@ -137,14 +139,26 @@ pub fn build_env(
     c: &Container,
     all: &[&Container],
     f: &PodFacts,
+    sources: &Sources,
 ) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut vars: HashMap<String, String> = HashMap::new();
+    // envFrom first; env entries override (Kubernetes' order).
+    let mut out: Vec<(String, String)> = sources.env_from_all(c)?;
+    let mut vars: HashMap<String, String> = out.iter().cloned().collect();
     for e in &c.env {
         let v = match e.value_from.as_ref() {
             None => expand(&e.value, &vars),
             Some(src) => {
-                if let Some(fr) = &src.field_ref {
+                if let Some(k) = &src.config_map_key_ref {
+                    match sources.key(Kind::ConfigMap, k)? {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                } else if let Some(k) = &src.secret_key_ref {
+                    match sources.key(Kind::Secret, k)? {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                } else if let Some(fr) = &src.field_ref {
                     field_value(&fr.field_path, f).map_err(|m| format!("env {}: {m}", e.name))?
                 } else if let Some(rr) = &src.resource_field_ref {
                     let target = if rr.container_name.is_empty() {
@@ -279,7 +293,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let env = build_env(&c, &[&c], &facts()).unwrap();
+        let env = build_env(&c, &[&c], &facts(), &Sources::default()).unwrap();
         let m: HashMap<_, _> = env.iter().cloned().collect();
         assert_eq!(m["POD"], "web");
         assert_eq!(m["NODE"], "node0");
@@ -300,7 +314,7 @@ mod tests {
             env: vec![field("X", "spec.serviceAccountName")],
             ..Default::default()
         };
-        let e = build_env(&c, &[&c], &facts()).unwrap_err();
+        let e = build_env(&c, &[&c], &facts(), &Sources::default()).unwrap_err();
         assert_eq!(
             e,
             "env X: unsupported fieldPath \"spec.serviceAccountName\""

@@ -21,6 +21,8 @@ pub mod machine;
 pub mod ports;
 pub mod probe;
 pub mod prober;
+pub mod sources;
+pub mod volumes;
 
 #[cfg(test)]
 mod fakes;
@@ -69,6 +71,9 @@ pub struct Node {
     /// What pods' /etc/resolv.conf is made from (set once at start; unset: pods keep
     /// the node's file).
     pub dns: std::sync::OnceLock<PodDns>,
+    /// Where pod volumes live (`<state dir>/volumes`; set once at start; unset: pods
+    /// with volumes wait with a message saying so).
+    pub volumes_root: std::sync::OnceLock<std::path::PathBuf>,
     /// Live workers by pod uid.
     workers: Mutex<HashMap<String, watch::Sender<PodMsg>>>,
     /// Uids whose worker finished (torn down): never start them again.
@@ -121,6 +126,7 @@ impl Node {
             runtime,
             resolver,
             dns: std::sync::OnceLock::new(),
+            volumes_root: std::sync::OnceLock::new(),
             workers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
             net_ops: tokio::sync::Semaphore::new(NET_OP_CONCURRENCY),
@@ -227,6 +233,9 @@ impl Node {
     async fn release(&self, uid: &str, netns: &str, host_if: &str) {
         self.release_net(uid, netns, host_if).await;
         self.runtime.release_pod(uid);
+        if let Some(root) = self.volumes_root.get() {
+            volumes::remove(root, uid);
+        }
         if let Err(e) = self.state.remove(uid) {
             warn!(uid, "removing pod state: {e}");
         }
@@ -333,6 +342,9 @@ pub async fn recover(node: &Arc<Node>) {
     }
     sweep_orphans(node, &kept).await;
     node.runtime.sweep(&kept);
+    if let Some(root) = node.volumes_root.get() {
+        volumes::sweep(root, &kept);
+    }
 }
 
 /// `<prefix>-<uuid>` of ours whose uid is not kept.
@@ -393,6 +405,8 @@ struct PodWorker {
     probes_tx: mpsc::UnboundedSender<(ProbeJob, bool, String)>,
     probes_rx: mpsc::UnboundedReceiver<(ProbeJob, bool, String)>,
     prober: Arc<Prober>,
+    /// The pod's ConfigMaps/Secrets and volumes (see [`volumes::WorkerVolumes`]).
+    vols: volumes::WorkerVolumes,
 }
 
 impl PodWorker {
@@ -425,6 +439,7 @@ impl PodWorker {
             probes_tx,
             probes_rx,
             prober,
+            vols: volumes::WorkerVolumes::default(),
             m: PodMachine::new(uid.clone(), pod, rec, is_adopted),
             node,
             uid,
@@ -496,11 +511,15 @@ impl PodWorker {
         self.adopt_or_schedule();
         self.save_record();
         loop {
+            self.sync_sources().await;
             self.start_due();
             self.run_probes();
             self.release_if_finished().await;
             self.push_status().await;
-            let next = self.m.next_wake();
+            let next = match (self.m.next_wake(), self.vols.next_sync) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 r = self.rx.changed() => {
                     if r.is_err() { return self.m.on_closed(); }
@@ -667,8 +686,16 @@ impl PodWorker {
         let facts = env::PodFacts::of(&self.m.pod, &ip, &self.node.address.to_string());
         let all: Vec<&kube_lite_proto::v1::Container> =
             self.m.ctrs.iter().map(|c| &c.spec).collect();
-        let envs = match env::build_env(&spec, &all, &facts) {
+        let envs = match env::build_env(&spec, &all, &facts, &self.vols.sources) {
             Ok(e) => e,
+            Err(m) => {
+                warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{m}");
+                self.m.config_error(i, m, Instant::now());
+                return;
+            }
+        };
+        let mounts = match self.container_mounts(&spec) {
+            Ok(m) => m,
             Err(m) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{m}");
                 self.m.config_error(i, m, Instant::now());
@@ -714,6 +741,7 @@ impl PodWorker {
                 )
                 .render()
             }),
+            mounts,
         };
         match self.node.runtime.start(&cs) {
             Ok(h) => {

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use kube_lite_client::Clients;
 use kube_lite_net::{NodeNet, PodNet};
 use kube_lite_proto::v1::{DeleteRequest, GetRequest, ListRequest, Pod};
+use std::collections::BTreeMap;
 use tonic::Status;
 
 /// Pod network namespaces and veths of this node.
@@ -70,6 +71,24 @@ pub trait PodApi: Send + Sync + 'static {
     /// A status-only update (metadata: name, namespace, uid).
     fn update_status(&self, pod: Pod) -> BoxFuture<'static, Result<(), Status>>;
     fn delete(&self, req: DeleteRequest) -> BoxFuture<'static, Result<(), Status>>;
+    /// A ConfigMap's data + binaryData (issue 13: env sources, volumes).
+    fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, Vec<u8>>, Status>> {
+        let _ = (namespace, name);
+        Box::pin(async { Err(Status::unimplemented("config maps")) })
+    }
+    /// A Secret's data.
+    fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, Vec<u8>>, Status>> {
+        let _ = (namespace, name);
+        Box::pin(async { Err(Status::unimplemented("secrets")) })
+    }
 }
 
 /// [`PodApi`] over the apiserver's gRPC clients.
@@ -95,5 +114,34 @@ impl PodApi for GrpcPodApi {
     fn delete(&self, req: DeleteRequest) -> BoxFuture<'static, Result<(), Status>> {
         let mut c = self.0.pods.clone();
         Box::pin(async move { c.delete(req).await.map(|_| ()) })
+    }
+    fn get_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, Vec<u8>>, Status>> {
+        let mut c = self.0.config_maps.clone();
+        let req = GetRequest {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        };
+        Box::pin(async move {
+            let cm = c.get(req).await?.into_inner();
+            let mut out: BTreeMap<String, Vec<u8>> = cm.binary_data.into_iter().collect();
+            out.extend(cm.data.into_iter().map(|(k, v)| (k, v.into_bytes())));
+            Ok(out)
+        })
+    }
+    fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'static, Result<BTreeMap<String, Vec<u8>>, Status>> {
+        let mut c = self.0.secrets.clone();
+        let req = GetRequest {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        };
+        Box::pin(async move { Ok(c.get(req).await?.into_inner().data.into_iter().collect()) })
     }
 }
