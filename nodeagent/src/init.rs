@@ -126,9 +126,25 @@ impl InitArgs {
 /// The arguments (after the binary) of `nodeagent init exec PID -- CMD…`: run CMD in
 /// the namespaces of process PID (a container's init), with its environment.
 pub fn exec_argv(pid: i32, cmd: &[String]) -> Vec<String> {
-    let mut v = vec!["init".into(), "exec".into(), pid.to_string(), "--".into()];
+    exec_argv_with(pid, cmd, false)
+}
+
+/// [`exec_argv`]; with `tty` (`init exec --tty PID -- CMD…`) CMD gets a session of its
+/// own whose controlling terminal is its stdin (a pseudo-terminal the caller made).
+pub fn exec_argv_with(pid: i32, cmd: &[String], tty: bool) -> Vec<String> {
+    let mut v: Vec<String> = vec!["init".into(), "exec".into()];
+    if tty {
+        v.push("--tty".into());
+    }
+    v.extend([pid.to_string(), "--".into()]);
     v.extend(cmd.iter().cloned());
     v
+}
+
+/// Variables of the container init that are for the init alone: never passed on to
+/// what runs in the container.
+fn init_only(key: &str) -> bool {
+    key.starts_with("KUBE_LITE_INIT_")
 }
 
 /// `init exec PID -- CMD…` (see [`exec_argv`]): joins the UTS, IPC, network, PID and
@@ -136,8 +152,12 @@ pub fn exec_argv(pid: i32, cmd: &[String]) -> Vec<String> {
 /// PID namespace), forwards signals, and exits with its code. The child dies with us
 /// (PR_SET_PDEATHSIG), so a timed-out probe leaves nothing behind.
 fn exec_in(argv: &[String]) -> i32 {
+    let (tty, argv) = match argv.first().map(String::as_str) {
+        Some("--tty") => (true, &argv[1..]),
+        _ => (false, argv),
+    };
     if argv.len() < 3 || argv[1] != "--" {
-        warn("usage: nodeagent init exec PID -- PROGRAM [ARGS...]");
+        warn("usage: nodeagent init exec [--tty] PID -- PROGRAM [ARGS...]");
         return 2;
     }
     let Ok(pid) = argv[0].parse::<i32>() else {
@@ -152,6 +172,7 @@ fn exec_in(argv: &[String]) -> i32 {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
+        .filter(|(k, _)| !init_only(k))
         .collect();
     join_cgroups_of(pid);
     // Open every namespace first: joining the mount namespace changes what /proc is.
@@ -191,6 +212,9 @@ fn exec_in(argv: &[String]) -> i32 {
     cmd.args(&argv[3..]).env_clear().envs(env);
     die_with_parent(&mut cmd);
     unblock_in_child(&mut cmd);
+    if tty {
+        controlling_terminal(&mut cmd);
+    }
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -237,6 +261,22 @@ fn join_cgroups_of(pid: i32) {
                 warn(&format!("init exec: joining cgroup {d}: {e}"));
             }
         }
+    }
+}
+
+/// The child leads a new session whose controlling terminal is its stdin (a terminal:
+/// job control, ^C and window-size signals reach it).
+#[allow(unsafe_code)]
+fn controlling_terminal(cmd: &mut Command) {
+    // SAFETY: runs between fork and exec; setsid and ioctl are async-signal-safe and
+    // allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.
+//! - [`exec`]: the NodeExec service (`kubectl-lite exec` via the apiserver): a command
+//!   in a running container's namespaces, with a pseudo-terminal, stdin, exit code.
 //! - [`image`]: image → program resolution.
 //! - [`state`]: the state directory (pod records, exit files, logs).
 //! - [`status`]: pure pod status / restart / back-off logic.
@@ -26,6 +28,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod config;
 pub mod dns;
+pub mod exec;
 pub mod identity;
 pub mod image;
 pub mod init;
