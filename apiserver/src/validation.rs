@@ -24,6 +24,7 @@ use kube_lite_proto::v1::NamespaceStatus;
 pub mod workloads;
 
 mod pod_extras;
+mod security;
 
 type R = Result<(), ApiError>;
 
@@ -457,7 +458,9 @@ fn validate_pod(p: &Pod) -> R {
             }
         }
         pod_extras::check_container(&f, c)?;
+        security::check_container(&f, c)?;
     }
+    security::check_pod(spec)?;
     let policies = [
         restart_policy::ALWAYS,
         restart_policy::ON_FAILURE,

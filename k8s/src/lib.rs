@@ -26,6 +26,7 @@ pub mod endpoints;
 pub mod meta;
 pub mod node;
 pub mod pod;
+pub mod security;
 pub mod service;
 
 pub use k8s_openapi;

@@ -258,6 +258,7 @@ fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
         }),
         hostname: opt(&s.hostname),
         subdomain: opt(&s.subdomain),
+        security_context: s.security_context.as_ref().map(crate::security::pod_to_k8s),
         ..Default::default()
     }
 }
@@ -287,6 +288,7 @@ fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
         }),
         hostname: s.hostname.unwrap_or_default(),
         subdomain: s.subdomain.unwrap_or_default(),
+        security_context: s.security_context.map(crate::security::pod_from_k8s),
         ..Default::default()
     }
 }
@@ -326,6 +328,7 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
             limits: quantities(&r.limits),
             ..Default::default()
         }),
+        security_context: c.security_context.as_ref().map(crate::security::to_k8s),
         ..Default::default()
     }
 }
@@ -473,6 +476,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
             limits: unquantities(r.limits),
             ..Default::default()
         }),
+        security_context: c.security_context.map(crate::security::from_k8s),
         ..Default::default()
     }
 }

@@ -172,8 +172,19 @@ fn exec_in(argv: &[String]) -> i32 {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
-        .filter(|(k, _)| !init_only(k))
         .collect();
+    // The container's user, groups and capabilities (securityContext) for the command.
+    let security = match env.iter().find(|(k, _)| k == crate::security::SECURITY_ENV) {
+        Some((_, v)) => match crate::security::ProcessSecurity::decode(v) {
+            Ok(s) => s,
+            Err(e) => {
+                warn(&format!("init exec: {e}"));
+                return 126;
+            }
+        },
+        None => Default::default(),
+    };
+    let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| !init_only(k)).collect();
     join_cgroups_of(pid);
     // Open every namespace first: joining the mount namespace changes what /proc is.
     let mut fds = Vec::new();
@@ -212,6 +223,7 @@ fn exec_in(argv: &[String]) -> i32 {
     cmd.args(&argv[3..]).env_clear().envs(env);
     die_with_parent(&mut cmd);
     unblock_in_child(&mut cmd);
+    crate::security::apply(&mut cmd, &security);
     if tty {
         controlling_terminal(&mut cmd);
     }
@@ -532,6 +544,35 @@ fn failed_start(message: String) -> ExitInfo {
     }
 }
 
+/// The container cannot start: the exit file says why (StartError), code 128.
+fn start_error(a: &InitArgs, msg: String) -> i32 {
+    warn(&msg);
+    write_exit(&a.exit_file, &failed_start(msg));
+    128
+}
+
+/// Remounts `/` read-only in our mount namespace (PID 1 of a new one only: never the
+/// node's). The pod's state directory (log, exit file) is bound onto itself first so it
+/// stays writable, as every other mount does.
+fn read_only_root(a: &InitArgs) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    if nix::unistd::getpid().as_raw() != 1 {
+        return Err("the container has no mount namespace of its own".into());
+    }
+    if let Some(dir) = a.exit_file.parent() {
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("binding {}: {e}", dir.display()))?;
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("remounting / read-only: {e}"))
+}
+
 fn pid1(a: &InitArgs) -> i32 {
     use nix::mount::{mount, MsFlags};
     if !a.hostname.is_empty() {
@@ -574,14 +615,28 @@ fn pid1(a: &InitArgs) -> i32 {
         // Not PID 1 (no PID namespace): at least adopt orphans of the program.
         let _ = nix::sys::prctl::set_child_subreaper(true);
     }
+    let security = match std::env::var(crate::security::SECURITY_ENV) {
+        Ok(v) => match crate::security::ProcessSecurity::decode(&v) {
+            Ok(s) => s,
+            Err(e) => return start_error(a, format!("securityContext: {e}")),
+        },
+        Err(_) => Default::default(),
+    };
+    if security.read_only_root {
+        if let Err(e) = read_only_root(a) {
+            return start_error(a, format!("readOnlyRootFilesystem: {e}"));
+        }
+    }
     let set = signal_set();
     if let Err(e) = set.thread_block() {
         warn(&format!("blocking signals: {e}"));
     }
     let mut cmd = Command::new(&a.program);
     cmd.args(&a.args)
-        .env_remove(crate::runtime::RESOLV_CONF_ENV);
+        .env_remove(crate::runtime::RESOLV_CONF_ENV)
+        .env_remove(crate::security::SECURITY_ENV);
     unblock_in_child(&mut cmd);
+    crate::security::apply(&mut cmd, &security);
     let pipe = a
         .log
         .as_ref()

@@ -11,6 +11,8 @@
 //!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
 //!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
+//! - [`security`]: securityContext (user, groups, capabilities, no_new_privs, read-only
+//!   root) resolved purely and applied by the container init.
 //! - [`cgroups`]: memory/cpu limits in per-pod and per-container cgroups (v1 or v2).
 //! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
@@ -38,5 +40,6 @@ pub mod node;
 pub mod pods;
 pub mod resources;
 pub mod runtime;
+pub mod security;
 pub mod state;
 pub mod status;

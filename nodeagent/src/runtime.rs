@@ -40,6 +40,8 @@ pub struct ContainerSpec {
     /// Contents of the container's /etc/resolv.conf (bind-mounted over the node's in
     /// its mount namespace); None = the node's.
     pub resolv_conf: Option<String>,
+    /// What the program runs as (securityContext).
+    pub security: crate::security::ProcessSecurity,
 }
 
 /// Environment variable by which the runtime tells the container init which file to
@@ -306,6 +308,10 @@ impl Runtime for ProcessRuntime {
             .env("HOME", "/")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(resolv.iter().map(|p| (RESOLV_CONF_ENV, p.as_os_str())))
+            .envs(
+                (!spec.security.is_default())
+                    .then(|| (crate::security::SECURITY_ENV, spec.security.encode())),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(errf)
