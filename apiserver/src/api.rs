@@ -459,16 +459,16 @@ impl Api {
         ))
     }
 
-    pub async fn do_logs(
+    /// A channel to the agent of the node pod `key` is bound to, dialed only on the
+    /// node's registered address and (secure mode) answered only by the holder of that
+    /// node's certificate; with the node's name and endpoint. `what` ends the message
+    /// for an unscheduled pod ("no logs").
+    pub(crate) async fn node_channel(
         &self,
-        req: Request<LogsRequest>,
-    ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {
-        let ext = req.extensions().clone();
-        let mut r = req.into_inner();
-        validation::validate_logs(&r)?;
-        let key = ObjectRef::of::<Pod>(&r.namespace, r.name.clone());
-        self.allow::<Pod>(&ext, Verb::Logs, &key)?;
-        r.namespace = key.namespace.clone();
+        key: &ObjectRef,
+        what: &str,
+    ) -> Result<(tonic::transport::Channel, String, String), Status> {
+        let key = key.clone();
         let pod = self.store.get(Kind::Pod, &key).ok_or_else(|| {
             ApiError::NotFound(format!("{} not found", describe(Kind::Pod, &key)))
         })?;
@@ -479,7 +479,7 @@ impl Api {
             .unwrap_or_default();
         if node_name.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
-                "pod {key} is not scheduled to a node yet; no logs"
+                "pod {key} is not scheduled to a node yet; {what}"
             ))
             .into());
         }
@@ -526,6 +526,23 @@ impl Api {
                     .await
                     .map_err(|e| unreachable(format!("unreachable: {e}")))?
             }
+        };
+        Ok((channel, node_name, endpoint))
+    }
+
+    pub async fn do_logs(
+        &self,
+        req: Request<LogsRequest>,
+    ) -> Res<ReceiverStream<Result<LogChunk, Status>>> {
+        let ext = req.extensions().clone();
+        let mut r = req.into_inner();
+        validation::validate_logs(&r)?;
+        let key = ObjectRef::of::<Pod>(&r.namespace, r.name.clone());
+        self.allow::<Pod>(&ext, Verb::Logs, &key)?;
+        r.namespace = key.namespace.clone();
+        let (channel, node_name, endpoint) = self.node_channel(&key, "no logs").await?;
+        let unreachable = |e: String| {
+            ApiError::Unavailable(format!("node agent of {node_name:?} at {endpoint}: {e}"))
         };
         let mut upstream = NodeAgentClient::new(channel)
             .logs(r)

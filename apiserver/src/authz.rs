@@ -31,6 +31,7 @@ pub enum Verb {
     UpdateStatus,
     Delete,
     Logs,
+    Exec,
 }
 
 impl Verb {
@@ -44,6 +45,7 @@ impl Verb {
             Verb::UpdateStatus => "update_status",
             Verb::Delete => "delete",
             Verb::Logs => "logs",
+            Verb::Exec => "exec",
         }
     }
     fn reads(self) -> bool {
@@ -99,7 +101,7 @@ pub fn authorize(id: &Identity, a: &Attrs<'_>, g: &dyn Graph) -> Result<(), Stri
         "nodes" => {
             if a.verb.reads() {
                 Ok(())
-            } else if a.verb == Verb::Logs {
+            } else if matches!(a.verb, Verb::Logs | Verb::Exec) {
                 deny("nodes have no logs")
             } else if a.name == node {
                 Ok(())
@@ -118,6 +120,7 @@ pub fn authorize(id: &Identity, a: &Attrs<'_>, g: &dyn Graph) -> Result<(), Stri
             },
             Verb::Create => deny("nodes may not create pods"),
             Verb::Update => deny("nodes may only update the status of their pods"),
+            Verb::Exec => deny("nodes may not exec in pods"),
             _ => deny("nodes may not read pod logs through the apiserver"),
         },
         "services" | "endpoints" => {
@@ -206,7 +209,13 @@ mod tests {
     #[test]
     fn admins_may_do_everything() {
         let g = world();
-        for v in [Verb::Create, Verb::Delete, Verb::Logs, Verb::List] {
+        for v in [
+            Verb::Create,
+            Verb::Delete,
+            Verb::Logs,
+            Verb::Exec,
+            Verb::List,
+        ] {
             assert!(authorize(&Identity::admin(), &at(v, "secrets", "x", "y"), &g).is_ok());
         }
     }
@@ -251,6 +260,11 @@ mod tests {
         assert!(authorize(&n1, &at(Verb::Create, "pods", "default", "new"), &g).is_err());
         assert!(authorize(&n1, &at(Verb::Update, "pods", "default", "mine"), &g).is_err());
         assert!(authorize(&n1, &at(Verb::Logs, "pods", "default", "mine"), &g).is_err());
+        // Not even in its own pods (kube-lite's choice: exec is for people).
+        assert_eq!(
+            authorize(&n1, &at(Verb::Exec, "pods", "default", "mine"), &g).unwrap_err(),
+            "User \"system:node:n1\" cannot exec pods \"default/mine\": nodes may not exec in pods"
+        );
         assert!(authorize(&n1, &at(Verb::Watch, "pods", "", ""), &g).is_ok());
     }
 

@@ -17,6 +17,7 @@
 //! - [`list`]: List paging (limit/continue tokens over a snapshot of the first page).
 //! - [`watch`]: one task per Watch stream (backlog replay, filters, bookmarks).
 //! - [`api`]: the gRPC services, generic over the four kinds ([`resource::Stored`]).
+//! - [`exec`]: PodExec, exec sessions proxied to the pod's node agent ([`exec::proxy`]).
 //! - [`rest`]: the Kubernetes REST API (discovery, OpenAPI, every verb, Tables,
 //!   patches) over the same handlers, on the same listener (routed by content type).
 //! - [`conn`]: the accept loop and each connection's life (connection and stream
@@ -49,6 +50,7 @@ pub mod config;
 pub mod conn;
 pub mod controllers;
 pub mod error;
+pub mod exec;
 pub mod list;
 pub mod malloc;
 pub mod ops;
@@ -68,8 +70,9 @@ use kube_lite_proto::v1::{
     endpoints_api_server::EndpointsApiServer, event_api_server::EventApiServer,
     lease_api_server::LeaseApiServer, namespace_api_server::NamespaceApiServer,
     node_api_server::NodeApiServer, node_bootstrap_server::NodeBootstrapServer,
-    pod_api_server::PodApiServer, replica_set_api_server::ReplicaSetApiServer,
-    secret_api_server::SecretApiServer, service_api_server::ServiceApiServer,
+    pod_api_server::PodApiServer, pod_exec_server::PodExecServer,
+    replica_set_api_server::ReplicaSetApiServer, secret_api_server::SecretApiServer,
+    service_api_server::ServiceApiServer,
 };
 
 pub use config::Config;
@@ -165,6 +168,7 @@ pub async fn serve_with_drain(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeApiServer<api::Api>>().await;
     reporter.set_serving::<PodApiServer<api::Api>>().await;
+    reporter.set_serving::<PodExecServer<api::Api>>().await;
     reporter.set_serving::<ServiceApiServer<api::Api>>().await;
     reporter.set_serving::<EndpointsApiServer<api::Api>>().await;
     reporter.set_serving::<NamespaceApiServer<api::Api>>().await;
@@ -197,6 +201,11 @@ pub async fn serve_with_drain(
 
     let routes = tonic::service::Routes::new(svc!(NodeApiServer))
         .add_service(svc!(PodApiServer))
+        .add_service(
+            PodExecServer::new(api.clone())
+                .max_decoding_message_size(kube_lite_core::exec::MAX_EXEC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
         .add_service(svc!(ServiceApiServer))
         .add_service(svc!(EndpointsApiServer))
         .add_service(svc!(NamespaceApiServer))

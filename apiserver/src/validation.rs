@@ -25,6 +25,7 @@ pub mod workloads;
 
 mod pod_extras;
 mod pod_volumes;
+mod security;
 
 type R = Result<(), ApiError>;
 
@@ -461,6 +462,9 @@ fn validate_pod(p: &Pod) -> R {
         pod_volumes::check_container(&f, c, spec)?;
     }
     pod_volumes::check_spec(spec)?;
+        security::check_container(&f, c)?;
+    }
+    security::check_pod(spec)?;
     let policies = [
         restart_policy::ALWAYS,
         restart_policy::ON_FAILURE,

@@ -8,11 +8,13 @@
 //!   manifest with what is stored.
 //! - [`consts`]: phases, condition types and statuses, reasons, restart policies, protocols.
 //! - [`quantity`]: Kubernetes quantities (`100m`, `128Mi`), requests/limits, QoS class.
+//! - [`exec`]: the bounds of an exec session (command, stdin chunks, terminal size).
 //! - [`size`]: the byte-size syntax of flags (`64Mi`, `10M`).
 //! - [`time`]: unix-millisecond clock and the duration syntax of flags (`40s`, `500ms`).
 
 pub mod consts;
 pub mod defaults;
+pub mod exec;
 mod object_ref;
 pub mod quantity;
 mod resource;

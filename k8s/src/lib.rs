@@ -33,6 +33,7 @@ pub mod pod;
 mod pod_sources;
 #[cfg(feature = "protobuf")]
 pub mod protobuf;
+pub mod security;
 pub mod service;
 
 pub use k8s_openapi;

@@ -321,7 +321,7 @@ pub(crate) fn spec_to_k8s(s: &PodSpec) -> corev1::PodSpec {
         hostname: opt(&s.hostname),
         subdomain: opt(&s.subdomain),
         volumes: pod_sources::volumes_to_k8s(&s.volumes),
-        security_context: pod_sources::fs_group_to_k8s(s.fs_group),
+        security_context: s.security_context.as_ref().map(crate::security::pod_to_k8s),
         ..Default::default()
     }
 }
@@ -357,8 +357,8 @@ pub(crate) fn spec_from_k8s(s: corev1::PodSpec) -> PodSpec {
         }),
         hostname: s.hostname.unwrap_or_default(),
         subdomain: s.subdomain.unwrap_or_default(),
-        fs_group: pod_sources::fs_group_from_k8s(s.security_context.as_ref()),
         volumes: pod_sources::volumes_from_k8s(s.volumes),
+        security_context: s.security_context.map(crate::security::pod_from_k8s),
         ..Default::default()
     }
 }
@@ -391,6 +391,7 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
             limits: quantities(&r.limits),
             ..Default::default()
         }),
+        security_context: c.security_context.as_ref().map(crate::security::to_k8s),
         ..Default::default()
     }
 }
@@ -531,6 +532,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
             limits: unquantities(r.limits),
             ..Default::default()
         }),
+        security_context: c.security_context.map(crate::security::from_k8s),
         ..Default::default()
     }
 }

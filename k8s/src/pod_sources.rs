@@ -298,19 +298,6 @@ pub(crate) fn volumes_from_k8s(v: Option<Vec<corev1::Volume>>) -> Vec<Volume> {
         .collect()
 }
 
-/// `securityContext.fsGroup` (the rest of the pod security context is converted with
-/// it elsewhere: this returns a context holding only fsGroup, to be merged).
-pub(crate) fn fs_group_to_k8s(fs_group: Option<i64>) -> Option<corev1::PodSecurityContext> {
-    fs_group.map(|g| corev1::PodSecurityContext {
-        fs_group: Some(g),
-        ..Default::default()
-    })
-}
-
-pub(crate) fn fs_group_from_k8s(sc: Option<&corev1::PodSecurityContext>) -> Option<i64> {
-    sc.and_then(|s| s.fs_group)
-}
-
 #[cfg(test)]
 mod tests {
     use crate::K8sKind;
@@ -347,7 +334,7 @@ mod tests {
         });
         let p = Pod::from_json(v.clone()).unwrap();
         let s = p.spec.clone().unwrap();
-        assert_eq!(s.fs_group, Some(2000));
+        assert_eq!(s.security_context.as_ref().unwrap().fs_group, Some(2000));
         let c = &s.containers[0];
         let k = c.env[0].value_from.as_ref().unwrap();
         assert_eq!(k.config_map_key_ref.as_ref().unwrap().key, "k");

@@ -55,6 +55,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print a container's logs
     Logs(LogsArgs),
+    /// Run a command in a container (POD [-c CONTAINER] -- COMMAND [ARGS...])
+    Exec(ExecArgs),
     /// Set the replicas of a Deployment or ReplicaSet
     Scale(ScaleArgs),
     /// Manage the rollout of a Deployment
@@ -338,4 +340,21 @@ pub struct LogsArgs {
     /// logs of the previous instance of a restarted container
     #[arg(short = 'p', long)]
     pub previous: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub pod: String,
+    /// container (default: the pod's first)
+    #[arg(short = 'c', long, default_value = "")]
+    pub container: String,
+    /// pass stdin to the command
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// allocate a terminal (when stdin is one)
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// the command and its arguments, after `--`
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
 }

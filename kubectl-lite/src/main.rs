@@ -51,6 +51,11 @@ fn main() -> ExitCode {
             if closed {
                 return ExitCode::SUCCESS;
             }
+            // exec: the command's own exit code (kubectl's message, no "error:").
+            if let Some(code) = e.downcast_ref::<kubectl_lite::commands::exec::ExitCode>() {
+                eprintln!("{code}");
+                return ExitCode::from(u8::try_from(code.0).unwrap_or(1));
+            }
             eprintln!(
                 "error: {}",
                 kubectl_lite::util::escape_control(&format!("{e:#}"))

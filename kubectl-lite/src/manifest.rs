@@ -14,13 +14,14 @@
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
 //! * **error** (the document is refused, nothing of the file is applied): every other
-//!   unknown field (volumes, securityContext, `hostPort`, `valueFrom`,
+//!   unknown field (volumes, seLinuxOptions, `hostPort`, `valueFrom`,
 //!   …), `type: ExternalName`, values of the wrong type, other apiVersions and kinds.
 //!
 //! Probes (`livenessProbe`, `readinessProbe`, `startupProbe`) and `resources` are read by
 //! [`pod_extras`].
 
 mod pod_extras;
+mod security;
 
 use kube_lite_core::consts::service_type;
 use kube_lite_core::{defaults, Resource};
@@ -523,9 +524,12 @@ impl Walker {
                 "dnsConfig",
                 "hostname",
                 "subdomain",
+                "securityContext",
             ],
             Kind::Pod,
         );
+        spec.security_context =
+            self.pod_security_context("spec.securityContext", s.get("securityContext"));
         spec.dns_policy = self.string("spec.dnsPolicy", s.get("dnsPolicy"));
         spec.hostname = self.string("spec.hostname", s.get("hostname"));
         spec.subdomain = self.string("spec.subdomain", s.get("subdomain"));
@@ -589,10 +593,18 @@ impl Walker {
     }
 
     fn container(&mut self, path: &str, c: &Map<String, Value>) -> Container {
-        let known: Vec<&str> = ["name", "image", "command", "args", "env", "ports"]
-            .into_iter()
-            .chain(pod_extras::CONTAINER_KEYS.iter().copied())
-            .collect();
+        let known: Vec<&str> = [
+            "name",
+            "image",
+            "command",
+            "args",
+            "env",
+            "ports",
+            "securityContext",
+        ]
+        .into_iter()
+        .chain(pod_extras::CONTAINER_KEYS.iter().copied())
+        .collect();
         self.unknown(path, c, &known, Kind::Pod);
         let mut out = Container {
             name: self.string(&join(path, "name"), c.get("name")),
@@ -605,6 +617,8 @@ impl Walker {
         out.readiness_probe = self.probe(&join(path, "readinessProbe"), c.get("readinessProbe"));
         out.startup_probe = self.probe(&join(path, "startupProbe"), c.get("startupProbe"));
         out.resources = self.resources(&join(path, "resources"), c.get("resources"));
+        out.security_context =
+            self.security_context(&join(path, "securityContext"), c.get("securityContext"));
         let env_path = join(path, "env");
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");
@@ -1063,7 +1077,6 @@ status:
             vec![
                 "status: ignored (not used by kube-lite)",
                 "metadata.creationTimestamp: ignored (not used by kube-lite)",
-                "spec.securityContext: not supported by kube-lite; ignored because it is empty",
             ]
         );
     }

@@ -19,6 +19,7 @@ use kube_lite_client::Clients;
 use kube_lite_net::ipam::Ipam;
 use kube_lite_net::{NodeNet, NodeNetConfig};
 use kube_lite_proto::v1::node_agent_server::NodeAgentServer;
+use kube_lite_proto::v1::node_exec_server::NodeExecServer;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -162,6 +163,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         state: state.clone(),
         require_apiserver: identity.is_some(),
     };
+    let exec = crate::exec::ExecService::new(
+        state.clone(),
+        identity.is_some(),
+        PathBuf::from("/proc/self/exe"),
+    );
     let mut server = tonic::transport::Server::builder();
     if let Some(id) = &identity {
         // mTLS: only clients with a certificate from the cluster CA get through the
@@ -180,6 +186,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         if let Err(e) = server
             .add_service(NodeAgentServer::new(logs))
+            .add_service(
+                NodeExecServer::new(exec)
+                    .max_decoding_message_size(kube_lite_core::exec::MAX_EXEC_MESSAGE_BYTES),
+            )
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
         {

@@ -126,9 +126,25 @@ impl InitArgs {
 /// The arguments (after the binary) of `nodeagent init exec PID -- CMD…`: run CMD in
 /// the namespaces of process PID (a container's init), with its environment.
 pub fn exec_argv(pid: i32, cmd: &[String]) -> Vec<String> {
-    let mut v = vec!["init".into(), "exec".into(), pid.to_string(), "--".into()];
+    exec_argv_with(pid, cmd, false)
+}
+
+/// [`exec_argv`]; with `tty` (`init exec --tty PID -- CMD…`) CMD gets a session of its
+/// own whose controlling terminal is its stdin (a pseudo-terminal the caller made).
+pub fn exec_argv_with(pid: i32, cmd: &[String], tty: bool) -> Vec<String> {
+    let mut v: Vec<String> = vec!["init".into(), "exec".into()];
+    if tty {
+        v.push("--tty".into());
+    }
+    v.extend([pid.to_string(), "--".into()]);
     v.extend(cmd.iter().cloned());
     v
+}
+
+/// Variables of the container init that are for the init alone: never passed on to
+/// what runs in the container.
+fn init_only(key: &str) -> bool {
+    key.starts_with("KUBE_LITE_INIT_")
 }
 
 /// `init exec PID -- CMD…` (see [`exec_argv`]): joins the UTS, IPC, network, PID and
@@ -136,8 +152,12 @@ pub fn exec_argv(pid: i32, cmd: &[String]) -> Vec<String> {
 /// PID namespace), forwards signals, and exits with its code. The child dies with us
 /// (PR_SET_PDEATHSIG), so a timed-out probe leaves nothing behind.
 fn exec_in(argv: &[String]) -> i32 {
+    let (tty, argv) = match argv.first().map(String::as_str) {
+        Some("--tty") => (true, &argv[1..]),
+        _ => (false, argv),
+    };
     if argv.len() < 3 || argv[1] != "--" {
-        warn("usage: nodeagent init exec PID -- PROGRAM [ARGS...]");
+        warn("usage: nodeagent init exec [--tty] PID -- PROGRAM [ARGS...]");
         return 2;
     }
     let Ok(pid) = argv[0].parse::<i32>() else {
@@ -153,6 +173,18 @@ fn exec_in(argv: &[String]) -> i32 {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
+    // The container's user, groups and capabilities (securityContext) for the command.
+    let security = match env.iter().find(|(k, _)| k == crate::security::SECURITY_ENV) {
+        Some((_, v)) => match crate::security::ProcessSecurity::decode(v) {
+            Ok(s) => s,
+            Err(e) => {
+                warn(&format!("init exec: {e}"));
+                return 126;
+            }
+        },
+        None => Default::default(),
+    };
+    let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| !init_only(k)).collect();
     join_cgroups_of(pid);
     // Open every namespace first: joining the mount namespace changes what /proc is.
     let mut fds = Vec::new();
@@ -191,6 +223,10 @@ fn exec_in(argv: &[String]) -> i32 {
     cmd.args(&argv[3..]).env_clear().envs(env);
     die_with_parent(&mut cmd);
     unblock_in_child(&mut cmd);
+    crate::security::apply(&mut cmd, &security);
+    if tty {
+        controlling_terminal(&mut cmd);
+    }
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -237,6 +273,22 @@ fn join_cgroups_of(pid: i32) {
                 warn(&format!("init exec: joining cgroup {d}: {e}"));
             }
         }
+    }
+}
+
+/// The child leads a new session whose controlling terminal is its stdin (a terminal:
+/// job control, ^C and window-size signals reach it).
+#[allow(unsafe_code)]
+fn controlling_terminal(cmd: &mut Command) {
+    // SAFETY: runs between fork and exec; setsid and ioctl are async-signal-safe and
+    // allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -492,6 +544,35 @@ fn failed_start(message: String) -> ExitInfo {
     }
 }
 
+/// The container cannot start: the exit file says why (StartError), code 128.
+fn start_error(a: &InitArgs, msg: String) -> i32 {
+    warn(&msg);
+    write_exit(&a.exit_file, &failed_start(msg));
+    128
+}
+
+/// Remounts `/` read-only in our mount namespace (PID 1 of a new one only: never the
+/// node's). The pod's state directory (log, exit file) is bound onto itself first so it
+/// stays writable, as every other mount does.
+fn read_only_root(a: &InitArgs) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    if nix::unistd::getpid().as_raw() != 1 {
+        return Err("the container has no mount namespace of its own".into());
+    }
+    if let Some(dir) = a.exit_file.parent() {
+        mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("binding {}: {e}", dir.display()))?;
+    }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("remounting / read-only: {e}"))
+}
+
 fn pid1(a: &InitArgs) -> i32 {
     use nix::mount::{mount, MsFlags};
     if !a.hostname.is_empty() {
@@ -549,6 +630,18 @@ fn pid1(a: &InitArgs) -> i32 {
         // Not PID 1 (no PID namespace): at least adopt orphans of the program.
         let _ = nix::sys::prctl::set_child_subreaper(true);
     }
+    let security = match std::env::var(crate::security::SECURITY_ENV) {
+        Ok(v) => match crate::security::ProcessSecurity::decode(&v) {
+            Ok(s) => s,
+            Err(e) => return start_error(a, format!("securityContext: {e}")),
+        },
+        Err(_) => Default::default(),
+    };
+    if security.read_only_root {
+        if let Err(e) = read_only_root(a) {
+            return start_error(a, format!("readOnlyRootFilesystem: {e}"));
+        }
+    }
     let set = signal_set();
     if let Err(e) = set.thread_block() {
         warn(&format!("blocking signals: {e}"));
@@ -556,8 +649,10 @@ fn pid1(a: &InitArgs) -> i32 {
     let mut cmd = Command::new(&a.program);
     cmd.args(&a.args)
         .env_remove(crate::runtime::RESOLV_CONF_ENV)
-        .env_remove(crate::mounts::MOUNTS_ENV);
+        .env_remove(crate::mounts::MOUNTS_ENV)
+        .env_remove(crate::security::SECURITY_ENV);
     unblock_in_child(&mut cmd);
+    crate::security::apply(&mut cmd, &security);
     let pipe = a
         .log
         .as_ref()

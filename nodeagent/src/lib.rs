@@ -11,10 +11,14 @@
 //!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
 //!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
+//! - [`security`]: securityContext (user, groups, capabilities, no_new_privs, read-only
+//!   root) resolved purely and applied by the container init.
 //! - [`cgroups`]: memory/cpu limits in per-pod and per-container cgroups (v1 or v2).
 //! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.
+//! - [`exec`]: the NodeExec service (`kubectl-lite exec` via the apiserver): a command
+//!   in a running container's namespaces, with a pseudo-terminal, stdin, exit code.
 //! - [`image`]: image → program resolution.
 //! - [`mounts`]: a container's volume mounts, applied by the container init.
 //! - [`state`]: the state directory (pod records, exit files, logs).
@@ -27,6 +31,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod config;
 pub mod dns;
+pub mod exec;
 pub mod identity;
 pub mod image;
 pub mod init;
@@ -37,5 +42,6 @@ pub mod node;
 pub mod pods;
 pub mod resources;
 pub mod runtime;
+pub mod security;
 pub mod state;
 pub mod status;

@@ -30,6 +30,11 @@ pub struct LogsService {
 
 /// Whether the caller's certificate (first of `certs`, DER) is the apiserver's.
 pub fn check_caller(certs: Option<&[Vec<u8>]>) -> Result<(), Status> {
+    check_caller_for(certs, "logs", "read logs")
+}
+
+/// [`check_caller`] for the call `verb` (`what` it does, in the message).
+pub fn check_caller_for(certs: Option<&[Vec<u8>]>, verb: &str, what: &str) -> Result<(), Status> {
     let Some(first) = certs.and_then(|c| c.first()) else {
         return Err(Status::unauthenticated(
             "a client certificate issued by the cluster CA to the apiserver is required",
@@ -40,14 +45,14 @@ pub fn check_caller(certs: Option<&[Vec<u8>]>) -> Result<(), Status> {
         .unwrap_or_default();
     if user != kube_lite_pki::APISERVER_CLIENT_USER {
         return Err(Status::permission_denied(format!(
-            "User {user:?} cannot logs: only the apiserver ({:?}) may read logs here",
+            "User {user:?} cannot {verb}: only the apiserver ({:?}) may {what} here",
             kube_lite_pki::APISERVER_CLIENT_USER
         )));
     }
     Ok(())
 }
 
-fn find_record(state: &StateDir, namespace: &str, name: &str) -> Option<PodRecord> {
+pub(crate) fn find_record(state: &StateDir, namespace: &str, name: &str) -> Option<PodRecord> {
     let ns = if namespace.is_empty() {
         "default"
     } else {

@@ -42,6 +42,8 @@ pub struct ContainerSpec {
     pub resolv_conf: Option<String>,
     /// Volume mounts (issue 13), applied by the init in the container's mount namespace.
     pub mounts: Vec<crate::mounts::Mount>,
+    /// What the program runs as (securityContext).
+    pub security: crate::security::ProcessSecurity,
 }
 
 /// Environment variable by which the runtime tells the container init which file to
@@ -319,6 +321,10 @@ impl Runtime for ProcessRuntime {
                 mounts
                     .iter()
                     .map(|p| (crate::mounts::MOUNTS_ENV, p.as_os_str())),
+            )
+            .envs(
+                (!spec.security.is_default())
+                    .then(|| (crate::security::SECURITY_ENV, spec.security.encode())),
             )
             .stdin(Stdio::null())
             .stdout(out)

@@ -313,7 +313,7 @@ fn check_volume(f: &str, v: &Volume) -> R {
     Ok(())
 }
 
-/// `spec.volumes` and `spec.fs_group`.
+/// `spec.volumes` (fsGroup is checked with the rest of spec.security_context).
 pub fn check_spec(spec: &PodSpec) -> R {
     if spec.volumes.len() > MAX_VOLUMES {
         return Err(ApiError::invalid(
@@ -329,14 +329,6 @@ pub fn check_spec(spec: &PodSpec) -> R {
             return Err(ApiError::invalid(
                 format!("{f}.name"),
                 format!("duplicate volume name {}", quote(&v.name)),
-            ));
-        }
-    }
-    if let Some(g) = spec.fs_group {
-        if !(0..=i64::from(u32::MAX - 1)).contains(&g) {
-            return Err(ApiError::invalid(
-                "spec.fs_group",
-                format!("must be between 0 and 4294967294, inclusive (got {g})"),
             ));
         }
     }

@@ -2,7 +2,7 @@
 //! [`Api`](crate::api::Api)/[`Show`](crate::output::Show) for the four kinds.
 //!
 //! Layering (each module imports only from those below it): this dispatcher →
-//! `create`, `apply`, `get` (→ `watch`), `describe`, `delete`, `logs` → `ctx` (connection,
+//! `create`, `apply`, `get` (→ `watch`), `describe`, `delete`, `logs`, `exec` → `ctx` (connection,
 //! namespace rule, stdout) and `args` → `errors` (status → one line).
 
 mod apply;
@@ -13,6 +13,7 @@ mod ctx;
 mod delete;
 mod describe;
 mod errors;
+pub mod exec;
 mod get;
 mod logs;
 mod watch;
@@ -40,6 +41,7 @@ enum Plan {
     Delete(Kind, DeleteArgs),
     DeleteFiles(Vec<(String, Converted)>, DeleteArgs),
     Logs(LogsArgs),
+    Exec(ExecArgs),
     Scale(ScaleArgs),
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
@@ -96,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Plan::Delete(k, a)
         }
         Command::Logs(a) => Plan::Logs(a),
+        Command::Exec(a) => Plan::Exec(a),
         Command::Scale(a) => Plan::Scale(a),
         Command::Rollout(r) => Plan::Rollout(r),
         Command::Label(a) => Plan::Label(a, true),
@@ -118,6 +121,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Delete(k, a) => delete::run(&ctx, k, &a).await,
         Plan::DeleteFiles(docs, a) => apply::delete_all(&ctx, docs, &a).await,
         Plan::Logs(a) => logs::run(&ctx, a).await,
+        Plan::Exec(a) => exec::run(&ctx, a).await,
         Plan::Scale(a) => workloads::scale(&ctx, &a).await,
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,

@@ -702,6 +702,27 @@ impl PodWorker {
                 return;
             }
         };
+        let security = match crate::security::resolve(
+            self.m
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.security_context.as_ref()),
+            spec.security_context.as_ref(),
+            &crate::security::PodName {
+                name: &self.name(),
+                namespace: self.m.pod.namespace(),
+                uid: &self.uid,
+            },
+            &spec.name,
+        ) {
+            Ok(s) => s,
+            Err(m) => {
+                warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{m}");
+                self.m.config_error(i, m, Instant::now());
+                return;
+            }
+        };
         let (command, cargs) = env::expand_argv(&spec, &envs);
         let (program, args) = match self.node.resolver.argv(&spec.image, &command, &cargs) {
             Ok(x) => x,
@@ -742,6 +763,7 @@ impl PodWorker {
                 .render()
             }),
             mounts,
+            security,
         };
         match self.node.runtime.start(&cs) {
             Ok(h) => {

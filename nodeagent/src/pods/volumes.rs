@@ -170,7 +170,11 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
     };
     let dir = pod_dir(root, &facts.uid);
     mkdir(&dir, 0o750)?;
-    let gid = spec.fs_group.map(|g| g as u32);
+    let gid = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .map(|g| g as u32);
     let containers: Vec<Container> = spec.containers.clone();
     for v in &spec.volumes {
         let vdir = dir.join(&v.name);
