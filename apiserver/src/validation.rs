@@ -460,10 +460,9 @@ fn validate_pod(p: &Pod) -> R {
         }
         pod_extras::check_container(&f, c)?;
         pod_volumes::check_container(&f, c, spec)?;
-    }
-    pod_volumes::check_spec(spec)?;
         security::check_container(&f, c)?;
     }
+    pod_volumes::check_spec(spec)?;
     security::check_pod(spec)?;
     let policies = [
         restart_policy::ALWAYS,
