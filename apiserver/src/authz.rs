@@ -31,6 +31,8 @@ pub enum Verb {
     UpdateStatus,
     Delete,
     Logs,
+    /// NodeApi.LoadImage (an image archive onto a node): admins only.
+    LoadImage,
 }
 
 impl Verb {
@@ -44,6 +46,7 @@ impl Verb {
             Verb::UpdateStatus => "update_status",
             Verb::Delete => "delete",
             Verb::Logs => "logs",
+            Verb::LoadImage => "load_image",
         }
     }
     fn reads(self) -> bool {
@@ -101,6 +104,8 @@ pub fn authorize(id: &Identity, a: &Attrs<'_>, g: &dyn Graph) -> Result<(), Stri
                 Ok(())
             } else if a.verb == Verb::Logs {
                 deny("nodes have no logs")
+            } else if a.verb == Verb::LoadImage {
+                deny("only admins load images onto nodes")
             } else if a.name == node {
                 Ok(())
             } else {
@@ -209,6 +214,18 @@ mod tests {
         for v in [Verb::Create, Verb::Delete, Verb::Logs, Verb::List] {
             assert!(authorize(&Identity::admin(), &at(v, "secrets", "x", "y"), &g).is_ok());
         }
+    }
+
+    #[test]
+    fn only_admins_load_images() {
+        let g = world();
+        let a = at(Verb::LoadImage, "nodes", "", "n1");
+        assert!(authorize(&Identity::admin(), &a, &g).is_ok());
+        let e = authorize(&Identity::node("n1"), &a, &g).unwrap_err();
+        assert!(
+            e.contains("cannot load_image nodes \"n1\"") && e.contains("only admins"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   set by the cluster or are purely informational and common in real manifests —
 //!   `status`, `metadata.{creationTimestamp,uid,resourceVersion,generation,managedFields,…}`,
 //!   `spec.{schedulerName,enableServiceLinks,priority,preemptionPolicy,
-//!   serviceAccountName}`, `spec.containers[].{imagePullPolicy,terminationMessagePath,
+//!   serviceAccountName}`, `spec.containers[].{terminationMessagePath,
 //!   terminationMessagePolicy}`, Service `spec.{sessionAffinity: None,clusterIPs,ipFamilies,
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
@@ -275,7 +275,6 @@ const IGNORED_POD: &[&str] = &[
     "spec.preemptionPolicy",
     "spec.serviceAccountName",
     "spec.serviceAccount",
-    "spec.containers[].imagePullPolicy",
     "spec.containers[].terminationMessagePath",
     "spec.containers[].terminationMessagePolicy",
 ];
@@ -589,16 +588,26 @@ impl Walker {
     }
 
     fn container(&mut self, path: &str, c: &Map<String, Value>) -> Container {
-        let known: Vec<&str> = ["name", "image", "command", "args", "env", "ports"]
-            .into_iter()
-            .chain(pod_extras::CONTAINER_KEYS.iter().copied())
-            .collect();
+        let known: Vec<&str> = [
+            "name",
+            "image",
+            "command",
+            "args",
+            "env",
+            "ports",
+            "imagePullPolicy",
+        ]
+        .into_iter()
+        .chain(pod_extras::CONTAINER_KEYS.iter().copied())
+        .collect();
         self.unknown(path, c, &known, Kind::Pod);
         let mut out = Container {
             name: self.string(&join(path, "name"), c.get("name")),
             image: self.string(&join(path, "image"), c.get("image")),
             command: self.strings(&join(path, "command"), c.get("command")),
             args: self.strings(&join(path, "args"), c.get("args")),
+            image_pull_policy: self
+                .string(&join(path, "imagePullPolicy"), c.get("imagePullPolicy")),
             ..Default::default()
         };
         out.liveness_probe = self.probe(&join(path, "livenessProbe"), c.get("livenessProbe"));
@@ -847,12 +856,9 @@ spec:
     }
 
     #[test]
-    fn converts_a_kubernetes_pod_and_warns_about_image_pull_policy() {
+    fn converts_a_kubernetes_pod_with_its_image_pull_policy() {
         let c = one(POD).unwrap();
-        assert_eq!(
-            c.warnings,
-            vec!["spec.containers[0].imagePullPolicy: ignored (not used by kube-lite)"]
-        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let Manifest::Pod(pod) = c.manifest else {
             panic!("not a pod")
         };
@@ -869,6 +875,7 @@ spec:
         assert_eq!(spec.termination_grace_period_seconds, 5);
         let c = &spec.containers[0];
         assert_eq!((c.name.as_str(), c.image.as_str()), ("web", "busybox:1.36"));
+        assert_eq!(c.image_pull_policy, "IfNotPresent");
         assert_eq!(c.command, vec!["httpd"]);
         assert_eq!(c.args, vec!["-f", "-p", "8080"]);
         assert_eq!(

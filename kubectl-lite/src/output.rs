@@ -217,6 +217,7 @@ pub fn pod_spec_json(spec: &kube_lite_proto::v1::PodSpec) -> Value {
         let mut o = Map::new();
         o.insert("name".into(), json!(c.name));
         o.insert("image".into(), json!(c.image));
+        put_str(&mut o, "imagePullPolicy", &c.image_pull_policy);
         put_nonempty(&mut o, "command", json!(c.command));
         put_nonempty(&mut o, "args", json!(c.args));
         let env: Vec<Value> = c
@@ -504,6 +505,12 @@ impl Show for Node {
         put_nonempty(&mut o, "capacity", sorted_map(&st.capacity));
         put_time(&mut o, "lastHeartbeatTime", st.last_heartbeat_time);
         put_str(&mut o, "daemonEndpoint", &st.daemon_endpoint);
+        let images: Vec<Value> = st
+            .images
+            .iter()
+            .map(|i| json!({"names": i.names, "sizeBytes": i.size_bytes}))
+            .collect();
+        put_nonempty(&mut o, "images", Value::Array(images));
         json!({
             "apiVersion": "v1",
             "kind": "Node",

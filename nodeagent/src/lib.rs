@@ -11,6 +11,7 @@
 //!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
 //!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
+//! - [`containerd`]: the containerd runtime (`--runtime containerd`), image import.
 //! - [`cgroups`]: memory/cpu limits in per-pod and per-container cgroups (v1 or v2).
 //! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
@@ -25,6 +26,7 @@
 pub mod agent;
 pub mod cgroups;
 pub mod config;
+pub mod containerd;
 pub mod dns;
 pub mod identity;
 pub mod image;

@@ -26,10 +26,17 @@ pub struct LogsService {
     /// Secure mode: only the apiserver (its client certificate, `kube-lite:apiserver`,
     /// issued by the cluster CA: the TLS layer verified it) may call.
     pub require_apiserver: bool,
+    /// Image loading (the containerd runtime); None with the process runtime.
+    pub images: Option<std::sync::Arc<crate::containerd::service::ImageService>>,
 }
 
 /// Whether the caller's certificate (first of `certs`, DER) is the apiserver's.
 pub fn check_caller(certs: Option<&[Vec<u8>]>) -> Result<(), Status> {
+    check_caller_to(certs, "read logs")
+}
+
+/// [`check_caller`] for another action (`what`, in the error message).
+pub fn check_caller_to(certs: Option<&[Vec<u8>]>, what: &str) -> Result<(), Status> {
     let Some(first) = certs.and_then(|c| c.first()) else {
         return Err(Status::unauthenticated(
             "a client certificate issued by the cluster CA to the apiserver is required",
@@ -40,7 +47,7 @@ pub fn check_caller(certs: Option<&[Vec<u8>]>) -> Result<(), Status> {
         .unwrap_or_default();
     if user != kube_lite_pki::APISERVER_CLIENT_USER {
         return Err(Status::permission_denied(format!(
-            "User {user:?} cannot logs: only the apiserver ({:?}) may read logs here",
+            "User {user:?} cannot {what}: only the apiserver ({:?}) may {what} here",
             kube_lite_pki::APISERVER_CLIENT_USER
         )));
     }
@@ -89,6 +96,24 @@ async fn send_range(
 #[tonic::async_trait]
 impl NodeAgent for LogsService {
     type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
+
+    async fn load_image(
+        &self,
+        req: Request<tonic::Streaming<kube_lite_proto::v1::ImageChunk>>,
+    ) -> Result<Response<kube_lite_proto::v1::LoadImageResponse>, Status> {
+        if self.require_apiserver {
+            let certs = req
+                .peer_certs()
+                .map(|c| c.iter().map(|d| d.to_vec()).collect::<Vec<_>>());
+            check_caller_to(certs.as_deref(), "load images")?;
+        }
+        match &self.images {
+            Some(svc) => Ok(Response::new(svc.load(req.into_inner()).await?)),
+            None => Err(Status::failed_precondition(
+                "this node runs the process runtime (--runtime process): it has no image store; images name programs on the node",
+            )),
+        }
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         if self.require_apiserver {

@@ -14,6 +14,7 @@ mod delete;
 mod describe;
 mod errors;
 mod get;
+mod image;
 mod logs;
 mod watch;
 pub mod workloads;
@@ -43,6 +44,7 @@ enum Plan {
     Scale(ScaleArgs),
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
+    ImageLoad(ImageLoadArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -91,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
         Command::Config(_) => unreachable!("handled above"),
+        Command::Image(ImageCommand::Load(a)) => Plan::ImageLoad(image::parse(a)?),
     };
     let ch = connect(&resolved).await?;
     let ctx = Ctx {
@@ -111,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Scale(a) => workloads::scale(&ctx, &a).await,
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
+        Plan::ImageLoad(a) => image::run(&ctx, a).await,
     }
 }
 
