@@ -2,7 +2,7 @@
 # kube-lite local cluster: an apiserver and N node agents on this machine, each node in
 # its own network namespace, joined by an "underlay" namespace with a bridge.
 #
-#   deploy/local-cluster.sh up [--nodes N] [--debug] [--no-build]
+#   deploy/local-cluster.sh up [--nodes N] [--debug] [--no-build] [--runtime containerd|process]
 #   deploy/local-cluster.sh status
 #   deploy/local-cluster.sh down
 #
@@ -12,6 +12,15 @@
 # and the agents' log servers on 127.0.0.1 (random ports). State, data and logs live in
 # ${KUBE_LITE_HOME:-/var/tmp/kube-lite}; `down` kills exactly the recorded PIDs and
 # removes the namespaces and that state.
+#
+# Runtime: where containerd and runc are installed (apt-get install containerd runc) the
+# pods run from images (--runtime containerd, the default there): `up` starts one
+# private containerd for the cluster (root, state, socket and config under
+# $KUBE_LITE_HOME/containerd, containerd namespace kube-lite-<random>; never the system
+# containerd's paths), builds the project's images offline (deploy/images/build-images.sh:
+# busybox and whoami, cached in target/images) and loads them onto every node with
+# `kubectl-lite image load`. `down` stops it by PID, with its shims, and removes its
+# state. --runtime process runs programs of the machine instead.
 set -euo pipefail
 
 PREFIX=kl-local
@@ -22,6 +31,77 @@ API_ADDR=127.0.0.1:6443
 KL_HOME="${KUBE_LITE_HOME:-/var/tmp/kube-lite}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 READY_TIMEOUT="${KUBE_LITE_READY_TIMEOUT:-60}"
+CTRD_DIR="$KL_HOME/containerd"
+
+have_containerd() {
+  command -v containerd >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 &&
+    command -v containerd-shim-runc-v2 >/dev/null 2>&1
+}
+
+# The private containerd's config (the test kit writes the same: tests/src/containerd.rs).
+containerd_config() {
+  local d=$1
+  cat <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$d/c.sock"
+[ttrpc]
+  address = "$d/c.sock.ttrpc"
+[debug]
+  address = "$d/debug.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+EOF
+}
+
+start_containerd() {
+  mkdir -p "$CTRD_DIR"
+  containerd_config "$CTRD_DIR" >"$CTRD_DIR/config.toml"
+  [ -f "$CTRD_DIR/namespace" ] || echo "kube-lite-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >"$CTRD_DIR/namespace"
+  say "starting containerd (socket $CTRD_DIR/c.sock, namespace $(cat "$CTRD_DIR/namespace"))"
+  nohup containerd --config "$CTRD_DIR/config.toml" --log-level warn \
+    >>"$CTRD_DIR/containerd.log" 2>&1 </dev/null &
+  echo $! >"$KL_HOME/pids/containerd.pid"
+  local t
+  for t in $(seq 1 150); do
+    [ -S "$CTRD_DIR/c.sock" ] && return 0
+    pid_alive "$KL_HOME/pids/containerd.pid" containerd ||
+      die "containerd exited; see $CTRD_DIR/containerd.log:
+$(tail -n 20 "$CTRD_DIR/containerd.log")"
+    sleep 0.2
+  done
+  die "containerd socket not ready; see $CTRD_DIR/containerd.log"
+}
+
+# Shims of our containerd (their command line names our socket), then containerd,
+# then its mounts, runc state and cgroups, then its directory.
+stop_containerd() {
+  [ -d "$CTRD_DIR" ] || return 0
+  local sock="$CTRD_DIR/c.sock" p ns m
+  for p in /proc/[0-9]*; do
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $sock"; then
+      kill -KILL "${p#/proc/}" 2>/dev/null || true
+    fi
+  done
+  kill_pidfile "$KL_HOME/pids/containerd.pid" containerd
+  for m in $(awk -v d="$CTRD_DIR" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+  ns=$(cat "$CTRD_DIR/namespace" 2>/dev/null || true)
+  if [ -n "$ns" ]; then
+    rm -rf "/run/containerd/runc/$ns"
+    for m in /sys/fs/cgroup/*/"$ns" /sys/fs/cgroup/"$ns"; do
+      [ -d "$m" ] || continue
+      find "$m" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+      rmdir "$m" 2>/dev/null || true
+    done
+  fi
+  rm -rf "$CTRD_DIR"
+  say "stopped containerd and removed its state"
+}
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 say() { echo "local-cluster: $*"; }
@@ -120,9 +200,11 @@ uninstall_kubeconfig() {
 }
 
 cmd_up() {
-  local nodes=2 profile=release build=1
+  local nodes=2 profile=release build=1 runtime=
   while [ $# -gt 0 ]; do
     case "$1" in
+      --runtime) [ $# -ge 2 ] || die "--runtime needs containerd or process"; runtime=$2; shift 2 ;;
+      --runtime=*) runtime=${1#--runtime=}; shift ;;
       --nodes) [ $# -ge 2 ] || die "--nodes needs a number"; nodes=$2; shift 2 ;;
       --nodes=*) nodes=${1#--nodes=}; shift ;;
       --debug) profile=debug; shift ;;
@@ -161,6 +243,14 @@ cmd_up() {
     die "something already listens on $API_ADDR (stop it, or '$0 down')"
   fi
 
+  if [ -z "$runtime" ]; then
+    if have_containerd; then runtime=containerd; else runtime=process; fi
+  fi
+  case "$runtime" in
+    containerd) have_containerd || die "--runtime containerd: containerd/runc not installed (apt-get install containerd runc)" ;;
+    process) ;;
+    *) die "--runtime must be containerd or process" ;;
+  esac
   local bin="$REPO/target/$profile"
   if [ "$build" = 1 ]; then
     command -v cargo >/dev/null 2>&1 || die "cargo not found (or use --no-build with built binaries)"
@@ -177,9 +267,26 @@ cmd_up() {
   [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] ||
     say "warning: busybox not found; '--image busybox' pods need it (apt-get install busybox-static)"
 
+  local images=
+  if [ "$runtime" = containerd ]; then
+    images="$REPO/target/images"
+    if [ ! -s "$images/busybox.tar" ] || [ ! -s "$images/whoami.tar" ] || [ "$build" = 1 ]; then
+      say "building the images (busybox, whoami) offline into $images"
+      KL_WHOAMI_BIN="$bin/kl-whoami" "$REPO/deploy/images/build-images.sh" "$images" >/dev/null ||
+        die "building the images failed (deploy/images/build-images.sh; needs mmdebstrap once)"
+    fi
+  fi
+
   mkdir -p "$KL_HOME/pids" "$KL_HOME/apiserver" "$KL_HOME/nodes"
   echo "$bin" >"$KL_HOME/bin-dir"
   echo "$nodes" >"$KL_HOME/nodes.count"
+  echo "$runtime" >"$KL_HOME/runtime"
+  local rt_args=()
+  if [ "$runtime" = containerd ]; then
+    start_containerd
+    rt_args=(--runtime containerd --containerd-socket "$CTRD_DIR/c.sock"
+      --containerd-namespace "$(cat "$CTRD_DIR/namespace")")
+  fi
 
   # Underlay: a namespace with a bridge; each node a namespace with a veth to it.
   say "creating namespaces: $UNDERLAY_NS and $nodes node(s)"
@@ -221,7 +328,7 @@ $(tail -n 20 "$KL_HOME/apiserver/apiserver.log")"
       --server "https://$API_ADDR" --node-name "node$i" --netns "$ns" \
       --join-token-file "$API_DATA/join-token" --certificate-authority "$API_DATA/pki/ca.crt" \
       --address "$UNDERLAY_NET.$((i + 1))" --state-dir "$KL_HOME/nodes/node$i" \
-      --listen 127.0.0.1:0 --netns-prefix "$ns" \
+      --listen 127.0.0.1:0 --netns-prefix "$ns" "${rt_args[@]}" \
       >>"$KL_HOME/nodes/node$i/agent.log" 2>&1 </dev/null &
     echo $! >"$KL_HOME/pids/node$i.pid"
   done
@@ -243,8 +350,14 @@ $(tail -n 20 "$KL_HOME/nodes/node$i/agent.log")
     kubectl get nodes >&2 || true
     die "only $ready of $nodes node(s) Ready after ${READY_TIMEOUT}s; agent logs in $KL_HOME/nodes/*/agent.log (clean up with '$0 down')"
   fi
+  if [ "$runtime" = containerd ]; then
+    say "loading images onto every node: kubectl-lite image load busybox.tar whoami.tar"
+    kubectl image load "$images/busybox.tar" "$images/whoami.tar" ||
+      die "image load failed; agent logs in $KL_HOME/nodes/*/agent.log"
+  fi
   kubectl get nodes
   install_kubeconfig
+  say "runtime: $runtime"
   print_usage
 }
 
@@ -277,6 +390,7 @@ cmd_status() {
       [ -e "$f" ] || continue
       name=nodeagent
       [ "$(basename "$f")" = apiserver.pid ] && name=apiserver
+      [ "$(basename "$f")" = containerd.pid ] && name=containerd
       if pid_alive "$f" "$name"; then
         echo "  $(basename "$f" .pid): pid $(cat "$f") running"
       else
@@ -316,6 +430,7 @@ cmd_down() {
     done
   done
   sleep 0.2
+  stop_containerd
   for ns in $(our_netns | sort -r); do
     ip netns del "$ns" 2>/dev/null || say "warning: could not delete netns $ns"
   done
@@ -330,7 +445,7 @@ cmd_down() {
   # Only what `up` made inside KUBE_LITE_HOME.
   if [ -d "$KL_HOME" ]; then
     rm -rf "$KL_HOME/pids" "$KL_HOME/apiserver" "$KL_HOME/nodes" \
-      "$KL_HOME/bin-dir" "$KL_HOME/nodes.count"
+      "$KL_HOME/bin-dir" "$KL_HOME/nodes.count" "$KL_HOME/runtime"
     rmdir "$KL_HOME" 2>/dev/null || true
   fi
   local left

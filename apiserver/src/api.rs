@@ -17,8 +17,8 @@ use kube_lite_proto::v1::{
     node_api_server::NodeApi, pod_api_server::PodApi, replica_set_api_server::ReplicaSetApi,
     secret_api_server::SecretApi, service_api_server::ServiceApi, ConfigMap, ConfigMapEvent,
     ConfigMapList, DeleteRequest, Deployment, DeploymentEvent, DeploymentList, Endpoints,
-    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, Lease, LeaseEvent,
-    LeaseList, ListRequest, LogChunk, LogsRequest, Namespace, NamespaceEvent, NamespaceList, Node,
+    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, ImageChunk, Lease, LeaseEvent,
+    LeaseList, ListRequest, LoadImageResponse, LogChunk, LogsRequest, Namespace, NamespaceEvent, NamespaceList, Node,
     NodeEvent, NodeList, Pod, PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList,
     Secret, SecretEvent, SecretList, Service, ServiceEvent, ServiceList, WatchRequest,
 };
@@ -38,6 +38,12 @@ use crate::list::Pager;
 use crate::ops;
 use crate::resource::{describe, Kind, Object, Stored};
 use crate::store::{Objects, Store};
+
+/// Largest image chunk NodeApi.LoadImage accepts (kubectl-lite sends 1 MiB).
+pub const MAX_IMAGE_CHUNK: usize = 2 << 20;
+/// Largest image archive NodeApi.LoadImage passes on (the agents' own limit,
+/// `--max-image-archive-size`, is 2 GiB by default).
+pub const MAX_IMAGE_ARCHIVE: u64 = 16 << 30;
 use crate::validation;
 use crate::watch::{ByteBudget, EndSlot, Filter, WatchStream, Watcher};
 use kube_lite_pki::Identity;
@@ -483,12 +489,25 @@ impl Api {
             ))
             .into());
         }
+        let (channel, endpoint) = self
+            .agent_channel(&node_name, &format!(" of pod {key}"))
+            .await?;
+        Ok((channel, node_name, endpoint))
+    }
+
+    /// A channel to the agent of node `node_name` (`what`: for messages, e.g. " of pod
+    /// default/web"): its `status.daemonEndpoint`, in secure mode over mTLS with the
+    /// apiserver's client identity, accepted only from the agent holding that node's
+    /// certificate on the node's registered address.
+    async fn agent_channel(
+        &self,
+        node_name: &str,
+        what: &str,
+    ) -> Result<(tonic::transport::Channel, String), Status> {
         let node = self
             .store
-            .get(Kind::Node, &ObjectRef::new("", node_name.clone()))
-            .ok_or_else(|| {
-                ApiError::Unavailable(format!("node {node_name:?} of pod {key} not found"))
-            })?;
+            .get(Kind::Node, &ObjectRef::new("", node_name.to_string()))
+            .ok_or_else(|| ApiError::Unavailable(format!("node {node_name:?}{what} not found")))?;
         let node = node.as_node().cloned().unwrap_or_default();
         let endpoint = node
             .status
@@ -519,7 +538,7 @@ impl Api {
                 let cfg = kube_lite_pki::client_config_expecting(
                     sec.ca.cert_pem(),
                     &sec.kubelet_client,
-                    &Identity::node(&node_name).user,
+                    &Identity::node(node_name).user,
                 )
                 .map_err(|e| unreachable(e.to_string()))?;
                 kube_lite_client::connect_tls(&format!("https://{authority}"), Arc::new(cfg))
@@ -527,7 +546,83 @@ impl Api {
                     .map_err(|e| unreachable(format!("unreachable: {e}")))?
             }
         };
-        Ok((channel, node_name, endpoint))
+        Ok((channel, endpoint))
+    }
+
+    /// NodeApi.LoadImage: an image archive for the node named in the first chunk,
+    /// streamed on to that node's agent (NodeAgent.LoadImage) as it arrives (never
+    /// buffered whole here). Admins only (verb `load_image` on the node). Bounded: each
+    /// chunk at most [`MAX_IMAGE_CHUNK`] bytes, the archive at most
+    /// [`MAX_IMAGE_ARCHIVE`] (the agent applies its own, usually smaller, limit).
+    /// A client error mid-stream cancels the upstream call, so the agent never imports
+    /// a truncated archive.
+    pub async fn do_load_image(
+        &self,
+        req: Request<tonic::Streaming<ImageChunk>>,
+    ) -> Res<LoadImageResponse> {
+        let ext = req.extensions().clone();
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| ApiError::invalid("node", "an empty stream: no image chunk"))?;
+        validation::validate_image_chunk(&first, true)?;
+        let node_name = first.node.clone();
+        let key = ObjectRef::new("", node_name.clone());
+        self.allow::<Node>(&ext, Verb::LoadImage, &key)?;
+        if self.store.get(Kind::Node, &key).is_none() {
+            return Err(ApiError::NotFound(format!("node {node_name:?} not found")).into());
+        }
+        let (channel, endpoint) = self.agent_channel(&node_name, "").await?;
+        let (tx, rx) = mpsc::channel::<ImageChunk>(4);
+        let forward = async move {
+            let mut total = 0u64;
+            let mut next = Some(first);
+            while let Some(mut chunk) = next {
+                total += chunk.data.len() as u64;
+                if total > MAX_IMAGE_ARCHIVE {
+                    return Err(Status::from(ApiError::invalid(
+                        "data",
+                        format!("the archive is larger than {MAX_IMAGE_ARCHIVE} bytes"),
+                    )));
+                }
+                chunk.node.clear();
+                if tx.send(chunk).await.is_err() {
+                    return Ok(()); // the agent answered early; its answer says why
+                }
+                next = inbound.message().await?;
+                if let Some(c) = &next {
+                    validation::validate_image_chunk(c, false)?;
+                }
+            }
+            Ok(())
+        };
+        let mut client = NodeAgentClient::new(channel);
+        let call = client.load_image(ReceiverStream::new(rx));
+        tokio::pin!(forward);
+        tokio::pin!(call);
+        let mut forwarded = false;
+        loop {
+            tokio::select! {
+                r = &mut forward, if !forwarded => {
+                    // On an error the upstream call is dropped (cancelled) with it.
+                    r?;
+                    forwarded = true;
+                }
+                r = &mut call => {
+                    let resp = r.map_err(|s| match s.code() {
+                        Code::Unavailable => ApiError::Unavailable(format!(
+                            "node agent of {node_name:?} at {endpoint}: {}",
+                            s.message()
+                        ))
+                        .into(),
+                        _ => bounded(s.code(), s.message()),
+                    })?;
+                    tracing::info!(node = %node_name, images = ?resp.get_ref().names, "image archive loaded");
+                    return Ok(resp);
+                }
+            }
+        }
     }
 
     pub async fn do_logs(
@@ -738,7 +833,15 @@ macro_rules! impl_api {
     };
 }
 
-impl_api!(NodeApi, Node, NodeList, NodeEvent);
+impl_api!(
+    NodeApi,
+    Node,
+    NodeList,
+    NodeEvent,
+    async fn load_image(&self, r: Request<tonic::Streaming<ImageChunk>>) -> Res<LoadImageResponse> {
+        self.do_load_image(r).await
+    }
+);
 impl_api!(ServiceApi, Service, ServiceList, ServiceEvent);
 impl_api!(EndpointsApi, Endpoints, EndpointsList, EndpointsEvent);
 impl_api!(NamespaceApi, Namespace, NamespaceList, NamespaceEvent);

@@ -32,6 +32,8 @@ pub enum Verb {
     Delete,
     Logs,
     Exec,
+    /// NodeApi.LoadImage (an image archive onto a node): admins only.
+    LoadImage,
 }
 
 impl Verb {
@@ -46,6 +48,7 @@ impl Verb {
             Verb::Delete => "delete",
             Verb::Logs => "logs",
             Verb::Exec => "exec",
+            Verb::LoadImage => "load_image",
         }
     }
     fn reads(self) -> bool {
@@ -103,6 +106,8 @@ pub fn authorize(id: &Identity, a: &Attrs<'_>, g: &dyn Graph) -> Result<(), Stri
                 Ok(())
             } else if matches!(a.verb, Verb::Logs | Verb::Exec) {
                 deny("nodes have no logs")
+            } else if a.verb == Verb::LoadImage {
+                deny("only admins load images onto nodes")
             } else if a.name == node {
                 Ok(())
             } else {
@@ -218,6 +223,18 @@ mod tests {
         ] {
             assert!(authorize(&Identity::admin(), &at(v, "secrets", "x", "y"), &g).is_ok());
         }
+    }
+
+    #[test]
+    fn only_admins_load_images() {
+        let g = world();
+        let a = at(Verb::LoadImage, "nodes", "", "n1");
+        assert!(authorize(&Identity::admin(), &a, &g).is_ok());
+        let e = authorize(&Identity::node("n1"), &a, &g).unwrap_err();
+        assert!(
+            e.contains("cannot load_image nodes \"n1\"") && e.contains("only admins"),
+            "{e}"
+        );
     }
 
     #[test]

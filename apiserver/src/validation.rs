@@ -12,8 +12,8 @@ use kube_lite_core::consts::{
 use kube_lite_core::defaults::needs_node_ports;
 use kube_lite_core::defaults::{default_endpoints, default_pod_spec, default_service_spec};
 use kube_lite_proto::v1::{
-    DeleteRequest, EndpointAddress, Endpoints, Lease, LogsRequest, Node, ObjectMeta, Pod,
-    PodStatus, Service, WatchRequest,
+    DeleteRequest, EndpointAddress, Endpoints, ImageChunk, Lease, LogsRequest, Node, ObjectMeta,
+    Pod, PodStatus, Service, WatchRequest,
 };
 
 use crate::error::{quote, ApiError};
@@ -428,6 +428,15 @@ fn validate_pod(p: &Pod) -> R {
         }
         if c.image.trim().is_empty() {
             return Err(ApiError::invalid(format!("{f}.image"), "is required"));
+        }
+        if !["", "Always", "IfNotPresent", "Never"].contains(&c.image_pull_policy.as_str()) {
+            return Err(ApiError::invalid(
+                format!("{f}.image_pull_policy"),
+                format!(
+                    "must be one of Always, IfNotPresent, Never (got {})",
+                    quote(&c.image_pull_policy)
+                ),
+            ));
         }
         for (j, e) in c.env.iter().enumerate() {
             if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
@@ -901,6 +910,40 @@ pub fn validate_watch(r: &WatchRequest) -> R {
 }
 
 /// A Logs request's container name (empty: the pod's first container).
+/// One chunk of NodeApi.LoadImage: the first names a node and may name the file;
+/// every chunk's data is bounded.
+pub fn validate_image_chunk(c: &ImageChunk, first: bool) -> R {
+    if first && !is_dns1123_subdomain(&c.node) {
+        return Err(ApiError::invalid(
+            "node",
+            format!(
+                "{} must name a node (a DNS-1123 subdomain) in the first chunk",
+                quote(&c.node)
+            ),
+        ));
+    }
+    if !first && !c.node.is_empty() {
+        return Err(ApiError::invalid("node", "only in the first chunk"));
+    }
+    if c.file_name.len() > 255 {
+        return Err(ApiError::invalid(
+            "file_name",
+            format!("{} bytes, at most 255", c.file_name.len()),
+        ));
+    }
+    if c.data.len() > crate::api::MAX_IMAGE_CHUNK {
+        return Err(ApiError::invalid(
+            "data",
+            format!(
+                "a chunk of {} bytes, at most {}",
+                c.data.len(),
+                crate::api::MAX_IMAGE_CHUNK
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_logs(r: &LogsRequest) -> R {
     if !r.container.is_empty() && !is_dns1123_label(&r.container) {
         return Err(ApiError::invalid(
@@ -1035,6 +1078,30 @@ mod tests {
         };
         assert!(validate_logs(&logs("")).is_ok() && validate_logs(&logs("app")).is_ok());
         assert!(validate_logs(&logs("../x")).is_err());
+    }
+
+    #[test]
+    fn image_chunks_are_bounded_and_name_a_node_first() {
+        let c = |node: &str, len: usize| ImageChunk {
+            data: vec![0; len],
+            file_name: "busybox.tar".into(),
+            node: node.into(),
+        };
+        assert!(validate_image_chunk(&c("node0", 1 << 20), true).is_ok());
+        assert!(validate_image_chunk(&c("", 1 << 20), false).is_ok());
+        let e = validate_image_chunk(&c("", 1), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node") && e.contains("first chunk"), "{e}");
+        assert!(validate_image_chunk(&c("Node_0", 1), true).is_err());
+        assert!(validate_image_chunk(&c("node0", 1), false).is_err());
+        let e = validate_image_chunk(&c("", crate::api::MAX_IMAGE_CHUNK + 1), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data") && e.contains("at most"), "{e}");
+        let mut long = c("node0", 1);
+        long.file_name = "x".repeat(256);
+        assert!(validate_image_chunk(&long, true).is_err());
     }
 
     fn pod_with(f: impl FnOnce(&mut Pod)) -> Object {

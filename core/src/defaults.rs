@@ -55,6 +55,9 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         .iter_mut()
         .chain(spec.containers.iter_mut())
     {
+        if c.image_pull_policy.is_empty() {
+            c.image_pull_policy = default_image_pull_policy(&c.image).into();
+        }
         for p in [
             &mut c.liveness_probe,
             &mut c.readiness_probe,
@@ -70,6 +73,19 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
                 p.protocol = protocol::TCP.into();
             }
         }
+    }
+}
+
+/// Kubernetes' imagePullPolicy default: `Always` for a `:latest` or untagged image
+/// (without a digest), `IfNotPresent` otherwise.
+pub fn default_image_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
     }
 }
 
@@ -135,6 +151,14 @@ mod tests {
         assert_eq!(s.restart_policy, "Always");
         assert_eq!(s.termination_grace_period_seconds, 30);
         assert_eq!(s.containers[0].ports[0].protocol, "TCP");
+        assert_eq!(s.containers[0].image_pull_policy, "Always");
+        assert_eq!(default_image_pull_policy("busybox:1.36"), "IfNotPresent");
+        assert_eq!(default_image_pull_policy("busybox:latest"), "Always");
+        assert_eq!(default_image_pull_policy("registry:5000/busybox"), "Always");
+        assert_eq!(
+            default_image_pull_policy("busybox@sha256:ab"),
+            "IfNotPresent"
+        );
         let mut s = PodSpec {
             restart_policy: "Never".into(),
             termination_grace_period_seconds: 5,

@@ -129,6 +129,15 @@ impl K8sKind for Node {
                         .map(|(k, v)| (k.clone(), Quantity(v.clone())))
                         .collect()
                 }),
+                images: opt_vec(
+                    st.images
+                        .iter()
+                        .map(|i| corev1::ContainerImage {
+                            names: opt_vec(i.names.clone()),
+                            size_bytes: Some(i.size_bytes),
+                        })
+                        .collect(),
+                ),
                 addresses: opt(&st.address).map(|address| {
                     vec![corev1::NodeAddress {
                         type_: "InternalIP".into(),
@@ -210,6 +219,15 @@ impl K8sKind for Node {
                     .map(|a| a.address)
                     .unwrap_or_default(),
                 daemon_endpoint,
+                images: st
+                    .images
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| kube_lite_proto::v1::ContainerImage {
+                        names: i.names.unwrap_or_default(),
+                        size_bytes: i.size_bytes.unwrap_or(0),
+                    })
+                    .collect(),
                 ..Default::default()
             }
         });
@@ -219,7 +237,6 @@ impl K8sKind for Node {
                 pod_cidr: spec.pod_cidr.unwrap_or_default(),
                 address,
                 unschedulable: spec.unschedulable.unwrap_or(false),
-                ..Default::default()
             }),
             status,
         })

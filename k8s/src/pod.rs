@@ -367,6 +367,7 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
     corev1::Container {
         name: c.name.clone(),
         image: opt(&c.image),
+        image_pull_policy: opt(&c.image_pull_policy),
         command: opt_vec(c.command.clone()),
         args: opt_vec(c.args.clone()),
         env: pod_sources::env_to_k8s(&c.env),
@@ -509,6 +510,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
     Container {
         name: c.name,
         image: c.image.unwrap_or_default(),
+        image_pull_policy: c.image_pull_policy.unwrap_or_default(),
         command: c.command.unwrap_or_default(),
         args: c.args.unwrap_or_default(),
         env: pod_sources::env_from_k8s(c.env),

@@ -69,6 +69,9 @@ pub enum Command {
     /// Show or change the kubeconfig (view, get-contexts, use-context, current-context)
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Container images of the nodes (the containerd runtime)
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +142,23 @@ pub enum ConfigCommand {
     UseContext { name: String },
     /// Print the current-context
     CurrentContext,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Load image archives (`docker save` output or OCI layouts, .tar) onto every node
+    /// (or the nodes given with --node), as `kind load image-archive` does
+    Load(ImageLoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageLoadArgs {
+    /// archive files
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// only these nodes (repeatable; default every node)
+    #[arg(long = "node")]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +251,9 @@ pub struct CreatePodArgs {
     /// Always | OnFailure | Never
     #[arg(long, default_value = "Always")]
     pub restart: String,
+    /// Always | IfNotPresent | Never (Kubernetes' default when empty)
+    #[arg(long, default_value = "")]
+    pub image_pull_policy: String,
     /// environment variable NAME=VALUE (repeatable)
     #[arg(long = "env")]
     pub env: Vec<String>,

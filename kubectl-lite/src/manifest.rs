@@ -9,7 +9,7 @@
 //!   set by the cluster or are purely informational and common in real manifests —
 //!   `status`, `metadata.{creationTimestamp,uid,resourceVersion,generation,managedFields,…}`,
 //!   `spec.{schedulerName,enableServiceLinks,priority,preemptionPolicy,
-//!   serviceAccountName}`, `spec.containers[].{imagePullPolicy,terminationMessagePath,
+//!   serviceAccountName}`, `spec.containers[].{terminationMessagePath,
 //!   terminationMessagePolicy}`, Service `spec.{sessionAffinity: None,clusterIPs,ipFamilies,
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
@@ -276,7 +276,6 @@ const IGNORED_POD: &[&str] = &[
     "spec.preemptionPolicy",
     "spec.serviceAccountName",
     "spec.serviceAccount",
-    "spec.containers[].imagePullPolicy",
     "spec.containers[].terminationMessagePath",
     "spec.containers[].terminationMessagePolicy",
 ];
@@ -601,6 +600,7 @@ impl Walker {
             "env",
             "ports",
             "securityContext",
+            "imagePullPolicy",
         ]
         .into_iter()
         .chain(pod_extras::CONTAINER_KEYS.iter().copied())
@@ -611,6 +611,8 @@ impl Walker {
             image: self.string(&join(path, "image"), c.get("image")),
             command: self.strings(&join(path, "command"), c.get("command")),
             args: self.strings(&join(path, "args"), c.get("args")),
+            image_pull_policy: self
+                .string(&join(path, "imagePullPolicy"), c.get("imagePullPolicy")),
             ..Default::default()
         };
         out.liveness_probe = self.probe(&join(path, "livenessProbe"), c.get("livenessProbe"));
@@ -861,12 +863,9 @@ spec:
     }
 
     #[test]
-    fn converts_a_kubernetes_pod_and_warns_about_image_pull_policy() {
+    fn converts_a_kubernetes_pod_with_its_image_pull_policy() {
         let c = one(POD).unwrap();
-        assert_eq!(
-            c.warnings,
-            vec!["spec.containers[0].imagePullPolicy: ignored (not used by kube-lite)"]
-        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let Manifest::Pod(pod) = c.manifest else {
             panic!("not a pod")
         };
@@ -883,6 +882,7 @@ spec:
         assert_eq!(spec.termination_grace_period_seconds, 5);
         let c = &spec.containers[0];
         assert_eq!((c.name.as_str(), c.image.as_str()), ("web", "busybox:1.36"));
+        assert_eq!(c.image_pull_policy, "IfNotPresent");
         assert_eq!(c.command, vec!["httpd"]);
         assert_eq!(c.args, vec!["-f", "-p", "8080"]);
         assert_eq!(

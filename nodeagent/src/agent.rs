@@ -117,6 +117,49 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(server = %cfg.server, "INSECURE: plaintext to the apiserver, no node identity, NodeAgent port without TLS");
     }
 
+    // The containerd runtime (images) when asked for; its image service answers
+    // LoadImage on the NodeAgent server.
+    let images: crate::containerd::service::ImageList = Default::default();
+    let ctrd_rt = if cfg.runtime == "containerd" {
+        let c = crate::containerd::client::Ctrd::connect(
+            &cfg.containerd_socket,
+            &cfg.containerd_namespace,
+        )
+        .await
+        .context("--runtime containerd")?;
+        let exe =
+            std::env::current_exe().context("the agent's own path (containerd's log writer)")?;
+        Some(crate::containerd::runtime::ContainerdRuntime::new(
+            c,
+            &node_name,
+            state.clone(),
+            exe,
+            cfg.container_log_max_size,
+        ))
+    } else {
+        None
+    };
+    let image_svc = ctrd_rt.as_ref().map(|rt| {
+        crate::containerd::service::ImageService::new(
+            rt.clone(),
+            &node_name,
+            state_dir.join("uploads"),
+            Some(
+                cfg.image_import_dir
+                    .clone()
+                    .unwrap_or_else(|| state_dir.join("images")),
+            ),
+            cfg.max_image_archive_size,
+            images.clone(),
+        )
+    });
+    if let Some(svc) = &image_svc {
+        crate::containerd::import::drop_stale_leases(&svc.c).await;
+        svc.refresh().await;
+        tracing::info!(socket = %cfg.containerd_socket.display(), namespace = %cfg.containerd_namespace,
+            images = svc.images.lock().unwrap().len(), "containerd runtime");
+    }
+
     // Logs server first: its address goes into the Node status. By default on the node
     // address, never on every interface.
     let listen = cfg
@@ -162,6 +205,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let logs = LogsService {
         state: state.clone(),
         require_apiserver: identity.is_some(),
+        images: image_svc.clone(),
     };
     let exec = crate::exec::ExecService::new(
         state.clone(),
@@ -214,6 +258,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         address,
         daemon_endpoint: endpoint.clone(),
         capacity: BTreeMap::new(),
+        images: images.clone(),
         allocatable: BTreeMap::new(),
     };
     let registered = node::register(&clients, &info).await;
@@ -259,8 +304,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(cg) => tracing::info!(version = cg.version(), "container limits with cgroups"),
         None => tracing::warn!("no usable cgroups: pods with resource limits will not start"),
     }
-    let runtime =
-        ProcessRuntime::with_cgroups(state.clone(), exe, cfg.container_log_max_size, cgroups);
+    let runtime: Arc<dyn crate::runtime::Runtime> = match &ctrd_rt {
+        Some(rt) => rt.clone(),
+        None => {
+            ProcessRuntime::with_cgroups(state.clone(), exe, cfg.container_log_max_size, cgroups)
+        }
+    };
     let node = pods::Node::new(
         node_name.clone(),
         address,
@@ -301,6 +350,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         });
     }
     pods::recover(&node).await;
+    if let Some(svc) = &image_svc {
+        tokio::spawn(svc.clone().watch_dir());
+    }
     tokio::spawn(pods::watch_pods(node.clone(), clients.clone()));
     tokio::spawn(node::sync_peers_forever(
         clients.clone(),

@@ -87,6 +87,31 @@ pub struct Config {
     /// the one saved at join.
     #[arg(long, env = "KUBE_LITE_CERTIFICATE_AUTHORITY")]
     pub certificate_authority: Option<PathBuf>,
+    /// Container runtime: `process` (programs of the node in namespaces) or
+    /// `containerd` (images, through containerd's gRPC API).
+    #[arg(long, env = "KUBE_LITE_RUNTIME", default_value = "process", value_parser = ["process", "containerd"])]
+    pub runtime: String,
+    /// containerd's gRPC socket (with `--runtime containerd`).
+    #[arg(
+        long,
+        env = "KUBE_LITE_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_socket: PathBuf,
+    /// containerd namespace of this cluster's containers and images.
+    #[arg(
+        long,
+        env = "KUBE_LITE_CONTAINERD_NAMESPACE",
+        default_value = "kube-lite"
+    )]
+    pub containerd_namespace: String,
+    /// Directory whose `*.tar` image archives are imported (default
+    /// `<state dir>/images`; containerd runtime only).
+    #[arg(long, env = "KUBE_LITE_IMAGE_IMPORT_DIR")]
+    pub image_import_dir: Option<PathBuf>,
+    /// Largest image archive `kubectl-lite image load` may send (bytes or K/Mi/Gi…).
+    #[arg(long, env = "KUBE_LITE_MAX_IMAGE_ARCHIVE_SIZE", default_value = "2Gi", value_parser = parse_size)]
+    pub max_image_archive_size: u64,
     /// Do not run the Service proxy (iptables) in this agent.
     #[arg(long, env = "KUBE_LITE_NO_PROXY")]
     pub no_proxy: bool,
@@ -205,6 +230,8 @@ mod tests {
         assert_eq!(c.mtu, 1450);
         assert_eq!(c.proxy_mode, "nth");
         assert_eq!(c.iptables_backend, "nft");
+        assert_eq!(c.runtime, "process");
+        assert!(Config::try_parse_from(["nodeagent", "--runtime", "docker"]).is_err());
         assert!(Config::try_parse_from(["nodeagent", "--proxy-mode", "fastest"]).is_err());
     }
 }

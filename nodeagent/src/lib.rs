@@ -13,6 +13,7 @@
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
 //! - [`security`]: securityContext (user, groups, capabilities, no_new_privs, read-only
 //!   root) resolved purely and applied by the container init.
+//! - [`containerd`]: the containerd runtime (`--runtime containerd`), image import.
 //! - [`cgroups`]: memory/cpu limits in per-pod and per-container cgroups (v1 or v2).
 //! - [`resources`]: node capacity/allocatable from the machine and the flags.
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
@@ -30,6 +31,7 @@
 pub mod agent;
 pub mod cgroups;
 pub mod config;
+pub mod containerd;
 pub mod dns;
 pub mod exec;
 pub mod identity;

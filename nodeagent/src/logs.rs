@@ -26,6 +26,8 @@ pub struct LogsService {
     /// Secure mode: only the apiserver (its client certificate, `kube-lite:apiserver`,
     /// issued by the cluster CA: the TLS layer verified it) may call.
     pub require_apiserver: bool,
+    /// Image loading (the containerd runtime); None with the process runtime.
+    pub images: Option<std::sync::Arc<crate::containerd::service::ImageService>>,
 }
 
 /// Whether the caller's certificate (first of `certs`, DER) is the apiserver's.
@@ -94,6 +96,24 @@ async fn send_range(
 #[tonic::async_trait]
 impl NodeAgent for LogsService {
     type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
+
+    async fn load_image(
+        &self,
+        req: Request<tonic::Streaming<kube_lite_proto::v1::ImageChunk>>,
+    ) -> Result<Response<kube_lite_proto::v1::LoadImageResponse>, Status> {
+        if self.require_apiserver {
+            let certs = req
+                .peer_certs()
+                .map(|c| c.iter().map(|d| d.to_vec()).collect::<Vec<_>>());
+            check_caller_for(certs.as_deref(), "load_image", "load images")?;
+        }
+        match &self.images {
+            Some(svc) => Ok(Response::new(svc.load(req.into_inner()).await?)),
+            None => Err(Status::failed_precondition(
+                "this node runs the process runtime (--runtime process): it has no image store; images name programs on the node",
+            )),
+        }
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         if self.require_apiserver {

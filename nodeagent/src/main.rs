@@ -8,6 +8,10 @@ fn main() -> anyhow::Result<()> {
         // Before any thread exists: the init unshares namespaces.
         nodeagent::init::main(&argv[2..]);
     }
+    if argv.get(1).map(String::as_str) == Some(nodeagent::containerd::logger::ARG) {
+        // containerd's shim runs us as the log writer of a container (binary:// URI).
+        nodeagent::containerd::logger::main(&argv[2..]);
+    }
     let cfg = nodeagent::config::Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

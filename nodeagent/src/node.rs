@@ -21,6 +21,8 @@ pub struct NodeInfo {
     pub address: Ipv4Addr,
     pub daemon_endpoint: String,
     pub capacity: BTreeMap<String, String>,
+    /// Images on the node (filled by the containerd runtime's image service).
+    pub images: crate::containerd::service::ImageList,
     pub allocatable: BTreeMap<String, String>,
 }
 
@@ -95,6 +97,7 @@ fn status(info: &NodeInfo) -> NodeStatus {
         allocatable: info.allocatable.clone().into_iter().collect(),
         address: info.address.to_string(),
         daemon_endpoint: info.daemon_endpoint.clone(),
+        images: info.images.lock().unwrap().clone(),
     }
 }
 
@@ -343,6 +346,7 @@ mod tests {
             daemon_endpoint: "http://192.168.1.1:10250".into(),
             capacity: [("pods".to_string(), "110".to_string())].into(),
             allocatable: Default::default(),
+            images: Default::default(),
         };
         let want = status(&info);
         assert!(status_differs(None, &want));

@@ -35,6 +35,13 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Path of the pod's network namespace (`/run/netns/<name>`); None = the agent's.
     pub netns_path: Option<PathBuf>,
+    /// The container's image, command and args as in the pod spec, and its
+    /// imagePullPolicy: for runtimes that run images ([`Runtime::uses_images`]);
+    /// `program`/`args` are then unused.
+    pub image: String,
+    pub command: Vec<String>,
+    pub image_args: Vec<String>,
+    pub image_pull_policy: String,
     /// cgroup limits (memory/cpu) for the instance and its pod.
     pub resources: ContainerResources,
     /// Contents of the container's /etc/resolv.conf (bind-mounted over the node's in
@@ -87,6 +94,10 @@ pub enum RuntimeError {
     },
     #[error("signalling pid {pid}: {source}")]
     Signal { pid: i32, source: nix::Error },
+    /// The image cannot be used (not on the node, bad name): `reason` is Kubernetes'
+    /// (ErrImagePull, ErrImageNeverPull, InvalidImageName).
+    #[error("{message}")]
+    Image { reason: String, message: String },
 }
 
 pub trait Runtime: Send + Sync + 'static {
@@ -110,6 +121,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Every live instance of this runtime (this state dir), recorded or not.
     fn instances(&self) -> Vec<Instance> {
         Vec::new()
+    }
+    /// Whether the runtime runs images itself (then the agent does not resolve
+    /// `image` to a program on the node).
+    fn uses_images(&self) -> bool {
+        false
     }
     /// Runs `cmd` inside instance `h` (its namespaces, environment; exec probes), killed
     /// after `timeout`. Issue 13's extension of the trait; a runtime without it says so.

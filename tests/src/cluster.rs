@@ -168,6 +168,11 @@ pub struct TestCluster {
     base: Option<tempfile::TempDir>,
 }
 
+/// 6 random hex digits (the kit's unique ids).
+pub fn random_hex() -> String {
+    random_id()
+}
+
 fn random_id() -> String {
     let mut b = [0u8; 3];
     let ok = File::open("/dev/urandom")

@@ -5,6 +5,7 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod containerd;
 pub mod fixtures;
 pub mod k8s_tools;
 pub mod raw;

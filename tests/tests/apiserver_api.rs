@@ -380,6 +380,12 @@ struct FakeAgent;
 
 #[tonic::async_trait]
 impl node_agent_server::NodeAgent for FakeAgent {
+    async fn load_image(
+        &self,
+        _req: Request<tonic::Streaming<kube_lite_proto::v1::ImageChunk>>,
+    ) -> Result<Response<kube_lite_proto::v1::LoadImageResponse>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
     type LogsStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
     async fn logs(&self, r: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         let r = r.into_inner();

@@ -263,6 +263,7 @@ impl Gen {
                     .collect(),
                 last_heartbeat_time: self.i64v(&[0]),
                 capacity: self.map(2),
+                images: Vec::new(),
                 address: self.ip(),
                 daemon_endpoint: self.pick(
                     2,
@@ -296,6 +297,7 @@ impl Gen {
                     .map(|_| Container {
                         name: self.pick(2, &["c", "d", "C", ""]),
                         image: self.pick(1, &["/bin/true", "", " "]),
+                        image_pull_policy: self.pick(1, &["", "Never", "Sometimes"]),
                         command: (0..self.rng.random_range(0..3))
                             .map(|_| self.any_string())
                             .collect(),

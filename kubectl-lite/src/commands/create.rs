@@ -101,6 +101,7 @@ pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
                 args,
                 env,
                 ports,
+                image_pull_policy: a.image_pull_policy.clone(),
                 ..Default::default()
             }],
             restart_policy: a.restart.clone(),

@@ -15,6 +15,7 @@ mod describe;
 mod errors;
 pub mod exec;
 mod get;
+mod image;
 mod logs;
 mod watch;
 pub mod workloads;
@@ -45,6 +46,7 @@ enum Plan {
     Scale(ScaleArgs),
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
+    ImageLoad(ImageLoadArgs),
 }
 
 /// The binary's body: [`run`] on a current-thread runtime. Not async and not generic,
@@ -104,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
         Command::Config(_) => unreachable!("handled above"),
+        Command::Image(ImageCommand::Load(a)) => Plan::ImageLoad(image::parse(a)?),
     };
     let ch = connect(&resolved).await?;
     let ctx = Ctx {
@@ -125,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Scale(a) => workloads::scale(&ctx, &a).await,
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
+        Plan::ImageLoad(a) => image::run(&ctx, a).await,
     }
 }
 

@@ -454,6 +454,14 @@ impl PodMachine {
         self.retry_later(i, reason::CREATE_CONTAINER_CONFIG_ERROR, message, now);
     }
 
+    /// The image of container `i` is not usable yet (not on the node, bad name):
+    /// Waiting with Kubernetes' `reason` (ErrImagePull, ErrImageNeverPull, …) and tried
+    /// again after the back-off whatever the restart policy, as the kubelet does (an
+    /// image loaded meanwhile is picked up).
+    pub fn image_unavailable(&mut self, i: usize, why: &str, message: String, now: Instant) {
+        self.retry_later(i, why, message, now);
+    }
+
     /// The runtime could not start container `i`: again after the back-off.
     pub fn start_failed(&mut self, i: usize, message: String, now: Instant) {
         self.retry_later(i, reason::START_ERROR, message, now);

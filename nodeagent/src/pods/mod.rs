@@ -724,7 +724,12 @@ impl PodWorker {
             }
         };
         let (command, cargs) = env::expand_argv(&spec, &envs);
-        let (program, args) = match self.node.resolver.argv(&spec.image, &command, &cargs) {
+        let resolved = if self.node.runtime.uses_images() {
+            Ok((std::path::PathBuf::new(), cargs.clone()))
+        } else {
+            self.node.resolver.argv(&spec.image, &command, &cargs)
+        };
+        let (program, args) = match resolved {
             Ok(x) => x,
             Err(e) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{e}");
@@ -741,6 +746,10 @@ impl PodWorker {
             args,
             env: envs,
             netns_path: Some(netns_path(&self.m.rec.netns)),
+            image: spec.image.clone(),
+            command,
+            image_args: cargs,
+            image_pull_policy: spec.image_pull_policy.clone(),
             resources: crate::resources::container_resources(
                 self.m
                     .pod
@@ -770,6 +779,11 @@ impl PodWorker {
                 self.m.started(i, h, Instant::now());
                 info!(pod = %self.name(), uid = %self.uid, container = %spec.name, pid = h.pid, ip = ?self.m.rec.ip, "container started");
                 self.follow(i, h);
+            }
+            Err(crate::runtime::RuntimeError::Image { reason, message }) => {
+                warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, reason = %reason, "{message}");
+                self.m
+                    .image_unavailable(i, &reason, message, Instant::now());
             }
             Err(e) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{e}");
