@@ -17,10 +17,11 @@ use kube_lite_proto::v1::{
     node_api_server::NodeApi, pod_api_server::PodApi, replica_set_api_server::ReplicaSetApi,
     secret_api_server::SecretApi, service_api_server::ServiceApi, ConfigMap, ConfigMapEvent,
     ConfigMapList, DeleteRequest, Deployment, DeploymentEvent, DeploymentList, Endpoints,
-    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, ImageChunk, Lease, LeaseEvent,
-    LeaseList, ListRequest, LoadImageResponse, LogChunk, LogsRequest, Namespace, NamespaceEvent, NamespaceList, Node,
-    NodeEvent, NodeList, Pod, PodEvent, PodList, ReplicaSet, ReplicaSetEvent, ReplicaSetList,
-    Secret, SecretEvent, SecretList, Service, ServiceEvent, ServiceList, WatchRequest,
+    EndpointsEvent, EndpointsList, Event, EventEvent, EventList, GetRequest, ImageChunk, Lease,
+    LeaseEvent, LeaseList, ListRequest, LoadImageResponse, LogChunk, LogsRequest, Namespace,
+    NamespaceEvent, NamespaceList, Node, NodeEvent, NodeList, Pod, PodEvent, PodList, ReplicaSet,
+    ReplicaSetEvent, ReplicaSetList, Secret, SecretEvent, SecretList, Service, ServiceEvent,
+    ServiceList, WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
