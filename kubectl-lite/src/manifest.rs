@@ -14,7 +14,8 @@
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
 //! * **error** (the document is refused, nothing of the file is applied): every other
-//!   unknown field (volumes, seLinuxOptions, `hostPort`, `valueFrom`,
+//!   unknown field (volume types other than emptyDir/configMap/secret/hostPath/
+//!   downwardAPI, seLinuxOptions, `hostPort`, `valueFrom.fileKeyRef`,
 //!   …), `type: ExternalName`, values of the wrong type, other apiVersions and kinds.
 //!
 //! Probes (`livenessProbe`, `readinessProbe`, `startupProbe`) and `resources` are read by
@@ -22,6 +23,7 @@
 
 mod pod_extras;
 mod security;
+mod pod_volumes;
 
 use kube_lite_core::consts::service_type;
 use kube_lite_core::{defaults, Resource};
@@ -113,7 +115,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
             v => vec![v],
         }
     } else {
-        serde_saphyr::from_multiple::<Value>(text)
+        serde_saphyr::from_multiple::<Value>(&pod_volumes::octal_modes(text))
             .map_err(|e| format!("invalid YAML: {}", one_line(&e.to_string())))?
     };
     let mut out = Vec::new();
@@ -524,11 +526,13 @@ impl Walker {
                 "hostname",
                 "subdomain",
                 "securityContext",
+                "volumes",
             ],
             Kind::Pod,
         );
         spec.security_context =
             self.pod_security_context("spec.securityContext", s.get("securityContext"));
+        spec.volumes = self.volumes("spec.volumes", s.get("volumes"));
         spec.dns_policy = self.string("spec.dnsPolicy", s.get("dnsPolicy"));
         spec.hostname = self.string("spec.hostname", s.get("hostname"));
         spec.subdomain = self.string("spec.subdomain", s.get("subdomain"));
@@ -604,6 +608,7 @@ impl Walker {
         ]
         .into_iter()
         .chain(pod_extras::CONTAINER_KEYS.iter().copied())
+        .chain(pod_volumes::CONTAINER_KEYS.iter().copied())
         .collect();
         self.unknown(path, c, &known, Kind::Pod);
         let mut out = Container {
@@ -621,6 +626,8 @@ impl Walker {
         out.resources = self.resources(&join(path, "resources"), c.get("resources"));
         out.security_context =
             self.security_context(&join(path, "securityContext"), c.get("securityContext"));
+        out.env_from = self.env_from(&join(path, "envFrom"), c.get("envFrom"));
+        out.volume_mounts = self.volume_mounts(&join(path, "volumeMounts"), c.get("volumeMounts"));
         let env_path = join(path, "env");
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");
@@ -1021,6 +1028,68 @@ spec:
     }
 
     #[test]
+    fn volumes_mounts_and_env_sources_are_read() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  volumes:
+  - {name: cfg, configMap: {name: app, items: [{key: k, path: k.txt, mode: 0400}], defaultMode: 0644}}
+  - {name: sec, secret: {secretName: creds, optional: true}}
+  - {name: scratch, emptyDir: {}}
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 16Mi}}
+  - {name: logs, hostPath: {path: /var/log, type: Directory}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  containers:
+  - name: web
+    image: busybox
+    env:
+    - {name: A, valueFrom: {configMapKeyRef: {name: app, key: k}}}
+    - {name: B, valueFrom: {secretKeyRef: {name: creds, key: pw, optional: true}}}
+    envFrom:
+    - {prefix: APP_, configMapRef: {name: app}}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/app, readOnly: true}
+    - {name: scratch, mountPath: /work, subPath: w}
+"#;
+        let c = one(text).unwrap();
+        let Manifest::Pod(p) = c.manifest else {
+            panic!("not a pod")
+        };
+        let s = p.spec.unwrap();
+        assert_eq!(s.volumes.len(), 6);
+        assert_eq!(
+            s.volumes[0].config_map.as_ref().unwrap().items[0].mode,
+            Some(0o400)
+        );
+        assert!(s.volumes[1].secret.as_ref().unwrap().optional);
+        assert!(s.volumes[2].empty_dir.is_some());
+        assert_eq!(s.volumes[3].empty_dir.as_ref().unwrap().size_limit, "16Mi");
+        assert_eq!(s.volumes[4].host_path.as_ref().unwrap().r#type, "Directory");
+        assert_eq!(
+            s.volumes[5].downward_api.as_ref().unwrap().items[0].path,
+            "labels"
+        );
+        let ct = &s.containers[0];
+        let a = ct.env[0].value_from.as_ref().unwrap();
+        assert_eq!(a.config_map_key_ref.as_ref().unwrap().key, "k");
+        assert!(
+            ct.env[1]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .optional
+        );
+        assert_eq!(ct.env_from[0].prefix, "APP_");
+        assert!(ct.volume_mounts[0].read_only);
+        assert_eq!(ct.volume_mounts[1].sub_path, "w");
+    }
+
+    #[test]
     fn unsupported_fields_are_reported_by_path() {
         let text = r#"
 apiVersion: v1
@@ -1034,7 +1103,7 @@ spec:
   securityContext: {}
   volumes:
   - name: data
-    emptyDir: {}
+    nfs: {server: x, path: /}
   containers:
   - name: web
     image: nginx
@@ -1044,7 +1113,7 @@ spec:
     env:
     - name: A
       valueFrom:
-        configMapKeyRef: {name: c, key: k}
+        fileKeyRef: {path: p, key: k}
     ports:
     - containerPort: 80
       hostPort: 8080
@@ -1056,18 +1125,21 @@ status:
             errs,
             vec![
                 "metadata.finalizers: not supported by kube-lite",
-                "spec.volumes: not supported by kube-lite",
-                "spec.containers[0].env[0].valueFrom.configMapKeyRef: not supported by kube-lite",
+                "spec.volumes[0].nfs: not supported by kube-lite",
+                "spec.containers[0].env[0].valueFrom.fileKeyRef: not supported by kube-lite",
                 "spec.containers[0].ports[0].hostPort: not supported by kube-lite",
             ]
         );
         // The same document without the behaviour-changing fields applies with warnings.
         let ok = text
             .replace("  finalizers: [x]\n", "")
-            .replace("  volumes:\n  - name: data\n    emptyDir: {}\n", "")
+            .replace(
+                "  volumes:\n  - name: data\n    nfs: {server: x, path: /}\n",
+                "",
+            )
             .replace("    resources:\n      limits:\n        cpu: 100m\n", "")
             .replace(
-                "      valueFrom:\n        configMapKeyRef: {name: c, key: k}\n",
+                "      valueFrom:\n        fileKeyRef: {path: p, key: k}\n",
                 "      value: x\n",
             )
             .replace("      hostPort: 8080\n", "");

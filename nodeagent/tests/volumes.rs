@@ -1,7 +1,8 @@
 //! Volumes and env sources end to end (issue 13, points 3 and 4): configMap and secret
 //! volumes show the data and a ConfigMap update reaches the mounted file; an emptyDir
 //! (medium Memory) is shared by two containers, each in its own mount namespace; a
-//! downwardAPI volume; env from configMapKeyRef, secretKeyRef and envFrom; a missing
+//! downwardAPI volume; a hostPath volume; a subPath mount of one key; fsGroup owns the
+//! volumes; env from configMapKeyRef, secretKeyRef and envFrom; a missing
 //! key leaves the container waiting with CreateContainerConfigError naming it; the
 //! volumes (tmpfs included) and the mount points the agent made go with the pod. The
 //! agent reads the ConfigMap/Secret with its node identity (issue 14's Node
@@ -105,6 +106,9 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
     std::fs::create_dir(&out).unwrap();
     let mnt = tmp.path().join("mnt"); // does not exist: the agent makes the mount points
     let (o, m) = (out.display().to_string(), mnt.display().to_string());
+    let host = tmp.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("h.txt"), "from-host").unwrap();
 
     c.api
         .config_maps()
@@ -177,6 +181,14 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
             }),
             ..Default::default()
         },
+        Volume {
+            name: "host".into(),
+            host_path: Some(kube_lite_proto::v1::HostPathVolumeSource {
+                path: host.display().to_string(),
+                r#type: "Directory".into(),
+            }),
+            ..Default::default()
+        },
     ];
     // writer: env sources into the shared emptyDir; mounted files copied out, again
     // and again (so an update shows); whether the read-only mount refuses writes.
@@ -187,6 +199,8 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
              if touch {m}/cfg/x 2>/dev/null; then echo rw > {o}/ro; else echo ro > {o}/ro; fi; \
              stat -L -c %a {m}/sec/pw > {o}/pw-mode; cat {m}/info/labels > {o}/labels; \
              df -k {m}/shared | tail -1 | awk '{{print $2}}' > {o}/shared-size; \
+             stat -c %g {m}/shared > {o}/shared-gid; stat -L -c %g {m}/cfg/greeting > {o}/cfg-gid; \
+             cat {m}/host/h.txt > {o}/host; cat {m}/extra-file > {o}/extra; \
              while true; do cat {m}/cfg/greeting > {o}/greeting.tmp; mv {o}/greeting.tmp {o}/greeting; \
              cat {m}/sec/pw > {o}/pw; sleep 1; done"
         ),
@@ -208,6 +222,13 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
         mount("sec", &mnt.join("sec"), true),
         mount("shared", &mnt.join("shared"), false),
         mount("info", &mnt.join("info"), false),
+        mount("host", &mnt.join("host"), true),
+        VolumeMount {
+            name: "cfg".into(),
+            mount_path: mnt.join("extra-file").display().to_string(),
+            read_only: true,
+            sub_path: "extra".into(),
+        },
     ];
     // reader: another container (its own mount namespace) sees the writer's file.
     let mut reader = sh(
@@ -217,13 +238,9 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
         ),
     );
     reader.volume_mounts = vec![mount("shared", &mnt.join("shared"), false)];
-    let created = c
-        .api
-        .pods()
-        .create(pod("vols", &node, vec![writer, reader], volumes))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut vols = pod("vols", &node, vec![writer, reader], volumes);
+    vols.spec.as_mut().unwrap().fs_group = Some(2345);
+    let created = c.api.pods().create(vols).await.unwrap().into_inner();
     let uid = created.metadata.unwrap().uid;
     c.wait_pod("vols", "Running", |p| {
         p.status.as_ref().is_some_and(|s| s.phase == "Running")
@@ -237,6 +254,10 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
     wait_file(&out.join("ro"), "ro", t).await;
     wait_file(&out.join("labels"), "app=\"vols\"", t).await;
     wait_file(&out.join("shared-size"), "8192", t).await;
+    wait_file(&out.join("shared-gid"), "2345", t).await;
+    wait_file(&out.join("cfg-gid"), "2345", t).await;
+    wait_file(&out.join("host"), "from-host", t).await;
+    wait_file(&out.join("extra"), "x1", t).await;
     // The mounts live in the containers' namespaces only: the node sees the empty
     // mount point the agent made.
     assert!(mnt.join("cfg").is_dir());
@@ -303,4 +324,9 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
         "a tmpfs of the pod is still mounted"
     );
     assert!(!mnt.exists(), "mount points the agent made are removed");
+    assert_eq!(
+        std::fs::read_to_string(host.join("h.txt")).unwrap(),
+        "from-host",
+        "a hostPath is never removed"
+    );
 }

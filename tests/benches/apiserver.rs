@@ -11,7 +11,9 @@
 //! The server is secure (TLS, client certificates, authorization) as by default; the
 //! "security overhead" section runs the same writes and watch against a second,
 //! `--insecure` server in the same run and prints the ratio (issue 14).
-//! `KL_BENCH_SECS=N` shortens each write level (default 5 s).
+//! `KL_BENCH_SECS=N` shortens each write level (default 5 s); `KL_BENCH_ROUNDS=N`
+//! alternating secure/plain rounds per level (default 3); `KL_BENCH_ONLY=security` runs
+//! only that comparison.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,11 +85,32 @@ struct WriteResult {
     ops: u64,
     secs: f64,
     hist: Histogram<u64>,
+    /// CPU time of this whole process (server and clients) during the run, µs.
+    cpu_us: u64,
+}
+
+/// utime + stime of this process from /proc/self/stat, in µs (clock ticks of 10 ms).
+fn process_cpu_us() -> u64 {
+    let t = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = t.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // After the ")": state is field 3, utime 14, stime 15 (1-based) → indexes 11, 12.
+    (ticks(11) + ticks(12)) * 10_000
 }
 
 impl WriteResult {
     fn rate(&self) -> f64 {
         self.ops as f64 / self.secs
+    }
+    fn cpu_per_op(&self) -> f64 {
+        self.cpu_us as f64 / self.ops.max(1) as f64
+    }
+    fn merge(&mut self, o: WriteResult) {
+        self.cpu_us += o.cpu_us;
+        self.ops += o.ops;
+        self.secs += o.secs;
+        self.hist.add(o.hist).unwrap();
     }
     fn p(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
@@ -105,6 +128,7 @@ async fn apiserver_writes(url: &str, clients: usize) -> WriteResult {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(write_secs());
     let start = Instant::now();
+    let cpu0 = process_cpu_us();
     let mut tasks = Vec::new();
     for (c, mut client) in conns.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -126,10 +150,12 @@ async fn apiserver_writes(url: &str, clients: usize) -> WriteResult {
     for t in tasks {
         hist.add(t.await.unwrap()).unwrap();
     }
+    let cpu_us = process_cpu_us().saturating_sub(cpu0);
     WriteResult {
         ops: hist.len(),
         secs: start.elapsed().as_secs_f64(),
         hist,
+        cpu_us,
     }
 }
 
@@ -247,6 +273,7 @@ mod etcd {
             ops: hist.len(),
             secs: start.elapsed().as_secs_f64(),
             hist,
+            cpu_us: 0,
         }
     }
 }
@@ -393,55 +420,59 @@ async fn main() {
     #[cfg(not(feature = "etcd"))]
     println!("etcd comparison: build with --features etcd");
 
-    println!("Durable creates (each client its own connection)");
-    println!(
-        "{:<10} {:>8} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}",
-        "clients", "", "apiserver/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio"
-    );
-    for clients in LEVELS {
-        let a = apiserver_writes(&s.url, clients).await;
-        #[allow(unused_mut)]
-        let mut etcd_cols = format!("{:>12} {:>9} {:>9} {:>7}", "-", "-", "-", "-");
-        #[cfg(feature = "etcd")]
-        if let Some(e) = &etcd {
-            let r = etcd::writes(&e.url, clients).await;
-            etcd_cols = format!(
-                "{:>12.0} {:>9.2} {:>9.2} {:>6.2}x",
-                r.rate(),
-                r.p(0.5),
-                r.p(0.99),
-                a.rate() / r.rate()
+    // KL_BENCH_ONLY=security: only the security comparison (issue 14).
+    let only_security = std::env::var("KL_BENCH_ONLY").as_deref() == Ok("security");
+    if !only_security {
+        println!("Durable creates (each client its own connection)");
+        println!(
+            "{:<10} {:>8} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}",
+            "clients", "", "apiserver/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio"
+        );
+        for clients in LEVELS {
+            let a = apiserver_writes(&s.url, clients).await;
+            #[allow(unused_mut)]
+            let mut etcd_cols = format!("{:>12} {:>9} {:>9} {:>7}", "-", "-", "-", "-");
+            #[cfg(feature = "etcd")]
+            if let Some(e) = &etcd {
+                let r = etcd::writes(&e.url, clients).await;
+                etcd_cols = format!(
+                    "{:>12.0} {:>9.2} {:>9.2} {:>6.2}x",
+                    r.rate(),
+                    r.p(0.5),
+                    r.p(0.99),
+                    a.rate() / r.rate()
+                );
+            }
+            println!(
+                "{:<10} {:>8} {:>12.0} {:>9.2} {:>9.2} {}",
+                clients,
+                "",
+                a.rate(),
+                a.p(0.5),
+                a.p(0.99),
+                etcd_cols
             );
         }
-        println!(
-            "{:<10} {:>8} {:>12.0} {:>9.2} {:>9.2} {}",
-            clients,
-            "",
-            a.rate(),
-            a.p(0.5),
-            a.p(0.99),
-            etcd_cols
-        );
-    }
-    #[cfg(feature = "etcd")]
-    drop(etcd);
-    println!();
+        #[cfg(feature = "etcd")]
+        drop(etcd);
+        println!();
 
-    let (ack, send, delivered) = watch_latency(&s.url, 100, 2000).await;
-    println!("Watch delivery, 100 watchers, 2,000 paced creates ({delivered} deliveries)");
-    println!(
-        "  after the create's ack:  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(ack.value_at_quantile(0.5)),
-        ms(ack.value_at_quantile(0.99)),
-        ms(ack.max())
-    );
-    println!(
-        "  after the create's send: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        ms(send.value_at_quantile(0.5)),
-        ms(send.value_at_quantile(0.99)),
-        ms(send.max())
-    );
-    println!();
+        let (ack, send, delivered) = watch_latency(&s.url, 100, 2000).await;
+        println!("Watch delivery, 100 watchers, 2,000 paced creates ({delivered} deliveries)");
+        println!(
+            "  after the create's ack:  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            ms(ack.value_at_quantile(0.5)),
+            ms(ack.value_at_quantile(0.99)),
+            ms(ack.max())
+        );
+        println!(
+            "  after the create's send: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            ms(send.value_at_quantile(0.5)),
+            ms(send.value_at_quantile(0.99)),
+            ms(send.max())
+        );
+        println!();
+    }
 
     // Issue 14: what TLS + authentication + authorization cost, against the same
     // server in --insecure mode, in this run.
@@ -455,21 +486,34 @@ async fn main() {
     println!(
         "Security overhead: TLS + client-certificate auth (secure, the default) vs --insecure"
     );
+    println!("  (cpu µs/op: CPU of this process, clients included, per create)");
     println!(
-        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>7}",
-        "clients", "secure/s", "p99 ms", "plain/s", "p99 ms", "ratio"
+        "{:<10} {:>10} {:>9} {:>10} {:>9} {:>7} {:>11} {:>11}",
+        "clients", "secure/s", "p99 ms", "plain/s", "p99 ms", "ratio", "cpu µs/op s", "cpu µs/op p"
     );
+    // Alternating rounds (KL_BENCH_ROUNDS, default 3) merged, so load from elsewhere on
+    // the machine hits both sides alike.
+    let rounds: usize = std::env::var("KL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     for clients in LEVELS {
-        let sec = apiserver_writes(&secure.url, clients).await;
-        let pl = apiserver_writes(&plain.url, clients).await;
+        let mut sec = apiserver_writes(&secure.url, clients).await;
+        let mut pl = apiserver_writes(&plain.url, clients).await;
+        for _ in 1..rounds {
+            sec.merge(apiserver_writes(&secure.url, clients).await);
+            pl.merge(apiserver_writes(&plain.url, clients).await);
+        }
         println!(
-            "{:<10} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>6.2}x",
+            "{:<10} {:>10.0} {:>9.2} {:>10.0} {:>9.2} {:>6.2}x {:>11.0} {:>11.0}",
             clients,
             sec.rate(),
             sec.p(0.99),
             pl.rate(),
             pl.p(0.99),
-            sec.rate() / pl.rate()
+            sec.rate() / pl.rate(),
+            sec.cpu_per_op(),
+            pl.cpu_per_op()
         );
     }
     let (sec_ack, _, _) = watch_latency(&secure.url, 100, 2000).await;
@@ -482,6 +526,9 @@ async fn main() {
     drop(plain);
     drop(secure);
     println!();
+    if only_security {
+        return;
+    }
 
     let (n, h) = list_10k(&s).await;
     println!(

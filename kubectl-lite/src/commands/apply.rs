@@ -365,7 +365,7 @@ mod tests {
         let good =
             "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n"
                 .to_string();
-        let bad = format!("{good}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b}}\nspec:\n  containers: [{{name: b, image: i}}]\n  volumes: [{{name: v}}]\n");
+        let bad = format!("{good}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b}}\nspec:\n  containers: [{{name: b, image: i}}]\n  volumes: [{{name: v, nfs: {{server: x, path: /}}}}]\n");
         let ok = load_manifests(&[("a.yaml".into(), good.clone())], "default", false).unwrap();
         assert_eq!(ok.len(), 1);
         let err = load_manifests(
@@ -376,7 +376,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "b.yaml: document 2 (Pod \"b\"): spec.volumes: not supported by kube-lite"
+            "b.yaml: document 2 (Pod \"b\"): spec.volumes[0].nfs: not supported by kube-lite"
         );
         let err = load_manifests(&[("e.yaml".into(), "# nothing\n".into())], "default", false)
             .unwrap_err();

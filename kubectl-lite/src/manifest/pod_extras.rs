@@ -113,8 +113,23 @@ impl Walker {
 
     pub(super) fn env_source(&mut self, path: &str, v: Option<&Value>) -> Option<EnvVarSource> {
         let m = self.object(path, v)?;
-        self.unknown(path, m, &["fieldRef", "resourceFieldRef"], Kind::Pod);
-        let mut src = EnvVarSource::default();
+        self.unknown(
+            path,
+            m,
+            &[
+                "fieldRef",
+                "resourceFieldRef",
+                "configMapKeyRef",
+                "secretKeyRef",
+            ],
+            Kind::Pod,
+        );
+        let mut src = EnvVarSource {
+            config_map_key_ref: self
+                .key_ref(&join(path, "configMapKeyRef"), m.get("configMapKeyRef")),
+            secret_key_ref: self.key_ref(&join(path, "secretKeyRef"), m.get("secretKeyRef")),
+            ..Default::default()
+        };
         if let Some(f) = self.object(&join(path, "fieldRef"), m.get("fieldRef")) {
             let fp = join(path, "fieldRef");
             self.unknown(&fp, f, &["fieldPath", "apiVersion"], Kind::Pod);
