@@ -601,6 +601,7 @@ impl Walker {
             "env",
             "ports",
             "securityContext",
+            "lifecycle",
         ]
         .into_iter()
         .chain(pod_extras::CONTAINER_KEYS.iter().copied())
@@ -619,6 +620,7 @@ impl Walker {
         out.resources = self.resources(&join(path, "resources"), c.get("resources"));
         out.security_context =
             self.security_context(&join(path, "securityContext"), c.get("securityContext"));
+        out.lifecycle = self.lifecycle(&join(path, "lifecycle"), c.get("lifecycle"));
         let env_path = join(path, "env");
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");
