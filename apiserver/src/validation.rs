@@ -413,6 +413,7 @@ fn validate_pod(p: &Pod) -> R {
     for (f, c, init) in all {
         if init {
             pod_extras::check_init_container(&f, c)?;
+            security::check_init_container(&f, c)?;
         }
         if c.name.is_empty() {
             return Err(ApiError::invalid(format!("{f}.name"), "is required"));

@@ -68,6 +68,19 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
         {
             default_probe(p);
         }
+        // Lifecycle httpGet hooks: path "/" and scheme HTTP, as a probe's.
+        if let Some(l) = &mut c.lifecycle {
+            for h in [&mut l.post_start, &mut l.pre_stop].into_iter().flatten() {
+                if let Some(g) = &mut h.http_get {
+                    if g.path.is_empty() {
+                        g.path = "/".into();
+                    }
+                    if g.scheme.is_empty() {
+                        g.scheme = "HTTP".into();
+                    }
+                }
+            }
+        }
         for p in &mut c.ports {
             if p.protocol.is_empty() {
                 p.protocol = protocol::TCP.into();

@@ -8,9 +8,9 @@ use kube_lite_core::consts::{container_state, phase};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{
     Container, ContainerPort, ContainerStateTerminated, ContainerStatus, EnvVar, EnvVarSource,
-    ExecAction, HttpGetAction, HttpHeader, ObjectFieldSelector, Pod, PodCondition, PodDnsConfig,
-    PodDnsOption, PodSpec, PodStatus, Probe, ResourceFieldSelector, ResourceRequirements,
-    TcpSocketAction,
+    ExecAction, HttpGetAction, HttpHeader, Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod,
+    PodCondition, PodDnsConfig, PodDnsOption, PodSpec, PodStatus, Probe, ResourceFieldSelector,
+    ResourceRequirements, TcpSocketAction,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -393,6 +393,7 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
             ..Default::default()
         }),
         security_context: c.security_context.as_ref().map(crate::security::to_k8s),
+        lifecycle: c.lifecycle.as_ref().map(lifecycle_to_k8s),
         ..Default::default()
     }
 }
@@ -506,6 +507,56 @@ fn probe_from_k8s(p: corev1::Probe) -> Probe {
     }
 }
 
+fn handler_to_k8s(h: &LifecycleHandler) -> corev1::LifecycleHandler {
+    let p = probe_to_k8s(&Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        ..Default::default()
+    });
+    corev1::LifecycleHandler {
+        exec: p.exec,
+        http_get: p.http_get,
+        ..Default::default()
+    }
+}
+
+/// Handlers kube-lite lacks (sleep, tcpSocket) are named in `unsupported` (refused by
+/// validation).
+fn handler_from_k8s(h: corev1::LifecycleHandler) -> LifecycleHandler {
+    let mut unsupported = Vec::new();
+    if h.sleep.is_some() {
+        unsupported.push("sleep".to_string());
+    }
+    if h.tcp_socket.is_some() {
+        unsupported.push("tcpSocket".to_string());
+    }
+    let p = probe_from_k8s(corev1::Probe {
+        exec: h.exec,
+        http_get: h.http_get,
+        ..Default::default()
+    });
+    LifecycleHandler {
+        exec: p.exec,
+        http_get: p.http_get,
+        unsupported,
+    }
+}
+
+fn lifecycle_to_k8s(l: &Lifecycle) -> corev1::Lifecycle {
+    corev1::Lifecycle {
+        post_start: l.post_start.as_ref().map(handler_to_k8s),
+        pre_stop: l.pre_stop.as_ref().map(handler_to_k8s),
+        ..Default::default()
+    }
+}
+
+fn lifecycle_from_k8s(l: corev1::Lifecycle) -> Lifecycle {
+    Lifecycle {
+        post_start: l.post_start.map(handler_from_k8s),
+        pre_stop: l.pre_stop.map(handler_from_k8s),
+    }
+}
+
 fn container_from_k8s(c: corev1::Container) -> Container {
     Container {
         name: c.name,
@@ -535,6 +586,7 @@ fn container_from_k8s(c: corev1::Container) -> Container {
             ..Default::default()
         }),
         security_context: c.security_context.map(crate::security::from_k8s),
+        lifecycle: c.lifecycle.map(lifecycle_from_k8s),
         ..Default::default()
     }
 }
@@ -770,6 +822,36 @@ mod tests {
         let v = q.to_json();
         assert_eq!(v["spec"]["containers"][0]["env"][0]["value"], "");
         assert_eq!(Pod::from_json(v).unwrap(), q);
+    }
+
+    #[test]
+    fn lifecycle_hooks_round_trip_and_name_missing_handlers() {
+        let l = Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                }),
+                ..Default::default()
+            }),
+            pre_stop: Some(LifecycleHandler {
+                http_get: Some(HttpGetAction {
+                    path: "/quit".into(),
+                    port: 8080,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let k = lifecycle_to_k8s(&l);
+        let v = serde_json::to_value(&k).unwrap();
+        assert_eq!(v["preStop"]["httpGet"]["port"], 8080);
+        assert_eq!(lifecycle_from_k8s(k), l);
+        let k: corev1::Lifecycle =
+            serde_json::from_value(json!({"preStop": {"sleep": {"seconds": 5}}})).unwrap();
+        assert_eq!(
+            lifecycle_from_k8s(k).pre_stop.unwrap().unsupported,
+            vec!["sleep"]
+        );
     }
 
     #[test]

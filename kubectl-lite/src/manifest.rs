@@ -605,6 +605,7 @@ impl Walker {
             "ports",
             "securityContext",
             "imagePullPolicy",
+            "lifecycle",
         ]
         .into_iter()
         .chain(pod_extras::CONTAINER_KEYS.iter().copied())
@@ -628,6 +629,7 @@ impl Walker {
             self.security_context(&join(path, "securityContext"), c.get("securityContext"));
         out.env_from = self.env_from(&join(path, "envFrom"), c.get("envFrom"));
         out.volume_mounts = self.volume_mounts(&join(path, "volumeMounts"), c.get("volumeMounts"));
+        out.lifecycle = self.lifecycle(&join(path, "lifecycle"), c.get("lifecycle"));
         let env_path = join(path, "env");
         for (i, e) in self.array(&env_path, c.get("env")).iter().enumerate() {
             let p = format!("{env_path}[{i}]");

@@ -251,3 +251,74 @@ async fn users_capabilities_no_new_privs_read_only_root_and_the_non_root_rule() 
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_post_start_pre_stop_and_a_failing_post_start_kills() {
+    use kube_lite_proto::v1::{ExecAction, HttpGetAction, Lifecycle, LifecycleHandler};
+    if !require_root() {
+        return;
+    }
+    let c = whoami_cluster(ClusterOptions::new(1, agent_bin())).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (post, pre) = (tmp.path().join("post"), tmp.path().join("pre"));
+    let exec = |script: String| LifecycleHandler {
+        exec: Some(ExecAction {
+            command: vec!["sh".into(), "-c".into(), script],
+        }),
+        ..Default::default()
+    };
+    let mut app = sh("app", "true", None);
+    app.lifecycle = Some(Lifecycle {
+        post_start: Some(exec(format!("echo post-$HOSTNAME > {}", post.display()))),
+        pre_stop: Some(exec(format!("echo pre > {}", pre.display()))),
+    });
+    // postStart httpGet to a port nobody listens on: the container is killed, restarted.
+    let mut bad = sh("bad", "true", None);
+    bad.lifecycle = Some(Lifecycle {
+        post_start: Some(LifecycleHandler {
+            http_get: Some(HttpGetAction {
+                path: "/".into(),
+                port: 9,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        pre_stop: None,
+    });
+    let mut p = pod("hooks", None, vec![app, bad]);
+    p.spec.as_mut().unwrap().termination_grace_period_seconds = 10;
+    c.api.pods().create(p).await.unwrap();
+    let text = eventually("the postStart hook's file", Duration::from_secs(60), || {
+        let post = post.clone();
+        async move { std::fs::read_to_string(&post).ok() }
+    })
+    .await;
+    assert_eq!(
+        text, "post-hooks\n",
+        "ran in the container, with its environment"
+    );
+    c.wait_pod("hooks", "a restart after the failed postStart hook", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.container_statuses
+                .iter()
+                .any(|c| c.name == "bad" && c.restart_count >= 1)
+        })
+    })
+    .await;
+    assert!(!pre.exists());
+    c.api
+        .pods()
+        .delete(kube_lite_tests::fixtures::del("hooks"))
+        .await
+        .unwrap();
+    let text = eventually("the preStop hook's file", Duration::from_secs(60), || {
+        let pre = pre.clone();
+        async move { std::fs::read_to_string(&pre).ok() }
+    })
+    .await;
+    assert_eq!(text, "pre\n");
+    eventually("the pod gone", Duration::from_secs(60), || async {
+        c.get_pod("hooks").await.is_none().then_some(())
+    })
+    .await;
+}

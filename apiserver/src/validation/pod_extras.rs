@@ -162,7 +162,7 @@ pub fn check_init_container(f: &str, c: &Container) -> R {
     Ok(())
 }
 
-fn check_probe(f: &str, p: &Probe, ports: &HashSet<&str>, one_success: bool) -> R {
+pub(super) fn check_probe(f: &str, p: &Probe, ports: &HashSet<&str>, one_success: bool) -> R {
     let handlers =
         p.exec.is_some() as u8 + p.http_get.is_some() as u8 + p.tcp_socket.is_some() as u8;
     if handlers != 1 {

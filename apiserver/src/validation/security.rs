@@ -1,4 +1,5 @@
-//! Validation of securityContext (issue 13), pod and container: ids in range, known
+//! Validation of securityContext (issue 13), pod and container, and of lifecycle hooks
+//! (exactly one handler, checked as a probe's): ids in range, known
 //! capability names, and what the process runtime cannot honour refused naming the
 //! field (never ignored): seccomp and AppArmor profiles other than Unconfined, a
 //! procMount other than Default, fields only Kubernetes models (`unsupported`).
@@ -113,8 +114,35 @@ fn caps(f: &str, names: &[String]) -> R {
     Ok(())
 }
 
-/// A container's securityContext at `f` (`spec.containers[0]`).
+/// A container's securityContext and lifecycle hooks at `f` (`spec.containers[0]`).
 pub fn check_container(f: &str, c: &Container) -> R {
+    if let Some(l) = &c.lifecycle {
+        let ports: std::collections::HashSet<&str> =
+            c.ports.iter().map(|p| p.name.as_str()).collect();
+        for (name, h) in [("post_start", &l.post_start), ("pre_stop", &l.pre_stop)] {
+            let Some(h) = h else { continue };
+            let hf = format!("{f}.lifecycle.{name}");
+            unsupported(&hf, &h.unsupported)?;
+            if h.exec.is_some() == h.http_get.is_some() {
+                return Err(ApiError::invalid(
+                    hf,
+                    "must specify exactly one of exec, http_get",
+                ));
+            }
+            // The handler's rules are the probes' (command, port by number or name,
+            // path, headers).
+            let p = kube_lite_proto::v1::Probe {
+                exec: h.exec.clone(),
+                http_get: h.http_get.clone(),
+                timeout_seconds: 1,
+                period_seconds: 1,
+                success_threshold: 1,
+                failure_threshold: 1,
+                ..Default::default()
+            };
+            super::pod_extras::check_probe(&hf, &p, &ports, false)?;
+        }
+    }
     let Some(s) = &c.security_context else {
         return Ok(());
     };
@@ -160,6 +188,17 @@ fn check_context(f: &str, s: &SecurityContext) -> R {
         ));
     }
     unsupported(f, &s.unsupported)
+}
+
+/// Init containers have no lifecycle hooks (Kubernetes').
+pub fn check_init_container(f: &str, c: &Container) -> R {
+    if c.lifecycle.is_some() {
+        return Err(ApiError::invalid(
+            format!("{f}.lifecycle"),
+            "must not be set for init containers",
+        ));
+    }
+    Ok(())
 }
 
 /// The pod's securityContext.
@@ -230,6 +269,62 @@ mod tests {
         check_container("spec.containers[0]", &ctr(s))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn lifecycle_hooks_have_one_handler() {
+        use kube_lite_proto::v1::{ExecAction, HttpGetAction, Lifecycle, LifecycleHandler};
+        let with = |h: LifecycleHandler| Container {
+            name: "c".into(),
+            lifecycle: Some(Lifecycle {
+                pre_stop: Some(h),
+                post_start: None,
+            }),
+            ..Default::default()
+        };
+        let exec = LifecycleHandler {
+            exec: Some(ExecAction {
+                command: vec!["sh".into()],
+            }),
+            ..Default::default()
+        };
+        assert!(check_container("spec.containers[0]", &with(exec.clone())).is_ok());
+        assert!(
+            check_init_container("spec.init_containers[0]", &with(exec.clone()))
+                .unwrap_err()
+                .to_string()
+                .contains("spec.init_containers[0].lifecycle")
+        );
+        let both = LifecycleHandler {
+            http_get: Some(HttpGetAction {
+                port: 80,
+                ..Default::default()
+            }),
+            ..exec
+        };
+        assert!(check_container("spec.containers[0]", &with(both))
+            .unwrap_err()
+            .to_string()
+            .contains("spec.containers[0].lifecycle.pre_stop: must specify exactly one"));
+        let bad_port = LifecycleHandler {
+            http_get: Some(HttpGetAction {
+                port: 70000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_container("spec.containers[0]", &with(bad_port))
+            .unwrap_err()
+            .to_string()
+            .contains("spec.containers[0].lifecycle.pre_stop.http_get"));
+        let sleep = LifecycleHandler {
+            unsupported: vec!["sleep".into()],
+            ..Default::default()
+        };
+        assert!(check_container("spec.containers[0]", &with(sleep))
+            .unwrap_err()
+            .to_string()
+            .contains("spec.containers[0].lifecycle.pre_stop.sleep: not supported"));
     }
 
     #[test]

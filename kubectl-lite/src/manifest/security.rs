@@ -1,9 +1,11 @@
-//! Manifest fields of issue 13: pod and container `securityContext`. Keys kube-lite
+//! Manifest fields of issue 13: pod and container `securityContext`, `lifecycle`. Keys kube-lite
 //! cannot honour (seLinuxOptions, windowsOptions, sysctls, ...) are refused by the
 //! walker naming them; profile types and procMount are checked by the apiserver.
 
 use super::{join, type_name, Kind, Walker};
-use kube_lite_proto::v1::{Capabilities, PodSecurityContext, SecurityContext};
+use kube_lite_proto::v1::{
+    Capabilities, Lifecycle, LifecycleHandler, PodSecurityContext, SecurityContext,
+};
 use serde_json::{Map, Value};
 
 impl Walker {
@@ -150,6 +152,33 @@ impl Walker {
             app_armor_profile_type: self
                 .profile_type(&join(path, "appArmorProfile"), m.get("appArmorProfile")),
             ..Default::default()
+        })
+    }
+
+    fn handler(&mut self, path: &str, v: Option<&Value>) -> Option<LifecycleHandler> {
+        let m = self.object(path, v)?;
+        // sleep and tcpSocket: refused here, naming them.
+        self.unknown(path, m, &["exec", "httpGet"], Kind::Pod);
+        // The handler's own keys read as a probe's (each refusal reported once).
+        let own: Map<String, Value> = m
+            .iter()
+            .filter(|(k, _)| *k == "exec" || *k == "httpGet")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let p = self.probe(path, Some(&Value::Object(own)))?;
+        Some(LifecycleHandler {
+            exec: p.exec,
+            http_get: p.http_get,
+            ..Default::default()
+        })
+    }
+
+    pub(super) fn lifecycle(&mut self, path: &str, v: Option<&Value>) -> Option<Lifecycle> {
+        let m = self.object(path, v)?;
+        self.unknown(path, m, &["postStart", "preStop"], Kind::Pod);
+        Some(Lifecycle {
+            post_start: self.handler(&join(path, "postStart"), m.get("postStart")),
+            pre_stop: self.handler(&join(path, "preStop"), m.get("preStop")),
         })
     }
 }

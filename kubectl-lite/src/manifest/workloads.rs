@@ -374,11 +374,11 @@ spec:
     fn unsupported_template_fields_are_named() {
         let bad = DEPLOY.replace(
             "        ports: [{containerPort: 8080}]",
-            "        ports: [{containerPort: 8080}]\n        lifecycle: {preStop: {exec: {command: [sleep]}}}",
+            "        ports: [{containerPort: 8080}]\n        lifecycle: {preStop: {sleep: {seconds: 5}}}",
         );
         assert_eq!(
             one(&bad).unwrap_err(),
-            vec!["spec.template.spec.containers[0].lifecycle: not supported by kube-lite"]
+            vec!["spec.template.spec.containers[0].lifecycle.preStop.sleep: not supported by kube-lite"]
         );
         let v1 = DEPLOY.replace("apps/v1", "extensions/v1beta1");
         assert_eq!(

@@ -17,6 +17,7 @@
 //! unit tests in `tests`).
 
 pub mod env;
+pub mod lifecycle;
 pub mod machine;
 pub mod ports;
 pub mod probe;
@@ -779,6 +780,7 @@ impl PodWorker {
                 self.m.started(i, h, Instant::now());
                 info!(pod = %self.name(), uid = %self.uid, container = %spec.name, pid = h.pid, ip = ?self.m.rec.ip, "container started");
                 self.follow(i, h);
+                self.post_start(i, h, &spec);
             }
             Err(crate::runtime::RuntimeError::Image { reason, message }) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, reason = %reason, "{message}");
@@ -789,6 +791,62 @@ impl PodWorker {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{e}");
                 self.m.start_failed(i, e.to_string(), Instant::now());
             }
+        }
+    }
+
+    /// Runs container `i`'s postStart hook (if any) against instance `h`; a failure
+    /// kills the instance (its exit then goes the usual way).
+    fn post_start(&self, i: usize, h: Handle, spec: &kube_lite_proto::v1::Container) {
+        let Some(hook) = lifecycle::post_start(spec) else {
+            return;
+        };
+        let job = lifecycle::job(i, h, hook, lifecycle::POST_START_TIMEOUT);
+        let (prober, runtime) = (self.prober.clone(), self.node.runtime.clone());
+        let ip = self.m.rec.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let (ports, pod, container) = (spec.ports.clone(), self.name(), spec.name.clone());
+        tokio::spawn(async move {
+            let (ok, msg) = prober.run(&job, ip, &ports).await;
+            if !ok {
+                warn!(pod = %pod, container = %container, pid = h.pid, reason = "FailedPostStartHook",
+                      "PostStartHook failed: {msg}; killing the container");
+                let _ = runtime.kill(&h);
+            }
+        });
+    }
+
+    /// Runs the preStop hooks of the running containers, together, until they end or
+    /// `deadline` (the pod's grace) passes.
+    async fn pre_stop(&self, deadline: Instant) {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let ip = self.m.rec.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let runs: Vec<_> = self
+            .m
+            .ctrs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let h = c.handle.filter(|h| self.node.runtime.alive(h))?;
+                let hook = lifecycle::pre_stop(&c.spec)?;
+                let job = lifecycle::job(i, h, hook, timeout);
+                let (prober, ports, name) = (
+                    self.prober.clone(),
+                    c.spec.ports.clone(),
+                    c.spec.name.clone(),
+                );
+                let pod = self.name();
+                Some(async move {
+                    let (ok, msg) = prober.run(&job, ip, &ports).await;
+                    if ok {
+                        info!(pod = %pod, container = %name, "preStop hook done");
+                    } else {
+                        warn!(pod = %pod, container = %name, reason = "FailedPreStopHook",
+                              "PreStopHook failed: {msg}");
+                    }
+                })
+            })
+            .collect();
+        if !runs.is_empty() {
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(runs)).await;
         }
     }
 
@@ -846,6 +904,9 @@ impl PodWorker {
         let api_delete = matches!(stop, Stop::Deleted { .. });
         let name = self.name();
         info!(pod = %name, uid = %self.uid, grace_s = grace.as_secs(), "stopping pod");
+        let deadline = machine::deadline_after(Instant::now(), grace);
+        // preStop hooks first (within the grace), then SIGTERM.
+        self.pre_stop(deadline).await;
         let mut live = self.m.live_handles();
         live.retain(|h| self.node.runtime.alive(h));
         for h in &live {
@@ -853,7 +914,6 @@ impl PodWorker {
                 warn!(pod = %name, uid = %self.uid, "SIGTERM: {e}");
             }
         }
-        let deadline = machine::deadline_after(Instant::now(), grace);
         loop {
             live.retain(|h| self.node.runtime.alive(h));
             if live.is_empty() || Instant::now() >= deadline {

@@ -1,0 +1,74 @@
+//! Lifecycle hooks (issue 13): postStart right after a container starts, preStop before
+//! its SIGTERM when the pod stops. A hook runs as a probe does ([`super::prober`]): exec
+//! in the container (its namespaces, user, environment), httpGet from the node into the
+//! pod network. Pure: which hook, as which job; the worker runs them.
+//!
+//! As the kubelet: a failed postStart kills the container (FailedPostStartHook; the
+//! restart policy decides what follows); a failed preStop is logged
+//! (FailedPreStopHook) and the SIGTERM follows anyway; preStop counts against the
+//! grace period. Unlike the kubelet, the container reads Running while its postStart
+//! hook runs.
+
+use super::machine::ProbeJob;
+use super::probe::Kind;
+use crate::runtime::Handle;
+use kube_lite_proto::v1::{Container, LifecycleHandler, Probe};
+use std::time::Duration;
+
+/// Longest a postStart hook may run (Kubernetes has none; a hung hook would hold the
+/// container forever).
+pub const POST_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn post_start(c: &Container) -> Option<&LifecycleHandler> {
+    c.lifecycle.as_ref()?.post_start.as_ref()
+}
+
+pub fn pre_stop(c: &Container) -> Option<&LifecycleHandler> {
+    c.lifecycle.as_ref()?.pre_stop.as_ref()
+}
+
+/// The hook `h` of container `ctr` (instance `handle`) as a one-off probe job.
+pub fn job(ctr: usize, handle: Handle, h: &LifecycleHandler, timeout: Duration) -> ProbeJob {
+    ProbeJob {
+        ctr,
+        kind: Kind::Liveness,
+        handle,
+        probe: Probe {
+            exec: h.exec.clone(),
+            http_get: h.http_get.clone(),
+            ..Default::default()
+        },
+        timeout: timeout.max(Duration::from_secs(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_lite_proto::v1::{ExecAction, Lifecycle};
+
+    #[test]
+    fn hooks_become_jobs() {
+        let c = Container {
+            lifecycle: Some(Lifecycle {
+                post_start: None,
+                pre_stop: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: vec!["sh".into(), "-c".into(), "sleep 1".into()],
+                    }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        assert!(post_start(&c).is_none());
+        let h = Handle {
+            pid: 7,
+            proc_start: 1,
+            started_at: 0,
+        };
+        let j = job(2, h, pre_stop(&c).unwrap(), Duration::ZERO);
+        assert_eq!((j.ctr, j.handle, j.timeout), (2, h, Duration::from_secs(1)));
+        assert_eq!(j.probe.exec.unwrap().command[2], "sleep 1");
+    }
+}
