@@ -25,7 +25,7 @@ impl K8sKind for Pod {
     const VERSION: &'static str = "v1";
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
-    const SUBRESOURCES: &'static [&'static str] = &["status", "log", "binding"];
+    const SUBRESOURCES: &'static [&'static str] = &["status", "log", "binding", "exec"];
     const MERGE_KEYS: &'static [(&'static str, &'static str)] = &[
         ("spec.containers", "name"),
         ("spec.containers.env", "name"),

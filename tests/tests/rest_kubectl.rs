@@ -766,6 +766,42 @@ async fn kubectl_every_kind_and_workload_verbs() {
         o.lines().count() == 2
     });
 
+    // kubectl's typed create commands send Kubernetes protobuf.
+    for (args, want) in [
+        (
+            &["create", "configmap", "cfg2", "--from-literal=a=1"][..],
+            "configmap/cfg2 created",
+        ),
+        (
+            &["create", "secret", "generic", "s2", "--from-literal=p=x"][..],
+            "secret/s2 created",
+        ),
+        (
+            &["create", "namespace", "green"][..],
+            "namespace/green created",
+        ),
+        (
+            &["create", "service", "clusterip", "sv", "--tcp=80:8080"][..],
+            "service/sv created",
+        ),
+    ] {
+        assert_eq!(k.ok(args).trim(), want);
+    }
+    assert_eq!(
+        k.ok(&["get", "secret", "s2", "-o", "jsonpath={.data.p}"]),
+        "eA=="
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "svc",
+            "sv",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}"
+        ]),
+        "8080"
+    );
+
     // create deployment, scale (through /scale), describe, explain.
     assert_eq!(
         k.ok(&[

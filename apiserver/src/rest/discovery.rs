@@ -125,6 +125,7 @@ pub fn resource_list_json(kinds: &[KindInfo], group: &str, version: &str) -> Opt
             let (kind, verbs): (&str, &[&str]) = match *sub {
                 "log" => (k.kind, &["get"]),
                 "binding" => ("Binding", &["create"]),
+                "exec" => ("PodExecOptions", &["create", "get"]),
                 "scale" => ("Scale", &["get", "patch", "update"]),
                 _ => (k.kind, &["get", "patch", "update"]),
             };

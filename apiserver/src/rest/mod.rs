@@ -16,6 +16,7 @@
 //! Adding a kind: its `K8sKind` file in `kube_lite_k8s`, one line in [`served`].
 
 pub mod discovery;
+pub mod exec;
 pub mod handler;
 pub mod openapi;
 pub mod patch;
@@ -115,6 +116,8 @@ pub struct Rest {
     openapi: Arc<OnceLock<openapi::Docs>>,
     /// Set when the server authenticates (TLS, issue 14): the admin bearer token.
     admin_token: Option<Arc<str>>,
+    /// What `pods/{name}/exec` runs commands through ([`Rest::with_exec`]).
+    pub exec: Option<Arc<dyn exec::ExecBackend>>,
 }
 
 impl Rest {
@@ -125,7 +128,13 @@ impl Rest {
             kinds: Arc::new(served()),
             openapi: Arc::new(OnceLock::new()),
             admin_token,
+            exec: None,
         }
+    }
+    /// `pods/{name}/exec` through `backend` (the PodExec proxy to the node agents).
+    pub fn with_exec(mut self, backend: Arc<dyn exec::ExecBackend>) -> Rest {
+        self.exec = Some(backend);
+        self
     }
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Served>> {
         self.kinds
@@ -237,6 +246,12 @@ async fn resource(
             "the server could not find the requested resource ({path})"
         )));
     };
+    if target.resource == "pods" && target.sub.as_deref() == Some("exec") && target.group.is_empty()
+    {
+        if let (Some(ns), Some(name)) = (target.namespace.clone(), target.name.clone()) {
+            return exec::serve(rest, parts, ns, name).await;
+        }
+    }
     let body = match axum::body::to_bytes(body, crate::MAX_REQUEST_BYTES).await {
         Ok(b) => b,
         Err(e) => {
