@@ -131,3 +131,25 @@ impl PodExec for Api {
         Ok(Response::new(proxy(self, &ext, start, rest).await?))
     }
 }
+
+/// The REST face's `pods/{name}/exec` (kubectl's WebSocket) runs through [`proxy`], as
+/// PodExec does: the same bounds, authorization and node dialling.
+pub struct RestExec(pub Api);
+
+impl crate::rest::exec::ExecBackend for RestExec {
+    fn exec(
+        &self,
+        ext: http::Extensions,
+        start: ExecStart,
+    ) -> crate::rest::BoxFuture<Result<crate::rest::exec::ExecStream, Status>> {
+        let api = self.0.clone();
+        Box::pin(async move {
+            let (input, rx) = mpsc::channel::<ExecRequest>(16);
+            let output = proxy(&api, &ext, start, ReceiverStream::new(rx)).await?;
+            Ok(crate::rest::exec::ExecStream {
+                input,
+                output: output.into_inner(),
+            })
+        })
+    }
+}

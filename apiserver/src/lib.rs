@@ -241,7 +241,10 @@ pub async fn serve_with_drain(
     // (which authenticates the same credentials itself, answering 401 as a Status).
     let service = rest::Split {
         grpc,
-        rest: rest::router(rest::Rest::new(api.clone(), store.clone(), admin_token)),
+        rest: rest::router(
+            rest::Rest::new(api.clone(), store.clone(), admin_token)
+                .with_exec(Arc::new(exec::RestExec(api.clone()))),
+        ),
     };
     tracing::info!(?addr, data_dir = %cfg.data_dir.display(),  "apiserver serving");
     // On shutdown: tell open watch streams to end, let connections drain in-flight

@@ -22,8 +22,8 @@
 //! [`pod_extras`].
 
 mod pod_extras;
-mod security;
 mod pod_volumes;
+mod security;
 
 use kube_lite_core::consts::service_type;
 use kube_lite_core::{defaults, Resource};

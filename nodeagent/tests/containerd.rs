@@ -33,6 +33,9 @@ fn skip() -> bool {
 
 /// The project's image archives (built once into target/images).
 fn images() -> PathBuf {
+    // The tests of this binary run in parallel: one builds, the others wait for it.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = root.join("target/images");
     if out.join("busybox.tar").exists() && out.join("whoami.tar").exists() {

@@ -1087,6 +1087,51 @@ async fn kubectl_rollout_scale_and_logs_on_a_real_cluster() {
     let d = k.ok(&["describe", "pod", "logger"]);
     assert!(d.contains("Running") && d.contains("node0"), "{d}");
 
+    // kubectl exec: WebSocket (v5.channel.k8s.io) to the apiserver, PodExec to the agent.
+    let o = k
+        .cmd(&[
+            "exec",
+            "logger",
+            "--",
+            "sh",
+            "-c",
+            "echo out-$((6*7)); echo err-line >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "kubectl exec: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "out-42");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("err-line"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // -i: stdin reaches the command, its end closes it.
+    let mut child = k
+        .cmd(&["exec", "-i", "logger", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello exec\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl exec -i: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "HELLO EXEC");
+
     assert!(k
         .ok(&["delete", "pod", "logger", "--grace-period=1"])
         .contains("deleted"));
