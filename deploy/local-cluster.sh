@@ -82,7 +82,7 @@ stop_containerd() {
   [ -d "$CTRD_DIR" ] || return 0
   local sock="$CTRD_DIR/c.sock" p ns m
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $sock"; then
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "-address $sock"; then
       kill -KILL "${p#/proc/}" 2>/dev/null || true
     fi
   done

@@ -950,9 +950,25 @@ struct EchoAgent;
 impl NodeAgent for EchoAgent {
     async fn load_image(
         &self,
-        _req: tonic::Request<tonic::Streaming<kube_lite_proto::v1::ImageChunk>>,
+        req: tonic::Request<tonic::Streaming<kube_lite_proto::v1::ImageChunk>>,
     ) -> Result<tonic::Response<kube_lite_proto::v1::LoadImageResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("echo agent"))
+        // Echoes what arrived: the file name, the byte count and the chunks' node fields
+        // (the apiserver clears them before passing the stream on).
+        let mut s = req.into_inner();
+        let (mut name, mut bytes, mut nodes) = (String::new(), 0usize, String::new());
+        while let Some(c) = s.message().await? {
+            if name.is_empty() {
+                name = c.file_name.clone();
+            }
+            bytes += c.data.len();
+            nodes.push_str(&c.node);
+        }
+        Ok(tonic::Response::new(
+            kube_lite_proto::v1::LoadImageResponse {
+                node: "node-1".into(),
+                names: vec![format!("{name} {bytes} bytes node={nodes:?}")],
+            },
+        ))
     }
     type LogsStream =
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogChunk, tonic::Status>> + Send>>;
@@ -1015,6 +1031,17 @@ async fn logs_stream_through_the_apiserver_from_the_node() {
         out.ok(),
         "pod=default/web container=\"web\" tail=5 follow=true previous=true\nline 1\nline 2\n"
     );
+
+    // image load: through the apiserver (NodeApi.LoadImage) to the node's agent, in
+    // chunks (2.5 MiB: three of them), one line per node.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("img.tar");
+    std::fs::write(&tar, vec![7u8; 5 << 19]).unwrap();
+    let f = tar.to_str().unwrap();
+    let out = kl(s, &["image", "load", f]).await;
+    assert_eq!(out.ok(), "node-1: loaded img.tar 2621440 bytes node=\"\"\n");
+    let out = kl(s, &["image", "load", f, "--node", "nope"]).await;
+    assert_eq!(out.err(), "error: image load: node \"nope\" not found");
     server.abort();
 }
 
