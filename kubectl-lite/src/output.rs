@@ -335,23 +335,51 @@ pub fn service_ports_text(svc: &Service) -> String {
     spec.ports
         .iter()
         .map(|p| {
-            format!(
-                "{}/{}",
-                p.port,
-                if p.protocol.is_empty() {
-                    protocol::TCP
-                } else {
-                    &p.protocol
-                }
-            )
+            let proto = if p.protocol.is_empty() {
+                protocol::TCP
+            } else {
+                &p.protocol
+            };
+            if p.node_port != 0 {
+                format!("{}:{}/{proto}", p.port, p.node_port)
+            } else {
+                format!("{}/{proto}", p.port)
+            }
         })
         .collect::<Vec<_>>()
         .join(",")
 }
 
+/// kubectl's EXTERNAL-IP: a LoadBalancer's ingress IPs, `<pending>` while it has none,
+/// `<none>` for other types.
+pub fn service_external_ips(svc: &Service) -> String {
+    let ips: Vec<&str> = svc
+        .status
+        .iter()
+        .flat_map(|st| st.load_balancer_ingress.iter().map(|i| i.ip.as_str()))
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    let lb = svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.r#type == service_type::LOAD_BALANCER);
+    match (ips.is_empty(), lb) {
+        (false, _) => ips.join(","),
+        (true, true) => "<pending>".into(),
+        (true, false) => "<none>".into(),
+    }
+}
+
 impl Show for Service {
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"];
+        let mut h = vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ];
         if wide {
             h.push("SELECTOR");
         }
@@ -368,6 +396,7 @@ impl Show for Service {
                 spec.r#type.clone()
             },
             or_none(&spec.cluster_ip),
+            service_external_ips(self),
             service_ports_text(self),
             age(self.meta().creation_timestamp, now_ms),
         ];
@@ -384,7 +413,14 @@ impl Show for Service {
             .iter()
             .map(|p| {
                 let mut o = port_json(&p.name, "port", p.port, &p.protocol);
-                o.insert("targetPort".into(), json!(p.target_port));
+                if p.target_port_name.is_empty() {
+                    o.insert("targetPort".into(), json!(p.target_port));
+                } else {
+                    o.insert("targetPort".into(), json!(p.target_port_name));
+                }
+                if p.node_port != 0 {
+                    o.insert("nodePort".into(), json!(p.node_port));
+                }
                 Value::Object(o)
             })
             .collect();
@@ -393,12 +429,42 @@ impl Show for Service {
         s.insert("ports".into(), Value::Array(ports));
         put_str(&mut s, "clusterIP", &spec.cluster_ip);
         put_str(&mut s, "type", &spec.r#type);
-        json!({
+        put_str(
+            &mut s,
+            "externalTrafficPolicy",
+            &spec.external_traffic_policy,
+        );
+        put_str(&mut s, "sessionAffinity", &spec.session_affinity);
+        let st = self.status.clone().unwrap_or_default();
+        let mut status = Map::new();
+        if !st.load_balancer_ingress.is_empty() {
+            let ingress: Vec<Value> = st
+                .load_balancer_ingress
+                .iter()
+                .map(|i| json!({ "ip": i.ip }))
+                .collect();
+            status.insert("loadBalancer".into(), json!({ "ingress": ingress }));
+        }
+        if !st.conditions.is_empty() {
+            let conds: Vec<Value> = st
+                .conditions
+                .iter()
+                .map(|c| {
+                    json!({"type": c.r#type, "status": c.status, "reason": c.reason, "message": c.message})
+                })
+                .collect();
+            status.insert("conditions".into(), Value::Array(conds));
+        }
+        let mut o = json!({
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": meta_json(self.meta(), true),
             "spec": Value::Object(s),
-        })
+        });
+        if !status.is_empty() {
+            o["status"] = Value::Object(status);
+        }
+        o
     }
 }
 
@@ -857,8 +923,36 @@ mod tests {
     fn service_node_endpoints_tables() {
         assert_eq!(
             table(&[service()], true, false),
-            "NAME   TYPE        CLUSTER-IP   PORT(S)         AGE   SELECTOR\n\
-             web    ClusterIP   10.96.0.10   80/TCP,53/UDP   65s   app=web,tier=front\n"
+            "NAME   TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)         AGE   SELECTOR\n\
+             web    ClusterIP   10.96.0.10   <none>        80/TCP,53/UDP   65s   app=web,tier=front\n"
+        );
+        let mut lb = service();
+        let spec = lb.spec.as_mut().unwrap();
+        spec.r#type = "LoadBalancer".into();
+        spec.ports[0].node_port = 31234;
+        spec.ports.truncate(1);
+        let mut np = lb.clone();
+        np.spec.as_mut().unwrap().r#type = "NodePort".into();
+        np.metadata.as_mut().unwrap().name = "np".into();
+        let mut lb2 = lb.clone();
+        lb2.metadata.as_mut().unwrap().name = "lb2".into();
+        lb2.status = Some(kube_lite_proto::v1::ServiceStatus {
+            load_balancer_ingress: vec![
+                kube_lite_proto::v1::LoadBalancerIngress {
+                    ip: "192.168.1.2".into(),
+                },
+                kube_lite_proto::v1::LoadBalancerIngress {
+                    ip: "192.168.1.3".into(),
+                },
+            ],
+            conditions: vec![],
+        });
+        assert_eq!(
+            table(&[lb, np, lb2], false, false),
+            "NAME   TYPE           CLUSTER-IP   EXTERNAL-IP               PORT(S)        AGE\n\
+             web    LoadBalancer   10.96.0.10   <pending>                 80:31234/TCP   65s\n\
+             np     NodePort       10.96.0.10   <none>                    80:31234/TCP   65s\n\
+             lb2    LoadBalancer   10.96.0.10   192.168.1.2,192.168.1.3   80:31234/TCP   65s\n"
         );
         let node = |name: &str, ready: &str, unsched: bool| Node {
             metadata: Some(ObjectMeta {

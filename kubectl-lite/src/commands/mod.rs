@@ -13,13 +13,14 @@ mod ctx;
 mod delete;
 mod describe;
 mod errors;
+mod expose;
 mod get;
 mod logs;
 mod watch;
 pub mod workloads;
 
 pub use apply::load_manifests;
-pub use create::{pod_from_args, service_from_args};
+pub use create::{pod_from_args, service_from_args, service_from_command};
 pub use ctx::{connect, Ctx};
 pub use errors::unreachable;
 
@@ -41,6 +42,7 @@ enum Plan {
     DeleteFiles(Vec<(String, Converted)>, DeleteArgs),
     Logs(LogsArgs),
     Scale(ScaleArgs),
+    Expose(Kind, String, ExposeArgs),
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
 }
@@ -87,6 +89,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Logs(a) => Plan::Logs(a),
         Command::Scale(a) => Plan::Scale(a),
+        Command::Expose(a) => {
+            let (k, name) = expose::target(&a)?;
+            Plan::Expose(k, name, a)
+        }
         Command::Rollout(r) => Plan::Rollout(r),
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
@@ -109,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::DeleteFiles(docs, a) => apply::delete_all(&ctx, docs, &a).await,
         Plan::Logs(a) => logs::run(&ctx, a).await,
         Plan::Scale(a) => workloads::scale(&ctx, &a).await,
+        Plan::Expose(k, name, a) => expose::run(&ctx, k, &name, &a).await,
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
     }
