@@ -278,8 +278,8 @@ fn bare_and_full(
             fulls.push(full);
             overheads.push(full.saturating_sub(r.restore));
             if node_ports() {
-                // SVC + EXT per Service, POSTROUTING, 2 × SERVICES, NODEPORTS.
-                assert_eq!(r.rewritten, 2 * n + 4, "{r:?}");
+                // SVC + EXT per Service, POSTROUTING, 2 × SERVICES, NODEPORTS, MARK-MASQ.
+                assert_eq!(r.rewritten, 2 * n + 5, "{r:?}");
             } else {
                 assert_eq!(r.rewritten, n + 3); // SVC per Service, POSTROUTING, 2 × SERVICES
             }
