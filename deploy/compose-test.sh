@@ -7,6 +7,10 @@
 #   1. both nodes register and get Ready
 #   2. Service scene: 4 whoami pods spread over the 2 nodes, Service 10.96.10.10:3001 →
 #      8080, a busybox pod makes 4 requests → 4 different pods answer
+#   2b. LoadBalancer (issue 12): `expose service whoami --type LoadBalancer --port 8081`
+#      gets both nodes' container addresses as ingress, and the host reaches each of them
+#      on port 8081 (4 different pods answer); a second LoadBalancer on 8081 stays
+#      <pending> with the PortInUse condition
 #   3. docker stop one node → NotReady within the grace period, its pods rescheduled on
 #      the other node, the Service answers from the survivors
 #   4. docker start it → Ready again, no duplicate pod IPs, new pods land on it and the
@@ -298,6 +302,37 @@ wait_for 30 "Service whoami has 4 endpoints" endpoints_n 4
 ok "Service whoami $SVC_IP:$SVC_PORT -> 8080 with 4 endpoints"
 service_check 4 4
 ok "4 requests to $SVC_IP:$SVC_PORT answered by 4 different pods: $ANSWERED_BY"
+
+# ---------- 2b. LoadBalancer from the host (issue 12) ----------
+LB_PORT=8081
+kl expose service whoami --name whoami-lb --type LoadBalancer --port "$LB_PORT" >/dev/null
+NODE_ADDRS=$(kl get nodes -o json | jq -r '[.items[].spec.address] | sort | join(" ")')
+lb_ingress() { kl get service "$1" -o json | jq -r '[.status.loadBalancer.ingress[]?.ip] | sort | join(" ")'; }
+lb_ready() { [[ "$(lb_ingress whoami-lb)" == "$NODE_ADDRS" ]]; }
+wait_for 30 "whoami-lb ingress = the nodes' addresses ($NODE_ADDRS)" lb_ready
+[[ "$(kl get service whoami-lb | awk 'NR == 2 {print $4}')" == "$(tr ' ' ',' <<<"$NODE_ADDRS")" ]] ||
+    die "EXTERNAL-IP of whoami-lb: $(kl get service whoami-lb)"
+host_get() { # URL → the body, from the host (the machine running docker)
+    if command -v curl >/dev/null; then curl -fsS --max-time 5 "$1"; else wget -qO- -T 5 "$1"; fi
+}
+lb_from_host() { host_get "http://$1:$LB_PORT/" >/dev/null 2>&1; }
+for a in $NODE_ADDRS; do
+    wait_for 30 "the host reaching $a:$LB_PORT" lb_from_host "$a"
+    hosts=$(for i in 1 2 3 4 5 6 7 8; do host_get "http://$a:$LB_PORT/" || echo REQUEST-FAILED; done)
+    grep -q REQUEST-FAILED <<<"$hosts" && die "a request from the host to $a:$LB_PORT failed:"$'\n'"$hosts"
+    distinct=$(grep -o '^HOSTNAME:[^ ]*' <<<"$hosts" | sort -u | wc -l)
+    ((distinct == 4)) || die "8 requests from the host to $a:$LB_PORT reached $distinct pods, expected 4:"$'\n'"$hosts"
+    ok "LoadBalancer $a:$LB_PORT from the host: 8 requests, 4 different pods"
+done
+kl create service loadbalancer whoami-lb2 --tcp="$LB_PORT:8080" >/dev/null
+lb2_clash() {
+    [[ "$(kl get service whoami-lb2 -o json | jq -r '.status.conditions[]? | select(.type == "LoadBalancerPortsAllocated") | .reason')" == PortInUse ]]
+}
+wait_for 30 "whoami-lb2 reports its port clash" lb2_clash
+[[ "$(kl get service whoami-lb2 | awk 'NR == 2 {print $4}')" == "<pending>" ]] || die "whoami-lb2: $(kl get service whoami-lb2)"
+ok "a second LoadBalancer on $LB_PORT: <pending>, $(kl get service whoami-lb2 -o json | jq -r '.status.conditions[0].message')"
+kl delete service whoami-lb2 >/dev/null
+kl delete service whoami-lb >/dev/null
 
 # ---------- 3. docker stop a node ----------
 STOPPED_CID=${NODE_CIDS[1]} STOPPED=$NODE2 SURVIVOR=$NODE1

@@ -3,7 +3,9 @@
 # four whoami pods spread over two nodes, a Service with ClusterIP 10.96.10.10 port
 # 3001 → 8080, and a client pod that makes four requests through the ClusterIP and gets
 # four different `HOSTNAME:… IP:…` answers, one per pod (iptables `statistic --mode nth`
-# round robin, programmed by every node agent).
+# round robin, programmed by every node agent). Then the same by name
+# (`wget http://whoami:3001`, the node agent's cluster DNS) and through a NodePort
+# Service (`expose service whoami --type NodePort`) on every node's address.
 #
 #   deploy/demo.sh          run the scene (re-running replaces the client pod)
 #   deploy/demo.sh clean    delete the demo's pods and Service
@@ -61,7 +63,10 @@ clean() {
   for p in client "${PODS[@]}"; do
     if exists pod "$p"; then k delete pod "$p" --force >/dev/null 2>&1 && say "deleted pod $p"; fi
   done
-  if exists service whoami; then k delete service whoami >/dev/null && say "deleted service whoami"; fi
+  local s
+  for s in whoami whoami-np; do
+    if exists service "$s"; then k delete service "$s" >/dev/null && say "deleted service $s"; fi
+  done
   for p in client "${PODS[@]}"; do wait_for "pod $p to go" gone pod "$p"; done
 }
 
@@ -96,31 +101,60 @@ run() {
     k create service whoami --selector app=whoami --port 3001:8080/tcp --cluster-ip "$VIP" >/dev/null
     say "created service whoami ($VIP:3001 -> 8080)"
   fi
+  if exists service whoami-np; then
+    say "service whoami-np exists"
+  else
+    k expose service whoami --name whoami-np --type NodePort >/dev/null
+    say "created service whoami-np (expose service whoami --type NodePort)"
+  fi
   for p in "${PODS[@]}"; do wait_for "pod $p Running" running "$p"; done
   wait_for "4 endpoints of service whoami" four_endpoints
   k get pods -o wide
-  k get service whoami
+  k get services
   k get endpoints whoami
 
-  # The client: four requests through the ClusterIP. The rules reach every node
-  # within milliseconds of the Endpoints update.
+  # The node port (PORT(S) shows 3001:<node port>/TCP) and the nodes' addresses.
+  local np addrs=() a
+  np=$(k get service whoami-np | awk 'NR == 2 {print $5}' | sed 's|^[0-9]*:\([0-9]*\)/TCP$|\1|')
+  case "$np" in '' | *[!0-9]*) die "no node port for whoami-np (PORT(S): $np)" ;; esac
+  for node in "${nodes[@]:0:2}"; do
+    a=$(k get node "$node" -o json | grep -o '"address": *"[0-9.]*"' | head -n1 | grep -o '[0-9.]*"$' | tr -d '"')
+    [ -n "$a" ] && addrs+=("$a")
+  done
+
+  # The client: four requests through the ClusterIP, four by name, four to each node's
+  # address and node port. The rules reach every node within milliseconds of the
+  # Endpoints update.
   if exists pod client; then k delete pod client --force >/dev/null 2>&1; wait_for "old client to go" gone pod client; fi
-  k create pod client --image busybox --restart Never -- sh -c \
-    "for i in 1 2 3 4; do busybox timeout 5 busybox wget -qO- http://$VIP:3001; done" >/dev/null
-  say "created pod client: 4 × wget http://$VIP:3001"
+  local get='busybox timeout 5 busybox wget -qO-'
+  local script="echo '== ClusterIP $VIP:3001'; for i in 1 2 3 4; do $get http://$VIP:3001; done"
+  script+="; echo '== by name whoami:3001'; for i in 1 2 3 4; do $get http://whoami:3001; done"
+  for a in "${addrs[@]}"; do
+    script+="; echo '== node port $a:$np'; for i in 1 2 3 4; do $get http://$a:$np; done"
+  done
+  k create pod client --image busybox --restart Never -- sh -c "$script" >/dev/null
+  say "created pod client: 4 × wget http://$VIP:3001, http://whoami:3001$(for a in "${addrs[@]}"; do printf ', http://%s:%s' "$a" "$np"; done)"
   wait_for "client pod to finish" finished client
   echo "--- kubectl-lite logs client"
   local out
   out=$(k logs client)
   echo "$out"
   echo "---"
-  local distinct
-  distinct=$(echo "$out" | grep '^HOSTNAME:' | sort -u | wc -l)
-  if [ "$distinct" -eq 4 ]; then
-    say "OK: 4 requests, 4 different pods (round robin through $VIP)"
-  else
-    die "expected 4 different HOSTNAME lines, got $distinct (phase $(pod_phase client))"
-  fi
+  # Every section: 4 requests answered by 4 different pods.
+  local sections bad=0 title distinct
+  sections=$(echo "$out" | grep -c '^== ')
+  [ "$sections" -eq $((2 + ${#addrs[@]})) ] || die "expected $((2 + ${#addrs[@]})) sections in the client's output, got $sections"
+  while IFS= read -r title; do
+    distinct=$(echo "$out" | awk -v t="$title" '$0 == t {on = 1; next} /^== / {on = 0} on && /^HOSTNAME:/' | sort -u | wc -l)
+    if [ "$distinct" -eq 4 ]; then
+      say "OK ${title#== }: 4 requests, 4 different pods"
+    else
+      say "FAIL ${title#== }: expected 4 different HOSTNAME lines, got $distinct"
+      bad=1
+    fi
+  done < <(echo "$out" | grep '^== ')
+  [ "$bad" = 0 ] || die "not every path reached all 4 pods (phase $(pod_phase client))"
+  say "OK: round robin through $VIP, by name and through node port $np on ${addrs[*]}"
 }
 
 case "${1:-run}" in

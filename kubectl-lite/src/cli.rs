@@ -59,6 +59,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Set the replicas of a Deployment or ReplicaSet
     Scale(ScaleArgs),
+    /// Create a Service for a pod, deployment or service (its selector, its ports)
+    Expose(ExposeArgs),
     /// Manage the rollout of a Deployment
     #[command(subcommand)]
     Rollout(RolloutCommand),
@@ -72,6 +74,34 @@ pub enum Command {
     /// Container images of the nodes (the containerd runtime)
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ExposeArgs {
+    /// pod|deployment|service (or po, deploy, svc; or KIND/NAME)
+    pub resource: String,
+    pub name: Option<String>,
+    /// the Service's port (default: the exposed object's first port)
+    #[arg(long)]
+    pub port: Option<i32>,
+    /// the port (number or name) the pods serve on (default: --port)
+    #[arg(long)]
+    pub target_port: Option<String>,
+    /// TCP or UDP
+    #[arg(long, default_value = "TCP")]
+    pub protocol: String,
+    /// ClusterIP, NodePort or LoadBalancer
+    #[arg(long = "type", default_value = "ClusterIP")]
+    pub r#type: String,
+    /// the Service's name (default: the exposed object's)
+    #[arg(long = "name")]
+    pub service_name: Option<String>,
+    /// a label selector instead of the object's
+    #[arg(long)]
+    pub selector: Option<String>,
+    /// ask for this ClusterIP ("None" for a headless service)
+    #[arg(long = "cluster-ip")]
+    pub cluster_ip: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,9 +196,10 @@ pub enum CreateCommand {
     /// Create a pod with one container named after it (like `kubectl run`)
     #[command(visible_alias = "po")]
     Pod(CreatePodArgs),
-    /// Create a ClusterIP service
+    /// Create a service: `service clusterip|nodeport|loadbalancer NAME --tcp=80:8080`
+    /// (as kubectl), or `service NAME --selector k=v --port 80:8080` (ClusterIP)
     #[command(visible_alias = "svc")]
-    Service(CreateServiceArgs),
+    Service(CreateServiceCommand),
     /// Create a Deployment (apps/v1)
     #[command(visible_alias = "deploy")]
     Deployment(CreateDeploymentArgs),
@@ -269,11 +300,45 @@ pub struct CreatePodArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CreateServiceArgs {
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CreateServiceCommand {
+    #[command(subcommand)]
+    pub typed: Option<CreateServiceType>,
+    #[command(flatten)]
+    pub args: CreateServiceArgs,
+}
+
+/// kubectl's `create service <type>`.
+#[derive(Debug, Subcommand)]
+pub enum CreateServiceType {
+    /// A ClusterIP service selecting app=NAME (`--clusterip None`: headless)
+    Clusterip(CreateTypedServiceArgs),
+    /// A NodePort service selecting app=NAME
+    Nodeport(CreateTypedServiceArgs),
+    /// A LoadBalancer service selecting app=NAME (served on the nodes' addresses)
+    Loadbalancer(CreateTypedServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateTypedServiceArgs {
     pub name: String,
-    /// pods selected: k=v,k2=v2
+    /// PORT[:TARGET] (repeatable, comma-separated too); the port is named PORT-TARGET
+    #[arg(long = "tcp", value_delimiter = ',')]
+    pub tcp: Vec<String>,
+    /// nodeport: the node port of the (first) port
     #[arg(long)]
-    pub selector: String,
+    pub node_port: Option<i32>,
+    /// clusterip: ask for this ClusterIP ("None" for a headless service)
+    #[arg(long = "clusterip")]
+    pub cluster_ip: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateServiceArgs {
+    pub name: Option<String>,
+    /// pods selected: k=v,k2=v2
+    #[arg(long, required = true)]
+    pub selector: Option<String>,
     /// PORT[:TARGET][/tcp|/udp] (repeatable); each port is named <port>-<protocol>, e.g. 80-tcp
     #[arg(long = "port", required = true)]
     pub ports: Vec<String>,

@@ -212,23 +212,51 @@ pub fn service_ports_text(svc: &Service) -> String {
     spec.ports
         .iter()
         .map(|p| {
-            format!(
-                "{}/{}",
-                p.port,
-                if p.protocol.is_empty() {
-                    protocol::TCP
-                } else {
-                    &p.protocol
-                }
-            )
+            let proto = if p.protocol.is_empty() {
+                protocol::TCP
+            } else {
+                &p.protocol
+            };
+            if p.node_port != 0 {
+                format!("{}:{}/{proto}", p.port, p.node_port)
+            } else {
+                format!("{}/{proto}", p.port)
+            }
         })
         .collect::<Vec<_>>()
         .join(",")
 }
 
+/// kubectl's EXTERNAL-IP: a LoadBalancer's ingress IPs, `<pending>` while it has none,
+/// `<none>` for other types.
+pub fn service_external_ips(svc: &Service) -> String {
+    let ips: Vec<&str> = svc
+        .status
+        .iter()
+        .flat_map(|st| st.load_balancer_ingress.iter().map(|i| i.ip.as_str()))
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    let lb = svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.r#type == service_type::LOAD_BALANCER);
+    match (ips.is_empty(), lb) {
+        (false, _) => ips.join(","),
+        (true, true) => "<pending>".into(),
+        (true, false) => "<none>".into(),
+    }
+}
+
 impl Show for Service {
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"];
+        let mut h = vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ];
         if wide {
             h.push("SELECTOR");
         }
@@ -245,6 +273,7 @@ impl Show for Service {
                 spec.r#type.clone()
             },
             or_none(&spec.cluster_ip),
+            service_external_ips(self),
             service_ports_text(self),
             age(self.meta().creation_timestamp, now_ms),
         ];
@@ -543,8 +572,36 @@ mod tests {
     fn service_node_endpoints_tables() {
         assert_eq!(
             table(&[service()], true, false),
-            "NAME   TYPE        CLUSTER-IP   PORT(S)         AGE   SELECTOR\n\
-             web    ClusterIP   10.96.0.10   80/TCP,53/UDP   65s   app=web,tier=front\n"
+            "NAME   TYPE        CLUSTER-IP   EXTERNAL-IP   PORT(S)         AGE   SELECTOR\n\
+             web    ClusterIP   10.96.0.10   <none>        80/TCP,53/UDP   65s   app=web,tier=front\n"
+        );
+        let mut lb = service();
+        let spec = lb.spec.as_mut().unwrap();
+        spec.r#type = "LoadBalancer".into();
+        spec.ports[0].node_port = 31234;
+        spec.ports.truncate(1);
+        let mut np = lb.clone();
+        np.spec.as_mut().unwrap().r#type = "NodePort".into();
+        np.metadata.as_mut().unwrap().name = "np".into();
+        let mut lb2 = lb.clone();
+        lb2.metadata.as_mut().unwrap().name = "lb2".into();
+        lb2.status = Some(kube_lite_proto::v1::ServiceStatus {
+            load_balancer_ingress: vec![
+                kube_lite_proto::v1::LoadBalancerIngress {
+                    ip: "192.168.1.2".into(),
+                },
+                kube_lite_proto::v1::LoadBalancerIngress {
+                    ip: "192.168.1.3".into(),
+                },
+            ],
+            conditions: vec![],
+        });
+        assert_eq!(
+            table(&[lb, np, lb2], false, false),
+            "NAME   TYPE           CLUSTER-IP   EXTERNAL-IP               PORT(S)        AGE\n\
+             web    LoadBalancer   10.96.0.10   <pending>                 80:31234/TCP   65s\n\
+             np     NodePort       10.96.0.10   <none>                    80:31234/TCP   65s\n\
+             lb2    LoadBalancer   10.96.0.10   192.168.1.2,192.168.1.3   80:31234/TCP   65s\n"
         );
         let node = |name: &str, ready: &str, unsched: bool| Node {
             metadata: Some(ObjectMeta {

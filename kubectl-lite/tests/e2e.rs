@@ -354,13 +354,13 @@ async fn service_and_endpoints() {
 
     let t = kl(s, &["get", "svc", "-o", "wide"]).await;
     assert_eq!(
-        row(t.ok(), "web")[1..4],
-        ["ClusterIP", "10.96.10.10", "80/TCP,53/UDP"]
+        row(t.ok(), "web")[1..5],
+        ["ClusterIP", "10.96.10.10", "<none>", "80/TCP,53/UDP"]
     );
     assert_eq!(row(t.ok(), "web").last(), Some(&"app=web"));
     let auto = row(t.ok(), "auto");
     assert!(auto[2].parse::<std::net::Ipv4Addr>().is_ok(), "{auto:?}");
-    assert_eq!(auto[3], "3001/TCP");
+    assert_eq!(auto[4], "3001/TCP");
 
     let v = kl_json(s, &["get", "service", "web", "-o", "json"]).await;
     assert_eq!(v["kind"], "Service");
@@ -535,6 +535,200 @@ spec:
     port: 9090
     targetPort: 9090
 "#;
+
+/// kubectl's service forms: `create service clusterip|nodeport|loadbalancer`, `expose`,
+/// and the table's EXTERNAL-IP and PORT(S) columns, with the apiserver's LoadBalancer
+/// status (ingress = the Ready nodes' addresses, a port clash in the condition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_types_expose_and_load_balancer_status() {
+    let srv = TestApiServer::start().await;
+    let s = srv.url.as_str();
+    add_ready_node(s, "n0", "192.168.50.2").await;
+    add_ready_node(s, "n1", "192.168.50.3").await;
+    let create = |args: &'static [&'static str]| {
+        let mut v = vec!["create", "service"];
+        v.extend(args);
+        v
+    };
+    for (args, name) in [
+        (
+            create(&["nodeport", "np", "--tcp=80:8080", "--node-port", "30080"]),
+            "np",
+        ),
+        (create(&["loadbalancer", "lb", "--tcp=8081:8080"]), "lb"),
+        (create(&["loadbalancer", "lb2", "--tcp", "8081"]), "lb2"),
+        (create(&["clusterip", "hl", "--clusterip", "None"]), "hl"),
+        (
+            create(&["clusterip", "c", "--tcp", "80:8080,443:8443"]),
+            "c",
+        ),
+    ] {
+        assert_eq!(kl(s, &args).await.ok(), format!("service/{name} created\n"));
+    }
+    let t = kl(s, &["get", "svc"]).await;
+    let t = t.ok();
+    assert!(
+        t.starts_with("NAME ")
+            && t.lines()
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                == [
+                    "NAME",
+                    "TYPE",
+                    "CLUSTER-IP",
+                    "EXTERNAL-IP",
+                    "PORT(S)",
+                    "AGE"
+                ],
+        "{t}"
+    );
+    assert_eq!(row(t, "np")[1], "NodePort");
+    assert_eq!(row(t, "np")[3..5], ["<none>", "80:30080/TCP"]);
+    let lb = row(t, "lb");
+    assert_eq!(lb[1], "LoadBalancer");
+    assert_eq!(lb[3], "192.168.50.2,192.168.50.3");
+    let (port, node_port) = lb[4].trim_end_matches("/TCP").split_once(':').unwrap();
+    assert_eq!(port, "8081");
+    assert!(node_port.parse::<u16>().unwrap() >= 30000, "{lb:?}");
+    // The younger LoadBalancer on the same port: pending, and why.
+    assert_eq!(row(t, "lb2")[3], "<pending>");
+    let v = kl_json(s, &["get", "svc", "lb2", "-o", "json"]).await;
+    let c = &v["status"]["conditions"][0];
+    assert_eq!(c["type"], "LoadBalancerPortsAllocated");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("PortInUse"))
+    );
+    assert_eq!(
+        c["message"],
+        "port 8081/TCP on 192.168.50.2,192.168.50.3 is already used by service default/lb"
+    );
+    let v = kl_json(s, &["get", "svc", "lb", "-o", "json"]).await;
+    assert_eq!(
+        v["status"]["loadBalancer"]["ingress"],
+        serde_json::json!([{"ip": "192.168.50.2"}, {"ip": "192.168.50.3"}])
+    );
+    assert_eq!(v["spec"]["selector"]["app"], "lb");
+    assert_eq!(v["spec"]["ports"][0]["name"], "8081-8080");
+    assert_eq!(row(t, "hl")[2..5], ["None", "<none>", "<none>"]);
+    assert_eq!(row(t, "c")[4], "80/TCP,443/TCP");
+    // lb gone: lb2 gets the addresses.
+    kl(s, &["delete", "svc", "lb"]).await.ok();
+    let t = kl(s, &["get", "svc", "lb2"]).await;
+    assert_eq!(row(t.ok(), "lb2")[3], "192.168.50.2,192.168.50.3");
+
+    // expose: a pod (its labels), a deployment (its selector, its template's ports), a
+    // service (its selector and ports).
+    kl(
+        s,
+        &[
+            "create",
+            "pod",
+            "web",
+            "--image",
+            "busybox",
+            "-l",
+            "app=web,tier=f",
+            "--port",
+            "8080",
+        ],
+    )
+    .await
+    .ok();
+    let out = kl(
+        s,
+        &[
+            "expose",
+            "pod",
+            "web",
+            "--port",
+            "80",
+            "--target-port",
+            "8080",
+            "--type",
+            "NodePort",
+            "--name",
+            "web-np",
+        ],
+    )
+    .await;
+    assert_eq!(out.ok(), "service/web-np exposed\n");
+    let v = kl_json(s, &["get", "svc", "web-np", "-o", "json"]).await;
+    assert_eq!(v["spec"]["type"], "NodePort");
+    assert_eq!(
+        v["spec"]["selector"],
+        serde_json::json!({"app": "web", "tier": "f"})
+    );
+    assert_eq!(v["spec"]["ports"][0]["port"], 80);
+    assert_eq!(v["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(v["spec"]["ports"][0]["nodePort"].as_i64().unwrap() >= 30000);
+    kl(
+        s,
+        &[
+            "create",
+            "deployment",
+            "d",
+            "--image",
+            "busybox",
+            "--port",
+            "9090",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(
+        kl(
+            s,
+            &[
+                "expose",
+                "deployment/d",
+                "--type",
+                "LoadBalancer",
+                "--port",
+                "9091"
+            ]
+        )
+        .await
+        .ok(),
+        "service/d exposed\n"
+    );
+    let t = kl(s, &["get", "svc", "d"]).await;
+    assert_eq!(row(t.ok(), "d")[1], "LoadBalancer");
+    assert_eq!(row(t.ok(), "d")[3], "192.168.50.2,192.168.50.3");
+    let v = kl_json(s, &["get", "svc", "d", "-o", "json"]).await;
+    assert_eq!(v["spec"]["ports"][0]["targetPort"], 9091);
+    assert_eq!(
+        kl(s, &["expose", "svc", "np", "--name", "np2"]).await.ok(),
+        "service/np2 exposed\n"
+    );
+    let v = kl_json(s, &["get", "svc", "np2", "-o", "json"]).await;
+    assert_eq!(v["spec"]["type"], "ClusterIP");
+    assert_eq!(v["spec"]["ports"][0]["port"], 80);
+    assert_eq!(v["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(v["spec"]["selector"]["app"], "np");
+    // Errors: one line, exit 1.
+    let e = kl(s, &["expose", "node", "n0"]).await;
+    assert!(e.err().contains("cannot expose"), "{e:?}");
+    let e = kl(s, &["expose", "pod", "nope", "--port", "80"]).await;
+    assert!(e.err().contains("nope"), "{e:?}");
+    let e = kl(
+        s,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "x",
+            "--tcp",
+            "80",
+            "--node-port",
+            "30080",
+        ],
+    )
+    .await;
+    assert!(e.err().contains("30080"), "{e:?}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_a_kubernetes_manifest() {

@@ -199,6 +199,47 @@ fn set(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+async fn wait_service(c: &TestCluster, name: &str, ok: impl Fn(&Service) -> bool) -> Service {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c
+            .api
+            .services()
+            .get(GetRequest {
+                name: name.into(),
+                namespace: "default".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "service {name}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ingress(s: &Service) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .status
+        .iter()
+        .flat_map(|st| st.load_balancer_ingress.iter().map(|i| i.ip.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// (status, reason, message) of the LoadBalancerPortsAllocated condition.
+fn lb_condition(s: &Service) -> (String, String, String) {
+    s.status
+        .iter()
+        .flat_map(|st| &st.conditions)
+        .find(|c| c.r#type == "LoadBalancerPortsAllocated")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
 fn iptables_save(c: &TestCluster, node: usize) -> String {
     String::from_utf8_lossy(&c.exec_in_node(node, &["iptables-save"]).stdout).into_owned()
 }
@@ -338,14 +379,94 @@ async fn named_ports_headless_node_ports_and_affinity() {
             got.iter().all(|l| !l.ends_with(&format!(" {outside}"))),
             "Cluster policy masquerades: {got:?}"
         );
-        if addr == a0 {
-            // From a pod to its own node's address. (To the other node's address only
-            // that node's pods answer: see the issue note, a known gap.)
-            let got = requests(&client_ns, &url, 8);
-            assert_eq!(hosts(&got), all4, "node port on {addr} from a pod: {got:?}");
-        }
+        // From a pod on node0 to its own node's address and to node1's: all four
+        // (to node1, the pod's traffic is masqueraded to node0's address on the way
+        // out, so the replies of node0's endpoints find their way back).
+        let got = requests(&client_ns, &url, 8);
+        assert_eq!(hosts(&got), all4, "node port on {addr} from a pod: {got:?}");
         let got = requests(&c.nodes[1].netns, &url, 8);
         assert_eq!(hosts(&got), all4, "node port on {addr} from node1: {got:?}");
+    }
+
+    // LoadBalancer (ServiceLB's way): the ingress is both node addresses, each serving
+    // the Service port from the underlay (the machine's side) and from a pod.
+    let lb = svcs
+        .clone()
+        .create(service("lb", "whoami", |s| {
+            s.r#type = "LoadBalancer".into();
+            s.ports[0].port = 8081;
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let lb_np = lb.spec.as_ref().unwrap().ports[0].node_port;
+    assert!(lb_np >= 30000, "a LoadBalancer gets a node port: {lb_np}");
+    let want_ingress: Vec<String> = {
+        let mut v = vec![a0.to_string(), a1.to_string()];
+        v.sort();
+        v
+    };
+    let lb = wait_service(&c, "lb", |s| ingress(s) == want_ingress).await;
+    let cond = lb_condition(&lb);
+    assert_eq!(
+        (cond.0.as_str(), cond.1.as_str()),
+        ("True", "Allocated"),
+        "{lb:?}"
+    );
+    for addr in [a0, a1] {
+        let url = format!("http://{addr}:8081/client");
+        wait_served(&c.underlay_ns, &url).await;
+        let got = requests(&c.underlay_ns, &url, 8);
+        assert_eq!(
+            hosts(&got),
+            all4,
+            "load balancer {addr}:8081 from the underlay: {got:?}"
+        );
+        let got = requests(&client_ns, &url, 8);
+        assert_eq!(
+            hosts(&got),
+            all4,
+            "load balancer {addr}:8081 from a pod: {got:?}"
+        );
+    }
+    // A second LoadBalancer on the same port: no address, the clash in its condition.
+    svcs.clone()
+        .create(service("lb2", "alt", |s| {
+            s.r#type = "LoadBalancer".into();
+            s.ports[0].port = 8081;
+        }))
+        .await
+        .unwrap();
+    let lb2 = wait_service(&c, "lb2", |s| lb_condition(s).1 == "PortInUse").await;
+    assert!(ingress(&lb2).is_empty(), "{lb2:?}");
+    let msg = lb_condition(&lb2).2;
+    assert!(
+        msg.contains("port 8081/TCP")
+            && msg.contains("default/lb")
+            && msg.contains(&a0.to_string()),
+        "{msg}"
+    );
+    // The first one still serves; once it is gone the second one gets the addresses.
+    let got = requests(&c.underlay_ns, &format!("http://{a0}:8081/client"), 4);
+    assert!(hosts(&got).is_subset(&all4), "{got:?}");
+    svcs.clone()
+        .delete(kube_lite_proto::v1::DeleteRequest {
+            name: "lb".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait_service(&c, "lb2", |s| ingress(s) == want_ingress).await;
+    let url = format!("http://{a1}:8081/client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = hosts(&requests(&c.underlay_ns, &url, 4));
+        if got == set(&["alt-0", "alt-1"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lb2 not served on {a1}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // NodePort, Local: only the node's own pods, the client's address preserved.

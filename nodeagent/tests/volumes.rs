@@ -239,7 +239,10 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
     );
     reader.volume_mounts = vec![mount("shared", &mnt.join("shared"), false)];
     let mut vols = pod("vols", &node, vec![writer, reader], volumes);
-    vols.spec.as_mut().unwrap().fs_group = Some(2345);
+    vols.spec.as_mut().unwrap().security_context = Some(kube_lite_proto::v1::PodSecurityContext {
+        fs_group: Some(2345),
+        ..Default::default()
+    });
     let created = c.api.pods().create(vols).await.unwrap().into_inner();
     let uid = created.metadata.unwrap().uid;
     c.wait_pod("vols", "Running", |p| {

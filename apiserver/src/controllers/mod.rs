@@ -7,6 +7,8 @@
 //! - [`node_subnets`]: a pod CIDR per Node, allocated at create;
 //! - [`cluster_ips`]: a ClusterIP per Service, allocated at create;
 //! - [`node_ports`]: node ports of NodePort/LoadBalancer Services (create, update);
+//! - [`load_balancer`]: LoadBalancer Services' ingress (the Ready nodes' addresses,
+//!   ServiceLB's way) and port clash condition;
 //! - [`node_health`]: silent nodes go NotReady and their pods are evicted (on
 //!   [`run_ticks`]); a deleted node's pods too; its timing and disruption mode are the
 //!   pure state machine [`node_lifecycle`] (silence timed from the controller's own
@@ -27,6 +29,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod load_balancer;
 pub mod manager;
 pub mod node_health;
 pub mod node_lifecycle;
@@ -52,6 +55,7 @@ pub fn all(cfg: &Config) -> Vec<Box<dyn Hook>> {
         Box::new(node_ports::NodePorts::new(cfg)),
         Box::new(node_health::NodeHealth::new(cfg)),
         Box::new(scheduler::Scheduler::default()),
+        Box::new(load_balancer::LoadBalancers::default()),
     ]
 }
 
@@ -95,6 +99,6 @@ mod tests {
         assert_eq!(tick_period(&with(40_000)), Duration::from_secs(1));
         assert_eq!(tick_period(&with(2_000)), Duration::from_millis(500));
         assert_eq!(tick_period(&with(100)), Duration::from_millis(50));
-        assert_eq!(all(&Config::default()).len(), 5);
+        assert_eq!(all(&Config::default()).len(), 6);
     }
 }

@@ -2,7 +2,10 @@
 
 use super::ctx::{out, Ctx};
 use crate::api::Api;
-use crate::cli::{CreateCommand, CreatePodArgs, CreateServiceArgs};
+use crate::cli::{
+    CreateCommand, CreatePodArgs, CreateServiceArgs, CreateServiceCommand, CreateServiceType,
+    CreateTypedServiceArgs,
+};
 use crate::util::{parse_env, parse_map, parse_port_spec};
 use anyhow::{anyhow, Result};
 use kube_lite_core::consts::{protocol, service_type};
@@ -25,7 +28,7 @@ pub enum New {
 pub fn parse(cmd: &CreateCommand, namespace: &str) -> Result<New> {
     Ok(match cmd {
         CreateCommand::Pod(a) => New::Pod(pod_from_args(a, namespace)?),
-        CreateCommand::Service(a) => New::Service(service_from_args(a, namespace)?),
+        CreateCommand::Service(c) => New::Service(service_from_command(c, namespace)?),
         CreateCommand::Deployment(a) => {
             New::Deployment(super::workloads::deployment_from_args(a, namespace)?)
         }
@@ -111,9 +114,86 @@ pub fn pod_from_args(a: &CreatePodArgs, namespace: &str) -> Result<Pod> {
     })
 }
 
-/// The service `create service` sends (pure, unit-tested).
+/// `create service …` in either form (pure, unit-tested).
+pub fn service_from_command(c: &CreateServiceCommand, namespace: &str) -> Result<Service> {
+    match &c.typed {
+        None => service_from_args(&c.args, namespace),
+        Some(CreateServiceType::Clusterip(a)) => {
+            typed_service(a, service_type::CLUSTER_IP, namespace)
+        }
+        Some(CreateServiceType::Nodeport(a)) => {
+            typed_service(a, service_type::NODE_PORT, namespace)
+        }
+        Some(CreateServiceType::Loadbalancer(a)) => {
+            typed_service(a, service_type::LOAD_BALANCER, namespace)
+        }
+    }
+}
+
+/// kubectl's `create service <type> NAME --tcp=PORT[:TARGET]`: selector and label
+/// `app=NAME`, ports named `PORT-TARGET`; `--node-port` sets the first port's (pure).
+pub fn typed_service(a: &CreateTypedServiceArgs, ty: &str, namespace: &str) -> Result<Service> {
+    let headless = a
+        .cluster_ip
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case("none"));
+    if a.tcp.is_empty() && !headless {
+        anyhow::bail!("--tcp is required (PORT[:TARGET], e.g. --tcp=80:8080)");
+    }
+    if a.cluster_ip.is_some() && ty != service_type::CLUSTER_IP {
+        anyhow::bail!("--clusterip is only for create service clusterip");
+    }
+    if a.node_port.is_some() && ty == service_type::CLUSTER_IP {
+        anyhow::bail!("--node-port is only for create service nodeport|loadbalancer");
+    }
+    let mut ports = Vec::new();
+    for (i, t) in a.tcp.iter().enumerate() {
+        let spec = parse_port_spec(t).map_err(|e| anyhow!(e.replacen("--port", "--tcp", 1)))?;
+        if spec.protocol != protocol::TCP {
+            anyhow::bail!("--tcp {t:?}: a protocol suffix is not allowed here");
+        }
+        let node_port = if i == 0 { a.node_port.unwrap_or(0) } else { 0 };
+        if !(0..=65535).contains(&node_port) {
+            anyhow::bail!("--node-port {node_port}: must be between 1 and 65535");
+        }
+        ports.push(ServicePort {
+            name: format!("{}-{}", spec.port, spec.target_port),
+            protocol: protocol::TCP.into(),
+            port: spec.port,
+            target_port: spec.target_port,
+            node_port,
+            ..Default::default()
+        });
+    }
+    let app: std::collections::HashMap<String, String> =
+        [("app".to_string(), a.name.clone())].into();
+    Ok(Service {
+        metadata: Some(ObjectMeta {
+            name: a.name.clone(),
+            namespace: namespace.to_string(),
+            labels: app.clone(),
+            ..Default::default()
+        }),
+        spec: Some(ServiceSpec {
+            selector: app,
+            ports,
+            cluster_ip: a.cluster_ip.clone().unwrap_or_default(),
+            r#type: ty.into(),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The service `create service NAME --selector --port` sends (pure, unit-tested).
 pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Service> {
-    let selector = parse_map("--selector", &a.selector).map_err(|e| anyhow!(e))?;
+    let Some(name) = a.name.clone() else {
+        anyhow::bail!(
+            "create service: a NAME is required (or: create service clusterip|nodeport|loadbalancer NAME --tcp=PORT:TARGET)"
+        );
+    };
+    let selector =
+        parse_map("--selector", a.selector.as_deref().unwrap_or("")).map_err(|e| anyhow!(e))?;
     let mut ports = Vec::new();
     for p in &a.ports {
         let spec = parse_port_spec(p).map_err(|e| anyhow!(e))?;
@@ -127,7 +207,7 @@ pub fn service_from_args(a: &CreateServiceArgs, namespace: &str) -> Result<Servi
     }
     Ok(Service {
         metadata: Some(ObjectMeta {
-            name: a.name.clone(),
+            name,
             namespace: namespace.to_string(),
             ..Default::default()
         }),
@@ -256,7 +336,7 @@ mod tests {
         let Command::Create(CreateCommand::Service(a)) = cli.command else {
             panic!()
         };
-        let spec = service_from_args(&a, "default").unwrap().spec.unwrap();
+        let spec = service_from_command(&a, "default").unwrap().spec.unwrap();
         assert_eq!(spec.cluster_ip, "172.17.10.10");
         assert_eq!(
             spec.ports,
@@ -289,9 +369,86 @@ mod tests {
         let Command::Create(CreateCommand::Service(a)) = cli.command else {
             panic!()
         };
-        assert!(service_from_args(&a, "default")
+        assert!(service_from_command(&a, "default")
             .unwrap_err()
             .to_string()
             .contains("--selector"));
+    }
+
+    #[test]
+    fn create_service_by_type_as_kubectl() {
+        let svc = |args: &[&str]| {
+            let cli = parse(args);
+            let Command::Create(CreateCommand::Service(a)) = cli.command else {
+                panic!()
+            };
+            service_from_command(&a, "default")
+        };
+        let s = svc(&[
+            "create",
+            "service",
+            "nodeport",
+            "web",
+            "--tcp=80:8080",
+            "--node-port",
+            "30080",
+        ])
+        .unwrap();
+        let spec = s.spec.unwrap();
+        assert_eq!(spec.r#type, "NodePort");
+        assert_eq!(spec.selector["app"], "web");
+        assert_eq!(s.metadata.unwrap().labels["app"], "web");
+        assert_eq!(
+            spec.ports,
+            vec![ServicePort {
+                name: "80-8080".into(),
+                protocol: "TCP".into(),
+                port: 80,
+                target_port: 8080,
+                node_port: 30080,
+                ..Default::default()
+            }]
+        );
+        let spec = svc(&[
+            "create",
+            "svc",
+            "loadbalancer",
+            "lb",
+            "--tcp",
+            "80,443:8443",
+        ])
+        .unwrap()
+        .spec
+        .unwrap();
+        assert_eq!(spec.r#type, "LoadBalancer");
+        assert_eq!(spec.ports[1].name, "443-8443");
+        let spec = svc(&[
+            "create",
+            "service",
+            "clusterip",
+            "hl",
+            "--clusterip",
+            "None",
+        ])
+        .unwrap()
+        .spec
+        .unwrap();
+        assert_eq!((spec.cluster_ip.as_str(), spec.ports.len()), ("None", 0));
+        let e = svc(&["create", "service", "clusterip", "x"]).unwrap_err();
+        assert!(e.to_string().contains("--tcp is required"), "{e}");
+        let e = svc(&[
+            "create",
+            "service",
+            "clusterip",
+            "x",
+            "--tcp",
+            "80",
+            "--node-port",
+            "1",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--node-port"), "{e}");
+        let e = svc(&["create", "service", "nodeport", "x", "--tcp", "0:1"]).unwrap_err();
+        assert!(e.to_string().contains("--tcp \"0:1\""), "{e}");
     }
 }

@@ -14,6 +14,7 @@ mod delete;
 mod describe;
 mod errors;
 pub mod exec;
+mod expose;
 mod get;
 mod image;
 mod logs;
@@ -21,7 +22,7 @@ mod watch;
 pub mod workloads;
 
 pub use apply::load_manifests;
-pub use create::{pod_from_args, service_from_args};
+pub use create::{pod_from_args, service_from_args, service_from_command};
 pub use ctx::{connect, Ctx};
 pub use errors::unreachable;
 
@@ -44,6 +45,7 @@ enum Plan {
     Logs(LogsArgs),
     Exec(ExecArgs),
     Scale(ScaleArgs),
+    Expose(Kind, String, ExposeArgs),
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
     ImageLoad(ImageLoadArgs),
@@ -102,6 +104,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => Plan::Logs(a),
         Command::Exec(a) => Plan::Exec(a),
         Command::Scale(a) => Plan::Scale(a),
+        Command::Expose(a) => {
+            let (k, name) = expose::target(&a)?;
+            Plan::Expose(k, name, a)
+        }
         Command::Rollout(r) => Plan::Rollout(r),
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
@@ -126,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Logs(a) => logs::run(&ctx, a).await,
         Plan::Exec(a) => exec::run(&ctx, a).await,
         Plan::Scale(a) => workloads::scale(&ctx, &a).await,
+        Plan::Expose(k, name, a) => expose::run(&ctx, k, &name, &a).await,
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
         Plan::ImageLoad(a) => image::run(&ctx, a).await,

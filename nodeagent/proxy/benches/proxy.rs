@@ -77,6 +77,18 @@ fn ep_ip(i: usize, k: usize) -> Ipv4Addr {
     )
 }
 
+/// NodePort Services (`--node-ports`): Service i gets node port 20000 + i (a wide
+/// `--service-node-port-range`, as 10,000 do not fit the default one).
+static NODE_PORTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn node_ports() -> bool {
+    NODE_PORTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn node_port(i: usize) -> u16 {
+    20_000 + i as u16
+}
+
 fn views(n: usize) -> Vec<Vec<ServicePortView>> {
     (0..n)
         .map(|i| {
@@ -90,6 +102,7 @@ fn views(n: usize) -> Vec<Vec<ServicePortView>> {
                 endpoints: (0..4)
                     .map(|k| SocketAddrV4::new(ep_ip(i, k), 8080))
                     .collect(),
+                node_port: node_ports().then(|| node_port(i)),
                 ..Default::default()
             }]
         })
@@ -110,9 +123,20 @@ fn service(i: usize) -> Service {
                 protocol: "TCP".into(),
                 port: 80,
                 target_port: 8080,
+                node_port: if node_ports() {
+                    i32::from(node_port(i))
+                } else {
+                    0
+                },
                 ..Default::default()
             }],
-            r#type: "ClusterIP".into(),
+            r#type: if node_ports() {
+                "NodePort"
+            } else {
+                "ClusterIP"
+            }
+            .into(),
+            external_traffic_policy: if node_ports() { "Cluster" } else { "" }.into(),
             ..Default::default()
         }),
         ..Default::default()
@@ -253,7 +277,12 @@ fn bare_and_full(
             let full = t.elapsed();
             fulls.push(full);
             overheads.push(full.saturating_sub(r.restore));
-            assert_eq!(r.rewritten, n + 3); // SVC per Service, POSTROUTING, 2 × SERVICES
+            if node_ports() {
+                // SVC + EXT per Service, POSTROUTING, 2 × SERVICES, NODEPORTS, MARK-MASQ.
+                assert_eq!(r.rewritten, 2 * n + 5, "{r:?}");
+            } else {
+                assert_eq!(r.rewritten, n + 3); // SVC per Service, POSTROUTING, 2 × SERVICES
+            }
             report = Some(r);
         }
     }
@@ -448,6 +477,26 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--node-ports") {
+        // Issue 12: the same full sync with every Service a NodePort (nf_tables only).
+        NODE_PORTS.store(true, std::sync::atomic::Ordering::Relaxed);
+        println!("kube-lite-proxy benchmark, NodePort Services × 4 endpoints (Cluster policy; times in ms)");
+        let big = if quick { 2_000 } else { 10_000 };
+        for n in [1_000, big] {
+            let reps = if n > 5_000 { 3 } else { 9 };
+            let (bare, full, overhead, rep) = bare_and_full(Backend::Nft, n, reps);
+            println!(
+                "{n:>6} NodePort Services: bare restore {:>8.1} | full sync {:>8.1} | full/bare {:.2}× (target ≤ 1.25×) | beyond its own restore {:.1} (render+diff {:.1}, {} KB) [median of {reps}]",
+                ms(bare),
+                ms(full),
+                full.as_secs_f64() / bare.as_secs_f64(),
+                ms(overhead),
+                ms(rep.render),
+                rep.restore_bytes / 1024,
+            );
+        }
+        return;
+    }
     let no_baseline = args.iter().any(|a| a == "--no-baseline");
     let big = if quick { 2_000 } else { 10_000 };
     let changes = if quick { 10 } else { 50 };

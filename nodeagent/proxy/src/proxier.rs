@@ -104,7 +104,10 @@ impl<E: Exec> Proxier<E> {
                 cfg.chain_prefix
             )));
         }
-        let names = Names::new(&cfg.chain_prefix);
+        let mut names = Names::new(&cfg.chain_prefix);
+        if let (Some(net), Some(dev)) = (cfg.pod_subnet, cfg.node_local_route_dev.as_deref()) {
+            names = names.with_egress(net, dev);
+        }
         let desired = names.static_chains();
         let have_conntrack = runner.have_conntrack();
         if !have_conntrack {

@@ -87,6 +87,14 @@ pub struct Names {
     pub nodeports: String,
     /// nat: marks a packet for masquerading in `postrouting`.
     pub mark_masq: String,
+    /// `(pod subnet, pod bridge)`: pod traffic that leaves the node other than through
+    /// the pod bridge (to a node address, the underlay) is masqueraded to the node's
+    /// address, as flannel does. Without it a pod's connection to another node's node
+    /// port, sent to an endpoint on the pod's own node, dies: the reply comes back to
+    /// that node over VXLAN and must leave through the VXLAN port it came in on, which
+    /// the bridge refuses (br_netfilter bridges a de-NATed packet whose route is the
+    /// bridge itself). Masqueraded, the reply goes to the client node's address instead.
+    pub egress: Option<(ipnet::Ipv4Net, String)>,
 }
 
 /// The mark bit of packets to masquerade (kube-proxy's).
@@ -100,7 +108,13 @@ impl Names {
             postrouting: format!("{prefix}POSTROUTING"),
             nodeports: format!("{prefix}NODEPORTS"),
             mark_masq: format!("{prefix}MARK-MASQ"),
+            egress: None,
         }
+    }
+    /// With the egress masquerade of this pod subnet (see [`Names::egress`]).
+    pub fn with_egress(mut self, pod_subnet: ipnet::Ipv4Net, bridge: &str) -> Names {
+        self.egress = Some((pod_subnet.trunc(), bridge.to_string()));
+        self
     }
     /// `P`EXT-<16 hex>: external traffic (node port, load balancer IP) of one Service port.
     pub fn ext_chain(&self, p: &ServicePortView) -> String {
@@ -198,7 +212,14 @@ impl Names {
             "-A {} -m mark --mark {MASQ_MARK} -m comment --comment \"kube-lite masquerade marked traffic\" -j MASQUERADE",
             self.postrouting
         );
+        let egress = self.egress.as_ref().map(|(net, dev)| {
+            format!(
+                "-A {} -s {net} ! -o {dev} -m comment --comment \"kube-lite pod traffic leaving the node\" -j MASQUERADE",
+                self.postrouting
+            )
+        });
         std::iter::once(masq)
+            .chain(egress)
             .chain(ips.into_iter().map(|ip| {
                 format!(
                     "-A {} -s {ip}/32 -d {ip}/32 -m comment --comment \"kube-lite hairpin\" -j MASQUERADE",
@@ -897,6 +918,15 @@ mod tests {
         );
         assert_eq!(t.nat.len(), 6); // SERVICES, NODEPORTS, MARK-MASQ, POSTROUTING, 2 SVC
         assert_eq!(t.filter.len(), 1);
+        // With the pod subnet known: pod traffic leaving other than by the bridge is
+        // masqueraded (after the marked traffic, before the hairpin rules).
+        let names = Names::new("KL-").with_egress("10.0.1.7/24".parse().unwrap(), "kl0");
+        let t = render_all(&names, Mode::Nth, [std::slice::from_ref(&a)], local);
+        assert_eq!(
+            t.nat["KL-POSTROUTING"][1],
+            "-A KL-POSTROUTING -s 10.0.1.0/24 ! -o kl0 -m comment --comment \"kube-lite pod traffic leaving the node\" -j MASQUERADE"
+        );
+        assert_eq!(t.nat["KL-POSTROUTING"].len(), 3);
     }
 
     #[test]
