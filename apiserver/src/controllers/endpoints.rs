@@ -614,8 +614,12 @@ async fn run(store: Arc<Store>) {
             let sh = store.shared.read().expect("lock");
             (sh.objects.clone(), sh.rev)
         };
-        let mut ix = Index::from_objects(&objects);
-        drop(objects);
+        // Off the runtime's workers: at 150,000 pods this takes seconds, which would
+        // hold up the first requests after a restart.
+        let Ok(mut ix) = tokio::task::spawn_blocking(move || Index::from_objects(&objects)).await
+        else {
+            return;
+        };
         let mut dirty = Dirty::default();
         let mut streams: Streams = SelectAll::new();
         for kind in [Kind::Pod, Kind::Service, Kind::Endpoints] {

@@ -284,12 +284,27 @@ impl Manager {
     }
 
     /// List: the committed objects and revision; then Watch every kind from there.
-    fn list_and_watch(&mut self) -> Result<Streams, ApiError> {
+    async fn list_and_watch(&mut self) -> Result<Streams, ApiError> {
         let (objects, rev) = {
             let sh = self.store.shared.read().expect("lock");
             (sh.objects.clone(), sh.rev)
         };
-        self.cache = Cache::from_objects(&objects);
+        // The cache and the first look at every object, off the runtime's workers: at
+        // 150,000 pods they take seconds, which would hold up the first requests after
+        // a restart.
+        let (cache, items) = tokio::task::spawn_blocking(move || {
+            let cache = Cache::from_objects(&objects);
+            let mut items = Vec::new();
+            for kind in Kind::ALL {
+                for o in cache.objects.of(kind).values() {
+                    items.extend(items_for_object(&cache, o));
+                }
+            }
+            (cache, items)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("controller manager list: {e}")))?;
+        self.cache = cache;
         let mut streams = SelectAll::new();
         let mut backlog = Vec::new();
         for kind in Kind::ALL {
@@ -302,12 +317,6 @@ impl Manager {
             streams.push(BroadcastStream::new(rx));
         }
         // Everything is looked at once after a (re)list.
-        let mut items = Vec::new();
-        for kind in Kind::ALL {
-            for o in self.cache.objects.of(kind).values() {
-                items.extend(items_for_object(&self.cache, o));
-            }
-        }
         for i in items {
             self.enqueue(i);
         }
@@ -324,7 +333,7 @@ impl Manager {
             if *closing.borrow() {
                 return;
             }
-            let mut streams = match self.list_and_watch() {
+            let mut streams = match self.list_and_watch().await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "controller manager: watch failed; relisting");
