@@ -43,6 +43,7 @@ enum Plan {
     Scale(ScaleArgs),
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
+    SetImage(SetImageArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -88,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => Plan::Logs(a),
         Command::Scale(a) => Plan::Scale(a),
         Command::Rollout(r) => Plan::Rollout(r),
+        Command::Set(SetCommand::Image(a)) => Plan::SetImage(a),
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
         Command::Config(_) => unreachable!("handled above"),
@@ -111,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Scale(a) => workloads::scale(&ctx, &a).await,
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
+        Plan::SetImage(a) => workloads::set_image(&ctx, &a).await,
     }
 }
 
