@@ -21,13 +21,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tonic::Status;
 
+/// Which objects `get -w` prints (`--field-selector`).
+type Filter<T> = Box<dyn Fn(&T) -> bool + Send>;
+
 /// The objects `get -w` last printed or listed, and which of them it follows.
 pub struct Changes<T> {
     known: BTreeMap<ObjectRef, T>,
     /// Only these names (all when empty).
     names: Vec<String>,
     /// Only objects this accepts (`--field-selector`), when set.
-    filter: Option<Box<dyn Fn(&T) -> bool + Send>>,
+    filter: Option<Filter<T>>,
 }
 
 impl<T: Api> Changes<T> {

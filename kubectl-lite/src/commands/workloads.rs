@@ -521,7 +521,10 @@ async fn rollout_status(ctx: &Ctx, name: &str, watch: bool) -> Result<()> {
 // ---------- set image ----------
 
 /// `KIND/NAME C=IMAGE…` or `KIND NAME… C=IMAGE…` → (resource, names, (container, image)).
-pub fn split_image_args(args: &[String]) -> Result<(String, Vec<String>, Vec<(String, String)>)> {
+/// (container, image) pairs of `set image`.
+pub type Images = Vec<(String, String)>;
+
+pub fn split_image_args(args: &[String]) -> Result<(String, Vec<String>, Images)> {
     let (resource, names, changes) = split_meta_args(args)?;
     let mut images = Vec::new();
     for (c, image) in changes {
