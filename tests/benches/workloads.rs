@@ -362,15 +362,23 @@ async fn per_change(idle: usize, changes: usize) -> (f64, f64) {
     }
     let mut lat = Vec::new();
     for k in 0..changes {
-        let mut d = s
-            .deployments()
-            .get(get("probe"))
-            .await
-            .unwrap()
-            .into_inner();
-        d.spec.as_mut().unwrap().replicas = Some(k as i32 + 2);
-        let t = Instant::now();
-        s.deployments().update(d).await.unwrap();
+        // The controllers write the probe's status too: retry a lost race, time the
+        // update that wins.
+        let t = loop {
+            let mut d = s
+                .deployments()
+                .get(get("probe"))
+                .await
+                .unwrap()
+                .into_inner();
+            d.spec.as_mut().unwrap().replicas = Some(k as i32 + 2);
+            let t = Instant::now();
+            match s.deployments().update(d).await {
+                Ok(_) => break t,
+                Err(e) if e.code() == tonic::Code::Aborted => continue,
+                Err(e) => panic!("scale probe: {e}"),
+            }
+        };
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(30), watch.next())
                 .await
