@@ -5,7 +5,7 @@
 #   busybox.tar   busybox:latest (= docker.io/library/busybox:latest), OCI layout:
 #                 Debian's busybox-static from the mmdebstrap base, its applets as
 #                 links, a small /etc (os-release says "kube-lite busybox").
-#   whoami.tar    whoami:latest and kube-lite/whoami:latest, docker-archive (the
+#   whoami.tar    whoami:latest, kube-lite/whoami:latest and kl-whoami:latest, docker-archive (the
 #                 `docker save` format): the busybox layer + a layer with kl-whoami and
 #                 the shared libraries it needs, taken from the same base rootfs.
 #
@@ -143,8 +143,8 @@ h2=$(sha "$tmp/l2.tar")
 config '["/usr/local/bin/kl-whoami"]' '[]' "[\"sha256:$h1\",\"sha256:$h2\"]" >"$tmp/wh-config.json"
 hw=$(sha "$tmp/wh-config.json")
 cp "$tmp/wh-config.json" "$d/$hw.json"
-printf '[{"Config":"%s.json","RepoTags":["whoami:latest","kube-lite/whoami:latest"],"Layers":["l1/layer.tar","l2/layer.tar"]}]' "$hw" >"$d/manifest.json"
+printf '[{"Config":"%s.json","RepoTags":["whoami:latest","kube-lite/whoami:latest","kl-whoami:latest"],"Layers":["l1/layer.tar","l2/layer.tar"]}]' "$hw" >"$d/manifest.json"
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$d" -cf "$OUT/whoami.tar" manifest.json "$hw.json" l1 l2
 
 ls -l "$OUT/busybox.tar" "$OUT/whoami.tar"
-echo "images: $OUT/busybox.tar (busybox:latest, OCI layout), $OUT/whoami.tar (whoami:latest, kube-lite/whoami:latest, docker-archive)"
+echo "images: $OUT/busybox.tar (busybox:latest, OCI layout), $OUT/whoami.tar (whoami:latest, kube-lite/whoami:latest, kl-whoami:latest, docker-archive)"

@@ -64,6 +64,9 @@ pub enum Command {
     /// Manage the rollout of a Deployment
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Change fields of workloads (image)
+    #[command(subcommand)]
+    Set(SetCommand),
     /// Update the labels of objects (KEY=VALUE to set, KEY- to remove)
     Label(MetaArgs),
     /// Update the annotations of objects (KEY=VALUE to set, KEY- to remove)
@@ -147,6 +150,20 @@ pub struct RolloutArgs {
     /// status: wait (--watch=false prints the state once)
     #[arg(short = 'w', long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Set container images of a Deployment, ReplicaSet or pod template
+    /// (`set image deployment/web web=whoami:v2`, `*=IMAGE` for every container)
+    Image(SetImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetImageArgs {
+    /// KIND/NAME, or KIND NAME, then CONTAINER=IMAGE...
+    #[arg(required = true, num_args = 2..)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +383,10 @@ pub struct GetArgs {
     /// label selector: a=b,c!=d,e in (f,g),!h
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
+    /// field selector: metadata.name=x,status.phase!=Running (the fields Kubernetes
+    /// supports for the kind)
+    #[arg(long)]
+    pub field_selector: Option<String>,
     /// output format
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Format>,

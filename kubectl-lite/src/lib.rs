@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod describe;
+pub mod field_selector;
 pub mod manifest;
 pub mod output;
 pub mod util;

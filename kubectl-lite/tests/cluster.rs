@@ -181,3 +181,120 @@ async fn pod_lifecycle_on_a_real_node() {
         (1, "error: pods \"hello\" not found\n")
     );
 }
+
+/// The README's Deployment example, command by command, on a real 2-node cluster:
+/// create with 3 replicas, scale to 5, a rolling update (`set image`), history, undo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_deployment_example_on_a_real_cluster() {
+    if !require_root() {
+        return;
+    }
+    let bin = agent_bin();
+    kube_lite_tests::cluster::ensure_whoami(&bin);
+    let mut opts = ClusterOptions::new(2, bin);
+    opts.extra_agent_args
+        .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
+    let cluster = TestCluster::start(opts).await.expect("test cluster");
+    let s = cluster.api.url.clone();
+    let s = s.as_str();
+    let ok = |r: (i32, String, String)| {
+        assert_eq!(r.0, 0, "{}", r.2);
+        r.1
+    };
+    let running = |out: &str, want: usize| {
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        rows.len() == want && rows.iter().all(|r| r[1] == "1/1" && r[2] == "Running")
+    };
+    let out = ok(kl(
+        s,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image",
+            "whoami",
+            "--replicas",
+            "3",
+        ],
+    )
+    .await);
+    assert_eq!(out, "deployment.apps/web created\n");
+    let out = ok(kl(
+        s,
+        &["rollout", "status", "deployment/web", "--timeout", "120s"],
+    )
+    .await);
+    assert!(
+        out.ends_with("deployment \"web\" successfully rolled out\n"),
+        "{out}"
+    );
+    let pods = ok(kl(s, &["get", "pods", "-o", "wide"]).await);
+    assert!(running(&pods, 3), "{pods}");
+    let nodes: std::collections::BTreeSet<&str> = pods
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6))
+        .collect();
+    assert_eq!(nodes.len(), 2, "spread over both nodes: {pods}");
+
+    assert_eq!(
+        ok(kl(s, &["scale", "deployment", "web", "--replicas", "5"]).await),
+        "deployment.apps/web scaled\n"
+    );
+    ok(kl(
+        s,
+        &["rollout", "status", "deployment/web", "--timeout", "120s"],
+    )
+    .await);
+    assert!(running(&ok(kl(s, &["get", "pods"]).await), 5));
+
+    assert_eq!(
+        ok(kl(s, &["set", "image", "deployment/web", "whoami=kl-whoami"]).await),
+        "deployment.apps/web image updated\n"
+    );
+    let out = ok(kl(
+        s,
+        &["rollout", "status", "deployment/web", "--timeout", "180s"],
+    )
+    .await);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let hist = ok(kl(s, &["rollout", "history", "deployment/web"]).await);
+    assert_eq!(
+        hist.lines().filter(|l| !l.is_empty()).count(),
+        4,
+        "name, header, revisions 1 and 2: {hist}"
+    );
+    let rs = ok(kl(s, &["get", "rs"]).await);
+    assert_eq!(rs.lines().count(), 3, "{rs}");
+
+    assert_eq!(
+        ok(kl(s, &["rollout", "undo", "deployment/web"]).await),
+        "deployment.apps/web rolled back\n"
+    );
+    ok(kl(
+        s,
+        &["rollout", "status", "deployment/web", "--timeout", "180s"],
+    )
+    .await);
+    let (_, out, _) = kl(s, &["get", "deploy", "web", "-o", "json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["image"],
+        "whoami"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = ok(kl(s, &["get", "pods"]).await);
+        if running(&pods, 5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pods}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let desc = ok(kl(s, &["describe", "deployment", "web"]).await);
+    assert!(desc.contains("ScalingReplicaSet"), "{desc}");
+}

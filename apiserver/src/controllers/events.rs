@@ -9,7 +9,7 @@
 //! - Events whose `last_timestamp` is older than the TTL (1 h) are deleted
 //!   ([`expired`]).
 //! - The node-side events (Scheduled, FailedScheduling, Started, BackOff, Failed,
-//!   Killing, Evicted) are derived by [`pod_events`] from the pod changes the
+//!   Unhealthy, Killing, Evicted) are derived by [`pod_events`] from the pod changes the
 //!   scheduler, node health controller and node agents write, with the node as the
 //!   source host.
 
@@ -277,6 +277,28 @@ pub fn pod_events(prev: Option<&Object>, cur: Option<&Object>) -> Vec<Record> {
                 "kubelet",
             )));
         }
+        // A running container that was ready and is not any more: its readiness probe
+        // failed (the agent reports probes only through `ready`).
+        let has_readiness = p
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .any(|x| x.name == c.name && x.readiness_probe.is_some());
+        if has_readiness
+            && c.state == container_state::RUNNING
+            && !c.ready
+            && m.deletion_timestamp == 0
+            && before.is_some_and(|b| {
+                b.ready && b.state == container_state::RUNNING && b.started_at == c.started_at
+            })
+        {
+            out.push(kubelet(Record::warning(
+                obj,
+                "Unhealthy",
+                format!("Readiness probe failed (container {})", c.name),
+                "kubelet",
+            )));
+        }
         let newly = |r: &str| {
             c.reason == r
                 && before.is_none_or(|b| b.reason != r || b.restart_count != c.restart_count)
@@ -415,6 +437,32 @@ mod tests {
             reasons(&pod_events(Some(&run), Some(&killing))),
             ["Normal Killing: Stopping container c"]
         );
+    }
+
+    #[test]
+    fn readiness_failures_are_unhealthy() {
+        let with_probe = |ready: bool, started: i64| {
+            let mut o = pod("n1", running(started), false);
+            if let Object::Pod(p) = &mut o {
+                p.spec.as_mut().unwrap().containers[0].readiness_probe = Some(Default::default());
+                p.status.as_mut().unwrap().container_statuses[0].ready = ready;
+            }
+            o
+        };
+        assert_eq!(
+            reasons(&pod_events(
+                Some(&with_probe(true, 5)),
+                Some(&with_probe(false, 5))
+            )),
+            ["Warning Unhealthy: Readiness probe failed (container c)"]
+        );
+        // Not ready yet after a start, or without a probe: no event.
+        assert!(pod_events(Some(&with_probe(false, 5)), Some(&with_probe(false, 5))).is_empty());
+        let mut plain_ready = pod("n1", running(5), false);
+        if let Object::Pod(p) = &mut plain_ready {
+            p.status.as_mut().unwrap().container_statuses[0].ready = true;
+        }
+        assert!(pod_events(Some(&plain_ready), Some(&pod("n1", running(5), false))).is_empty());
     }
 
     #[test]

@@ -17,6 +17,16 @@ pub fn one_line(s: &str) -> String {
     crate::util::escape_control(&joined).into_owned()
 }
 
+/// The plural kubectl names a kind by in errors (`deployments.apps` for the apps/v1
+/// kinds, as `Error from server (NotFound): deployments.apps "web" not found`).
+fn plural_resource<T: Api>() -> &'static str {
+    match T::KIND {
+        "Deployment" => "deployments.apps",
+        "ReplicaSet" => "replicasets.apps",
+        _ => T::PLURAL,
+    }
+}
+
 /// gRPC status → one line. `what` names the operation and object (`create pod/web`);
 /// `name` is the object a NotFound or AlreadyExists is about (empty: keep the server's
 /// words). NotFound and AlreadyExists read like kubectl (`pods "web" not found`).
@@ -24,10 +34,10 @@ pub fn status_error<T: Api>(server: &str, what: &str, name: &str, s: Status) -> 
     match s.code() {
         // (a missing container of an existing pod keeps the server's words)
         Code::NotFound if !name.is_empty() && !s.message().contains("container") => {
-            anyhow::anyhow!("{} {name:?} not found", T::PLURAL)
+            anyhow::anyhow!("{} {name:?} not found", plural_resource::<T>())
         }
         Code::AlreadyExists if !name.is_empty() && s.message().is_empty() => {
-            anyhow::anyhow!("{} {name:?} already exists", T::PLURAL)
+            anyhow::anyhow!("{} {name:?} already exists", plural_resource::<T>())
         }
         // The connection to the apiserver failed (not an Unavailable the server reports
         // about something else, such as a node agent for `logs`).

@@ -5,6 +5,7 @@ use super::ctx::{out, Ctx};
 use super::watch;
 use crate::api::Kind;
 use crate::cli::GetArgs;
+use crate::field_selector;
 use crate::output::{self, Format, Show, Table};
 use anyhow::{anyhow, Result};
 use kube_lite_client::WatchParams;
@@ -125,6 +126,13 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs, kind: Kind, many: Option<&mut bool
         }
     };
     let mut items = items;
+    let fields = match a.field_selector.as_deref() {
+        Some(fs) => field_selector::parse(T::KIND, fs).map_err(|e| anyhow!(e))?,
+        None => Vec::new(),
+    };
+    if !fields.is_empty() {
+        items.retain(|o| field_selector::matches(&fields, &o.to_json()));
+    }
     if T::KIND == Event::KIND {
         // kubectl sorts events by time (oldest first).
         items.sort_by_key(|e| e.meta().creation_timestamp);
@@ -186,7 +194,10 @@ async fn get<T: Show>(ctx: &Ctx, a: &GetArgs, kind: Kind, many: Option<&mut bool
         label_selector: selector,
         ..Default::default()
     };
-    let changes = watch::Changes::new(items, a.names.clone());
+    let mut changes = watch::Changes::new(items, a.names.clone());
+    if !fields.is_empty() {
+        changes = changes.with_filter(move |o: &T| field_selector::matches(&fields, &o.to_json()));
+    }
     let printer = watch::Printer::new(a.output, table, with_ns);
     watch::follow(ctx, params, revision, changes, printer).await?;
     Ok(true)

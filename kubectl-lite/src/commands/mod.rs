@@ -49,6 +49,7 @@ enum Plan {
     Rollout(RolloutCommand),
     Label(MetaArgs, bool),
     ImageLoad(ImageLoadArgs),
+    SetImage(SetImageArgs),
 }
 
 /// The binary's body: [`run`] on a current-thread runtime. Not async and not generic,
@@ -109,6 +110,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Plan::Expose(k, name, a)
         }
         Command::Rollout(r) => Plan::Rollout(r),
+        Command::Set(SetCommand::Image(a)) => Plan::SetImage(a),
         Command::Label(a) => Plan::Label(a, true),
         Command::Annotate(a) => Plan::Label(a, false),
         Command::Config(_) => unreachable!("handled above"),
@@ -136,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Plan::Rollout(r) => workloads::rollout(&ctx, &r).await,
         Plan::Label(a, labels) => workloads::label_or_annotate(&ctx, &a, labels).await,
         Plan::ImageLoad(a) => image::run(&ctx, a).await,
+        Plan::SetImage(a) => workloads::set_image(&ctx, &a).await,
     }
 }
 

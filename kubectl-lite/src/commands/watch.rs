@@ -21,11 +21,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tonic::Status;
 
+/// Which objects `get -w` prints (`--field-selector`).
+type Filter<T> = Box<dyn Fn(&T) -> bool + Send>;
+
 /// The objects `get -w` last printed or listed, and which of them it follows.
 pub struct Changes<T> {
     known: BTreeMap<ObjectRef, T>,
     /// Only these names (all when empty).
     names: Vec<String>,
+    /// Only objects this accepts (`--field-selector`), when set.
+    filter: Option<Filter<T>>,
 }
 
 impl<T: Api> Changes<T> {
@@ -34,11 +39,20 @@ impl<T: Api> Changes<T> {
         Changes {
             known: items.into_iter().map(|o| (o.object_ref(), o)).collect(),
             names,
+            filter: None,
         }
     }
 
+    /// Follows only the objects `f` accepts (a changed object that stops matching is not
+    /// printed, as Kubernetes' filtered watch would send it as deleted).
+    pub fn with_filter(mut self, f: impl Fn(&T) -> bool + Send + 'static) -> Self {
+        self.filter = Some(Box::new(f));
+        self
+    }
+
     fn wanted(&self, o: &T) -> bool {
-        self.names.is_empty() || self.names.iter().any(|n| n == o.name())
+        (self.names.is_empty() || self.names.iter().any(|n| n == o.name()))
+            && self.filter.as_ref().is_none_or(|f| f(o))
     }
 
     /// One watcher event → the objects to print, in order. A relist prints the objects

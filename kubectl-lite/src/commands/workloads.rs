@@ -7,7 +7,7 @@ use super::ctx::{out, Ctx};
 use crate::api::{display, Api, Kind};
 use crate::cli::{
     CreateConfigMapArgs, CreateDeploymentArgs, CreateNamespaceArgs, CreateSecretArgs, MetaArgs,
-    RolloutArgs, RolloutCommand, ScaleArgs,
+    RolloutArgs, RolloutCommand, ScaleArgs, SetImageArgs,
 };
 use anyhow::{anyhow, bail, Result};
 use futures::StreamExt;
@@ -518,6 +518,102 @@ async fn rollout_status(ctx: &Ctx, name: &str, watch: bool) -> Result<()> {
     }
 }
 
+// ---------- set image ----------
+
+/// `KIND/NAME C=IMAGE…` or `KIND NAME… C=IMAGE…` → (resource, names, (container, image)).
+/// (container, image) pairs of `set image`.
+pub type Images = Vec<(String, String)>;
+
+pub fn split_image_args(args: &[String]) -> Result<(String, Vec<String>, Images)> {
+    let (resource, names, changes) = split_meta_args(args)?;
+    let mut images = Vec::new();
+    for (c, image) in changes {
+        match image {
+            Some(i) if !i.is_empty() && !c.is_empty() => images.push((c, i)),
+            _ => bail!("{c:?}: expected CONTAINER=IMAGE"),
+        }
+    }
+    Ok((resource, names, images))
+}
+
+/// Sets the images of the named containers (`*` = all) in `spec`; an unknown container
+/// is an error naming it (as kubectl's `unable to find container named "x"`).
+pub fn set_images(spec: &mut PodSpec, images: &[(String, String)]) -> Result<bool> {
+    let mut changed = false;
+    for (name, image) in images {
+        let mut found = false;
+        for c in spec
+            .init_containers
+            .iter_mut()
+            .chain(spec.containers.iter_mut())
+        {
+            if name == "*" || c.name == *name {
+                found = true;
+                if c.image != *image {
+                    c.image = image.clone();
+                    changed = true;
+                }
+            }
+        }
+        if !found {
+            bail!("unable to find container named {name:?}");
+        }
+    }
+    Ok(changed)
+}
+
+/// `set image deployment/web web=IMAGE`: a new template, so a Deployment rolls out.
+pub async fn set_image(ctx: &Ctx, a: &SetImageArgs) -> Result<()> {
+    let (resource, names, images) = split_image_args(&a.args)?;
+    let (kind, names) = kind_names(&resource, &names)?;
+    for name in &names {
+        let changed = std::cell::Cell::new(false);
+        match kind {
+            Kind::Deployment => {
+                modify::<Deployment>(ctx, name, |d| {
+                    let spec = d
+                        .spec
+                        .get_or_insert_with(Default::default)
+                        .template
+                        .get_or_insert_with(Default::default)
+                        .spec
+                        .get_or_insert_with(Default::default);
+                    let c = set_images(spec, &images)?;
+                    changed.set(c);
+                    Ok(c)
+                })
+                .await?;
+            }
+            Kind::ReplicaSet => {
+                modify::<ReplicaSet>(ctx, name, |d| {
+                    let spec = d
+                        .spec
+                        .get_or_insert_with(Default::default)
+                        .template
+                        .get_or_insert_with(Default::default)
+                        .spec
+                        .get_or_insert_with(Default::default);
+                    let c = set_images(spec, &images)?;
+                    changed.set(c);
+                    Ok(c)
+                })
+                .await?;
+            }
+            other => bail!(
+                "set image: {} is not supported (deployments and replicasets are; a pod's \
+                 image cannot be changed in kube-lite)",
+                other.display()
+            ),
+        }
+        if changed.get() {
+            out(format_args!("{}/{name} image updated\n", kind.display()))?;
+        } else {
+            out(format_args!("{}/{name} unchanged\n", kind.display()))?;
+        }
+    }
+    Ok(())
+}
+
 // ---------- label / annotate ----------
 
 /// Label/annotation changes: (key, Some(value)) sets, (key, None) removes.
@@ -672,6 +768,39 @@ mod tests {
         );
         assert_eq!(c.ports[0].container_port, 8080);
         assert_eq!(d.metadata.unwrap().namespace, "dev");
+    }
+
+    #[test]
+    fn set_image_by_container_name_or_star() {
+        let (r, n, i) =
+            split_image_args(&["deployment/web".into(), "web=whoami:v2".into()]).unwrap();
+        assert_eq!((r.as_str(), n.len()), ("deployment/web", 0));
+        assert_eq!(i, vec![("web".to_string(), "whoami:v2".to_string())]);
+        assert!(split_image_args(&["deploy".into(), "web".into(), "c-".into()]).is_err());
+        let ctr = |n: &str| Container {
+            name: n.into(),
+            image: "old".into(),
+            ..Default::default()
+        };
+        let mut spec = PodSpec {
+            containers: vec![ctr("a"), ctr("b")],
+            ..Default::default()
+        };
+        assert!(set_images(&mut spec, &[("b".into(), "new".into())]).unwrap());
+        assert_eq!(
+            (
+                spec.containers[0].image.as_str(),
+                spec.containers[1].image.as_str()
+            ),
+            ("old", "new")
+        );
+        assert!(!set_images(&mut spec, &[("b".into(), "new".into())]).unwrap());
+        assert!(set_images(&mut spec, &[("*".into(), "x".into())]).unwrap());
+        assert!(spec.containers.iter().all(|c| c.image == "x"));
+        let e = set_images(&mut spec, &[("c".into(), "y".into())]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("unable to find container named \"c\""));
     }
 
     #[test]
