@@ -225,7 +225,7 @@ async fn run(
             let _ = ws
                 .send(Message::Binary(frame(ERROR, body.as_bytes()).into()))
                 .await;
-            let _ = ws.send(Message::Close(None)).await;
+            let _ = ws.send(normal_close()).await;
             return;
         }
     };
@@ -255,28 +255,48 @@ async fn run(
                 Some(Ok(_)) => {}
             },
             out = stream.output.recv() => {
-                let (ch, data, done) = match out {
-                    Some(Ok(r)) => match r.exit {
-                        Some(exit) => (ERROR, exit_status(&exit, &command).to_string().into_bytes(), true),
-                        None if !r.stderr.is_empty() => (STDERR, r.stderr, false),
-                        None => (STDOUT, r.stdout, false),
-                    },
+                let mut frames: Vec<(u8, Vec<u8>)> = Vec::new();
+                let mut done = true;
+                match out {
+                    Some(Ok(r)) => {
+                        if !r.stdout.is_empty() {
+                            frames.push((STDOUT, r.stdout));
+                        }
+                        if !r.stderr.is_empty() {
+                            frames.push((STDERR, r.stderr));
+                        }
+                        match r.exit {
+                            Some(exit) => frames.push((ERROR, exit_status(&exit, &command).to_string().into_bytes())),
+                            None => done = false,
+                        }
+                    }
                     Some(Err(st)) => {
                         let f = status::from_grpc(&st, &status::About::default());
-                        (ERROR, f.body.to_string().into_bytes(), true)
+                        frames.push((ERROR, f.body.to_string().into_bytes()));
                     }
-                    None => (ERROR, failure_status(500, "InternalError", "the exec stream ended without an exit").to_string().into_bytes(), true),
-                };
-                if (!data.is_empty() || done) && ws.send(Message::Binary(frame(ch, &data).into())).await.is_err() {
-                    return;
+                    None => frames.push((ERROR, failure_status(500, "InternalError", "the exec stream ended without an exit").to_string().into_bytes())),
+                }
+                for (ch, data) in frames {
+                    if ws.send(Message::Binary(frame(ch, &data).into())).await.is_err() {
+                        return;
+                    }
                 }
                 if done {
-                    let _ = ws.send(Message::Close(None)).await;
+                    let _ = ws.send(normal_close()).await;
                     return;
                 }
             }
         }
     }
+}
+
+/// A close frame with code 1000: client-go's readers take it as the end of every
+/// stream (any other code, or none, is an error: "close 1005 (no status)").
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }))
 }
 
 #[cfg(test)]
