@@ -18,6 +18,7 @@ pub mod exec;
 mod object_ref;
 pub mod quantity;
 mod resource;
+pub mod security;
 pub mod size;
 pub mod time;
 pub mod workloads;
