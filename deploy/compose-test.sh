@@ -306,7 +306,7 @@ ok "4 requests to $SVC_IP:$SVC_PORT answered by 4 different pods: $ANSWERED_BY"
 # ---------- 2b. LoadBalancer from the host (issue 12) ----------
 LB_PORT=8081
 kl expose service whoami --name whoami-lb --type LoadBalancer --port "$LB_PORT" >/dev/null
-NODE_ADDRS=$(kl get nodes -o json | jq -r '[.items[].spec.address] | sort | join(" ")')
+NODE_ADDRS=$(kl get nodes -o json | jq -r '[.items[].status.addresses[]? | select(.type == "InternalIP") | .address] | sort | join(" ")')
 lb_ingress() { kl get service "$1" -o json | jq -r '[.status.loadBalancer.ingress[]?.ip] | sort | join(" ")'; }
 lb_ready() { [[ "$(lb_ingress whoami-lb)" == "$NODE_ADDRS" ]]; }
 wait_for 30 "whoami-lb ingress = the nodes' addresses ($NODE_ADDRS)" lb_ready

@@ -324,25 +324,23 @@ async fn replica_set_scales_replaces_adopts_releases_and_survives_a_lost_node() 
     })
     .await;
     for p in &after {
-        let out = c.exec_in_node(
-            1,
-            &[
-                busybox(),
-                "timeout",
-                "5",
-                busybox(),
-                "wget",
-                "-qO-",
-                &format!("http://{}:8080/", p.status.as_ref().unwrap().pod_ip),
-            ],
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout)
+        // Ready is the agent's word; the first request may still race the pod's
+        // routes on a loaded machine, so ask until it answers (bounded by eventually).
+        let url = format!("http://{}:8080/", p.status.as_ref().unwrap().pod_ip);
+        let want = format!("HOSTNAME:{}", m(p).name);
+        eventually("the pod on node1 serves", || {
+            let out = c.exec_in_node(
+                1,
+                &[busybox(), "timeout", "5", busybox(), "wget", "-qO-", &url],
+            );
+            let first = String::from_utf8_lossy(&out.stdout)
                 .split_whitespace()
-                .next(),
-            Some(format!("HOSTNAME:{}", m(p).name).as_str()),
-            "the pod on node1 serves"
-        );
+                .next()
+                .map(str::to_string);
+            let ok = first.as_deref() == Some(want.as_str());
+            async move { ok.then_some(()) }
+        })
+        .await;
     }
     eventually("rs status 3 ready", || async {
         let st = get_rs(&c, "rs").await.status.unwrap_or_default();

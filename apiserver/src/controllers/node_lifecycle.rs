@@ -143,8 +143,16 @@ impl Lifecycle {
             .filter(|&&t| now - t > self.p.grace_ms)
             .count();
         let mode = Mode::of(silent, total, self.p.unhealthy_threshold);
-        if self.mode == Mode::FullDisruption && mode != Mode::FullDisruption {
-            // Out of full disruption: everyone gets a fresh grace period.
+        let eased = matches!(
+            (self.mode, mode),
+            (Mode::FullDisruption, Mode::PartialDisruption | Mode::Normal)
+                | (Mode::PartialDisruption, Mode::Normal)
+        );
+        if eased {
+            // Out of full disruption (as Kubernetes) or back to normal from a partial
+            // one (kube-lite's choice: the nodes that come back are not all heard in
+            // the same instant, and the last ones must not be evicted for a silence
+            // the disruption explained): everyone gets a fresh grace period.
             for t in self.heard.values_mut() {
                 *t = (*t).max(now);
             }
