@@ -263,6 +263,21 @@ impl ContainerdRuntime {
         let id = container_id(&s.pod_uid, &s.container);
         // A previous instance's leftovers (normally removed when it exited).
         self.remove(&id).await;
+        // The pod's resolv.conf (dnsPolicy), as the process runtime bind-mounts it.
+        let resolv = match &s.resolv_conf {
+            Some(text) => {
+                let dir = self.state.pod_dir(&s.pod_uid);
+                let p = dir.join("resolv.conf");
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| kube_lite_net::write_atomic(&p, text.as_bytes()))
+                    .map_err(|e| RuntimeError::Start {
+                        container: s.container.clone(),
+                        source: e,
+                    })?;
+                Some(p)
+            }
+            None => None,
+        };
         let spec = spec::build(&SpecInput {
             image: &img.config,
             command: &s.command,
@@ -271,6 +286,7 @@ impl ContainerdRuntime {
             hostname: &s.hostname,
             netns_path: s.netns_path.as_deref(),
             cgroups_path: format!("/{}/{id}", self.c.namespace),
+            resolv_conf: resolv.as_deref(),
         })
         .map_err(|m| RuntimeError::Image {
             reason: reason::START_ERROR.into(),

@@ -19,6 +19,8 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     pub netns_path: Option<&'a Path>,
     pub cgroups_path: String,
+    /// The pod's resolv.conf (its dnsPolicy), bind-mounted read-only on /etc/resolv.conf.
+    pub resolv_conf: Option<&'a Path>,
 }
 
 /// The program and its arguments (Kubernetes' command/args over Entrypoint/Cmd).
@@ -116,6 +118,19 @@ pub fn build(i: &SpecInput) -> Result<Value, String> {
         None => namespaces.push(json!({"type": "network"})),
     }
     let caps = DEFAULT_CAPS;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+    ];
+    if let Some(p) = i.resolv_conf {
+        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind",
+            "source": p.display().to_string(), "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
+    }
     Ok(json!({
         "ociVersion": "1.0.2-dev",
         "process": {
@@ -130,15 +145,7 @@ pub fn build(i: &SpecInput) -> Result<Value, String> {
         },
         "root": {"path": "rootfs", "readonly": false},
         "hostname": i.hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}
-        ],
+        "mounts": mounts,
         "linux": {
             "cgroupsPath": i.cgroups_path,
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
@@ -209,6 +216,7 @@ mod tests {
             hostname: "web",
             netns_path: Some(ns),
             cgroups_path: "/kube-lite-ab/c1".into(),
+            resolv_conf: Some(Path::new("/state/pods/u/resolv.conf")),
             command: &[],
             args: &[],
             env: &[],
@@ -217,6 +225,10 @@ mod tests {
         assert_eq!(v["process"]["cwd"], "/app");
         assert_eq!(v["process"]["args"][0], "/bin/sh");
         assert_eq!(v["hostname"], "web");
+        let mounts = v["mounts"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/resolv.conf"
+            && m["source"] == "/state/pods/u/resolv.conf"
+            && m["options"][1] == "ro"));
         assert_eq!(v["root"]["path"], "rootfs");
         let nss = v["linux"]["namespaces"].as_array().unwrap();
         assert!(nss
