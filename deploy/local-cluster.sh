@@ -64,11 +64,14 @@ start_containerd() {
   say "starting containerd (socket $CTRD_DIR/c.sock, namespace $(cat "$CTRD_DIR/namespace"))"
   nohup containerd --config "$CTRD_DIR/config.toml" --log-level warn \
     >>"$CTRD_DIR/containerd.log" 2>&1 </dev/null &
-  echo $! >"$KL_HOME/pids/containerd.pid"
+  local pid=$!
+  echo "$pid" >"$KL_HOME/pids/containerd.pid"
   local t
   for t in $(seq 1 150); do
     [ -S "$CTRD_DIR/c.sock" ] && return 0
-    pid_alive "$KL_HOME/pids/containerd.pid" containerd ||
+    # kill -0, not pid_alive: until nohup has exec'd, the child's command line is still
+    # this script's, which a loaded machine shows (it said "containerd exited").
+    kill -0 "$pid" 2>/dev/null ||
       die "containerd exited; see $CTRD_DIR/containerd.log:
 $(tail -n 20 "$CTRD_DIR/containerd.log")"
     sleep 0.2
