@@ -305,17 +305,25 @@ ok "4 requests to $SVC_IP:$SVC_PORT answered by 4 different pods: $ANSWERED_BY"
 
 # ---------- 2b. LoadBalancer from the host (issue 12) ----------
 LB_PORT=8081
-kl expose service whoami --name whoami-lb --type LoadBalancer --port "$LB_PORT" >/dev/null
+kl expose service whoami --name whoami-lb --type LoadBalancer --port "$LB_PORT" --target-port 8080 >/dev/null
 NODE_ADDRS=$(kl get nodes -o json | jq -r '[.items[].status.addresses[]? | select(.type == "InternalIP") | .address] | sort | join(" ")')
 lb_ingress() { kl get service "$1" -o json | jq -r '[.status.loadBalancer.ingress[]?.ip] | sort | join(" ")'; }
 lb_ready() { [[ "$(lb_ingress whoami-lb)" == "$NODE_ADDRS" ]]; }
 wait_for 30 "whoami-lb ingress = the nodes' addresses ($NODE_ADDRS)" lb_ready
 [[ "$(kl get service whoami-lb | awk 'NR == 2 {print $4}')" == "$(tr ' ' ',' <<<"$NODE_ADDRS")" ]] ||
     die "EXTERNAL-IP of whoami-lb: $(kl get service whoami-lb)"
-# Reaching the ingress addresses from the host is not checked here yet: with the nodes'
-# nft backend the host's requests to <node container address>:$LB_PORT time out
-# (issue 12 stays open for it); the underlay case is nodeagent/tests/services_ext.rs.
-ok "LoadBalancer whoami-lb: ingress $NODE_ADDRS (EXTERNAL-IP as kubectl shows it)"
+host_get() { # URL → the body, from the host (the machine running docker)
+    if command -v curl >/dev/null; then curl -fsS --max-time 5 "$1"; else wget -qO- -T 5 "$1"; fi
+}
+lb_from_host() { host_get "http://$1:$LB_PORT/" >/dev/null 2>&1; }
+for a in $NODE_ADDRS; do
+    wait_for 30 "the host reaching $a:$LB_PORT" lb_from_host "$a"
+    hosts=$(for i in 1 2 3 4 5 6 7 8; do host_get "http://$a:$LB_PORT/" || echo REQUEST-FAILED; done)
+    grep -q REQUEST-FAILED <<<"$hosts" && die "a request from the host to $a:$LB_PORT failed:"$'\n'"$hosts"
+    distinct=$(grep -o '^HOSTNAME:[^ ]*' <<<"$hosts" | sort -u | wc -l)
+    ((distinct == 4)) || die "8 requests from the host to $a:$LB_PORT reached $distinct pods, expected 4:"$'\n'"$hosts"
+    ok "LoadBalancer $a:$LB_PORT from the host: 8 requests, 4 different pods"
+done
 kl create service loadbalancer whoami-lb2 --tcp="$LB_PORT:8080" >/dev/null
 lb2_clash() {
     [[ "$(kl get service whoami-lb2 -o json | jq -r '.status.conditions[]? | select(.type == "LoadBalancerPortsAllocated") | .reason')" == PortInUse ]]
