@@ -114,9 +114,19 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let server = TestApiServer::start().await;
+    let server = TestApiServer::start_insecure().await;
     let addr = server.addr;
     println!("rest bench: {n} pods, {CLIENTS} clients");
+    // Namespaces are objects (issue 11): the bench's own, created first.
+    {
+        let mut c = connect(addr).await;
+        for ns in ["list", "grpc", "w"] {
+            let body =
+                format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}}}}"#);
+            let (code, body) = request(&mut c, "POST", "/api/v1/namespaces", Some(body)).await;
+            assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+        }
+    }
 
     // Creates/s through REST at 64 clients (n pods in namespace "list").
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
