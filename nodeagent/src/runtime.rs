@@ -3,7 +3,6 @@
 //! `shim → init (PID 1 of its own PID namespace) → program`, see [`crate::init`].
 
 use crate::init::{InitArgs, Stage};
-use crate::logfile::rotated_path;
 use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use futures::future::BoxFuture;
 use kube_lite_core::consts::reason;
@@ -275,15 +274,8 @@ impl Runtime for ProcessRuntime {
         let dir = self.state.pod_dir(&spec.pod_uid);
         std::fs::create_dir_all(&dir).map_err(err)?;
         let log = self.state.log_path(&spec.pod_uid, &spec.container);
-        if log.exists() {
-            // The previous instance's log (both parts) becomes `.log.1` (+ rotated).
-            let prev = self.state.previous_log_path(&spec.pod_uid, &spec.container);
-            let _ = std::fs::rename(&log, &prev);
-            let (rot, prev_rot) = (rotated_path(&log), rotated_path(&prev));
-            if std::fs::rename(&rot, &prev_rot).is_err() {
-                let _ = std::fs::remove_file(&prev_rot);
-            }
-        }
+        self.state
+            .rotate_previous_log(&spec.pod_uid, &spec.container);
         let exit_file = self.state.exit_path(&spec.pod_uid, &spec.container);
         let _ = std::fs::remove_file(&exit_file);
         let out = std::fs::OpenOptions::new()
@@ -306,11 +298,11 @@ impl Runtime for ProcessRuntime {
             .cgroup_for(spec)
             .map_err(|m| err(std::io::Error::other(m)))?;
         let resolv = match &spec.resolv_conf {
-            Some(text) => {
-                let p = dir.join("resolv.conf");
-                kube_lite_net::write_atomic(&p, text.as_bytes()).map_err(err)?;
-                Some(p)
-            }
+            Some(text) => Some(
+                self.state
+                    .write_resolv_conf(&spec.pod_uid, text)
+                    .map_err(err)?,
+            ),
             None => None,
         };
         let mounts = if spec.mounts.is_empty() {

@@ -106,6 +106,33 @@ impl StateDir {
             .join(format!("{}.exit", sanitize(container)))
     }
 
+    /// Before a container's new instance: its previous log (both parts) becomes
+    /// `.log.1` (+ rotated), for `logs --previous`. Both runtimes call it.
+    pub fn rotate_previous_log(&self, uid: &str, container: &str) {
+        let log = self.log_path(uid, container);
+        if log.exists() {
+            let prev = self.previous_log_path(uid, container);
+            let _ = std::fs::rename(&log, &prev);
+            let (rot, prev_rot) = (
+                crate::logfile::rotated_path(&log),
+                crate::logfile::rotated_path(&prev),
+            );
+            if std::fs::rename(&rot, &prev_rot).is_err() {
+                let _ = std::fs::remove_file(&prev_rot);
+            }
+        }
+    }
+
+    /// Writes the pod's resolv.conf (its dnsPolicy) into its directory and returns the
+    /// path both runtimes bind-mount on the container's /etc/resolv.conf.
+    pub fn write_resolv_conf(&self, uid: &str, text: &str) -> std::io::Result<PathBuf> {
+        let dir = self.pod_dir(uid);
+        std::fs::create_dir_all(&dir)?;
+        let p = dir.join("resolv.conf");
+        write_atomic(&p, text.as_bytes())?;
+        Ok(p)
+    }
+
     pub fn save(&self, rec: &PodRecord) -> std::io::Result<()> {
         let dir = self.pod_dir(&rec.uid);
         std::fs::create_dir_all(&dir)?;

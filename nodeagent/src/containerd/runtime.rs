@@ -16,7 +16,6 @@ use super::client::{Ctrd, SNAPSHOTTER};
 use super::images::{self, ImageInfo, LookupError};
 use super::names;
 use super::spec::{self, SpecInput};
-use crate::logfile::rotated_path;
 use crate::runtime::{ContainerSpec, Handle, Instance, Runtime, RuntimeError};
 use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use containerd_client::services::v1::{
@@ -264,20 +263,16 @@ impl ContainerdRuntime {
         // A previous instance's leftovers (normally removed when it exited).
         self.remove(&id).await;
         // The pod's resolv.conf (dnsPolicy), as the process runtime bind-mounts it.
-        let resolv = match &s.resolv_conf {
-            Some(text) => {
-                let dir = self.state.pod_dir(&s.pod_uid);
-                let p = dir.join("resolv.conf");
-                std::fs::create_dir_all(&dir)
-                    .and_then(|()| kube_lite_net::write_atomic(&p, text.as_bytes()))
-                    .map_err(|e| RuntimeError::Start {
+        let resolv =
+            match &s.resolv_conf {
+                Some(text) => Some(self.state.write_resolv_conf(&s.pod_uid, text).map_err(
+                    |e| RuntimeError::Start {
                         container: s.container.clone(),
                         source: e,
-                    })?;
-                Some(p)
-            }
-            None => None,
-        };
+                    },
+                )?),
+                None => None,
+            };
         let spec = spec::build(&SpecInput {
             image: &img.config,
             command: &s.command,
@@ -299,13 +294,7 @@ impl ContainerdRuntime {
             source: e,
         })?;
         let log = self.state.log_path(&s.pod_uid, &s.container);
-        if log.exists() {
-            let prev = self.state.previous_log_path(&s.pod_uid, &s.container);
-            let _ = std::fs::rename(&log, &prev);
-            if std::fs::rename(rotated_path(&log), rotated_path(&prev)).is_err() {
-                let _ = std::fs::remove_file(rotated_path(&prev));
-            }
-        }
+        self.state.rotate_previous_log(&s.pod_uid, &s.container);
         let _ = std::fs::remove_file(self.state.exit_path(&s.pod_uid, &s.container));
         let _ = std::fs::OpenOptions::new()
             .create(true)
