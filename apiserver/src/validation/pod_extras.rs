@@ -111,29 +111,7 @@ pub fn check_env_source(f: &str, e: &kube_lite_proto::v1::EnvVar) -> R {
             }
         }
         (None, Some(rr)) if sources.iter().filter(|b| **b).count() == 1 => {
-            let known = [
-                "limits.cpu",
-                "limits.memory",
-                "requests.cpu",
-                "requests.memory",
-            ];
-            if !known.contains(&rr.resource.as_str()) {
-                return Err(ApiError::invalid(
-                    format!("{f}.value_from.resource_field_ref.resource"),
-                    format!("{} is not supported (limits.cpu, limits.memory, requests.cpu, requests.memory)", quote(&rr.resource)),
-                ));
-            }
-            if !rr.divisor.is_empty() {
-                match parse_quantity(&rr.divisor) {
-                    Ok(q) if !q.is_zero() => {}
-                    _ => {
-                        return Err(ApiError::invalid(
-                            format!("{f}.value_from.resource_field_ref.divisor"),
-                            format!("{} must be a positive quantity", quote(&rr.divisor)),
-                        ))
-                    }
-                }
-            }
+            check_resource_field_ref(&format!("{f}.value_from.resource_field_ref"), rr)?;
         }
         _ => {
             return Err(ApiError::invalid(
@@ -292,6 +270,40 @@ fn check_host(field: &str, h: &str) -> R {
             field,
             format!("{} must be empty (the pod IP) or an IPv4 address", quote(h)),
         ));
+    }
+    Ok(())
+}
+
+/// A `resourceFieldRef` (env valueFrom and downwardAPI volume items); `f` is its path.
+pub(super) fn check_resource_field_ref(
+    f: &str,
+    rr: &kube_lite_proto::v1::ResourceFieldSelector,
+) -> R {
+    let known = [
+        "limits.cpu",
+        "limits.memory",
+        "requests.cpu",
+        "requests.memory",
+    ];
+    if !known.contains(&rr.resource.as_str()) {
+        return Err(ApiError::invalid(
+            format!("{f}.resource"),
+            format!(
+                "{} is not supported (limits.cpu, limits.memory, requests.cpu, requests.memory)",
+                quote(&rr.resource)
+            ),
+        ));
+    }
+    if !rr.divisor.is_empty() {
+        match parse_quantity(&rr.divisor) {
+            Ok(q) if !q.is_zero() => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("{f}.divisor"),
+                    format!("{} must be a positive quantity", quote(&rr.divisor)),
+                ))
+            }
+        }
     }
     Ok(())
 }

@@ -276,30 +276,10 @@ fn check_volume(f: &str, v: &Volume) -> R {
                     }
                 }
                 (None, Some(rr)) => {
-                    if ![
-                        "limits.cpu",
-                        "limits.memory",
-                        "requests.cpu",
-                        "requests.memory",
-                    ]
-                    .contains(&rr.resource.as_str())
-                    {
-                        return Err(ApiError::invalid(
-                            format!("{fi}.resource_field_ref.resource"),
-                            format!("{} is not supported (limits.cpu, limits.memory, requests.cpu, requests.memory)", quote(&rr.resource)),
-                        ));
-                    }
-                    if !rr.divisor.is_empty() {
-                        match parse_quantity(&rr.divisor) {
-                            Ok(q) if !q.is_zero() => {}
-                            _ => {
-                                return Err(ApiError::invalid(
-                                    format!("{fi}.resource_field_ref.divisor"),
-                                    format!("{} must be a positive quantity", quote(&rr.divisor)),
-                                ))
-                            }
-                        }
-                    }
+                    super::pod_extras::check_resource_field_ref(
+                        &format!("{fi}.resource_field_ref"),
+                        rr,
+                    )?;
                 }
                 _ => {
                     return Err(ApiError::invalid(
