@@ -536,6 +536,13 @@ pub fn split_image_args(args: &[String]) -> Result<(String, Vec<String>, Images)
     Ok((resource, names, images))
 }
 
+/// The pod spec of a workload's template, created empty where missing.
+fn template_pod_spec(t: &mut Option<PodTemplateSpec>) -> &mut PodSpec {
+    t.get_or_insert_with(Default::default)
+        .spec
+        .get_or_insert_with(Default::default)
+}
+
 /// Sets the images of the named containers (`*` = all) in `spec`; an unknown container
 /// is an error naming it (as kubectl's `unable to find container named "x"`).
 pub fn set_images(spec: &mut PodSpec, images: &[(String, String)]) -> Result<bool> {
@@ -571,14 +578,8 @@ pub async fn set_image(ctx: &Ctx, a: &SetImageArgs) -> Result<()> {
         match kind {
             Kind::Deployment => {
                 modify::<Deployment>(ctx, name, |d| {
-                    let spec = d
-                        .spec
-                        .get_or_insert_with(Default::default)
-                        .template
-                        .get_or_insert_with(Default::default)
-                        .spec
-                        .get_or_insert_with(Default::default);
-                    let c = set_images(spec, &images)?;
+                    let t = &mut d.spec.get_or_insert_with(Default::default).template;
+                    let c = set_images(template_pod_spec(t), &images)?;
                     changed.set(c);
                     Ok(c)
                 })
@@ -586,14 +587,8 @@ pub async fn set_image(ctx: &Ctx, a: &SetImageArgs) -> Result<()> {
             }
             Kind::ReplicaSet => {
                 modify::<ReplicaSet>(ctx, name, |d| {
-                    let spec = d
-                        .spec
-                        .get_or_insert_with(Default::default)
-                        .template
-                        .get_or_insert_with(Default::default)
-                        .spec
-                        .get_or_insert_with(Default::default);
-                    let c = set_images(spec, &images)?;
+                    let t = &mut d.spec.get_or_insert_with(Default::default).template;
+                    let c = set_images(template_pod_spec(t), &images)?;
                     changed.set(c);
                     Ok(c)
                 })
