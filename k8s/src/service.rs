@@ -179,26 +179,7 @@ impl K8sKind for Service {
 
     fn cells(&self, now_ms: i64) -> Vec<Value> {
         let s = self.spec.clone().unwrap_or_default();
-        let ports = if s.ports.is_empty() {
-            "<none>".to_string()
-        } else {
-            s.ports
-                .iter()
-                .map(|p| {
-                    let proto = if p.protocol.is_empty() {
-                        protocol::TCP
-                    } else {
-                        &p.protocol
-                    };
-                    if p.node_port != 0 {
-                        format!("{}:{}/{proto}", p.port, p.node_port)
-                    } else {
-                        format!("{}/{proto}", p.port)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let ports = ports_text(self);
         let mut sel: Vec<String> = s.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         sel.sort();
         let sel = if sel.is_empty() {
@@ -303,6 +284,30 @@ fn status_from_k8s(st: corev1::ServiceStatus) -> ServiceStatus {
             .collect(),
         ..Default::default()
     }
+}
+
+/// kubectl's PORT(S) column: `80/TCP,53/UDP`, `80:31234/TCP` with a node port,
+/// `<none>` without ports.
+pub fn ports_text(svc: &Service) -> String {
+    let Some(spec) = svc.spec.as_ref().filter(|s| !s.ports.is_empty()) else {
+        return "<none>".into();
+    };
+    spec.ports
+        .iter()
+        .map(|p| {
+            let proto = if p.protocol.is_empty() {
+                protocol::TCP
+            } else {
+                &p.protocol
+            };
+            if p.node_port != 0 {
+                format!("{}:{}/{proto}", p.port, p.node_port)
+            } else {
+                format!("{}/{proto}", p.port)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

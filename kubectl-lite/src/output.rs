@@ -7,9 +7,7 @@ pub use pod_extras::describe_lines as container_describe_lines;
 
 use crate::api::Api;
 use crate::util::{age, format_map};
-use kube_lite_core::consts::{
-    condition, condition_status, container_state, phase, protocol, service_type,
-};
+use kube_lite_core::consts::{condition, condition_status, container_state, phase, service_type};
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::{Endpoints, Node, Pod, Service};
 use serde_json::{json, Value};
@@ -203,28 +201,9 @@ impl Show for Pod {
     }
 }
 
-/// `80/TCP,53/UDP`, `<none>` without ports.
+/// `80/TCP,53/UDP`, `80:31234/TCP`, `<none>` without ports (the REST face's column).
 pub fn service_ports_text(svc: &Service) -> String {
-    let spec = svc.spec.clone().unwrap_or_default();
-    if spec.ports.is_empty() {
-        return "<none>".into();
-    }
-    spec.ports
-        .iter()
-        .map(|p| {
-            let proto = if p.protocol.is_empty() {
-                protocol::TCP
-            } else {
-                &p.protocol
-            };
-            if p.node_port != 0 {
-                format!("{}:{}/{proto}", p.port, p.node_port)
-            } else {
-                format!("{}/{proto}", p.port)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    kube_lite_k8s::service::ports_text(svc)
 }
 
 /// kubectl's EXTERNAL-IP: a LoadBalancer's ingress IPs, `<pending>` while it has none,
