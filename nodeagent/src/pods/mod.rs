@@ -716,6 +716,7 @@ impl PodWorker {
                 uid: &self.uid,
             },
             &spec.name,
+            self.node.runtime.uses_images(),
         ) {
             Ok(s) => s,
             Err(m) => {

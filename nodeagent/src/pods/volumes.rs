@@ -16,6 +16,8 @@
 //!
 //! The process runtime shares the node's root filesystem: a mount point that does not
 //! exist is created on the node and recorded, and removed (when empty) with the pod.
+//! (An image runtime binds the same sources and runc makes the mount points in the
+//! container's own root filesystem.)
 //! Everything under the pod's volume directory goes with the pod (tmpfs unmounted
 //! first). What to write is computed by pure functions ([`files_of`], [`plan_mounts`]).
 
@@ -616,7 +618,10 @@ impl super::PodWorker {
             .get()
             .ok_or("this node agent has no volume directory")?;
         let mounts = plan_mounts(root, &self.m.pod, c)?;
-        make_mount_points(root, &self.uid, &mounts)?;
+        // An image runtime makes them in the container's own root filesystem.
+        if !self.node.runtime.uses_images() {
+            make_mount_points(root, &self.uid, &mounts)?;
+        }
         Ok(mounts)
     }
 }
