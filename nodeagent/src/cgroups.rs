@@ -24,8 +24,8 @@
 //! the same container cgroup as its `cgroupsPath` ([`Cgroups::oci_path`]): the agent
 //! makes the pod's and the container's cgroups with their limits, runc places the task
 //! in the container's and removes that when the task is deleted. runc also makes the
-//! path in the other v1 hierarchies (pids, devices, …): those directories are removed
-//! with the pod too.
+//! path in the other v1 hierarchies (pids, devices, …, and the v2 one of a hybrid
+//! host): those directories are removed with the pod too.
 
 use std::path::{Path, PathBuf};
 
@@ -173,10 +173,12 @@ pub fn oci_path(common: Option<&str>, name: &str, uid: &str, container: &str) ->
 }
 
 /// The v1 controller whose own path names hierarchy directory `dir` of /sys/fs/cgroup
-/// (`systemd` is the named `name=systemd` one; `cpu,cpuacct` goes by its first).
+/// (`systemd` is the named `name=systemd` one; `cpu,cpuacct` goes by its first;
+/// `unified`, the v2 hierarchy of a hybrid host, by the `0::` line: "").
 pub fn v1_controller(dir: &str) -> String {
     match dir {
         "systemd" => "name=systemd".into(),
+        "unified" => String::new(),
         d => d.split(',').next().unwrap_or(d).to_string(),
     }
 }
@@ -247,7 +249,7 @@ impl Cgroups {
             let mut others = Vec::new();
             for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
                 let dir = e.file_name().to_string_lossy().to_string();
-                if ["memory", "cpu", "unified"].contains(&dir.as_str())
+                if ["memory", "cpu"].contains(&dir.as_str())
                     || !e.file_type().is_ok_and(|t| t.is_dir())
                 {
                     continue;
@@ -517,5 +519,6 @@ mod tests {
         assert_eq!(v1_controller("systemd"), "name=systemd");
         assert_eq!(v1_controller("cpu,cpuacct"), "cpu");
         assert_eq!(v1_controller("pids"), "pids");
+        assert_eq!(v1_controller("unified"), "");
     }
 }
