@@ -19,6 +19,10 @@
 //!   `privileged: true`) the process keeps what the agent has (kube-lite's behaviour
 //!   before securityContext). Only the bounding set is cut: root gets exactly it at exec,
 //!   a non-root user gets no capabilities (no ambient ones, as containerd).
+//! - An image runtime (containerd) carries the same result in the OCI spec; there, no
+//!   `capabilities` means containerd's default set, `privileged: true` every capability
+//!   the agent has with /proc and /sys unmasked (host devices are not added), and runAsNonRoot without
+//!   runAsUser is checked against the image's USER.
 //! - readOnlyRootFilesystem: the mount of `/` in the container's mount namespace is
 //!   remounted read-only; other mounts (/proc, /dev, volumes, the pod's state) stay
 //!   writable, as with an OCI runtime's read-only rootfs.
@@ -77,6 +81,11 @@ pub struct ProcessSecurity {
     /// kubelet's `(pod: …, container: …)` text for its message). Never encoded (the
     /// process runtime has no image user and checks in [`resolve`]).
     pub non_root_check: Option<String>,
+    /// `privileged: true` for an image runtime: every capability the agent has
+    /// ([`bounding_set`], given by the runtime), /proc and /sys unmasked, as containerd
+    /// does. Never encoded (the process runtime keeps the agent's capabilities for it:
+    /// `caps` None).
+    pub privileged: bool,
 }
 
 impl ProcessSecurity {
@@ -134,6 +143,13 @@ impl ProcessSecurity {
         }
         Ok(p)
     }
+}
+
+/// The bounding set (`CapBnd:`) of a `/proc/PID/status` text: what a process started
+/// by that one can have at most (privileged containers get it).
+pub fn bounding_set(status: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(v.trim(), 16).ok()
 }
 
 /// Who the pod is, for the kubelet's messages: `web_default(<uid>)`.
@@ -226,6 +242,7 @@ pub fn resolve(
         }
         if privileged && image_runtime {
             p.caps = Some((1u64 << CAPS.len()) - 1);
+            p.privileged = true;
         }
         p.no_new_privs = s.allow_privilege_escalation == Some(false);
         p.read_only_root = s.read_only_root_filesystem == Some(true);
@@ -387,6 +404,11 @@ mod tests {
             "an image runtime: all of them"
         );
         assert_eq!(cap_number("cap_net_raw"), Some(13));
+        assert_eq!(
+            bounding_set("Name:\tx\nCapEff:\t0\nCapBnd:\t000001fffeffffff\n"),
+            Some(0x1fffeffffff)
+        );
+        assert_eq!(bounding_set("Name:\tx\n"), None);
         assert_eq!(cap_number("NOPE"), None);
     }
 
@@ -400,6 +422,7 @@ mod tests {
             no_new_privs: true,
             read_only_root: true,
             non_root_check: None,
+            privileged: false,
         };
         assert_eq!(p.encode(), "uid=1000;gid=0;groups=1,2;caps=0x2000;nnp;ro");
         assert_eq!(ProcessSecurity::decode(&p.encode()).unwrap(), p);

@@ -6,7 +6,7 @@
 //! a container over its memory limit ends OOMKilled with 137, scheduling is unchanged;
 //! configMap / emptyDir / hostPath / subPath volumes (an update reaches the file, the
 //! emptyDir is shared, fsGroup owns it); runAsUser/runAsGroup/supplementalGroups,
-//! capabilities drop ALL (no raw socket), allowPrivilegeEscalation: false,
+//! capabilities drop ALL (no raw socket), privileged (all), allowPrivilegeEscalation: false,
 //! readOnlyRootFilesystem, runAsNonRoot against the image's (root) user; cgroups,
 //! mounts and containerd objects gone with the pods. Root, containerd and runc only.
 
@@ -529,7 +529,12 @@ async fn image_pods_get_their_volumes_and_security_context() {
         allow_privilege_escalation: Some(false),
         ..Default::default()
     });
-    let mut sec = pod("sec", &n0, vec![user, plain, nocaps], "Never");
+    let mut privileged = sh("privileged", "grep CapEff /proc/self/status");
+    privileged.security_context = Some(SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+    let mut sec = pod("sec", &n0, vec![user, plain, nocaps, privileged], "Never");
     sec.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
         supplemental_groups: vec![5],
         ..Default::default()
@@ -555,6 +560,16 @@ async fn image_pods_get_their_volumes_and_security_context() {
     assert!(l.contains("Read-only file system"), "{l}");
     assert!(l.contains("touch=1\n"), "{l}");
     assert!(l.contains("NoNewPrivs:\t1\n"), "{l}");
+    // privileged: every capability this node has (the agent's bounding set).
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = host
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let l = logs(&c, "sec", "privileged").await;
+    assert_eq!(l, format!("CapEff:\t{bnd}\n"), "privileged");
 
     // runAsNonRoot against the image's USER (busybox runs as root): refused with the
     // kubelet's message, the container never created.

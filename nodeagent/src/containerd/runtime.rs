@@ -317,6 +317,12 @@ impl ContainerdRuntime {
         // A previous instance's leftovers (normally removed when it exited).
         self.remove(&id).await;
         let (cgroups_path, own_cgroup) = self.cgroup_for(s, &id)?;
+        // privileged: every capability the agent has (more cannot be given).
+        let mut security = s.security.clone();
+        if security.privileged {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            security.caps = crate::security::bounding_set(&status).or(security.caps);
+        }
         // The pod's resolv.conf (dnsPolicy), as the process runtime bind-mounts it.
         let resolv =
             match &s.resolv_conf {
@@ -339,7 +345,7 @@ impl ContainerdRuntime {
             resolv_conf: resolv.as_deref(),
             limits: s.resources.container,
             mounts: &s.mounts,
-            security: &s.security,
+            security: &security,
         })
         .map_err(|m| RuntimeError::Image {
             reason: reason::START_ERROR.into(),

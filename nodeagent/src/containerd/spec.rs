@@ -208,6 +208,29 @@ pub fn resources(l: &Limits) -> Value {
     r
 }
 
+/// Hidden from a (not privileged) container, as containerd does.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+/// Read-only in a (not privileged) container.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// The spec (runtime-spec 1.0 JSON).
 pub fn build(i: &SpecInput) -> Result<Value, String> {
     let args = argv(i.image, i.command, i.args)?;
@@ -234,7 +257,7 @@ pub fn build(i: &SpecInput) -> Result<Value, String> {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if i.security.privileged { "rw" } else { "ro" }]}),
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
     ];
     if let Some(p) = i.resolv_conf {
@@ -261,9 +284,8 @@ pub fn build(i: &SpecInput) -> Result<Value, String> {
             "cgroupsPath": i.cgroups_path,
             "resources": resources(&i.limits),
             "namespaces": namespaces,
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            "maskedPaths": if i.security.privileged { json!([]) } else { json!(MASKED_PATHS) },
+            "readonlyPaths": if i.security.privileged { json!([]) } else { json!(READONLY_PATHS) }
         }
     }))
 }
@@ -467,6 +489,7 @@ mod tests {
             no_new_privs: true,
             read_only_root: true,
             non_root_check: None,
+            privileged: false,
         };
         let v = build(&input(&i, &sec, &[])).unwrap();
         let p = &v["process"];
@@ -493,6 +516,30 @@ mod tests {
         assert_eq!(v["process"]["capabilities"]["effective"], json!([]));
         assert_eq!(v["process"]["user"]["uid"], 1000);
         assert_eq!(v["process"]["user"]["gid"], 7);
+        assert_eq!(v["linux"]["maskedPaths"].as_array().unwrap().len(), 10);
+        // privileged: every capability, /proc and /sys unmasked, /sys writable.
+        let all = ProcessSecurity {
+            caps: Some((1u64 << CAPS.len()) - 1),
+            privileged: true,
+            ..Default::default()
+        };
+        let v = build(&input(&i, &all, &[])).unwrap();
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            CAPS.len()
+        );
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert_eq!(v["linux"]["readonlyPaths"], json!([]));
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert_eq!(sys["options"][3], "rw");
         // runAsUser makes a non-numeric image user irrelevant.
         let named = img("nobody");
         assert!(build(&input(&named, &def, &[])).is_err());
