@@ -44,6 +44,10 @@ pub fn deadline_after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// The least time a container gets between the end of its preStop hook and SIGKILL
+/// (the kubelet's minimum grace after a hook).
+pub const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
+
 /// How long a failed status update waits before it is sent again.
 pub const STATUS_RETRY: Duration = Duration::from_secs(1);
 
@@ -148,6 +152,10 @@ pub struct PendingKill {
     pub message: String,
     /// SIGKILL sent already.
     pub killed: bool,
+    /// The container's preStop hook runs first: SIGTERM when it ends
+    /// ([`PodMachine::pre_stop_done`]), no SIGKILL while it runs (it is bounded by the
+    /// grace period).
+    pub hook: bool,
 }
 
 /// A probe run the executor must start.
@@ -165,8 +173,16 @@ pub struct ProbeJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeAction {
     None,
-    /// Send SIGTERM to this instance now (SIGKILL follows at the pending kill's time).
-    Terminate(Handle),
+    /// Kill this instance: with `pre_stop`, run the container's preStop hook (within
+    /// `grace`) and SIGTERM when it ends, else SIGTERM now; SIGKILL follows at the
+    /// pending kill's time. `killing`: the kubelet's Killing event message
+    /// (`Container c failed liveness probe, will be restarted`).
+    Kill {
+        handle: Handle,
+        pre_stop: bool,
+        grace: Duration,
+        killing: String,
+    },
 }
 
 /// How a recorded container instance looks when the agent comes back.
@@ -533,19 +549,46 @@ impl PodMachine {
         match c.probes.result(kind, now, ok, message) {
             Verdict::None => ProbeAction::None,
             Verdict::Kill { message } => {
+                // The kill ends with a signal: a non-zero exit.
+                let restarts = if c.init {
+                    self.policy != RestartPolicy::Never
+                } else {
+                    self.policy.restarts(137)
+                };
+                let killing = format!(
+                    "Container {} failed {} probe{}",
+                    c.spec.name,
+                    kind.name().to_lowercase(),
+                    if restarts { ", will be restarted" } else { "" }
+                );
+                let pre_stop = super::lifecycle::pre_stop(&c.spec).is_some();
                 c.kill = Some(PendingKill {
                     pid,
                     at: deadline_after(now, grace),
-                    message: format!(
-                        "Container {} failed {} probe, will be restarted: {message}",
-                        c.spec.name,
-                        kind.name().to_lowercase()
-                    ),
+                    message: format!("{killing}: {message}"),
                     killed: false,
+                    hook: pre_stop,
                 });
-                ProbeAction::Terminate(h)
+                ProbeAction::Kill {
+                    handle: h,
+                    pre_stop,
+                    grace,
+                    killing,
+                }
             }
         }
+    }
+
+    /// The preStop hook run before a probe kill of instance `pid` of container `i`
+    /// ended: the instance to SIGTERM now (None when stale). As the kubelet, the rest of
+    /// the grace period follows, at least [`MIN_GRACE_AFTER_HOOK`].
+    pub fn pre_stop_done(&mut self, i: usize, pid: i32, now: Instant) -> Option<Handle> {
+        let c = self.ctrs.get_mut(i)?;
+        let h = c.handle.filter(|h| h.pid == pid)?;
+        let k = c.kill.as_mut().filter(|k| k.pid == pid && k.hook)?;
+        k.hook = false;
+        k.at = k.at.max(deadline_after(now, MIN_GRACE_AFTER_HOOK));
+        Some(h)
     }
 
     /// Instances whose probe kill reached its SIGKILL time (marked as killed).
@@ -553,7 +596,7 @@ impl PodMachine {
         let mut out = Vec::new();
         for c in &mut self.ctrs {
             if let (Some(k), Some(h)) = (&mut c.kill, c.handle) {
-                if !k.killed && k.at <= now && k.pid == h.pid {
+                if !k.killed && !k.hook && k.at <= now && k.pid == h.pid {
                     k.killed = true;
                     out.push(h);
                 }
@@ -775,7 +818,12 @@ impl PodMachine {
             .chain(
                 self.ctrs
                     .iter()
-                    .filter_map(|c| c.kill.as_ref().filter(|k| !k.killed).map(|k| k.at)),
+                    .filter_map(|c| {
+                        c.kill
+                            .as_ref()
+                            .filter(|k| !k.killed && !k.hook)
+                            .map(|k| k.at)
+                    }),
             )
             .min()
     }
