@@ -10,15 +10,16 @@
 //!   dropped and counted.
 //! - [`run`] drains it in batches (every [`FLUSH_EVERY`]): repeats within a batch are
 //!   aggregated, then each distinct event is written once — its name is the hash of its
-//!   dedup key ([`PodEvent::name`], the apiserver's scheme), so a repeat, also after an
-//!   agent restart, increments `count` and moves `last_timestamp` ([`merge`]).
+//!   dedup key ([`PodEvent::name`], the apiserver's scheme), and a repeat is an Update of
+//!   the copy last written ([`Written`]: nodes may create and update events but not
+//!   read them) that increments `count` and moves `last_timestamp` ([`merge`]).
 //!   A write that fails is logged and dropped (Events are best effort, as in
 //!   Kubernetes).
 
 use kube_lite_core::time::now_ms;
 use kube_lite_core::Resource;
 use kube_lite_proto::v1::event_api_client::EventApiClient;
-use kube_lite_proto::v1::{Event, EventSource, GetRequest, ObjectMeta, ObjectReference, Pod};
+use kube_lite_proto::v1::{Event, EventSource, ObjectMeta, ObjectReference, Pod};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -213,9 +214,49 @@ impl Recorder {
     }
 }
 
+/// The Events last written, by name, at most [`CACHE`] (oldest dropped first): a
+/// repeat is an Update of the cached copy, as the kubelet's correlator does (nodes may
+/// create and update events, not read them).
+#[derive(Default)]
+pub struct Written {
+    by_name: HashMap<String, Event>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Events remembered for repeats (the kubelet's event cache size).
+pub const CACHE: usize = 4096;
+
+impl Written {
+    pub fn get(&self, name: &str) -> Option<&Event> {
+        self.by_name.get(name)
+    }
+    pub fn put(&mut self, name: &str, e: Event) {
+        if self.by_name.insert(name.to_string(), e).is_none() {
+            self.order.push_back(name.to_string());
+            while self.order.len() > CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_name.remove(&old);
+                }
+            }
+        }
+    }
+    pub fn forget(&mut self, name: &str) {
+        if self.by_name.remove(name).is_some() {
+            self.order.retain(|n| n != name);
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
 /// Writes the queued events until the recorders are gone. `host`: the node's name.
 pub async fn run(mut rx: mpsc::Receiver<PodEvent>, mut api: EventApiClient<Channel>, host: String) {
     let mut batch = Vec::new();
+    let mut written = Written::default();
     while let Some(ev) = rx.recv().await {
         batch.push(ev);
         tokio::time::sleep(FLUSH_EVERY).await;
@@ -226,54 +267,43 @@ pub async fn run(mut rx: mpsc::Receiver<PodEvent>, mut api: EventApiClient<Chann
             }
         }
         for (name, ev, n) in aggregate(std::mem::take(&mut batch), &host) {
-            if let Err(e) = write(&mut api, &ev, &name, &host, n).await {
-                tracing::warn!(event = %name, reason = %ev.reason, "writing event: {}", e.message());
+            match write(&mut api, &mut written, &ev, &name, &host, n).await {
+                Ok(e) => written.put(&name, e),
+                Err(e) => {
+                    written.forget(&name);
+                    tracing::warn!(event = %name, reason = %ev.reason, "writing event: {}", e.message());
+                }
             }
         }
     }
 }
 
-/// Get, then Update (count + n) or Create; a conflict or a concurrent create is
-/// retried (a few times).
+/// A repeat of a cached Event: Update (count + n, precondition on its version). A new
+/// one (or after a conflict, or when the Event is gone): Create; when it exists already
+/// (written before this agent started) an unconditional Update restarts its count, as a
+/// restarted kubelet starts new Events.
 async fn write(
     api: &mut EventApiClient<Channel>,
+    written: &mut Written,
     ev: &PodEvent,
     name: &str,
     host: &str,
     n: i32,
-) -> Result<(), tonic::Status> {
-    let namespace = if ev.involved.namespace.is_empty() {
-        kube_lite_core::DEFAULT_NAMESPACE.to_string()
-    } else {
-        ev.involved.namespace.clone()
-    };
-    let mut last = tonic::Status::unknown("not tried");
-    for _ in 0..3 {
-        let cur = match api
-            .get(GetRequest {
-                name: name.to_string(),
-                namespace: namespace.clone(),
-            })
-            .await
-        {
-            Ok(r) => Some(r.into_inner()),
-            Err(e) if e.code() == Code::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        let exists = cur.is_some();
-        let e = merge(cur, ev, name, host, n, now_ms());
-        let r = if exists {
-            api.update(e).await
-        } else {
-            api.create(e).await
-        };
-        match r {
-            Ok(_) => return Ok(()),
-            Err(e) if matches!(e.code(), Code::Aborted | Code::AlreadyExists) => last = e,
+) -> Result<Event, tonic::Status> {
+    let now = now_ms();
+    if let Some(cur) = written.get(name).cloned() {
+        match api.update(merge(Some(cur), ev, name, host, n, now)).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(e) if matches!(e.code(), Code::Aborted | Code::NotFound) => written.forget(name),
             Err(e) => return Err(e),
         }
     }
-    Err(last)
+    let fresh = merge(None, ev, name, host, n, now);
+    match api.create(fresh.clone()).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(e) if e.code() == Code::AlreadyExists => Ok(api.update(fresh).await?.into_inner()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +364,20 @@ mod tests {
         assert_eq!(e.metadata.as_ref().unwrap().name, name);
         let e = merge(Some(e), &ev, &name, "n1", 1, 250);
         assert_eq!((e.count, e.first_timestamp, e.last_timestamp), (3, 100, 250));
+    }
+
+    #[test]
+    fn the_cache_of_written_events_is_bounded() {
+        let mut w = Written::default();
+        for i in 0..CACHE + 10 {
+            w.put(&format!("e{i}"), Event::default());
+        }
+        assert_eq!(w.len(), CACHE);
+        assert!(w.get("e0").is_none() && w.get(&format!("e{}", CACHE + 9)).is_some());
+        w.put("e20", Event::default());
+        assert_eq!(w.len(), CACHE, "a repeat is no new entry");
+        w.forget("e20");
+        assert!(w.get("e20").is_none());
     }
 
     #[test]
