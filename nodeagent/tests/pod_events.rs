@@ -288,3 +288,65 @@ async fn failing_hooks_leave_failed_post_start_and_pre_stop_events() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_config_map_is_failed_mount_until_it_exists() {
+    if !require_root() {
+        return;
+    }
+    let c = whoami_cluster(ClusterOptions::new(1, agent_bin())).await;
+    let node = c.nodes[0].name.clone();
+    let mut app = sh("app", "cat /etc/cfg/greeting; sleep 3600");
+    app.volume_mounts = vec![VolumeMount {
+        name: "cfg".into(),
+        mount_path: "/etc/cfg".into(),
+        ..Default::default()
+    }];
+    let mut p = pod("mount", &node, "Always", 1, vec![app]);
+    p.spec.as_mut().unwrap().volumes = vec![Volume {
+        name: "cfg".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: "late".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let created = c.api.pods().create(p).await.expect("create").into_inner();
+    let u = uid(&created);
+    let e = wait_event(
+        &c,
+        &u,
+        "Warning FailedMount: MountVolume.SetUp failed for volume \"cfg\" : configmap \"late\" not found",
+    )
+    .await;
+    assert_eq!(e.source.unwrap().host, node);
+    // It stays ContainerCreating (no back-off, no config error) meanwhile.
+    let p = c.get_pod("mount").await.unwrap();
+    let cs = &p.status.as_ref().unwrap().container_statuses[0];
+    assert_eq!(
+        (cs.state.as_str(), cs.reason.as_str()),
+        ("Waiting", "ContainerCreating"),
+        "{cs:?}"
+    );
+    assert_eq!(p.status.as_ref().unwrap().phase, "Pending");
+    // The ConfigMap appears: the pod starts (within the agent's source sync period).
+    c.api
+        .config_maps()
+        .create(ConfigMap {
+            metadata: Some(ObjectMeta {
+                name: "late".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            data: [("greeting".to_string(), "hello".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create configmap");
+    let p = c
+        .wait_pod("mount", "Running after the ConfigMap appeared", |p| {
+            p.status.as_ref().is_some_and(|s| s.phase == "Running")
+        })
+        .await;
+    assert_eq!(restarts(&p), 0);
+}

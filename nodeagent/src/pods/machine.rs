@@ -207,6 +207,10 @@ pub struct PodMachine {
     /// Reason shown on the pod before its network exists (e.g. no free IP).
     pub pod_reason: Option<(String, String)>,
     pub net_ready: bool,
+    /// The pod's volumes are not set up (FailedMount): no container starts, none is
+    /// due, and those waiting stay as they are (ContainerCreating), as the kubelet
+    /// waits for every volume before it starts a container.
+    pub hold_starts: bool,
     last_sent: Option<PodStatus>,
     status_retry: Option<Instant>,
 }
@@ -256,6 +260,7 @@ impl PodMachine {
             policy,
             pod_reason: None,
             net_ready: false,
+            hold_starts: false,
             last_sent: None,
             status_retry: None,
         }
@@ -423,6 +428,9 @@ impl PodMachine {
     /// The containers whose start is due at `now` (their timers are cleared).
     pub fn due(&mut self, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
+        if self.hold_starts {
+            return out;
+        }
         for (i, c) in self.ctrs.iter_mut().enumerate() {
             if c.next_start.is_some_and(|t| t <= now) {
                 c.next_start = None;
@@ -807,6 +815,7 @@ impl PodMachine {
     pub fn next_wake(&self) -> Option<Instant> {
         self.ctrs
             .iter()
+            .filter(|_| !self.hold_starts)
             .filter_map(|c| c.next_start)
             .chain(self.status_retry)
             .chain(

@@ -533,6 +533,7 @@ impl PodWorker {
         self.save_record();
         loop {
             self.sync_sources().await;
+            self.m.hold_starts = self.vols.error.is_some() && volumes::has_volumes(&self.m.pod);
             self.start_due();
             self.run_probes();
             self.release_if_finished().await;

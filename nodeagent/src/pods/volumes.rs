@@ -42,7 +42,8 @@ pub fn has_volumes(pod: &Pod) -> bool {
 }
 
 /// The files of a configMap/secret/downwardAPI volume: relative path → (bytes, mode).
-/// Err names what is missing (a non-optional object or item key).
+/// Err names what is missing (a non-optional object or item key), as the kubelet's
+/// `configmap "x" not found`.
 pub fn files_of(
     v: &Volume,
     sources: &Sources,
@@ -63,7 +64,7 @@ pub fn files_of(
             Err(_) if optional && sources.objects.contains_key(&(kind, name.to_string())) => {
                 return Ok(())
             }
-            Err(e) => return Err(format!("volume {:?}: {e}", v.name)),
+            Err(e) => return Err(e),
         };
         if items.is_empty() {
             for (k, val) in obj {
@@ -81,8 +82,7 @@ pub fn files_of(
                 None if optional => {}
                 None => {
                     return Err(format!(
-                        "volume {:?}: couldn't find key {} in {} {}/{name}",
-                        v.name,
+                        "couldn't find key {} in {} {}/{name}",
                         it.key,
                         kind.name(),
                         sources.namespace
@@ -119,7 +119,7 @@ pub fn files_of(
                 match fr.field_path.as_str() {
                     "metadata.labels" => kv_lines(&facts.labels),
                     "metadata.annotations" => kv_lines(&facts.annotations),
-                    p => field_value(p, facts).map_err(|e| format!("volume {:?}: {e}", v.name))?,
+                    p => field_value(p, facts)?,
                 }
             } else if let Some(rr) = &it.resource_field_ref {
                 let c = if rr.container_name.is_empty() {
@@ -127,14 +127,8 @@ pub fn files_of(
                 } else {
                     containers.iter().find(|c| c.name == rr.container_name)
                 }
-                .ok_or_else(|| {
-                    format!(
-                        "volume {:?}: container {:?} not found",
-                        v.name, rr.container_name
-                    )
-                })?;
-                resource_value(c, &rr.resource, &rr.divisor)
-                    .map_err(|e| format!("volume {:?}: {e}", v.name))?
+                .ok_or_else(|| format!("container {:?} not found", rr.container_name))?;
+                resource_value(c, &rr.resource, &rr.divisor)?
             } else {
                 continue;
             };
@@ -177,6 +171,25 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
         .map(|g| g as u32);
     let containers: Vec<Container> = spec.containers.clone();
     for v in &spec.volumes {
+        sync_volume(&dir, v, sources, facts, &containers, gid).map_err(|e| set_up_failed(&v.name, &e))?;
+    }
+    Ok(())
+}
+
+/// The kubelet's FailedMount message: `MountVolume.SetUp failed for volume "v" : <why>`.
+pub fn set_up_failed(volume: &str, why: &str) -> String {
+    format!("MountVolume.SetUp failed for volume {volume:?} : {why}")
+}
+
+fn sync_volume(
+    dir: &Path,
+    v: &Volume,
+    sources: &Sources,
+    facts: &PodFacts,
+    containers: &[Container],
+    gid: Option<u32>,
+) -> Result<(), String> {
+    {
         let vdir = dir.join(&v.name);
         if let Some(e) = &v.empty_dir {
             let new = !vdir.exists();
@@ -185,8 +198,7 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
                 let size = if e.size_limit.is_empty() {
                     None
                 } else {
-                    let q = parse_quantity(&e.size_limit)
-                        .map_err(|m| format!("volume {:?}: sizeLimit: {m}", v.name))?;
+                    let q = parse_quantity(&e.size_limit).map_err(|m| format!("sizeLimit: {m}"))?;
                     Some(q.millis() / 1000)
                 };
                 tmpfs(&vdir, size, 0o777)?;
@@ -196,14 +208,14 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
                 set_mode(&vdir, if gid.is_some() { 0o2777 } else { 0o777 })?;
             }
         } else if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() {
-            let files = files_of(v, sources, facts, &containers)?;
+            let files = files_of(v, sources, facts, containers)?;
             mkdir(&vdir, 0o755)?;
             if v.secret.is_some() {
                 tmpfs(&vdir, None, 0o755)?;
             }
             atomic_write(&vdir, &files, gid)?;
         } else if let Some(h) = &v.host_path {
-            check_host_path(&h.path, &h.r#type).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            check_host_path(&h.path, &h.r#type)?;
         }
     }
     Ok(())
@@ -596,7 +608,10 @@ impl super::PodWorker {
             .await
             .unwrap_or_else(|e| Err(format!("volume sync: {e}")));
         if let Err(e) = &r {
-            tracing::warn!(pod = %self.name(), uid = %self.uid, "volumes: {e}");
+            // As the kubelet: the pod waits in ContainerCreating, a FailedMount event
+            // per failed attempt (aggregated into its count), tried again next sync.
+            tracing::warn!(pod = %self.name(), uid = %self.uid, reason = "FailedMount", "{e}");
+            self.node.event(&self.m.pod, "", true, "FailedMount", e);
         }
         self.vols.error = r.err();
     }

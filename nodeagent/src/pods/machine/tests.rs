@@ -910,3 +910,19 @@ async fn a_failed_init_container_fails_a_never_pod() {
     );
     assert_eq!(m.finished_holding_network(), Some("Failed"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn held_starts_wait_in_container_creating_and_go_when_released() {
+    let t0 = Instant::now();
+    let mut m = machine("Always");
+    m.network_created("10.0.1.2".parse().unwrap(), 1000);
+    m.network_ready();
+    let _ = m.adopt_or_schedule(t0, 1000, |_, _| unreachable!());
+    m.hold_starts = true;
+    assert!(m.due(t0 + Duration::from_secs(60)).is_empty());
+    assert_eq!(m.next_wake(), None, "no busy wake-ups while held");
+    let st = m.status("h");
+    assert_eq!(st.container_statuses[0].reason, "ContainerCreating");
+    m.hold_starts = false;
+    assert_eq!(m.due(t0 + Duration::from_secs(61)), vec![0]);
+}
