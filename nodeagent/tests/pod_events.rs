@@ -350,3 +350,75 @@ async fn a_missing_config_map_is_failed_mount_until_it_exists() {
         .await;
     assert_eq!(restarts(&p), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
+    if !require_root() {
+        return;
+    }
+    let c = whoami_cluster(ClusterOptions::new(1, agent_bin())).await;
+    let node = c.nodes[0].name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let go = tmp.path().join("go");
+    // Writes 2 MiB into its 1Mi emptyDir once `go` exists.
+    let mut app = sh(
+        "app",
+        &format!(
+            "while [ ! -f {} ]; do sleep 1; done; dd if=/dev/zero of=/scratch/fill bs=1024 count=2048; sleep 3600",
+            go.display()
+        ),
+    );
+    app.volume_mounts = vec![VolumeMount {
+        name: "scratch".into(),
+        mount_path: "/scratch".into(),
+        ..Default::default()
+    }];
+    let mut p = pod("hog", &node, "Always", 30, vec![app]);
+    p.spec.as_mut().unwrap().volumes = vec![Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: String::new(),
+            size_limit: "1Mi".into(),
+        }),
+        ..Default::default()
+    }];
+    let created = c.api.pods().create(p).await.expect("create").into_inner();
+    let u = uid(&created);
+    c.wait_pod("hog", "Running", |p| {
+        p.status.as_ref().is_some_and(|s| s.phase == "Running")
+    })
+    .await;
+    // Under its limit it runs on (a sync or two measure it).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(c.get_pod("hog").await.unwrap().status.unwrap().phase, "Running");
+    std::fs::write(&go, "1").unwrap();
+    let p = c
+        .wait_pod("hog", "Failed (Evicted)", |p| {
+            p.status.as_ref().is_some_and(|s| s.phase == "Failed")
+        })
+        .await;
+    let st = p.status.unwrap();
+    assert_eq!(st.reason, "Evicted");
+    let msg = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\".";
+    assert_eq!(st.message, msg);
+    wait_event(&c, &u, &format!("Warning Evicted: {msg}")).await;
+    wait_event(&c, &u, "Normal Killing: Stopping container app").await;
+    // Killed within the eviction grace (not the spec's 30 s), not restarted.
+    let p = c
+        .wait_pod("hog", "its container terminated", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.container_statuses
+                    .first()
+                    .is_some_and(|c| c.state == "Terminated")
+            })
+        })
+        .await;
+    assert_eq!(restarts(&p), 0);
+    let evs = events_of(&c, &u).await;
+    assert_eq!(
+        evs.iter().filter(|e| e.reason == "Evicted").count(),
+        1,
+        "one Evicted event (the agent's): {:?}",
+        evs.iter().map(line).collect::<Vec<_>>()
+    );
+}

@@ -48,6 +48,9 @@ pub fn deadline_after(now: Instant, d: Duration) -> Instant {
 /// (the kubelet's minimum grace after a hook).
 pub const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
 
+/// The grace of the containers of a pod the node evicts (the kubelet's minimum).
+pub const EVICTION_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a failed status update waits before it is sent again.
 pub const STATUS_RETRY: Duration = Duration::from_secs(1);
 
@@ -211,6 +214,9 @@ pub struct PodMachine {
     /// due, and those waiting stay as they are (ContainerCreating), as the kubelet
     /// waits for every volume before it starts a container.
     pub hold_starts: bool,
+    /// Evicted by this node (e.g. an emptyDir over its sizeLimit): the message. The pod
+    /// is Failed with reason Evicted; nothing starts or restarts any more.
+    pub evicted: Option<String>,
     last_sent: Option<PodStatus>,
     status_retry: Option<Instant>,
 }
@@ -261,6 +267,7 @@ impl PodMachine {
             pod_reason: None,
             net_ready: false,
             hold_starts: false,
+            evicted: None,
             last_sent: None,
             status_retry: None,
         }
@@ -428,7 +435,7 @@ impl PodMachine {
     /// The containers whose start is due at `now` (their timers are cleared).
     pub fn due(&mut self, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
-        if self.hold_starts {
+        if self.hold_starts || self.evicted.is_some() {
             return out;
         }
         for (i, c) in self.ctrs.iter_mut().enumerate() {
@@ -599,6 +606,36 @@ impl PodMachine {
         Some(h)
     }
 
+    /// The node evicts the pod (`message`, e.g. an emptyDir over its sizeLimit), as the
+    /// kubelet's eviction manager: every running container is killed with
+    /// [`EVICTION_GRACE`] (its preStop hook first, when it has one) and none restarts;
+    /// the pod turns Failed with reason Evicted. Returns the kills to carry out:
+    /// (container, instance, run the preStop hook first). Once only.
+    pub fn evict(&mut self, message: String, now: Instant) -> Vec<(usize, Handle, bool)> {
+        if self.evicted.is_some() {
+            return Vec::new();
+        }
+        self.evicted = Some(message.clone());
+        let mut out = Vec::new();
+        for (i, c) in self.ctrs.iter_mut().enumerate() {
+            c.next_start = None;
+            let Some(h) = c.handle else { continue };
+            if c.kill.is_some() {
+                continue;
+            }
+            let hook = super::lifecycle::pre_stop(&c.spec).is_some();
+            c.kill = Some(PendingKill {
+                pid: h.pid,
+                at: deadline_after(now, EVICTION_GRACE),
+                message: message.clone(),
+                killed: false,
+                hook,
+            });
+            out.push((i, h, hook));
+        }
+        out
+    }
+
     /// Instances whose probe kill reached its SIGKILL time (marked as killed).
     pub fn due_kills(&mut self, now: Instant) -> Vec<Handle> {
         let mut out = Vec::new();
@@ -639,11 +676,12 @@ impl PodMachine {
         c.probes = Probes::default();
         c.view.last_exit = Some((exit.clone(), h.started_at));
         // An init container is run again only when it failed (Always counts as OnFailure).
-        let restart = if init {
-            exit.exit_code != 0 && self.policy != RestartPolicy::Never
-        } else {
-            self.policy.restarts(exit.exit_code)
-        };
+        let restart = self.evicted.is_none()
+            && if init {
+                exit.exit_code != 0 && self.policy != RestartPolicy::Never
+            } else {
+                self.policy.restarts(exit.exit_code)
+            };
         let ran =
             Duration::from_millis(exit.finished_at.saturating_sub(h.started_at).max(0) as u64);
         if ran >= BACKOFF_RESET_AFTER {
@@ -778,6 +816,16 @@ impl PodMachine {
         if !init_views.is_empty() {
             apply_init(&mut st, &init_views, self.initialized());
         }
+        if let Some(m) = &self.evicted {
+            st.phase = ph::FAILED.into();
+            st.reason = reason::EVICTED.into();
+            st.message = m.clone();
+            for c in &mut st.conditions {
+                if c.r#type == kube_lite_core::consts::condition::READY {
+                    c.status = kube_lite_core::consts::condition_status::FALSE.into();
+                }
+            }
+        }
         st
     }
 
@@ -815,7 +863,7 @@ impl PodMachine {
     pub fn next_wake(&self) -> Option<Instant> {
         self.ctrs
             .iter()
-            .filter(|_| !self.hold_starts)
+            .filter(|_| !self.hold_starts && self.evicted.is_none())
             .filter_map(|c| c.next_start)
             .chain(self.status_retry)
             .chain(
@@ -840,6 +888,10 @@ impl PodMachine {
     /// `Some(phase)` when the pod finished for good (Succeeded/Failed) and still holds
     /// its network: Kubernetes gives back network and IP at once.
     pub fn finished_holding_network(&self) -> Option<&'static str> {
+        if self.evicted.is_some() && self.ctrs.iter().any(|c| c.handle.is_some()) {
+            // Not before its containers are gone.
+            return None;
+        }
         let p = match self.phase_now().as_str() {
             ph::SUCCEEDED => ph::SUCCEEDED,
             ph::FAILED => ph::FAILED,

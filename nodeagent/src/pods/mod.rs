@@ -735,7 +735,30 @@ impl PodWorker {
         });
     }
 
-    /// The preStop hook before a probe kill ended: SIGTERM now.
+    /// The node evicts the pod (`message` says why): a `Warning Evicted` event, each
+    /// running container killed (preStop first) with a `Normal Killing` event.
+    fn evict(&mut self, message: String) {
+        warn!(pod = %self.name(), uid = %self.uid, reason = "Evicted", "{message}");
+        self.node
+            .event(&self.m.pod, "", true, "Evicted", &message);
+        for (i, h, hook) in self.m.evict(message, Instant::now()) {
+            let name = self.m.ctrs[i].spec.name.clone();
+            self.node.event(
+                &self.m.pod,
+                &name,
+                false,
+                "Killing",
+                &format!("Stopping container {name}"),
+            );
+            if hook {
+                self.kill_hook(i, h, machine::EVICTION_GRACE);
+            } else if let Err(e) = self.node.runtime.terminate(&h) {
+                warn!(pod = %self.name(), uid = %self.uid, "SIGTERM: {e}");
+            }
+        }
+    }
+
+    /// The preStop hook before a probe or eviction kill ended: SIGTERM now.
     fn on_kill_hook_done(&mut self, i: usize, pid: i32) {
         if let Some(h) = self.m.pre_stop_done(i, pid, Instant::now()) {
             if let Err(e) = self.node.runtime.terminate(&h) {

@@ -221,6 +221,69 @@ fn sync_volume(
     Ok(())
 }
 
+/// Most directory entries one emptyDir measurement walks (it stops there: the usage
+/// it found so far counts).
+pub const MAX_USAGE_ENTRIES: usize = 100_000;
+
+/// The disk emptyDirs of `pod` with a sizeLimit: (volume, limit in bytes, limit as
+/// written). Memory emptyDirs are left out: their tmpfs size is the limit.
+pub fn disk_limits(pod: &Pod) -> Vec<(String, u64, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter())
+        .filter_map(|v| {
+            let e = v.empty_dir.as_ref()?;
+            if e.medium == "Memory" || e.size_limit.is_empty() {
+                return None;
+            }
+            let q = parse_quantity(&e.size_limit).ok()?;
+            Some((v.name.clone(), q.units() as u64, e.size_limit.clone()))
+        })
+        .collect()
+}
+
+/// The kubelet's eviction message for the first volume whose usage (bytes, by volume
+/// name) exceeds its limit.
+pub fn exceeded(limits: &[(String, u64, String)], usage: &[(String, u64)]) -> Option<String> {
+    limits.iter().find_map(|(name, limit, text)| {
+        let used = usage.iter().find(|(n, _)| n == name)?.1;
+        (used > *limit)
+            .then(|| format!("Usage of EmptyDir volume {name:?} exceeds the limit {text:?}."))
+    })
+}
+
+/// Disk space used under `dir` (allocated blocks, as `du`; symlinks not followed, other
+/// file systems not entered), walking at most `max_entries` entries.
+pub fn dir_usage(dir: &Path, max_entries: usize) -> u64 {
+    let Ok(top) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let dev = top.dev();
+    let mut total = top.blocks() * 512;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            seen += 1;
+            if seen > max_entries {
+                return total;
+            }
+            let Ok(md) = ent.metadata() else { continue };
+            if md.dev() != dev {
+                continue;
+            }
+            total += md.blocks() * 512;
+            if md.is_dir() {
+                stack.push(ent.path());
+            }
+        }
+    }
+    total
+}
+
 fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
     if !p.is_dir() {
         std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))?;
@@ -604,7 +667,10 @@ impl super::PodWorker {
         let ip = self.m.rec.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let facts = PodFacts::of(&self.m.pod, &ip, &self.node.address.to_string());
         let (pod, sources) = (self.m.pod.clone(), self.vols.sources.clone());
-        let r = tokio::task::spawn_blocking(move || sync(&root, &pod, &sources, &facts))
+        let r = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || sync(&root, &pod, &sources, &facts))
+        }
             .await
             .unwrap_or_else(|e| Err(format!("volume sync: {e}")));
         if let Err(e) = &r {
@@ -614,6 +680,34 @@ impl super::PodWorker {
             self.node.event(&self.m.pod, "", true, "FailedMount", e);
         }
         self.vols.error = r.err();
+        if self.vols.error.is_none() {
+            self.check_empty_dir_usage(&root).await;
+        }
+    }
+
+    /// Measures the disk emptyDirs with a sizeLimit (at each sync, bounded walks) and
+    /// evicts the pod when one is over it, as the kubelet's eviction manager does.
+    async fn check_empty_dir_usage(&mut self, root: &Path) {
+        let limits = disk_limits(&self.m.pod);
+        if limits.is_empty() || self.m.evicted.is_some() {
+            return;
+        }
+        let dir = pod_dir(root, &self.uid);
+        let names: Vec<String> = limits.iter().map(|(n, _, _)| n.clone()).collect();
+        let usage = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|n| {
+                    let u = dir_usage(&dir.join(&n), MAX_USAGE_ENTRIES);
+                    (n, u)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if let Some(m) = exceeded(&limits, &usage) {
+            self.evict(m);
+        }
     }
 
     /// The mounts of container `c`, mount points made; Err while the volumes are not
@@ -670,6 +764,44 @@ mod tests {
             }),
         );
         s
+    }
+
+    #[test]
+    fn disk_empty_dirs_over_their_limit_are_named() {
+        use kube_lite_proto::v1::{EmptyDirVolumeSource, PodSpec};
+        let ed = |name: &str, medium: &str, limit: &str| Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: medium.into(),
+                size_limit: limit.into(),
+            }),
+            ..Default::default()
+        };
+        let pod = Pod {
+            spec: Some(PodSpec {
+                volumes: vec![
+                    ed("a", "", "1Mi"),
+                    ed("mem", "Memory", "1Mi"),
+                    ed("free", "", ""),
+                    cm_volume(vec![], false),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let l = disk_limits(&pod);
+        assert_eq!(l, [("a".to_string(), 1 << 20, "1Mi".to_string())]);
+        assert_eq!(exceeded(&l, &[("a".into(), 1 << 20)]), None);
+        assert_eq!(
+            exceeded(&l, &[("a".into(), (1 << 20) + 1)]).as_deref(),
+            Some("Usage of EmptyDir volume \"a\" exceeds the limit \"1Mi\".")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        std::fs::write(tmp.path().join("d/f"), vec![1u8; 256 * 1024]).unwrap();
+        let used = dir_usage(tmp.path(), MAX_USAGE_ENTRIES);
+        assert!(used >= 256 * 1024, "{used}");
+        assert!(dir_usage(tmp.path(), 1) < used, "the walk is bounded");
     }
 
     #[test]
