@@ -27,9 +27,6 @@ mod tests {
         assert_eq!(a, event_name("web", &["Pod", "u", "Warning", "x"]));
         assert_ne!(a, event_name("web", &["Pod", "u", "Warning", "y"]));
         // Parts are separated: ("ab","c") is not ("a","bc").
-        assert_ne!(
-            event_name("w", &["ab", "c"]),
-            event_name("w", &["a", "bc"])
-        );
+        assert_ne!(event_name("w", &["ab", "c"]), event_name("w", &["a", "bc"]));
     }
 }

@@ -337,33 +337,66 @@ mod tests {
     #[test]
     fn events_name_the_container_and_repeat_under_one_name() {
         let p = pod();
-        let a = PodEvent::new(&p, "app", WARNING, "Unhealthy", "Liveness probe failed: x\n");
+        let a = PodEvent::new(
+            &p,
+            "app",
+            WARNING,
+            "Unhealthy",
+            "Liveness probe failed: x\n",
+        );
         assert_eq!(a.involved.field_path, "spec.containers{app}");
         assert_eq!(a.message, "Liveness probe failed: x");
         assert_eq!(a.involved.uid, "u1");
-        let init = PodEvent::new(&p, "setup", WARNING, "Unhealthy", "Liveness probe failed: x");
+        let init = PodEvent::new(
+            &p,
+            "setup",
+            WARNING,
+            "Unhealthy",
+            "Liveness probe failed: x",
+        );
         assert_eq!(init.involved.field_path, "spec.initContainers{setup}");
-        assert_ne!(a.name("n1"), init.name("n1"), "the field path is in the key");
+        assert_ne!(
+            a.name("n1"),
+            init.name("n1"),
+            "the field path is in the key"
+        );
         assert_ne!(a.name("n1"), a.name("n2"));
         assert!(a.name("n1").starts_with("web."));
         let agg = aggregate(vec![a.clone(), init.clone(), a.clone()], "n1");
         assert_eq!(
-            agg.iter().map(|(_, e, n)| (e.involved.field_path.as_str(), *n)).collect::<Vec<_>>(),
-            [("spec.containers{app}", 2), ("spec.initContainers{setup}", 1)]
+            agg.iter()
+                .map(|(_, e, n)| (e.involved.field_path.as_str(), *n))
+                .collect::<Vec<_>>(),
+            [
+                ("spec.containers{app}", 2),
+                ("spec.initContainers{setup}", 1)
+            ]
         );
     }
 
     #[test]
     fn merge_creates_then_counts() {
         let p = pod();
-        let ev = PodEvent::new(&p, "app", NORMAL, "Killing", "Container app failed liveness probe, will be restarted");
+        let ev = PodEvent::new(
+            &p,
+            "app",
+            NORMAL,
+            "Killing",
+            "Container app failed liveness probe, will be restarted",
+        );
         let name = ev.name("n1");
         let e = merge(None, &ev, &name, "n1", 2, 100);
-        assert_eq!((e.count, e.first_timestamp, e.last_timestamp), (2, 100, 100));
+        assert_eq!(
+            (e.count, e.first_timestamp, e.last_timestamp),
+            (2, 100, 100)
+        );
         assert_eq!(e.source.as_ref().unwrap().host, "n1");
         assert_eq!(e.metadata.as_ref().unwrap().name, name);
         let e = merge(Some(e), &ev, &name, "n1", 1, 250);
-        assert_eq!((e.count, e.first_timestamp, e.last_timestamp), (3, 100, 250));
+        assert_eq!(
+            (e.count, e.first_timestamp, e.last_timestamp),
+            (3, 100, 250)
+        );
     }
 
     #[test]

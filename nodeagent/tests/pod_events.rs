@@ -145,7 +145,11 @@ fn wait_file(path: &Path) -> String {
                 return s;
             }
         }
-        assert!(Instant::now() < deadline, "{} never written", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -186,9 +190,16 @@ async fn liveness_and_startup_kills_leave_unhealthy_and_killing_events_after_pre
     .await;
     std::fs::remove_file(&alive).unwrap();
     let e = wait_event(&c, &u, "Warning Unhealthy: Liveness probe failed: cat: ").await;
-    assert!(e.message.contains("No such file or directory"), "{}", line(&e));
+    assert!(
+        e.message.contains("No such file or directory"),
+        "{}",
+        line(&e)
+    );
     let src = e.source.clone().unwrap();
-    assert_eq!((src.component.as_str(), src.host.as_str()), ("kubelet", node.as_str()));
+    assert_eq!(
+        (src.component.as_str(), src.host.as_str()),
+        ("kubelet", node.as_str())
+    );
     assert_eq!(
         e.involved_object.as_ref().unwrap().field_path,
         "spec.containers{app}"
@@ -390,7 +401,10 @@ async fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
     .await;
     // Under its limit it runs on (a sync or two measure it).
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(c.get_pod("hog").await.unwrap().status.unwrap().phase, "Running");
+    assert_eq!(
+        c.get_pod("hog").await.unwrap().status.unwrap().phase,
+        "Running"
+    );
     std::fs::write(&go, "1").unwrap();
     let p = c
         .wait_pod("hog", "Failed (Evicted)", |p| {

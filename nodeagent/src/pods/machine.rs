@@ -872,16 +872,12 @@ impl PodMachine {
                     .filter(|c| c.handle.is_some() && c.kill.is_none())
                     .filter_map(|c| c.probes.next_due()),
             )
-            .chain(
-                self.ctrs
-                    .iter()
-                    .filter_map(|c| {
-                        c.kill
-                            .as_ref()
-                            .filter(|k| !k.killed && !k.hook)
-                            .map(|k| k.at)
-                    }),
-            )
+            .chain(self.ctrs.iter().filter_map(|c| {
+                c.kill
+                    .as_ref()
+                    .filter(|k| !k.killed && !k.hook)
+                    .map(|k| k.at)
+            }))
             .min()
     }
 

@@ -739,8 +739,7 @@ impl PodWorker {
     /// running container killed (preStop first) with a `Normal Killing` event.
     fn evict(&mut self, message: String) {
         warn!(pod = %self.name(), uid = %self.uid, reason = "Evicted", "{message}");
-        self.node
-            .event(&self.m.pod, "", true, "Evicted", &message);
+        self.node.event(&self.m.pod, "", true, "Evicted", &message);
         for (i, h, hook) in self.m.evict(message, Instant::now()) {
             let name = self.m.ctrs[i].spec.name.clone();
             self.node.event(

@@ -5,7 +5,8 @@
 //! - `emptyDir`: a directory (mode 0777, as the kubelet's), or with `medium: Memory` a
 //!   tmpfs mounted there (size = `sizeLimit`), shared by the pod's containers.
 //! - `configMap`, `secret` (on a tmpfs, as the kubelet keeps secrets off disk),
-//!   `downwardAPI`: files written the kubelet's atomic way: the content in a fresh
+//!   `downwardAPI`, `projected` (configMap, secret and downwardAPI sources in one
+//!   directory, on a tmpfs): files written the kubelet's atomic way: the content in a fresh
 //!   `..<time>` directory, the `..data` symlink swapped to it by rename, each
 //!   top-level name a symlink through `..data`. A reader never sees half an update;
 //!   updates (re-read every [`super::sources::SYNC_PERIOD`]) reach running containers
@@ -23,7 +24,7 @@ use super::env::{field_value, resource_value, PodFacts};
 use super::sources::{Kind, Sources};
 use crate::mounts::Mount;
 use kube_lite_core::quantity::parse_quantity;
-use kube_lite_proto::v1::{Container, KeyToPath, Pod, Volume};
+use kube_lite_proto::v1::{Container, DownwardApiVolumeFile, KeyToPath, Pod, Volume};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -112,9 +113,12 @@ pub fn files_of(
             &mut out,
         )?;
     }
-    if let Some(d) = &v.downward_api {
-        let mode = d.default_mode.unwrap_or(0o644) as u32;
-        for it in &d.items {
+    let downward = |items: &[DownwardApiVolumeFile],
+                    default_mode: Option<i32>,
+                    out: &mut BTreeMap<String, (Vec<u8>, u32)>|
+     -> Result<(), String> {
+        let mode = default_mode.unwrap_or(0o644) as u32;
+        for it in items {
             let text = if let Some(fr) = &it.field_ref {
                 match fr.field_path.as_str() {
                     "metadata.labels" => kv_lines(&facts.labels),
@@ -136,6 +140,39 @@ pub fn files_of(
                 it.path.clone(),
                 (text.into_bytes(), it.mode.map(|m| m as u32).unwrap_or(mode)),
             );
+        }
+        Ok(())
+    };
+    if let Some(d) = &v.downward_api {
+        downward(&d.items, d.default_mode, &mut out)?;
+    }
+    // Projected: every source's files in one directory, projected.default_mode for all
+    // (the apiserver refuses serviceAccountToken and overlapping paths).
+    if let Some(p) = &v.projected {
+        for src in &p.sources {
+            if let Some(c) = &src.config_map {
+                keyed(
+                    Kind::ConfigMap,
+                    &c.name,
+                    &c.items,
+                    p.default_mode,
+                    c.optional,
+                    &mut out,
+                )?;
+            }
+            if let Some(s) = &src.secret {
+                keyed(
+                    Kind::Secret,
+                    &s.secret_name,
+                    &s.items,
+                    p.default_mode,
+                    s.optional,
+                    &mut out,
+                )?;
+            }
+            if let Some(d) = &src.downward_api {
+                downward(&d.items, p.default_mode, &mut out)?;
+            }
         }
     }
     Ok(out)
@@ -171,7 +208,8 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
         .map(|g| g as u32);
     let containers: Vec<Container> = spec.containers.clone();
     for v in &spec.volumes {
-        sync_volume(&dir, v, sources, facts, &containers, gid).map_err(|e| set_up_failed(&v.name, &e))?;
+        sync_volume(&dir, v, sources, facts, &containers, gid)
+            .map_err(|e| set_up_failed(&v.name, &e))?;
     }
     Ok(())
 }
@@ -207,10 +245,16 @@ fn sync_volume(
                 own(&vdir, gid, true)?;
                 set_mode(&vdir, if gid.is_some() { 0o2777 } else { 0o777 })?;
             }
-        } else if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() {
+        } else if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+        {
             let files = files_of(v, sources, facts, containers)?;
             mkdir(&vdir, 0o755)?;
-            if v.secret.is_some() {
+            // Secrets stay off disk (a projected volume is on a tmpfs too, as the
+            // kubelet's).
+            if v.secret.is_some() || v.projected.is_some() {
                 tmpfs(&vdir, None, 0o755)?;
             }
             atomic_write(&vdir, &files, gid)?;
@@ -671,8 +715,8 @@ impl super::PodWorker {
             let root = root.clone();
             tokio::task::spawn_blocking(move || sync(&root, &pod, &sources, &facts))
         }
-            .await
-            .unwrap_or_else(|e| Err(format!("volume sync: {e}")));
+        .await
+        .unwrap_or_else(|e| Err(format!("volume sync: {e}")));
         if let Err(e) = &r {
             // As the kubelet: the pod waits in ContainerCreating, a FailedMount event
             // per failed attempt (aggregated into its count), tried again next sync.
@@ -802,6 +846,52 @@ mod tests {
         let used = dir_usage(tmp.path(), MAX_USAGE_ENTRIES);
         assert!(used >= 256 * 1024, "{used}");
         assert!(dir_usage(tmp.path(), 1) < used, "the walk is bounded");
+    }
+
+    #[test]
+    fn projected_sources_share_one_directory_and_its_mode() {
+        use kube_lite_proto::v1::{ProjectedVolumeSource, VolumeProjection};
+        let s = sources(Some(&[("a", "1")]));
+        let facts = PodFacts {
+            name: "web".into(),
+            ..Default::default()
+        };
+        let v = Volume {
+            name: "all".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o440),
+                sources: vec![
+                    VolumeProjection {
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: "cm".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        downward_api: Some(DownwardApiVolumeSource {
+                            items: vec![DownwardApiVolumeFile {
+                                path: "pod".into(),
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.name".into(),
+                                }),
+                                mode: Some(0o400),
+                                ..Default::default()
+                            }],
+                            default_mode: None,
+                        }),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        let f = files_of(&v, &s, &facts, &[]).unwrap();
+        assert_eq!(f["a"], (b"1".to_vec(), 0o440));
+        assert_eq!(f["pod"], (b"web".to_vec(), 0o400));
+        // A missing source is named as the kubelet does.
+        let e = files_of(&v, &sources(None), &facts, &[]).unwrap_err();
+        assert_eq!(e, "configmap \"cm\" not found");
     }
 
     #[test]

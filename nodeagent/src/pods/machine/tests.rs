@@ -936,13 +936,22 @@ async fn an_eviction_kills_without_restart_and_fails_the_pod() {
     assert_eq!(m.evict(msg.clone(), t0), vec![(0, h(5, 0), false)]);
     assert!(m.evict(msg.clone(), t0).is_empty(), "once");
     let st = m.status("h");
-    assert_eq!((st.phase.as_str(), st.reason.as_str()), ("Failed", "Evicted"));
+    assert_eq!(
+        (st.phase.as_str(), st.reason.as_str()),
+        ("Failed", "Evicted")
+    );
     assert_eq!(st.message, msg);
-    assert!(st.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "False"));
+    assert!(st
+        .conditions
+        .iter()
+        .any(|c| c.r#type == "Ready" && c.status == "False"));
     assert_eq!(m.finished_holding_network(), None, "not while it runs");
     assert_eq!(m.due_kills(t0 + Duration::from_secs(2)), vec![h(5, 0)]);
     assert!(m.exited(0, 5, exit(137, 3000), t0 + Duration::from_secs(2)));
-    assert!(m.due(t0 + Duration::from_secs(600)).is_empty(), "no restart");
+    assert!(
+        m.due(t0 + Duration::from_secs(600)).is_empty(),
+        "no restart"
+    );
     assert_eq!(m.next_wake(), None);
     assert_eq!(m.finished_holding_network(), Some("Failed"));
     assert_eq!(m.status("h").phase, "Failed");
