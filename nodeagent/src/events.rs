@@ -30,8 +30,9 @@ use tonic::Code;
 
 /// Events queued before new ones are dropped.
 pub const QUEUE: usize = 1024;
-/// How often queued events are written.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often queued events are written (a repeating event, e.g. a readiness probe
+/// failing every second, is at most one write per flush).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Longest message written (longer ones are cut, with "…"): probe and hook output can be
 /// long, as the kubelet bounds it.
 pub const MAX_MESSAGE: usize = 1024;
