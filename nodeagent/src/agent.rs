@@ -328,6 +328,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let node_resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
     let cluster_dns = (!cfg.no_cluster_dns).then_some(cfg.cluster_dns);
     let _ = node.volumes_root.set(state_dir.join("volumes"));
+    let (recorder, events_rx) = crate::events::Recorder::new();
+    let _ = node.events.set(recorder);
+    tokio::spawn(crate::events::run(
+        events_rx,
+        clients.events.clone(),
+        node_name.clone(),
+    ));
     let _ = node.dns.set(pods::PodDns {
         cluster_dns,
         domain: cfg.cluster_domain.clone(),
