@@ -163,13 +163,8 @@ impl NodeExec for ExecService {
             let process = match process {
                 Ok(p) => p,
                 Err(exit) => {
-                    // As a shell says it: the reason on stderr, then the exit code.
-                    let _ = tx
-                        .send(Ok(ExecResponse {
-                            stderr: format!("{}\n", exit.message).into_bytes(),
-                            ..Default::default()
-                        }))
-                        .await;
+                    // Reason "Error" with the message: kubectl-lite reports it as an
+                    // error, as kubectl does CRI's "failed to start exec".
                     let _ = tx
                         .send(Ok(ExecResponse {
                             exit: Some(exit),

@@ -223,7 +223,11 @@ impl CtrdExec {
         {
             return Err(RuntimeError::ExecStart {
                 exit_code: start_error_code(e.message()),
-                message: e.message().to_string(),
+                message: format!(
+                    "error executing command in container: failed to start exec {:?}: {}",
+                    x.exec_id,
+                    e.message()
+                ),
             });
         }
         if let (true, Some((w, h))) = (o.tty, o.size) {
