@@ -454,7 +454,10 @@ fn exec_probe(cmd: &[&str], failure: i32) -> Option<Probe> {
 }
 
 fn cstatus(p: &Pod) -> kube_lite_proto::v1::ContainerStatus {
-    p.status.as_ref().unwrap().container_statuses[0].clone()
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.first().cloned())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
