@@ -204,6 +204,72 @@ fn pids_running(argv: &[&str]) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// Runs `cmd` (an `exec -it … -- sh`) on a pseudo-terminal of ours sized 30x100: the
+/// remote end is a terminal of its own with that size and TERM; a resize (SIGWINCH to
+/// the client) reaches it; `exit 5` ends the client with 5.
+async fn terminal_session(mut cmd: Command) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    set_size(&pty.master, 30, 100);
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = cmd
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(cmd);
+    let master = std::fs::File::from(pty.master);
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        let (mut r, seen) = (master.try_clone().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    // Ask until `needle` shows (the first size and a resize race the next line).
+    let until = |line: &'static str, needle: &'static str| {
+        let (master, seen) = (master.try_clone().unwrap(), seen.clone());
+        async move {
+            eventually(needle, Duration::from_secs(30), || {
+                let mut w = master.try_clone().unwrap();
+                let seen = seen.clone();
+                async move {
+                    writeln!(w, "{line}").unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    seen.lock().unwrap().contains(needle).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    until("tty; echo $TERM-$((6 * 7))x", "xterm-42x").await;
+    until("stty size", "30 100").await;
+    assert!(
+        seen.lock().unwrap().contains("/dev/pts/"),
+        "{}",
+        seen.lock().unwrap()
+    );
+    set_size(&OwnedFd::from(master.try_clone().unwrap()), 40, 120);
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
+    until("stty size", "40 120").await;
+    writeln!(master.try_clone().unwrap(), "exit 5").unwrap();
+    let st = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the exec client exits")
+        .unwrap();
+    assert_eq!(st.code(), Some(5), "{}", seen.lock().unwrap());
+}
+
 /// The processes in container `id`'s task (its init and any exec process).
 async fn task_pids(ctrd: &TestContainerd, id: &str) -> Vec<u32> {
     use containerd_client::services::v1::ListPidsRequest;
@@ -342,70 +408,11 @@ async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
     assert!(err.contains("container \"other\" is not in pod"), "{err}");
 
     // -it under a pseudo-terminal: kubectl-lite's stdin/stdout are a terminal of ours.
-    let pty = nix::pty::openpty(None, None).unwrap();
-    set_size(&pty.master, 30, 100);
-    let slave = std::fs::File::from(pty.slave);
-    let mut child = Command::new(kubectl_lite())
-        .arg("--server")
+    let mut cmd = Command::new(kubectl_lite());
+    cmd.arg("--server")
         .arg(s)
-        .args(["exec", "-it", "shell", "--", "sh"])
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let master = std::fs::File::from(pty.master);
-    let seen = Arc::new(Mutex::new(String::new()));
-    {
-        let (mut r, seen) = (master.try_clone().unwrap(), seen.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
-    // Ask until `needle` shows (the first size and a resize race the next line).
-    let until = |line: &'static str, needle: &'static str| {
-        let (master, seen) = (master.try_clone().unwrap(), seen.clone());
-        async move {
-            eventually(needle, Duration::from_secs(30), || {
-                let mut w = master.try_clone().unwrap();
-                let seen = seen.clone();
-                async move {
-                    writeln!(w, "{line}").unwrap();
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    seen.lock().unwrap().contains(needle).then_some(())
-                }
-            })
-            .await
-        }
-    };
-    // The remote end is a terminal of its own, with our window size and TERM.
-    until("tty; echo $TERM-$((6 * 7))x", "xterm-42x").await;
-    until("stty size", "30 100").await;
-    assert!(
-        seen.lock().unwrap().contains("/dev/pts/"),
-        "{}",
-        seen.lock().unwrap()
-    );
-    // A resize follows the local terminal (SIGWINCH to kubectl-lite).
-    set_size(&OwnedFd::from(master.try_clone().unwrap()), 40, 120);
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGWINCH).unwrap();
-    until("stty size", "40 120").await;
-    writeln!(master.try_clone().unwrap(), "exit 5").unwrap();
-    let st = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("kubectl-lite exits")
-        .unwrap();
-    assert_eq!(st.code(), Some(5), "{}", seen.lock().unwrap());
+        .args(["exec", "-it", "shell", "--", "sh"]);
+    terminal_session(cmd).await;
 
     // A client that leaves: its command is killed.
     let mut gone = Command::new(kubectl_lite())
@@ -528,5 +535,87 @@ async fn exec_probes_and_post_start_hooks_on_images() {
         fifo_dirs(&c).is_empty().then_some(())
     })
     .await;
+    drop(c);
+}
+
+/// The official kubectl (the REST face: WebSocket exec through the apiserver to the
+/// same NodeExec service) on an image pod: output, stderr, exit code, `-i`, `-it` with
+/// a resize. Skipped without the kubectl venv (kube_lite_tests::k8s_tools).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kubectl_exec_on_images() {
+    if skip() {
+        return;
+    }
+    let Some(venv) = kube_lite_tests::k8s_tools::k8s_venv() else {
+        return;
+    };
+    let ctrd = TestContainerd::start().expect("containerd");
+    let c = cluster(&ctrd).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let text = std::fs::read_to_string(&kube_lite_tests::apiserver::test_pki().kubeconfig)
+        .unwrap()
+        .replace("https://127.0.0.1:6443", &c.api.url);
+    std::fs::write(&kubeconfig, text).unwrap();
+    let kubectl = |args: &[&str]| {
+        let mut k = Command::new(venv.join("bin/kubectl"));
+        k.arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .env("HOME", dir.path())
+            .env("KUBECACHEDIR", dir.path().join("cache"))
+            .args(args)
+            .kill_on_drop(true);
+        k
+    };
+    c.api
+        .pods()
+        .create(pod("shell", vec![shell("app", "exec sleep 3600")]))
+        .await
+        .unwrap();
+    let p = c.wait_pod("shell", "Running", running).await;
+    let o = kubectl(&[
+        "exec",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "echo out-$GREETING; grep ^NAME= /etc/os-release; echo err-line >&2; exit 3",
+    ])
+    .output()
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "kubectl exec: {err}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "out-hello-from-env\nNAME=\"kube-lite busybox\"\n"
+    );
+    assert!(err.contains("err-line"), "{err}");
+    let mut child = kubectl(&["exec", "-i", "shell", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello exec\n").await.unwrap();
+    drop(stdin);
+    let o = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl exec -i ends")
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl exec -i: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "HELLO EXEC\n");
+    terminal_session(kubectl(&["exec", "-it", "shell", "--", "sh"])).await;
+    let id = format!("{}-app", uid(&p));
+    eventually("exec processes and FIFOs gone", Duration::from_secs(30), || async {
+        (task_pids(&ctrd, &id).await.len() == 1 && fifo_dirs(&c).is_empty()).then_some(())
+    })
+    .await;
+    delete_and_wait(&c, &ctrd, &["shell"]).await;
     drop(c);
 }
