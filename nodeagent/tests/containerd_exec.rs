@@ -298,6 +298,14 @@ fn fifo_dirs(c: &TestCluster) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until container `id`'s task runs its init alone and no FIFO directory is left.
+async fn no_exec_left(c: &TestCluster, ctrd: &TestContainerd, id: &str) {
+    eventually("exec processes and FIFOs gone", Duration::from_secs(30), || async {
+        (task_pids(ctrd, id).await.len() == 1 && fifo_dirs(c).is_empty()).then_some(())
+    })
+    .await
+}
+
 /// Containers left in the test's containerd namespace.
 async fn containers_left(ctrd: &TestContainerd) -> Vec<String> {
     use containerd_client::services::v1::ListContainersRequest;
@@ -344,7 +352,7 @@ async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
         return;
     }
     let ctrd = TestContainerd::start().expect("containerd");
-    let c = cluster(&ctrd).await;
+    let mut c = cluster(&ctrd).await;
     let s = c.api.url.clone();
     let s = s.as_str();
     c.api
@@ -439,10 +447,36 @@ async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
     .await;
 
     // Nothing left: no exec process in the task, no FIFO directory.
-    eventually("exec processes and FIFOs gone", Duration::from_secs(30), || async {
-        (task_pids(&ctrd, &id).await.len() == 1 && fifo_dirs(&c).is_empty()).then_some(())
+    no_exec_left(&c, &ctrd, &id).await;
+
+    // kill -9 of the agent during a session: the next agent process kills and deletes
+    // the exec it left and removes its FIFOs; the container itself is adopted.
+    let mut orphan = Command::new(kubectl_lite())
+        .arg("--server")
+        .arg(s)
+        .args(["exec", "shell", "--", "sleep", "987655"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the exec'd sleep", Duration::from_secs(30), || async {
+        (!pids_running(&["sleep", "987655"]).is_empty()).then_some(())
     })
     .await;
+    c.kill_agent(0);
+    let _ = orphan.kill().await;
+    assert_eq!(fifo_dirs(&c).len(), 1, "the session's FIFOs outlive the agent");
+    c.start_agent(0);
+    c.wait_ready(Duration::from_secs(60)).await.unwrap();
+    eventually("the orphaned exec killed", Duration::from_secs(30), || async {
+        pids_running(&["sleep", "987655"]).is_empty().then_some(())
+    })
+    .await;
+    no_exec_left(&c, &ctrd, &id).await;
+    let p = c.wait_pod("shell", "Running", running).await;
+    assert_eq!(p.status.unwrap().container_statuses[0].restart_count, 0);
     delete_and_wait(&c, &ctrd, &["shell"]).await;
     drop(c);
 }
@@ -611,11 +645,7 @@ async fn real_kubectl_exec_on_images() {
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "HELLO EXEC\n");
     terminal_session(kubectl(&["exec", "-it", "shell", "--", "sh"])).await;
-    let id = format!("{}-app", uid(&p));
-    eventually("exec processes and FIFOs gone", Duration::from_secs(30), || async {
-        (task_pids(&ctrd, &id).await.len() == 1 && fifo_dirs(&c).is_empty()).then_some(())
-    })
-    .await;
+    no_exec_left(&c, &ctrd, &format!("{}-app", uid(&p))).await;
     delete_and_wait(&c, &ctrd, &["shell"]).await;
     drop(c);
 }

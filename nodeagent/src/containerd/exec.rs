@@ -46,14 +46,48 @@ pub struct Target {
     pub fifo_root: PathBuf,
 }
 
+/// The prefix of this agent process's exec ids (its PID): [`sweep`] leaves them alone.
+fn own_prefix() -> String {
+    format!("kl-exec-{}-", std::process::id())
+}
+
 /// A unique exec id (containerd's identifier rules: `[A-Za-z0-9._-]`, ≤ 76).
 pub fn exec_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
-        "kl-exec-{:x}-{:016x}",
+        "{}{:x}-{:016x}",
+        own_prefix(),
         N.fetch_add(1, Ordering::Relaxed),
         rand::random::<u64>()
     )
+}
+
+/// The file in an exec's FIFO directory that names its container (for [`sweep`]).
+const CONTAINER_FILE: &str = "container";
+
+/// After an agent restart: the exec processes a previous agent process left (its
+/// sessions ended with it) are killed and deleted, their FIFO directories removed.
+pub async fn sweep(c: &Ctrd, fifo_root: &Path) {
+    let Ok(rd) = std::fs::read_dir(fifo_root) else {
+        return;
+    };
+    let own = own_prefix();
+    for e in rd.flatten() {
+        let eid = e.file_name().to_string_lossy().into_owned();
+        if eid.starts_with(&own) {
+            continue;
+        }
+        let dir = e.path();
+        match std::fs::read_to_string(dir.join(CONTAINER_FILE)) {
+            Ok(cid) if !cid.trim().is_empty() => {
+                tracing::info!(exec_id = %eid, container = %cid.trim(), "removing an exec left by a previous agent process");
+                cleanup(c.clone(), cid.trim().to_string(), eid, dir, false, None).await;
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
 }
 
 /// The exec's OCI Process from the container's OCI spec (JSON): the container's process
@@ -174,6 +208,10 @@ impl CtrdExec {
         let id = exec_id();
         let dir = t.fifo_root.join(&id);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("the exec FIFO directory", e))?;
+        if let Err(e) = std::fs::write(dir.join(CONTAINER_FILE), &t.container_id) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(io_err("the exec FIFO directory", e));
+        }
         let mut x = CtrdExec {
             c: c.clone(),
             container_id: t.container_id.clone(),

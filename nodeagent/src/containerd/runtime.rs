@@ -662,7 +662,10 @@ impl Runtime for ContainerdRuntime {
     }
 
     fn sweep(&self, keep: &HashSet<String>) {
-        self.block(ContainerdRuntime::remove_pods_except(self, keep))
+        self.block(async {
+            super::exec::sweep(&self.c, &self.state.root().join("exec")).await;
+            ContainerdRuntime::remove_pods_except(self, keep).await
+        })
     }
 }
 
