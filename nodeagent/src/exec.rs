@@ -367,7 +367,10 @@ async fn drive(
     Ok(Some(exit_of(code)))
 }
 
-fn abort(reader: Option<tokio::task::JoinHandle<Result<(), Status>>>, pumps: Vec<tokio::task::JoinHandle<()>>) {
+fn abort(
+    reader: Option<tokio::task::JoinHandle<Result<(), Status>>>,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+) {
     if let Some(r) = reader {
         r.abort();
     }

@@ -191,7 +191,10 @@ fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
 
 /// PIDs whose command line is exactly `argv`.
 fn pids_running(argv: &[&str]) -> Vec<i32> {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     std::fs::read_dir("/proc")
         .map(|rd| {
             rd.flatten()
@@ -300,9 +303,13 @@ fn fifo_dirs(c: &TestCluster) -> Vec<String> {
 
 /// Waits until container `id`'s task runs its init alone and no FIFO directory is left.
 async fn no_exec_left(c: &TestCluster, ctrd: &TestContainerd, id: &str) {
-    eventually("exec processes and FIFOs gone", Duration::from_secs(30), || async {
-        (task_pids(ctrd, id).await.len() == 1 && fifo_dirs(c).is_empty()).then_some(())
-    })
+    eventually(
+        "exec processes and FIFOs gone",
+        Duration::from_secs(30),
+        || async {
+            (task_pids(ctrd, id).await.len() == 1 && fifo_dirs(c).is_empty()).then_some(())
+        },
+    )
     .await
 }
 
@@ -335,14 +342,18 @@ async fn delete_and_wait(c: &TestCluster, ctrd: &TestContainerd, names: &[&str])
             .expect("delete pod");
     }
     for n in names {
-        eventually(&format!("pod {n} gone"), Duration::from_secs(60), || async {
-            c.get_pod(n).await.is_none().then_some(())
-        })
+        eventually(
+            &format!("pod {n} gone"),
+            Duration::from_secs(60),
+            || async { c.get_pod(n).await.is_none().then_some(()) },
+        )
         .await;
     }
-    eventually("no containerd container left", Duration::from_secs(30), || async {
-        containers_left(ctrd).await.is_empty().then_some(())
-    })
+    eventually(
+        "no containerd container left",
+        Duration::from_secs(30),
+        || async { containers_left(ctrd).await.is_empty().then_some(()) },
+    )
     .await;
 }
 
@@ -362,7 +373,11 @@ async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
         .unwrap();
     let p = c.wait_pod("shell", "Running", running).await;
     let id = format!("{}-app", uid(&p));
-    assert_eq!(task_pids(&ctrd, &id).await.len(), 1, "the container's sleep");
+    assert_eq!(
+        task_pids(&ctrd, &id).await.len(),
+        1,
+        "the container's sleep"
+    );
 
     // Output, stderr, the container's environment, hostname and the exit code.
     let script = "echo out; echo err >&2; echo $GREETING; hostname; exit 3";
@@ -437,13 +452,17 @@ async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
         (!pids_running(&["sleep", "987654"]).is_empty()).then_some(())
     })
     .await;
-    assert_eq!(task_pids(&ctrd, &id).await.len(), 2, "the sleep and the exec");
+    assert_eq!(
+        task_pids(&ctrd, &id).await.len(),
+        2,
+        "the sleep and the exec"
+    );
     gone.kill().await.unwrap();
-    eventually("the exec'd sleep killed", Duration::from_secs(30), || async {
-        pids_running(&["sleep", "987654"])
-            .is_empty()
-            .then_some(())
-    })
+    eventually(
+        "the exec'd sleep killed",
+        Duration::from_secs(30),
+        || async { pids_running(&["sleep", "987654"]).is_empty().then_some(()) },
+    )
     .await;
 
     // Nothing left: no exec process in the task, no FIFO directory.
@@ -467,12 +486,18 @@ async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
     .await;
     c.kill_agent(0);
     let _ = orphan.kill().await;
-    assert_eq!(fifo_dirs(&c).len(), 1, "the session's FIFOs outlive the agent");
+    assert_eq!(
+        fifo_dirs(&c).len(),
+        1,
+        "the session's FIFOs outlive the agent"
+    );
     c.start_agent(0);
     c.wait_ready(Duration::from_secs(60)).await.unwrap();
-    eventually("the orphaned exec killed", Duration::from_secs(30), || async {
-        pids_running(&["sleep", "987655"]).is_empty().then_some(())
-    })
+    eventually(
+        "the orphaned exec killed",
+        Duration::from_secs(30),
+        || async { pids_running(&["sleep", "987655"]).is_empty().then_some(()) },
+    )
     .await;
     no_exec_left(&c, &ctrd, &id).await;
     let p = c.wait_pod("shell", "Running", running).await;
@@ -555,7 +580,11 @@ async fn exec_probes_and_post_start_hooks_on_images() {
     // A probe that outlives its timeout fails (killed, cleaned up): restarted.
     let mut slow = shell("slow", "exec sleep 3600");
     slow.liveness_probe = exec_probe(&["sleep", "30"], 1);
-    c.api.pods().create(pod("slowprobe", vec![slow])).await.unwrap();
+    c.api
+        .pods()
+        .create(pod("slowprobe", vec![slow]))
+        .await
+        .unwrap();
     let p = c
         .wait_pod("slowprobe", "restarted after a probe timeout", |p| {
             cstatus(p).restart_count >= 1
@@ -564,7 +593,10 @@ async fn exec_probes_and_post_start_hooks_on_images() {
     assert!(cstatus(&p).restart_count >= 1);
 
     delete_and_wait(&c, &ctrd, &["probed", "slowprobe"]).await;
-    assert!(pids_running(&["sleep", "30"]).is_empty(), "timed-out probes killed");
+    assert!(
+        pids_running(&["sleep", "30"]).is_empty(),
+        "timed-out probes killed"
+    );
     eventually("exec FIFOs gone", Duration::from_secs(30), || async {
         fifo_dirs(&c).is_empty().then_some(())
     })

@@ -590,7 +590,10 @@ mod tests {
         // A terminal: its size and TERM (unless the container sets one).
         let t = process_spec(SPEC.as_bytes(), &args, true, Some((100, 30))).unwrap();
         assert_eq!(t["terminal"], true);
-        assert_eq!(t["consoleSize"], serde_json::json!({"height": 30, "width": 100}));
+        assert_eq!(
+            t["consoleSize"],
+            serde_json::json!({"height": 30, "width": 100})
+        );
         assert_eq!(t["env"][2], "TERM=xterm");
         let own = SPEC.replace("\"HOME=/home/app\"", "\"TERM=vt100\"");
         let t = process_spec(own.as_bytes(), &args, true, None).unwrap();
