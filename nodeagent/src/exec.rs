@@ -31,6 +31,8 @@ type Tx = mpsc::Sender<Result<ExecResponse, Status>>;
 /// How long a finished command's output is still drained (a background process of it
 /// may hold the pipe open forever).
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long the runtime may take to start the command.
+const START: Duration = Duration::from_secs(30);
 
 pub struct ExecService {
     pub state: StateDir,
@@ -51,8 +53,8 @@ impl ExecService {
         }
     }
 
-    /// The running instance of the container `start` names.
-    fn target(&self, s: &ExecStart) -> Result<Handle, Status> {
+    /// The running instance of the container `start` names, and the container's name.
+    fn target(&self, s: &ExecStart) -> Result<(Handle, String), Status> {
         let ns = if s.namespace.is_empty() {
             "default"
         } else {
@@ -98,7 +100,7 @@ impl ExecService {
         if !self.runtime.alive(&h) {
             return Err(not_running());
         }
-        Ok(h)
+        Ok((h, crec.name.clone()))
     }
 }
 
@@ -130,7 +132,7 @@ impl NodeExec for ExecService {
             .start
             .ok_or_else(|| Status::invalid_argument("start: the first message must carry start"))?;
         check_start(&start).map_err(|(f, m)| Status::invalid_argument(format!("{f}: {m}")))?;
-        let target = self.target(&start)?;
+        let (target, container) = self.target(&start)?;
         let opts = ExecOptions {
             command: start.command.clone(),
             tty: start.tty,
@@ -140,7 +142,15 @@ impl NodeExec for ExecService {
                 .then(|| start.size.map(|z| clamp_size(&z)))
                 .flatten(),
         };
-        let process = match self.runtime.exec(&target, &opts).await {
+        let started = tokio::time::timeout(START, self.runtime.exec(&target, &opts))
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "the container runtime did not start the command within {}s",
+                    START.as_secs()
+                ))
+            })?;
+        let process = match started {
             Ok(p) => Ok(p),
             Err(RuntimeError::ExecStart { exit_code, message }) => Err(ExecExit {
                 exit_code,
@@ -148,10 +158,15 @@ impl NodeExec for ExecService {
                 message,
             }),
             Err(RuntimeError::Exec(m)) => {
+                let ns = if start.namespace.is_empty() {
+                    "default"
+                } else {
+                    &start.namespace
+                };
                 return Err(Status::failed_precondition(format!(
-                    "container {:?} in pod {}/{}: {m}",
-                    start.container, start.namespace, start.name
-                )))
+                    "container {container:?} in pod {ns}/{}: {m}",
+                    start.name
+                )));
             }
             Err(e) => return Err(Status::internal(e.to_string())),
         };
