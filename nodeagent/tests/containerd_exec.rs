@@ -8,16 +8,16 @@
 //! FIFO directory, no container).
 
 use kube_lite_proto::v1::{
-    Container, DeleteRequest, EnvVar, ExecAction, ImageChunk, Lifecycle, LifecycleHandler,
-    ObjectMeta, Pod, PodSpec, Probe,
+    Container, DeleteRequest, EnvVar, ExecAction, Lifecycle, LifecycleHandler, ObjectMeta, Pod,
+    PodSpec, Probe,
 };
-use kube_lite_tests::cluster::{ensure_whoami, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{require_root, ClusterOptions, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
 use kube_lite_tests::fixtures::eventually;
 use nodeagent::containerd::client::Ctrd;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,58 +55,16 @@ fn skip() -> bool {
     false
 }
 
-/// The project's image archives (built once into target/images).
-fn images() -> PathBuf {
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = root.join("target/images");
-    if out.join("busybox.tar").exists() && out.join("whoami.tar").exists() {
-        return out;
-    }
-    ensure_whoami(&agent_bin());
-    let st = std::process::Command::new(root.join("deploy/images/build-images.sh"))
-        .arg(&out)
-        .env("KL_WHOAMI_BIN", agent_bin().with_file_name("kl-whoami"))
-        .status()
-        .expect("running deploy/images/build-images.sh");
-    assert!(st.success(), "deploy/images/build-images.sh failed");
-    out
-}
-
 /// A one-node cluster on `ctrd` with the busybox image loaded (through the apiserver's
 /// NodeApi.LoadImage, the `kubectl-lite image load` path).
 async fn cluster(ctrd: &TestContainerd) -> TestCluster {
-    let imgs = images();
+    let imgs = kit::image_archives(&agent_bin());
     let mut o = ClusterOptions::new(1, agent_bin());
     o.extra_agent_args.extend(ctrd.agent_args());
     o.extra_agent_args
         .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
     let c = TestCluster::start(o).await.expect("test cluster");
-    let archive = imgs.join("busybox.tar");
-    let data = std::fs::read(&archive).unwrap();
-    let chunks: Vec<ImageChunk> = data
-        .chunks(1 << 20)
-        .enumerate()
-        .map(|(k, d)| ImageChunk {
-            data: d.to_vec(),
-            file_name: if k == 0 {
-                "busybox.tar".into()
-            } else {
-                String::new()
-            },
-            node: if k == 0 {
-                c.nodes[0].name.clone()
-            } else {
-                String::new()
-            },
-        })
-        .collect();
-    c.api
-        .nodes()
-        .load_image(futures::stream::iter(chunks))
-        .await
-        .unwrap_or_else(|e| panic!("load busybox.tar: {e}\n{}", c.agent_log_tail(0, 30)));
+    kit::load_image(&c, 0, &imgs.join("busybox.tar")).await;
     c
 }
 
