@@ -395,7 +395,11 @@ fn check_termination_message(f: &str, c: &kube_lite_proto::v1::Container) -> R {
     if p.len() > tm::MAX_PATH_LEN {
         return Err(ApiError::invalid(
             field,
-            format!("must be at most {} characters (got {})", tm::MAX_PATH_LEN, p.len()),
+            format!(
+                "must be at most {} characters (got {})",
+                tm::MAX_PATH_LEN,
+                p.len()
+            ),
         ));
     }
     if !p.is_empty() {

@@ -615,8 +615,8 @@ fn pid1(a: &InitArgs) -> i32 {
         if let Some(f) = std::env::var_os(crate::mounts::MOUNTS_ENV) {
             // Scratch space for private mount points: `<c>.mounts` → `<c>.private`.
             let scratch = Path::new(&f).with_extension("private");
-            if let Err(msg) = crate::mounts::read(Path::new(&f))
-                .and_then(|m| crate::mounts::apply(&m, &scratch))
+            if let Err(msg) =
+                crate::mounts::read(Path::new(&f)).and_then(|m| crate::mounts::apply(&m, &scratch))
             {
                 warn(&msg);
                 write_exit(&a.exit_file, &failed_start(msg));

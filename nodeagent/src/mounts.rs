@@ -14,7 +14,9 @@
 //! the node has it; upper and work: a tmpfs of this namespace, on a scratch directory in
 //! the pod's state), the mounts below it are moved onto the overlay, the missing names
 //! are created in the overlay's upper layer, and the overlay is moved onto the directory.
-//! The node's directory is never written; the overlay, its tmpfs and every file in it go
+//! (When that directory holds the pod's state, the state directory is bound through.)
+//! Writes of the container below that directory go to the private layer too. The
+//! node's directory is never written; the overlay, its tmpfs and every file in it go
 //! with the namespace. Devices keep working (opening a device node through the overlay
 //! opens the node's device). See [`private_target`].
 
@@ -132,7 +134,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -192,7 +197,11 @@ pub fn private_target(
         return Err(err("cannot overlay", &base, &"unsupported characters"));
     }
     if layers.dirs.len() >= MAX_PRIVATE_LAYERS {
-        return Err(err("too many private directories, at", &base, &MAX_PRIVATE_LAYERS));
+        return Err(err(
+            "too many private directories, at",
+            &base,
+            &MAX_PRIVATE_LAYERS,
+        ));
     }
     let n = layers.dirs.len();
     let s = scratch.join(n.to_string());
@@ -212,7 +221,8 @@ pub fn private_target(
     // The upper layer's root takes the directory's mode and owner (the merged root's).
     if let Ok(md) = std::fs::metadata(&base) {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777));
+        let _ =
+            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777));
         let _ = std::os::unix::fs::chown(&upper, Some(md.uid()), Some(md.gid()));
     }
     let opts = format!(
@@ -230,15 +240,44 @@ pub fn private_target(
     .map_err(|e| err("overlaying", &base, &e))?;
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| err("reading", Path::new("/proc/self/mountinfo"), &e))?;
+    // The mounts below move onto the overlay; one holding the scratch (the pod's state)
+    // cannot move into itself and is bound instead. The pod's state directory itself is
+    // bound through, so what the init writes there (log, exit file) reaches the node and
+    // not the overlay's private upper layer.
     for sub in top_submounts(&info, &base) {
+        if sub.starts_with(scratch) {
+            continue;
+        }
         let rel = sub.strip_prefix(&base).unwrap_or(&sub);
         let to = merged.join(rel);
-        mount(Some(&sub), &to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        let flags = if scratch.starts_with(&sub) {
+            MsFlags::MS_BIND
+        } else {
+            MsFlags::MS_MOVE
+        };
+        mount(Some(&sub), &to, None::<&str>, flags, None::<&str>)
             .map_err(|e| err("moving the mount", &sub, &e))?;
     }
+    if let Some(state) = scratch.parent().filter(|d| d.starts_with(&base)) {
+        let to = merged.join(state.strip_prefix(&base).unwrap_or(state));
+        mount(
+            Some(state),
+            &to,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err("binding the pod's state", state, &e))?;
+    }
     create(&merged)?;
-    mount(Some(&merged), &base, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(|e| err("moving the overlay onto", &base, &e))?;
+    mount(
+        Some(&merged),
+        &base,
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(|e| err("moving the overlay onto", &base, &e))?;
     layers.dirs.push(base);
     Ok(())
 }
@@ -266,7 +305,10 @@ mod tests {
         let exists = |p: &Path| ["/", "/dev"].contains(&p.to_str().unwrap());
         assert_eq!(
             split_missing(Path::new("/dev/termination-log"), exists),
-            (PathBuf::from("/dev"), vec![PathBuf::from("/dev/termination-log")])
+            (
+                PathBuf::from("/dev"),
+                vec![PathBuf::from("/dev/termination-log")]
+            )
         );
         assert_eq!(
             split_missing(Path::new("/dev/a/b"), exists),

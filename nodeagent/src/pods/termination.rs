@@ -226,7 +226,10 @@ mod tests {
     fn log_tail_is_the_last_lines_and_bytes() {
         let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
         let tail = String::from_utf8(last_lines(text.as_bytes()).to_vec()).unwrap();
-        assert!(tail.starts_with("line 21\n") && tail.ends_with("line 100\n"), "{tail}");
+        assert!(
+            tail.starts_with("line 21\n") && tail.ends_with("line 100\n"),
+            "{tail}"
+        );
         assert_eq!(last_lines(b"a\nb"), b"a\nb");
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("c.log");
