@@ -8,15 +8,14 @@ use futures::StreamExt;
 use kube_lite_proto::v1::{
     pod_exec_client::PodExecClient, Container, EnvVar, ExecRequest, ExecStart, Pod,
 };
-use kube_lite_tests::cli::{kl_stdin, set_size};
+use kube_lite_tests::cli::{collect, kl_stdin, set_size};
 use kube_lite_tests::cluster::{
     built_sibling, busybox, default_agent_bin, require_root, ClusterOptions, TestCluster,
 };
 use kube_lite_tests::fixtures::{eventually, node_pod, sh};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::process::Command;
 use tonic::Code;
@@ -141,21 +140,7 @@ async fn exec_output_exit_code_stdin_tty_and_node_identities_refused() {
         .spawn()
         .unwrap();
     let master = std::fs::File::from(pty.master);
-    let seen = Arc::new(Mutex::new(String::new()));
-    {
-        let (mut r, seen) = (master.try_clone().unwrap(), seen.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let seen = collect(master.try_clone().unwrap());
     let mut w = master.try_clone().unwrap();
     let saw = |needle: &'static str| {
         let seen = seen.clone();

@@ -8,16 +8,15 @@
 //! FIFO directory, no container).
 
 use kube_lite_proto::v1::{Container, EnvVar, ExecAction, Lifecycle, LifecycleHandler, Pod, Probe};
-use kube_lite_tests::cli::{kl_stdin, set_size};
+use kube_lite_tests::cli::{collect, kl_stdin, set_size};
 use kube_lite_tests::cluster::{built_sibling, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
 use kube_lite_tests::fixtures::{eventually, node_pod, uid};
 use nodeagent::containerd::client::Ctrd;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -102,21 +101,7 @@ async fn terminal_session(mut cmd: Command) {
         .unwrap();
     drop(cmd);
     let master = std::fs::File::from(pty.master);
-    let seen = Arc::new(Mutex::new(String::new()));
-    {
-        let (mut r, seen) = (master.try_clone().unwrap(), seen.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let seen = collect(master.try_clone().unwrap());
     // Ask until `needle` shows (the first size and a resize race the next line).
     let until = |line: &'static str, needle: &'static str| {
         let (master, seen) = (master.try_clone().unwrap(), seen.clone());

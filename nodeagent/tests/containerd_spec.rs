@@ -11,13 +11,13 @@
 //! mounts and containerd objects gone with the pods. Root, containerd and runc only.
 
 use kube_lite_proto::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, GetRequest,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, GetRequest,
     HostPathVolumeSource, Pod, PodSecurityContext, SecurityContext, Volume, VolumeMount,
 };
 use kube_lite_tests::cluster::{own_cgroup_dir, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
 use kube_lite_tests::fixtures::{
-    default_meta, node_pod, phase, read_trimmed, res, uid as uid_of, wait_file,
+    config_map, node_pod, phase, read_trimmed, res, uid as uid_of, wait_file,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -271,15 +271,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
 
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: default_meta("cfg"),
-            data: [
-                ("greeting".to_string(), "hello".to_string()),
-                ("extra".to_string(), "x1".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        })
+        .create(config_map("cfg", &[("greeting", "hello"), ("extra", "x1")]))
         .await
         .unwrap();
     let volumes = vec![

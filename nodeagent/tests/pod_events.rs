@@ -16,11 +16,11 @@
 //! read and write files in a test directory.
 
 use kube_lite_proto::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, Event, ExecAction,
-    Lifecycle, LifecycleHandler, ListRequest, Pod, Probe, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, Event, ExecAction, Lifecycle,
+    LifecycleHandler, ListRequest, Pod, Probe, Volume, VolumeMount,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
-use kube_lite_tests::fixtures::{default_meta, node_pod, sh, uid};
+use kube_lite_tests::fixtures::{config_map, node_pod, sh, uid};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -308,11 +308,7 @@ async fn a_missing_config_map_is_failed_mount_until_it_exists() {
     // The ConfigMap appears: the pod starts (within the agent's source sync period).
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: default_meta("late"),
-            data: [("greeting".to_string(), "hello".to_string())].into(),
-            ..Default::default()
-        })
+        .create(config_map("late", &[("greeting", "hello")]))
         .await
         .expect("create configmap");
     let p = c

@@ -9,12 +9,12 @@
 //! authorizer). Real apiserver and agent. Root only.
 
 use kube_lite_proto::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, DownwardApiVolumeFile, DownwardApiVolumeSource,
+    ConfigMapVolumeSource, Container, DownwardApiVolumeFile, DownwardApiVolumeSource,
     EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, KeySelector, ObjectFieldSelector,
     ObjectSelector, Pod, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
-use kube_lite_tests::fixtures::{default_meta, node_pod, sh, wait_file};
+use kube_lite_tests::fixtures::{config_map, default_meta, node_pod, sh, wait_file};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -73,15 +73,7 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
 
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: default_meta("cfg"),
-            data: [
-                ("greeting".to_string(), "hello".to_string()),
-                ("extra".to_string(), "x1".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        })
+        .create(config_map("cfg", &[("greeting", "hello"), ("extra", "x1")]))
         .await
         .unwrap();
     c.api
@@ -298,11 +290,7 @@ async fn projected_volume_holds_config_map_secret_and_downward_api_files() {
     let meta = |name: &str| default_meta(name);
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: meta("pcfg"),
-            data: [("greeting".to_string(), "hello".to_string())].into(),
-            ..Default::default()
-        })
+        .create(config_map("pcfg", &[("greeting", "hello")]))
         .await
         .unwrap();
     c.api

@@ -1,9 +1,11 @@
 //! Running `kubectl-lite` as the tests' user does: with stdin fed to it, or on a
 //! pseudo-terminal of a given size.
 
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -52,4 +54,23 @@ pub fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
     // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
     let r = unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
     assert_eq!(r, 0, "TIOCSWINSZ");
+}
+
+/// Everything read from `r` (a pseudo-terminal's master end), appended to the returned
+/// string by a thread until EOF or an error.
+pub fn collect(mut r: std::fs::File) -> Arc<Mutex<String>> {
+    let seen = Arc::new(Mutex::new(String::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    seen
 }

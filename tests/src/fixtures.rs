@@ -230,3 +230,12 @@ pub fn whoami_pod(name: &str, node: &str) -> Pod {
     };
     node_pod(name, node, vec![web], "Always", 30)
 }
+
+/// ConfigMap `name` in `default` holding the (key, value) pairs `data`.
+pub fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: default_meta(name),
+        data: labels(data),
+        ..Default::default()
+    }
+}
