@@ -4,7 +4,7 @@
 //! Root only (skipped otherwise).
 
 use kube_lite_tests::cluster::{
-    busybox, default_agent_bin, require_root, ClusterOptions, TestCluster,
+    built_sibling, busybox, default_agent_bin, require_root, ClusterOptions, TestCluster,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -16,16 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kubectl-lite");
 
 /// The agent binary, built if missing (it belongs to another package of the workspace).
 fn agent_bin() -> PathBuf {
-    let p = default_agent_bin();
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-p", "nodeagent", "--bin", "nodeagent"])
-            .status()
-            .expect("cargo build nodeagent");
-        assert!(st.success(), "building nodeagent failed");
-    }
-    p
+    built_sibling(default_agent_bin(), "nodeagent", "nodeagent")
 }
 
 async fn kl(server: &str, args: &[&str]) -> (i32, String, String) {

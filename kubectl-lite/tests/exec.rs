@@ -6,20 +6,17 @@
 
 use futures::StreamExt;
 use kube_lite_proto::v1::{
-    pod_exec_client::PodExecClient, Container, EnvVar, ExecRequest, ExecStart, ObjectMeta, Pod,
-    PodSpec,
+    pod_exec_client::PodExecClient, Container, EnvVar, ExecRequest, ExecStart, Pod,
 };
+use kube_lite_tests::cli::{collect, kl_stdin, set_size};
 use kube_lite_tests::cluster::{
-    busybox, default_agent_bin, require_root, ClusterOptions, TestCluster,
+    built_sibling, busybox, default_agent_bin, require_root, ClusterOptions, TestCluster,
 };
-use kube_lite_tests::fixtures::eventually;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use kube_lite_tests::fixtures::{eventually, node_pod, sh};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tonic::Code;
 
@@ -27,82 +24,25 @@ const BIN: &str = env!("CARGO_BIN_EXE_kubectl-lite");
 
 /// The agent binary, built if missing (it belongs to another package of the workspace).
 fn agent_bin() -> PathBuf {
-    let p = default_agent_bin();
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-p", "nodeagent", "--bin", "nodeagent"])
-            .status()
-            .expect("cargo build nodeagent");
-        assert!(st.success(), "building nodeagent failed");
-    }
-    p
+    built_sibling(default_agent_bin(), "nodeagent", "nodeagent")
 }
 
 /// kubectl-lite with `stdin` fed to it: (exit code, stdout, stderr).
 async fn kl(server: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut i = child.stdin.take().unwrap();
-    i.write_all(stdin.as_bytes()).await.unwrap();
-    drop(i);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl-lite finishes")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    kl_stdin(Path::new(BIN), server, args, stdin).await
 }
 
 fn pod(name: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: busybox().into(),
-                args: vec!["sh".into(), "-c".into(), "exec sleep 3600".into()],
-                env: vec![EnvVar {
-                    name: "GREETING".into(),
-                    value: "hello-from-env".into(),
-                    value_from: None,
-                }],
-                ..Default::default()
-            }],
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
-    let ws = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
+    let app = Container {
+        image: busybox().into(),
+        env: vec![EnvVar {
+            name: "GREETING".into(),
+            value: "hello-from-env".into(),
+            value_from: None,
+        }],
+        ..sh("app", "exec sleep 3600")
     };
-    #[allow(unsafe_code)]
-    // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    assert_eq!(r, 0, "TIOCSWINSZ");
+    node_pod(name, "", vec![app], "Always", 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,21 +140,7 @@ async fn exec_output_exit_code_stdin_tty_and_node_identities_refused() {
         .spawn()
         .unwrap();
     let master = std::fs::File::from(pty.master);
-    let seen = Arc::new(Mutex::new(String::new()));
-    {
-        let (mut r, seen) = (master.try_clone().unwrap(), seen.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let seen = collect(master.try_clone().unwrap());
     let mut w = master.try_clone().unwrap();
     let saw = |needle: &'static str| {
         let seen = seen.clone();

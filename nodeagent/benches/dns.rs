@@ -14,8 +14,9 @@
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
-use kube_lite_proto::v1::{Container, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec};
+use kube_lite_proto::v1::{Container, Pod, PodSpec, Service, ServicePort, ServiceSpec};
 use kube_lite_tests::cluster::{busybox, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::fixtures::default_meta;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -137,11 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let c = TestCluster::start(opts).await?;
     let node = c.nodes[0].name.clone();
     let pod = Pod {
-        metadata: Some(ObjectMeta {
-            name: "dns-client".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
+        metadata: default_meta("dns-client"),
         spec: Some(PodSpec {
             node_name: node,
             containers: vec![Container {
@@ -160,11 +157,7 @@ async fn main() -> anyhow::Result<()> {
         .api
         .services()
         .create(Service {
-            metadata: Some(ObjectMeta {
-                name: "dns-bench".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
+            metadata: default_meta("dns-bench"),
             spec: Some(ServiceSpec {
                 ports: vec![ServicePort {
                     port: 80,

@@ -11,11 +11,10 @@
 
 use futures::StreamExt;
 use kube_lite_client::{watcher, Event, WatchParams};
-use kube_lite_proto::v1::{
-    Container, DeleteRequest, ImageChunk, ListRequest, ObjectMeta, Pod, PodSpec,
-};
+use kube_lite_proto::v1::{DeleteRequest, ImageChunk, ListRequest, Pod};
 use kube_lite_tests::cluster::{ensure_whoami, require_root, ClusterOptions, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
+use kube_lite_tests::fixtures::whoami_pod;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,40 +32,11 @@ fn env_n(k: &str, d: usize) -> usize {
 }
 
 fn pod(name: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: "node0".into(),
-            containers: vec![Container {
-                name: "web".into(),
-                image: "whoami".into(),
-                ..Default::default()
-            }],
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 30,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    whoami_pod(name, "node0")
 }
 
 fn images() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = root.join("target/images");
-    if !out.join("whoami.tar").exists() {
-        ensure_whoami(&agent_bin());
-        let st = std::process::Command::new(root.join("deploy/images/build-images.sh"))
-            .arg(&out)
-            .env("KL_WHOAMI_BIN", agent_bin().with_file_name("kl-whoami"))
-            .status()
-            .expect("build-images.sh");
-        assert!(st.success());
-    }
-    out
+    kit::image_archives(&agent_bin())
 }
 
 /// Loads `archive` onto node0 through the apiserver (NodeApi.LoadImage, as

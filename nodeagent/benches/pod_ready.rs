@@ -19,10 +19,10 @@
 use futures::StreamExt;
 use kube_lite_client::{watcher, Event, WatchParams};
 use kube_lite_proto::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, HttpGetAction, ObjectMeta, Pod, PodSpec, Probe,
-    Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, HttpGetAction, Pod, Probe, Volume, VolumeMount,
 };
 use kube_lite_tests::cluster::{ensure_whoami, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::fixtures::{default_meta, node_pod};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -66,22 +66,9 @@ fn ctr(name: &str, image: &str, args: &[&str]) -> Container {
 }
 
 fn pod(name: &str, node: &str, init: Vec<Container>, containers: Vec<Container>) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            init_containers: init,
-            containers,
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let mut p = node_pod(name, node, containers, "Always", 1);
+    p.spec.as_mut().unwrap().init_containers = init;
+    p
 }
 
 fn ready(p: &Pod) -> bool {
@@ -195,11 +182,7 @@ async fn run() -> anyhow::Result<()> {
     c.api
         .config_maps()
         .create(ConfigMap {
-            metadata: Some(ObjectMeta {
-                name: "bench-cfg".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
+            metadata: default_meta("bench-cfg"),
             data: [("greeting".to_string(), "hello".to_string())].into(),
             ..Default::default()
         })

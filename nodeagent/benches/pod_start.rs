@@ -11,8 +11,9 @@
 
 use futures::StreamExt;
 use kube_lite_client::{watcher, Event, WatchParams};
-use kube_lite_proto::v1::{Container, DeleteRequest, ListRequest, ObjectMeta, Pod, PodSpec};
+use kube_lite_proto::v1::{DeleteRequest, ListRequest, Pod};
 use kube_lite_tests::cluster::{ensure_whoami, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::fixtures::whoami_pod;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,25 +25,7 @@ fn agent_bin() -> PathBuf {
 }
 
 fn pod(name: &str, node: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers: vec![Container {
-                name: "web".into(),
-                image: "whoami".into(),
-                ..Default::default()
-            }],
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 30,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    whoami_pod(name, node)
 }
 
 fn running(p: &Pod) -> bool {

@@ -8,31 +8,21 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kube_lite_proto::v1::{Container, ListRequest, ObjectMeta, Pod, PodSpec};
+use kube_lite_proto::v1::{Container, ListRequest, Pod};
 use kube_lite_tests::cluster::{busybox, require_root, whoami_cluster, ClusterOptions};
+use kube_lite_tests::fixtures::node_pod;
 
 const GRACE: Duration = Duration::from_secs(2);
 const EVICTION: Duration = Duration::from_secs(2);
 
 fn sleeper(name: &str, node: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers: vec![Container {
-                name: "c".into(),
-                image: busybox().into(),
-                args: vec!["sleep".into(), "3600".into()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let c = Container {
+        name: "c".into(),
+        image: busybox().into(),
+        args: vec!["sleep".into(), "3600".into()],
+        ..Default::default()
+    };
+    node_pod(name, node, vec![c], "", 0)
 }
 
 /// name → (node, uid, phase, pid of the container).

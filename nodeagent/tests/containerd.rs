@@ -6,11 +6,11 @@
 
 use futures::StreamExt;
 use kube_lite_proto::v1::{
-    Container, DeleteRequest, ImageChunk, ListRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
-    Service, ServicePort, ServiceSpec,
+    Container, ImageChunk, ListRequest, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec,
 };
-use kube_lite_tests::cluster::{busybox, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{busybox, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
+use kube_lite_tests::fixtures::phase;
 use nodeagent::containerd::client::{Ctrd, SNAPSHOTTER};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,28 +20,13 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
 }
 
-fn skip() -> bool {
-    if !require_root() {
-        return true;
-    }
-    if !kit::available() {
-        eprintln!("skipping: containerd/runc not installed (apt-get install containerd runc)");
-        return true;
-    }
-    false
-}
-
 /// The project's image archives (built once into target/images).
 fn images() -> PathBuf {
     kit::image_archives(&agent_bin())
 }
 
 async fn cluster(nodes: usize, ctrd: &TestContainerd) -> TestCluster {
-    let mut o = ClusterOptions::new(nodes, agent_bin());
-    o.extra_agent_args.extend(ctrd.agent_args());
-    o.extra_agent_args
-        .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
-    TestCluster::start(o).await.expect("test cluster")
+    kit::cluster(&agent_bin(), nodes, ctrd, &["--heartbeat-interval", "1s"]).await
 }
 
 /// Streams `archive` to node `i` through the apiserver (the `kubectl-lite image load`
@@ -99,47 +84,8 @@ fn pod(name: &str, node: &str, image: &str, command: &[&str], restart: &str) -> 
     }
 }
 
-fn phase(p: &Pod) -> &str {
-    p.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("")
-}
-
 fn running(p: &Pod) -> bool {
     phase(p) == "Running" && p.status.as_ref().is_some_and(|s| !s.pod_ip.is_empty())
-}
-
-async fn logs(c: &TestCluster, name: &str, previous: bool) -> String {
-    let mut s = c
-        .api
-        .pods()
-        .logs(LogsRequest {
-            name: name.into(),
-            namespace: "default".into(),
-            previous,
-            tail_lines: -1,
-            ..Default::default()
-        })
-        .await
-        .expect("logs")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(ch) = s.next().await {
-        out.extend(ch.expect("log chunk").data);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn delete(c: &TestCluster, name: &str, grace: i64) {
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: name.into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: grace,
-            ..Default::default()
-        })
-        .await
-        .expect("delete pod");
 }
 
 async fn wait_gone(c: &TestCluster, name: &str) {
@@ -232,7 +178,7 @@ fn waiting_reason(p: &Pod) -> (String, String) {
 /// leaves no container, task or snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pods_see_their_image_and_leave_nothing_behind() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let imgs = images();
@@ -298,7 +244,7 @@ async fn image_pods_see_their_image_and_leave_nothing_behind() {
     let p = c.wait_pod("os", "Failed", |p| phase(p) == "Failed").await;
     let cs = &p.status.as_ref().unwrap().container_statuses[0];
     assert_eq!((cs.exit_code, cs.reason.as_str()), (3, "Error"), "{cs:?}");
-    let out = logs(&c, "os", false).await;
+    let out = c.pod_logs("os", "", false).await;
     let host = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     assert!(out.contains("NAME=\"kube-lite busybox\""), "{out}");
     assert!(
@@ -336,7 +282,7 @@ async fn image_pods_see_their_image_and_leave_nothing_behind() {
         .await;
     let last = &p.status.unwrap().container_statuses[0];
     assert!(last.restart_count >= 2, "{last:?}");
-    let prev = logs(&c, "flap", true).await;
+    let prev = c.pod_logs("flap", "", true).await;
     assert!(
         prev.starts_with("run-"),
         "previous instance's log: {prev:?}"
@@ -373,7 +319,7 @@ async fn image_pods_see_their_image_and_leave_nothing_behind() {
     );
 
     for n in ["os", "flap", "never", "pull"] {
-        delete(&c, n, 0).await;
+        c.delete_pod(n, 0).await.expect("delete pod");
     }
     for n in ["os", "flap", "never", "pull"] {
         wait_gone(&c, n).await;
@@ -414,7 +360,7 @@ fn task_pid(p: &Pod) -> i32 {
 /// no second instance); graceful deletion; nothing left in containerd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tutorial_scene_with_images_and_kill_9_adoption() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let imgs = images();
@@ -467,8 +413,8 @@ async fn tutorial_scene_with_images_and_kill_9_adoption() {
                 .unwrap();
             c.wait_pod(name, "Succeeded", |p| phase(p) == "Succeeded")
                 .await;
-            let out = logs(c, name, false).await;
-            delete(c, name, 0).await;
+            let out = c.pod_logs(name, "", false).await;
+            c.delete_pod(name, 0).await.expect("delete pod");
             out
         }
     };
@@ -534,7 +480,9 @@ async fn tutorial_scene_with_images_and_kill_9_adoption() {
     // Graceful deletion: whoami ends on SIGTERM, well within its 30 s grace.
     let t = Instant::now();
     for k in 0..4 {
-        delete(&c, &format!("whoami-{k}"), 30).await;
+        c.delete_pod(&format!("whoami-{k}"), 30)
+            .await
+            .expect("delete pod");
     }
     for k in 0..4 {
         wait_gone(&c, &format!("whoami-{k}")).await;

@@ -7,19 +7,16 @@
 //! through containerd's exec; nothing is left behind (no exec process in the task, no
 //! FIFO directory, no container).
 
-use kube_lite_proto::v1::{
-    Container, DeleteRequest, EnvVar, ExecAction, Lifecycle, LifecycleHandler, ObjectMeta, Pod,
-    PodSpec, Probe,
-};
-use kube_lite_tests::cluster::{require_root, ClusterOptions, TestCluster};
+use kube_lite_proto::v1::{Container, EnvVar, ExecAction, Lifecycle, LifecycleHandler, Pod, Probe};
+use kube_lite_tests::cli::{collect, kl_stdin, set_size};
+use kube_lite_tests::cluster::{built_sibling, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
-use kube_lite_tests::fixtures::eventually;
+use kube_lite_tests::fixtures::{eventually, node_pod, uid};
 use nodeagent::containerd::client::Ctrd;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -30,73 +27,34 @@ fn agent_bin() -> PathBuf {
 
 /// kubectl-lite, built beside the agent if missing (another package of the workspace).
 fn kubectl_lite() -> PathBuf {
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let p = agent_bin().with_file_name("kubectl-lite");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-p", "kubectl-lite", "--bin", "kubectl-lite"])
-            .status()
-            .expect("cargo build kubectl-lite");
-        assert!(st.success(), "building kubectl-lite failed");
-    }
-    p
-}
-
-fn skip() -> bool {
-    if !require_root() {
-        return true;
-    }
-    if !kit::available() {
-        eprintln!("skipping: containerd/runc not installed (apt-get install containerd runc)");
-        return true;
-    }
-    false
+    built_sibling(
+        agent_bin().with_file_name("kubectl-lite"),
+        "kubectl-lite",
+        "kubectl-lite",
+    )
 }
 
 /// A one-node cluster on `ctrd` with the busybox image loaded (through the apiserver's
 /// NodeApi.LoadImage, the `kubectl-lite image load` path).
 async fn cluster(ctrd: &TestContainerd) -> TestCluster {
-    let imgs = kit::image_archives(&agent_bin());
-    let mut o = ClusterOptions::new(1, agent_bin());
-    o.extra_agent_args.extend(ctrd.agent_args());
-    o.extra_agent_args
-        .extend(["--heartbeat-interval".to_string(), "1s".to_string()]);
-    let c = TestCluster::start(o).await.expect("test cluster");
-    kit::load_image(&c, 0, &imgs.join("busybox.tar")).await;
+    kit::image_archives(&agent_bin());
+    let c = kit::cluster(&agent_bin(), 1, ctrd, &["--heartbeat-interval", "1s"]).await;
+    kit::load_busybox(&c, &agent_bin()).await;
     c
 }
 
 fn pod(name: &str, containers: Vec<Container>) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: "node0".into(),
-            containers,
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    node_pod(name, "node0", containers, "Always", 1)
 }
 
 fn shell(name: &str, script: &str) -> Container {
     Container {
-        name: name.into(),
-        image: "busybox".into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
         env: vec![EnvVar {
             name: "GREETING".into(),
             value: "hello-from-env".into(),
             value_from: None,
         }],
-        ..Default::default()
+        ..kit::sh(name, script)
     }
 }
 
@@ -104,47 +62,9 @@ fn running(p: &Pod) -> bool {
     p.status.as_ref().is_some_and(|s| s.phase == "Running")
 }
 
-fn uid(p: &Pod) -> String {
-    p.metadata.as_ref().unwrap().uid.clone()
-}
-
 /// kubectl-lite with `stdin` fed to it: (exit code, stdout, stderr).
 async fn kl(server: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(kubectl_lite())
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut i = child.stdin.take().unwrap();
-    i.write_all(stdin.as_bytes()).await.unwrap();
-    drop(i);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("kubectl-lite finishes")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
-    let ws = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    assert_eq!(r, 0, "TIOCSWINSZ");
+    kl_stdin(&kubectl_lite(), server, args, stdin).await
 }
 
 /// PIDs whose command line is exactly `argv`.
@@ -181,21 +101,7 @@ async fn terminal_session(mut cmd: Command) {
         .unwrap();
     drop(cmd);
     let master = std::fs::File::from(pty.master);
-    let seen = Arc::new(Mutex::new(String::new()));
-    {
-        let (mut r, seen) = (master.try_clone().unwrap(), seen.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let seen = collect(master.try_clone().unwrap());
     // Ask until `needle` shows (the first size and a resize race the next line).
     let until = |line: &'static str, needle: &'static str| {
         let (master, seen) = (master.try_clone().unwrap(), seen.clone());
@@ -288,16 +194,7 @@ async fn containers_left(ctrd: &TestContainerd) -> Vec<String> {
 
 async fn delete_and_wait(c: &TestCluster, ctrd: &TestContainerd, names: &[&str]) {
     for n in names {
-        c.api
-            .pods()
-            .delete(DeleteRequest {
-                name: n.to_string(),
-                namespace: "default".into(),
-                grace_period_seconds: 0,
-                ..Default::default()
-            })
-            .await
-            .expect("delete pod");
+        c.delete_pod(n, 0).await.expect("delete pod");
     }
     for n in names {
         eventually(
@@ -317,7 +214,7 @@ async fn delete_and_wait(c: &TestCluster, ctrd: &TestContainerd, names: &[&str])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_on_images_output_exit_code_stdin_terminal_and_cleanup() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let ctrd = TestContainerd::start().expect("containerd");
@@ -486,7 +383,7 @@ fn cstatus(p: &Pod) -> kube_lite_proto::v1::ContainerStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_probes_and_post_start_hooks_on_images() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let ctrd = TestContainerd::start().expect("containerd");
@@ -567,7 +464,7 @@ async fn exec_probes_and_post_start_hooks_on_images() {
 /// a resize. Skipped without the kubectl venv (kube_lite_tests::k8s_tools).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_kubectl_exec_on_images() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let Some(venv) = kube_lite_tests::k8s_tools::k8s_venv() else {

@@ -10,14 +10,15 @@
 //! readOnlyRootFilesystem, runAsNonRoot against the image's (root) user; cgroups,
 //! mounts and containerd objects gone with the pods. Root, containerd and runc only.
 
-use futures::StreamExt;
 use kube_lite_proto::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DeleteRequest, EmptyDirVolumeSource,
-    GetRequest, HostPathVolumeSource, LogsRequest, ObjectMeta, Pod, PodSecurityContext, PodSpec,
-    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, GetRequest,
+    HostPathVolumeSource, Pod, PodSecurityContext, SecurityContext, Volume, VolumeMount,
 };
-use kube_lite_tests::cluster::{require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{own_cgroup_dir, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
+use kube_lite_tests::fixtures::{
+    config_map, node_pod, phase, read_trimmed, res, uid as uid_of, wait_file,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,97 +27,16 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
 }
 
-fn skip() -> bool {
-    if !require_root() {
-        return true;
-    }
-    if !kit::available() {
-        eprintln!("skipping: containerd/runc not installed (apt-get install containerd runc)");
-        return true;
-    }
-    false
-}
-
+/// A one-node cluster on `ctrd` (agent flags `extra`) with the busybox image loaded.
 async fn cluster(ctrd: &TestContainerd, extra: &[&str]) -> TestCluster {
-    let mut o = ClusterOptions::new(1, agent_bin());
-    o.extra_agent_args.extend(ctrd.agent_args());
-    o.extra_agent_args
-        .extend(extra.iter().map(|s| s.to_string()));
-    let c = TestCluster::start(o).await.expect("test cluster");
-    let imgs = kit::image_archives(&agent_bin());
-    let names = kit::load_image(&c, 0, &imgs.join("busybox.tar")).await;
+    let c = kit::cluster(&agent_bin(), 1, ctrd, extra).await;
+    let names = kit::load_busybox(&c, &agent_bin()).await;
     assert_eq!(names, vec!["docker.io/library/busybox:latest".to_string()]);
     c
 }
 
-fn sh(name: &str, script: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: "busybox".into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
-}
-
 fn pod(name: &str, node: &str, containers: Vec<Container>, restart: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers,
-            restart_policy: restart.into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn res(req: &[(&str, &str)], lim: &[(&str, &str)]) -> Option<ResourceRequirements> {
-    let m = |p: &[(&str, &str)]| {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    Some(ResourceRequirements {
-        requests: m(req),
-        limits: m(lim),
-    })
-}
-
-fn uid_of(p: &Pod) -> String {
-    p.metadata.as_ref().unwrap().uid.clone()
-}
-
-fn phase(p: &Pod) -> &str {
-    p.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("")
-}
-
-/// This process's cgroup directory in v1 hierarchy `dir` ("" = the v2 one), as the
-/// agent (its child) and containerd's shims (children of containerd, its child) have it.
-fn own_dir(dir: &str) -> PathBuf {
-    let me = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let ctrl = if dir == "systemd" {
-        "name=systemd"
-    } else {
-        dir
-    };
-    for l in me.lines() {
-        let mut p = l.splitn(3, ':');
-        let (_, ctrls, path) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
-        let path = path.trim_start_matches('/');
-        if ctrl.is_empty() && ctrls.is_empty() {
-            return Path::new("/sys/fs/cgroup").join(path);
-        }
-        if !ctrl.is_empty() && ctrls.split(',').any(|c| c == ctrl) {
-            return Path::new("/sys/fs/cgroup").join(dir).join(path);
-        }
-    }
-    panic!("no {ctrl} cgroup in {me}")
+    node_pod(name, node, containers, restart, 1)
 }
 
 fn v2() -> bool {
@@ -126,7 +46,7 @@ fn v2() -> bool {
 /// The pod's cgroup in every hierarchy (v2: one).
 fn pod_cgroups(root: &str, uid: &str) -> Vec<PathBuf> {
     if v2() {
-        return vec![own_dir("").join(root).join(format!("pod-{uid}"))];
+        return vec![own_cgroup_dir("").join(root).join(format!("pod-{uid}"))];
     }
     let mut v = Vec::new();
     for e in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
@@ -134,74 +54,15 @@ fn pod_cgroups(root: &str, uid: &str) -> Vec<PathBuf> {
         if d == "unified" || !e.file_type().unwrap().is_dir() {
             continue;
         }
-        v.push(own_dir(&d).join(root).join(format!("pod-{uid}")));
+        v.push(own_cgroup_dir(&d).join(root).join(format!("pod-{uid}")));
     }
     v
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-        .trim()
-        .to_string()
-}
-
-async fn logs(c: &TestCluster, pod: &str, container: &str) -> String {
-    let mut s = c
-        .api
-        .pods()
-        .logs(LogsRequest {
-            name: pod.into(),
-            namespace: "default".into(),
-            container: container.into(),
-            tail_lines: -1,
-            ..Default::default()
-        })
-        .await
-        .expect("logs")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(ch) = s.next().await {
-        out.extend(ch.expect("log chunk").data);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn delete(c: &TestCluster, name: &str) {
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: name.into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: 0,
-            ..Default::default()
-        })
-        .await
-        .expect("delete pod");
 }
 
 async fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ok() {
         assert!(Instant::now() < deadline, "{what} after {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `path` holds exactly `want` (trimmed).
-async fn wait_file(path: &Path, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t.trim() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {t:?}, want {want:?}",
-            path.display()
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -244,7 +105,7 @@ async fn wait_no_containers(ctrd: &TestContainerd) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let ctrd = TestContainerd::start().expect("containerd");
@@ -264,7 +125,7 @@ async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
     let root = format!("kube-lite-{}", c.nodes[0].netns_prefix);
 
     // Scheduling by requests is the runtime's business no more than before.
-    let mut big = sh("app", "sleep 3600");
+    let mut big = kit::sh("app", "sleep 3600");
     big.resources = res(&[("memory", "4Gi")], &[]);
     c.api
         .pods()
@@ -284,7 +145,7 @@ async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
     );
 
     // Limits in the cgroups of the container (runc's cgroupsPath) and its pod.
-    let mut app = sh("app", "sleep 3600");
+    let mut app = kit::sh("app", "sleep 3600");
     app.resources = res(&[("cpu", "100m")], &[("cpu", "250m"), ("memory", "32Mi")]);
     c.api
         .pods()
@@ -299,30 +160,39 @@ async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
     assert_eq!(st.qos_class, "Burstable");
     let pid = st.container_statuses[0].pid;
     if v2() {
-        let d = own_dir("").join(&root).join(format!("pod-{uid}"));
-        assert_eq!(read(&d.join("app/memory.max")), (32 << 20).to_string());
-        assert_eq!(read(&d.join("app/cpu.max")), "25000 100000");
-        assert_eq!(read(&d.join("cpu.max")), "25000 100000", "pod: the sum");
-        let procs = read(&d.join("app/cgroup.procs"));
+        let d = own_cgroup_dir("").join(&root).join(format!("pod-{uid}"));
+        assert_eq!(
+            read_trimmed(&d.join("app/memory.max")),
+            (32 << 20).to_string()
+        );
+        assert_eq!(read_trimmed(&d.join("app/cpu.max")), "25000 100000");
+        assert_eq!(
+            read_trimmed(&d.join("cpu.max")),
+            "25000 100000",
+            "pod: the sum"
+        );
+        let procs = read_trimmed(&d.join("app/cgroup.procs"));
         assert!(procs.lines().any(|l| l == pid.to_string()), "{procs:?}");
     } else {
-        let mem = own_dir("memory").join(&root).join(format!("pod-{uid}"));
-        let cpu = own_dir("cpu").join(&root).join(format!("pod-{uid}"));
+        let mem = own_cgroup_dir("memory")
+            .join(&root)
+            .join(format!("pod-{uid}"));
+        let cpu = own_cgroup_dir("cpu").join(&root).join(format!("pod-{uid}"));
         assert_eq!(
-            read(&mem.join("app/memory.limit_in_bytes")),
+            read_trimmed(&mem.join("app/memory.limit_in_bytes")),
             (32 << 20).to_string()
         );
         assert_eq!(
-            read(&mem.join("memory.limit_in_bytes")),
+            read_trimmed(&mem.join("memory.limit_in_bytes")),
             (32 << 20).to_string(),
             "pod: the sum"
         );
-        assert_eq!(read(&cpu.join("app/cpu.cfs_quota_us")), "25000");
-        assert_eq!(read(&cpu.join("app/cpu.cfs_period_us")), "100000");
-        assert_eq!(read(&cpu.join("app/cpu.shares")), "102");
+        assert_eq!(read_trimmed(&cpu.join("app/cpu.cfs_quota_us")), "25000");
+        assert_eq!(read_trimmed(&cpu.join("app/cpu.cfs_period_us")), "100000");
+        assert_eq!(read_trimmed(&cpu.join("app/cpu.shares")), "102");
         // The task (the container's PID 1 on the host) is in both.
         for d in [&mem, &cpu] {
-            let procs = read(&d.join("app/cgroup.procs"));
+            let procs = read_trimmed(&d.join("app/cgroup.procs"));
             assert!(
                 procs.lines().any(|l| l == pid.to_string()),
                 "task {pid} in {}: {procs:?}",
@@ -334,7 +204,7 @@ async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
     assert!(cgroups.iter().any(|d| d.exists()));
 
     // Over the memory limit: OOMKilled, 137 (the container's cgroup counted the kill).
-    let mut hog = sh("app", "dd if=/dev/zero of=/dev/null bs=64M count=1");
+    let mut hog = kit::sh("app", "dd if=/dev/zero of=/dev/null bs=64M count=1");
     hog.resources = res(&[], &[("memory", "16Mi")]);
     c.api
         .pods()
@@ -351,7 +221,7 @@ async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
         c.agent_log_tail(0, 20)
     );
     // A plain exit 137 (a SIGKILLed child's status, no OOM) stays an Error.
-    let killed = sh("app", "sleep 100 & kill -9 $!; wait $!");
+    let killed = kit::sh("app", "sleep 100 & kill -9 $!; wait $!");
     c.api
         .pods()
         .create(pod("killed", &n0, vec![killed], "Never"))
@@ -365,7 +235,7 @@ async fn image_pods_get_their_limits_in_the_pod_cgroups_and_are_oom_killed() {
 
     // Deleted with the pods: the cgroups in every hierarchy, the containerd objects.
     for n in ["limited", "hog", "killed", "big"] {
-        delete(&c, n).await;
+        c.delete_pod(n, 0).await.expect("delete pod");
     }
     let mut all = cgroups;
     all.extend(pod_cgroups(&root, &hog_uid));
@@ -387,7 +257,7 @@ fn mount(name: &str, path: &str, read_only: bool, sub_path: &str) -> VolumeMount
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pods_get_their_volumes_and_security_context() {
-    if skip() {
+    if kit::skip() {
         return;
     }
     let ctrd = TestContainerd::start().expect("containerd");
@@ -401,19 +271,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
 
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: Some(ObjectMeta {
-                name: "cfg".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            data: [
-                ("greeting".to_string(), "hello".to_string()),
-                ("extra".to_string(), "x1".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        })
+        .create(config_map("cfg", &[("greeting", "hello"), ("extra", "x1")]))
         .await
         .unwrap();
     let volumes = vec![
@@ -442,7 +300,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
     // writer: the mounted configMap copied out again and again (so an update shows),
     // whether the read-only mount refuses writes, the subPath file, a file for the
     // reader in the shared emptyDir (fsGroup's).
-    let mut writer = sh(
+    let mut writer = kit::sh(
         "writer",
         "echo from-writer > /klshared/f; \
          if touch /etc/klcfg/x 2>/dev/null; then echo rw > /out/ro; else echo ro > /out/ro; fi; \
@@ -456,7 +314,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
         mount("out", "/out", false, ""),
     ];
     // reader: another container sees the writer's file.
-    let mut reader = sh(
+    let mut reader = kit::sh(
         "reader",
         "until test -f /klshared/f; do sleep 1; done; cp /klshared/f /out/seen-by-reader; sleep 3600",
     );
@@ -503,17 +361,17 @@ async fn image_pods_get_their_volumes_and_security_context() {
 
     // securityContext: users and groups, capabilities, no_new_privs, read-only root.
     let ping = "busybox ping -c1 -W2 127.0.0.1 >/dev/null 2>&1; echo ping=$?";
-    let mut user = sh("user", "id -u; id -g; id -G");
+    let mut user = kit::sh("user", "id -u; id -g; id -G");
     user.security_context = Some(SecurityContext {
         run_as_user: Some(1000),
         run_as_group: Some(3000),
         ..Default::default()
     });
-    let plain = sh(
+    let plain = kit::sh(
         "plain",
         &format!("{ping}; grep NoNewPrivs /proc/self/status"),
     );
-    let mut nocaps = sh(
+    let mut nocaps = kit::sh(
         "nocaps",
         &format!(
             "{ping}; grep CapEff /proc/self/status; touch /x 2>&1; echo touch=$?; \
@@ -529,7 +387,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
         allow_privilege_escalation: Some(false),
         ..Default::default()
     });
-    let mut privileged = sh("privileged", "grep CapEff /proc/self/status");
+    let mut privileged = kit::sh("privileged", "grep CapEff /proc/self/status");
     privileged.security_context = Some(SecurityContext {
         privileged: Some(true),
         ..Default::default()
@@ -544,7 +402,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
         .wait_pod("sec", "Succeeded", |p| phase(p) == "Succeeded")
         .await;
     let sec_uid = uid_of(&p);
-    let l = logs(&c, "sec", "user").await;
+    let l = c.pod_logs("sec", "user", false).await;
     let lines: Vec<&str> = l.lines().collect();
     assert_eq!(lines[..2], ["1000", "3000"], "runAsUser/runAsGroup: {l}");
     let groups: Vec<&str> = lines[2].split(' ').collect();
@@ -552,9 +410,9 @@ async fn image_pods_get_their_volumes_and_security_context() {
         groups.contains(&"3000") && groups.contains(&"5"),
         "supplementalGroups: {l}"
     );
-    let l = logs(&c, "sec", "plain").await;
+    let l = c.pod_logs("sec", "plain", false).await;
     assert_eq!(l, "ping=0\nNoNewPrivs:\t0\n", "the default container pings");
-    let l = logs(&c, "sec", "nocaps").await;
+    let l = c.pod_logs("sec", "nocaps", false).await;
     assert!(l.contains("ping=1\n"), "drop ALL: no raw socket: {l}");
     assert!(l.contains("CapEff:\t0000000000000000\n"), "{l}");
     assert!(l.contains("Read-only file system"), "{l}");
@@ -568,12 +426,12 @@ async fn image_pods_get_their_volumes_and_security_context() {
         .unwrap()
         .trim()
         .to_string();
-    let l = logs(&c, "sec", "privileged").await;
+    let l = c.pod_logs("sec", "privileged", false).await;
     assert_eq!(l, format!("CapEff:\t{bnd}\n"), "privileged");
 
     // runAsNonRoot against the image's USER (busybox runs as root): refused with the
     // kubelet's message, the container never created.
-    let mut nr = sh("app", "sleep 3600");
+    let mut nr = kit::sh("app", "sleep 3600");
     nr.security_context = Some(SecurityContext {
         run_as_non_root: Some(true),
         ..Default::default()
@@ -609,7 +467,7 @@ async fn image_pods_get_their_volumes_and_security_context() {
     cgroups.extend(pod_cgroups(&root, &sec_uid));
     assert!(cgroups.iter().any(|d| d.exists()));
     for n in ["vols", "sec", "nonroot"] {
-        delete(&c, n).await;
+        c.delete_pod(n, 0).await.expect("delete pod");
     }
     wait_until("pod volumes removed", Duration::from_secs(60), || {
         !vol_dir.exists()

@@ -3,10 +3,9 @@
 //! log rotation and streaming tails (point 9).
 
 use futures::StreamExt;
-use kube_lite_proto::v1::{
-    Container, DeleteRequest, GetRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
-};
+use kube_lite_proto::v1::{Container, GetRequest, LogsRequest, Pod, PodSpec};
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
+use kube_lite_tests::fixtures::{node_pod, uid};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,26 +14,13 @@ fn agent_bin() -> PathBuf {
 }
 
 fn pod(name: &str, node: &str, args: &[&str], grace: i64) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers: vec![Container {
-                name: "c".into(),
-                image: "busybox".into(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            }],
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: grace,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let c = Container {
+        name: "c".into(),
+        image: "busybox".into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    node_pod(name, node, vec![c], "Always", grace)
 }
 
 async fn get(c: &TestCluster, name: &str) -> Option<Pod> {
@@ -59,10 +45,6 @@ fn running(p: &Pod) -> bool {
         .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty())
 }
 
-fn uid(p: &Pod) -> String {
-    p.metadata.as_ref().unwrap().uid.clone()
-}
-
 async fn wait_running(c: &TestCluster, name: &str, secs: u64) -> Pod {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -81,17 +63,7 @@ async fn wait_running(c: &TestCluster, name: &str, secs: u64) -> Pod {
 }
 
 async fn delete(c: &TestCluster, name: &str, grace: i64) -> Result<(), tonic::Status> {
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: name.into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: grace,
-            ..Default::default()
-        })
-        .await
-        .map(|_| ())
+    c.delete_pod(name, grace).await
 }
 
 async fn wait_gone(c: &TestCluster, name: &str, secs: u64) {

@@ -5,24 +5,16 @@
 //! CreateContainerConfigError. Real apiserver and agent. Root only.
 
 use kube_lite_proto::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, ObjectMeta, Pod, PodSpec,
-    ResourceFieldSelector, ResourceRequirements,
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector,
+    ResourceRequirements,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
+use kube_lite_tests::fixtures::{node_pod, sh};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
-}
-
-fn sh(name: &str, script: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: "busybox".into(),
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
 }
 
 fn field(name: &str, path: &str) -> EnvVar {
@@ -54,23 +46,10 @@ fn resource(name: &str, container: &str, res: &str, divisor: &str) -> EnvVar {
 }
 
 fn pod(name: &str, node: &str, init: Vec<Container>, app: Container) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            labels: [("tier".to_string(), "web".to_string())].into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            init_containers: init,
-            containers: vec![app],
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let mut p = node_pod(name, node, vec![app], "Always", 1);
+    p.metadata.as_mut().unwrap().labels = [("tier".to_string(), "web".to_string())].into();
+    p.spec.as_mut().unwrap().init_containers = init;
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

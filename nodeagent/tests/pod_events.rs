@@ -16,25 +16,16 @@
 //! read and write files in a test directory.
 
 use kube_lite_proto::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, DeleteRequest, EmptyDirVolumeSource, Event,
-    ExecAction, Lifecycle, LifecycleHandler, ListRequest, ObjectMeta, Pod, PodSpec, Probe, Volume,
-    VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, Event, ExecAction, Lifecycle,
+    LifecycleHandler, ListRequest, Pod, Probe, Volume, VolumeMount,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
+use kube_lite_tests::fixtures::{config_map, node_pod, sh, uid};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
-}
-
-fn sh(name: &str, script: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: "busybox".into(),
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
 }
 
 fn exec(script: &str) -> Option<ExecAction> {
@@ -68,25 +59,7 @@ fn probe_cat(file: &Path, failure: i32) -> Option<Probe> {
 }
 
 fn pod(name: &str, node: &str, policy: &str, grace: i64, containers: Vec<Container>) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers,
-            restart_policy: policy.into(),
-            termination_grace_period_seconds: grace,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-fn uid(p: &Pod) -> String {
-    p.metadata.as_ref().unwrap().uid.clone()
+    node_pod(name, node, containers, policy, grace)
 }
 
 fn restarts(p: &Pod) -> i32 {
@@ -282,15 +255,7 @@ async fn failing_hooks_leave_failed_post_start_and_pre_stop_events() {
         p.status.as_ref().is_some_and(|s| s.phase == "Running")
     })
     .await;
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: "prestop".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete");
+    c.delete_pod("prestop", 0).await.expect("delete");
     let e = wait_event(&c, &u, "Warning FailedPreStopHook: Exec lifecycle hook ([sh -c exit 4]) for Container \"app\" in Pod \"default/prestop\" failed - error: ").await;
     assert!(e.message.contains("exited with 4"), "{}", line(&e));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -343,15 +308,7 @@ async fn a_missing_config_map_is_failed_mount_until_it_exists() {
     // The ConfigMap appears: the pod starts (within the agent's source sync period).
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: Some(ObjectMeta {
-                name: "late".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            data: [("greeting".to_string(), "hello".to_string())].into(),
-            ..Default::default()
-        })
+        .create(config_map("late", &[("greeting", "hello")]))
         .await
         .expect("create configmap");
     let p = c

@@ -3,12 +3,11 @@
 //! (`kube_lite_tests::cluster::TestCluster`). Root only (skipped otherwise).
 
 use futures::StreamExt;
-use kube_lite_proto::v1::{
-    Container, DeleteRequest, EnvVar, GetRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
-};
+use kube_lite_proto::v1::{Container, EnvVar, GetRequest, LogsRequest, Pod};
 use kube_lite_tests::cluster::{
     busybox, require_root, whoami_cluster, ClusterOptions, TestCluster,
 };
+use kube_lite_tests::fixtures::{node_pod, uid};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,31 +20,18 @@ async fn cluster(nodes: usize) -> TestCluster {
 }
 
 fn pod(name: &str, node: &str, image: &str, args: &[&str], restart: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers: vec![Container {
-                name: name.into(),
-                image: image.into(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: vec![EnvVar {
-                    name: "GREETING".into(),
-                    value: "hi".into(),
-                    value_from: None,
-                }],
-                ..Default::default()
-            }],
-            restart_policy: restart.into(),
-            termination_grace_period_seconds: 30,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let c = Container {
+        name: name.into(),
+        image: image.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![EnvVar {
+            name: "GREETING".into(),
+            value: "hi".into(),
+            value_from: None,
+        }],
+        ..Default::default()
+    };
+    node_pod(name, node, vec![c], restart, 30)
 }
 
 async fn create(c: &TestCluster, p: Pod) -> Pod {
@@ -125,10 +111,6 @@ fn phase(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
-fn uid(p: &Pod) -> String {
-    p.metadata.as_ref().unwrap().uid.clone()
-}
-
 fn ip(p: &Pod) -> String {
     p.status.as_ref().unwrap().pod_ip.clone()
 }
@@ -146,17 +128,7 @@ fn restarts(p: &Pod) -> i32 {
 }
 
 async fn delete(c: &TestCluster, name: &str, grace: i64) {
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: name.into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: grace,
-            ..Default::default()
-        })
-        .await
-        .expect("delete pod");
+    c.delete_pod(name, grace).await.expect("delete pod");
 }
 
 /// `busybox wget` from inside a netns (the DATAPATH-NOTES form).

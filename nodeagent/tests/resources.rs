@@ -5,27 +5,14 @@
 //! the pod. Real apiserver, real agents, real cgroups (v1 on this project's machines,
 //! v2 elsewhere). Root only.
 
-use kube_lite_proto::v1::{
-    Container, DeleteRequest, GetRequest, ObjectMeta, Pod, PodSpec, ResourceRequirements,
-};
-use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
+use kube_lite_proto::v1::{Container, GetRequest, Pod, ResourceRequirements};
+use kube_lite_tests::cluster::{own_cgroup_dir, require_root, whoami_cluster, ClusterOptions};
+use kube_lite_tests::fixtures::{node_pod, read_trimmed, res};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
-}
-
-fn res(req: &[(&str, &str)], lim: &[(&str, &str)]) -> Option<ResourceRequirements> {
-    let m = |p: &[(&str, &str)]| {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    Some(ResourceRequirements {
-        requests: m(req),
-        limits: m(lim),
-    })
 }
 
 fn pod(
@@ -35,52 +22,14 @@ fn pod(
     r: Option<ResourceRequirements>,
     restart: &str,
 ) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers: vec![Container {
-                name: "app".into(),
-                image: "busybox".into(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                resources: r,
-                ..Default::default()
-            }],
-            restart_policy: restart.into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-/// This process's cgroup directory in hierarchy `ctrl` (v1), as the agent's child has it.
-fn own_dir(ctrl: &str) -> PathBuf {
-    let me = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    for l in me.lines() {
-        let mut p = l.splitn(3, ':');
-        let (_, ctrls, path) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
-        if ctrl.is_empty() && ctrls.is_empty() {
-            return Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-        }
-        if !ctrl.is_empty() && ctrls.split(',').any(|c| c == ctrl) {
-            return Path::new("/sys/fs/cgroup")
-                .join(ctrl)
-                .join(path.trim_start_matches('/'));
-        }
-    }
-    panic!("no {ctrl} cgroup in {me}")
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-        .trim()
-        .to_string()
+    let app = Container {
+        name: "app".into(),
+        image: "busybox".into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        resources: r,
+        ..Default::default()
+    };
+    node_pod(name, node, vec![app], restart, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,17 +142,7 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
         "0/2 nodes are available: 2 Insufficient memory."
     );
     // Deleting one frees room: half-c is scheduled.
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: "half-a".into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.delete_pod("half-a", 0).await.unwrap();
     c.wait_pod("half-c", "bound after room was freed", |p| {
         !p.spec.as_ref().unwrap().node_name.is_empty()
     })
@@ -227,58 +166,53 @@ async fn limits_in_cgroups_oom_killed_qos_and_scheduling_by_requests() {
     let root = format!("kube-lite-{}", c.nodes[0].netns_prefix);
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let (mem_pod, cpu_pod) = if v2 {
-        let d = own_dir("").join(&root).join(format!("pod-{uid}"));
+        let d = own_cgroup_dir("").join(&root).join(format!("pod-{uid}"));
         (d.clone(), d)
     } else {
         (
-            own_dir("memory").join(&root).join(format!("pod-{uid}")),
-            own_dir("cpu").join(&root).join(format!("pod-{uid}")),
+            own_cgroup_dir("memory")
+                .join(&root)
+                .join(format!("pod-{uid}")),
+            own_cgroup_dir("cpu").join(&root).join(format!("pod-{uid}")),
         )
     };
     if v2 {
         assert_eq!(
-            read(&mem_pod.join("app/memory.max")),
+            read_trimmed(&mem_pod.join("app/memory.max")),
             (32 << 20).to_string()
         );
-        assert_eq!(read(&cpu_pod.join("app/cpu.max")), "25000 100000");
+        assert_eq!(read_trimmed(&cpu_pod.join("app/cpu.max")), "25000 100000");
         assert_eq!(
-            read(&cpu_pod.join("cpu.max")),
+            read_trimmed(&cpu_pod.join("cpu.max")),
             "25000 100000",
             "pod: the sum"
         );
     } else {
         assert_eq!(
-            read(&mem_pod.join("app/memory.limit_in_bytes")),
+            read_trimmed(&mem_pod.join("app/memory.limit_in_bytes")),
             (32 << 20).to_string()
         );
         assert_eq!(
-            read(&mem_pod.join("memory.limit_in_bytes")),
+            read_trimmed(&mem_pod.join("memory.limit_in_bytes")),
             (32 << 20).to_string(),
             "pod: the sum"
         );
-        assert_eq!(read(&cpu_pod.join("app/cpu.cfs_quota_us")), "25000");
-        assert_eq!(read(&cpu_pod.join("app/cpu.cfs_period_us")), "100000");
-        assert_eq!(read(&cpu_pod.join("app/cpu.shares")), "102");
+        assert_eq!(read_trimmed(&cpu_pod.join("app/cpu.cfs_quota_us")), "25000");
+        assert_eq!(
+            read_trimmed(&cpu_pod.join("app/cpu.cfs_period_us")),
+            "100000"
+        );
+        assert_eq!(read_trimmed(&cpu_pod.join("app/cpu.shares")), "102");
     }
     // The container's processes are in it.
     let pid = st.container_statuses[0].pid;
-    let procs = read(&mem_pod.join("app/cgroup.procs"));
+    let procs = read_trimmed(&mem_pod.join("app/cgroup.procs"));
     assert!(
         procs.lines().any(|l| l == pid.to_string()),
         "shim {pid} in {procs:?}"
     );
     // Deleted with the pod.
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: "limited".into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: 0,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.delete_pod("limited", 0).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while mem_pod.exists() || cpu_pod.exists() {
         assert!(

@@ -4,13 +4,13 @@
 
 use futures::StreamExt;
 use kube_lite_proto::v1::{
-    node_agent_client::NodeAgentClient, Container, GetRequest, LogsRequest, ObjectMeta, Pod,
-    PodSpec,
+    node_agent_client::NodeAgentClient, Container, GetRequest, LogsRequest, Pod, PodSpec,
 };
 use kube_lite_tests::apiserver::{test_pki, tls_config};
 use kube_lite_tests::cluster::{
     busybox, require_root, whoami_cluster, ClusterOptions, TestCluster,
 };
+use kube_lite_tests::fixtures::default_meta;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -71,11 +71,7 @@ async fn the_agent_port_answers_only_the_apiserver_and_identities_survive_restar
     }
     let mut c = whoami_cluster(ClusterOptions::new(1, agent_bin())).await;
     let pod = Pod {
-        metadata: Some(ObjectMeta {
-            name: "leaky".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
+        metadata: default_meta("leaky"),
         spec: Some(PodSpec {
             node_name: "node0".into(),
             containers: vec![Container {

@@ -8,10 +8,10 @@
 use futures::StreamExt;
 use kube_lite_proto::v1::{
     pod_exec_client::PodExecClient, Capabilities, Container, ExecRequest, ExecStart, LogsRequest,
-    ObjectMeta, Pod, PodSecurityContext, PodSpec, SecurityContext,
+    Pod, PodSecurityContext, SecurityContext,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions, TestCluster};
-use kube_lite_tests::fixtures::eventually;
+use kube_lite_tests::fixtures::{eventually, node_pod};
 use std::path::PathBuf;
 use std::time::Duration;
 use tonic::Code;
@@ -35,21 +35,9 @@ fn sh(name: &str, script: &str, sc: Option<SecurityContext>) -> Container {
 }
 
 fn pod(name: &str, psc: Option<PodSecurityContext>, containers: Vec<Container>) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: "node0".into(),
-            containers,
-            security_context: psc,
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    let mut p = node_pod(name, "node0", containers, "", 1);
+    p.spec.as_mut().unwrap().security_context = psc;
+    p
 }
 
 async fn logs(c: &TestCluster, pod: &str, container: &str) -> String {

@@ -9,6 +9,7 @@ use kube_lite_proto::v1::{
 use kube_lite_tests::cluster::{
     busybox, require_root, whoami_cluster, ClusterOptions, TestCluster,
 };
+use kube_lite_tests::fixtures::uid;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -222,22 +223,8 @@ fn tally(v: &[String]) -> BTreeMap<String, usize> {
     m
 }
 
-fn uid(p: &Pod) -> String {
-    p.metadata.as_ref().unwrap().uid.clone()
-}
-
 async fn delete_pod(c: &TestCluster, name: &str) {
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: name.into(),
-            namespace: "default".into(),
-            resource_version: 0,
-            grace_period_seconds: 0,
-            ..Default::default()
-        })
-        .await
-        .expect("delete pod");
+    c.delete_pod(name, 0).await.expect("delete pod");
 }
 
 /// The tutorial's scene and every client placement: 4 whoami pods over 2 nodes, the

@@ -6,8 +6,9 @@
 //! runtime makes them in the container's mount namespace only); bad values are refused
 //! naming the field. Real apiserver and agent. Root only.
 
-use kube_lite_proto::v1::{Container, ContainerStatus, ObjectMeta, Pod, PodSpec, SecurityContext};
+use kube_lite_proto::v1::{Container, ContainerStatus, Pod, SecurityContext};
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
+use kube_lite_tests::fixtures::node_pod;
 use std::path::{Path, PathBuf};
 use tonic::Code;
 
@@ -27,20 +28,7 @@ fn sh(script: &str, path: &str, policy: &str) -> Container {
 }
 
 fn pod(name: &str, restart: &str, c: Container) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![c],
-            restart_policy: restart.into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
+    node_pod(name, "", vec![c], restart, 1)
 }
 
 fn status(p: &Pod) -> Option<&ContainerStatus> {

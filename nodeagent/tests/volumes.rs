@@ -9,26 +9,17 @@
 //! authorizer). Real apiserver and agent. Root only.
 
 use kube_lite_proto::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, DeleteRequest, DownwardApiVolumeFile,
-    DownwardApiVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    KeySelector, ObjectFieldSelector, ObjectMeta, ObjectSelector, Pod, PodSpec, Secret,
-    SecretVolumeSource, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, DownwardApiVolumeFile, DownwardApiVolumeSource,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, KeySelector, ObjectFieldSelector,
+    ObjectSelector, Pod, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use kube_lite_tests::cluster::{require_root, whoami_cluster, ClusterOptions};
+use kube_lite_tests::fixtures::{config_map, default_meta, node_pod, sh, wait_file};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nodeagent"))
-}
-
-fn sh(name: &str, script: &str) -> Container {
-    Container {
-        name: name.into(),
-        image: "busybox".into(),
-        args: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
 }
 
 fn key_env(name: &str, secret: bool, obj: &str, key: &str) -> EnvVar {
@@ -58,40 +49,10 @@ fn mount(name: &str, path: &Path, read_only: bool) -> VolumeMount {
 }
 
 fn pod(name: &str, node: &str, containers: Vec<Container>, volumes: Vec<Volume>) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            labels: [("app".to_string(), "vols".to_string())].into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            node_name: node.into(),
-            containers,
-            volumes,
-            restart_policy: "Always".into(),
-            termination_grace_period_seconds: 1,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-/// Waits until `path` holds exactly `want` (trimmed).
-async fn wait_file(path: &Path, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let t = std::fs::read_to_string(path).unwrap_or_default();
-        if t.trim() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {t:?}, want {want:?}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut p = node_pod(name, node, containers, "Always", 1);
+    p.metadata.as_mut().unwrap().labels = [("app".to_string(), "vols".to_string())].into();
+    p.spec.as_mut().unwrap().volumes = volumes;
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,29 +73,13 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
 
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: Some(ObjectMeta {
-                name: "cfg".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            data: [
-                ("greeting".to_string(), "hello".to_string()),
-                ("extra".to_string(), "x1".to_string()),
-            ]
-            .into(),
-            ..Default::default()
-        })
+        .create(config_map("cfg", &[("greeting", "hello"), ("extra", "x1")]))
         .await
         .unwrap();
     c.api
         .secrets()
         .create(Secret {
-            metadata: Some(ObjectMeta {
-                name: "creds".into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
+            metadata: default_meta("creds"),
             data: [("pw".to_string(), b"hunter2".to_vec())].into(),
             ..Default::default()
         })
@@ -306,16 +251,7 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
     );
 
     // Deleted: volumes (the tmpfs too) and the mount points the agent made are gone.
-    c.api
-        .pods()
-        .delete(DeleteRequest {
-            name: "vols".into(),
-            namespace: "default".into(),
-            grace_period_seconds: -1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.delete_pod("vols", -1).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.get_pod("vols").await.is_some() {
         assert!(Instant::now() < deadline, "pod vols not deleted");
@@ -351,20 +287,10 @@ async fn projected_volume_holds_config_map_secret_and_downward_api_files() {
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let mnt = tmp.path().join("all");
-    let meta = |name: &str| {
-        Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        })
-    };
+    let meta = |name: &str| default_meta(name);
     c.api
         .config_maps()
-        .create(ConfigMap {
-            metadata: meta("pcfg"),
-            data: [("greeting".to_string(), "hello".to_string())].into(),
-            ..Default::default()
-        })
+        .create(config_map("pcfg", &[("greeting", "hello")]))
         .await
         .unwrap();
     c.api

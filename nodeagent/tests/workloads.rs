@@ -16,6 +16,7 @@ use kube_lite_proto::v1::*;
 use kube_lite_tests::cluster::{
     busybox, require_root, whoami_cluster, ClusterOptions, TestCluster,
 };
+use kube_lite_tests::fixtures::default_meta;
 
 const VIP: &str = "10.96.10.10";
 const URL: &str = "http://10.96.10.10:3001/";
@@ -42,11 +43,7 @@ fn labels(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
 }
 
 fn meta(name: &str) -> Option<ObjectMeta> {
-    Some(ObjectMeta {
-        name: name.into(),
-        namespace: "default".into(),
-        ..Default::default()
-    })
+    default_meta(name)
 }
 
 fn get(name: &str) -> GetRequest {

@@ -461,6 +461,86 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Deletes pod `default/name` with grace period `grace` (seconds).
+    pub async fn delete_pod(&self, name: &str, grace: i64) -> Result<(), tonic::Status> {
+        self.api
+            .pods()
+            .delete(kube_lite_proto::v1::DeleteRequest {
+                name: name.into(),
+                namespace: "default".into(),
+                resource_version: 0,
+                grace_period_seconds: grace,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The whole log of `container` ("" = the only one) of pod `default/name`, of its
+    /// previous instance if `previous` (panics if the apiserver refuses).
+    pub async fn pod_logs(&self, name: &str, container: &str, previous: bool) -> String {
+        use futures::StreamExt;
+        let mut s = self
+            .api
+            .pods()
+            .logs(kube_lite_proto::v1::LogsRequest {
+                name: name.into(),
+                namespace: "default".into(),
+                container: container.into(),
+                previous,
+                tail_lines: -1,
+                ..Default::default()
+            })
+            .await
+            .expect("logs")
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(ch) = s.next().await {
+            out.extend(ch.expect("log chunk").data);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// This process's cgroup directory in v1 hierarchy `dir` ("" = the v2 one; "systemd" =
+/// the `name=systemd` one), as the agents (its children) and their containers have it.
+pub fn own_cgroup_dir(dir: &str) -> PathBuf {
+    let me = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let ctrl = if dir == "systemd" {
+        "name=systemd"
+    } else {
+        dir
+    };
+    for l in me.lines() {
+        let mut p = l.splitn(3, ':');
+        let (_, ctrls, path) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+        let path = path.trim_start_matches('/');
+        if ctrl.is_empty() && ctrls.is_empty() {
+            return Path::new("/sys/fs/cgroup").join(path);
+        }
+        if !ctrl.is_empty() && ctrls.split(',').any(|c| c == ctrl) {
+            return Path::new("/sys/fs/cgroup").join(dir).join(path);
+        }
+    }
+    panic!("no {ctrl} cgroup in {me}")
+}
+
+/// A package's binary next to the running test's (`target/<profile>/<bin>` for the
+/// `sibling` path given), built with `cargo build -p <package> --bin <bin>` if missing
+/// (the tests of one binary wait for each other here).
+pub fn built_sibling(sibling: PathBuf, package: &str, bin: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !sibling.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", bin])
+            .status()
+            .unwrap_or_else(|e| panic!("cargo build {bin}: {e}"));
+        assert!(st.success(), "building {bin} failed");
+    }
+    sibling
 }
 
 fn exec_in(ns: &str, argv: &[&str]) -> Output {

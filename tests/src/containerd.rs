@@ -35,6 +35,54 @@ pub fn available() -> bool {
     found("containerd") && found("runc") && found("containerd-shim-runc-v2")
 }
 
+/// Whether a containerd test must be skipped: not root ([`crate::cluster::require_root`]
+/// prints why) or containerd/runc not installed (printed here).
+pub fn skip() -> bool {
+    if !crate::cluster::require_root() {
+        return true;
+    }
+    if !available() {
+        eprintln!("skipping: containerd/runc not installed (apt-get install containerd runc)");
+        return true;
+    }
+    false
+}
+
+/// A secure cluster of `nodes` whose agents (`agent_bin`) run containers on `ctrd`, with
+/// `extra` agent flags. Panics if it does not come up.
+pub async fn cluster(
+    agent_bin: &Path,
+    nodes: usize,
+    ctrd: &TestContainerd,
+    extra: &[&str],
+) -> crate::cluster::TestCluster {
+    let mut o = crate::cluster::ClusterOptions::new(nodes, agent_bin);
+    o.extra_agent_args.extend(ctrd.agent_args());
+    o.extra_agent_args
+        .extend(extra.iter().map(|s| s.to_string()));
+    crate::cluster::TestCluster::start(o)
+        .await
+        .expect("test cluster")
+}
+
+/// Loads the project's `busybox.tar` ([`image_archives`]) onto node 0 ([`load_image`]):
+/// the image names.
+pub async fn load_busybox(c: &crate::cluster::TestCluster, agent_bin: &Path) -> Vec<String> {
+    let imgs = image_archives(agent_bin);
+    load_image(c, 0, &imgs.join("busybox.tar")).await
+}
+
+/// Container `name` running `sh -c script` from the busybox image (the script in
+/// `command`, the image's entrypoint replaced).
+pub fn sh(name: &str, script: &str) -> kube_lite_proto::v1::Container {
+    kube_lite_proto::v1::Container {
+        name: name.into(),
+        image: "busybox".into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
 /// The config of a private containerd under `dir` (CRI and the snapshotters that
 /// need special filesystems off; overlayfs is the snapshotter).
 pub fn config_toml(dir: &Path) -> String {

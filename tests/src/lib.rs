@@ -1,9 +1,10 @@
 //! Test kit shared by the end-to-end tests of every crate: a real apiserver on
 //! loopback with sled in a temp dir (`apiserver`), and real multi-node clusters made of
 //! network namespaces and node agents (`cluster`); object builders for the tests
-//! (`fixtures`).
+//! (`fixtures`); a private containerd (`containerd`); kubectl-lite runs (`cli`).
 
 pub mod apiserver;
+pub mod cli;
 pub mod cluster;
 pub mod containerd;
 pub mod fixtures;
