@@ -157,7 +157,16 @@ async fn users_capabilities_no_new_privs_read_only_root_and_the_non_root_rule() 
         u, "1000\n3000\n3000 2000\n",
         "uid, gid from the pod, fsGroup"
     );
-    // A command exec'd into the container runs as its user too.
+    // A command exec'd into the container runs as its user too (once the agent has
+    // recorded it Running: its output can come first).
+    c.wait_pod("secure", "container user Running", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.container_statuses
+                .iter()
+                .any(|cs| cs.name == "user" && cs.state == "Running")
+        })
+    })
+    .await;
     let (out, code) = exec(&c, "secure", "user", &["id", "-u"]).await;
     assert_eq!((out.as_str(), code), ("1000\n", 0));
 
