@@ -95,8 +95,9 @@ impl authz::Graph for StoreGraph<'_> {
 /// The objects of other kinds a pod references, as (kind plural, name) in its
 /// namespace: what a node may `get` for its pods ([`authz`]'s Secret/ConfigMap rule).
 /// References: `env[].valueFrom.configMapKeyRef/secretKeyRef`, `envFrom[]`, of init and
-/// app containers, and `configMap`/`secret` volumes (kube-lite has no projected
-/// volumes or imagePullSecrets; whoever adds them lists them here).
+/// app containers, `configMap`/`secret` volumes and the configMap/secret sources of
+/// `projected` ones (kube-lite has no imagePullSecrets; whoever adds them lists them
+/// here).
 pub mod authz_refs {
     use kube_lite_proto::v1::Pod;
 
@@ -129,6 +130,14 @@ pub mod authz_refs {
             }
         }
         for v in &spec.volumes {
+            for p in v.projected.iter().flat_map(|p| p.sources.iter()) {
+                if let Some(c) = &p.config_map {
+                    out.push((CONFIG_MAPS, c.name.clone()));
+                }
+                if let Some(c) = &p.secret {
+                    out.push((SECRETS, c.secret_name.clone()));
+                }
+            }
             if let Some(c) = &v.config_map {
                 out.push((CONFIG_MAPS, c.name.clone()));
             }

@@ -8,12 +8,14 @@
 //!   manifest with what is stored.
 //! - [`consts`]: phases, condition types and statuses, reasons, restart policies, protocols.
 //! - [`quantity`]: Kubernetes quantities (`100m`, `128Mi`), requests/limits, QoS class.
+//! - [`events`]: Event names (the dedup key's hash), for every event writer.
 //! - [`exec`]: the bounds of an exec session (command, stdin chunks, terminal size).
 //! - [`size`]: the byte-size syntax of flags (`64Mi`, `10M`).
 //! - [`time`]: unix-millisecond clock and the duration syntax of flags (`40s`, `500ms`).
 
 pub mod consts;
 pub mod defaults;
+pub mod events;
 pub mod exec;
 mod object_ref;
 pub mod quantity;

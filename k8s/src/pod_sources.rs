@@ -2,16 +2,19 @@
 //! `volumes` and `securityContext.fsGroup` (issue 13). Kept apart from `pod.rs` so the
 //! other pod fields' conversions merge mechanically.
 //!
-//! A volume whose source kube-lite does not serve (nfs, csi, projected…) converts to a
-//! volume with no source, which the apiserver refuses naming `spec.volumes[i]`.
+//! A volume whose source kube-lite does not serve (nfs, csi…) converts to a volume with
+//! no source, which the apiserver refuses naming `spec.volumes[i]`; a projection it does
+//! not serve (clusterTrustBundle, podCertificate) to an empty projection, refused naming
+//! `spec.volumes[i].projected.sources[j]` (serviceAccountToken converts, to be refused
+//! by name).
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube_lite_proto::v1::{
     ConfigMapVolumeSource, DownwardApiVolumeFile, DownwardApiVolumeSource, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HostPathVolumeSource, KeySelector, KeyToPath,
-    ObjectFieldSelector, ObjectSelector, ResourceFieldSelector, SecretVolumeSource, Volume,
-    VolumeMount,
+    ObjectFieldSelector, ObjectSelector, ProjectedVolumeSource, ResourceFieldSelector,
+    SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 
 use crate::{opt, opt_vec};
@@ -231,24 +234,48 @@ pub(crate) fn volumes_to_k8s(v: &[Volume]) -> Option<Vec<corev1::Volume>> {
                     .downward_api
                     .as_ref()
                     .map(|d| corev1::DownwardAPIVolumeSource {
-                        items: opt_vec(
-                            d.items
-                                .iter()
-                                .map(|f| corev1::DownwardAPIVolumeFile {
-                                    path: f.path.clone(),
-                                    field_ref: f.field_ref.as_ref().map(field_to_k8s),
-                                    resource_field_ref: f
-                                        .resource_field_ref
-                                        .as_ref()
-                                        .map(resource_to_k8s),
-                                    mode: f.mode,
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        ),
+                        items: downward_items_to_k8s(&d.items),
                         default_mode: d.default_mode,
                         ..Default::default()
                     }),
+                projected: v.projected.as_ref().map(|p| corev1::ProjectedVolumeSource {
+                    default_mode: p.default_mode,
+                    sources: Some(
+                        p.sources
+                            .iter()
+                            .map(|s| corev1::VolumeProjection {
+                                config_map: s.config_map.as_ref().map(|c| {
+                                    corev1::ConfigMapProjection {
+                                        name: c.name.clone(),
+                                        items: items_to_k8s(&c.items),
+                                        optional: yes(c.optional),
+                                    }
+                                }),
+                                secret: s.secret.as_ref().map(|c| corev1::SecretProjection {
+                                    name: c.secret_name.clone(),
+                                    items: items_to_k8s(&c.items),
+                                    optional: yes(c.optional),
+                                }),
+                                downward_api: s.downward_api.as_ref().map(|d| {
+                                    corev1::DownwardAPIProjection {
+                                        items: downward_items_to_k8s(&d.items),
+                                    }
+                                }),
+                                service_account_token: s.service_account_token.as_ref().map(|t| {
+                                    corev1::ServiceAccountTokenProjection {
+                                        audience: opt(&t.audience),
+                                        expiration_seconds: (t.expiration_seconds != 0)
+                                            .then_some(t.expiration_seconds),
+                                        path: t.path.clone(),
+                                        ..Default::default()
+                                    }
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .collect(),
@@ -281,19 +308,74 @@ pub(crate) fn volumes_from_k8s(v: Option<Vec<corev1::Volume>>) -> Vec<Volume> {
                 r#type: h.type_.unwrap_or_default(),
             }),
             downward_api: v.downward_api.map(|d| DownwardApiVolumeSource {
-                items: d
-                    .items
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|f| DownwardApiVolumeFile {
-                        path: f.path,
-                        field_ref: f.field_ref.map(field_from_k8s),
-                        resource_field_ref: f.resource_field_ref.map(resource_from_k8s),
-                        mode: f.mode,
-                    })
-                    .collect(),
+                items: downward_items_from_k8s(d.items),
                 default_mode: d.default_mode,
             }),
+            projected: v.projected.map(|p| ProjectedVolumeSource {
+                default_mode: p.default_mode,
+                sources: p
+                    .sources
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| VolumeProjection {
+                        config_map: s.config_map.map(|c| ConfigMapVolumeSource {
+                            name: c.name,
+                            items: items_from_k8s(c.items),
+                            default_mode: None,
+                            optional: c.optional.unwrap_or(false),
+                        }),
+                        secret: s.secret.map(|c| SecretVolumeSource {
+                            secret_name: c.name,
+                            items: items_from_k8s(c.items),
+                            default_mode: None,
+                            optional: c.optional.unwrap_or(false),
+                        }),
+                        downward_api: s.downward_api.map(|d| DownwardApiVolumeSource {
+                            items: downward_items_from_k8s(d.items),
+                            default_mode: None,
+                        }),
+                        service_account_token: s.service_account_token.map(|t| {
+                            ServiceAccountTokenProjection {
+                                audience: t.audience.unwrap_or_default(),
+                                expiration_seconds: t.expiration_seconds.unwrap_or(0),
+                                path: t.path,
+                            }
+                        }),
+                    })
+                    .collect(),
+            }),
+        })
+        .collect()
+}
+
+fn downward_items_to_k8s(
+    items: &[DownwardApiVolumeFile],
+) -> Option<Vec<corev1::DownwardAPIVolumeFile>> {
+    opt_vec(
+        items
+            .iter()
+            .map(|f| corev1::DownwardAPIVolumeFile {
+                path: f.path.clone(),
+                field_ref: f.field_ref.as_ref().map(field_to_k8s),
+                resource_field_ref: f.resource_field_ref.as_ref().map(resource_to_k8s),
+                mode: f.mode,
+                ..Default::default()
+            })
+            .collect(),
+    )
+}
+
+fn downward_items_from_k8s(
+    items: Option<Vec<corev1::DownwardAPIVolumeFile>>,
+) -> Vec<DownwardApiVolumeFile> {
+    items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| DownwardApiVolumeFile {
+            path: f.path,
+            field_ref: f.field_ref.map(field_from_k8s),
+            resource_field_ref: f.resource_field_ref.map(resource_from_k8s),
+            mode: f.mode,
         })
         .collect()
 }
@@ -363,6 +445,51 @@ mod tests {
             spec["volumes"][4]["downwardAPI"]["items"][0]["path"],
             "labels"
         );
+        assert_eq!(Pod::from_json(out).unwrap(), p);
+    }
+
+    #[test]
+    fn projected_volumes_round_trip_and_keep_a_service_account_token_to_refuse() {
+        let v = json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c"}], "volumes": [{"name": "all", "projected": {
+                "defaultMode": 288,
+                "sources": [
+                    {"configMap": {"name": "cm", "items": [{"key": "k", "path": "k.txt"}]}},
+                    {"secret": {"name": "s", "optional": true}},
+                    {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                    {"clusterTrustBundle": {"path": "ca.pem", "name": "b"}}
+                ]
+            }}]}
+        });
+        let p = Pod::from_json(v).unwrap();
+        let pv = p.spec.clone().unwrap().volumes[0]
+            .projected
+            .clone()
+            .unwrap();
+        assert_eq!(pv.default_mode, Some(288));
+        assert_eq!(
+            pv.sources[0].config_map.as_ref().unwrap().items[0].path,
+            "k.txt"
+        );
+        let sec = pv.sources[1].secret.as_ref().unwrap();
+        assert!(sec.secret_name == "s" && sec.optional);
+        assert_eq!(
+            pv.sources[2].downward_api.as_ref().unwrap().items[0].path,
+            "name"
+        );
+        let t = pv.sources[3].service_account_token.as_ref().unwrap();
+        assert_eq!((t.path.as_str(), t.expiration_seconds), ("token", 3600));
+        assert_eq!(
+            pv.sources[4],
+            Default::default(),
+            "unserved: an empty projection"
+        );
+        let out = p.to_json();
+        let src = &out["spec"]["volumes"][0]["projected"]["sources"];
+        assert_eq!(src[1]["secret"]["name"], "s");
+        assert_eq!(src[3]["serviceAccountToken"]["path"], "token");
         assert_eq!(Pod::from_json(out).unwrap(), p);
     }
 

@@ -298,3 +298,65 @@ async fn readme_deployment_example_on_a_real_cluster() {
     let desc = ok(kl(s, &["describe", "deployment", "web"]).await);
     assert!(desc.contains("ScalingReplicaSet"), "{desc}");
 }
+
+/// `describe pod` shows the Events the node agent writes itself (issue 13): a failing
+/// liveness probe's `Warning Unhealthy … kubelet, node0  Liveness probe failed: …` and
+/// `Normal Killing … Container app failed liveness probe, will be restarted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_pod_shows_the_agents_liveness_events() {
+    if !require_root() {
+        return;
+    }
+    let cluster = TestCluster::start(ClusterOptions::new(1, agent_bin()))
+        .await
+        .expect("test cluster");
+    let s = cluster.api.url.clone();
+    let s = s.as_str();
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("live.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: live}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {}
+    args: [sleep, \"3600\"]
+    livenessProbe:
+      exec: {{command: [cat, /nonexistent-kube-lite-probe-file]}}
+      periodSeconds: 1
+      failureThreshold: 1
+",
+            busybox()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = kl(s, &["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, err) = kl(s, &["describe", "pod", "live"]).await;
+        assert_eq!(code, 0, "{err}");
+        let events = out.split("Events:").nth(1).unwrap_or_default().to_string();
+        let unhealthy = events.lines().any(|l| {
+            l.contains("Warning")
+                && l.contains("Unhealthy")
+                && l.contains("kubelet, node0")
+                && l.contains("Liveness probe failed: cat: ")
+        });
+        let killing = events.lines().any(|l| {
+            l.contains("Normal")
+                && l.contains("Killing")
+                && l.contains("Container app failed liveness probe, will be restarted")
+        });
+        if unhealthy && killing {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no liveness events yet:\n{out}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -120,6 +120,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // The containerd runtime (images) when asked for; its image service answers
     // LoadImage on the NodeAgent server.
     let images: crate::containerd::service::ImageList = Default::default();
+    let cgroups = crate::cgroups::Cgroups::detect(&format!("kube-lite-{netns_prefix}"));
+    match &cgroups {
+        Some(cg) => tracing::info!(version = cg.version(), "container limits with cgroups"),
+        None => tracing::warn!("no usable cgroups: pods with resource limits will not start"),
+    }
     let ctrd_rt = if cfg.runtime == "containerd" {
         let c = crate::containerd::client::Ctrd::connect(
             &cfg.containerd_socket,
@@ -135,6 +140,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             state.clone(),
             exe,
             cfg.container_log_max_size,
+            cgroups.clone(),
         ))
     } else {
         None
@@ -299,11 +305,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
     let exe = PathBuf::from("/proc/self/exe");
-    let cgroups = crate::cgroups::Cgroups::detect(&format!("kube-lite-{netns_prefix}"));
-    match &cgroups {
-        Some(cg) => tracing::info!(version = cg.version(), "container limits with cgroups"),
-        None => tracing::warn!("no usable cgroups: pods with resource limits will not start"),
-    }
     let runtime: Arc<dyn crate::runtime::Runtime> = match &ctrd_rt {
         Some(rt) => rt.clone(),
         None => {
@@ -327,6 +328,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let node_resolv = std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default();
     let cluster_dns = (!cfg.no_cluster_dns).then_some(cfg.cluster_dns);
     let _ = node.volumes_root.set(state_dir.join("volumes"));
+    let (recorder, events_rx) = crate::events::Recorder::new();
+    let _ = node.events.set(recorder);
+    tokio::spawn(crate::events::run(
+        events_rx,
+        clients.events.clone(),
+        node_name.clone(),
+    ));
     let _ = node.dns.set(pods::PodDns {
         cluster_dns,
         domain: cfg.cluster_domain.clone(),

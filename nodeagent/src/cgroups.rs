@@ -19,6 +19,13 @@
 //! OOM-kill counter (`memory.events` / `memory.oom_control`: `oom_kill N`) tells whether
 //! the kernel killed that instance for its memory limit. Everything is removed with
 //! the pod.
+//!
+//! An OCI runtime (runc with the cgroupfs driver, for the containerd runtime) is given
+//! the same container cgroup as its `cgroupsPath` ([`Cgroups::oci_path`]): the agent
+//! makes the pod's and the container's cgroups with their limits, runc places the task
+//! in the container's and removes that when the task is deleted. runc also makes the
+//! path in the other v1 hierarchies (pids, devices, …, and the v2 one of a hybrid
+//! host): those directories are removed with the pod too.
 
 use std::path::{Path, PathBuf};
 
@@ -146,16 +153,56 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// The `cgroupsPath` of a container for an OCI runtime (cgroupfs driver). `common`: the
+/// agent's cgroup (relative to the hierarchy root) when it is the same in every
+/// hierarchy used (v2; v1 when memory and cpu agree): then an absolute path. Otherwise
+/// a relative one, which runc joins to its own cgroup in each hierarchy (the runtime
+/// must then run in the agent's cgroups; [`Cgroups::holds`] checks where a task went).
+pub fn oci_path(common: Option<&str>, name: &str, uid: &str, container: &str) -> String {
+    let tail = format!(
+        "{}/pod-{}/{}",
+        sanitize(name),
+        sanitize(uid),
+        sanitize(container)
+    );
+    match common.map(|c| c.trim_matches('/')) {
+        Some("") => format!("/{tail}"),
+        Some(c) => format!("/{c}/{tail}"),
+        None => tail,
+    }
+}
+
+/// The v1 controller whose own path names hierarchy directory `dir` of /sys/fs/cgroup
+/// (`systemd` is the named `name=systemd` one; `cpu,cpuacct` goes by its first;
+/// `unified`, the v2 hierarchy of a hybrid host, by the `0::` line: "").
+pub fn v1_controller(dir: &str) -> String {
+    match dir {
+        "systemd" => "name=systemd".into(),
+        "unified" => String::new(),
+        d => d.split(',').next().unwrap_or(d).to_string(),
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Layout {
-    V1 { memory: PathBuf, cpu: PathBuf },
-    V2 { root: PathBuf },
+    V1 {
+        memory: PathBuf,
+        cpu: PathBuf,
+        /// The kube-lite cgroup in the other hierarchies (where runc makes it).
+        others: Vec<PathBuf>,
+    },
+    V2 {
+        root: PathBuf,
+    },
 }
 
 /// The cgroups of one agent (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     layout: Layout,
+    name: String,
+    /// The agent's cgroup when the same in the hierarchies used ([`oci_path`]).
+    common: Option<String>,
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> std::io::Result<()> {
@@ -187,18 +234,40 @@ impl Cgroups {
         let me = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let rel = |p: Option<String>| p.unwrap_or_default().trim_start_matches('/').to_string();
         if base.join("cgroup.controllers").exists() {
-            let root = base.join(rel(own_path(&me, ""))).join(&name);
+            let own = rel(own_path(&me, ""));
+            let root = base.join(&own).join(&name);
             return Some(Cgroups {
                 layout: Layout::V2 { root },
+                name,
+                common: Some(own),
             });
         }
         let (m, c) = (base.join("memory"), base.join("cpu"));
         if m.join("memory.limit_in_bytes").exists() && c.join("cpu.cfs_quota_us").exists() {
+            let (mem_rel, cpu_rel) = (rel(own_path(&me, "memory")), rel(own_path(&me, "cpu")));
+            let common = (mem_rel == cpu_rel).then(|| mem_rel.clone());
+            let mut others = Vec::new();
+            for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                let dir = e.file_name().to_string_lossy().to_string();
+                if ["memory", "cpu"].contains(&dir.as_str())
+                    || !e.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    continue;
+                }
+                let own = match &common {
+                    Some(c) => c.clone(),
+                    None => rel(own_path(&me, &v1_controller(&dir))),
+                };
+                others.push(e.path().join(own).join(&name));
+            }
             return Some(Cgroups {
                 layout: Layout::V1 {
-                    memory: m.join(rel(own_path(&me, "memory"))).join(&name),
-                    cpu: c.join(rel(own_path(&me, "cpu"))).join(&name),
+                    memory: m.join(mem_rel).join(&name),
+                    cpu: c.join(cpu_rel).join(&name),
+                    others,
                 },
+                name,
+                common,
             });
         }
         None
@@ -213,9 +282,31 @@ impl Cgroups {
 
     fn roots(&self) -> Vec<&Path> {
         match &self.layout {
-            Layout::V1 { memory, cpu } => vec![memory, cpu],
+            Layout::V1 { memory, cpu, .. } => vec![memory, cpu],
             Layout::V2 { root } => vec![root],
         }
+    }
+
+    /// [`Cgroups::roots`] and the kube-lite cgroups an OCI runtime makes elsewhere.
+    fn all_roots(&self) -> Vec<&Path> {
+        let mut v = self.roots();
+        if let Layout::V1 { others, .. } = &self.layout {
+            v.extend(others.iter().map(PathBuf::as_path));
+        }
+        v
+    }
+
+    /// The container's cgroup as an OCI runtime's `cgroupsPath` ([`oci_path`]).
+    pub fn oci_path(&self, uid: &str, container: &str) -> String {
+        oci_path(self.common.as_deref(), &self.name, uid, container)
+    }
+
+    /// Whether process `pid` is in the container's cgroup (in every hierarchy used).
+    pub fn holds(&self, uid: &str, container: &str, pid: i32) -> bool {
+        self.container_dirs(uid, container).iter().all(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .is_ok_and(|t| t.lines().any(|l| l.trim() == pid.to_string()))
+        })
     }
 
     fn pod_rel(uid: &str) -> String {
@@ -320,7 +411,7 @@ impl Cgroups {
 
     /// Removes the pod's cgroups (their processes must be gone).
     pub fn remove_pod(&self, uid: &str) {
-        for r in self.roots() {
+        for r in self.all_roots() {
             rmdir_tree(&r.join(Self::pod_rel(uid)));
         }
     }
@@ -328,7 +419,7 @@ impl Cgroups {
     /// Uids of the pods that have a cgroup here.
     pub fn pods(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for r in self.roots() {
+        for r in self.all_roots() {
             if let Ok(rd) = std::fs::read_dir(r) {
                 for e in rd.flatten() {
                     if let Some(uid) = e.file_name().to_string_lossy().strip_prefix("pod-") {
@@ -344,7 +435,7 @@ impl Cgroups {
 
     /// Removes the kube-lite cgroup itself (when no pod is left), e.g. at test end.
     pub fn remove_root(&self) {
-        for r in self.roots() {
+        for r in self.all_roots() {
             let _ = std::fs::remove_dir(r);
         }
     }
@@ -408,5 +499,26 @@ mod tests {
         );
         assert_eq!(parse_oom_kills(""), 0);
         assert_eq!(sanitize("kl ab/c"), "kl-ab-c");
+    }
+
+    #[test]
+    fn oci_paths_name_the_container_cgroup() {
+        assert_eq!(
+            oci_path(Some("process_api/x"), "kube-lite-kl-a", "u-1", "web"),
+            "/process_api/x/kube-lite-kl-a/pod-u-1/web"
+        );
+        assert_eq!(
+            oci_path(Some(""), "kube-lite-kl-a", "u-1", "web"),
+            "/kube-lite-kl-a/pod-u-1/web"
+        );
+        assert_eq!(
+            oci_path(None, "kube-lite-kl-a", "u/1", "web"),
+            "kube-lite-kl-a/pod-u-1/web",
+            "relative: below the runtime's own cgroup"
+        );
+        assert_eq!(v1_controller("systemd"), "name=systemd");
+        assert_eq!(v1_controller("cpu,cpuacct"), "cpu");
+        assert_eq!(v1_controller("pids"), "pids");
+        assert_eq!(v1_controller("unified"), "");
     }
 }

@@ -10,6 +10,8 @@
 //!   [`pods::machine`] (a pure state machine with an explicit clock); the workers
 //!   execute them through the small traits of [`pods::ports`] (pod API, pod network,
 //!   state store) and [`runtime::Runtime`], faked in memory for unit tests.
+//! - [`events`]: the Events the agent writes itself (probe failures and kills, hooks,
+//!   FailedMount, evictions), batched and deduplicated.
 //! - [`runtime`]: the `Runtime` trait and the process runtime.
 //! - [`security`]: securityContext (user, groups, capabilities, no_new_privs, read-only
 //!   root) resolved purely and applied by the container init.
@@ -33,6 +35,7 @@ pub mod cgroups;
 pub mod config;
 pub mod containerd;
 pub mod dns;
+pub mod events;
 pub mod exec;
 pub mod identity;
 pub mod image;

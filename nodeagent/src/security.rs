@@ -19,6 +19,10 @@
 //!   `privileged: true`) the process keeps what the agent has (kube-lite's behaviour
 //!   before securityContext). Only the bounding set is cut: root gets exactly it at exec,
 //!   a non-root user gets no capabilities (no ambient ones, as containerd).
+//! - An image runtime (containerd) carries the same result in the OCI spec; there, no
+//!   `capabilities` means containerd's default set, `privileged: true` every capability
+//!   the agent has with /proc and /sys unmasked (host devices are not added), and runAsNonRoot without
+//!   runAsUser is checked against the image's USER.
 //! - readOnlyRootFilesystem: the mount of `/` in the container's mount namespace is
 //!   remounted read-only; other mounts (/proc, /dev, volumes, the pod's state) stay
 //!   writable, as with an OCI runtime's read-only rootfs.
@@ -73,6 +77,15 @@ pub struct ProcessSecurity {
     pub caps: Option<u64>,
     pub no_new_privs: bool,
     pub read_only_root: bool,
+    /// An image runtime must check the image's USER against runAsNonRoot: Some(the
+    /// kubelet's `(pod: …, container: …)` text for its message). Never encoded (the
+    /// process runtime has no image user and checks in [`resolve`]).
+    pub non_root_check: Option<String>,
+    /// `privileged: true` for an image runtime: every capability the agent has
+    /// ([`bounding_set`], given by the runtime), /proc and /sys unmasked, as containerd
+    /// does. Never encoded (the process runtime keeps the agent's capabilities for it:
+    /// `caps` None).
+    pub privileged: bool,
 }
 
 impl ProcessSecurity {
@@ -132,6 +145,13 @@ impl ProcessSecurity {
     }
 }
 
+/// The bounding set (`CapBnd:`) of a `/proc/PID/status` text: what a process started
+/// by that one can have at most (privileged containers get it).
+pub fn bounding_set(status: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(v.trim(), 16).ok()
+}
+
 /// Who the pod is, for the kubelet's messages: `web_default(<uid>)`.
 pub struct PodName<'a> {
     pub name: &'a str,
@@ -145,12 +165,16 @@ fn id(v: i64) -> u32 {
 }
 
 /// The security of container `container` of pod `pod` (pure). Err: the
-/// CreateContainerConfigError message.
+/// CreateContainerConfigError message. `image_runtime`: the runtime runs images (an
+/// OCI runtime): without runAsUser the image's USER decides runAsNonRoot (checked by the
+/// runtime, [`ProcessSecurity::non_root_check`]), and `privileged` keeps every
+/// capability (no change = the OCI runtime's default set, not the agent's).
 pub fn resolve(
     pod_sc: Option<&PodSecurityContext>,
     sc: Option<&SecurityContext>,
     pod: &PodName<'_>,
     container: &str,
+    image_runtime: bool,
 ) -> Result<ProcessSecurity, String> {
     let user = sc
         .and_then(|s| s.run_as_user)
@@ -166,8 +190,10 @@ pub fn resolve(
         "(pod: \"{}_{}({})\", container: {container})",
         pod.name, pod.namespace, pod.uid
     );
+    let mut non_root_check = None;
     if non_root {
         match user {
+            None if image_runtime => non_root_check = Some(who.clone()),
             None => {
                 return Err(format!(
                     "container has runAsNonRoot and image will run as root {who}"
@@ -184,6 +210,7 @@ pub fn resolve(
     let mut p = ProcessSecurity {
         uid: user.map(id),
         gid: group.map(id).or(user.map(|_| 0)),
+        non_root_check,
         ..Default::default()
     };
     if let Some(ps) = pod_sc {
@@ -212,6 +239,10 @@ pub fn resolve(
                 }
             }
             p.caps = Some(keep);
+        }
+        if privileged && image_runtime {
+            p.caps = Some((1u64 << CAPS.len()) - 1);
+            p.privileged = true;
         }
         p.no_new_privs = s.allow_privilege_escalation == Some(false);
         p.read_only_root = s.read_only_root_filesystem == Some(true);
@@ -293,7 +324,7 @@ mod tests {
             fs_group: Some(2000),
             ..Default::default()
         };
-        let p = resolve(Some(&pod), None, &POD, "app").unwrap();
+        let p = resolve(Some(&pod), None, &POD, "app", false).unwrap();
         assert_eq!((p.uid, p.gid), (Some(1000), Some(0)));
         assert_eq!(p.groups, vec![5, 6, 2000]);
         let c = SecurityContext {
@@ -301,30 +332,46 @@ mod tests {
             run_as_group: Some(3000),
             ..Default::default()
         };
-        let p = resolve(Some(&pod), Some(&c), &POD, "app").unwrap();
+        let p = resolve(Some(&pod), Some(&c), &POD, "app", false).unwrap();
         assert_eq!(
             (p.uid, p.gid),
             (Some(1001), Some(3000)),
             "the container's win"
         );
-        assert!(resolve(None, None, &POD, "app").unwrap().is_default());
+        assert!(resolve(None, None, &POD, "app", false)
+            .unwrap()
+            .is_default());
 
         let nr = SecurityContext {
             run_as_non_root: Some(true),
             ..Default::default()
         };
         assert_eq!(
-            resolve(None, Some(&nr), &POD, "app").unwrap_err(),
+            resolve(None, Some(&nr), &POD, "app", false).unwrap_err(),
             "container has runAsNonRoot and image will run as root (pod: \"web_default(u-1)\", container: app)"
         );
         let root = SecurityContext {
             run_as_user: Some(0),
             ..nr.clone()
         };
-        assert!(resolve(None, Some(&root), &POD, "app")
+        assert!(resolve(None, Some(&root), &POD, "app", false)
             .unwrap_err()
             .starts_with("container's runAsUser breaks non-root policy"));
-        assert!(resolve(Some(&pod), Some(&nr), &POD, "app").is_ok());
+        assert!(resolve(Some(&pod), Some(&nr), &POD, "app", false).is_ok());
+        // An image runtime checks the image's USER: the text for its message.
+        let p = resolve(None, Some(&nr), &POD, "app", true).unwrap();
+        assert_eq!(
+            p.non_root_check.as_deref(),
+            Some("(pod: \"web_default(u-1)\", container: app)")
+        );
+        assert!(resolve(None, Some(&root), &POD, "app", true).is_err());
+        assert_eq!(
+            resolve(Some(&pod), Some(&nr), &POD, "app", true)
+                .unwrap()
+                .non_root_check,
+            None,
+            "runAsUser given: nothing left to check"
+        );
     }
 
     #[test]
@@ -336,7 +383,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let kept = |sc: SecurityContext| resolve(None, Some(&sc), &POD, "c").unwrap().caps;
+        let kept = |sc: SecurityContext| resolve(None, Some(&sc), &POD, "c", false).unwrap().caps;
         assert_eq!(kept(caps(&[], &["ALL"])), Some(0));
         let net_raw = 1u64 << 13;
         assert_eq!(kept(caps(&["NET_BIND_SERVICE"], &["all"])), Some(1 << 10));
@@ -349,8 +396,19 @@ mod tests {
         );
         let mut p = caps(&[], &["ALL"]);
         p.privileged = Some(true);
-        assert_eq!(kept(p), None, "privileged keeps everything");
+        assert_eq!(kept(p.clone()), None, "privileged keeps everything");
+        let all = resolve(None, Some(&p), &POD, "c", true).unwrap().caps;
+        assert_eq!(
+            all,
+            Some((1u64 << CAPS.len()) - 1),
+            "an image runtime: all of them"
+        );
         assert_eq!(cap_number("cap_net_raw"), Some(13));
+        assert_eq!(
+            bounding_set("Name:\tx\nCapEff:\t0\nCapBnd:\t000001fffeffffff\n"),
+            Some(0x1fffeffffff)
+        );
+        assert_eq!(bounding_set("Name:\tx\n"), None);
         assert_eq!(cap_number("NOPE"), None);
     }
 
@@ -363,6 +421,8 @@ mod tests {
             caps: Some(0x2000),
             no_new_privs: true,
             read_only_root: true,
+            non_root_check: None,
+            privileged: false,
         };
         assert_eq!(p.encode(), "uid=1000;gid=0;groups=1,2;caps=0x2000;nnp;ro");
         assert_eq!(ProcessSecurity::decode(&p.encode()).unwrap(), p);

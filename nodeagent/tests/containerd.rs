@@ -9,7 +9,7 @@ use kube_lite_proto::v1::{
     Container, DeleteRequest, ImageChunk, ListRequest, LogsRequest, ObjectMeta, Pod, PodSpec,
     Service, ServicePort, ServiceSpec,
 };
-use kube_lite_tests::cluster::{busybox, ensure_whoami, require_root, ClusterOptions, TestCluster};
+use kube_lite_tests::cluster::{busybox, require_root, ClusterOptions, TestCluster};
 use kube_lite_tests::containerd::{self as kit, TestContainerd};
 use nodeagent::containerd::client::{Ctrd, SNAPSHOTTER};
 use std::collections::BTreeSet;
@@ -33,22 +33,7 @@ fn skip() -> bool {
 
 /// The project's image archives (built once into target/images).
 fn images() -> PathBuf {
-    // The tests of this binary run in parallel: one builds, the others wait for it.
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = root.join("target/images");
-    if out.join("busybox.tar").exists() && out.join("whoami.tar").exists() {
-        return out;
-    }
-    ensure_whoami(&agent_bin());
-    let st = std::process::Command::new(root.join("deploy/images/build-images.sh"))
-        .arg(&out)
-        .env("KL_WHOAMI_BIN", agent_bin().with_file_name("kl-whoami"))
-        .status()
-        .expect("running deploy/images/build-images.sh");
-    assert!(st.success(), "deploy/images/build-images.sh failed");
-    out
+    kit::image_archives(&agent_bin())
 }
 
 async fn cluster(nodes: usize, ctrd: &TestContainerd) -> TestCluster {
@@ -62,14 +47,7 @@ async fn cluster(nodes: usize, ctrd: &TestContainerd) -> TestCluster {
 /// Streams `archive` to node `i` through the apiserver (the `kubectl-lite image load`
 /// path: admin channel, NodeApi.LoadImage, the apiserver dials the agent over mTLS).
 async fn load(c: &TestCluster, i: usize, archive: &Path) -> Vec<String> {
-    let name = archive.file_name().unwrap().to_string_lossy().to_string();
-    c.api
-        .nodes()
-        .load_image(futures::stream::iter(chunks(archive, &c.nodes[i].name)))
-        .await
-        .unwrap_or_else(|e| panic!("load {name}: {e}\n{}", c.agent_log_tail(i, 30)))
-        .into_inner()
-        .names
+    kit::load_image(c, i, archive).await
 }
 
 /// The archive in 1 MiB chunks, the first naming the node and the file.

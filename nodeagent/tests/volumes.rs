@@ -333,3 +333,136 @@ async fn config_map_secret_empty_dir_downward_volumes_and_env_sources() {
         "a hostPath is never removed"
     );
 }
+
+/// A projected volume: a ConfigMap key, a Secret and the pod's name in one directory,
+/// with the volume's defaultMode; a serviceAccountToken source is refused at admission
+/// naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_volume_holds_config_map_secret_and_downward_api_files() {
+    use kube_lite_proto::v1::{
+        ProjectedVolumeSource, ServiceAccountTokenProjection, VolumeProjection,
+    };
+    if !require_root() {
+        return;
+    }
+    let c = whoami_cluster(ClusterOptions::new(1, agent_bin())).await;
+    let node = c.nodes[0].name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mnt = tmp.path().join("all");
+    let meta = |name: &str| {
+        Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        })
+    };
+    c.api
+        .config_maps()
+        .create(ConfigMap {
+            metadata: meta("pcfg"),
+            data: [("greeting".to_string(), "hello".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.api
+        .secrets()
+        .create(Secret {
+            metadata: meta("pcreds"),
+            data: [("pw".to_string(), b"hunter2".to_vec())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let projected = |extra: Option<VolumeProjection>| Volume {
+        name: "all".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: [
+                VolumeProjection {
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: "pcfg".into(),
+                        items: vec![kube_lite_proto::v1::KeyToPath {
+                            key: "greeting".into(),
+                            path: "cfg/greeting".into(),
+                            mode: None,
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    secret: Some(SecretVolumeSource {
+                        secret_name: "pcreds".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardApiVolumeSource {
+                        items: vec![DownwardApiVolumeFile {
+                            path: "pod".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.name".into(),
+                            }),
+                            ..Default::default()
+                        }],
+                        default_mode: None,
+                    }),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(extra)
+            .collect(),
+        }),
+        ..Default::default()
+    };
+    // Refused at admission, naming the field.
+    let token = VolumeProjection {
+        service_account_token: Some(ServiceAccountTokenProjection {
+            path: "token".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = c
+        .api
+        .pods()
+        .create(pod(
+            "tok",
+            &node,
+            vec![sh("app", "sleep 3600")],
+            vec![projected(Some(token))],
+        ))
+        .await
+        .expect_err("serviceAccountToken is refused");
+    assert!(
+        e.message()
+            .contains("spec.volumes[0].projected.sources[3].service_account_token"),
+        "{}",
+        e.message()
+    );
+
+    let (o, m) = (out.display().to_string(), mnt.display().to_string());
+    let mut app = sh(
+        "app",
+        &format!(
+            "cat {m}/cfg/greeting > {o}/greeting; cat {m}/pw > {o}/pw; cat {m}/pod > {o}/pod; \
+             stat -L -c %a {m}/pw > {o}/mode; sleep 3600"
+        ),
+    );
+    app.volume_mounts = vec![mount("all", &mnt, true)];
+    c.api
+        .pods()
+        .create(pod("proj", &node, vec![app], vec![projected(None)]))
+        .await
+        .expect("create");
+    let within = Duration::from_secs(60);
+    wait_file(&out.join("greeting"), "hello", within).await;
+    wait_file(&out.join("pw"), "hunter2", within).await;
+    wait_file(&out.join("pod"), "proj", within).await;
+    wait_file(&out.join("mode"), "440", within).await;
+}

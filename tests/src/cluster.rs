@@ -558,7 +558,7 @@ impl Drop for TestCluster {
 }
 
 /// Removes the cgroup `name` an agent made below this process's cgroup (the agent's is
-/// the same: it inherits it) in the v2 hierarchy or the v1 memory and cpu ones.
+/// the same: it inherits it) in the v2 hierarchy or every v1 one.
 pub fn remove_agent_cgroups(name: &str) {
     fn rmdir_tree(dir: &Path) {
         if let Ok(rd) = std::fs::read_dir(dir) {
@@ -578,19 +578,23 @@ pub fn remove_agent_cgroups(name: &str) {
         };
         let path = path.trim_start_matches('/');
         let bases: Vec<&str> = if ctrls.is_empty() {
-            vec!["/sys/fs/cgroup"]
+            // v2, or the v2 hierarchy of a hybrid host.
+            vec!["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
         } else {
             ctrls
                 .split(',')
-                .filter_map(|c| match c {
-                    "memory" => Some("/sys/fs/cgroup/memory"),
-                    "cpu" => Some("/sys/fs/cgroup/cpu"),
-                    _ => None,
-                })
+                .map(|c| c.strip_prefix("name=").unwrap_or(c))
                 .collect()
         };
         for b in bases {
-            let d = Path::new(b).join(path).join(name);
+            // The v1 hierarchy of each controller (runc makes the containerd runtime's
+            // cgroups in all of them).
+            let b = if b.starts_with('/') {
+                PathBuf::from(b)
+            } else {
+                Path::new("/sys/fs/cgroup").join(b)
+            };
+            let d = b.join(path).join(name);
             if d.is_dir() && d.join("cgroup.procs").exists() {
                 rmdir_tree(&d);
             }

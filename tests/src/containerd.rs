@@ -169,6 +169,52 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The project's image archives (`busybox.tar`, `whoami.tar`), built once into
+/// `target/images` by deploy/images/build-images.sh (the tests of one binary wait for
+/// each other here).
+pub fn image_archives(agent_bin: &Path) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = root.join("target/images");
+    if out.join("busybox.tar").exists() && out.join("whoami.tar").exists() {
+        return out;
+    }
+    crate::cluster::ensure_whoami(agent_bin);
+    let st = Command::new(root.join("deploy/images/build-images.sh"))
+        .arg(&out)
+        .env("KL_WHOAMI_BIN", agent_bin.with_file_name("kl-whoami"))
+        .status()
+        .expect("running deploy/images/build-images.sh");
+    assert!(st.success(), "deploy/images/build-images.sh failed");
+    out
+}
+
+/// Loads `archive` onto node `i` the `kubectl-lite image load` way (admin channel,
+/// NodeApi.LoadImage in 1 MiB chunks, proxied to the agent): the image names.
+pub async fn load_image(c: &crate::cluster::TestCluster, i: usize, archive: &Path) -> Vec<String> {
+    use kube_lite_proto::v1::ImageChunk;
+    let data = std::fs::read(archive).unwrap();
+    let name = archive.file_name().unwrap().to_string_lossy().to_string();
+    let node = c.nodes[i].name.clone();
+    let chunks: Vec<ImageChunk> = data
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(k, d)| ImageChunk {
+            data: d.to_vec(),
+            file_name: if k == 0 { name.clone() } else { String::new() },
+            node: if k == 0 { node.clone() } else { String::new() },
+        })
+        .collect();
+    c.api
+        .nodes()
+        .load_image(futures::stream::iter(chunks))
+        .await
+        .unwrap_or_else(|e| panic!("load {name}: {e}\n{}", c.agent_log_tail(i, 30)))
+        .into_inner()
+        .names
+}
+
 /// Removes the (empty, once its containers are gone) cgroup `/<name>` runc made for
 /// the namespace's containers in every hierarchy (cgroup v1 and v2).
 pub fn remove_cgroups(name: &str) {

@@ -8,10 +8,13 @@
 //!   every 250 ms ([`write_batch`]), so events never slow other writes down.
 //! - Events whose `last_timestamp` is older than the TTL (1 h) are deleted
 //!   ([`expired`]).
-//! - The node-side events (Scheduled, FailedScheduling, Started, BackOff, Failed,
-//!   Unhealthy, Killing, Evicted) are derived by [`pod_events`] from the pod changes the
-//!   scheduler, node health controller and node agents write, with the node as the
-//!   source host.
+//! - Scheduling and node-side events (Scheduled, FailedScheduling, Started, BackOff,
+//!   Failed, Killing on deletion, the node controller's Evicted) are derived by
+//!   [`pod_events`] from the pod changes the scheduler, node health controller and node
+//!   agents write, with the node as the source host. What only the agent knows (probe
+//!   failures with their output, probe kills, hook failures, FailedMount, its own
+//!   evictions) it writes itself with its node identity, named the same way
+//!   ([`kube_lite_core::events::event_name`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -74,24 +77,19 @@ impl Record {
 
     /// The Event's name: `<object>.<16 hex of the dedup key's hash>`.
     pub fn event_name(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for part in [
-            self.involved.kind.as_str(),
-            &self.involved.uid,
+        kube_lite_core::events::event_name(
             &self.involved.name,
-            self.r#type,
-            &self.reason,
-            &self.message,
-            self.component,
-            &self.host,
-        ] {
-            for b in part.bytes().chain(std::iter::once(0)) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        let base: String = self.involved.name.chars().take(200).collect();
-        format!("{base}.{h:016x}")
+            &[
+                self.involved.kind.as_str(),
+                &self.involved.uid,
+                &self.involved.name,
+                self.r#type,
+                &self.reason,
+                &self.message,
+                self.component,
+                &self.host,
+            ],
+        )
     }
 
     fn namespace(&self) -> String {
@@ -252,7 +250,9 @@ pub fn pod_events(prev: Option<&Object>, cur: Option<&Object>) -> Vec<Record> {
             "default-scheduler",
         ));
     }
-    if st.reason == reason::EVICTED && old_st.reason != reason::EVICTED {
+    // The node controller's eviction unbinds the pod; a kubelet eviction (the agent's,
+    // e.g. an emptyDir over its sizeLimit) keeps it bound and writes its own Event.
+    if st.reason == reason::EVICTED && old_st.reason != reason::EVICTED && node.is_empty() {
         out.push(Record::warning(
             obj,
             "Evicted",
@@ -274,28 +274,6 @@ pub fn pod_events(prev: Option<&Object>, cur: Option<&Object>) -> Vec<Record> {
                 obj,
                 "Started",
                 format!("Started container {}", c.name),
-                "kubelet",
-            )));
-        }
-        // A running container that was ready and is not any more: its readiness probe
-        // failed (the agent reports probes only through `ready`).
-        let has_readiness = p
-            .spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .any(|x| x.name == c.name && x.readiness_probe.is_some());
-        if has_readiness
-            && c.state == container_state::RUNNING
-            && !c.ready
-            && m.deletion_timestamp == 0
-            && before.is_some_and(|b| {
-                b.ready && b.state == container_state::RUNNING && b.started_at == c.started_at
-            })
-        {
-            out.push(kubelet(Record::warning(
-                obj,
-                "Unhealthy",
-                format!("Readiness probe failed (container {})", c.name),
                 "kubelet",
             )));
         }
@@ -440,29 +418,31 @@ mod tests {
     }
 
     #[test]
-    fn readiness_failures_are_unhealthy() {
-        let with_probe = |ready: bool, started: i64| {
-            let mut o = pod("n1", running(started), false);
+    fn probe_failures_and_kubelet_evictions_are_left_to_the_agent() {
+        let with_probe = |ready: bool| {
+            let mut o = pod("n1", running(5), false);
             if let Object::Pod(p) = &mut o {
                 p.spec.as_mut().unwrap().containers[0].readiness_probe = Some(Default::default());
                 p.status.as_mut().unwrap().container_statuses[0].ready = ready;
             }
             o
         };
+        assert!(pod_events(Some(&with_probe(true)), Some(&with_probe(false))).is_empty());
+        let evicted = |node: &str| {
+            let mut st = running(5);
+            st.reason = "Evicted".into();
+            st.message = "m".into();
+            pod(node, st, false)
+        };
+        let run = pod("n1", running(5), false);
+        assert!(pod_events(Some(&run), Some(&evicted("n1"))).is_empty());
         assert_eq!(
-            reasons(&pod_events(
-                Some(&with_probe(true, 5)),
-                Some(&with_probe(false, 5))
-            )),
-            ["Warning Unhealthy: Readiness probe failed (container c)"]
+            reasons(&pod_events(Some(&run), Some(&evicted(""))))
+                .into_iter()
+                .filter(|r| r.contains("Evicted"))
+                .collect::<Vec<_>>(),
+            ["Warning Evicted: m"]
         );
-        // Not ready yet after a start, or without a probe: no event.
-        assert!(pod_events(Some(&with_probe(false, 5)), Some(&with_probe(false, 5))).is_empty());
-        let mut plain_ready = pod("n1", running(5), false);
-        if let Object::Pod(p) = &mut plain_ready {
-            p.status.as_mut().unwrap().container_statuses[0].ready = true;
-        }
-        assert!(pod_events(Some(&plain_ready), Some(&pod("n1", running(5), false))).is_empty());
     }
 
     #[test]

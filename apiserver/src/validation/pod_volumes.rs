@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use kube_lite_core::quantity::parse_quantity;
 use kube_lite_proto::v1::{
-    Container, EnvFromSource, KeySelector, KeyToPath, PodSpec, Volume, VolumeMount,
+    Container, DownwardApiVolumeFile, EnvFromSource, KeySelector, KeyToPath, PodSpec,
+    ProjectedVolumeSource, Volume, VolumeMount,
 };
 
 use super::{is_dns1123_label, is_dns1123_subdomain, R};
@@ -169,6 +170,7 @@ fn check_volume(f: &str, v: &Volume) -> R {
         v.secret.is_some(),
         v.host_path.is_some(),
         v.downward_api.is_some(),
+        v.projected.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -176,8 +178,11 @@ fn check_volume(f: &str, v: &Volume) -> R {
     if set != 1 {
         return Err(ApiError::invalid(
             f,
-            "must specify exactly one of empty_dir, config_map, secret, host_path, downward_api (other volume types are not supported by kube-lite)",
+            "must specify exactly one of empty_dir, config_map, secret, host_path, downward_api, projected (other volume types are not supported by kube-lite)",
         ));
+    }
+    if let Some(p) = &v.projected {
+        check_projected(&format!("{f}.projected"), p)?;
     }
     if let Some(e) = &v.empty_dir {
         if !e.medium.is_empty() && e.medium != "Memory" {
@@ -237,56 +242,145 @@ fn check_volume(f: &str, v: &Volume) -> R {
     if let Some(d) = &v.downward_api {
         let f = format!("{f}.downward_api");
         check_mode(&format!("{f}.default_mode"), d.default_mode)?;
-        if d.items.len() > MAX_ITEMS {
+        check_downwaritems(&f, &d.items)?;
+    }
+    Ok(())
+}
+
+/// A projected volume: configMap, secret and downwardAPI sources (serviceAccountToken
+/// refused: kube-lite has no service accounts), their item paths unique across sources,
+/// the modes of the volume (a projection has no default_mode of its own).
+fn check_projected(f: &str, p: &ProjectedVolumeSource) -> R {
+    check_mode(&format!("{f}.default_mode"), p.default_mode)?;
+    if p.sources.len() > MAX_ITEMS {
+        return Err(ApiError::invalid(
+            format!("{f}.sources"),
+            format!("at most {MAX_ITEMS} sources"),
+        ));
+    }
+    let mut paths = HashSet::new();
+    for (j, s) in p.sources.iter().enumerate() {
+        let fj = format!("{f}.sources[{j}]");
+        if s.service_account_token.is_some() {
             return Err(ApiError::invalid(
-                format!("{f}.items"),
-                format!("at most {MAX_ITEMS} items"),
+                format!("{fj}.service_account_token"),
+                "is not supported by kube-lite (it has no service accounts or tokens for them)",
             ));
         }
-        let mut paths = HashSet::new();
-        for (i, it) in d.items.iter().enumerate() {
-            let fi = format!("{f}.items[{i}]");
-            relative_path(&format!("{fi}.path"), &it.path)?;
-            if it.path.starts_with("..") || !paths.insert(it.path.as_str()) {
+        let set = [
+            s.config_map.is_some(),
+            s.secret.is_some(),
+            s.downward_api.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(ApiError::invalid(
+                &fj,
+                "must specify exactly one of config_map, secret, downward_api (other projections are not supported by kube-lite)",
+            ));
+        }
+        let own_mode = |field: &str, m: Option<i32>| -> R {
+            if m.is_some() {
                 return Err(ApiError::invalid(
-                    format!("{fi}.path"),
-                    format!("{} must be unique and not start with '..'", quote(&it.path)),
+                    format!("{fj}.{field}.default_mode"),
+                    "is not a field of a projection (use projected.default_mode)",
                 ));
             }
-            check_mode(&format!("{fi}.mode"), it.mode)?;
-            match (&it.field_ref, &it.resource_field_ref) {
-                (Some(fr), None) => {
-                    let p = fr.field_path.as_str();
-                    let ok = [
-                        "metadata.name",
-                        "metadata.namespace",
-                        "metadata.uid",
-                        "metadata.labels",
-                        "metadata.annotations",
-                    ]
-                    .contains(&p)
-                        || ((p.starts_with("metadata.labels['")
-                            || p.starts_with("metadata.annotations['"))
-                            && p.ends_with("']"));
-                    if !ok {
-                        return Err(ApiError::invalid(
+            Ok(())
+        };
+        let mut item_paths: Vec<&str> = Vec::new();
+        if let Some(c) = &s.config_map {
+            if !is_dns1123_subdomain(&c.name) {
+                return Err(ApiError::invalid(
+                    format!("{fj}.config_map.name"),
+                    format!("{} must be a DNS-1123 subdomain", quote(&c.name)),
+                ));
+            }
+            own_mode("config_map", c.default_mode)?;
+            check_items(&format!("{fj}.config_map.items"), &c.items)?;
+            item_paths.extend(c.items.iter().map(|i| i.path.as_str()));
+        }
+        if let Some(c) = &s.secret {
+            if !is_dns1123_subdomain(&c.secret_name) {
+                return Err(ApiError::invalid(
+                    format!("{fj}.secret.secret_name"),
+                    format!("{} must be a DNS-1123 subdomain", quote(&c.secret_name)),
+                ));
+            }
+            own_mode("secret", c.default_mode)?;
+            check_items(&format!("{fj}.secret.items"), &c.items)?;
+            item_paths.extend(c.items.iter().map(|i| i.path.as_str()));
+        }
+        if let Some(d) = &s.downward_api {
+            own_mode("downward_api", d.default_mode)?;
+            check_downwaritems(&format!("{fj}.downward_api"), &d.items)?;
+            item_paths.extend(d.items.iter().map(|i| i.path.as_str()));
+        }
+        for path in item_paths {
+            if !paths.insert(path.to_string()) {
+                return Err(ApiError::invalid(
+                    &fj,
+                    format!("conflicting duplicate paths: {}", quote(path)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The items of a downwardAPI volume or projection (`f`: its field).
+fn check_downwaritems(f: &str, items: &[DownwardApiVolumeFile]) -> R {
+    if items.len() > MAX_ITEMS {
+        return Err(ApiError::invalid(
+            format!("{f}.items"),
+            format!("at most {MAX_ITEMS} items"),
+        ));
+    }
+    let mut paths = HashSet::new();
+    for (i, it) in items.iter().enumerate() {
+        let fi = format!("{f}.items[{i}]");
+        relative_path(&format!("{fi}.path"), &it.path)?;
+        if it.path.starts_with("..") || !paths.insert(it.path.as_str()) {
+            return Err(ApiError::invalid(
+                format!("{fi}.path"),
+                format!("{} must be unique and not start with '..'", quote(&it.path)),
+            ));
+        }
+        check_mode(&format!("{fi}.mode"), it.mode)?;
+        match (&it.field_ref, &it.resource_field_ref) {
+            (Some(fr), None) => {
+                let p = fr.field_path.as_str();
+                let ok = [
+                    "metadata.name",
+                    "metadata.namespace",
+                    "metadata.uid",
+                    "metadata.labels",
+                    "metadata.annotations",
+                ]
+                .contains(&p)
+                    || ((p.starts_with("metadata.labels['")
+                        || p.starts_with("metadata.annotations['"))
+                        && p.ends_with("']"));
+                if !ok {
+                    return Err(ApiError::invalid(
                             format!("{fi}.field_ref.field_path"),
                             format!("{} is not supported (metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['k'], metadata.annotations['k'])", quote(p)),
                         ));
-                    }
                 }
-                (None, Some(rr)) => {
-                    super::pod_extras::check_resource_field_ref(
-                        &format!("{fi}.resource_field_ref"),
-                        rr,
-                    )?;
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        fi,
-                        "must specify exactly one of field_ref, resource_field_ref",
-                    ))
-                }
+            }
+            (None, Some(rr)) => {
+                super::pod_extras::check_resource_field_ref(
+                    &format!("{fi}.resource_field_ref"),
+                    rr,
+                )?;
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    fi,
+                    "must specify exactly one of field_ref, resource_field_ref",
+                ))
             }
         }
     }
@@ -383,6 +477,86 @@ mod tests {
 
     fn msg(r: R) -> String {
         r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn projected_volumes_take_config_maps_secrets_and_downward_api_only() {
+        use kube_lite_proto::v1::{
+            DownwardApiVolumeSource, ObjectFieldSelector, SecretVolumeSource,
+            ServiceAccountTokenProjection, VolumeProjection,
+        };
+        let item = |path: &str| KeyToPath {
+            key: "k".into(),
+            path: path.into(),
+            mode: None,
+        };
+        let cm = |path: &str| VolumeProjection {
+            config_map: Some(ConfigMapVolumeSource {
+                name: "cm".into(),
+                items: vec![item(path)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let projected = |sources: Vec<VolumeProjection>| {
+            spec_with(Volume {
+                name: "all".into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources,
+                    default_mode: Some(0o440),
+                }),
+                ..Default::default()
+            })
+        };
+        let good = projected(vec![
+            cm("a"),
+            VolumeProjection {
+                secret: Some(SecretVolumeSource {
+                    secret_name: "s".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            VolumeProjection {
+                downward_api: Some(DownwardApiVolumeSource {
+                    items: vec![DownwardApiVolumeFile {
+                        path: "name".into(),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".into(),
+                        }),
+                        ..Default::default()
+                    }],
+                    default_mode: None,
+                }),
+                ..Default::default()
+            },
+        ]);
+        check_spec(&good).unwrap();
+        let token = projected(vec![VolumeProjection {
+            service_account_token: Some(ServiceAccountTokenProjection {
+                path: "token".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let m = msg(check_spec(&token));
+        assert!(
+            m.contains("spec.volumes[0].projected.sources[0].service_account_token")
+                && m.contains("not supported"),
+            "{m}"
+        );
+        let empty = projected(vec![VolumeProjection::default()]);
+        assert!(msg(check_spec(&empty)).contains("spec.volumes[0].projected.sources[0]"));
+        let dup = projected(vec![cm("a"), cm("a")]);
+        assert!(msg(check_spec(&dup)).contains("conflicting duplicate paths"));
+        let mut own = projected(vec![cm("a")]);
+        own.volumes[0].projected.as_mut().unwrap().sources[0]
+            .config_map
+            .as_mut()
+            .unwrap()
+            .default_mode = Some(0o600);
+        assert!(msg(check_spec(&own))
+            .contains("spec.volumes[0].projected.sources[0].config_map.default_mode"));
     }
 
     #[test]

@@ -11,12 +11,19 @@
 //! the running task with that PID ([`Runtime::instances`] lists them by label).
 //! A task that ended while the agent was away is turned into the exit file the process
 //! runtime's init would have written.
+//!
+//! Resources, volumes and securityContext are the process runtime's decisions carried
+//! in the OCI spec ([`super::spec`]): the agent makes the pod's and the container's
+//! cgroups with their limits ([`crate::cgroups`]) and gives runc the container's as its
+//! `cgroupsPath`, so the layout, the OOM-kill counter (an exit 137 with a kill counted
+//! is OOMKilled) and the removal with the pod are shared.
 
 use super::client::{Ctrd, SNAPSHOTTER};
 use super::images::{self, ImageInfo, LookupError};
 use super::names;
 use super::spec::{self, SpecInput};
-use crate::runtime::{ContainerSpec, Handle, Instance, Runtime, RuntimeError};
+use crate::cgroups::Cgroups;
+use crate::runtime::{ContainerResources, ContainerSpec, Handle, Instance, Runtime, RuntimeError};
 use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use containerd_client::services::v1::{
     container::Runtime as CRuntime,
@@ -113,6 +120,8 @@ pub struct ContainerdRuntime {
     ids: Mutex<HashMap<i32, String>>,
     /// Resolved images by normalised name (dropped on every import).
     cache: Mutex<HashMap<String, ImageInfo>>,
+    /// The agent's cgroups (None: the host has none usable; limits are then refused).
+    cgroups: Option<Cgroups>,
 }
 
 fn rpc_err(container: &str, what: &str, e: impl std::fmt::Display) -> RuntimeError {
@@ -129,6 +138,7 @@ impl ContainerdRuntime {
         state: StateDir,
         logger_exe: PathBuf,
         log_max: u64,
+        cgroups: Option<Cgroups>,
     ) -> Arc<Self> {
         Arc::new(ContainerdRuntime {
             c,
@@ -139,7 +149,44 @@ impl ContainerdRuntime {
             rt: tokio::runtime::Handle::current(),
             ids: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
+            cgroups,
         })
+    }
+
+    /// The container's `cgroupsPath`: its cgroup in the agent's layout, made with the
+    /// pod's and its own limits (as the process runtime makes it); without usable
+    /// cgroups a path of the namespace (`/<namespace>/<id>`), and limits are refused.
+    /// The flag: whether the path is the agent's cgroup (checked after the task is made).
+    fn cgroup_for(&self, s: &ContainerSpec, id: &str) -> Result<(String, bool), RuntimeError> {
+        let limited = s.resources != ContainerResources::default();
+        let fallback = format!("/{}/{id}", self.c.namespace);
+        let Some(cg) = &self.cgroups else {
+            if limited {
+                return Err(RuntimeError::Start {
+                    container: s.container.clone(),
+                    source: std::io::Error::other(
+                        "resources: limits requested but this node has no usable cgroups",
+                    ),
+                });
+            }
+            return Ok((fallback, false));
+        };
+        match cg.setup_container(
+            &s.pod_uid,
+            &s.container,
+            &s.resources.pod,
+            &s.resources.container,
+        ) {
+            Ok(_) => Ok((cg.oci_path(&s.pod_uid, &s.container), true)),
+            Err(e) if !limited => {
+                tracing::warn!(pod_uid = %s.pod_uid, container = %s.container, "cgroup: {e}; running in the namespace's");
+                Ok((fallback, false))
+            }
+            Err(e) => Err(RuntimeError::Start {
+                container: s.container.clone(),
+                source: std::io::Error::other(format!("resources: cgroup: {e}")),
+            }),
+        }
     }
 
     pub fn client(&self) -> &Ctrd {
@@ -260,8 +307,22 @@ impl ContainerdRuntime {
             Err(e) => return Err(rpc_err(&s.container, "image", e)),
         };
         let id = container_id(&s.pod_uid, &s.container);
+        // securityContext.runAsNonRoot against the image's USER (the kubelet's check).
+        spec::check_non_root(&img.config.user, &s.security).map_err(|message| {
+            RuntimeError::Image {
+                reason: reason::CREATE_CONTAINER_CONFIG_ERROR.into(),
+                message,
+            }
+        })?;
         // A previous instance's leftovers (normally removed when it exited).
         self.remove(&id).await;
+        let (cgroups_path, own_cgroup) = self.cgroup_for(s, &id)?;
+        // privileged: every capability the agent has (more cannot be given).
+        let mut security = s.security.clone();
+        if security.privileged {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            security.caps = crate::security::bounding_set(&status).or(security.caps);
+        }
         // The pod's resolv.conf (dnsPolicy), as the process runtime bind-mounts it.
         let resolv =
             match &s.resolv_conf {
@@ -280,8 +341,11 @@ impl ContainerdRuntime {
             env: &s.env,
             hostname: &s.hostname,
             netns_path: s.netns_path.as_deref(),
-            cgroups_path: format!("/{}/{id}", self.c.namespace),
+            cgroups_path,
             resolv_conf: resolv.as_deref(),
+            limits: s.resources.container,
+            mounts: &s.mounts,
+            security: &security,
         })
         .map_err(|m| RuntimeError::Image {
             reason: reason::START_ERROR.into(),
@@ -300,7 +364,9 @@ impl ContainerdRuntime {
             .create(true)
             .append(true)
             .open(&log);
-        let r = self.create_and_start(s, &id, &img, spec, &log).await;
+        let r = self
+            .create_and_start(s, &id, &img, spec, &log, own_cgroup)
+            .await;
         if r.is_err() {
             self.remove(&id).await;
         }
@@ -314,6 +380,7 @@ impl ContainerdRuntime {
         img: &ImageInfo,
         spec: serde_json::Value,
         log: &std::path::Path,
+        own_cgroup: bool,
     ) -> Result<Handle, RuntimeError> {
         let c = &self.c;
         let err =
@@ -360,7 +427,8 @@ impl ContainerdRuntime {
             .mounts;
         let uri = logger_uri(&self.logger_exe, log, self.log_max);
         let started_at = now_ms();
-        c.tasks()
+        let task_pid = c
+            .tasks()
             .create(c.req(CreateTaskRequest {
                 container_id: id.into(),
                 rootfs: mounts,
@@ -369,7 +437,20 @@ impl ContainerdRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(|e| err("creating the task", e))?;
+            .map_err(|e| err("creating the task", e))?
+            .into_inner()
+            .pid as i32;
+        // A relative cgroupsPath lands below the shim's own cgroups: the limits hold
+        // only if those are the agent's.
+        if let (true, Some(cg)) = (own_cgroup, &self.cgroups) {
+            if !cg.holds(&s.pod_uid, &s.container, task_pid) {
+                let what = format!("the task is not in its cgroup {} (containerd's shims run in other cgroups than this agent)", cg.oci_path(&s.pod_uid, &s.container));
+                if s.resources != ContainerResources::default() {
+                    return Err(rpc_err(&s.container, "resources", what));
+                }
+                tracing::warn!(id, "{what}");
+            }
+        }
         let pid = c
             .tasks()
             .start(c.req(StartRequest {
@@ -462,7 +543,12 @@ impl ContainerdRuntime {
                 // Ended while nobody waited: record the exit as the init would have.
                 let exit = self.state.exit_path(uid, name);
                 if !exit.exists() {
-                    let info = exit_info(t.exit_status as i32);
+                    let info = with_oom(
+                        exit_info(t.exit_status as i32),
+                        self.cgroups.as_ref(),
+                        uid,
+                        name,
+                    );
                     if let Ok(b) = serde_json::to_vec(&info) {
                         let _ = kube_lite_net::write_atomic(&exit, &b);
                     }
@@ -494,6 +580,15 @@ impl ContainerdRuntime {
         out.sort_by_key(|i| (i.handle.proc_start, i.handle.pid));
         out
     }
+}
+
+/// An exit 137 of an instance whose cgroup counted an OOM kill is OOMKilled (read
+/// before the task is deleted: runc removes the cgroup with it).
+fn with_oom(mut info: ExitInfo, cg: Option<&Cgroups>, uid: &str, name: &str) -> ExitInfo {
+    if info.exit_code == 137 && cg.is_some_and(|cg| cg.oom_kills(uid, name) > 0) {
+        info.reason = reason::OOM_KILLED.into();
+    }
+    info
 }
 
 /// How an exit status reads (runc reports 128+N for signal N).
@@ -543,6 +638,7 @@ impl Runtime for ContainerdRuntime {
         let id = container_id(pod_uid, container);
         let c = self.c.clone();
         let state = self.state.clone();
+        let cgroups = self.cgroups.clone();
         let (uid, name) = (pod_uid.to_string(), container.to_string());
         Box::pin(async move {
             let mut code = None;
@@ -579,6 +675,11 @@ impl Runtime for ContainerdRuntime {
                     }
                 }
             }
+            // The OOM counter while the cgroup is there (the delete removes it).
+            let oom = code == Some(137)
+                && cgroups
+                    .as_ref()
+                    .is_some_and(|cg| cg.oom_kills(&uid, &name) > 0);
             // Reap the shim's process record; the logger drains and ends with it.
             let deleted = c
                 .tasks()
@@ -590,6 +691,10 @@ impl Runtime for ContainerdRuntime {
                 .map(|r| r.into_inner().exit_status as i32);
             let code = code.or(deleted);
             let info = match code {
+                Some(137) if oom => ExitInfo {
+                    reason: reason::OOM_KILLED.into(),
+                    ..exit_info(137)
+                },
                 Some(code) => exit_info(code),
                 None => state.read_exit(&uid, &name).unwrap_or(ExitInfo {
                     exit_code: 137,
@@ -619,11 +724,22 @@ impl Runtime for ContainerdRuntime {
             for ct in self.our_containers(Some((LABEL_POD_UID, pod_uid))).await {
                 self.remove(&ct.id).await;
             }
-        })
+        });
+        if let Some(cg) = &self.cgroups {
+            cg.remove_pod(pod_uid);
+        }
     }
 
     fn sweep(&self, keep: &HashSet<String>) {
-        self.block(ContainerdRuntime::remove_pods_except(self, keep))
+        self.block(ContainerdRuntime::remove_pods_except(self, keep));
+        if let Some(cg) = &self.cgroups {
+            for uid in cg.pods() {
+                if !keep.contains(&uid) {
+                    tracing::info!(uid, "removing the cgroups of a pod not on this node");
+                    cg.remove_pod(&uid);
+                }
+            }
+        }
     }
 }
 

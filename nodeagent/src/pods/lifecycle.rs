@@ -1,12 +1,13 @@
 //! Lifecycle hooks (issue 13): postStart right after a container starts, preStop before
-//! its SIGTERM when the pod stops. A hook runs as a probe does ([`super::prober`]): exec
+//! its SIGTERM when the pod stops or a liveness/startup probe kills it. A hook runs as a probe does ([`super::prober`]): exec
 //! in the container (its namespaces, user, environment), httpGet from the node into the
 //! pod network. Pure: which hook, as which job; the worker runs them.
 //!
 //! As the kubelet: a failed postStart kills the container (FailedPostStartHook; the
-//! restart policy decides what follows); a failed preStop is logged
-//! (FailedPreStopHook) and the SIGTERM follows anyway; preStop counts against the
-//! grace period. Unlike the kubelet, the container reads Running while its postStart
+//! restart policy decides what follows) with a `Warning FailedPostStartHook` event
+//! and `Normal Killing`; a failed preStop is a `Warning FailedPreStopHook` event and
+//! the SIGTERM follows anyway; preStop counts against the grace period (before a probe
+//! kill, at least 2 s are left after it). Unlike the kubelet, the container reads Running while its postStart
 //! hook runs.
 
 use super::machine::ProbeJob;
@@ -42,6 +43,18 @@ pub fn job(ctr: usize, handle: Handle, h: &LifecycleHandler, timeout: Duration) 
     }
 }
 
+/// The kubelet's message of a failed hook (the FailedPostStartHook /
+/// FailedPreStopHook event): `Exec lifecycle hook ([sh -c exit 3]) for Container "c"
+/// in Pod "default/web" failed - error: <why>`, or `HTTP lifecycle hook (/path) …`.
+pub fn failure_message(h: &LifecycleHandler, container: &str, pod: &str, why: &str) -> String {
+    let what = match (&h.exec, &h.http_get) {
+        (Some(e), _) => format!("Exec lifecycle hook ([{}])", e.command.join(" ")),
+        (None, Some(g)) => format!("HTTP lifecycle hook ({})", g.path),
+        (None, None) => "Lifecycle hook".to_string(),
+    };
+    format!("{what} for Container {container:?} in Pod {pod:?} failed - error: {why}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +82,10 @@ mod tests {
         };
         let j = job(2, h, pre_stop(&c).unwrap(), Duration::ZERO);
         assert_eq!((j.ctr, j.handle, j.timeout), (2, h, Duration::from_secs(1)));
-        assert_eq!(j.probe.exec.unwrap().command[2], "sleep 1");
+        assert_eq!(j.probe.exec.clone().unwrap().command[2], "sleep 1");
+        assert_eq!(
+            failure_message(pre_stop(&c).unwrap(), "app", "default/web", "timeout"),
+            "Exec lifecycle hook ([sh -c sleep 1]) for Container \"app\" in Pod \"default/web\" failed - error: timeout"
+        );
     }
 }

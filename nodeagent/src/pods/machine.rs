@@ -44,6 +44,13 @@ pub fn deadline_after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// The least time a container gets between the end of its preStop hook and SIGKILL
+/// (the kubelet's minimum grace after a hook).
+pub const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
+
+/// The grace of the containers of a pod the node evicts (the kubelet's minimum).
+pub const EVICTION_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a failed status update waits before it is sent again.
 pub const STATUS_RETRY: Duration = Duration::from_secs(1);
 
@@ -148,6 +155,10 @@ pub struct PendingKill {
     pub message: String,
     /// SIGKILL sent already.
     pub killed: bool,
+    /// The container's preStop hook runs first: SIGTERM when it ends
+    /// ([`PodMachine::pre_stop_done`]), no SIGKILL while it runs (it is bounded by the
+    /// grace period).
+    pub hook: bool,
 }
 
 /// A probe run the executor must start.
@@ -165,8 +176,16 @@ pub struct ProbeJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeAction {
     None,
-    /// Send SIGTERM to this instance now (SIGKILL follows at the pending kill's time).
-    Terminate(Handle),
+    /// Kill this instance: with `pre_stop`, run the container's preStop hook (within
+    /// `grace`) and SIGTERM when it ends, else SIGTERM now; SIGKILL follows at the
+    /// pending kill's time. `killing`: the kubelet's Killing event message
+    /// (`Container c failed liveness probe, will be restarted`).
+    Kill {
+        handle: Handle,
+        pre_stop: bool,
+        grace: Duration,
+        killing: String,
+    },
 }
 
 /// How a recorded container instance looks when the agent comes back.
@@ -191,6 +210,13 @@ pub struct PodMachine {
     /// Reason shown on the pod before its network exists (e.g. no free IP).
     pub pod_reason: Option<(String, String)>,
     pub net_ready: bool,
+    /// The pod's volumes are not set up (FailedMount): no container starts, none is
+    /// due, and those waiting stay as they are (ContainerCreating), as the kubelet
+    /// waits for every volume before it starts a container.
+    pub hold_starts: bool,
+    /// Evicted by this node (e.g. an emptyDir over its sizeLimit): the message. The pod
+    /// is Failed with reason Evicted; nothing starts or restarts any more.
+    pub evicted: Option<String>,
     last_sent: Option<PodStatus>,
     status_retry: Option<Instant>,
 }
@@ -240,6 +266,8 @@ impl PodMachine {
             policy,
             pod_reason: None,
             net_ready: false,
+            hold_starts: false,
+            evicted: None,
             last_sent: None,
             status_retry: None,
         }
@@ -407,6 +435,9 @@ impl PodMachine {
     /// The containers whose start is due at `now` (their timers are cleared).
     pub fn due(&mut self, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
+        if self.hold_starts || self.evicted.is_some() {
+            return out;
+        }
         for (i, c) in self.ctrs.iter_mut().enumerate() {
             if c.next_start.is_some_and(|t| t <= now) {
                 c.next_start = None;
@@ -533,19 +564,76 @@ impl PodMachine {
         match c.probes.result(kind, now, ok, message) {
             Verdict::None => ProbeAction::None,
             Verdict::Kill { message } => {
+                // The kill ends with a signal: a non-zero exit.
+                let restarts = if c.init {
+                    self.policy != RestartPolicy::Never
+                } else {
+                    self.policy.restarts(137)
+                };
+                let killing = format!(
+                    "Container {} failed {} probe{}",
+                    c.spec.name,
+                    kind.name().to_lowercase(),
+                    if restarts { ", will be restarted" } else { "" }
+                );
+                let pre_stop = super::lifecycle::pre_stop(&c.spec).is_some();
                 c.kill = Some(PendingKill {
                     pid,
                     at: deadline_after(now, grace),
-                    message: format!(
-                        "Container {} failed {} probe, will be restarted: {message}",
-                        c.spec.name,
-                        kind.name().to_lowercase()
-                    ),
+                    message: format!("{killing}: {message}"),
                     killed: false,
+                    hook: pre_stop,
                 });
-                ProbeAction::Terminate(h)
+                ProbeAction::Kill {
+                    handle: h,
+                    pre_stop,
+                    grace,
+                    killing,
+                }
             }
         }
+    }
+
+    /// The preStop hook run before a probe kill of instance `pid` of container `i`
+    /// ended: the instance to SIGTERM now (None when stale). As the kubelet, the rest of
+    /// the grace period follows, at least [`MIN_GRACE_AFTER_HOOK`].
+    pub fn pre_stop_done(&mut self, i: usize, pid: i32, now: Instant) -> Option<Handle> {
+        let c = self.ctrs.get_mut(i)?;
+        let h = c.handle.filter(|h| h.pid == pid)?;
+        let k = c.kill.as_mut().filter(|k| k.pid == pid && k.hook)?;
+        k.hook = false;
+        k.at = k.at.max(deadline_after(now, MIN_GRACE_AFTER_HOOK));
+        Some(h)
+    }
+
+    /// The node evicts the pod (`message`, e.g. an emptyDir over its sizeLimit), as the
+    /// kubelet's eviction manager: every running container is killed with
+    /// [`EVICTION_GRACE`] (its preStop hook first, when it has one) and none restarts;
+    /// the pod turns Failed with reason Evicted. Returns the kills to carry out:
+    /// (container, instance, run the preStop hook first). Once only.
+    pub fn evict(&mut self, message: String, now: Instant) -> Vec<(usize, Handle, bool)> {
+        if self.evicted.is_some() {
+            return Vec::new();
+        }
+        self.evicted = Some(message.clone());
+        let mut out = Vec::new();
+        for (i, c) in self.ctrs.iter_mut().enumerate() {
+            c.next_start = None;
+            let Some(h) = c.handle else { continue };
+            if c.kill.is_some() {
+                continue;
+            }
+            let hook = super::lifecycle::pre_stop(&c.spec).is_some();
+            c.kill = Some(PendingKill {
+                pid: h.pid,
+                at: deadline_after(now, EVICTION_GRACE),
+                message: message.clone(),
+                killed: false,
+                hook,
+            });
+            out.push((i, h, hook));
+        }
+        out
     }
 
     /// Instances whose probe kill reached its SIGKILL time (marked as killed).
@@ -553,7 +641,7 @@ impl PodMachine {
         let mut out = Vec::new();
         for c in &mut self.ctrs {
             if let (Some(k), Some(h)) = (&mut c.kill, c.handle) {
-                if !k.killed && k.at <= now && k.pid == h.pid {
+                if !k.killed && !k.hook && k.at <= now && k.pid == h.pid {
                     k.killed = true;
                     out.push(h);
                 }
@@ -588,11 +676,12 @@ impl PodMachine {
         c.probes = Probes::default();
         c.view.last_exit = Some((exit.clone(), h.started_at));
         // An init container is run again only when it failed (Always counts as OnFailure).
-        let restart = if init {
-            exit.exit_code != 0 && self.policy != RestartPolicy::Never
-        } else {
-            self.policy.restarts(exit.exit_code)
-        };
+        let restart = self.evicted.is_none()
+            && if init {
+                exit.exit_code != 0 && self.policy != RestartPolicy::Never
+            } else {
+                self.policy.restarts(exit.exit_code)
+            };
         let ran =
             Duration::from_millis(exit.finished_at.saturating_sub(h.started_at).max(0) as u64);
         if ran >= BACKOFF_RESET_AFTER {
@@ -727,6 +816,16 @@ impl PodMachine {
         if !init_views.is_empty() {
             apply_init(&mut st, &init_views, self.initialized());
         }
+        if let Some(m) = &self.evicted {
+            st.phase = ph::FAILED.into();
+            st.reason = reason::EVICTED.into();
+            st.message = m.clone();
+            for c in &mut st.conditions {
+                if c.r#type == kube_lite_core::consts::condition::READY {
+                    c.status = kube_lite_core::consts::condition_status::FALSE.into();
+                }
+            }
+        }
         st
     }
 
@@ -764,6 +863,7 @@ impl PodMachine {
     pub fn next_wake(&self) -> Option<Instant> {
         self.ctrs
             .iter()
+            .filter(|_| !self.hold_starts && self.evicted.is_none())
             .filter_map(|c| c.next_start)
             .chain(self.status_retry)
             .chain(
@@ -772,17 +872,22 @@ impl PodMachine {
                     .filter(|c| c.handle.is_some() && c.kill.is_none())
                     .filter_map(|c| c.probes.next_due()),
             )
-            .chain(
-                self.ctrs
-                    .iter()
-                    .filter_map(|c| c.kill.as_ref().filter(|k| !k.killed).map(|k| k.at)),
-            )
+            .chain(self.ctrs.iter().filter_map(|c| {
+                c.kill
+                    .as_ref()
+                    .filter(|k| !k.killed && !k.hook)
+                    .map(|k| k.at)
+            }))
             .min()
     }
 
     /// `Some(phase)` when the pod finished for good (Succeeded/Failed) and still holds
     /// its network: Kubernetes gives back network and IP at once.
     pub fn finished_holding_network(&self) -> Option<&'static str> {
+        if self.evicted.is_some() && self.ctrs.iter().any(|c| c.handle.is_some()) {
+            // Not before its containers are gone.
+            return None;
+        }
         let p = match self.phase_now().as_str() {
             ph::SUCCEEDED => ph::SUCCEEDED,
             ph::FAILED => ph::FAILED,

@@ -75,6 +75,8 @@ pub struct Node {
     /// Where pod volumes live (`<state dir>/volumes`; set once at start; unset: pods
     /// with volumes wait with a message saying so).
     pub volumes_root: std::sync::OnceLock<std::path::PathBuf>,
+    /// Where the Events the agent writes go (set once at start; unset: not written).
+    pub events: std::sync::OnceLock<crate::events::Recorder>,
     /// Live workers by pod uid.
     workers: Mutex<HashMap<String, watch::Sender<PodMsg>>>,
     /// Uids whose worker finished (torn down): never start them again.
@@ -128,10 +130,22 @@ impl Node {
             resolver,
             dns: std::sync::OnceLock::new(),
             volumes_root: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
             workers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashSet::new()),
             net_ops: tokio::sync::Semaphore::new(NET_OP_CONCURRENCY),
         })
+    }
+
+    /// Records an event about `pod` (`container` may be empty), if events are written.
+    pub fn event(&self, pod: &Pod, container: &str, warning: bool, reason: &str, message: &str) {
+        if let Some(r) = self.events.get() {
+            if warning {
+                r.warning(pod, container, reason, message);
+            } else {
+                r.normal(pod, container, reason, message);
+            }
+        }
     }
 
     pub fn netns_for(&self, uid: &str) -> String {
@@ -405,6 +419,9 @@ struct PodWorker {
     exits_rx: mpsc::UnboundedReceiver<(usize, i32, ExitInfo)>,
     probes_tx: mpsc::UnboundedSender<(ProbeJob, bool, String)>,
     probes_rx: mpsc::UnboundedReceiver<(ProbeJob, bool, String)>,
+    /// Ends of preStop hooks run before a probe kill: (container, pid).
+    hooks_tx: mpsc::UnboundedSender<(usize, i32)>,
+    hooks_rx: mpsc::UnboundedReceiver<(usize, i32)>,
     prober: Arc<Prober>,
     /// The pod's ConfigMaps/Secrets and volumes (see [`volumes::WorkerVolumes`]).
     vols: volumes::WorkerVolumes,
@@ -435,10 +452,13 @@ impl PodWorker {
         });
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let (probes_tx, probes_rx) = mpsc::unbounded_channel();
+        let (hooks_tx, hooks_rx) = mpsc::unbounded_channel();
         let prober = Arc::new(Prober::new(netns_path(&rec.netns), node.runtime.clone()));
         PodWorker {
             probes_tx,
             probes_rx,
+            hooks_tx,
+            hooks_rx,
             prober,
             vols: volumes::WorkerVolumes::default(),
             m: PodMachine::new(uid.clone(), pod, rec, is_adopted),
@@ -513,6 +533,7 @@ impl PodWorker {
         self.save_record();
         loop {
             self.sync_sources().await;
+            self.m.hold_starts = self.vols.error.is_some() && volumes::has_volumes(&self.m.pod);
             self.start_due();
             self.run_probes();
             self.release_if_finished().await;
@@ -528,6 +549,7 @@ impl PodWorker {
                 }
                 Some((i, pid, exit)) = self.exits_rx.recv() => self.on_exit(i, pid, exit),
                 Some((job, ok, msg)) = self.probes_rx.recv() => self.on_probe(job, ok, msg),
+                Some((i, pid)) = self.hooks_rx.recv() => self.on_kill_hook_done(i, pid),
                 _ = sleep_until_opt(next) => {}
             }
         }
@@ -646,12 +668,19 @@ impl PodWorker {
         }
     }
 
-    /// A probe run ended.
+    /// A probe run ended. Every failure is a `Warning Unhealthy` event with the
+    /// probe's output, as the kubelet's; a liveness/startup kill is a `Normal Killing`
+    /// one, then the preStop hook (if any) and SIGTERM.
     fn on_probe(&mut self, job: ProbeJob, ok: bool, msg: String) {
         let c = &self.m.ctrs[job.ctr];
         let (was_ready, name) = (c.probes.ready(), c.spec.name.clone());
+        let current = c.handle.is_some_and(|h| h.pid == job.handle.pid) && c.kill.is_none();
         if !ok {
             tracing::debug!(pod = %self.name(), container = %name, probe = job.kind.name(), "probe failed: {msg}");
+            if current {
+                let m = format!("{} probe failed: {msg}", job.kind.name());
+                self.node.event(&self.m.pod, &name, true, "Unhealthy", &m);
+            }
         }
         let action =
             self.m
@@ -662,9 +691,75 @@ impl PodWorker {
                   probe = job.kind.name(), "container readiness changed{}",
                   if ok { String::new() } else { format!(": {msg}") });
         }
-        if let ProbeAction::Terminate(h) = action {
+        if let ProbeAction::Kill {
+            handle: h,
+            pre_stop,
+            grace,
+            killing,
+        } = action
+        {
             warn!(pod = %self.name(), uid = %self.uid, container = %name, pid = h.pid,
                   reason = "Unhealthy", "{}", self.m.kill_message(job.ctr).unwrap_or_default());
+            self.node
+                .event(&self.m.pod, &name, false, "Killing", &killing);
+            if pre_stop {
+                self.kill_hook(job.ctr, h, grace);
+            } else if let Err(e) = self.node.runtime.terminate(&h) {
+                warn!(pod = %self.name(), uid = %self.uid, "SIGTERM: {e}");
+            }
+        }
+    }
+
+    /// Runs container `i`'s preStop hook before a probe kill of `h` (within `grace`);
+    /// its end comes back to the worker loop ([`Self::on_kill_hook_done`]).
+    fn kill_hook(&self, i: usize, h: Handle, grace: Duration) {
+        let spec = &self.m.ctrs[i].spec;
+        let Some(hook) = lifecycle::pre_stop(spec) else {
+            return;
+        };
+        let job = lifecycle::job(i, h, hook, grace);
+        let hook = hook.clone();
+        let (prober, node, tx) = (
+            self.prober.clone(),
+            self.node.clone(),
+            self.hooks_tx.clone(),
+        );
+        let ip = self.m.rec.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let (ports, pod, container) = (spec.ports.clone(), self.m.pod.clone(), spec.name.clone());
+        tokio::spawn(async move {
+            let (ok, msg) = prober.run(&job, ip, &ports).await;
+            if !ok {
+                pre_stop_failed(&node, &pod, &container, &hook, &msg);
+            }
+            let _ = tx.send((i, h.pid));
+        });
+    }
+
+    /// The node evicts the pod (`message` says why): a `Warning Evicted` event, each
+    /// running container killed (preStop first) with a `Normal Killing` event.
+    fn evict(&mut self, message: String) {
+        warn!(pod = %self.name(), uid = %self.uid, reason = "Evicted", "{message}");
+        self.node.event(&self.m.pod, "", true, "Evicted", &message);
+        for (i, h, hook) in self.m.evict(message, Instant::now()) {
+            let name = self.m.ctrs[i].spec.name.clone();
+            self.node.event(
+                &self.m.pod,
+                &name,
+                false,
+                "Killing",
+                &format!("Stopping container {name}"),
+            );
+            if hook {
+                self.kill_hook(i, h, machine::EVICTION_GRACE);
+            } else if let Err(e) = self.node.runtime.terminate(&h) {
+                warn!(pod = %self.name(), uid = %self.uid, "SIGTERM: {e}");
+            }
+        }
+    }
+
+    /// The preStop hook before a probe or eviction kill ended: SIGTERM now.
+    fn on_kill_hook_done(&mut self, i: usize, pid: i32) {
+        if let Some(h) = self.m.pre_stop_done(i, pid, Instant::now()) {
             if let Err(e) = self.node.runtime.terminate(&h) {
                 warn!(pod = %self.name(), uid = %self.uid, "SIGTERM: {e}");
             }
@@ -716,6 +811,7 @@ impl PodWorker {
                 uid: &self.uid,
             },
             &spec.name,
+            self.node.runtime.uses_images(),
         ) {
             Ok(s) => s,
             Err(m) => {
@@ -801,15 +897,19 @@ impl PodWorker {
             return;
         };
         let job = lifecycle::job(i, h, hook, lifecycle::POST_START_TIMEOUT);
-        let (prober, runtime) = (self.prober.clone(), self.node.runtime.clone());
+        let hook = hook.clone();
+        let (prober, node) = (self.prober.clone(), self.node.clone());
         let ip = self.m.rec.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let (ports, pod, container) = (spec.ports.clone(), self.name(), spec.name.clone());
+        let (ports, pod, container) = (spec.ports.clone(), self.m.pod.clone(), spec.name.clone());
         tokio::spawn(async move {
             let (ok, msg) = prober.run(&job, ip, &ports).await;
             if !ok {
-                warn!(pod = %pod, container = %container, pid = h.pid, reason = "FailedPostStartHook",
-                      "PostStartHook failed: {msg}; killing the container");
-                let _ = runtime.kill(&h);
+                let m = lifecycle::failure_message(&hook, &container, &pod_key(&pod), &msg);
+                warn!(pod = %pod.name(), container = %container, pid = h.pid, reason = "FailedPostStartHook",
+                      "{m}; killing the container");
+                node.event(&pod, &container, true, "FailedPostStartHook", &m);
+                node.event(&pod, &container, false, "Killing", "FailedPostStartHook");
+                let _ = node.runtime.kill(&h);
             }
         });
     }
@@ -828,19 +928,19 @@ impl PodWorker {
                 let h = c.handle.filter(|h| self.node.runtime.alive(h))?;
                 let hook = lifecycle::pre_stop(&c.spec)?;
                 let job = lifecycle::job(i, h, hook, timeout);
+                let hook = hook.clone();
                 let (prober, ports, name) = (
                     self.prober.clone(),
                     c.spec.ports.clone(),
                     c.spec.name.clone(),
                 );
-                let pod = self.name();
+                let (pod, node) = (self.m.pod.clone(), self.node.clone());
                 Some(async move {
                     let (ok, msg) = prober.run(&job, ip, &ports).await;
                     if ok {
-                        info!(pod = %pod, container = %name, "preStop hook done");
+                        info!(pod = %pod.name(), container = %name, "preStop hook done");
                     } else {
-                        warn!(pod = %pod, container = %name, reason = "FailedPreStopHook",
-                              "PreStopHook failed: {msg}");
+                        pre_stop_failed(&node, &pod, &name, &hook, &msg);
                     }
                 })
             })
@@ -1006,6 +1106,25 @@ impl PodWorker {
             }
         }
     }
+}
+
+/// `namespace/name` of a pod (how the hook failure messages name it).
+fn pod_key(p: &Pod) -> String {
+    format!("{}/{}", p.namespace(), p.name())
+}
+
+/// A failed preStop hook: logged and a `Warning FailedPreStopHook` event; the SIGTERM
+/// follows anyway.
+fn pre_stop_failed(
+    node: &Node,
+    pod: &Pod,
+    container: &str,
+    hook: &kube_lite_proto::v1::LifecycleHandler,
+    why: &str,
+) {
+    let m = lifecycle::failure_message(hook, container, &pod_key(pod), why);
+    warn!(pod = %pod.name(), container = %container, reason = "FailedPreStopHook", "{m}");
+    node.event(pod, container, true, "FailedPreStopHook", &m);
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

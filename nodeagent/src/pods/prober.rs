@@ -137,17 +137,19 @@ impl Prober {
             if out.exit_code == 0 {
                 return Ok(());
             }
+            // As the kubelet: the failure is the command's output (an event reads
+            // `Liveness probe failed: cat: can't open '/x': No such file or
+            // directory`); without output, the exit code.
             let text = String::from_utf8_lossy(&out.output);
-            return Err(format!(
-                "command {:?} exited with {}{}",
-                e.command.join(" "),
-                out.exit_code,
-                if text.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", text.trim())
-                }
-            ));
+            return Err(if text.trim().is_empty() {
+                format!(
+                    "command {:?} exited with {}",
+                    e.command.join(" "),
+                    out.exit_code
+                )
+            } else {
+                text.trim().to_string()
+            });
         }
         if let Some(t) = &p.tcp_socket {
             let addr = target(&t.host, pod_ip, t.port, &t.port_name, ports)?;

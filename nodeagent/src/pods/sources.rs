@@ -1,5 +1,5 @@
 //! The ConfigMaps and Secrets a pod references (env `configMapKeyRef`/`secretKeyRef`,
-//! `envFrom`, `configMap`/`secret` volumes), fetched with the node's identity — the
+//! `envFrom`, `configMap`/`secret` volumes and projected sources), fetched with the node's identity — the
 //! Node authorizer lets a node `get` exactly these — and kept per pod worker.
 //!
 //! The kubelet watches each referenced object (or re-gets it after a TTL); the worker
@@ -76,6 +76,14 @@ pub fn references(pod: &Pod) -> Vec<(Kind, String)> {
         }
     }
     for v in &spec.volumes {
+        for p in v.projected.iter().flat_map(|p| p.sources.iter()) {
+            if let Some(c) = &p.config_map {
+                out.push((Kind::ConfigMap, c.name.clone()));
+            }
+            if let Some(c) = &p.secret {
+                out.push((Kind::Secret, c.secret_name.clone()));
+            }
+        }
         if let Some(c) = &v.config_map {
             out.push((Kind::ConfigMap, c.name.clone()));
         }

@@ -5,7 +5,8 @@
 //! - `emptyDir`: a directory (mode 0777, as the kubelet's), or with `medium: Memory` a
 //!   tmpfs mounted there (size = `sizeLimit`), shared by the pod's containers.
 //! - `configMap`, `secret` (on a tmpfs, as the kubelet keeps secrets off disk),
-//!   `downwardAPI`: files written the kubelet's atomic way: the content in a fresh
+//!   `downwardAPI`, `projected` (configMap, secret and downwardAPI sources in one
+//!   directory, on a tmpfs): files written the kubelet's atomic way: the content in a fresh
 //!   `..<time>` directory, the `..data` symlink swapped to it by rename, each
 //!   top-level name a symlink through `..data`. A reader never sees half an update;
 //!   updates (re-read every [`super::sources::SYNC_PERIOD`]) reach running containers
@@ -16,6 +17,8 @@
 //!
 //! The process runtime shares the node's root filesystem: a mount point that does not
 //! exist is created on the node and recorded, and removed (when empty) with the pod.
+//! (An image runtime binds the same sources and runc makes the mount points in the
+//! container's own root filesystem.)
 //! Everything under the pod's volume directory goes with the pod (tmpfs unmounted
 //! first). What to write is computed by pure functions ([`files_of`], [`plan_mounts`]).
 
@@ -23,7 +26,7 @@ use super::env::{field_value, resource_value, PodFacts};
 use super::sources::{Kind, Sources};
 use crate::mounts::Mount;
 use kube_lite_core::quantity::parse_quantity;
-use kube_lite_proto::v1::{Container, KeyToPath, Pod, Volume};
+use kube_lite_proto::v1::{Container, DownwardApiVolumeFile, KeyToPath, Pod, Volume};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -42,7 +45,8 @@ pub fn has_volumes(pod: &Pod) -> bool {
 }
 
 /// The files of a configMap/secret/downwardAPI volume: relative path → (bytes, mode).
-/// Err names what is missing (a non-optional object or item key).
+/// Err names what is missing (a non-optional object or item key), as the kubelet's
+/// `configmap "x" not found`.
 pub fn files_of(
     v: &Volume,
     sources: &Sources,
@@ -63,7 +67,7 @@ pub fn files_of(
             Err(_) if optional && sources.objects.contains_key(&(kind, name.to_string())) => {
                 return Ok(())
             }
-            Err(e) => return Err(format!("volume {:?}: {e}", v.name)),
+            Err(e) => return Err(e),
         };
         if items.is_empty() {
             for (k, val) in obj {
@@ -81,8 +85,7 @@ pub fn files_of(
                 None if optional => {}
                 None => {
                     return Err(format!(
-                        "volume {:?}: couldn't find key {} in {} {}/{name}",
-                        v.name,
+                        "couldn't find key {} in {} {}/{name}",
                         it.key,
                         kind.name(),
                         sources.namespace
@@ -112,14 +115,17 @@ pub fn files_of(
             &mut out,
         )?;
     }
-    if let Some(d) = &v.downward_api {
-        let mode = d.default_mode.unwrap_or(0o644) as u32;
-        for it in &d.items {
+    let downward = |items: &[DownwardApiVolumeFile],
+                    default_mode: Option<i32>,
+                    out: &mut BTreeMap<String, (Vec<u8>, u32)>|
+     -> Result<(), String> {
+        let mode = default_mode.unwrap_or(0o644) as u32;
+        for it in items {
             let text = if let Some(fr) = &it.field_ref {
                 match fr.field_path.as_str() {
                     "metadata.labels" => kv_lines(&facts.labels),
                     "metadata.annotations" => kv_lines(&facts.annotations),
-                    p => field_value(p, facts).map_err(|e| format!("volume {:?}: {e}", v.name))?,
+                    p => field_value(p, facts)?,
                 }
             } else if let Some(rr) = &it.resource_field_ref {
                 let c = if rr.container_name.is_empty() {
@@ -127,14 +133,8 @@ pub fn files_of(
                 } else {
                     containers.iter().find(|c| c.name == rr.container_name)
                 }
-                .ok_or_else(|| {
-                    format!(
-                        "volume {:?}: container {:?} not found",
-                        v.name, rr.container_name
-                    )
-                })?;
-                resource_value(c, &rr.resource, &rr.divisor)
-                    .map_err(|e| format!("volume {:?}: {e}", v.name))?
+                .ok_or_else(|| format!("container {:?} not found", rr.container_name))?;
+                resource_value(c, &rr.resource, &rr.divisor)?
             } else {
                 continue;
             };
@@ -142,6 +142,39 @@ pub fn files_of(
                 it.path.clone(),
                 (text.into_bytes(), it.mode.map(|m| m as u32).unwrap_or(mode)),
             );
+        }
+        Ok(())
+    };
+    if let Some(d) = &v.downward_api {
+        downward(&d.items, d.default_mode, &mut out)?;
+    }
+    // Projected: every source's files in one directory, projected.default_mode for all
+    // (the apiserver refuses serviceAccountToken and overlapping paths).
+    if let Some(p) = &v.projected {
+        for src in &p.sources {
+            if let Some(c) = &src.config_map {
+                keyed(
+                    Kind::ConfigMap,
+                    &c.name,
+                    &c.items,
+                    p.default_mode,
+                    c.optional,
+                    &mut out,
+                )?;
+            }
+            if let Some(s) = &src.secret {
+                keyed(
+                    Kind::Secret,
+                    &s.secret_name,
+                    &s.items,
+                    p.default_mode,
+                    s.optional,
+                    &mut out,
+                )?;
+            }
+            if let Some(d) = &src.downward_api {
+                downward(&d.items, p.default_mode, &mut out)?;
+            }
         }
     }
     Ok(out)
@@ -177,6 +210,26 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
         .map(|g| g as u32);
     let containers: Vec<Container> = spec.containers.clone();
     for v in &spec.volumes {
+        sync_volume(&dir, v, sources, facts, &containers, gid)
+            .map_err(|e| set_up_failed(&v.name, &e))?;
+    }
+    Ok(())
+}
+
+/// The kubelet's FailedMount message: `MountVolume.SetUp failed for volume "v" : <why>`.
+pub fn set_up_failed(volume: &str, why: &str) -> String {
+    format!("MountVolume.SetUp failed for volume {volume:?} : {why}")
+}
+
+fn sync_volume(
+    dir: &Path,
+    v: &Volume,
+    sources: &Sources,
+    facts: &PodFacts,
+    containers: &[Container],
+    gid: Option<u32>,
+) -> Result<(), String> {
+    {
         let vdir = dir.join(&v.name);
         if let Some(e) = &v.empty_dir {
             let new = !vdir.exists();
@@ -185,8 +238,7 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
                 let size = if e.size_limit.is_empty() {
                     None
                 } else {
-                    let q = parse_quantity(&e.size_limit)
-                        .map_err(|m| format!("volume {:?}: sizeLimit: {m}", v.name))?;
+                    let q = parse_quantity(&e.size_limit).map_err(|m| format!("sizeLimit: {m}"))?;
                     Some(q.millis() / 1000)
                 };
                 tmpfs(&vdir, size, 0o777)?;
@@ -195,18 +247,87 @@ pub fn sync(root: &Path, pod: &Pod, sources: &Sources, facts: &PodFacts) -> Resu
                 own(&vdir, gid, true)?;
                 set_mode(&vdir, if gid.is_some() { 0o2777 } else { 0o777 })?;
             }
-        } else if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() {
-            let files = files_of(v, sources, facts, &containers)?;
+        } else if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+        {
+            let files = files_of(v, sources, facts, containers)?;
             mkdir(&vdir, 0o755)?;
-            if v.secret.is_some() {
+            // Secrets stay off disk (a projected volume is on a tmpfs too, as the
+            // kubelet's).
+            if v.secret.is_some() || v.projected.is_some() {
                 tmpfs(&vdir, None, 0o755)?;
             }
             atomic_write(&vdir, &files, gid)?;
         } else if let Some(h) = &v.host_path {
-            check_host_path(&h.path, &h.r#type).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            check_host_path(&h.path, &h.r#type)?;
         }
     }
     Ok(())
+}
+
+/// Most directory entries one emptyDir measurement walks (it stops there: the usage
+/// it found so far counts).
+pub const MAX_USAGE_ENTRIES: usize = 100_000;
+
+/// The disk emptyDirs of `pod` with a sizeLimit: (volume, limit in bytes, limit as
+/// written). Memory emptyDirs are left out: their tmpfs size is the limit.
+pub fn disk_limits(pod: &Pod) -> Vec<(String, u64, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter())
+        .filter_map(|v| {
+            let e = v.empty_dir.as_ref()?;
+            if e.medium == "Memory" || e.size_limit.is_empty() {
+                return None;
+            }
+            let q = parse_quantity(&e.size_limit).ok()?;
+            Some((v.name.clone(), q.units() as u64, e.size_limit.clone()))
+        })
+        .collect()
+}
+
+/// The kubelet's eviction message for the first volume whose usage (bytes, by volume
+/// name) exceeds its limit.
+pub fn exceeded(limits: &[(String, u64, String)], usage: &[(String, u64)]) -> Option<String> {
+    limits.iter().find_map(|(name, limit, text)| {
+        let used = usage.iter().find(|(n, _)| n == name)?.1;
+        (used > *limit)
+            .then(|| format!("Usage of EmptyDir volume {name:?} exceeds the limit {text:?}."))
+    })
+}
+
+/// Disk space used under `dir` (allocated blocks, as `du`; symlinks not followed, other
+/// file systems not entered), walking at most `max_entries` entries.
+pub fn dir_usage(dir: &Path, max_entries: usize) -> u64 {
+    let Ok(top) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let dev = top.dev();
+    let mut total = top.blocks() * 512;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            seen += 1;
+            if seen > max_entries {
+                return total;
+            }
+            let Ok(md) = ent.metadata() else { continue };
+            if md.dev() != dev {
+                continue;
+            }
+            total += md.blocks() * 512;
+            if md.is_dir() {
+                stack.push(ent.path());
+            }
+        }
+    }
+    total
 }
 
 fn mkdir(p: &Path, mode: u32) -> Result<(), String> {
@@ -592,13 +713,47 @@ impl super::PodWorker {
         let ip = self.m.rec.ip.map(|ip| ip.to_string()).unwrap_or_default();
         let facts = PodFacts::of(&self.m.pod, &ip, &self.node.address.to_string());
         let (pod, sources) = (self.m.pod.clone(), self.vols.sources.clone());
-        let r = tokio::task::spawn_blocking(move || sync(&root, &pod, &sources, &facts))
-            .await
-            .unwrap_or_else(|e| Err(format!("volume sync: {e}")));
+        let r = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || sync(&root, &pod, &sources, &facts))
+        }
+        .await
+        .unwrap_or_else(|e| Err(format!("volume sync: {e}")));
         if let Err(e) = &r {
-            tracing::warn!(pod = %self.name(), uid = %self.uid, "volumes: {e}");
+            // As the kubelet: the pod waits in ContainerCreating, a FailedMount event
+            // per failed attempt (aggregated into its count), tried again next sync.
+            tracing::warn!(pod = %self.name(), uid = %self.uid, reason = "FailedMount", "{e}");
+            self.node.event(&self.m.pod, "", true, "FailedMount", e);
         }
         self.vols.error = r.err();
+        if self.vols.error.is_none() {
+            self.check_empty_dir_usage(&root).await;
+        }
+    }
+
+    /// Measures the disk emptyDirs with a sizeLimit (at each sync, bounded walks) and
+    /// evicts the pod when one is over it, as the kubelet's eviction manager does.
+    async fn check_empty_dir_usage(&mut self, root: &Path) {
+        let limits = disk_limits(&self.m.pod);
+        if limits.is_empty() || self.m.evicted.is_some() {
+            return;
+        }
+        let dir = pod_dir(root, &self.uid);
+        let names: Vec<String> = limits.iter().map(|(n, _, _)| n.clone()).collect();
+        let usage = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|n| {
+                    let u = dir_usage(&dir.join(&n), MAX_USAGE_ENTRIES);
+                    (n, u)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if let Some(m) = exceeded(&limits, &usage) {
+            self.evict(m);
+        }
     }
 
     /// The mounts of container `c`, mount points made; Err while the volumes are not
@@ -616,7 +771,10 @@ impl super::PodWorker {
             .get()
             .ok_or("this node agent has no volume directory")?;
         let mounts = plan_mounts(root, &self.m.pod, c)?;
-        make_mount_points(root, &self.uid, &mounts)?;
+        // An image runtime makes them in the container's own root filesystem.
+        if !self.node.runtime.uses_images() {
+            make_mount_points(root, &self.uid, &mounts)?;
+        }
         Ok(mounts)
     }
 }
@@ -655,6 +813,90 @@ mod tests {
             }),
         );
         s
+    }
+
+    #[test]
+    fn disk_empty_dirs_over_their_limit_are_named() {
+        use kube_lite_proto::v1::{EmptyDirVolumeSource, PodSpec};
+        let ed = |name: &str, medium: &str, limit: &str| Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: medium.into(),
+                size_limit: limit.into(),
+            }),
+            ..Default::default()
+        };
+        let pod = Pod {
+            spec: Some(PodSpec {
+                volumes: vec![
+                    ed("a", "", "1Mi"),
+                    ed("mem", "Memory", "1Mi"),
+                    ed("free", "", ""),
+                    cm_volume(vec![], false),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let l = disk_limits(&pod);
+        assert_eq!(l, [("a".to_string(), 1 << 20, "1Mi".to_string())]);
+        assert_eq!(exceeded(&l, &[("a".into(), 1 << 20)]), None);
+        assert_eq!(
+            exceeded(&l, &[("a".into(), (1 << 20) + 1)]).as_deref(),
+            Some("Usage of EmptyDir volume \"a\" exceeds the limit \"1Mi\".")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        std::fs::write(tmp.path().join("d/f"), vec![1u8; 256 * 1024]).unwrap();
+        let used = dir_usage(tmp.path(), MAX_USAGE_ENTRIES);
+        assert!(used >= 256 * 1024, "{used}");
+        assert!(dir_usage(tmp.path(), 1) < used, "the walk is bounded");
+    }
+
+    #[test]
+    fn projected_sources_share_one_directory_and_its_mode() {
+        use kube_lite_proto::v1::{ProjectedVolumeSource, VolumeProjection};
+        let s = sources(Some(&[("a", "1")]));
+        let facts = PodFacts {
+            name: "web".into(),
+            ..Default::default()
+        };
+        let v = Volume {
+            name: "all".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o440),
+                sources: vec![
+                    VolumeProjection {
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: "cm".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        downward_api: Some(DownwardApiVolumeSource {
+                            items: vec![DownwardApiVolumeFile {
+                                path: "pod".into(),
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.name".into(),
+                                }),
+                                mode: Some(0o400),
+                                ..Default::default()
+                            }],
+                            default_mode: None,
+                        }),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        let f = files_of(&v, &s, &facts, &[]).unwrap();
+        assert_eq!(f["a"], (b"1".to_vec(), 0o440));
+        assert_eq!(f["pod"], (b"web".to_vec(), 0o400));
+        // A missing source is named as the kubelet does.
+        let e = files_of(&v, &sources(None), &facts, &[]).unwrap_err();
+        assert_eq!(e, "configmap \"cm\" not found");
     }
 
     #[test]

@@ -689,7 +689,15 @@ async fn liveness_failure_terminates_then_kills_and_restarts_with_the_reason() {
         "dial tcp 10.0.1.2:8080: connection refused",
         t0,
     );
-    assert_eq!(act, ProbeAction::Terminate(h(5, 0)));
+    assert_eq!(
+        act,
+        ProbeAction::Kill {
+            handle: h(5, 0),
+            pre_stop: false,
+            grace: Duration::from_secs(2),
+            killing: "Container c failed liveness probe, will be restarted".into()
+        }
+    );
     assert!(!ready_of(&m).0, "a container being killed is not ready");
     assert!(
         m.due_probes(t0 + Duration::from_secs(1)).is_empty(),
@@ -725,6 +733,53 @@ async fn liveness_failure_terminates_then_kills_and_restarts_with_the_reason() {
         1,
         "the new instance is probed from its start"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_liveness_kill_runs_the_pre_stop_hook_first_within_the_grace() {
+    let t0 = Instant::now();
+    let mut m = probed("Never", |c| {
+        c.liveness_probe = http_probe(1, 1);
+        c.lifecycle = Some(kube_lite_proto::v1::Lifecycle {
+            post_start: None,
+            pre_stop: Some(kube_lite_proto::v1::LifecycleHandler {
+                exec: Some(kube_lite_proto::v1::ExecAction {
+                    command: vec!["true".into()],
+                }),
+                ..Default::default()
+            }),
+        });
+    });
+    m.started(0, h(5, 0), t0);
+    let j = m.due_probes(t0);
+    let act = m.probe_result(0, j[0].kind, 5, false, "x", t0);
+    // Never: the message says nothing of a restart.
+    assert_eq!(
+        act,
+        ProbeAction::Kill {
+            handle: h(5, 0),
+            pre_stop: true,
+            grace: Duration::from_secs(2),
+            killing: "Container c failed liveness probe".into()
+        }
+    );
+    // No SIGKILL while the hook runs, even past the grace.
+    assert!(m.due_kills(t0 + Duration::from_secs(5)).is_empty());
+    assert_eq!(m.next_wake(), None);
+    // A stale end of a hook (another instance) is ignored.
+    assert_eq!(m.pre_stop_done(0, 99, t0), None);
+    // The hook took 1.5 s of the 2 s: SIGTERM now, SIGKILL at least 2 s later.
+    let t1 = t0 + Duration::from_millis(1500);
+    assert_eq!(m.pre_stop_done(0, 5, t1), Some(h(5, 0)));
+    assert_eq!(m.pre_stop_done(0, 5, t1), None, "once");
+    assert_eq!(m.next_wake(), Some(t1 + Duration::from_secs(2)));
+    assert_eq!(m.due_kills(t1 + Duration::from_secs(2)), vec![h(5, 0)]);
+    // With Never the container stays terminated.
+    assert!(m.exited(0, 5, exit(137, 4000), t1 + Duration::from_secs(2)));
+    assert!(matches!(
+        m.ctrs[0].view.state,
+        CState::Terminated { done: true, .. }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -854,4 +909,50 @@ async fn a_failed_init_container_fails_a_never_pod() {
         "nothing else starts"
     );
     assert_eq!(m.finished_holding_network(), Some("Failed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_starts_wait_in_container_creating_and_go_when_released() {
+    let t0 = Instant::now();
+    let mut m = machine("Always");
+    m.network_created("10.0.1.2".parse().unwrap(), 1000);
+    m.network_ready();
+    let _ = m.adopt_or_schedule(t0, 1000, |_, _| unreachable!());
+    m.hold_starts = true;
+    assert!(m.due(t0 + Duration::from_secs(60)).is_empty());
+    assert_eq!(m.next_wake(), None, "no busy wake-ups while held");
+    let st = m.status("h");
+    assert_eq!(st.container_statuses[0].reason, "ContainerCreating");
+    m.hold_starts = false;
+    assert_eq!(m.due(t0 + Duration::from_secs(61)), vec![0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_eviction_kills_without_restart_and_fails_the_pod() {
+    let t0 = Instant::now();
+    let mut m = running_machine("Always", t0);
+    m.started(0, h(5, 0), t0);
+    let msg = "Usage of EmptyDir volume \"v\" exceeds the limit \"1Mi\".".to_string();
+    assert_eq!(m.evict(msg.clone(), t0), vec![(0, h(5, 0), false)]);
+    assert!(m.evict(msg.clone(), t0).is_empty(), "once");
+    let st = m.status("h");
+    assert_eq!(
+        (st.phase.as_str(), st.reason.as_str()),
+        ("Failed", "Evicted")
+    );
+    assert_eq!(st.message, msg);
+    assert!(st
+        .conditions
+        .iter()
+        .any(|c| c.r#type == "Ready" && c.status == "False"));
+    assert_eq!(m.finished_holding_network(), None, "not while it runs");
+    assert_eq!(m.due_kills(t0 + Duration::from_secs(2)), vec![h(5, 0)]);
+    assert!(m.exited(0, 5, exit(137, 3000), t0 + Duration::from_secs(2)));
+    assert!(
+        m.due(t0 + Duration::from_secs(600)).is_empty(),
+        "no restart"
+    );
+    assert_eq!(m.next_wake(), None);
+    assert_eq!(m.finished_holding_network(), Some("Failed"));
+    assert_eq!(m.status("h").phase, "Failed");
 }
