@@ -30,6 +30,8 @@
 #      `image load --node`, runs a pod that the Service reaches
 #   6. docker restart the apiserver → every object intact, agents reconnect and resume
 #      their watches (a new pod gets Running, a deleted pod goes away)
+#   6b. each node's containerd holds exactly its pods' containers, running tasks and
+#      active snapshots (none left of deleted, moved or restarted pods)
 #   7. down -v leaves no container, network or volume of the project
 # The cluster is always removed at exit (trap), also on failure or Ctrl-C.
 #
@@ -511,6 +513,30 @@ kl delete pod "$victim" >/dev/null
 wait_for 60 "pod $victim (other node) deleted by its agent" pod_gone "$victim"
 step_ok "agents resumed their watches: whoami-7 Running on $n7, $victim deleted on the other node after $(($(date +%s) - t_restart))s"
 no_duplicate_ips || die "duplicate pod IPs"
+
+# ---------- 6b. containerd holds exactly the pods' containers ----------
+# On each node: one containerd container (id <pod uid>-<container>) per container of its
+# pods, each with a running task and an active snapshot; nothing left of the pods that
+# were deleted, moved away while the node was stopped, or whose node restarted.
+ctrd_matches_pods() { # NODE CID
+    local want have tasks active
+    want=$(kl get pods -o json | jq -r --arg n "$1" '.items[] | select(.spec.nodeName == $n) | .metadata.uid as $u | .spec.containers[] | "\($u)-\(.name)"' | sort)
+    have=$(docker exec "$2" ctr -a /run/containerd/containerd.sock -n kube-lite containers ls -q | sort)
+    tasks=$(docker exec "$2" ctr -a /run/containerd/containerd.sock -n kube-lite tasks ls | awk 'NR > 1 && $3 == "RUNNING" {print $1}' | sort)
+    active=$(docker exec "$2" ctr -a /run/containerd/containerd.sock -n kube-lite snapshots ls | awk 'NR > 1 && $NF == "Active" {print $1}' | sort)
+    [[ "$have" == "$want" ]] || { echo "$1: containers [$(echo $have)], pods' containers [$(echo $want)]"; return 1; }
+    [[ "$tasks" == "$want" ]] || { echo "$1: running tasks [$(echo $tasks)], want [$(echo $want)]"; return 1; }
+    [[ "$active" == "$want" ]] || { echo "$1: active snapshots [$(echo $active)], want [$(echo $want)]"; return 1; }
+}
+if [[ $KL_RUNTIME == containerd ]]; then
+    summary=""
+    for c in "${NODE_CIDS[@]}" "$NODE3_CID"; do
+        n=$(node_name_of "$c")
+        wait_for 30 "containerd on $n holding exactly its pods' containers" ctrd_matches_pods "$n" "$c"
+        summary+="$n: $(kl get pods -o json | jq --arg n "$n" '[.items[] | select(.spec.nodeName == $n)] | length') "
+    done
+    step_ok "containerd on each node holds exactly its pods' containers, tasks and snapshots (${summary% })"
+fi
 
 # ---------- 7. down -v ----------
 dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || die "compose down failed"
