@@ -385,6 +385,54 @@ fn validate_lease(l: &Lease) -> R {
     Ok(())
 }
 
+/// `terminationMessagePath`: absolute, a file (not `/`), no `..`, no NUL, at most
+/// PATH_MAX; `terminationMessagePolicy`: File or FallbackToLogsOnError. Empty values are
+/// the server's defaults (filled before validation).
+fn check_termination_message(f: &str, c: &kube_lite_proto::v1::Container) -> R {
+    use kube_lite_core::consts::termination_message as tm;
+    let p = &c.termination_message_path;
+    let field = format!("{f}.termination_message_path");
+    if p.len() > tm::MAX_PATH_LEN {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "must be at most {} characters (got {})",
+                tm::MAX_PATH_LEN,
+                p.len()
+            ),
+        ));
+    }
+    if !p.is_empty() {
+        let why = if !p.starts_with('/') {
+            Some("must be an absolute path")
+        } else if p.contains('\0') {
+            Some("must not contain NUL")
+        } else if p.split('/').any(|c| c == "..") {
+            Some("must not contain '..'")
+        } else if p.trim_end_matches('/').is_empty() {
+            Some("must name a file, not /")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ApiError::invalid(field, format!("{} {why}", quote(p))));
+        }
+    }
+    let pol = c.termination_message_policy.as_str();
+    if !["", tm::FILE, tm::FALLBACK_TO_LOGS_ON_ERROR].contains(&pol) {
+        return Err(ApiError::invalid(
+            format!("{f}.termination_message_policy"),
+            format!(
+                "must be one of {}, {} (got {})",
+                tm::FILE,
+                tm::FALLBACK_TO_LOGS_ON_ERROR,
+                quote(pol)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_pod(p: &Pod) -> R {
     let Some(spec) = &p.spec else {
         return Err(ApiError::invalid("spec", "is required"));
@@ -439,6 +487,7 @@ fn validate_pod(p: &Pod) -> R {
                 ),
             ));
         }
+        check_termination_message(&f, c)?;
         for (j, e) in c.env.iter().enumerate() {
             if e.name.is_empty() || e.name.contains('=') || e.name.contains('\0') {
                 return Err(ApiError::invalid(
@@ -1125,6 +1174,53 @@ mod tests {
         let mut o = Object::Pod(p);
         let _ = prepare_create(&mut o);
         o
+    }
+
+    #[test]
+    fn termination_message_path_and_policy() {
+        let with = |path: &str, policy: &str| {
+            let (path, policy) = (path.to_string(), policy.to_string());
+            validate(&pod_with(move |p| {
+                let c = &mut p.spec.as_mut().unwrap().containers[0];
+                c.termination_message_path = path;
+                c.termination_message_policy = policy;
+            }))
+        };
+        let msg = |r: R| match r {
+            Err(ApiError::Invalid(m)) => m,
+            r => panic!("{r:?}"),
+        };
+        // Defaults filled by prepare_create.
+        let o = pod_with(|_| {});
+        let Object::Pod(p) = &o else { unreachable!() };
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            (
+                c.termination_message_path.as_str(),
+                c.termination_message_policy.as_str()
+            ),
+            ("/dev/termination-log", "File")
+        );
+        assert!(with("/tmp/msg", "FallbackToLogsOnError").is_ok());
+        for (path, why) in [
+            ("rel/msg", "must be an absolute path"),
+            ("/a/../b", "must not contain '..'"),
+            ("/", "must name a file"),
+            ("/a\0b", "must not contain NUL"),
+        ] {
+            let m = msg(with(path, "File"));
+            assert!(
+                m.starts_with("spec.containers[0].termination_message_path: ") && m.contains(why),
+                "{m}"
+            );
+        }
+        let long = format!("/{}", "a".repeat(4096));
+        assert!(msg(with(&long, "File")).contains("at most 4096"));
+        let m = msg(with("/dev/termination-log", "Sometimes"));
+        assert!(
+            m.starts_with("spec.containers[0].termination_message_policy: must be one of File, FallbackToLogsOnError"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -71,6 +71,19 @@ pub mod restart_policy {
     pub const NEVER: &str = "Never";
 }
 
+/// `terminationMessagePolicy` of a container, and where the message is read by default.
+pub mod termination_message {
+    /// The message is the file's content only.
+    pub const FILE: &str = "File";
+    /// The file's content, or the log's tail when the file is empty and the container
+    /// failed.
+    pub const FALLBACK_TO_LOGS_ON_ERROR: &str = "FallbackToLogsOnError";
+    /// `terminationMessagePath` when none is given (Kubernetes').
+    pub const DEFAULT_PATH: &str = "/dev/termination-log";
+    /// Longest `terminationMessagePath` accepted (PATH_MAX).
+    pub const MAX_PATH_LEN: usize = 4096;
+}
+
 /// Port protocols.
 pub mod protocol {
     pub const TCP: &str = "TCP";

@@ -2,7 +2,8 @@
 //! applies the same ones to a manifest to tell `unchanged` from a real change.
 
 use crate::consts::{
-    dns_policy, protocol, restart_policy, service_type, session_affinity, traffic_policy,
+    dns_policy, protocol, restart_policy, service_type, session_affinity, termination_message,
+    traffic_policy,
 };
 use kube_lite_proto::v1::{Endpoints, PodSpec, Probe, ServiceSpec};
 
@@ -39,7 +40,8 @@ pub fn default_probe(p: &mut Probe) {
 /// A pod's `terminationGracePeriodSeconds` when none is given (Kubernetes: 30).
 pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
 
-/// restartPolicy Always, grace period 30 s, container port protocol TCP, probe defaults.
+/// restartPolicy Always, grace period 30 s, container port protocol TCP, probe defaults,
+/// terminationMessagePath /dev/termination-log and terminationMessagePolicy File.
 pub fn default_pod_spec(spec: &mut PodSpec) {
     if spec.restart_policy.is_empty() {
         spec.restart_policy = restart_policy::ALWAYS.into();
@@ -57,6 +59,12 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     {
         if c.image_pull_policy.is_empty() {
             c.image_pull_policy = default_image_pull_policy(&c.image).into();
+        }
+        if c.termination_message_path.is_empty() {
+            c.termination_message_path = termination_message::DEFAULT_PATH.into();
+        }
+        if c.termination_message_policy.is_empty() {
+            c.termination_message_policy = termination_message::FILE.into();
         }
         for p in [
             &mut c.liveness_probe,
@@ -165,6 +173,11 @@ mod tests {
         assert_eq!(s.termination_grace_period_seconds, 30);
         assert_eq!(s.containers[0].ports[0].protocol, "TCP");
         assert_eq!(s.containers[0].image_pull_policy, "Always");
+        assert_eq!(
+            s.containers[0].termination_message_path,
+            "/dev/termination-log"
+        );
+        assert_eq!(s.containers[0].termination_message_policy, "File");
         assert_eq!(default_image_pull_policy("busybox:1.36"), "IfNotPresent");
         assert_eq!(default_image_pull_policy("busybox:latest"), "Always");
         assert_eq!(default_image_pull_policy("registry:5000/busybox"), "Always");

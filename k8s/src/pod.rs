@@ -125,6 +125,8 @@ impl K8sKind for Pod {
                         limits: [("memory".to_string(), "64Mi".to_string())].into(),
                         ..Default::default()
                     }),
+                    termination_message_path: "/dev/termination-log".into(),
+                    termination_message_policy: "FallbackToLogsOnError".into(),
                     ..Default::default()
                 }],
                 init_containers: vec![Container {
@@ -394,6 +396,8 @@ fn container_to_k8s(c: &Container) -> corev1::Container {
         }),
         security_context: c.security_context.as_ref().map(crate::security::to_k8s),
         lifecycle: c.lifecycle.as_ref().map(lifecycle_to_k8s),
+        termination_message_path: opt(&c.termination_message_path),
+        termination_message_policy: opt(&c.termination_message_policy),
         ..Default::default()
     }
 }
@@ -587,6 +591,8 @@ fn container_from_k8s(c: corev1::Container) -> Container {
         }),
         security_context: c.security_context.map(crate::security::from_k8s),
         lifecycle: c.lifecycle.map(lifecycle_from_k8s),
+        termination_message_path: c.termination_message_path.unwrap_or_default(),
+        termination_message_policy: c.termination_message_policy.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -812,6 +818,9 @@ mod tests {
             "Completed"
         );
         assert_eq!(v["status"]["qosClass"], "Burstable");
+        let c = &v["spec"]["containers"][0];
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["terminationMessagePolicy"], "FallbackToLogsOnError");
         // Through text, as a client sends it back.
         let text = serde_json::to_string(&v).unwrap();
         let back = Pod::from_json(serde_json::from_str(&text).unwrap()).unwrap();

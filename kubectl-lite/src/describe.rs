@@ -200,8 +200,9 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                 if !cs.reason.is_empty() {
                     t.field(6, "Reason", &cs.reason);
                 }
-                if !cs.message.is_empty() {
-                    t.field(6, "Message", &cs.message);
+                // kubectl trims a message (a termination message often ends in "\n").
+                if !cs.message.trim().is_empty() {
+                    t.field(6, "Message", cs.message.trim());
                 }
                 if cs.state == container_state::TERMINATED {
                     t.field(6, "Exit Code", cs.exit_code.to_string());
@@ -217,8 +218,8 @@ pub fn describe_pod(pod: &Pod, now_ms: i64) -> String {
                     if !l.reason.is_empty() {
                         t.field(6, "Reason", &l.reason);
                     }
-                    if !l.message.is_empty() {
-                        t.field(6, "Message", &l.message);
+                    if !l.message.trim().is_empty() {
+                        t.field(6, "Message", l.message.trim());
                     }
                     t.field(6, "Exit Code", l.exit_code.to_string());
                     if l.started_at != 0 {
@@ -454,8 +455,9 @@ pub fn describe_endpoints(ep: &Endpoints) -> String {
 mod tests {
     use super::*;
     use kube_lite_proto::v1::{
-        Container, ContainerPort, ContainerStatus, EndpointAddress, EndpointPort, EndpointSubset,
-        EnvVar, PodCondition, PodSpec, PodStatus, ServicePort, ServiceSpec,
+        Container, ContainerPort, ContainerStateTerminated, ContainerStatus, EndpointAddress,
+        EndpointPort, EndpointSubset, EnvVar, PodCondition, PodSpec, PodStatus, ServicePort,
+        ServiceSpec,
     };
 
     const T0: i64 = 1_795_823_230_000; // 2026-11-27T23:47:10Z
@@ -550,6 +552,27 @@ Restart Policy:     OnFailure
 Node-Selectors:     <none>
 ";
         assert_eq!(describe_pod(&pod, T0), want);
+        // A termination message, in the state and the last state, trimmed as kubectl's.
+        let mut pod = pod;
+        let st = pod.status.as_mut().unwrap();
+        st.container_statuses[0].message = "disk full\nbye\n".into();
+        st.container_statuses[0].last_state = Some(ContainerStateTerminated {
+            exit_code: 1,
+            reason: "Error".into(),
+            message: "first\n".into(),
+            ..Default::default()
+        });
+        let text = describe_pod(&pod, T0);
+        assert!(
+            text.contains(
+                "      Reason:       Error\n      Message:      disk full\n                    bye\n      Exit Code:    2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("    Last State:     Terminated\n      Reason:       Error\n      Message:      first\n      Exit Code:    1\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,8 +9,7 @@
 //!   set by the cluster or are purely informational and common in real manifests —
 //!   `status`, `metadata.{creationTimestamp,uid,resourceVersion,generation,managedFields,…}`,
 //!   `spec.{schedulerName,enableServiceLinks,priority,preemptionPolicy,
-//!   serviceAccountName}`, `spec.containers[].{terminationMessagePath,
-//!   terminationMessagePolicy}`, Service `spec.{sessionAffinity: None,clusterIPs,ipFamilies,
+//!   serviceAccountName}`, Service `spec.{sessionAffinity: None,clusterIPs,ipFamilies,
 //!   ipFamilyPolicy,internalTrafficPolicy}`, `spec.ports[].appProtocol` — and any unknown
 //!   field whose value is empty (`resources: {}`, `volumes: []`, `null`).
 //! * **error** (the document is refused, nothing of the file is applied): every other
@@ -278,8 +277,6 @@ const IGNORED_POD: &[&str] = &[
     "spec.preemptionPolicy",
     "spec.serviceAccountName",
     "spec.serviceAccount",
-    "spec.containers[].terminationMessagePath",
-    "spec.containers[].terminationMessagePolicy",
 ];
 const IGNORED_SERVICE: &[&str] = &[
     "status",
@@ -606,6 +603,8 @@ impl Walker {
             "securityContext",
             "imagePullPolicy",
             "lifecycle",
+            "terminationMessagePath",
+            "terminationMessagePolicy",
         ]
         .into_iter()
         .chain(pod_extras::CONTAINER_KEYS.iter().copied())
@@ -619,6 +618,14 @@ impl Walker {
             args: self.strings(&join(path, "args"), c.get("args")),
             image_pull_policy: self
                 .string(&join(path, "imagePullPolicy"), c.get("imagePullPolicy")),
+            termination_message_path: self.string(
+                &join(path, "terminationMessagePath"),
+                c.get("terminationMessagePath"),
+            ),
+            termination_message_policy: self.string(
+                &join(path, "terminationMessagePolicy"),
+                c.get("terminationMessagePolicy"),
+            ),
             ..Default::default()
         };
         out.liveness_probe = self.probe(&join(path, "livenessProbe"), c.get("livenessProbe"));
@@ -833,6 +840,8 @@ spec:
   - name: web
     image: busybox:1.36
     imagePullPolicy: IfNotPresent
+    terminationMessagePath: /tmp/why
+    terminationMessagePolicy: FallbackToLogsOnError
     command: ["httpd"]
     args: ["-f", "-p", "8080"]
     env:
@@ -892,6 +901,13 @@ spec:
         let c = &spec.containers[0];
         assert_eq!((c.name.as_str(), c.image.as_str()), ("web", "busybox:1.36"));
         assert_eq!(c.image_pull_policy, "IfNotPresent");
+        assert_eq!(
+            (
+                c.termination_message_path.as_str(),
+                c.termination_message_policy.as_str()
+            ),
+            ("/tmp/why", "FallbackToLogsOnError")
+        );
         assert_eq!(c.command, vec!["httpd"]);
         assert_eq!(c.args, vec!["-f", "-p", "8080"]);
         assert_eq!(

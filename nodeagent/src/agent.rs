@@ -213,11 +213,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         require_apiserver: identity.is_some(),
         images: image_svc.clone(),
     };
-    let exec = crate::exec::ExecService::new(
-        state.clone(),
-        identity.is_some(),
-        PathBuf::from("/proc/self/exe"),
-    );
+    // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
+    let exe = PathBuf::from("/proc/self/exe");
+    let runtime: Arc<dyn crate::runtime::Runtime> = match &ctrd_rt {
+        Some(rt) => rt.clone(),
+        None => {
+            ProcessRuntime::with_cgroups(state.clone(), exe, cfg.container_log_max_size, cgroups)
+        }
+    };
+    let exec = crate::exec::ExecService::new(state.clone(), identity.is_some(), runtime.clone());
     let mut server = tonic::transport::Server::builder();
     if let Some(id) = &identity {
         // mTLS: only clients with a certificate from the cluster CA get through the
@@ -303,14 +307,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.heartbeat_interval,
     ));
 
-    // The running binary even if its file is replaced meanwhile (e.g. rebuilt).
-    let exe = PathBuf::from("/proc/self/exe");
-    let runtime: Arc<dyn crate::runtime::Runtime> = match &ctrd_rt {
-        Some(rt) => rt.clone(),
-        None => {
-            ProcessRuntime::with_cgroups(state.clone(), exe, cfg.container_log_max_size, cgroups)
-        }
-    };
     let node = pods::Node::new(
         node_name.clone(),
         address,

@@ -2,26 +2,22 @@
 //! apiserver (mTLS; only the apiserver's certificate is admitted, as for Logs).
 //!
 //! One session per call: the first request names the pod, container and command; the
-//! command runs as `nodeagent init exec PID -- CMD…` (see [`crate::init`]), which joins
-//! the container init's namespaces (uts, ipc, net, pid, mount), its cgroups, its
-//! environment and its user/capabilities, so the command sees what the container sees.
-//! Without a tty stdout and stderr come back apart through pipes; with one, a
-//! pseudo-terminal made here is the command's stdin/stdout/stderr (merged) and resize
+//! container runtime starts the command in the container ([`Runtime::exec`]: the
+//! process runtime's `init exec`, [`crate::exec_process`]; containerd's exec,
+//! [`crate::containerd::exec`]), so it sees what the container sees. Without a tty
+//! stdout and stderr come back apart; with one, one terminal stream, and resize
 //! requests set its window size. Stdin is passed through only when asked. The last
-//! reply carries the exit code. A client that leaves kills the command (it dies with
-//! its `init exec`, PR_SET_PDEATHSIG).
+//! reply carries the exit code. A client that leaves kills the command.
 //!
 //! Bounds: the start message ([`kube_lite_core::exec`]), every later message, the
 //! number of sessions at a time ([`MAX_EXEC_SESSIONS`]), 10 s for the first message.
 
 use crate::logs::{check_caller_for, find_record};
-use crate::runtime::container_init_pid;
-use crate::state::{same_process_alive, StateDir};
+use crate::runtime::{ExecOptions, ExecProcess, Handle, Runtime, RuntimeError};
+use crate::state::StateDir;
 use kube_lite_core::exec::{check_request, check_start, EXEC_OUTPUT_CHUNK, MAX_EXEC_SESSIONS};
 use kube_lite_proto::v1::node_exec_server::NodeExec;
 use kube_lite_proto::v1::{ExecExit, ExecRequest, ExecResponse, ExecStart, TerminalSize};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -35,28 +31,30 @@ type Tx = mpsc::Sender<Result<ExecResponse, Status>>;
 /// How long a finished command's output is still drained (a background process of it
 /// may hold the pipe open forever).
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long the runtime may take to start the command.
+const START: Duration = Duration::from_secs(30);
 
 pub struct ExecService {
     pub state: StateDir,
     /// Secure mode: only the apiserver's client certificate may call.
     pub require_apiserver: bool,
-    /// The binary that implements `init exec` (our own).
-    pub init_exe: PathBuf,
+    /// The runtime that runs the node's containers (and the commands in them).
+    pub runtime: Arc<dyn Runtime>,
     sessions: Arc<Semaphore>,
 }
 
 impl ExecService {
-    pub fn new(state: StateDir, require_apiserver: bool, init_exe: PathBuf) -> ExecService {
+    pub fn new(state: StateDir, require_apiserver: bool, runtime: Arc<dyn Runtime>) -> ExecService {
         ExecService {
             state,
             require_apiserver,
-            init_exe,
+            runtime,
             sessions: Arc::new(Semaphore::new(MAX_EXEC_SESSIONS)),
         }
     }
 
-    /// The host PID of the init of the running container `start` names.
-    fn target(&self, s: &ExecStart) -> Result<i32, Status> {
+    /// The running instance of the container `start` names, and the container's name.
+    fn target(&self, s: &ExecStart) -> Result<(Handle, String), Status> {
         let ns = if s.namespace.is_empty() {
             "default"
         } else {
@@ -91,13 +89,18 @@ impl ExecService {
                 crec.name, s.name
             ))
         };
-        let (Some(pid), Some(start)) = (crec.pid, crec.proc_start) else {
+        let (Some(pid), Some(proc_start)) = (crec.pid, crec.proc_start) else {
             return Err(not_running());
         };
-        if !same_process_alive(pid, start) {
+        let h = Handle {
+            pid,
+            proc_start,
+            started_at: crec.started_at,
+        };
+        if !self.runtime.alive(&h) {
             return Err(not_running());
         }
-        container_init_pid(pid).ok_or_else(not_running)
+        Ok((h, crec.name.clone()))
     }
 }
 
@@ -129,14 +132,64 @@ impl NodeExec for ExecService {
             .start
             .ok_or_else(|| Status::invalid_argument("start: the first message must carry start"))?;
         check_start(&start).map_err(|(f, m)| Status::invalid_argument(format!("{f}: {m}")))?;
-        let target = self.target(&start)?;
+        let (target, container) = self.target(&start)?;
+        let opts = ExecOptions {
+            command: start.command.clone(),
+            tty: start.tty,
+            stdin: start.stdin,
+            size: start
+                .tty
+                .then(|| start.size.map(|z| clamp_size(&z)))
+                .flatten(),
+        };
+        let started = tokio::time::timeout(START, self.runtime.exec(&target, &opts))
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "the container runtime did not start the command within {}s",
+                    START.as_secs()
+                ))
+            })?;
+        let process = match started {
+            Ok(p) => Ok(p),
+            Err(RuntimeError::ExecStart { exit_code, message }) => Err(ExecExit {
+                exit_code,
+                reason: "Error".into(),
+                message,
+            }),
+            Err(RuntimeError::Exec(m)) => {
+                let ns = if start.namespace.is_empty() {
+                    "default"
+                } else {
+                    &start.namespace
+                };
+                return Err(Status::failed_precondition(format!(
+                    "container {container:?} in pod {ns}/{}: {m}",
+                    start.name
+                )));
+            }
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
         tracing::info!(pod = %start.name, namespace = %start.namespace, container = %start.container,
             argv0 = %start.command[0], tty = start.tty, stdin = start.stdin, "exec");
         let (tx, rx) = mpsc::channel(32);
-        let exe = self.init_exe.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let exit = match run(exe, target, &start, input, &tx).await {
+            let process = match process {
+                Ok(p) => p,
+                Err(exit) => {
+                    // Reason "Error" with the message: kubectl-lite reports it as an
+                    // error, as kubectl does CRI's "failed to start exec".
+                    let _ = tx
+                        .send(Ok(ExecResponse {
+                            exit: Some(exit),
+                            ..Default::default()
+                        }))
+                        .await;
+                    return;
+                }
+            };
+            let exit = match run(process, &start, input, &tx).await {
                 Ok(Some(exit)) => exit,
                 Ok(None) => return, // the client left
                 Err(st) => {
@@ -155,13 +208,16 @@ impl NodeExec for ExecService {
     }
 }
 
-/// How the command ended, as the last reply says it.
-pub fn exit_of(status: std::process::ExitStatus) -> ExecExit {
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .or(status.signal().map(|s| 128 + s))
-        .unwrap_or(255);
+/// A terminal size as the runtimes take it, (width, height) (bounds are checked).
+fn clamp_size(z: &TerminalSize) -> (u16, u16) {
+    (
+        z.width.min(u16::MAX as u32) as u16,
+        z.height.min(u16::MAX as u32) as u16,
+    )
+}
+
+/// How the command ended (its exit code, 128+N for signal N), as the last reply says it.
+pub fn exit_of(code: i32) -> ExecExit {
     ExecExit {
         exit_code: code,
         reason: if code == 0 {
@@ -174,14 +230,6 @@ pub fn exit_of(status: std::process::ExitStatus) -> ExecExit {
         } else {
             format!("command terminated with non-zero exit code: {code}")
         },
-    }
-}
-
-fn start_failed(e: impl std::fmt::Display) -> ExecExit {
-    ExecExit {
-        exit_code: 126,
-        reason: "Error".into(),
-        message: format!("cannot start the command: {e}"),
     }
 }
 
@@ -243,94 +291,48 @@ async fn pump(mut r: impl AsyncRead + Unpin, tx: Tx, stderr: bool) {
 
 /// Runs the session; `Ok(None)` when the client left (the command is killed).
 async fn run(
-    exe: PathBuf,
-    target: i32,
+    mut p: Box<dyn ExecProcess>,
+    s: &ExecStart,
+    input: Streaming<ExecRequest>,
+    tx: &Tx,
+) -> Result<Option<ExecExit>, Status> {
+    let r = drive(p.as_mut(), s, input, tx).await;
+    if !matches!(r, Ok(Some(_))) {
+        p.kill().await;
+    }
+    p.finish().await;
+    r
+}
+
+async fn drive(
+    p: &mut dyn ExecProcess,
     s: &ExecStart,
     input: Streaming<ExecRequest>,
     tx: &Tx,
 ) -> Result<Option<ExecExit>, Status> {
     let (in_tx, in_rx) = mpsc::channel::<Input>(8);
     let mut in_rx = Some(in_rx);
-    let reader = tokio::spawn(read_input(input, in_tx));
-    let mut cmd = tokio::process::Command::new(&exe);
-    cmd.arg0("nodeagent")
-        .args(crate::init::exec_argv_with(target, &s.command, s.tty))
-        .kill_on_drop(true);
-    let mut pty_master = None;
-    if s.tty {
-        let size = s.size.unwrap_or(TerminalSize {
-            width: 80,
-            height: 24,
-        });
-        let pty = match nix::pty::openpty(Some(&winsize(&size)), None) {
-            Ok(p) => p,
-            Err(e) => return Ok(Some(start_failed(format!("a pseudo-terminal: {e}")))),
-        };
-        let slave = std::fs::File::from(pty.slave);
-        let (a, b) = match (slave.try_clone(), slave.try_clone()) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return Ok(Some(start_failed(e))),
-        };
-        cmd.stdin(a).stdout(b).stderr(slave);
-        pty_master = Some(std::fs::File::from(pty.master));
-    } else {
-        cmd.stdin(if s.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Ok(Some(start_failed(e))),
-    };
-    // Our copies of the terminal's slave end go: EOF (EIO) comes when the command's do.
-    drop(cmd);
+    let mut reader = Some(tokio::spawn(read_input(input, in_tx)));
+    let io = p.take_io();
     let mut pumps = Vec::new();
-    let mut stdin: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = None;
-    let mut master_fd = None;
-    match pty_master {
-        Some(master) => {
-            let (r, w) = match master.try_clone() {
-                Ok(w) => (master, w),
-                Err(e) => return Ok(Some(start_failed(e))),
-            };
-            master_fd = w.try_clone().ok();
-            pumps.push(tokio::spawn(pump(
-                tokio::fs::File::from_std(r),
-                tx.clone(),
-                false,
-            )));
-            if s.stdin {
-                stdin = Some(Box::new(tokio::fs::File::from_std(w)));
-            }
-        }
-        None => {
-            if let Some(o) = child.stdout.take() {
-                pumps.push(tokio::spawn(pump(o, tx.clone(), false)));
-            }
-            if let Some(e) = child.stderr.take() {
-                pumps.push(tokio::spawn(pump(e, tx.clone(), true)));
-            }
-            if let Some(i) = child.stdin.take() {
-                stdin = Some(Box::new(i));
-            }
-        }
+    if let Some(o) = io.stdout {
+        pumps.push(tokio::spawn(pump(o, tx.clone(), false)));
     }
-    let mut reader = Some(reader);
+    if let Some(e) = io.stderr {
+        pumps.push(tokio::spawn(pump(e, tx.clone(), true)));
+    }
+    let mut stdin = io.stdin;
     let status = loop {
         tokio::select! {
-            st = child.wait() => break st,
+            st = p.wait() => break st,
             _ = tx.closed() => {
-                let _ = child.kill().await;
+                abort(reader, pumps);
                 return Ok(None);
             }
             r = async { reader.as_mut().expect("reader").await }, if reader.is_some() => {
                 reader = None;
                 if let Ok(Err(st)) = r {
-                    let _ = child.kill().await;
+                    abort(None, pumps);
                     return Err(st);
                 }
             }
@@ -349,8 +351,8 @@ async fn run(
                             let _ = w.write_all(b"\x04").await;
                             let _ = w.flush().await;
                         }
-                    } else {
-                        stdin = None; // closes the pipe
+                    } else if stdin.take().is_some() {
+                        p.close_stdin().await;
                     }
                     if m.is_none() {
                         // Nothing more will come; keep waiting for the command.
@@ -358,11 +360,8 @@ async fn run(
                     }
                 }
                 Some(Input::Resize(sz)) => {
-                    if let Some(fd) = &master_fd {
-                        if let Err(e) = set_winsize(fd, &sz) {
-                            tracing::debug!("exec resize: {e}");
-                        }
-                    }
+                    let (w, h) = clamp_size(&sz);
+                    p.resize(w, h).await;
                 }
             }
         }
@@ -371,7 +370,7 @@ async fn run(
         r.abort();
     }
     drop(stdin);
-    let status = status.map_err(|e| Status::internal(format!("waiting for the command: {e}")))?;
+    let code = status.map_err(Status::internal)?;
     // Everything the command wrote reaches the client before its exit (bounded).
     let _ = tokio::time::timeout(DRAIN, async {
         for p in pumps.iter_mut() {
@@ -379,52 +378,45 @@ async fn run(
         }
     })
     .await;
+    abort(None, pumps);
+    Ok(Some(exit_of(code)))
+}
+
+fn abort(
+    reader: Option<tokio::task::JoinHandle<Result<(), Status>>>,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+) {
+    if let Some(r) = reader {
+        r.abort();
+    }
     for p in pumps {
         p.abort();
     }
-    Ok(Some(exit_of(status)))
-}
-
-fn winsize(s: &TerminalSize) -> nix::pty::Winsize {
-    nix::pty::Winsize {
-        ws_row: s.height.min(u16::MAX as u32) as u16,
-        ws_col: s.width.min(u16::MAX as u32) as u16,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
-}
-
-/// TIOCSWINSZ on the terminal's master: the command's foreground group gets SIGWINCH.
-#[allow(unsafe_code)]
-fn set_winsize(master: &std::fs::File, s: &TerminalSize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let ws = winsize(s);
-    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid for the
-    // duration of the call; the descriptor is open (borrowed).
-    let r = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::process::ExitStatusExt;
 
     #[test]
     fn exits_read_as_kubernetes_reports_them() {
-        let ok = exit_of(std::process::ExitStatus::from_raw(0));
+        let ok = exit_of(0);
         assert_eq!((ok.exit_code, ok.reason.as_str()), (0, ""));
-        let three = exit_of(std::process::ExitStatus::from_raw(3 << 8));
+        let three = exit_of(3);
         assert_eq!(three.exit_code, 3);
         assert_eq!(three.reason, "NonZeroExitCode");
         assert_eq!(
             three.message,
             "command terminated with non-zero exit code: 3"
         );
-        let killed = exit_of(std::process::ExitStatus::from_raw(9));
-        assert_eq!(killed.exit_code, 137);
+        let killed = exit_of(137);
+        assert_eq!(killed.reason, "NonZeroExitCode");
+        assert_eq!(
+            clamp_size(&TerminalSize {
+                width: 100,
+                height: 30
+            }),
+            (100, 30)
+        );
     }
 }

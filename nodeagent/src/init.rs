@@ -613,8 +613,10 @@ fn pid1(a: &InitArgs) -> i32 {
         }
         // The pod's volumes at their volumeMounts paths (issue 13).
         if let Some(f) = std::env::var_os(crate::mounts::MOUNTS_ENV) {
+            // Scratch space for private mount points: `<c>.mounts` → `<c>.private`.
+            let scratch = Path::new(&f).with_extension("private");
             if let Err(msg) =
-                crate::mounts::read(Path::new(&f)).and_then(|m| crate::mounts::apply(&m))
+                crate::mounts::read(Path::new(&f)).and_then(|m| crate::mounts::apply(&m, &scratch))
             {
                 warn(&msg);
                 write_exit(&a.exit_file, &failed_start(msg));

@@ -21,7 +21,8 @@
 //! - [`init`]: the container init (`nodeagent init …`): namespaces, PID 1, signal
 //!   forwarding, zombie reaping, exit status file.
 //! - [`exec`]: the NodeExec service (`kubectl-lite exec` via the apiserver): a command
-//!   in a running container's namespaces, with a pseudo-terminal, stdin, exit code.
+//!   in a running container through [`runtime::Runtime::exec`], with a pseudo-terminal,
+//!   stdin, exit code; [`exec_process`] is the process runtime's (`init exec`).
 //! - [`image`]: image → program resolution.
 //! - [`mounts`]: a container's volume mounts, applied by the container init.
 //! - [`state`]: the state directory (pod records, exit files, logs).
@@ -37,6 +38,7 @@ pub mod containerd;
 pub mod dns;
 pub mod events;
 pub mod exec;
+pub mod exec_process;
 pub mod identity;
 pub mod image;
 pub mod init;

@@ -82,10 +82,55 @@ pub struct ExecOutput {
     pub output: Vec<u8>,
 }
 
+/// An interactive command in a container (NodeExec, `kubectl exec`): what
+/// [`Runtime::exec`] runs and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    /// A pseudo-terminal: stdin, stdout and stderr are one stream, resizable.
+    pub tty: bool,
+    /// The client sends stdin (else the command's stdin is empty).
+    pub stdin: bool,
+    /// The terminal's first size, (width, height).
+    pub size: Option<(u16, u16)>,
+}
+
+/// The streams of an [`ExecProcess`]: stdout (the terminal with a tty), stderr (None
+/// with a tty), stdin (when asked).
+#[derive(Default)]
+pub struct ExecIo {
+    pub stdout: Option<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>>,
+    pub stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>>,
+    pub stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>>,
+}
+
+/// A command started by [`Runtime::exec`]. The session drives it: streams, resizes,
+/// the end of stdin, its exit, a kill when the client leaves, then [`ExecProcess::finish`]
+/// (dropping it unfinished releases it too, in the background).
+pub trait ExecProcess: Send {
+    /// The streams (once).
+    fn take_io(&mut self) -> ExecIo;
+    /// Resolves with the exit code (128+N for signal N).
+    fn wait(&mut self) -> BoxFuture<'_, Result<i32, String>>;
+    /// New terminal size (width, height); nothing without a tty.
+    fn resize(&mut self, width: u16, height: u16) -> BoxFuture<'_, ()>;
+    /// The client's stdin ended and the session dropped its writer: the command's
+    /// stdin is to reach its end.
+    fn close_stdin(&mut self) -> BoxFuture<'_, ()>;
+    /// Kills the command.
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+    /// Releases what the runtime keeps for the command (after it ended).
+    fn finish(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("exec in container: {0}")]
     Exec(String),
+    /// The container runs but the command could not start (no such program: 127,
+    /// else 126, as a shell and docker report it).
+    #[error("{message}")]
+    ExecStart { exit_code: i32, message: String },
     #[error("starting container {container}: {source}")]
     Start {
         container: String,
@@ -135,6 +180,16 @@ pub trait Runtime: Send + Sync + 'static {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
         let _ = (h, cmd, timeout);
+        Box::pin(async { Err(RuntimeError::Exec("not supported by this runtime".into())) })
+    }
+    /// Starts an interactive command in instance `h` (NodeExec). Issue 16's extension
+    /// of the trait; a runtime without it says so.
+    fn exec(
+        &self,
+        h: &Handle,
+        opts: &ExecOptions,
+    ) -> BoxFuture<'static, Result<Box<dyn ExecProcess>, RuntimeError>> {
+        let _ = (h, opts);
         Box::pin(async { Err(RuntimeError::Exec("not supported by this runtime".into())) })
     }
     /// The pod is gone: release what the runtime keeps per pod (cgroups). Its
@@ -507,6 +562,28 @@ impl Runtime for ProcessRuntime {
                 .or(status.signal().map(|s| 128 + s))
                 .unwrap_or(255);
             Ok(ExecOutput { exit_code, output })
+        })
+    }
+
+    fn exec(
+        &self,
+        h: &Handle,
+        opts: &ExecOptions,
+    ) -> BoxFuture<'static, Result<Box<dyn ExecProcess>, RuntimeError>> {
+        let (h, opts, exe) = (*h, opts.clone(), self.init_exe.clone());
+        let alive = self.alive(&h);
+        Box::pin(async move {
+            let not_running = || RuntimeError::Exec("container is not running".into());
+            if !alive {
+                return Err(not_running());
+            }
+            let target = tokio::task::spawn_blocking(move || container_init_pid(h.pid))
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(not_running)?;
+            let p = crate::exec_process::spawn(&exe, target, &opts)?;
+            Ok(Box::new(p) as Box<dyn ExecProcess>)
         })
     }
 

@@ -101,6 +101,12 @@ impl StateDir {
             .join(format!("{}.log.1", sanitize(container)))
     }
 
+    /// The file bind-mounted at the container's terminationMessagePath.
+    pub fn termination_log_path(&self, uid: &str, container: &str) -> PathBuf {
+        self.pod_dir(uid)
+            .join(format!("{}.termination-log", sanitize(container)))
+    }
+
     pub fn exit_path(&self, uid: &str, container: &str) -> PathBuf {
         self.pod_dir(uid)
             .join(format!("{}.exit", sanitize(container)))

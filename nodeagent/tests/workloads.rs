@@ -172,20 +172,42 @@ async fn get_rs(c: &TestCluster, name: &str) -> ReplicaSet {
         .into_inner()
 }
 
+/// A read-modify-write retried on a conflict, as client-go's `RetryOnConflict`: the
+/// controllers and agents write the same objects' status meanwhile.
+const CONFLICT_RETRIES: usize = 20;
+
 async fn scale_rs(c: &TestCluster, name: &str, n: i32) {
-    let mut rs = get_rs(c, name).await;
-    rs.spec.as_mut().unwrap().replicas = Some(n);
-    c.api.replica_sets().update(rs).await.expect("scale rs");
+    for _ in 0..CONFLICT_RETRIES {
+        let mut rs = get_rs(c, name).await;
+        rs.spec.as_mut().unwrap().replicas = Some(n);
+        match c.api.replica_sets().update(rs).await {
+            Err(e) if e.code() == tonic::Code::Aborted => continue,
+            r => {
+                r.expect("scale rs");
+                return;
+            }
+        }
+    }
+    panic!("scale rs: still conflicting after {CONFLICT_RETRIES} tries");
 }
 
 async fn relabel(c: &TestCluster, pod: &str, app: &str) {
-    let mut p = c.api.pods().get(get(pod)).await.unwrap().into_inner();
-    p.metadata
-        .as_mut()
-        .unwrap()
-        .labels
-        .insert("app".into(), app.into());
-    c.api.pods().update(p).await.expect("relabel pod");
+    for _ in 0..CONFLICT_RETRIES {
+        let mut p = c.api.pods().get(get(pod)).await.unwrap().into_inner();
+        p.metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("app".into(), app.into());
+        match c.api.pods().update(p).await {
+            Err(e) if e.code() == tonic::Code::Aborted => continue,
+            r => {
+                r.expect("relabel pod");
+                return;
+            }
+        }
+    }
+    panic!("relabel pod: still conflicting after {CONFLICT_RETRIES} tries");
 }
 
 /// Scale up and down, a deleted pod replaced, release and adoption by labels, and a lost
@@ -397,6 +419,23 @@ async fn get_deploy(c: &TestCluster, name: &str) -> Deployment {
         .into_inner()
 }
 
+/// Changes the Deployment by `f`, read-modify-write retried on a conflict (the controller
+/// writes its status meanwhile).
+async fn update_deploy(c: &TestCluster, name: &str, what: &str, f: impl Fn(&mut Deployment)) {
+    for _ in 0..CONFLICT_RETRIES {
+        let mut d = get_deploy(c, name).await;
+        f(&mut d);
+        match c.api.deployments().update(d).await {
+            Err(e) if e.code() == tonic::Code::Aborted => continue,
+            r => {
+                r.unwrap_or_else(|e| panic!("{what}: {e}"));
+                return;
+            }
+        }
+    }
+    panic!("{what}: still conflicting after {CONFLICT_RETRIES} tries");
+}
+
 /// The Deployment's status says `n` updated, ready and available replicas, and exactly
 /// `n` pods (none terminating) exist, all of the current ReplicaSet; returns its name.
 async fn wait_rolled_out(c: &TestCluster, name: &str, n: i32) -> String {
@@ -587,14 +626,11 @@ async fn rolling_update_behind_a_cluster_ip_fails_no_request_then_undo_and_recre
     );
 
     // Rolling update to v2.
-    let mut d = get_deploy(&c, "web").await;
-    d.spec.as_mut().unwrap().template =
-        Some(template("web", vec![graceful_whoami(&whoami, "v2")], 5));
-    c.api
-        .deployments()
-        .update(d)
-        .await
-        .expect("update template");
+    update_deploy(&c, "web", "update template", |d| {
+        d.spec.as_mut().unwrap().template =
+            Some(template("web", vec![graceful_whoami(&whoami, "v2")], 5));
+    })
+    .await;
     let rs2 = wait_rolled_out(&c, "web", 4).await;
     assert_ne!(rs2, rs1);
     wait_rules(&c, 4).await;
@@ -624,9 +660,10 @@ async fn rolling_update_behind_a_cluster_ip_fails_no_request_then_undo_and_recre
     // Undo (what `rollout undo` writes): the template of revision 1 → its ReplicaSet is
     // scaled up again (revision 3), still without a failed request.
     let old = get_rs(&c, &rs1).await;
-    let mut d = get_deploy(&c, "web").await;
-    d.spec.as_mut().unwrap().template = Some(old_template(&old));
-    c.api.deployments().update(d).await.expect("undo");
+    update_deploy(&c, "web", "undo", |d| {
+        d.spec.as_mut().unwrap().template = Some(old_template(&old));
+    })
+    .await;
     let back = wait_rolled_out(&c, "web", 4).await;
     assert_eq!(back, rs1, "undo re-uses the first ReplicaSet");
     wait_rules(&c, 4).await;
@@ -653,14 +690,15 @@ async fn rolling_update_behind_a_cluster_ip_fails_no_request_then_undo_and_recre
     );
 
     // Recreate: every old pod is gone before the first new one exists.
-    let mut d = get_deploy(&c, "web").await;
-    let spec = d.spec.as_mut().unwrap();
-    spec.strategy = Some(DeploymentStrategy {
-        r#type: "Recreate".into(),
-        rolling_update: None,
-    });
-    spec.template = Some(template("web", vec![graceful_whoami(&whoami, "v3")], 5));
-    c.api.deployments().update(d).await.expect("recreate");
+    update_deploy(&c, "web", "recreate", |d| {
+        let spec = d.spec.as_mut().unwrap();
+        spec.strategy = Some(DeploymentStrategy {
+            r#type: "Recreate".into(),
+            rolling_update: None,
+        });
+        spec.template = Some(template("web", vec![graceful_whoami(&whoami, "v3")], 5));
+    })
+    .await;
     let r =
         kube_lite_tests::fixtures::eventually_or("recreated", Duration::from_secs(120), || async {
             let pods = pods_with(&c, "app=web").await;
@@ -742,9 +780,10 @@ async fn events_for_scheduling_start_kill_back_off_and_scaling_deduplicated() {
         .expect("create crashing rs");
 
     // Scale the Deployment to 0: its pod is killed.
-    let mut d = get_deploy(&c, "ev").await;
-    d.spec.as_mut().unwrap().replicas = Some(0);
-    c.api.deployments().update(d).await.unwrap();
+    update_deploy(&c, "ev", "scale to 0", |d| {
+        d.spec.as_mut().unwrap().replicas = Some(0);
+    })
+    .await;
 
     let evs = eventually("events of every kind", || async {
         let evs = events(&c).await;

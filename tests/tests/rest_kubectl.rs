@@ -1162,3 +1162,52 @@ fn rollout(k: &Kubectl, c: &kube_lite_tests::cluster::TestCluster, name: &str) {
         );
     }
 }
+
+/// terminationMessagePath/Policy (issue 13, point 7) through the REST face: the server's
+/// defaults come back, set values round-trip through `apply` and `get -o json|yaml`, a
+/// bad policy is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_termination_message_fields_round_trip() {
+    let server = TestApiServer::start().await;
+    let Some(k) = Kubectl::new(&server) else {
+        return;
+    };
+    let plain = k.file("plain.yaml", POD);
+    k.ok(&["create", "-f", &plain]);
+    let j = k.json(&["get", "pod", "web"]);
+    let c = &j["spec"]["containers"][0];
+    assert_eq!(c["terminationMessagePath"], "/dev/termination-log", "{c}");
+    assert_eq!(c["terminationMessagePolicy"], "File", "{c}");
+
+    let set = POD.replace("name: web\n", "name: tm\n").replace(
+        "    image: whoami\n",
+        "    image: whoami\n    terminationMessagePath: /var/run/why\n    terminationMessagePolicy: FallbackToLogsOnError\n",
+    );
+    let f = k.file("tm.yaml", &set);
+    k.ok(&["apply", "-f", &f]);
+    let j = k.json(&["get", "pod", "tm"]);
+    let c = &j["spec"]["containers"][0];
+    assert_eq!(c["terminationMessagePath"], "/var/run/why", "{c}");
+    assert_eq!(
+        c["terminationMessagePolicy"], "FallbackToLogsOnError",
+        "{c}"
+    );
+    let y = k.ok(&["get", "pod", "tm", "-o", "yaml"]);
+    assert!(
+        y.contains("terminationMessagePolicy: FallbackToLogsOnError"),
+        "{y}"
+    );
+    // Applied again unchanged: the server's copy equals the manifest.
+    assert!(k.ok(&["apply", "-f", &f]).contains("unchanged"));
+
+    let bad = set
+        .replace("name: tm\n", "name: bad\n")
+        .replace("FallbackToLogsOnError", "Sometimes");
+    let f = k.file("bad.yaml", &bad);
+    let e = k.fails(&["create", "-f", &f]);
+    assert!(
+        (e.contains("termination_message_policy") || e.contains("terminationMessagePolicy"))
+            && e.contains("Sometimes"),
+        "{e}"
+    );
+}

@@ -8,12 +8,15 @@
 //! - [`images`]: image lookup for the runtime and the node's image list.
 //! - [`spec`]: the OCI runtime spec from image config + container (pure).
 //! - [`runtime`]: [`runtime::ContainerdRuntime`], the `Runtime` trait over containerd.
+//! - [`exec`]: commands in containers (exec probes, hooks, `kubectl exec`) through
+//!   containerd's Task Exec API, I/O over FIFOs.
 //! - [`logger`]: the shim's `binary://` log writer (this executable, `kl-log`).
 //! - [`service`]: image loading from the NodeAgent API and the import directory,
 //!   `status.images`.
 
 pub mod archive;
 pub mod client;
+pub mod exec;
 pub mod images;
 pub mod import;
 pub mod logger;

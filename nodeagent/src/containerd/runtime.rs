@@ -23,7 +23,10 @@ use super::images::{self, ImageInfo, LookupError};
 use super::names;
 use super::spec::{self, SpecInput};
 use crate::cgroups::Cgroups;
-use crate::runtime::{ContainerResources, ContainerSpec, Handle, Instance, Runtime, RuntimeError};
+use crate::runtime::{
+    ContainerResources, ContainerSpec, ExecOptions, ExecOutput, ExecProcess, Handle, Instance,
+    Runtime, RuntimeError,
+};
 use crate::state::{proc_start_time, same_process_alive, ExitInfo, StateDir};
 use containerd_client::services::v1::{
     container::Runtime as CRuntime,
@@ -478,6 +481,19 @@ impl ContainerdRuntime {
         self.ids.lock().unwrap().get(&h.pid).cloned()
     }
 
+    /// Where a command in instance `h` runs (exec probes, hooks, `kubectl exec`).
+    fn exec_target(&self, h: &Handle) -> Result<super::exec::Target, RuntimeError> {
+        let not_running = || RuntimeError::Exec("container is not running".into());
+        if !self.alive(h) {
+            return Err(not_running());
+        }
+        Ok(super::exec::Target {
+            c: self.c.clone(),
+            container_id: self.id_of(h).ok_or_else(not_running)?,
+            fifo_root: self.state.root().join("exec"),
+        })
+    }
+
     fn signal(&self, h: &Handle, sig: u32, all: bool) -> Result<(), RuntimeError> {
         let Some(id) = self.id_of(h) else {
             return Ok(());
@@ -719,6 +735,30 @@ impl Runtime for ContainerdRuntime {
         true
     }
 
+    fn exec_sync(
+        &self,
+        h: &Handle,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        let t = self.exec_target(h);
+        let cmd = cmd.to_vec();
+        Box::pin(async move { super::exec::exec_sync(t?, cmd, timeout).await })
+    }
+
+    fn exec(
+        &self,
+        h: &Handle,
+        opts: &ExecOptions,
+    ) -> BoxFuture<'static, Result<Box<dyn ExecProcess>, RuntimeError>> {
+        let t = self.exec_target(h);
+        let opts = opts.clone();
+        Box::pin(async move {
+            let x = super::exec::CtrdExec::start(&t?, &opts).await?;
+            Ok(Box::new(x) as Box<dyn ExecProcess>)
+        })
+    }
+
     fn release_pod(&self, pod_uid: &str) {
         self.block(async {
             for ct in self.our_containers(Some((LABEL_POD_UID, pod_uid))).await {
@@ -731,7 +771,10 @@ impl Runtime for ContainerdRuntime {
     }
 
     fn sweep(&self, keep: &HashSet<String>) {
-        self.block(ContainerdRuntime::remove_pods_except(self, keep));
+        self.block(async {
+            super::exec::sweep(&self.c, &self.state.root().join("exec")).await;
+            ContainerdRuntime::remove_pods_except(self, keep).await
+        });
         if let Some(cg) = &self.cgroups {
             for uid in cg.pods() {
                 if !keep.contains(&uid) {

@@ -23,6 +23,7 @@ pub mod ports;
 pub mod probe;
 pub mod prober;
 pub mod sources;
+pub mod termination;
 pub mod volumes;
 
 #[cfg(test)]
@@ -616,6 +617,7 @@ impl PodWorker {
     fn adopt_or_schedule(&mut self) {
         let (runtime, state, uid) = (&self.node.runtime, &self.node.state, &self.uid);
         let pod = self.m.name();
+        let specs: Vec<_> = self.m.ctrs.iter().map(|c| c.spec.clone()).collect();
         let follow = self
             .m
             .adopt_or_schedule(Instant::now(), now_ms(), |r, h| {
@@ -624,11 +626,13 @@ impl PodWorker {
                     Observed::Alive
                 } else {
                     // Ended while the agent was away.
-                    Observed::Ended(
-                        state
-                            .read_exit(uid, &r.name)
-                            .unwrap_or_else(|| PodMachine::lost_exit(now_ms())),
-                    )
+                    let exit = state
+                        .read_exit(uid, &r.name)
+                        .unwrap_or_else(|| PodMachine::lost_exit(now_ms()));
+                    Observed::Ended(match specs.iter().find(|c| c.name == r.name) {
+                        Some(c) => termination::enrich(state.as_ref(), uid, c, specs.len(), exit),
+                        None => exit,
+                    })
                 }
             });
         for (i, h) in follow {
@@ -790,7 +794,11 @@ impl PodWorker {
                 return;
             }
         };
-        let mounts = match self.container_mounts(&spec) {
+        let mounts = match self.container_mounts(&spec).and_then(|mut m| {
+            let file = self.node.state.termination_log(&self.uid, &spec.name);
+            m.extend(termination::prepare(file, &spec)?);
+            Ok(m)
+        }) {
             Ok(m) => m,
             Err(m) => {
                 warn!(pod = %self.name(), uid = %self.uid, container = %spec.name, "{m}");
@@ -952,6 +960,18 @@ impl PodWorker {
 
     /// A container instance ended.
     fn on_exit(&mut self, i: usize, pid: i32, exit: ExitInfo) {
+        let c = &self.m.ctrs[i];
+        let exit = if c.handle.map(|h| h.pid) == Some(pid) {
+            termination::enrich(
+                self.node.state.as_ref(),
+                &self.uid,
+                &c.spec,
+                self.m.ctrs.len(),
+                exit,
+            )
+        } else {
+            exit
+        };
         let (code, why) = (exit.exit_code, exit.reason.clone());
         if self.m.exited(i, pid, exit, Instant::now()) {
             info!(pod = %self.name(), uid = %self.uid, container = %self.m.ctrs[i].spec.name,

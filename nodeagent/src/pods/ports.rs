@@ -46,6 +46,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// Readable records, and the uids of unreadable ones.
     fn load_all(&self) -> (Vec<PodRecord>, Vec<String>);
     fn read_exit(&self, uid: &str, container: &str) -> Option<ExitInfo>;
+    /// The file a container's termination message is written to (None: the store has
+    /// no files, as the executor's fakes).
+    fn termination_log(&self, _uid: &str, _container: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// The container's current log file.
+    fn log_path(&self, _uid: &str, _container: &str) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 impl StateStore for StateDir {
@@ -60,6 +69,12 @@ impl StateStore for StateDir {
     }
     fn read_exit(&self, uid: &str, container: &str) -> Option<ExitInfo> {
         StateDir::read_exit(self, uid, container)
+    }
+    fn termination_log(&self, uid: &str, container: &str) -> Option<std::path::PathBuf> {
+        Some(StateDir::termination_log_path(self, uid, container))
+    }
+    fn log_path(&self, uid: &str, container: &str) -> Option<std::path::PathBuf> {
+        Some(StateDir::log_path(self, uid, container))
     }
 }
 
