@@ -15,7 +15,8 @@
 #      busybox pod inside the cluster makes 4 requests → 4 different pods answer
 #   2c. a busybox pod sees its image's filesystem, not the node's: its /etc/os-release
 #      is the image's (the node container's says Debian), the node's /usr/local/bin/nodeagent
-#      is absent (KL_RUNTIME=process: skipped)
+#      is absent; `kubectl-lite exec` into a whoami pod (containerd's exec) sees the image's
+#      /etc/os-release too (KL_RUNTIME=process: skipped)
 #   2b. LoadBalancer (issue 12): `expose service whoami --type LoadBalancer --port 8081`
 #      gets both nodes' container addresses as ingress, and the host reaches each of them
 #      on port 8081 (4 different pods answer); a second LoadBalancer on 8081 stays
@@ -411,7 +412,10 @@ if [[ $KL_RUNTIME == containerd ]]; then
     [[ "$pod_os" == *"kube-lite busybox"* && "$pod_os" != "$node_os" ]] ||
         die "pod fs-check's /etc/os-release is not the busybox image's (node: $node_os):"$'\n'"$fs_log"
     grep -qx node-file-absent <<<"$fs_log" || die "pod fs-check sees the node's /usr/local/bin/nodeagent:"$'\n'"$fs_log"
-    step_ok "pod fs-check on $(pod_field fs-check '.spec.nodeName') sees its image: $pod_os (the node's: $node_os), no /usr/local/bin/nodeagent"
+    # exec through containerd into a running image-based pod sees the same.
+    exec_os=$(kl exec whoami-1 -- /bin/busybox head -1 /etc/os-release 2>&1) || die "kubectl-lite exec whoami-1: $exec_os"
+    [[ "$exec_os" == "$pod_os" ]] || die "exec in whoami-1 sees /etc/os-release $exec_os, expected the image's $pod_os"
+    step_ok "pod fs-check on $(pod_field fs-check '.spec.nodeName') sees its image: $pod_os (the node's: $node_os), no /usr/local/bin/nodeagent; exec in whoami-1 sees the same"
     kl delete pod fs-check >/dev/null
     wait_for 30 "pod fs-check deleted" pod_gone fs-check
 fi
