@@ -530,8 +530,14 @@ mod tests {
                   81 77 0:32 /docker/abc /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
                   82 77 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
                   90 76 0:50 / /sys/fs/cgroup2 rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(mount_root(mi, "/sys/fs/cgroup/memory").as_deref(), Some("/docker/abc"));
-        assert_eq!(mount_root(mi, "/sys/fs/cgroup/cpu,cpuacct").as_deref(), Some("/"));
+        assert_eq!(
+            mount_root(mi, "/sys/fs/cgroup/memory").as_deref(),
+            Some("/docker/abc")
+        );
+        assert_eq!(
+            mount_root(mi, "/sys/fs/cgroup/cpu,cpuacct").as_deref(),
+            Some("/")
+        );
         assert_eq!(mount_root(mi, "/sys/fs/cgroup2").as_deref(), Some("/"));
         assert_eq!(mount_root(mi, "/sys/fs/cgroup"), None, "a tmpfs");
         assert_eq!(below_root("/docker/abc", "/docker/abc"), "");
