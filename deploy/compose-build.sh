@@ -2,7 +2,11 @@
 # Build the kube-lite container images used by deploy/docker-compose.yml:
 #   kube-lite/base:bookworm      offline Debian base (deploy/docker/build-base.sh, reused)
 #   kube-lite/apiserver:latest   apiserver (+ kubectl-lite)
-#   kube-lite/node:latest        nodeagent, kl-whoami, kubectl-lite, iptables, iproute2, busybox
+#   kube-lite/node:latest        nodeagent, containerd, runc, kl-whoami, kubectl-lite, iptables,
+#                                iproute2, busybox
+# and the pods' image archives (deploy/images/build-images.sh, reused) that a user loads
+# with `kubectl-lite image load`:
+#   target/images/busybox.tar, target/images/whoami.tar   (KL_IMAGES_DIR to change)
 # The binaries are built on the host with cargo and copied in (no Rust toolchain in the
 # images, no registry needed).
 #
@@ -63,4 +67,11 @@ for img in apiserver node; do
     fi
 done
 t3=$(date +%s)
-echo "images built: cargo+stage $((t1 - t0))s, base $((t2 - t1))s, docker build $((t3 - t2))s"
+
+# The pods' images: from the same kl-whoami and the base's rootfs (exported once and
+# cached next to the archives), no registry.
+images_dir=${KL_IMAGES_DIR:-$target_dir/images}
+echo "== image archives busybox.tar whoami.tar in $images_dir"
+KL_WHOAMI_BIN="$target_dir/$outdir/kl-whoami" "$root/deploy/images/build-images.sh" "$images_dir" >/dev/null
+t4=$(date +%s)
+echo "images built: cargo+stage $((t1 - t0))s, base $((t2 - t1))s, docker build $((t3 - t2))s, archives $((t4 - t3))s"

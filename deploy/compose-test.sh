@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # kube-lite cluster test against a real docker-compose cluster (issue 5).
 #
-# Builds the images (reusing the offline base image when present), starts the apiserver
-# and two node containers with short node-health timings (deploy/docker-compose.test.yml),
-# then, printing progress as each step passes:
+# Builds the images (reusing the offline base image when present) and the pods' image
+# archives (target/images/{whoami,busybox}.tar), starts the apiserver and two node
+# containers with short node-health timings (deploy/docker-compose.test.yml); each node
+# container runs its own containerd (deploy/docker/node-entrypoint.sh), so pods are
+# containers from images. Then, printing progress as each step passes:
 #   1. both nodes register and get Ready
-#   2. Service scene: 4 whoami pods spread over the 2 nodes, Service 10.96.10.10:3001 →
-#      8080, a busybox pod makes 4 requests → 4 different pods answer
+#   1b. `kubectl-lite image load whoami.tar busybox.tar` reaches both nodes, which report
+#      the images in status.images (skipped with KL_RUNTIME=process)
+#   2. the tutorial's Service scene with image-based pods: 4 whoami pods (image
+#      whoami:latest from the archive) spread over the 2 nodes, Service 10.96.10.10:3001
+#      → 8080 (the tutorial's 172.17.10.10 moved into the cluster's service range), a
+#      busybox pod inside the cluster makes 4 requests → 4 different pods answer
+#   2c. a busybox pod sees its image's filesystem, not the node's: its /etc/os-release
+#      is the image's (the node container's says Debian), the node's /usr/local/bin/nodeagent
+#      is absent; `kubectl-lite exec` into a whoami pod (containerd's exec) sees the image's
+#      /etc/os-release too (KL_RUNTIME=process: skipped)
 #   2b. LoadBalancer (issue 12): `expose service whoami --type LoadBalancer --port 8081`
 #      gets both nodes' container addresses as ingress, and the host reaches each of them
 #      on port 8081 (4 different pods answer); a second LoadBalancer on 8081 stays
@@ -15,10 +25,14 @@
 #      the other node, the Service answers from the survivors
 #   4. docker start it → Ready again, no duplicate pod IPs, new pods land on it and the
 #      Service reaches pods on both nodes
-#   5. --scale node=3 → a third node registers with its own subnet, runs a pod that the
-#      Service reaches
+#   3/4 also show that a node's images outlive docker stop/start (containerd's root is
+#      on the node's volume; its state on the /run tmpfs starts empty)
+#   5. --scale node=3 → a third node registers with its own subnet, gets the images with
+#      `image load --node`, runs a pod that the Service reaches
 #   6. docker restart the apiserver → every object intact, agents reconnect and resume
 #      their watches (a new pod gets Running, a deleted pod goes away)
+#   6b. each node's containerd holds exactly its pods' containers, running tasks and
+#      active snapshots (none left of deleted, moved or restarted pods)
 #   7. down -v leaves no container, network or volume of the project
 # The cluster is always removed at exit (trap), also on failure or Ctrl-C.
 #
@@ -28,6 +42,10 @@
 #                test suite has built them already; release works too)
 #   KL_SKIP_BUILD=1  use the images kube-lite/{apiserver,node}:latest as they are
 #   KL_KEEP=1    on failure, leave the cluster running for inspection (prints how to remove it)
+#   KL_RUNTIME   the nodes' runtime: containerd (default; pods from the image archives) or
+#                process (pods are programs of the node image: the fallback)
+#   KL_IMAGES_DIR  where compose-build.sh put whoami.tar and busybox.tar (default
+#                target/images)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +57,8 @@ case "$KL_PROFILE" in
     *) outdir=$KL_PROFILE ;;
 esac
 KUBECTL="${CARGO_TARGET_DIR:-$root/target}/$outdir/kubectl-lite"
+export KL_RUNTIME=${KL_RUNTIME:-containerd}
+IMAGES_DIR=${KL_IMAGES_DIR:-${CARGO_TARGET_DIR:-$root/target}/images}
 
 PROJECT="kltest$$"
 SVC_IP=10.96.10.10
@@ -50,6 +70,14 @@ grace_s=${KL_NODE_GRACE_PERIOD%s}
 T0=$(date +%s)
 say() { printf '[%4ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
 ok() { say "ok: $*"; }
+# Steps passed, for the `compose: N passed, N failed` line (deploy/run-tests.sh tallies it).
+PASSED=0
+step_ok() {
+    PASSED=$((PASSED + 1))
+    ok "$@"
+}
+now_ms() { date +%s%3N; }
+secs_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
 die() {
     say "FAIL: $*" >&2
     exit 1
@@ -126,7 +154,7 @@ cleanup() {
             exit $rc
         fi
     fi
-    rm -f "$KC"
+    rm -f "$KC" "/tmp/kl-wait.$$"
     if [[ $DOWN_DONE == 0 ]]; then
         dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || true
         # Anonymous volumes of containers that down may have missed.
@@ -137,6 +165,7 @@ cleanup() {
             [[ $rc == 0 ]] && rc=1
         fi
     fi
+    [[ $rc == 0 ]] || echo "compose: $PASSED passed, 1 failed"
     exit $rc
 }
 trap cleanup EXIT
@@ -257,7 +286,7 @@ if [[ "${KL_SKIP_BUILD:-0}" != 1 ]]; then
     rm -f "$build_log"
 fi
 [[ -x "$KUBECTL" ]] || die "kubectl-lite not built at $KUBECTL"
-ok "images kube-lite/apiserver, kube-lite/node built"
+ok "images kube-lite/apiserver, kube-lite/node and the archives in $IMAGES_DIR built"
 
 # ---------- 1. up ----------
 dc up -d >/dev/null 2>&1 || {
@@ -279,14 +308,50 @@ wait_for 60 "nodes $NODE1 and $NODE2 Ready" node_ready "$NODE1"
 wait_for 30 "node $NODE2 Ready" node_ready "$NODE2"
 [[ "$(ready_nodes | tr '\n' ' ')" == "$(printf '%s\n' "$NODE1" "$NODE2" | sort | tr '\n' ' ')" ]] ||
     die "Ready nodes are $(ready_nodes | tr '\n' ' '), expected $NODE1 $NODE2"
-ok "2 nodes Ready: $(kl get nodes -o json | jq -r '.items[] | "\(.metadata.name)=\(.spec.podCIDR)"' | tr '\n' ' ')"
+step_ok "2 nodes Ready: $(kl get nodes -o json | jq -r '.items[] | "\(.metadata.name)=\(.spec.podCIDR)"' | tr '\n' ' ')"
+
+# ---------- 1b. images from archives onto every node ----------
+node_has_images() { # NODE IMAGE... → 0 when the node's status.images names each
+    local names i
+    names=$(kl get nodes -o json | jq -r --arg n "$1" '.items[] | select(.metadata.name == $n) | .status.images[]?.names[]?')
+    shift
+    for i in "$@"; do
+        grep -qxF "$i" <<<"$names" || { echo "$i not in status.images: $names"; return 1; }
+    done
+}
+WHOAMI_REF=docker.io/library/whoami:latest
+BUSYBOX_REF=docker.io/library/busybox:latest
+load_images() { # [--node NODE]... → loads both archives, checks one line per node and image
+    local out
+    out=$(kl image load "$@" "$IMAGES_DIR/whoami.tar" "$IMAGES_DIR/busybox.tar" 2>&1) ||
+        die "kubectl-lite image load $*: $out"
+    echo "$out"
+}
+if [[ $KL_RUNTIME == containerd ]]; then
+    for a in whoami busybox; do
+        [[ -s "$IMAGES_DIR/$a.tar" ]] || die "$IMAGES_DIR/$a.tar missing (deploy/compose-build.sh makes it)"
+    done
+    t_load=$(now_ms)
+    loaded=$(load_images)
+    for n in "$NODE1" "$NODE2"; do
+        for i in "$WHOAMI_REF" "$BUSYBOX_REF"; do
+            grep -q "^$n: loaded .*$i" <<<"$loaded" || die "image load did not report $i on $n:"$'\n'"$loaded"
+        done
+        wait_for 30 "node $n reporting $WHOAMI_REF and $BUSYBOX_REF in status.images" node_has_images "$n" "$WHOAMI_REF" "$BUSYBOX_REF"
+    done
+    step_ok "image load whoami.tar busybox.tar ($(du -ch "$IMAGES_DIR/whoami.tar" "$IMAGES_DIR/busybox.tar" | awk 'END {print $1}')) reached both nodes in $(secs_since "$t_load")s; status.images lists them"
+else
+    say "KL_RUNTIME=$KL_RUNTIME: pods are programs of the node image, no images to load"
+fi
 
 # ---------- 2. Service scene ----------
 PODS=(whoami-1 whoami-2 whoami-3 whoami-4)
+t_create=$(now_ms)
 for p in "${PODS[@]}"; do
     kl create pod "$p" --image whoami --labels app=whoami >/dev/null
 done
 wait_for 60 "4 whoami pods Running" pods_running "${PODS[@]}"
+t_running=$(secs_since "$t_create")
 on1=0 on2=0
 for p in "${PODS[@]}"; do
     case "$(pod_field "$p" '.spec.nodeName')" in
@@ -295,13 +360,13 @@ for p in "${PODS[@]}"; do
     esac
 done
 [[ $on1 == 2 && $on2 == 2 ]] || die "expected 2 whoami pods per node, got $NODE1: $on1, $NODE2: $on2"
-ok "4 whoami pods Running, 2 on each node: $(kl get pods -o json | jq -r '.items[] | "\(.metadata.name)@\(.spec.nodeName)=\(.status.podIP)"' | tr '\n' ' ')"
+ok "4 whoami pods created -> Running in ${t_running}s ($KL_RUNTIME), 2 on each node: $(kl get pods -o json | jq -r '.items[] | "\(.metadata.name)@\(.spec.nodeName)=\(.status.podIP)"' | tr '\n' ' ')"
 kl create service whoami --selector app=whoami --port "$SVC_PORT:8080" --cluster-ip "$SVC_IP" >/dev/null
 endpoints_n() { [[ "$(kl get endpoints whoami -o json | jq '[(.items // [.])[].subsets[]?.addresses[]?] | length')" == "$1" ]]; }
 wait_for 30 "Service whoami has 4 endpoints" endpoints_n 4
 ok "Service whoami $SVC_IP:$SVC_PORT -> 8080 with 4 endpoints"
 service_check 4 4
-ok "4 requests to $SVC_IP:$SVC_PORT answered by 4 different pods: $ANSWERED_BY"
+step_ok "4 requests to $SVC_IP:$SVC_PORT answered by 4 different pods: $ANSWERED_BY"
 
 # ---------- 2b. LoadBalancer from the host (issue 12) ----------
 LB_PORT=8081
@@ -333,6 +398,27 @@ wait_for 30 "whoami-lb2 reports its port clash" lb2_clash
 ok "a second LoadBalancer on $LB_PORT: <pending>, $(kl get service whoami-lb2 -o json | jq -r '.status.conditions[0].message')"
 kl delete service whoami-lb2 >/dev/null
 kl delete service whoami-lb >/dev/null
+PASSED=$((PASSED + 1))
+
+# ---------- 2c. a pod sees its image's filesystem ----------
+if [[ $KL_RUNTIME == containerd ]]; then
+    node_os=$(docker exec "${NODE_CIDS[0]}" cat /etc/os-release | head -1)
+    kl create pod fs-check --image busybox --restart Never -- \
+        sh -c 'head -1 /etc/os-release; if [ -e /usr/local/bin/nodeagent ]; then echo NODE-FILE-PRESENT; else echo node-file-absent; fi' >/dev/null
+    wait_for 60 "pod fs-check finished" pod_done fs-check
+    [[ "$(pod_field fs-check '.status.phase')" == Succeeded ]] || die "pod fs-check $(pod_field fs-check '.status.phase'): $(kl logs fs-check 2>&1)"
+    fs_log=$(kl logs fs-check 2>&1) || die "kubectl-lite logs fs-check: $fs_log"
+    pod_os=$(head -1 <<<"$fs_log")
+    [[ "$pod_os" == *"kube-lite busybox"* && "$pod_os" != "$node_os" ]] ||
+        die "pod fs-check's /etc/os-release is not the busybox image's (node: $node_os):"$'\n'"$fs_log"
+    grep -qx node-file-absent <<<"$fs_log" || die "pod fs-check sees the node's /usr/local/bin/nodeagent:"$'\n'"$fs_log"
+    # exec through containerd into a running image-based pod sees the same.
+    exec_os=$(kl exec whoami-1 -- /bin/busybox head -1 /etc/os-release 2>&1) || die "kubectl-lite exec whoami-1: $exec_os"
+    [[ "$exec_os" == "$pod_os" ]] || die "exec in whoami-1 sees /etc/os-release $exec_os, expected the image's $pod_os"
+    step_ok "pod fs-check on $(pod_field fs-check '.spec.nodeName') sees its image: $pod_os (the node's: $node_os), no /usr/local/bin/nodeagent; exec in whoami-1 sees the same"
+    kl delete pod fs-check >/dev/null
+    wait_for 30 "pod fs-check deleted" pod_gone fs-check
+fi
 
 # ---------- 3. docker stop a node ----------
 STOPPED_CID=${NODE_CIDS[1]} STOPPED=$NODE2 SURVIVOR=$NODE1
@@ -348,7 +434,7 @@ wait_for 90 "pods of $STOPPED (${MOVED[*]}) rescheduled and Running on $SURVIVOR
 ok "pods ${MOVED[*]} rescheduled on $SURVIVOR and Running after $(($(date +%s) - t_stop))s"
 wait_for 30 "Service whoami has 4 endpoints on $SURVIVOR" endpoints_n 4
 service_check 4 4 "${PODS[@]}"
-ok "Service answers from the survivors on $SURVIVOR: $ANSWERED_BY"
+step_ok "Service answers from the survivors on $SURVIVOR: $ANSWERED_BY"
 
 # ---------- 4. docker start it again ----------
 docker start "$STOPPED_CID" >/dev/null
@@ -360,13 +446,16 @@ no_duplicate_ips || die "duplicate pod IPs after the node came back"
 ok "no duplicate pod IPs"
 NEW=(whoami-5 whoami-6)
 for p in "${NEW[@]}"; do kl create pod "$p" --image whoami --labels app=whoami >/dev/null; done
+if [[ $KL_RUNTIME == containerd ]]; then
+    node_has_images "$STOPPED" "$WHOAMI_REF" "$BUSYBOX_REF" || die "node $STOPPED lost its images across docker stop/start"
+fi
 wait_for 60 "new pods ${NEW[*]} Running on the restarted node $STOPPED" pods_all_on "$STOPPED" "${NEW[@]}"
 no_duplicate_ips || die "duplicate pod IPs"
 ok "new pods ${NEW[*]} Running on $STOPPED, pod IPs unique: $(kl get pods -o json | jq -r '.items[] | "\(.metadata.name)@\(.spec.nodeName)=\(.status.podIP)"' | tr '\n' ' ')"
 PODS+=("${NEW[@]}")
 wait_for 30 "Service whoami has 6 endpoints" endpoints_n 6
 service_check 6 6 "${PODS[@]}"
-ok "6 requests answered by 6 different pods across both nodes: $ANSWERED_BY"
+step_ok "6 requests answered by 6 different pods across both nodes: $ANSWERED_BY"
 
 # ---------- 5. --scale node=3 ----------
 dc up -d --scale node=3 >/dev/null 2>&1 || {
@@ -383,6 +472,11 @@ done
 while read -r v; do [[ -n "$v" ]] && ANON_VOLUMES+=("$v"); done < <(docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{"\n"}}{{end}}{{end}}' "$NODE3_CID")
 NODE3=$(node_name_of "$NODE3_CID")
 wait_for 60 "third node $NODE3 Ready" node_ready "$NODE3"
+if [[ $KL_RUNTIME == containerd ]]; then
+    loaded=$(load_images --node "$NODE3")
+    grep -q "^$NODE3: loaded .*$WHOAMI_REF" <<<"$loaded" || die "image load --node $NODE3:"$'\n'"$loaded"
+    wait_for 30 "node $NODE3 reporting its images" node_has_images "$NODE3" "$WHOAMI_REF" "$BUSYBOX_REF"
+fi
 subnets=$(kl get nodes -o json | jq -r '.items[].spec.podCIDR' | sort)
 [[ $(wc -l <<<"$subnets") == 3 && -z "$(uniq -d <<<"$subnets")" ]] || die "node subnets not distinct: $subnets"
 kl create pod whoami-8 --image whoami --labels app=whoami >/dev/null
@@ -390,7 +484,7 @@ wait_for 60 "pod whoami-8 Running on the new node $NODE3" pods_all_on "$NODE3" w
 PODS+=(whoami-8)
 wait_for 30 "Service whoami has 7 endpoints" endpoints_n 7
 service_check 7 7 "${PODS[@]}"
-ok "--scale node=3: $NODE3 Ready ($(kl get nodes -o json | jq -r --arg n "$NODE3" '.items[] | select(.metadata.name == $n) | .spec.podCIDR')), whoami-8 Running on it, 7 requests answered by 7 different pods"
+step_ok "--scale node=3: $NODE3 Ready ($(kl get nodes -o json | jq -r --arg n "$NODE3" '.items[] | select(.metadata.name == $n) | .spec.podCIDR')), whoami-8 Running on it, 7 requests answered by 7 different pods"
 
 # ---------- 6. docker restart the apiserver ----------
 snapshot() {
@@ -421,14 +515,38 @@ n7=$(pod_field whoami-7 '.spec.nodeName')
 victim=$(kl get pods -o json | jq -r --arg n "$n7" '[.items[] | select(.spec.nodeName != $n and (.metadata.name | startswith("whoami-")))][0].metadata.name')
 kl delete pod "$victim" >/dev/null
 wait_for 60 "pod $victim (other node) deleted by its agent" pod_gone "$victim"
-ok "agents resumed their watches: whoami-7 Running on $n7, $victim deleted on the other node after $(($(date +%s) - t_restart))s"
+step_ok "agents resumed their watches: whoami-7 Running on $n7, $victim deleted on the other node after $(($(date +%s) - t_restart))s"
 no_duplicate_ips || die "duplicate pod IPs"
+
+# ---------- 6b. containerd holds exactly the pods' containers ----------
+# On each node: one containerd container (id <pod uid>-<container>) per container of its
+# pods, each with a running task and an active snapshot; nothing left of the pods that
+# were deleted, moved away while the node was stopped, or whose node restarted.
+ctrd_matches_pods() { # NODE CID
+    local want have tasks active
+    want=$(kl get pods -o json | jq -r --arg n "$1" '.items[] | select(.spec.nodeName == $n) | .metadata.uid as $u | .spec.containers[] | "\($u)-\(.name)"' | sort)
+    have=$(docker exec "$2" ctr -a /run/containerd/containerd.sock -n kube-lite containers ls -q | sort)
+    tasks=$(docker exec "$2" ctr -a /run/containerd/containerd.sock -n kube-lite tasks ls | awk 'NR > 1 && $3 == "RUNNING" {print $1}' | sort)
+    active=$(docker exec "$2" ctr -a /run/containerd/containerd.sock -n kube-lite snapshots ls | awk 'NR > 1 && $NF == "Active" {print $1}' | sort)
+    [[ "$have" == "$want" ]] || { echo "$1: containers [$(echo $have)], pods' containers [$(echo $want)]"; return 1; }
+    [[ "$tasks" == "$want" ]] || { echo "$1: running tasks [$(echo $tasks)], want [$(echo $want)]"; return 1; }
+    [[ "$active" == "$want" ]] || { echo "$1: active snapshots [$(echo $active)], want [$(echo $want)]"; return 1; }
+}
+if [[ $KL_RUNTIME == containerd ]]; then
+    summary=""
+    for c in "${NODE_CIDS[@]}" "$NODE3_CID"; do
+        n=$(node_name_of "$c")
+        wait_for 30 "containerd on $n holding exactly its pods' containers" ctrd_matches_pods "$n" "$c"
+        summary+="$n: $(kl get pods -o json | jq --arg n "$n" '[.items[] | select(.spec.nodeName == $n)] | length') "
+    done
+    step_ok "containerd on each node holds exactly its pods' containers, tasks and snapshots (${summary% })"
+fi
 
 # ---------- 7. down -v ----------
 dc down -v --remove-orphans -t 2 >/dev/null 2>&1 || die "compose down failed"
 DOWN_DONE=1
 left=$(leftovers)
 [[ -z "$left" ]] || die "down -v left objects of $PROJECT behind: $(tr '\n' ' ' <<<"$left")"
-ok "down -v left no container, network or volume of $PROJECT"
-say "compose cluster test passed in $(($(date +%s) - T0))s"
-echo "compose: 7 passed, 0 failed"
+step_ok "down -v left no container, network or volume of $PROJECT"
+say "compose cluster test passed in $(($(date +%s) - T0))s ($KL_RUNTIME runtime)"
+echo "compose: $PASSED passed, 0 failed"

@@ -3,7 +3,9 @@
 #
 # The Docker engine on the CI machine cannot pull from a registry, so the project makes
 # its own minimal Debian bookworm image (same glibc as the host that builds the binaries).
-# Reuses the image when it already exists (pass --force to rebuild).
+# Reuses the image when it already exists with the package list below (its label
+# kube-lite.base.packages; an image made with another list is rebuilt once), so Docker
+# keeps it between runs; pass --force to rebuild anyway.
 #
 # Env:
 #   KL_BASE_IMAGE     tag to create            (default kube-lite/base:bookworm)
@@ -18,19 +20,24 @@ SECURITY=${KL_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
+# Packages the node and apiserver images need at run time. The Rust binaries only
+# need glibc (libc6, part of minbase). containerd and runc: the node container runs its
+# own containerd (the image runtime, as kind's node image does).
+PKGS=iptables,iproute2,busybox-static,conntrack,ca-certificates,procps,kmod,containerd,runc
+
 if [[ $FORCE == 0 ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "base image $IMAGE present, reusing it"
-    exit 0
+    have=$(docker image inspect -f '{{index .Config.Labels "kube-lite.base.packages"}}' "$IMAGE" 2>/dev/null || true)
+    if [[ "$have" == "$PKGS" ]]; then
+        echo "base image $IMAGE present, reusing it"
+        exit 0
+    fi
+    echo "base image $IMAGE has packages '${have:-?}', wanted '$PKGS': rebuilding it"
 fi
 
 command -v mmdebstrap >/dev/null || {
     echo "mmdebstrap not found: install it (apt-get install -y mmdebstrap)" >&2
     exit 1
 }
-
-# Packages the node and apiserver images need at run time. The Rust binaries only
-# need glibc (libc6, part of minbase).
-PKGS=iptables,iproute2,busybox-static,conntrack,ca-certificates,procps,kmod
 
 tmp=$(mktemp -d /tmp/kl-base.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -55,6 +62,7 @@ mmdebstrap \
 docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'CMD ["/bin/bash"]' \
+    -c "LABEL kube-lite.base.packages=$PKGS" \
     -m "kube-lite base: Debian bookworm minbase via mmdebstrap ($PKGS)" \
     "$tmp/rootfs.tar" "$IMAGE" >/dev/null
 

@@ -1,8 +1,11 @@
-# kube-lite node image: the node agent, the demo program (image "whoami"), busybox
-# (image "busybox"), iptables, iproute2 and conntrack. Pods run as processes in network
-# namespaces inside this container, so it needs NET_ADMIN/SYS_ADMIN and a writable
-# /proc/sys: see deploy/docker-compose.yml. Binaries come from the host build (see
-# deploy/compose-build.sh); nothing is compiled here.
+# kube-lite node image: the node agent, containerd and runc (the image runtime: the
+# entrypoint starts the node's own containerd, as kind's node image does; pods are
+# containers from images loaded with `kubectl-lite image load`), iptables, iproute2 and
+# conntrack; also the demo program (image "whoami") and busybox (image "busybox") for
+# KUBE_LITE_RUNTIME=process, where pods are processes in namespaces of this container.
+# It needs every capability but SYS_RESOURCE, writable /proc/sys and cgroups: see
+# deploy/docker-compose.yml and node-entrypoint.sh. Binaries come from the host build
+# (see deploy/compose-build.sh); nothing is compiled here.
 ARG BASE=kube-lite/base:bookworm
 FROM ${BASE}
 
@@ -15,6 +18,8 @@ RUN set -e; missing=""; \
     command -v conntrack >/dev/null || missing="$missing conntrack"; \
     command -v ps >/dev/null || missing="$missing procps"; \
     [ -d /etc/ssl/certs ] || missing="$missing ca-certificates"; \
+    command -v containerd >/dev/null || missing="$missing containerd"; \
+    command -v runc >/dev/null || missing="$missing runc"; \
     if [ -n "$missing" ]; then \
         apt-get update && \
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing && \

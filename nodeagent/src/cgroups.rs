@@ -172,6 +172,35 @@ pub fn oci_path(common: Option<&str>, name: &str, uid: &str, container: &str) ->
     }
 }
 
+/// The root (field 4 of `/proc/self/mountinfo`) of the cgroup filesystem mounted at
+/// `mount_point`: "/" on a host or in a cgroup namespace; the container's own cgroup
+/// (e.g. `/docker/<id>`) where a container engine bind-mounts it without one (Docker on
+/// cgroup v1, cgroupns mode host). None when no cgroup filesystem is mounted there.
+pub fn mount_root(mountinfo: &str, mount_point: &str) -> Option<String> {
+    mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let f: Vec<&str> = pre.split(' ').collect();
+        let fstype = post.split(' ').next()?;
+        (f.len() >= 5 && f[4] == mount_point && fstype.starts_with("cgroup"))
+            .then(|| f[3].to_string())
+    })
+}
+
+/// `own` (a path from `/proc/self/cgroup`) as seen below a mount whose root is `root`:
+/// the part after `root`, without a leading `/` ("" when `own` is the root itself).
+/// Paths outside `root` are kept whole (what the hierarchy root would show).
+pub fn below_root(own: &str, root: &str) -> String {
+    let (own, root) = (own.trim_matches('/'), root.trim_matches('/'));
+    if root.is_empty() {
+        return own.to_string();
+    }
+    match own.strip_prefix(root) {
+        Some("") => String::new(),
+        Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/').to_string(),
+        _ => own.to_string(),
+    }
+}
+
 /// The v1 controller whose own path names hierarchy directory `dir` of /sys/fs/cgroup
 /// (`systemd` is the named `name=systemd` one; `cpu,cpuacct` goes by its first;
 /// `unified`, the v2 hierarchy of a hybrid host, by the `0::` line: "").
@@ -232,9 +261,17 @@ impl Cgroups {
         let name = sanitize(name);
         let base = Path::new("/sys/fs/cgroup");
         let me = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let rel = |p: Option<String>| p.unwrap_or_default().trim_start_matches('/').to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        // The agent's cgroup relative to the hierarchy's mount at `dir` (a container's
+        // cgroup mounts show only its own subtree; runc resolves an absolute
+        // cgroupsPath against the mount point the same way).
+        let rel_at = |p: Option<String>, dir: &Path| {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            let root = mount_root(&mountinfo, &dir.to_string_lossy()).unwrap_or_default();
+            below_root(&p.unwrap_or_default(), &root)
+        };
         if base.join("cgroup.controllers").exists() {
-            let own = rel(own_path(&me, ""));
+            let own = rel_at(own_path(&me, ""), base);
             let root = base.join(&own).join(&name);
             return Some(Cgroups {
                 layout: Layout::V2 { root },
@@ -244,7 +281,10 @@ impl Cgroups {
         }
         let (m, c) = (base.join("memory"), base.join("cpu"));
         if m.join("memory.limit_in_bytes").exists() && c.join("cpu.cfs_quota_us").exists() {
-            let (mem_rel, cpu_rel) = (rel(own_path(&me, "memory")), rel(own_path(&me, "cpu")));
+            let (mem_rel, cpu_rel) = (
+                rel_at(own_path(&me, "memory"), &m),
+                rel_at(own_path(&me, "cpu"), &c),
+            );
             let common = (mem_rel == cpu_rel).then(|| mem_rel.clone());
             let mut others = Vec::new();
             for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
@@ -256,7 +296,7 @@ impl Cgroups {
                 }
                 let own = match &common {
                     Some(c) => c.clone(),
-                    None => rel(own_path(&me, &v1_controller(&dir))),
+                    None => rel_at(own_path(&me, &v1_controller(&dir)), &e.path()),
                 };
                 others.push(e.path().join(own).join(&name));
             }
@@ -480,6 +520,31 @@ mod tests {
         assert_eq!(v1_writes(&none)[2].2, "-1");
         assert_eq!(quota_us(1), 1000, "at least 1 ms");
         assert_eq!(shares(1), 2);
+    }
+
+    #[test]
+    fn cgroup_paths_below_a_containers_mount_root() {
+        // Docker on cgroup v1 without a cgroup namespace: /proc/self/cgroup names the
+        // container's cgroup, which is also the root of each bind-mounted hierarchy.
+        let mi = "77 76 0:46 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755\n\
+                  81 77 0:32 /docker/abc /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
+                  82 77 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                  90 76 0:50 / /sys/fs/cgroup2 rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            mount_root(mi, "/sys/fs/cgroup/memory").as_deref(),
+            Some("/docker/abc")
+        );
+        assert_eq!(
+            mount_root(mi, "/sys/fs/cgroup/cpu,cpuacct").as_deref(),
+            Some("/")
+        );
+        assert_eq!(mount_root(mi, "/sys/fs/cgroup2").as_deref(), Some("/"));
+        assert_eq!(mount_root(mi, "/sys/fs/cgroup"), None, "a tmpfs");
+        assert_eq!(below_root("/docker/abc", "/docker/abc"), "");
+        assert_eq!(below_root("/docker/abc/agent", "/docker/abc"), "agent");
+        assert_eq!(below_root("/docker/abcd", "/docker/abc"), "docker/abcd");
+        assert_eq!(below_root("/user.slice/x", "/"), "user.slice/x");
+        assert_eq!(below_root("/", "/"), "");
     }
 
     #[test]
