@@ -249,10 +249,12 @@ async fn acknowledged_large_objects_survive_kill_9() {
     );
     let _ = client(port).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for t in 0..4 {
         let mut c = client(port).await;
         let stop = stop.clone();
+        let done = done.clone();
         tasks.push(tokio::spawn(async move {
             // (name, acknowledged revision, content index)
             let mut acked: Vec<(String, u64, u64)> = Vec::new();
@@ -269,6 +271,7 @@ async fn acknowledged_large_objects_survive_kill_9() {
                         let rv = p.into_inner().metadata.unwrap().resource_version;
                         acked.retain(|a| a.0 != name);
                         acked.push((name, rv, i));
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(_) => break 'run, // the server is gone
                 }
@@ -277,7 +280,17 @@ async fn acknowledged_large_objects_survive_kill_9() {
             (acked, i)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Killed mid-stream once enough writes were acknowledged (a busy machine gets there
+    // later, not with fewer writes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} writes acknowledged in 120 s",
+            done.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     s.0.kill().unwrap(); // SIGKILL
     s.0.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
