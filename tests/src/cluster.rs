@@ -676,7 +676,14 @@ pub fn remove_agent_cgroups(name: &str) {
             };
             let d = b.join(path).join(name);
             if d.is_dir() && d.join("cgroup.procs").exists() {
+                // A killed pod's last task may still be exiting (rmdir gets EBUSY until
+                // it is gone): retried for up to 5 s.
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
                 rmdir_tree(&d);
+                while d.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                    rmdir_tree(&d);
+                }
             }
         }
     }
